@@ -1,0 +1,42 @@
+# synthrel: `make demo` and `make test` work on a fresh machine (they install first when needed).
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+STAMP := .venv/.installed
+export HF_HUB_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export TQDM_MININTERVAL ?= 5
+
+.PHONY: help install demo test test-full bench lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0   # pinned: the CPU wheel on disk, never an unpinned CUDA build
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## build the project-local .venv
+
+demo: $(STAMP) ## run the whole pipeline on the tiny profile (demo data, tiny models) and print the report path
+	$(PY) -m synthrel.run +experiment=demo
+
+test: $(STAMP) ## run the test suite (fails when no test is collected)
+	$(PY) -m pytest -q -m "not slow" -n 2
+
+test-full: $(STAMP) ## run every test, the slow ones too
+	$(PY) -m pytest -q -n 2
+
+bench: $(STAMP) ## GPU benchmarks (run through the device tool); prints ratios against the baselines
+	$(PY) -m benchmarks.run
+
+lint: $(STAMP) ## ruff
+	.venv/bin/ruff check synthrel tests benchmarks
+
+format: $(STAMP)
+	.venv/bin/ruff format synthrel tests benchmarks
+
+clean: ## remove outputs (not the venv)
+	rm -rf outputs multirun .pytest_cache

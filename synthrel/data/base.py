@@ -1,0 +1,134 @@
+"""The dataset interface every reader implements.
+
+A dataset is a list of `Item`s (paired by name, never by sort order) and returns samples as dicts:
+``{"id": str, "image": RGB uint8 (H, W, 3), "label": trainIds uint8 (H, W) or None,
+"ood": uint8 (H, W) with 0 in-distribution / 1 OOD / 255 void, or None}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from synthrel.conventions import IGNORE_INDEX
+from synthrel.data.io import read_image, read_label
+from synthrel.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    image: Path
+    label: Path | None = None
+    ood: Path | None = None
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+def pair_by_name(
+    images: Iterable[Path],
+    labels: Iterable[Path],
+    image_key: Callable[[Path], str],
+    label_key: Callable[[Path], str],
+    what: str,
+) -> list[tuple[str, Path, Path]]:
+    """Pair images and labels by their common key; an unpaired file on either side is an error."""
+    by_image = {image_key(p): p for p in images}
+    by_label = {label_key(p): p for p in labels}
+    missing_label = sorted(set(by_image) - set(by_label))
+    missing_image = sorted(set(by_label) - set(by_image))
+    if missing_label:
+        k = missing_label[0]
+        raise DatasetError(
+            f"{what}: image {by_image[k]} has no label ({len(missing_label)} image(s) without label; "
+            f"expected the label file for key {k!r})"
+        )
+    if missing_image:
+        k = missing_image[0]
+        raise DatasetError(
+            f"{what}: label {by_label[k]} has no image ({len(missing_image)} label(s) without image; "
+            f"expected the image file for key {k!r})"
+        )
+    return [(k, by_image[k], by_label[k]) for k in sorted(by_image)]
+
+
+class SegDataset(Dataset):
+    """Base reader: subclasses fill `self.items` and implement `load_label` (file -> trainIds)."""
+
+    #: train ids that the dataset cannot contain (excluded from its mIoU), e.g. IDD's terrain and train.
+    absent_classes: tuple[int, ...] = ()
+    #: the set of raw ids allowed in label files, checked on read.
+    valid_label_ids: np.ndarray | None = None
+
+    def __init__(self, name: str, items: list[Item], root: Path):
+        if not items:
+            raise DatasetError(f"dataset {name!r} under {root} is empty: no image/label pairs were found")
+        self.name = name
+        self.items = items
+        self.root = Path(root)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.items[0].label is not None
+
+    @property
+    def has_ood(self) -> bool:
+        return self.items[0].ood is not None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def ids(self) -> list[str]:
+        return [it.id for it in self.items]
+
+    def load_label(self, path: Path) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load_ood(self, path: Path) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.items[index]
+        image = read_image(item.image)
+        sample = {"id": item.id, "image": image, "label": None, "ood": None}
+        if item.label is not None:
+            sample["label"] = self._checked(self.load_label(item.label), item.label, image)
+        if item.ood is not None:
+            sample["ood"] = self._checked(self.load_ood(item.ood), item.ood, image)
+        return sample
+
+    @staticmethod
+    def _checked(label: np.ndarray, path: Path, image: np.ndarray) -> np.ndarray:
+        if label.shape != image.shape[:2]:
+            raise DatasetError(
+                f"size mismatch: label {path} is {label.shape[1]}x{label.shape[0]} but its image is "
+                f"{image.shape[1]}x{image.shape[0]} (W x H); expected the same size"
+            )
+        return label
+
+    def check_ids(self, raw: np.ndarray, path: Path, valid: np.ndarray, what: str) -> None:
+        """Raise if `raw` holds ids outside `valid` (a boolean table over 0..255)."""
+        bad = np.unique(raw[~valid[raw]])
+        if bad.size:
+            raise DatasetError(
+                f"label {path} holds ids {bad.tolist()[:10]} outside the {what} id set "
+                f"(valid: {np.flatnonzero(valid).tolist()}); is this the right label file type?"
+            )
+
+
+def id_table(valid_ids: Iterable[int], extra=(IGNORE_INDEX,)) -> np.ndarray:
+    table = np.zeros(256, dtype=bool)
+    table[list(valid_ids)] = True
+    table[list(extra)] = True
+    return table
+
+
+def collate_samples(batch: list[dict]) -> list[dict]:
+    """DataLoader collate that keeps samples of different sizes as a list."""
+    return batch

@@ -1,0 +1,69 @@
+"""Image and label files: RGB uint8 in, single-channel uint8 labels, atomic PNG writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from synthrel.errors import DatasetError
+from synthrel.jobs import atomic_path
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3); corrupt or truncated files raise DatasetError."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise DatasetError(f"image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"unreadable image {path}: {e} (expected a complete PNG/JPEG file)") from None
+
+
+def read_label(path: str | os.PathLike, channel: int | None = None) -> np.ndarray:
+    """Read a label PNG as uint8 (H, W). `channel` picks one channel of a colour-encoded label."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im)
+    except FileNotFoundError:
+        raise DatasetError(f"label file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"unreadable label {path}: {e} (expected a complete single-channel PNG)") from None
+    if arr.ndim == 3:
+        if channel is None:
+            raise DatasetError(f"label {path} has {arr.shape[2]} channels; expected a single-channel PNG")
+        arr = arr[..., channel]
+    if arr.dtype != np.uint8:
+        if arr.max(initial=0) > 255 or arr.min(initial=0) < 0:
+            raise DatasetError(f"label {path} has values outside 0..255 (dtype {arr.dtype})")
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write an RGB (H, W, 3) or label (H, W) uint8 array as PNG, atomically."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise TypeError(f"write_png expects uint8, got {array.dtype} for {path}")
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def write_jpg(path: str | os.PathLike, array: np.ndarray, quality: int = 95) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="JPEG", quality=quality)
+
+
+def require_dir(path: str | os.PathLike, key: str, layout: str) -> Path:
+    """Check a dataset root exists, else say which config key to set and the layout expected."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DatasetError(
+            f"dataset root {str(path)!r} does not exist; set `{key}` to the folder that holds\n{layout}"
+        )
+    return path

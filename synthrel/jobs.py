@@ -1,0 +1,163 @@
+"""Conventions shared by every stage: atomic writes, JSONL manifests, shards, per-item seeds.
+
+A crash at any point leaves only complete files visible (write to a temporary name, then rename),
+and a re-run skips every item already recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synthrel.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class Manifest:
+    """Append-only JSONL record of finished items, keyed by `key`.
+
+    Each line is written with one `write` + fsync, so a kill leaves at most a truncated last line,
+    which `read` ignores (and `append` first repairs).
+    """
+
+    def __init__(self, path: str | os.PathLike, key: str = "id"):
+        self.path = Path(path)
+        self.key = key
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        records = []
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                if not line.endswith("\n"):
+                    break  # truncated by a kill: the item will be redone
+                if line.strip():
+                    records.append(json.loads(line))
+        return records
+
+    def done(self) -> set[str]:
+        return {r[self.key] for r in self.read()}
+
+    def append(self, record: dict) -> None:
+        if self.key not in record:
+            raise KeyError(f"manifest record lacks its key {self.key!r}: {record}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_truncated_tail()
+        line = json.dumps(record, sort_keys=True, default=_json_default) + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _drop_truncated_tail(self) -> None:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        with open(self.path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return
+            data = self.path.read_bytes()
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: item k belongs to shard k mod count (no overlap, no gap)."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self):
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ConfigError(
+                f"shard {self.index}/{self.count} is out of range (config key `shard`): "
+                f"expected i/n with n >= 1 and 0 <= i < n"
+            )
+
+    @classmethod
+    def parse(cls, spec: str | None) -> Shard:
+        if spec in (None, "", "0/1"):
+            return cls()
+        try:
+            index, count = (int(x) for x in str(spec).split("/"))
+        except ValueError:
+            raise ConfigError(f"shard {spec!r} (config key `shard`): expected 'i/n', e.g. shard=0/4") from None
+        return cls(index, count)
+
+    def select(self, n_items: int) -> range:
+        return range(self.index, n_items, self.count)
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def item_seed(seed: int, index: int, stream: str = "") -> int:
+    """A seed for item `index` of a job seeded with `seed`, independent of sharding and order.
+
+    `stream` separates independent draws for the same item (e.g. "crop" and "noise").
+    """
+    words = [int(seed) & 0xFFFFFFFF, int(index)] + [ord(c) for c in stream]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint32)[0])
+
+
+def item_rng(seed: int, index: int, stream: str = "") -> np.random.Generator:
+    return np.random.default_rng(item_seed(seed, index, stream))
+
+
+def positive_int(value, key: str) -> int:
+    """Validate a count from the config (number of samples, steps, batch size)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"`{key}` must be a positive integer, got {value!r}")
+    return value

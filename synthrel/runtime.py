@@ -1,0 +1,32 @@
+"""Process-wide settings applied once at start-up by every entry point (CLI, tests, benchmarks)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def setup_runtime() -> None:
+    """Offline hub, no wandb prompt, and denormals flushed.
+
+    Random-init ViTs on zero-padded inputs produce denormal floats that are ~15x slower on CPU
+    (feasibility.md, SAM); flushing them must happen before torch starts its intra-op threads.
+    """
+    torch.set_flush_denormal(True)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # mmengine checkpoints hold numpy meta
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from synthrel.errors import ConfigError
+
+        raise ConfigError(f"`device={device}` but no CUDA device is available; use device=cpu or device=auto")
+    return dev

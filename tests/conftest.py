@@ -1,0 +1,30 @@
+"""Test-wide settings: offline hubs, wandb disabled, denormals flushed, real configs composed."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "disabled"
+os.environ["TQDM_DISABLE"] = "1"
+
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from synthrel.run import CONF_DIR  # noqa: E402
+from synthrel.runtime import setup_runtime  # noqa: E402
+
+setup_runtime()
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    """Compose the real config with overrides; outputs go under tmp_path."""
+
+    def _compose(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(
+                config_name="config",
+                overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run", *overrides],
+            )
+
+    return _compose
