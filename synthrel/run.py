@@ -12,6 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+import synthrel.config  # noqa: F401  (registers the group schemas)
 from synthrel.errors import ConfigError
 from synthrel.runtime import setup_runtime
 

@@ -1,0 +1,74 @@
+"""Typed schemas of the shared config groups, registered with Hydra's ConfigStore.
+
+Each YAML file of a group starts its defaults list with `schema`, so a wrong type or an unknown key
+(`backbone.guidance=8`, `backbone.resolution=big`) fails at composition with the key named.
+Stage jobs validate their own values (names, ranges) in their dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class TrainSchema:
+    max_steps: int = MISSING
+    batch_size: int = MISSING
+    accumulate_grad_batches: int = MISSING
+    lr: float = MISSING
+
+
+@dataclass
+class BackboneSchema:
+    name: str = MISSING
+    pretrained: str = MISSING
+    controlnet: str | None = None
+    vae: str | None = None
+    resolution: int = MISSING
+    num_inference_steps: int = 25
+    scheduler: str = "ddim"
+    eta: float = 0.0
+    guidance_scale: float = MISSING
+    controlnet_conditioning_scale: float = MISSING
+    dtype: str = "fp16"
+    train: TrainSchema = field(default_factory=TrainSchema)
+
+
+@dataclass
+class DomainSchema:
+    name: str = MISSING
+    domains: list[str] = MISSING
+    # One folder per domain word (false) or one pooled set named `name` (true, calibration sets).
+    pooled: bool = False
+    real_dataset: str | None = None
+
+
+@dataclass
+class OODObjectsSchema:
+    name: str = MISSING
+    objects: list[str] = MISSING
+
+
+@dataclass
+class ProfileSchema:
+    name: str = MISSING
+    tiny: bool = False
+    num_samples: int = 512
+    samples_per_domain_all: int = 64
+    ood_samples_per_object: int = 512
+    calib_pixels_per_image: int = 20000
+    models_dir: str | None = None
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(group="backbone", name="schema", node=BackboneSchema)
+    cs.store(group="domain", name="schema", node=DomainSchema)
+    cs.store(group="ood_objects", name="schema", node=OODObjectsSchema)
+    cs.store(group="profile", name="schema", node=ProfileSchema)
+
+
+register_schemas()

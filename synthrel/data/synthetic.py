@@ -1,0 +1,187 @@
+"""Sets that synthrel writes itself: the generate stage's covariate-shift sets and the inpaint stage's OOD objects.
+
+The layout lives only here: the stages call `write_item` / `write_ood_item`, which write each file atomically and
+then append the item's record to ``manifest.jsonl``. Readers list items from the manifest, so an item whose
+files were being written when the job was killed is never read.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from synthrel.conventions import (
+    IGNORE_INDEX,
+    LABEL_TO_TRAIN,
+    NUM_LABEL_IDS,
+    OOD_LABEL_ID,
+    label_ids_to_train_ids,
+)
+from synthrel.data.base import Item, SegDataset, id_table, pair_by_name
+from synthrel.data.io import read_label, require_dir, write_png
+from synthrel.errors import DatasetError
+from synthrel.jobs import Manifest
+
+MANIFEST = "manifest.jsonl"
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_SUFFIX = "_gtFine_labelIds.png"
+TRAIN_SUFFIX = "_gtFine_labelTrainIds.png"
+SYNTHETIC_LAYOUT = """  leftImg8bit/<split>/<city>/<id>_leftImg8bit.png
+  gtFine/<split>/<city>/<id>_gtFine_labelIds.png   (+ _gtFine_labelTrainIds.png)
+  original/<split>/<city>/<id>_leftImg8bit.png     (the real image the label came from)
+  manifest.jsonl                                    (one JSON record per finished image, key "id")"""
+OOD_LAYOUT = """  images/<object_slug>/<id>.png
+  labels/<object_slug>/<id>_labelIds.png   (Cityscapes labelIds, 254 on the object)
+  masks/<object_slug>/<id>_mask.png        (0 / 255)
+  manifest.jsonl                           (records with "id", "object_slug", "status": accepted | rejected)"""
+OOD_STATUSES = ("accepted", "rejected")
+
+
+def _check_label_ids(label_ids: np.ndarray, image: np.ndarray, what: str) -> np.ndarray:
+    label_ids = np.asarray(label_ids)
+    if label_ids.dtype != np.uint8 or label_ids.shape != image.shape[:2]:
+        raise ValueError(f"{what}: labelIds must be uint8 of shape {image.shape[:2]}, got "
+                         f"{label_ids.dtype} {label_ids.shape}")
+    return label_ids
+
+
+def _latest_records(manifest: Manifest) -> dict[str, dict]:
+    """The last record per id (a forced re-run appends a newer record for the same id)."""
+    return {r["id"]: r for r in manifest.read()}
+
+
+def slugify(name: str) -> str:
+    """Folder name for an object class: 'polar bear' -> 'polar_bear'."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def write_item(root: str | Path, id: str, city: str, image: np.ndarray, label_ids: np.ndarray,
+               original: np.ndarray | None = None, split: str = "val", meta: dict | None = None) -> dict:
+    """Write one aligned synthetic pair (image + Cityscapes labelIds) and record it in the manifest.
+
+    `meta` (domain, seed, prompt...) goes into the manifest record, which is returned.
+    """
+    root = Path(root)
+    label_ids = _check_label_ids(label_ids, image, f"synthetic item {id!r}")
+    write_png(root / "leftImg8bit" / split / city / f"{id}{IMAGE_SUFFIX}", np.asarray(image, dtype=np.uint8))
+    write_png(root / "gtFine" / split / city / f"{id}{LABEL_SUFFIX}", label_ids)
+    write_png(root / "gtFine" / split / city / f"{id}{TRAIN_SUFFIX}", label_ids_to_train_ids(label_ids))
+    if original is not None:
+        write_png(root / "original" / split / city / f"{id}{IMAGE_SUFFIX}", np.asarray(original, dtype=np.uint8))
+    record = {**(meta or {}), "id": id, "city": city, "split": split}
+    Manifest(root / MANIFEST).append(record)
+    return record
+
+
+class SyntheticDataset(SegDataset):
+    """A generated covariate-shift set in the Cityscapes layout; items come from the manifest when present."""
+
+    valid_label_ids = id_table(range(NUM_LABEL_IDS))
+
+    def __init__(self, root: str | Path, split: str = "val", name: str = "synthetic",
+                 root_key: str = "datasets.synthetic.root"):
+        root = require_dir(root, root_key, SYNTHETIC_LAYOUT)
+        img_dir = root / "leftImg8bit" / split
+        gt_dir = root / "gtFine" / split
+        manifest = Manifest(root / MANIFEST)
+        if manifest.path.exists():
+            items = []
+            for rec in _latest_records(manifest).values():
+                city = rec.get("city", "*")
+                image = self._one(img_dir.glob(f"{city}/{rec['id']}{IMAGE_SUFFIX}"), manifest.path, rec["id"],
+                                  img_dir / city / f"{rec['id']}{IMAGE_SUFFIX}")
+                label = self._one(gt_dir.glob(f"{image.parent.name}/{rec['id']}{LABEL_SUFFIX}"), manifest.path,
+                                  rec["id"], gt_dir / image.parent.name / f"{rec['id']}{LABEL_SUFFIX}")
+                items.append(Item(rec["id"], image, label, meta=rec))
+            items.sort(key=lambda it: it.id)
+        else:
+            pairs = pair_by_name(
+                img_dir.glob(f"*/*{IMAGE_SUFFIX}"), gt_dir.glob(f"*/*{LABEL_SUFFIX}"),
+                lambda p: p.name[: -len(IMAGE_SUFFIX)], lambda p: p.name[: -len(LABEL_SUFFIX)],
+                what=f"synthetic set under {root}",
+            )
+            items = [Item(k, img, lab, meta={"city": img.parent.name}) for k, img, lab in pairs]
+        super().__init__(name, items, root)
+
+    @staticmethod
+    def _one(found, manifest: Path, id: str, expected: Path) -> Path:
+        found = list(found)
+        if not found:
+            raise DatasetError(f"{manifest} lists item {id!r} but {expected} does not exist "
+                               f"(the files were deleted or moved after they were written)")
+        return found[0]
+
+    def load_label(self, path: Path) -> np.ndarray:
+        raw = read_label(path)
+        self.check_ids(raw, path, self.valid_label_ids, "Cityscapes labelIds (0..33)")
+        return LABEL_TO_TRAIN[raw]
+
+
+def write_ood_item(root: str | Path, id: str, object_name: str, image: np.ndarray, label_ids: np.ndarray,
+                   mask: np.ndarray, status: str = "accepted", meta: dict | None = None) -> dict:
+    """Write one inpainted OOD-object image, its labelIds (OOD_LABEL_ID where `mask` is set) and its mask,
+    then record it in the manifest with its `status` (only accepted items are read back)."""
+    if status not in OOD_STATUSES:
+        raise ValueError(f"status must be one of {OOD_STATUSES}, got {status!r}")
+    root = Path(root)
+    slug = slugify(object_name)
+    label_ids = _check_label_ids(label_ids, image, f"OOD item {id!r}").copy()
+    on_object = np.asarray(mask) > 0
+    label_ids[on_object] = OOD_LABEL_ID
+    write_png(root / "images" / slug / f"{id}.png", np.asarray(image, dtype=np.uint8))
+    write_png(root / "labels" / slug / f"{id}_labelIds.png", label_ids)
+    write_png(root / "masks" / slug / f"{id}_mask.png", on_object.astype(np.uint8) * 255)
+    record = {**(meta or {}), "id": id, "object": object_name, "object_slug": slug, "status": status}
+    Manifest(root / MANIFEST).append(record)
+    return record
+
+
+class OODObjectsDataset(SegDataset):
+    """The inpainted OOD-object set: label = trainIds (the object ignored), ood = 1 on the object mask,
+    0 on valid Cityscapes pixels, 255 on void pixels."""
+
+    valid_label_ids = id_table([*range(NUM_LABEL_IDS), OOD_LABEL_ID])
+    valid_mask_values = id_table((0,))
+
+    def __init__(self, root: str | Path, objects: list[str] | None = None, name: str = "ood_objects",
+                 root_key: str = "datasets.ood_objects.root"):
+        root = require_dir(root, root_key, OOD_LAYOUT)
+        manifest = Manifest(root / MANIFEST)
+        if not manifest.path.exists():
+            raise DatasetError(f"OOD-object set {root} has no {MANIFEST}; it is written by the inpaint stage "
+                               f"with the layout\n{OOD_LAYOUT}")
+        wanted = {slugify(o) for o in objects} if objects else None
+        self._label_of_mask: dict[Path, Path] = {}
+        items = []
+        for rec in _latest_records(manifest).values():
+            if rec.get("status") != "accepted" or (wanted and rec["object_slug"] not in wanted):
+                continue
+            slug, id = rec["object_slug"], rec["id"]
+            paths = (root / "images" / slug / f"{id}.png", root / "labels" / slug / f"{id}_labelIds.png",
+                     root / "masks" / slug / f"{id}_mask.png")
+            absent = [p for p in paths if not p.exists()]
+            if absent:
+                raise DatasetError(f"{manifest.path} lists accepted item {id!r} but {absent[0]} does not exist")
+            self._label_of_mask[paths[2]] = paths[1]
+            items.append(Item(id, paths[0], label=paths[1], ood=paths[2], meta=rec))
+        items.sort(key=lambda it: it.id)
+        super().__init__(name, items, root)
+
+    def _label_ids(self, path: Path) -> np.ndarray:
+        raw = read_label(path)
+        self.check_ids(raw, path, self.valid_label_ids, "Cityscapes labelIds with the OOD id 254")
+        return raw
+
+    def load_label(self, path: Path) -> np.ndarray:
+        return LABEL_TO_TRAIN[self._label_ids(path)]  # 254 -> ignore
+
+    def load_ood(self, path: Path) -> np.ndarray:
+        mask = read_label(path)
+        valid_mask = id_table((0,), extra=(255,))
+        self.check_ids(mask, path, valid_mask, "object mask (0, 255)")
+        ood = np.where(LABEL_TO_TRAIN[self._label_ids(self._label_of_mask[path])] == IGNORE_INDEX,
+                       np.uint8(IGNORE_INDEX), np.uint8(0))
+        ood[mask == 255] = 1
+        return ood

@@ -1,0 +1,86 @@
+"""A tiny randomly initialised BLIP captioner (the architecture of Salesforce/blip-image-captioning-large).
+
+Saved with save_pretrained (model + BlipProcessor) so the caption stage loads it exactly like the hub
+checkpoint. The WordPiece vocabulary is written offline; its words are the tiny CLIP tokenizer's words,
+so random captions stay short once tokenized for the diffusion prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from synthrel.tiny.diffusion import TINY_WORDS
+
+log = logging.getLogger(__name__)
+
+#: BERT special tokens first ([PAD] = 0 as in bert-base-uncased), then BLIP's decoder start token [DEC].
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]")
+IMAGE_SIZE = 32
+
+
+def build_tiny_blip(out_dir: str | Path, seed: int = 0) -> Path:
+    """Build the tiny BLIP captioner into `out_dir` (skipped when complete, written atomically)."""
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file() and (out_dir / "processor_config.json").is_file():
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
+    try:
+        model, processor = _build(seed, tmp / "vocab")
+        model.save_pretrained(tmp / "model")
+        processor.save_pretrained(tmp / "model")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        (tmp / "model").rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("built tiny BLIP captioner in %s", out_dir)
+    return out_dir
+
+
+def _build(seed: int, vocab_dir: Path):
+    import torch
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    vocab_dir.mkdir(parents=True, exist_ok=True)
+    tokens = list(SPECIAL_TOKENS) + [w for w in dict.fromkeys(TINY_WORDS)] + [",", "."]
+    (vocab_dir / "vocab.txt").write_text("".join(t + "\n" for t in tokens))
+    tokenizer = BertTokenizer.from_pretrained(vocab_dir, bos_token="[DEC]", model_max_length=512)
+    ids = {t: i for i, t in enumerate(tokens)}
+    config = BlipConfig(
+        text_config=dict(
+            vocab_size=len(tokens),
+            hidden_size=32,
+            encoder_hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            pad_token_id=ids["[PAD]"],
+            bos_token_id=ids["[DEC]"],
+            eos_token_id=ids["[SEP]"],
+            sep_token_id=ids["[SEP]"],
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=IMAGE_SIZE,
+            patch_size=8,
+        ),
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    model = BlipForConditionalGeneration(config).eval()
+    image_processor = BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    return model, BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
