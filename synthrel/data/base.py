@@ -16,7 +16,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from synthrel.conventions import IGNORE_INDEX
-from synthrel.data.io import read_image, read_label
+from synthrel.data.io import read_image
 from synthrel.errors import DatasetError
 
 log = logging.getLogger(__name__)

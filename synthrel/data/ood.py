@@ -46,9 +46,11 @@ class RoadAnomalyDataset(SegDataset):
             absent = [p for p in images if not p.exists()]
             if absent:
                 raise DatasetError(f"{frame_list} lists {absent[0]} ({len(absent)} listed frame(s) missing)")
+            labels = [q for q in (frames_dir / f"{p.stem}.labels" / "labels_semantic.png" for p in images)
+                      if q.exists()]
         else:
             images = [p for ext in ("*.jpg", "*.png") for p in frames_dir.glob(ext)]
-        labels = list(frames_dir.glob("*.labels/labels_semantic.png"))
+            labels = list(frames_dir.glob("*.labels/labels_semantic.png"))
         pairs = pair_by_name(images, labels, lambda p: p.stem, lambda p: p.parent.name[: -len(".labels")],
                              what=f"Road Anomaly under {root}")
         super().__init__(name, [Item(k, img, ood=lab) for k, img, lab in pairs], root)

@@ -143,7 +143,7 @@ class OODObjectsDataset(SegDataset):
     0 on valid Cityscapes pixels, 255 on void pixels."""
 
     valid_label_ids = id_table([*range(NUM_LABEL_IDS), OOD_LABEL_ID])
-    valid_mask_values = id_table((0,))
+    valid_mask_values = id_table((0,), extra=(255,))
 
     def __init__(self, root: str | Path, objects: list[str] | None = None, name: str = "ood_objects",
                  root_key: str = "datasets.ood_objects.root"):
@@ -179,8 +179,7 @@ class OODObjectsDataset(SegDataset):
 
     def load_ood(self, path: Path) -> np.ndarray:
         mask = read_label(path)
-        valid_mask = id_table((0,), extra=(255,))
-        self.check_ids(mask, path, valid_mask, "object mask (0, 255)")
+        self.check_ids(mask, path, self.valid_mask_values, "object mask (0, 255)")
         ood = np.where(LABEL_TO_TRAIN[self._label_ids(self._label_of_mask[path])] == IGNORE_INDEX,
                        np.uint8(IGNORE_INDEX), np.uint8(0))
         ood[mask == 255] = 1
