@@ -23,6 +23,7 @@ STAGE_ORDER = (
     "caption",
     "train_controlnet",
     "generate",
+    "corrupt",
     "inpaint",
     "evaluate",
     "calibrate",
