@@ -61,6 +61,8 @@ class ProfileSchema:
     ood_samples_per_object: int = 512
     calib_pixels_per_image: int = 20000
     models_dir: str | None = None
+    # Per-model local folders that replace the stages' default hub ids (tiny profile).
+    models: dict[str, str] = field(default_factory=dict)
 
 
 def register_schemas() -> None:
