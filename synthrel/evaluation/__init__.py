@@ -1,0 +1,1 @@
+"""One-pass evaluation of zoo models on datasets: engine, results store, EvaluateJob."""

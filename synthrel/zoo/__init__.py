@@ -1,0 +1,1 @@
+"""Segmentation model zoo: registry (conf/zoo/*.yaml), Segmenter adapters (mmseg, transformers), weights."""
