@@ -20,6 +20,7 @@ log = logging.getLogger("synthrel")
 
 STAGE_ORDER = (
     "demo_data",
+    "train_zoo",
     "caption",
     "train_controlnet",
     "generate",
