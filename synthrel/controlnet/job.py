@@ -1,0 +1,285 @@
+"""Stage `train_controlnet`: fine-tune a ControlNet on Cityscapes train (label map, caption) pairs.
+
+Output folder (`output_dir`, by default ${paths.artifacts_dir}/controlnet/<backbone>): `checkpoints/` (Lightning
+checkpoints of the ControlNet + optimizer every `checkpoint_every_n_steps` optimizer steps, and `last.ckpt`),
+`final/` (the ControlNet in diffusers format, `save_pretrained`, which the generate stage loads, plus
+`training.json`), `train_config.json` (what defines the run, checked on resume) and `manifest.jsonl`.
+A killed run resumes from `checkpoints/last.ckpt` (`resume: auto`) and ends with the same weights as an
+uninterrupted one; a finished run is skipped unless `force` or a larger `max_steps`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synthrel.errors import ConfigError, unknown_name
+from synthrel.generation.conditioning import ENCODINGS, encoding_channels
+from synthrel.jobs import Manifest, positive_int, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed")
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
+KEY = "stages.train_controlnet"
+#: The settings that define the data stream and the model; a resumed run must keep them.
+RUN_IDENTITY = ("pretrained", "conditioning", "resolution", "batch_size", "accumulate_grad_batches", "world_size",
+                "seed", "hflip", "num_images")
+
+
+@dataclass
+class TrainControlNetJob:
+    """Train a ControlNet (backbone SD1.5 or SDXL) and save it to `output_dir/final`.
+
+    `resolution`, `max_steps`, `batch_size`, `accumulate_grad_batches` and `lr` default to
+    `backbone.resolution` and `backbone.train.*`; set them on the stage to override (tiny runs).
+    """
+
+    backbone: dict
+    dataset: Any  # a Cityscapes-layout dataset (train split) or its `_target_` config
+    captions: str
+    output_dir: str
+    run_dir: str | None = None
+    conditioning: str = "label_id"
+    resolution: int | None = None
+    max_steps: int | None = None
+    batch_size: int | None = None
+    accumulate_grad_batches: int | None = None
+    lr: float | None = None
+    precision: str = "32"
+    gradient_checkpointing: bool = False
+    vae_fp32: bool | None = None
+    hflip: bool = False
+    max_grad_norm: float | None = 1.0
+    device: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_workers: int = 2
+    checkpoint_every_n_steps: int = 100
+    keep_checkpoints: int = 1
+    sample_every_n_steps: int = 200
+    num_sample_images: int = 4
+    sample_inference_steps: int = 20
+    resume: str = "auto"
+    seed: int = 0
+    force: bool = False
+    logger: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        train = dict(self.backbone.get("train") or {})
+        for name in ("max_steps", "batch_size", "accumulate_grad_batches", "lr"):
+            if getattr(self, name) is None:
+                setattr(self, name, train.get(name))
+        if self.resolution is None:
+            self.resolution = self.backbone.get("resolution")
+        for name in ("resolution", "max_steps", "batch_size", "accumulate_grad_batches", "checkpoint_every_n_steps",
+                     "num_sample_images", "sample_inference_steps"):
+            positive_int(getattr(self, name), f"{KEY}.{name}")
+        if self.resolution % 8:
+            raise ConfigError(f"`{KEY}.resolution` must be a multiple of 8 (the VAE and the ControlNet "
+                              f"conditioning encoder downsample 8x), got {self.resolution}")
+        for name in ("sample_every_n_steps", "num_workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"`{KEY}.{name}` must be an integer >= 0 (0 disables), got {value!r}")
+        if isinstance(self.keep_checkpoints, bool) or self.keep_checkpoints not in (-1, 0, 1):
+            raise ConfigError(f"`{KEY}.keep_checkpoints` must be -1 (all), 0 or 1 besides last.ckpt "
+                              f"(Lightning keeps top-k only with a monitored metric), got {self.keep_checkpoints!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ConfigError(f"`{KEY}.lr` must be a positive number, got {self.lr!r}")
+        if self.max_grad_norm is not None and not (isinstance(self.max_grad_norm, (int, float))
+                                                   and self.max_grad_norm > 0):
+            raise ConfigError(f"`{KEY}.max_grad_norm` must be a positive number or null, got {self.max_grad_norm!r}")
+        if self.conditioning not in ENCODINGS:
+            raise unknown_name("conditioning encoding", self.conditioning, ENCODINGS, f"{KEY}.conditioning")
+        self.precision = str(self.precision)
+        if self.precision not in PRECISIONS:
+            raise unknown_name("precision", self.precision, PRECISIONS, f"{KEY}.precision")
+        if self.strategy not in STRATEGIES:
+            raise unknown_name("strategy", self.strategy, STRATEGIES, f"{KEY}.strategy")
+        if self.devices != "auto":
+            positive_int(self.devices, f"{KEY}.devices")
+        if self.resume not in ("auto", "never") and not Path(self.resume).is_file():
+            raise ConfigError(f"`{KEY}.resume` must be auto, never or an existing checkpoint file, got {self.resume!r}")
+        if not self.backbone.get("pretrained"):
+            raise ConfigError("`backbone.pretrained` is empty: set it to a hub id or a diffusers folder")
+
+    # ------------------------------------------------------------------------------------------------ paths
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.output_dir) / "checkpoints"
+
+    @property
+    def final_dir(self) -> Path:
+        return Path(self.output_dir) / "final"
+
+    def _finished_steps(self) -> int:
+        record = self.final_dir / "training.json"
+        return json.loads(record.read_text())["global_step"] if record.is_file() else 0
+
+    def _resume_checkpoint(self) -> str | None:
+        if self.force or self.resume == "never":
+            return None
+        if self.resume != "auto":
+            return self.resume
+        last = self.checkpoint_dir / "last.ckpt"
+        return str(last) if last.is_file() else None
+
+    # ------------------------------------------------------------------------------------------------ run
+    def run(self) -> dict:
+        summary = {"output_dir": str(self.output_dir), "final_dir": str(self.final_dir),
+                   "checkpoint_dir": str(self.checkpoint_dir)}
+        done = self._finished_steps()
+        if done >= self.max_steps and not self.force:
+            log.info("ControlNet in %s already trained for %d steps (>= max_steps %d): skipped; force=true retrains",
+                     self.final_dir, done, self.max_steps)
+            return {**summary, "global_step": done, "skipped": True}
+
+        import pytorch_lightning as pl
+
+        from synthrel.controlnet.data import ControlNetTrainData, load_captions
+        from synthrel.controlnet.module import ControlNetModule
+        from synthrel.diffusion_loading import is_sdxl, load_base_pipeline
+
+        dataset = self._dataset()
+        train_data = ControlNetTrainData(
+            dataset, load_captions(self.captions), self.resolution, self.conditioning, self.seed, self.hflip,
+            captions_source=f"captions file {self.captions}",
+        )
+        pretrained = str(self.backbone["pretrained"])
+        run_dir = Path(self.run_dir or self.output_dir)
+        trainer = self._trainer(pl, run_dir)
+        identity = {"pretrained": pretrained, "conditioning": self.conditioning, "resolution": self.resolution,
+                    "batch_size": self.batch_size, "accumulate_grad_batches": self.accumulate_grad_batches,
+                    "world_size": trainer.world_size, "seed": self.seed, "hflip": self.hflip,
+                    "num_images": len(train_data)}
+        ckpt_path = self._resume_checkpoint()
+        self._check_identity(identity, resuming=ckpt_path is not None, is_zero=trainer.is_global_zero)
+        sdxl = is_sdxl(pretrained)
+        vae_fp32 = self.vae_fp32 if self.vae_fp32 is not None else (sdxl and not self.backbone.get("vae"))
+        base = load_base_pipeline(pretrained, vae=self.backbone.get("vae"))
+        pl.seed_everything(self.seed, workers=True)  # the ControlNet's new layers are randomly initialised
+        module = ControlNetModule(
+            base, train_data,
+            conditioning_channels=encoding_channels(self.conditioning),
+            lr=self.lr, batch_size=self.batch_size, seed=self.seed,
+            gradient_checkpointing=self.gradient_checkpointing, vae_fp32=vae_fp32, num_workers=self.num_workers,
+            sample_every_n_steps=self.sample_every_n_steps, num_sample_images=self.num_sample_images,
+            sample_inference_steps=self.sample_inference_steps,
+            guidance_scale=float(self.backbone.get("guidance_scale", 7.5)),
+            controlnet_conditioning_scale=float(self.backbone.get("controlnet_conditioning_scale", 1.0)),
+            sample_dir=run_dir / "samples",
+        )
+        if ckpt_path:
+            log.info("resuming ControlNet training from %s", ckpt_path)
+        trainer.fit(module, ckpt_path=ckpt_path)
+        trainer.save_checkpoint(self.checkpoint_dir / "last.ckpt")  # the exact end state, for a longer re-run
+        summary.update(global_step=trainer.global_step, effective_batch_size=module.effective_batch_size(),
+                       resumed_from=ckpt_path, skipped=False, run_dir=str(run_dir))
+        if trainer.is_global_zero:
+            self._save_final(module.controlnet, {**identity, **summary, "max_steps": self.max_steps, "lr": self.lr,
+                                                 "dataset": dataset.name, "captions": str(self.captions),
+                                                 "precision": self.precision, "max_grad_norm": self.max_grad_norm,
+                                                 "crop_seed": "synthrel.jobs.item_seed(seed, position, 'crop')",
+                                                 "shuffle_seed": "synthrel.jobs.item_seed(seed, epoch, 'shuffle')",
+                                                 "noise_seed": "synthrel.jobs.item_seed(seed, position, 'diffusion')"})
+        return summary
+
+    def _dataset(self):
+        import hydra
+
+        dataset = self.dataset
+        if isinstance(dataset, Mapping):
+            dataset = hydra.utils.instantiate(dict(dataset))
+        if not hasattr(dataset, "load_label_ids"):
+            raise ConfigError(f"`{KEY}.dataset` must be a Cityscapes-layout dataset with labelIds maps "
+                              f"(synthrel.data.cityscapes.CityscapesDataset), got {type(dataset).__name__}")
+        return dataset
+
+    def _loggers(self) -> list:
+        import hydra
+
+        loggers = []
+        for name, spec in (self.logger or {}).items():
+            if isinstance(spec, Mapping):
+                if "_target_" not in spec:
+                    raise ConfigError(f"`{KEY}.logger.{name}` needs a `_target_` (a Lightning logger class)")
+                spec = hydra.utils.instantiate(dict(spec))
+            loggers.append(spec)
+        return loggers
+
+    def _trainer(self, pl, run_dir: Path):
+        from pytorch_lightning.callbacks import ModelCheckpoint
+
+        checkpoint = ModelCheckpoint(
+            dirpath=self.checkpoint_dir, filename="{step:07d}", every_n_train_steps=self.checkpoint_every_n_steps,
+            save_last=True, save_top_k=self.keep_checkpoints,
+        )
+        accelerator, devices = self._accelerator()
+        return pl.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            strategy=self.strategy,
+            precision=self.precision,
+            max_steps=self.max_steps,
+            accumulate_grad_batches=self.accumulate_grad_batches,
+            gradient_clip_val=self.max_grad_norm,
+            callbacks=[checkpoint],
+            logger=self._loggers() or False,
+            default_root_dir=run_dir,
+            use_distributed_sampler=False,  # the data stream shards itself by rank (synthrel.controlnet.data)
+            log_every_n_steps=min(50, self.max_steps),
+            num_sanity_val_steps=0,
+        )
+
+    def _accelerator(self) -> tuple[str, int | str | list[int]]:
+        device = str(self.device)
+        if device == "auto":
+            return "auto", self.devices
+        if device == "cpu":
+            return "cpu", self.devices
+        if device == "cuda":
+            return "gpu", self.devices
+        if device.startswith("cuda:") and device[5:].isdigit():
+            return "gpu", [int(device[5:])]
+        raise ConfigError(f"`device={device}` (config key `device`): expected auto, cpu, cuda or cuda:N")
+
+    def _check_identity(self, identity: dict, resuming: bool, is_zero: bool) -> None:
+        """A resumed run must keep what defines the data stream and the model, or it is not the same run."""
+        path = Path(self.output_dir) / "train_config.json"
+        if resuming and path.is_file():
+            recorded = json.loads(path.read_text())
+            changed = [k for k in RUN_IDENTITY if recorded.get(k) != identity[k]]
+            if changed:
+                k = changed[0]
+                raise ConfigError(
+                    f"cannot resume from {self.checkpoint_dir}: `{k}` was {recorded.get(k)!r} and is now "
+                    f"{identity[k]!r} (changed: {', '.join(changed)}); restore it, set `{KEY}.resume=never` "
+                    f"or use another `{KEY}.output_dir`"
+                )
+        elif is_zero:
+            write_json_atomic(path, identity)
+
+    def _save_final(self, controlnet, record: dict) -> None:
+        """Write the ControlNet beside `final` and rename it into place: a kill never leaves half a model."""
+        self.final_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.final_dir.parent, prefix=".final.tmp"))
+        try:
+            controlnet.save_pretrained(tmp / "final", safe_serialization=True)
+            write_json_atomic(tmp / "final" / "training.json", record)
+            if self.final_dir.exists():
+                shutil.rmtree(self.final_dir)
+            (tmp / "final").rename(self.final_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        Manifest(Path(self.output_dir) / "manifest.jsonl", key="global_step").append(
+            {"global_step": record["global_step"], "final_dir": str(self.final_dir),
+             "resumed_from": record["resumed_from"], "seed": self.seed}
+        )
+        log.info("ControlNet saved to %s (step %d)", self.final_dir, record["global_step"])

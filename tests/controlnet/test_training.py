@@ -1,0 +1,203 @@
+"""ControlNet training on tiny SD1.5/SDXL models: learning, frozen base, exact resume, saved weights, config."""
+
+import json
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from diffusers import ControlNetModel
+from PIL import Image
+from torch.utils.data import default_collate
+
+from synthrel.controlnet.data import ControlNetTrainData, load_captions
+from synthrel.controlnet.job import TrainControlNetJob
+from synthrel.controlnet.module import ControlNetModule
+from synthrel.data.cityscapes import CityscapesDataset
+from synthrel.diffusion_loading import load_base_pipeline
+from synthrel.errors import ConfigError
+from synthrel.jobs import item_seed
+
+
+def backbone(models, kind="sd15", **train):
+    return {"name": kind, "pretrained": str(models[kind]), "resolution": 32, "guidance_scale": 7.5,
+            "train": {"max_steps": 2, "batch_size": 2, "accumulate_grad_batches": 2, "lr": 1e-4, **train}}
+
+
+def make_job(models, data, out, kind="sd15", **overrides):
+    settings = dict(
+        backbone=backbone(models, kind),
+        dataset={"_target_": "synthrel.data.cityscapes.CityscapesDataset", "root": str(data["root"]),
+                 "split": "train"},
+        captions=str(data["captions"]), output_dir=str(out), run_dir=str(out / "run"), device="cpu",
+        num_workers=0, checkpoint_every_n_steps=1, sample_every_n_steps=0,
+    )
+    return TrainControlNetJob(**{**settings, **overrides})
+
+
+def make_module(models, data, kind="sd15", **kwargs):
+    dataset = CityscapesDataset(data["root"], split="train")
+    train_data = ControlNetTrainData(dataset, load_captions(data["captions"]), 32)
+    torch.manual_seed(0)
+    return ControlNetModule(load_base_pipeline(str(models[kind])), train_data, conditioning_channels=1,
+                            batch_size=2, **kwargs), train_data
+
+
+def test_loss_falls_when_overfitting_one_batch(tiny_models, tiny_cityscapes):
+    module, data = make_module(tiny_models, tiny_cityscapes, lr=1e-3)
+    batch = default_collate([data[0], data[1]])  # same positions -> same noise, timesteps and latents
+    optimizer = module.configure_optimizers()
+    losses = []
+    for _ in range(12):
+        loss = module.diffusion_loss(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert module.diffusion_loss(batch).item() < 0.8 * losses[0], losses
+
+
+def test_controlnet_starts_as_a_copy_of_the_unet_encoder(tiny_models, tiny_cityscapes):
+    module, data = make_module(tiny_models, tiny_cityscapes, lr=1e-4)
+    unet, net = module.unet.state_dict(), module.controlnet.state_dict()
+    copied = [k for k in net if k.startswith(("conv_in.", "time_embedding.", "down_blocks.", "mid_block."))]
+    assert len(copied) > 50
+    for key in copied:
+        assert torch.equal(net[key], unet[key]), key
+    zero_convs = [k for k in net if k.startswith(("controlnet_down_blocks.", "controlnet_mid_block."))]
+    assert zero_convs and all(not net[k].any() for k in zero_convs)
+    assert net["controlnet_cond_embedding.conv_in.weight"].shape[1] == 1  # the one-channel label_id hint
+
+
+def test_loss_is_the_epsilon_mse_of_the_official_schedule(tiny_models, tiny_cityscapes):
+    """At init the zero convs make the ControlNet a no-op, so the loss is the plain SD1.5 loss, recomputed here
+    by hand with the ldm "linear" schedule of the official config (linear_start 0.00085, linear_end 0.012)."""
+    module, data = make_module(tiny_models, tiny_cityscapes, lr=1e-4)
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    torch.testing.assert_close(module.noise_scheduler.alphas_cumprod.double(), alphas_cumprod, rtol=1e-6, atol=0)
+    examples = [data[0], data[1]]
+    squared_errors = []
+    with torch.no_grad():
+        for example in examples:
+            g = torch.Generator().manual_seed(item_seed(0, example["position"], "diffusion"))
+            posterior = module.vae.encode(example["pixel_values"][None]).latent_dist
+            latent = (posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g))
+            latent = latent * module.vae.config.scaling_factor
+            noise = torch.randn(latent.shape, generator=g)
+            t = torch.randint(0, 1000, (1,), generator=g)
+            a = alphas_cumprod[t].float()
+            noisy = a.sqrt() * latent + (1 - a).sqrt() * noise
+            ids = module.tokenizers[0]([example["caption"]], padding="max_length", max_length=77,
+                                       truncation=True, return_tensors="pt").input_ids
+            pred = module.unet(noisy, t, encoder_hidden_states=module.text_encoder(ids)[0]).sample
+            squared_errors.append(((pred - noise) ** 2).mean())
+        loss = module.diffusion_loss(default_collate(examples))
+    torch.testing.assert_close(loss, torch.stack(squared_errors).mean(), rtol=1e-4, atol=1e-6)
+
+
+def test_training_changes_only_the_controlnet(tiny_models, tiny_cityscapes, tmp_path, monkeypatch):
+    from pytorch_lightning.loggers import WandbLogger
+
+    logged = []
+    log_image = WandbLogger.log_image
+    monkeypatch.setattr(WandbLogger, "log_image", lambda self, **kw: logged.append(kw) or log_image(self, **kw))
+    module, _ = make_module(tiny_models, tiny_cityscapes, lr=1e-2, sample_every_n_steps=2, num_sample_images=3,
+                            sample_inference_steps=2, sample_dir=tmp_path / "samples")
+    frozen = {name: {k: v.clone() for k, v in getattr(module, name).state_dict().items()}
+              for name in ("unet", "vae", "text_encoder")}
+    initial = {k: v.clone() for k, v in module.controlnet.state_dict().items()}
+    wandb = WandbLogger(save_dir=tmp_path, offline=True)  # WANDB_MODE=disabled in tests
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=[wandb], enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(module)
+    assert trainer.global_step == 2
+    for name, before in frozen.items():
+        after = getattr(module, name).state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before), name
+        assert not any(p.requires_grad for p in getattr(module, name).parameters())
+        assert not getattr(module, name).training
+    after = module.controlnet.state_dict()
+    assert sum(not torch.equal(initial[k], after[k]) for k in initial) > 0.5 * len(initial)
+    # The sample grid went to the logger that takes images (so no PNG fallback): 3 rows x 3 columns.
+    assert [(kw["key"], kw["step"], kw["images"][0].shape) for kw in logged] == [("samples", 2, (96, 96, 3))]
+    assert not (tmp_path / "samples").exists()
+
+
+def test_job_saves_a_loadable_controlnet_checkpoints_and_samples(tiny_models, tiny_cityscapes, tmp_path):
+    job = make_job(tiny_models, tiny_cityscapes, tmp_path / "out", sample_every_n_steps=1,
+                   sample_inference_steps=2, num_sample_images=2)
+    summary = job.run()
+    assert summary["global_step"] == 2 and summary["effective_batch_size"] == 4
+    saved = ControlNetModel.from_pretrained(summary["final_dir"])
+    checkpoint = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 2
+    assert all(k.startswith("controlnet.") for k in checkpoint["state_dict"])  # frozen base not duplicated
+    for key, value in saved.state_dict().items():
+        assert torch.equal(value, checkpoint["state_dict"][f"controlnet.{key}"]), key
+    grids = sorted(p.name for p in (tmp_path / "out" / "run" / "samples").glob("step_*.png"))
+    assert grids == ["step_000001.png", "step_000002.png"]
+    assert np.asarray(Image.open(tmp_path / "out" / "run" / "samples" / grids[0])).shape == (2 * 32, 3 * 32, 3)
+    record = json.loads((tmp_path / "out" / "final" / "training.json").read_text())
+    assert record["effective_batch_size"] == 4 and record["seed"] == 0 and record["conditioning"] == "label_id"
+
+
+def test_resume_continues_the_same_run(tiny_models, tiny_cityscapes, tmp_path):
+    straight = make_job(tiny_models, tiny_cityscapes, tmp_path / "straight", max_steps=4).run()
+    make_job(tiny_models, tiny_cityscapes, tmp_path / "split", max_steps=2).run()
+    resumed = make_job(tiny_models, tiny_cityscapes, tmp_path / "split", max_steps=4).run()
+    assert resumed["resumed_from"] == str(tmp_path / "split" / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == straight["global_step"] == 4
+    a = ControlNetModel.from_pretrained(straight["final_dir"]).state_dict()
+    b = ControlNetModel.from_pretrained(resumed["final_dir"]).state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    # Finished runs are skipped; changing what defines the stream refuses to resume.
+    assert make_job(tiny_models, tiny_cityscapes, tmp_path / "split", max_steps=4).run()["skipped"]
+    with pytest.raises(ConfigError, match="`batch_size` was 2 and is now 1"):
+        make_job(tiny_models, tiny_cityscapes, tmp_path / "split", max_steps=5, batch_size=1).run()
+
+
+def test_sdxl_trains_one_step(tiny_models, tiny_cityscapes, tmp_path):
+    summary = make_job(tiny_models, tiny_cityscapes, tmp_path / "xl", kind="sdxl", max_steps=1,
+                       accumulate_grad_batches=1, conditioning="palette").run()
+    saved = ControlNetModel.from_pretrained(summary["final_dir"])
+    assert summary["global_step"] == 1
+    assert saved.config.addition_embed_type == "text_time"
+    assert saved.config.conditioning_channels == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"max_steps": 0}, "max_steps"),
+        ({"batch_size": -2}, "batch_size"),
+        ({"accumulate_grad_batches": 1.5}, "accumulate_grad_batches"),
+        ({"resolution": 30}, "resolution"),
+        ({"lr": 0}, "lr"),
+        ({"conditioning": "rgb"}, "conditioning"),
+        ({"precision": "64"}, "precision"),
+        ({"strategy": "fsdp"}, "strategy"),
+        ({"checkpoint_every_n_steps": 0}, "checkpoint_every_n_steps"),
+        ({"resume": "/no/such.ckpt"}, "resume"),
+    ],
+)
+def test_bad_config_values_name_the_key(tiny_models, tiny_cityscapes, tmp_path, override, key):
+    with pytest.raises(ConfigError, match=rf"stages\.train_controlnet\.{key}\b"):
+        make_job(tiny_models, tiny_cityscapes, tmp_path, **override)
+
+
+def test_stage_config_composes_with_overrides(compose_cfg, write_cityscapes, tmp_path):
+    from hydra.utils import instantiate
+
+    write_cityscapes(tmp_path / "data")
+    cfg = compose_cfg("+stage=[train_controlnet]", "profile=tiny", f"paths.data_dir={tmp_path}/data",
+                      f"paths.artifacts_dir={tmp_path}/data", "stages.train_controlnet.max_steps=3")
+    job = instantiate(cfg.stages.train_controlnet, _convert_="all")
+    assert isinstance(job, TrainControlNetJob)
+    assert (job.max_steps, job.batch_size, job.lr) == (3, cfg.backbone.train.batch_size, cfg.backbone.train.lr)
+    assert job.resolution == cfg.backbone.resolution and job.conditioning == "label_id"
+    assert job.output_dir == f"{tmp_path}/data/controlnet/sd15"
+    assert isinstance(job.dataset, CityscapesDataset) and job.dataset.items[0].image.parts[-3] == "train"
+    assert job.captions == f"{tmp_path}/data/captions/cityscapes_train.jsonl"
+    assert job.backbone["pretrained"].endswith("tiny/models/sd15") and job.seed == cfg.seed
