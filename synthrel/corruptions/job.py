@@ -1,0 +1,156 @@
+"""The corrupt stage: classic-corruption test sets (Hendrycks & Dietterich, ICLR 2019) as a baseline.
+
+The paper's supplementary (Tab. 4) compares its synthetic sets with "Hendrycks' augmentations" of Cityscapes.
+To make the two comparable, a corrupted set uses the generate stage's geometry (a random square crop of side
+min(H, W), image resized with the area filter, label nearest-resized to `resolution`) and its layout
+(`synthrel.data.synthetic.write_item`, read back by `SyntheticDataset`). Sample j of every
+(corruption, severity) set is the same crop of the same source image, drawn from (seed, j) alone; the
+corruption's noise is seeded from (seed, j, corruption), the same for every severity, so that two severities
+of a sample differ by the severity only. Results do not depend on the shard, the
+order of the sets or the number of samples asked for, and a re-run resumes from each set's manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from synthrel.corruptions.apply import MIN_SIDE, check_corruption, check_severity, corrupt, library_version
+from synthrel.errors import ConfigError, DatasetError
+from synthrel.jobs import Manifest, Shard, item_rng, item_seed, positive_int
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CORRUPTIONS = ["fog", "snow", "brightness", "contrast", "gaussian_noise", "motion_blur"]
+
+
+def set_name(corruption: str, severity: int) -> str:
+    """Folder of one corrupted set: 'fog_s3'."""
+    return f"{corruption}_s{severity}"
+
+
+@dataclass(frozen=True)
+class CorruptionItem:
+    """One corrupted image to write; every random draw is made here, before any pixel is read."""
+
+    id: str
+    set_name: str
+    corruption: str
+    severity: int
+    index: int  # j: the sample's number, shared by all sets
+    source_index: int
+    source_id: str
+    city: str
+    crop_box: tuple[int, int, int, int]
+    seed: int  # the corruption's noise seed (shared by the severities)
+
+
+@dataclass
+class CorruptJob:
+    """Write `num_samples` corrupted crops of `source` per (corruption, severity) under `output_dir`."""
+
+    source: dict  # dataset config: ${datasets.cityscapes}
+    output_dir: str
+    corruptions: list[str] = field(default_factory=lambda: list(DEFAULT_CORRUPTIONS))
+    severities: list[int] = field(default_factory=lambda: [3])
+    num_samples: int = 500
+    resolution: int = 512
+    write_original: bool = False
+    seed: int = 0
+    shard: str = "0/1"
+    force: bool = False
+    _shard: Shard = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._shard = Shard.parse(self.shard)
+        positive_int(self.num_samples, "stages.corrupt.num_samples")
+        positive_int(self.resolution, "stages.corrupt.resolution")
+        if self.resolution < MIN_SIDE:
+            raise ConfigError(f"`stages.corrupt.resolution` must be >= {MIN_SIDE} (the corruptions' minimum image "
+                              f"side), got {self.resolution}")
+        for key, values, check in (("corruptions", self.corruptions, check_corruption),
+                                   ("severities", self.severities, check_severity)):
+            if not isinstance(values, list | tuple) or not values:
+                raise ConfigError(f"`stages.corrupt.{key}` must be a non-empty list, got {values!r}")
+            for value in values:
+                check(value, f"stages.corrupt.{key}")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"`stages.corrupt.{key}` lists a value twice: {values!r}")
+
+    @property
+    def sets(self) -> dict[str, Path]:
+        return {set_name(c, s): Path(self.output_dir) / set_name(c, s)
+                for c in self.corruptions for s in self.severities}
+
+    def plan(self, dataset) -> list[CorruptionItem]:
+        """All items of all sets (before sharding), sample-major so that consecutive items share a crop."""
+        from synthrel.generation.conditioning import square_crop_box
+
+        items = []
+        for j in range(self.num_samples):
+            source_index = int(item_rng(self.seed, j, "corrupt/source").integers(len(dataset)))
+            source = dataset.items[source_index]
+            height, width = _image_size(source.image)
+            box = square_crop_box(height, width, item_rng(self.seed, j, "corrupt/crop"))
+            for corruption in self.corruptions:
+                for severity in self.severities:
+                    name = set_name(corruption, severity)
+                    items.append(CorruptionItem(
+                        id=f"{name}_{j:05d}_{source.id}", set_name=name, corruption=corruption,
+                        severity=severity, index=j, source_index=source_index, source_id=source.id,
+                        city=source.meta.get("city", "corrupted"), crop_box=box,
+                        seed=item_seed(self.seed, j, f"corrupt/{corruption}"),
+                    ))
+        return items
+
+    def run(self) -> dict:
+        import hydra.utils
+
+        from synthrel.data.io import read_image
+        from synthrel.data.synthetic import MANIFEST, write_item
+        from synthrel.generation.conditioning import crop_resize_image, crop_resize_label
+
+        dataset = hydra.utils.instantiate(self.source, _convert_="all")
+        if not hasattr(dataset, "load_label_ids"):
+            raise DatasetError(
+                f"source dataset {type(dataset).__name__} (config key `stages.corrupt.source`) cannot give raw "
+                "Cityscapes labelIds maps; the corrupted sets need a Cityscapes-layout source"
+            )
+        sets = self.sets
+        everything = self.plan(dataset)
+        mine = [everything[k] for k in self._shard.select(len(everything))]
+        done = {name: set() if self.force else Manifest(folder / MANIFEST).done() for name, folder in sets.items()}
+        todo = [it for it in mine if it.id not in done[it.set_name]]
+        summary = {"output_dir": str(self.output_dir), "sets": {k: str(v) for k, v in sets.items()},
+                   "shard": str(self._shard), "written": 0, "skipped": len(mine) - len(todo)}
+        meta = {"library": library_version(), "resolution": self.resolution, "job_seed": self.seed}
+        crop_key, crop = None, None
+        with tqdm(total=len(mine), initial=summary["skipped"], desc=f"corrupt {dataset.name}") as bar:
+            for it in todo:
+                if crop_key != (it.source_index, it.crop_box):
+                    crop_key = (it.source_index, it.crop_box)
+                    image = read_image(dataset.items[it.source_index].image)
+                    crop = (crop_resize_image(image, it.crop_box, self.resolution),
+                            crop_resize_label(dataset.load_label_ids(it.source_index), it.crop_box,
+                                              self.resolution))
+                clean, label_ids = crop
+                write_item(sets[it.set_name], it.id, it.city, corrupt(clean, it.corruption, it.severity, it.seed),
+                           label_ids, original=clean if self.write_original else None,
+                           meta={**meta, "source_id": it.source_id, "source_index": it.source_index,
+                                 "crop_box": list(it.crop_box), "corruption": it.corruption,
+                                 "severity": it.severity, "index": it.index, "seed": it.seed})
+                summary["written"] += 1
+                bar.update(1)
+        log.info("corrupt %s: wrote %d, skipped %d existing items of shard %s under %s", dataset.name,
+                 summary["written"], summary["skipped"], self._shard, self.output_dir)
+        return summary
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.height, im.width
