@@ -60,6 +60,7 @@ class ProfileSchema:
     samples_per_domain_all: int = 64
     ood_samples_per_object: int = 512
     calib_pixels_per_image: int = 20000
+    fid_feature_extractor: str = "inception"  # inception (local weights) | tiny (offline tests)
     models_dir: str | None = None
     # Per-model local folders that replace the stages' default hub ids (tiny profile).
     models: dict[str, str] = field(default_factory=dict)

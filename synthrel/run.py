@@ -29,6 +29,7 @@ STAGE_ORDER = (
     "evaluate",
     "calibrate",
     "ood_detection",
+    "fid",
     "correlate",
     "report",
 )

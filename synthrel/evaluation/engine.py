@@ -40,6 +40,7 @@ class EvalOutputs:
     n_images: int
     image_ids: list[str]
     confusion: np.ndarray | None  # (19, 19) int64, rows = ground truth
+    per_image_confusion: np.ndarray | None  # (n_images, 19, 19) int64, for the data-size ablation
     ece_bins: np.ndarray | None  # (3, 15) count / conf sum / correct sum, all valid pixels
     ece_paper_bins: np.ndarray | None  # same over the sampled pixels
     calib: dict | None  # logits (N, 19) f32, labels (N,) u8, image_index (N,) i32
@@ -55,6 +56,7 @@ class OnePassAccumulator:
         self.calib_pixels = calib_pixels_per_image
         self.seed = seed
         self.confusion = new_confusion(self.device)
+        self.image_confusions: list[torch.Tensor] = []
         self.ece_bins = torch.zeros(3, N_BINS, dtype=torch.float64, device=self.device)
         self.ece_paper_bins = torch.zeros_like(self.ece_bins)
         self.calib = defaultdict(list)
@@ -78,7 +80,10 @@ class OnePassAccumulator:
         if labels is not None:
             self.has_labels = True
             labels = labels.long()
-            update_confusion(self.confusion, pred, labels)
+            per_image = torch.stack([update_confusion(new_confusion(self.device), p, y)
+                                     for p, y in zip(pred, labels, strict=True)])
+            self.image_confusions.append(per_image)
+            self.confusion += per_image.sum(0)
             valid = labels < NUM_CLASSES
             self.ece_bins += accumulate_bins(conf[valid], pred[valid] == labels[valid])
             if self.calib_pixels:
@@ -147,6 +152,7 @@ class OnePassAccumulator:
             n_images=n,
             image_ids=[self.ids[i] for i in order],
             confusion=self.confusion.cpu().numpy() if self.has_labels else None,
+            per_image_confusion=torch.cat(self.image_confusions).cpu().numpy()[order] if self.has_labels else None,
             ece_bins=self.ece_bins.cpu().numpy() if self.has_labels else None,
             ece_paper_bins=self.ece_paper_bins.cpu().numpy() if self.has_labels else None,
             calib=calib,

@@ -88,6 +88,8 @@ def write_job(folder, out: EvalOutputs, table: pd.DataFrame, record: dict) -> No
     if out.confusion is not None:
         with atomic_path(folder / "confusion.npy") as tmp:
             np.save(tmp, out.confusion)
+        with atomic_path(folder / "per_image_confusion.npy") as tmp:
+            np.save(tmp, out.per_image_confusion)
     if out.calib is not None:
         with atomic_path(folder / "calib_sample.npz") as tmp:
             np.savez(tmp, logits=out.calib["logits"].astype(np.float32), labels=out.calib["labels"],

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Table 1: PCC over the zoo between mIoU on generated data (SD1.5, SDXL; Cityscapes val as baseline) and
+# mIoU on the real shifted data (ACDC fog/night/rain/snow, IDD for india). Also gives Fig. 3 and Table 5.
+source "$(dirname "$0")/_common.sh"
+
+# 1. Synthetic sets: one job per backbone x domain (needs captions + ControlNets: +experiment=train_controlnet).
+run -m "${COMMON[@]}" +stage=[generate] task_name=table1_generate backbone=sd15,sdxl domain=fog,night,rain,snow,india
+
+# 2. Zoo on the real sets: models x datasets.
+run -m "${COMMON[@]}" +stage=[evaluate] task_name=table1_eval_real "stages.evaluate.models=$MODELS" \
+    "stages.evaluate.datasets=$REAL_SETS"
+
+# 3. Zoo on the synthetic sets: models x backbones x domains.
+run -m "${COMMON[@]}" +stage=[evaluate] task_name=table1_eval_synthetic "stages.evaluate.models=$MODELS" \
+    stages.evaluate.datasets=[synthetic] backbone=sd15,sdxl domain=fog,night,rain,snow,india
+
+# 4. Correlate (Pearson headline, Spearman/Kendall, bootstrap CIs) and write the report.
+#    -> outputs/artifacts/analysis/correlation/table1_mIoU.{csv,md,tex}, table1_mIoU_ci.md, report.{md,html}
+run profile="$PROFILE" +experiment=correlation stages.correlate.metrics=[mIoU]
+# The same from sweep folders only (no shared results root):
+#   python -m synthrel.run +experiment=correlation stages.correlate.results_root=null \
+#       'stages.correlate.sweep_dirs=[outputs/logs/table1_eval_real/multiruns/<date>,outputs/logs/table1_eval_synthetic/multiruns/<date>]'
+# or one table: python -m synthrel.analysis.aggregate outputs/logs/table1_eval_*/multiruns/* --out table1_results.parquet

@@ -1,0 +1,236 @@
+"""FID between a synthetic set and its real counterpart (supplementary Table 4), with torchmetrics.
+
+`feature_extractor: inception` is the standard FID (Inception-V3 pool3, 2048 features). It needs
+torch-fidelity (hence torchvision) and a local weights file, since nothing downloads here.
+`feature_extractor: tiny` is a fixed, seeded random conv net passed to torchmetrics as a custom module:
+it runs offline and is deterministic, but its values are NOT comparable with published FIDs.
+Images are resized to one fixed resolution before feature extraction; every setting is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch import nn
+
+from synthrel.errors import ConfigError, WeightsError
+from synthrel.jobs import Manifest, atomic_path, positive_int, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+EXTRACTORS = ("inception", "tiny")
+INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
+
+
+class TinyFeatureExtractor(nn.Module):
+    """Three strided convolutions + global average pooling with weights drawn from `seed` (never trained)."""
+
+    def __init__(self, num_features: int = 64, seed: int = 0):
+        super().__init__()
+        self.num_features = num_features
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, num_features, 3, stride=2, padding=1),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        generator = torch.Generator().manual_seed(seed)
+        for module in self.net:
+            if isinstance(module, nn.Conv2d):
+                fan_in = module.in_channels * 9
+                module.weight.data = torch.randn(module.weight.shape, generator=generator) / fan_in**0.5
+                module.bias.data.zero_()
+        self.requires_grad_(False).eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) -> float (N, num_features)."""
+        return self.net(images.float() / 255.0)
+
+
+def build_fid(
+    feature_extractor: str = "tiny",
+    weights_path: str | None = None,
+    num_features: int = 64,
+    seed: int = 0,
+):
+    """A torchmetrics FrechetInceptionDistance on uint8 images with the chosen feature extractor."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    if feature_extractor == "tiny":
+        return FrechetInceptionDistance(feature=TinyFeatureExtractor(num_features, seed), normalize=False)
+    if feature_extractor != "inception":
+        raise ConfigError(f"feature_extractor={feature_extractor!r}; valid: {', '.join(EXTRACTORS)}")
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        raise WeightsError(
+            "feature_extractor=inception needs torch-fidelity and torchvision (`pip install torch-fidelity==0.4.0` "
+            "with torch==2.14.1 torchvision==0.29.1, see docs); or use feature_extractor=tiny for a smoke test"
+        ) from None
+    if not weights_path or not Path(weights_path).is_file():
+        raise WeightsError(
+            f"feature_extractor=inception needs the FID Inception-V3 weights ({INCEPTION_WEIGHTS}, from the "
+            "torch-fidelity GitHub releases) on disk: set feature_extractor_weights_path=/path/to/"
+            f"{INCEPTION_WEIGHTS} (got {weights_path!r}); nothing is downloaded"
+        )
+    return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(weights_path), normalize=False)
+
+
+def resize_batch(images: Sequence[np.ndarray], resolution: Sequence[int]) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) images -> uint8 tensor (N, 3, h, w), bicubic resize with PIL to (h, w)."""
+    height, width = resolution
+    arrays = [np.asarray(Image.fromarray(img).convert("RGB").resize((width, height), Image.BICUBIC))
+              for img in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def _batches(images: Iterable[np.ndarray], size: int):
+    batch = []
+    for image in images:
+        batch.append(image)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def compute_fid(
+    real_images: Iterable[np.ndarray],
+    synthetic_images: Iterable[np.ndarray],
+    feature_extractor: str = "tiny",
+    feature_extractor_weights_path: str | None = None,
+    resolution: Sequence[int] = (64, 64),
+    batch_size: int = 32,
+    num_features: int = 64,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """FID of two image streams; returns the value, the image counts and the settings used."""
+    metric = build_fid(feature_extractor, feature_extractor_weights_path, num_features, seed).to(device)
+    counts = {}
+    for name, images, real in (("n_real", real_images, True), ("n_synthetic", synthetic_images, False)):
+        counts[name] = 0
+        for batch in _batches(images, batch_size):
+            metric.update(resize_batch(batch, resolution).to(device), real=real)
+            counts[name] += len(batch)
+    value = float(metric.compute())
+    settings = {"feature_extractor": feature_extractor, "resolution": list(resolution), "resize": "PIL bicubic",
+                "num_features": 2048 if feature_extractor == "inception" else num_features,
+                "feature_extractor_weights_path": feature_extractor_weights_path,
+                "extractor_seed": seed if feature_extractor == "tiny" else None}
+    return {"fid": value, **counts, **settings}
+
+
+def _dataset(spec, dataset_configs: Mapping):
+    """A dataset from a name in `dataset_configs` (the `datasets` config), a config with _target_, or an object."""
+    if isinstance(spec, str):
+        if spec not in dataset_configs:
+            raise ConfigError(f"stages.fid.pairs: unknown dataset {spec!r}; valid: {', '.join(sorted(dataset_configs))}")
+        spec = dataset_configs[spec]
+    if isinstance(spec, Mapping) and "_target_" in spec:
+        from hydra.utils import instantiate
+
+        return instantiate(spec, _convert_="all")
+    return spec
+
+
+def _images(dataset, max_images: int | None, seed: int):
+    """Images of a dataset, all of them or a seeded subset of `max_images` (recorded by the caller)."""
+    indices = np.arange(len(dataset))
+    if max_images is not None and max_images < len(indices):
+        indices = np.sort(np.random.default_rng(seed).choice(indices, max_images, replace=False))
+    for i in indices:
+        yield dataset[int(i)]["image"]
+
+
+@dataclass
+class FIDJob:
+    """FID for each (generator, domain) pair; results accumulate in output_dir so multirun jobs add up.
+
+    Each pair: {generator, domain, real, synthetic}, where real/synthetic name a dataset of `dataset_configs`
+    (e.g. acdc_fog, synthetic, cityscapes), or are a dataset config / dataset object.
+    A pair already recorded in fid_manifest.jsonl is skipped unless `force`.
+    """
+
+    pairs: list[dict]
+    output_dir: str
+    dataset_configs: dict = field(default_factory=dict)
+    feature_extractor: str = "tiny"
+    feature_extractor_weights_path: str | None = None
+    resolution: list[int] = field(default_factory=lambda: [299, 299])
+    num_features: int = 64
+    max_images: int | None = None
+    batch_size: int = 32
+    seed: int = 0
+    force: bool = False
+    device: str = "auto"
+    profile: str = "paper"
+
+    def __post_init__(self):
+        if self.feature_extractor not in EXTRACTORS:
+            raise ConfigError(f"stages.fid.feature_extractor={self.feature_extractor!r}; valid: {', '.join(EXTRACTORS)}")
+        if len(self.resolution) != 2:
+            raise ConfigError(f"stages.fid.resolution must be [height, width], got {self.resolution}")
+        positive_int(self.batch_size, "stages.fid.batch_size")
+        if self.max_images is not None:
+            positive_int(self.max_images, "stages.fid.max_images")
+        for pair in self.pairs:
+            missing = {"generator", "domain", "real", "synthetic"} - set(pair)
+            if missing:
+                raise ConfigError(f"stages.fid.pairs: entry {sorted(pair)} lacks {sorted(missing)}")
+
+    def run(self) -> dict:
+        from synthrel.runtime import resolve_device
+
+        out = Path(self.output_dir)
+        manifest = Manifest(out / "fid_manifest.jsonl", key="pair")
+        done = {} if self.force else {r["pair"]: r for r in manifest.read()}
+        for pair in self.pairs:
+            key = f"{pair['generator']}/{pair['domain']}/{self.feature_extractor}"
+            if key in done:
+                log.info("FID %s already computed; skipped (force=true recomputes)", key)
+                continue
+            record = compute_fid(
+                _images(_dataset(pair["real"], self.dataset_configs), self.max_images, self.seed),
+                _images(_dataset(pair["synthetic"], self.dataset_configs), self.max_images, self.seed),
+                self.feature_extractor, self.feature_extractor_weights_path, self.resolution, self.batch_size,
+                self.num_features, self.seed, resolve_device(self.device),
+            )
+            record.update(pair=key, generator=str(pair["generator"]), domain=str(pair["domain"]),
+                          real=str(pair["real"]) if isinstance(pair["real"], str) else None,
+                          synthetic=str(pair["synthetic"]) if isinstance(pair["synthetic"], str) else None,
+                          max_images=self.max_images,
+                          subset_seed=self.seed, profile=self.profile)
+            manifest.append(record)
+            log.info("FID %s = %.2f", key, record["fid"])
+        return self.write_tables(out, manifest.read())
+
+    def write_tables(self, out: Path, records: list[dict]) -> dict:
+        from synthrel.analysis.correlation import order_domains, order_generators
+        from synthrel.analysis.tables import save_table
+
+        tidy = pd.DataFrame(records)
+        tidy = tidy[tidy["feature_extractor"] == self.feature_extractor]
+        with atomic_path(out / "fid.csv") as tmp:
+            tidy.to_csv(tmp, index=False)
+        layout = tidy.pivot_table(index="generator", columns="domain", values="fid", aggfunc="last")
+        layout = layout.reindex(index=order_generators(layout.index), columns=order_domains(layout.columns))
+        layout.columns.name = None
+        paths = save_table(layout, out, "table4_fid", digits=1)
+        title = f"Table 4 layout: FID (lower is better), {self.feature_extractor} features at " \
+                f"{self.resolution[0]}x{self.resolution[1]}"
+        if self.feature_extractor == "tiny":
+            title += " (random tiny extractor: not comparable with published FIDs)"
+        write_json_atomic(out / "fid_outputs.json", [
+            {"kind": "table", "title": title, **paths},
+            {"kind": "data", "title": "FID per pair (tidy, with settings)", "csv": str(out / "fid.csv")},
+        ])
+        return {"fid_dir": str(out), "n_pairs": len(tidy)}

@@ -1,0 +1,132 @@
+"""Markdown + HTML report of one analysis folder: every table and figure with the settings that made them.
+
+The correlate (and FID) jobs leave an index of their outputs (`*outputs.json`) and their settings
+(`settings.json`: job parameters, seeds, bootstrap, git SHA, package versions, the Hydra config); the report
+only gathers them, so it can be rebuilt at any time without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+import yaml
+
+from synthrel.errors import DatasetError
+from synthrel.jobs import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+TINY_NOTICE = "Tiny profile: random tiny models and generated demo data; numbers are not the paper's."
+
+HTML_TEMPLATE = jinja2.Template(
+    """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;font-size:13px}
+td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}.notice{background:#fff3cd;padding:.6em;font-weight:bold}
+img{max-width:100%}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}</style></head>
+<body>
+{% if notice %}<p class="notice">{{ notice }}</p>
+{% endif %}<h1>{{ title }}</h1>
+<p>{{ summary }}</p>
+{% for item in tables %}<h3>{{ item.title }}</h3>
+{{ item.html | safe }}
+<p>files: {% for name, path in item.files.items() %}<a href="{{ path }}">{{ name }}</a> {% endfor %}</p>
+{% endfor %}{% for item in figures %}<h3>{{ item.title }}</h3>
+<img src="{{ item.image }}" alt="{{ item.title }}"><p>{% for path in item.files %}<a href="{{ path }}">{{ path }}</a>
+{% endfor %}</p>
+{% endfor %}<h2>Data</h2><ul>
+{% for item in data %}<li><a href="{{ item.csv }}">{{ item.title }}</a></li>
+{% endfor %}</ul>
+<h2>Settings</h2><pre>{{ settings }}</pre>
+</body></html>
+""",
+    autoescape=True,
+)
+
+
+@dataclass
+class ReportJob:
+    """Write report.md and report.html for the analysis in `analysis_dir`; returns {"report": path}."""
+
+    analysis_dir: str
+    output_dir: str | None = None
+    profile: str = "paper"
+    title: str = "synthrel analysis"
+
+    def run(self) -> dict:
+        analysis = Path(self.analysis_dir)
+        out = Path(self.output_dir or analysis)
+        index = gather_index(analysis)
+        settings = read_settings(analysis)
+        profile = settings.get("profile", self.profile)
+        notice = TINY_NOTICE if "tiny" in {profile, self.profile} else None
+        md_path, html_path = out / "report.md", out / "report.html"
+        write_text_atomic(md_path, render_markdown(index, settings, self.title, notice, analysis, out))
+        write_text_atomic(html_path, render_html(index, settings, self.title, notice, analysis, out))
+        log.info("report: %s", md_path)
+        return {"report": str(md_path), "report_html": str(html_path), "report_dir": str(out)}
+
+
+def gather_index(analysis: Path) -> list[dict]:
+    files = sorted(analysis.glob("*outputs.json"))
+    if not files:
+        raise DatasetError(f"{analysis}: no outputs.json; run the correlate stage (or FID job) first")
+    return [item for f in files for item in json.loads(f.read_text())]
+
+
+def read_settings(analysis: Path) -> dict:
+    path = analysis / "settings.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _rel(path: str, out: Path) -> str:
+    return os.path.relpath(path, out)
+
+
+def _summary(settings: dict) -> str:
+    boot = settings.get("bootstrap", {})
+    parts = [f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC}",
+             f"profile `{settings.get('profile', '?')}`",
+             f"git `{settings.get('git_sha') or 'unknown'}`",
+             f"{settings.get('n_models', '?')} models from {len(settings.get('sources', []))} result tables"]
+    if boot:
+        parts.append(f"Pearson r headline; intervals: {100 * boot['confidence']:.0f}% percentile bootstrap over "
+                     f"models, {boot['n_resamples']} resamples, seed {boot['seed']}")
+    return "; ".join(parts) + "."
+
+
+def render_markdown(index, settings, title, notice, analysis: Path, out: Path) -> str:
+    lines = [notice, ""] if notice else []
+    lines += [f"# {title}", "", _summary(settings), "", "## Tables", ""]
+    for item in (i for i in index if i["kind"] == "table"):
+        lines += [f"### {item['title']}", "", Path(item["md"]).read_text().rstrip(), "",
+                  f"Files: [csv]({_rel(item['csv'], out)}), [LaTeX]({_rel(item['tex'], out)})", ""]
+    lines += ["## Figures", ""]
+    for item in (i for i in index if i["kind"] == "figure"):
+        png = next(p for p in item["files"] if p.endswith(".png"))
+        lines += [f"### {item['title']}", "", f"![{item['title']}]({_rel(png, out)})", "",
+                  "Files: " + ", ".join(f"[{Path(p).suffix[1:]}]({_rel(p, out)})" for p in item["files"]), ""]
+    lines += ["## Data", ""]
+    lines += [f"- [{i['title']}]({_rel(i['csv'], out)})" for i in index if i["kind"] == "data"]
+    lines += ["", "## Settings", "", "```yaml", yaml.safe_dump(settings, sort_keys=False).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def render_html(index, settings, title, notice, analysis: Path, out: Path) -> str:
+    tables = [{"title": i["title"], "files": {k: _rel(i[k], out) for k in ("csv", "md", "tex")},
+               "html": pd.read_csv(i["csv"], keep_default_na=True).to_html(index=False, float_format="%.2f",
+                                                                          na_rep="-")}
+              for i in index if i["kind"] == "table"]
+    figures = [{"title": i["title"], "files": [_rel(p, out) for p in i["files"]],
+                "image": _rel(next(p for p in i["files"] if p.endswith(".png")), out)}
+               for i in index if i["kind"] == "figure"]
+    data = [{"title": i["title"], "csv": _rel(i["csv"], out)} for i in index if i["kind"] == "data"]
+    return HTML_TEMPLATE.render(title=title, notice=notice, summary=_summary(settings), tables=tables,
+                                figures=figures, data=data, settings=yaml.safe_dump(settings, sort_keys=False))

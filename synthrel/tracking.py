@@ -1,0 +1,96 @@
+"""Send analysis tables, figures and metrics to the configured Lightning loggers (CSV, wandb).
+
+`logger` in the config is a dict name -> {_target_: pytorch_lightning.loggers.X, ...}. The CSV logger always
+leaves files behind; wandb gets tables as wandb.Table and figures as wandb.Image. The wandb run is finished
+in a `finally`, so jobs of one multirun never merge into a single run (wandb/wandb#1314) and a crash still
+flushes what was logged. `WANDB_MODE=offline` works without network (`wandb sync` later).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def _safe_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "__", key)
+
+
+class Tracker:
+    """A thin fan-out over Lightning loggers; use as a context manager so the loggers are always closed."""
+
+    def __init__(self, loggers: list | None = None):
+        self.loggers = list(loggers or [])
+
+    @classmethod
+    def from_config(cls, logger_cfg: Mapping | None) -> Tracker:
+        """Build from `logger` configs; entries Hydra already instantiated (recursive instantiate) pass through."""
+        from hydra.utils import instantiate
+
+        loggers = []
+        for name, cfg in (logger_cfg or {}).items():
+            if not cfg:
+                continue
+            if not isinstance(cfg, Mapping):
+                loggers.append(cfg)
+                continue
+            if "_target_" not in cfg:
+                raise ValueError(f"logger.{name} needs a `_target_` (e.g. pytorch_lightning.loggers.CSVLogger)")
+            loggers.append(instantiate(cfg, _convert_="all"))
+        return cls(loggers)
+
+    def _kind(self, logger) -> str:
+        return type(logger).__name__
+
+    def log_hyperparams(self, params: Mapping) -> None:
+        for logger in self.loggers:
+            logger.log_hyperparams(dict(params))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if v is not None and v == v}  # drop NaN
+        for logger in self.loggers:
+            logger.log_metrics(clean, step=step)
+
+    def log_table(self, key: str, table: pd.DataFrame) -> None:
+        table = table.reset_index() if table.index.name or not isinstance(table.index, pd.RangeIndex) else table
+        table = table.astype({c: object for c in table.columns if table[c].dtype.kind in "OUT"})
+        table.columns = [str(c) for c in table.columns]
+        for logger in self.loggers:
+            if self._kind(logger) == "WandbLogger":
+                logger.log_table(key=key, dataframe=table)
+            elif getattr(logger, "log_dir", None):
+                path = Path(logger.log_dir) / "tables" / f"{_safe_name(key)}.csv"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                table.to_csv(path, index=False)
+
+    def log_figure(self, key: str, path: str | Path) -> None:
+        for logger in self.loggers:
+            if self._kind(logger) == "WandbLogger":
+                logger.log_image(key=key, images=[str(path)])
+            elif getattr(logger, "log_dir", None):
+                target = Path(logger.log_dir) / "figures" / f"{_safe_name(key)}{Path(path).suffix}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+
+    def close(self, status: str = "success") -> None:
+        try:
+            for logger in self.loggers:
+                logger.finalize(status)
+        finally:
+            wandb = sys.modules.get("wandb")
+            if wandb is not None and getattr(wandb, "run", None) is not None:
+                wandb.finish(exit_code=0 if status == "success" else 1)
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close("success" if exc_type is None else "failed")
