@@ -33,6 +33,8 @@ class BackboneSchema:
     eta: float = 0.0
     guidance_scale: float = MISSING
     controlnet_conditioning_scale: float = MISSING
+    # ControlNet conditioning encoding, shared by training and generation: label_id (official) | palette
+    conditioning: str = "label_id"
     dtype: str = "fp16"
     train: TrainSchema = field(default_factory=TrainSchema)
 

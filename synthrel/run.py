@@ -19,6 +19,7 @@ from synthrel.runtime import setup_runtime
 log = logging.getLogger("synthrel")
 
 STAGE_ORDER = (
+    "tiny_models",
     "demo_data",
     "train_zoo",
     "caption",

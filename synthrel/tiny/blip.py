@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 #: BERT special tokens first ([PAD] = 0 as in bert-base-uncased), then BLIP's decoder start token [DEC].
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]")
 IMAGE_SIZE = 32
+#: Wider than BERT's 0.02 so that a random model's captions depend on the image (with 0.02 every image
+#: gets the same caption, and tests could not tell one image's caption from another's).
+INIT_RANGE = 0.5
 
 
 def build_tiny_blip(out_dir: str | Path, seed: int = 0) -> Path:
@@ -69,6 +72,7 @@ def _build(seed: int, vocab_dir: Path):
             bos_token_id=ids["[DEC]"],
             eos_token_id=ids["[SEP]"],
             sep_token_id=ids["[SEP]"],
+            initializer_range=INIT_RANGE,
         ),
         vision_config=dict(
             hidden_size=32,
@@ -77,6 +81,7 @@ def _build(seed: int, vocab_dir: Path):
             num_attention_heads=4,
             image_size=IMAGE_SIZE,
             patch_size=8,
+            initializer_range=INIT_RANGE,
         ),
         projection_dim=32,
     )

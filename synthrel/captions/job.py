@@ -1,0 +1,123 @@
+"""The caption stage: one caption per image of a dataset split, written to a resumable JSONL file."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from synthrel.captions.blip import MODES, BlipCaptioner, ClipInterrogatorCaptioner
+from synthrel.data.io import read_image
+from synthrel.errors import ConfigError, DatasetError
+from synthrel.jobs import Manifest, positive_int
+
+log = logging.getLogger(__name__)
+
+
+def captions_path(captions_dir: str | Path, dataset: str, split: str) -> Path:
+    """Where the captions of `dataset`/`split` live: <captions_dir>/<dataset>_<split>.jsonl."""
+    return Path(captions_dir) / f"{dataset}_{split}.jsonl"
+
+
+def read_captions(path: str | Path, key: str = "stages.generate.captions") -> dict[str, str]:
+    """Captions keyed by image id; a missing file says to run the caption stage."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(
+            f"captions file {path} does not exist: run the caption stage first (`+stage=[caption]`) "
+            f"or set `{key}` to a JSONL file of {{\"id\", \"caption\"}} records"
+        )
+    return {r["id"]: r["caption"] for r in Manifest(path).read()}
+
+
+def instantiate_dataset(datasets: dict, name: str, split: str | None = None):
+    """Build dataset `name` from the `datasets` config (its `_target_` and arguments), overriding the split."""
+    import hydra.utils
+
+    if name not in datasets:
+        from synthrel.errors import unknown_name
+
+        raise unknown_name("dataset", name, datasets, "stages.caption.dataset")
+    overrides = {"split": split} if split is not None else {}
+    return hydra.utils.instantiate(datasets[name], **overrides, _convert_="all")
+
+
+@dataclass
+class CaptionJob:
+    """Caption every image of `dataset` for each split in `splits` (BLIP by default, as the paper's captions)."""
+
+    dataset: str
+    datasets: dict
+    output_dir: str
+    splits: list[str] | None = None  # None: the dataset config's own split
+    mode: str = "blip"
+    model: str = "Salesforce/blip-image-captioning-large"
+    clip_model_name: str = "ViT-L-14/openai"
+    batch_size: int = 8
+    num_beams: int = 8
+    min_new_tokens: int = 5
+    max_new_tokens: int = 32
+    device: str = "auto"
+    force: bool = False
+    _captioner: object = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            from synthrel.errors import unknown_name
+
+            raise unknown_name("caption mode", self.mode, MODES, "stages.caption.mode")
+        for key in ("batch_size", "num_beams", "min_new_tokens", "max_new_tokens"):
+            positive_int(getattr(self, key), f"stages.caption.{key}")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ConfigError("`stages.caption.min_new_tokens` must not exceed `stages.caption.max_new_tokens`")
+        if self.dataset not in self.datasets:
+            from synthrel.errors import unknown_name
+
+            raise unknown_name("dataset", self.dataset, self.datasets, "stages.caption.dataset")
+
+    def _get_captioner(self):
+        if self._captioner is None:
+            from synthrel.runtime import resolve_device
+
+            device = resolve_device(self.device)
+            if self.mode == "blip":
+                self._captioner = BlipCaptioner(self.model, device, self.num_beams, self.min_new_tokens,
+                                                self.max_new_tokens)
+            else:
+                self._captioner = ClipInterrogatorCaptioner(self.clip_model_name, device)
+        return self._captioner
+
+    def run(self) -> dict:
+        splits = self.splits or [self.datasets[self.dataset].get("split")]
+        summary = {"output_dir": str(self.output_dir), "files": {}, "captioned": 0, "skipped": 0}
+        for split in splits:
+            path, new, skipped = self._caption_split(split)
+            summary["files"][split] = str(path)
+            summary["captioned"] += new
+            summary["skipped"] += skipped
+        return summary
+
+    def _caption_split(self, split: str | None) -> tuple[Path, int, int]:
+        dataset = instantiate_dataset(self.datasets, self.dataset, split)
+        split = split or "all"
+        manifest = Manifest(captions_path(self.output_dir, self.dataset, split))
+        done = set() if self.force else manifest.done()
+        todo = [item for item in dataset.items if item.id not in done]
+        skipped = len(dataset.items) - len(todo)
+        if todo:
+            captioner = self._get_captioner()
+            with tqdm(total=len(dataset.items), initial=skipped, desc=f"caption {self.dataset}/{split}") as bar:
+                for start in range(0, len(todo), self.batch_size):
+                    batch = todo[start:start + self.batch_size]
+                    captions = captioner([read_image(item.image) for item in batch])
+                    for item, caption in zip(batch, captions, strict=True):
+                        if not caption:
+                            raise RuntimeError(f"the captioner returned an empty caption for {item.image}")
+                        manifest.append({"id": item.id, "caption": caption, "image": str(item.image),
+                                         "model": self.model if self.mode == "blip" else self.clip_model_name})
+                    bar.update(len(batch))
+        log.info("captions of %s/%s: %d new, %d already done -> %s", self.dataset, split, len(todo), skipped,
+                 manifest.path)
+        return manifest.path, len(todo), skipped

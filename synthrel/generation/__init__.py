@@ -1,0 +1,1 @@
+"""Covariate-shift generation: Cityscapes label maps + captions -> ControlNet images with free labels."""

@@ -1,0 +1,265 @@
+"""The generate stage (S3): Cityscapes val label maps + captions -> ControlNet images "<caption>, in <domain>".
+
+Each synthetic image keeps exactly the label map that conditioned it (same square crop, nearest-resized), so
+the set comes with free ground truth. Every random draw of item j of domain d (source image, crop offset,
+diffusion noise) is seeded from (seed, d, j) alone: results do not depend on the batch size, the shard, the
+number of samples asked for or the order of the domains, and a re-run resumes where a killed one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from synthrel.captions.job import instantiate_dataset, read_captions
+from synthrel.errors import ConfigError, DatasetError, WeightsError
+from synthrel.generation.conditioning import (
+    check_encoding,
+    crop_resize_image,
+    crop_resize_label,
+    encode_label_ids,
+    square_crop_box,
+)
+from synthrel.jobs import Manifest, Shard, item_rng, item_seed, positive_int
+
+log = logging.getLogger(__name__)
+
+SCHEDULERS = ("ddim",)
+
+
+@dataclass(frozen=True)
+class GenerationItem:
+    """One synthetic image to make: everything needed is drawn here, before any model is loaded."""
+
+    id: str
+    domain: str
+    out_dir: str  # the set this item belongs to
+    index: int  # j: the sample's number within its domain
+    source_index: int
+    source_id: str
+    city: str
+    crop_box: tuple[int, int, int, int]
+    noise_seed: int
+
+
+@dataclass
+class GenerateJob:
+    """Generate synthetic sets (Cityscapes layout + manifest) under `out_root`, one per domain word of `domains`
+    (`num_samples` images each), or with `pooled` one set `set_name` of `samples_per_domain_all` per word."""
+
+    source: dict  # dataset config of the label maps: ${datasets.cityscapes}
+    captions: str  # JSONL of {"id", "caption"} for the source images (the caption stage's output)
+    out_root: str
+    set_name: str
+    backbone: str
+    pretrained: str
+    controlnet: str | None
+    trained_controlnet: str  # used when `controlnet` is null: this project's training output
+    domains: list[str]
+    num_samples: int
+    samples_per_domain_all: int  # per domain word of a pooled set (the all-domains calibration sets)
+    pooled: bool = False
+    vae: str | None = None
+    prompt_template: str = "<caption>, in <domain>"
+    negative_prompt: str = ""
+    resolution: int = 512
+    num_inference_steps: int = 25
+    scheduler: str = "ddim"
+    eta: float = 0.0
+    guidance_scale: float = 8.0
+    controlnet_conditioning_scale: float = 1.0
+    conditioning: str = "label_id"
+    dtype: str = "fp16"
+    batch_size: int = 4
+    write_original: bool = True
+    seed: int = 0
+    shard: str = "0/1"
+    force: bool = False
+    device: str = "auto"
+    _shard: Shard = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._shard = Shard.parse(self.shard)
+        for key in ("num_samples", "samples_per_domain_all", "resolution", "num_inference_steps", "batch_size"):
+            positive_int(getattr(self, key), f"stages.generate.{key}")
+        if self.resolution % 8:
+            raise ConfigError(f"`backbone.resolution` must be a multiple of 8 (the VAE factor), got {self.resolution}")
+        if self.scheduler not in SCHEDULERS:
+            from synthrel.errors import unknown_name
+
+            raise unknown_name("scheduler", self.scheduler, SCHEDULERS, "backbone.scheduler")
+        check_encoding(self.conditioning, "stages.generate.conditioning")
+        if not self.domains or not all(isinstance(d, str) and d.strip() for d in self.domains):
+            raise ConfigError(f"`domain.domains` must be a non-empty list of words, got {self.domains!r}")
+        if "<caption>" not in self.prompt_template:
+            raise ConfigError(
+                f"`stages.generate.prompt_template` {self.prompt_template!r} lacks the <caption> placeholder"
+            )
+
+    @property
+    def samples_per_domain(self) -> int:
+        return self.samples_per_domain_all if self.pooled else self.num_samples
+
+    def set_dir(self, domain: str) -> Path:
+        """The folder of `domain`'s images: <out_root>/<word>, or <out_root>/<set_name> for a pooled set."""
+        return Path(self.out_root) / (self.set_name if self.pooled else domain)
+
+    def prompt(self, caption: str, domain: str) -> str:
+        return self.prompt_template.replace("<caption>", caption).replace("<domain>", domain)
+
+    def controlnet_source(self) -> str:
+        if self.controlnet:
+            return str(self.controlnet)
+        if Path(self.trained_controlnet, "config.json").is_file():
+            return str(self.trained_controlnet)
+        raise WeightsError(
+            f"no ControlNet for backbone {self.backbone!r}: `backbone.controlnet` is null and this project's "
+            f"training output {self.trained_controlnet} does not exist. Train one (`+stage=[train_controlnet]`) "
+            "or set `backbone.controlnet` to a diffusers folder or the released .ckpt/.safetensors file."
+        )
+
+    def plan(self, dataset) -> list[GenerationItem]:
+        """All items of all domains (before sharding), drawn from per-item seeds."""
+        from synthrel.data.synthetic import slugify
+
+        items = []
+        for domain in self.domains:
+            stream = f"generate/{domain}"
+            for j in range(self.samples_per_domain):
+                source_index = int(item_rng(self.seed, j, stream + "/source").integers(len(dataset)))
+                item = dataset.items[source_index]
+                height, width = _image_size(item.image)
+                box = square_crop_box(height, width, item_rng(self.seed, j, stream + "/crop"))
+                items.append(GenerationItem(
+                    id=f"{slugify(domain)}_{j:05d}_{item.id}",
+                    domain=domain,
+                    out_dir=str(self.set_dir(domain)),
+                    index=j,
+                    source_index=source_index,
+                    source_id=item.id,
+                    city=item.meta.get("city", "synthetic"),
+                    crop_box=box,
+                    noise_seed=item_seed(self.seed, j, stream + "/noise"),
+                ))
+        return items
+
+    def run(self) -> dict:
+        from synthrel.data.synthetic import MANIFEST
+
+        dataset = instantiate_dataset({"source": self.source}, "source")
+        if not hasattr(dataset, "load_label_ids"):
+            raise DatasetError(
+                f"source dataset {type(dataset).__name__} (config key `stages.generate.source`) cannot give raw "
+                "Cityscapes labelIds maps; ControlNet conditioning needs a Cityscapes-layout dataset"
+            )
+        everything = self.plan(dataset)
+        mine = [everything[k] for k in self._shard.select(len(everything))]
+        sets = sorted({it.out_dir for it in mine})
+        done = set() if self.force else {(d, i) for d in sets for i in Manifest(Path(d) / MANIFEST).done()}
+        todo = [it for it in mine if (it.out_dir, it.id) not in done]
+        summary = {"out_dir": str(self.set_dir(self.domains[0])), "set_dirs": sets, "shard": str(self._shard),
+                   "generated": 0, "skipped": len(mine) - len(todo)}
+        if not todo:
+            log.info("generate %s: all %d items of shard %s exist in %s", self.backbone, len(mine), self._shard,
+                     ", ".join(sets))
+            return summary
+        captions = read_captions(self.captions)
+        missing = sorted({it.source_id for it in todo} - set(captions))
+        if missing:
+            raise DatasetError(
+                f"captions file {self.captions} has no caption for {len(missing)} source image(s), e.g. "
+                f"{missing[0]!r}: re-run the caption stage on the source split or set `stages.generate.captions`"
+            )
+        generator = _Generator(self)
+        desc = f"generate {self.backbone}/{self.set_name if self.pooled else ','.join(self.domains)}"
+        with tqdm(total=len(mine), initial=summary["skipped"], desc=desc) as bar:
+            for start in range(0, len(todo), self.batch_size):
+                batch = todo[start:start + self.batch_size]
+                generator.generate(batch, dataset, captions)
+                summary["generated"] += len(batch)
+                bar.update(len(batch))
+        return summary
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.height, im.width
+
+
+class _Generator:
+    """The loaded ControlNet pipeline of a GenerateJob and the per-batch generation."""
+
+    def __init__(self, job: GenerateJob):
+        import torch
+
+        from synthrel.diffusion_loading import generation_dtype, load_controlnet_pipeline, weights_digest
+        from synthrel.runtime import resolve_device
+
+        self.job = job
+        self.device = resolve_device(job.device)
+        source = job.controlnet_source()
+        self.pipe = load_controlnet_pipeline(job.pretrained, source, generation_dtype(job.dtype, self.device),
+                                             vae=job.vae).to(self.device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.channels = self.pipe.controlnet.config.conditioning_channels
+        self.meta = {
+            "backbone": job.backbone, "pretrained": str(job.pretrained), "controlnet": source,
+            "controlnet_sha256": weights_digest(source), "resolution": job.resolution,
+            "num_inference_steps": job.num_inference_steps, "scheduler": job.scheduler, "eta": job.eta,
+            "guidance_scale": job.guidance_scale, "controlnet_conditioning_scale": job.controlnet_conditioning_scale,
+            "conditioning": job.conditioning, "negative_prompt": job.negative_prompt, "job_seed": job.seed,
+        }
+        self.torch = torch
+        self._warned: set[str] = set()
+
+    def _check_length(self, prompt: str) -> None:
+        tokenizer = self.pipe.tokenizer
+        n = len(tokenizer(prompt).input_ids)
+        if n > tokenizer.model_max_length and prompt not in self._warned:
+            self._warned.add(prompt)
+            log.warning("prompt has %d tokens > %d: CLIP truncates it and drops the domain suffix: %r",
+                        n, tokenizer.model_max_length, prompt)
+
+    def generate(self, batch: list[GenerationItem], dataset, captions: dict[str, str]) -> None:
+        from synthrel.data.io import read_image
+        from synthrel.data.synthetic import write_item
+
+        job, torch = self.job, self.torch
+        labels, hints, prompts, originals = [], [], [], []
+        for it in batch:
+            label = crop_resize_label(dataset.load_label_ids(it.source_index), it.crop_box, job.resolution)
+            labels.append(label)
+            hints.append(encode_label_ids(label, job.conditioning, self.channels))
+            prompts.append(job.prompt(captions[it.source_id], it.domain))
+            self._check_length(prompts[-1])
+            if job.write_original:
+                image = read_image(dataset.items[it.source_index].image)
+                originals.append(crop_resize_image(image, it.crop_box, job.resolution))
+        generators = [torch.Generator(self.device).manual_seed(it.noise_seed) for it in batch]
+        hint = torch.from_numpy(np.stack(hints)).to(self.device, self.pipe.controlnet.dtype)
+        out = self.pipe(
+            prompt=prompts,
+            negative_prompt=[job.negative_prompt] * len(batch),
+            image=hint,
+            height=job.resolution,
+            width=job.resolution,
+            num_inference_steps=job.num_inference_steps,
+            guidance_scale=job.guidance_scale,
+            controlnet_conditioning_scale=job.controlnet_conditioning_scale,
+            eta=job.eta,
+            generator=generators,
+            output_type="np",
+        )
+        images = (np.clip(out.images, 0.0, 1.0) * 255).round().astype(np.uint8)
+        for k, it in enumerate(batch):
+            meta = {**self.meta, "source_id": it.source_id, "source_index": it.source_index,
+                    "crop_box": list(it.crop_box), "caption": captions[it.source_id], "prompt": prompts[k],
+                    "domain": it.domain, "index": it.index, "seed": it.noise_seed}
+            write_item(it.out_dir, it.id, it.city, images[k], labels[k],
+                       original=originals[k] if job.write_original else None, meta=meta)
