@@ -70,9 +70,9 @@ def _trapezoid_pr_auc(tps: np.ndarray, fps: np.ndarray) -> float:
     """auc(recall, precision) of sklearn's precision_recall_curve (with its final (recall 0, precision 1))."""
     if tps[-1] == 0:
         return float("nan")
-    precision = np.r_[tps / (tps + fps), 1.0]
-    recall = np.r_[tps / tps[-1], 0.0]
-    return float(abs(np.trapezoid(precision, recall)))
+    precision = np.r_[1.0, tps / (tps + fps)]
+    recall = np.r_[0.0, tps / tps[-1]]
+    return float(np.trapezoid(precision, recall))
 
 
 def ood_metrics_from_counts(pos_counts, neg_counts, convention: str = "rba") -> dict[str, float]:
@@ -136,8 +136,9 @@ def pooled_ood_metrics(scores, labels, ignore: int = 255) -> dict[str, float]:
     if scores.shape != labels.shape:
         raise ValueError(f"scores {scores.shape} and labels {labels.shape} must have the same number of pixels")
     valid = (labels == 0) | (labels == 1)
-    if ignore not in (0, 1):
-        valid &= labels != ignore
+    unexpected = ~valid & (labels != ignore)
+    if unexpected.any():
+        raise ValueError(f"labels must be 0 (ID), 1 (OOD) or {ignore} (ignore); got {np.unique(labels[unexpected])}")
     pos, neg = _counts_over_unique_scores(scores[valid], labels[valid] == 1)
     return ood_metrics_from_counts(pos, neg, convention="rba")
 

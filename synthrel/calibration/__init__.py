@@ -1,0 +1,1 @@
+"""Temperature scaling fitted on (synthetic) calibration sets and evaluated on real shifted data (spec S9)."""

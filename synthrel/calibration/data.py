@@ -1,0 +1,67 @@
+"""Calibration samples written by the evaluation engine (calib_sample.npz), and their pooling.
+
+Each file holds subsampled pixels of one (model, dataset): logits float32 (N, 19), labels uint8 (N,) trainIds
+with ignore already dropped, image_index int32 (N,) into the per-image features (n_images, C) and image_ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synthrel.errors import DatasetError
+
+CALIB_SAMPLE_FILE = "calib_sample.npz"
+REQUIRED_KEYS = ("logits", "labels", "image_index", "features")
+
+
+@dataclass
+class CalibSample:
+    logits: np.ndarray
+    labels: np.ndarray
+    image_index: np.ndarray
+    features: np.ndarray
+    image_ids: np.ndarray
+
+    @classmethod
+    def load(cls, path: str | Path) -> CalibSample:
+        path = Path(path)
+        if not path.is_file():
+            raise DatasetError(f"calibration sample {path} is missing: run the evaluate stage on this dataset first")
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in REQUIRED_KEYS if k not in f.files]
+            if missing:
+                raise DatasetError(f"{path} lacks {missing}; it has {f.files}")
+            sample = cls(
+                logits=f["logits"],
+                labels=f["labels"],
+                image_index=f["image_index"].astype(np.int64),
+                features=f["features"],
+                image_ids=f["image_ids"] if "image_ids" in f.files else np.arange(len(f["features"])).astype(str),
+            )
+        if sample.logits.ndim != 2 or not len(sample.logits) == len(sample.labels) == len(sample.image_index):
+            raise DatasetError(
+                f"{path}: logits {sample.logits.shape}, labels {sample.labels.shape} and image_index "
+                f"{sample.image_index.shape} do not describe the same pixels"
+            )
+        if len(sample.image_index) and sample.image_index.max() >= len(sample.features):
+            raise DatasetError(f"{path}: image_index points past the {len(sample.features)} feature rows")
+        return sample
+
+    @classmethod
+    def concat(cls, samples: list[CalibSample]) -> CalibSample:
+        """Pool several sets (e.g. synthetic domains): image indices are shifted to the stacked features."""
+        offsets = np.cumsum([0] + [len(s.features) for s in samples[:-1]])
+        return cls(
+            logits=np.concatenate([s.logits for s in samples]),
+            labels=np.concatenate([s.labels for s in samples]),
+            image_index=np.concatenate([s.image_index + o for s, o in zip(samples, offsets, strict=True)]),
+            features=np.concatenate([s.features for s in samples]),
+            image_ids=np.concatenate([s.image_ids for s in samples]),
+        )
+
+    @property
+    def n_images(self) -> int:
+        return len(self.features)

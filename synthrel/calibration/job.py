@@ -1,0 +1,245 @@
+"""The calibrate stage: fit temperature scaling on calibration sets, measure ECE on real targets.
+
+Inputs are the evaluation engine's calib_sample.npz files under `<results_root>/<model>/<dataset key>/`.
+For each (model, calibration set, method) the job fits the temperatures once, writes them with the ECE of
+every target before/after TS to `<output_dir>/<set keys>/<method tag>/<model>.json`, and records the item in
+a manifest (a re-run skips it; new targets are added from the stored temperatures without refitting).
+Every run rewrites the tidy tables `calibration.{parquet,csv}` (one row per model, calibration set, method,
+target and metric: ece_raw, ece_ts, ece_rel_improvement) and `calibration_summary.{parquet,csv}` (success
+rate = share of models with ECE_TS < ECE_raw, and the mean relative improvement).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from synthrel.calibration.data import CALIB_SAMPLE_FILE, CalibSample
+from synthrel.calibration.temperature import (
+    METHODS,
+    OBJECTIVES,
+    PER_CLASS_RULES,
+    TemperatureScaler,
+    fit_temperature_scaler,
+)
+from synthrel.errors import ConfigError, DatasetError, unknown_name
+from synthrel.jobs import Manifest, atomic_path, positive_int, write_json_atomic
+from synthrel.metrics.calibration import top1_ece
+
+log = logging.getLogger(__name__)
+
+TABLE = "calibration"
+SUMMARY = "calibration_summary"
+COLUMNS = ["model", "family", "dataset", "domain", "generator", "metric", "cls", "value", "n_images", "profile",
+           "calib_set", "method", "objective", "per_class_rule"]
+
+
+def write_table_atomic(df: pd.DataFrame, out_dir: Path, stem: str) -> None:
+    """`stem`.parquet and `stem`.csv, each replaced in one rename."""
+    with atomic_path(out_dir / f"{stem}.parquet") as tmp:
+        df.to_parquet(tmp, index=False)
+    with atomic_path(out_dir / f"{stem}.csv") as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def normalise_sets(spec) -> dict[str, list[str]]:
+    """Calibration sets as {name: [dataset keys pooled]} from a dict, or a list of keys / lists of keys."""
+    if isinstance(spec, dict):
+        sets = {str(name): [keys] if isinstance(keys, str) else list(keys) for name, keys in spec.items()}
+    elif isinstance(spec, (list, tuple)):
+        sets = {}
+        for entry in spec:
+            keys = [entry] if isinstance(entry, str) else list(entry)
+            sets["+".join(keys)] = keys
+    else:
+        raise ConfigError(f"stages.calibrate.calibration_sets must be a dict or a list, got {spec!r}")
+    empty = [name for name, keys in sets.items() if not keys]
+    if not sets or empty:
+        raise ConfigError(f"stages.calibrate.calibration_sets: every set needs at least one dataset key ({spec!r})")
+    return sets
+
+
+@dataclass
+class CalibrateJob:
+    """Temperature scaling fitted per model on each calibration set and evaluated on each target."""
+
+    results_root: str
+    output_dir: str
+    calibration_sets: dict | list = field(default_factory=lambda: {"cityscapes": ["cityscapes"]})
+    targets: list[str] = field(default_factory=list)
+    models: list[str] | None = None
+    methods: list[str] = field(default_factory=lambda: ["global"])
+    objective: str = "ece_grid"
+    per_class_rule: str = "per_pred_class"
+    n_clusters: int = 4
+    seed: int = 0
+    profile: str = "paper"
+    force: bool = False
+    device: str = "auto"
+
+    def __post_init__(self):
+        self.calibration_sets = normalise_sets(self.calibration_sets)
+        if isinstance(self.targets, str):
+            self.targets = [self.targets]
+        if not self.targets or any(t is None for t in self.targets):
+            raise ConfigError(
+                f"stages.calibrate.targets is {self.targets!r}: list the real dataset keys to evaluate on, "
+                "e.g. stages.calibrate.targets=[acdc_rain] (the domain has no real_dataset)"
+            )
+        for method in self.methods:
+            if method not in METHODS:
+                raise unknown_name("TS method", method, METHODS, "stages.calibrate.methods")
+        if self.objective not in OBJECTIVES:
+            raise unknown_name("TS objective", self.objective, OBJECTIVES, "stages.calibrate.objective")
+        if self.per_class_rule not in PER_CLASS_RULES:
+            raise unknown_name("per-class rule", self.per_class_rule, PER_CLASS_RULES,
+                               "stages.calibrate.per_class_rule")
+        positive_int(self.n_clusters, "stages.calibrate.n_clusters")
+
+    # ------------------------------------------------------------------------------------------ naming
+    def method_tag(self, method: str) -> str:
+        """Folder/table name of a method with the settings that change its result."""
+        parts = [method]
+        if self.objective != "ece_grid":
+            parts.append(self.objective)
+        if "per_class" in method:
+            parts.append(self.per_class_rule)
+        if method.startswith("cluster"):
+            parts.append(f"k{self.n_clusters}-s{self.seed}")
+        return "-".join(parts)
+
+    def _sample_path(self, model: str, key: str) -> Path:
+        return Path(self.results_root) / model / key / CALIB_SAMPLE_FILE
+
+    def find_models(self) -> list[str]:
+        needed = sorted({k for keys in self.calibration_sets.values() for k in keys} | set(self.targets))
+        root = Path(self.results_root)
+        if self.models is not None:
+            for model in self.models:
+                for key in needed:
+                    if not self._sample_path(model, key).is_file():
+                        raise DatasetError(f"{self._sample_path(model, key)} is missing: evaluate model {model!r} "
+                                           f"on {key!r} first (stages.evaluate)")
+            return list(self.models)
+        if not root.is_dir():
+            raise DatasetError(f"results root {root} does not exist (stages.calibrate.results_root); "
+                               "run the evaluate stage first")
+        models = []
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            missing = [k for k in needed if not self._sample_path(folder.name, k).is_file()]
+            if missing:
+                log.warning("calibrate: skipping model %s: no calib_sample.npz for %s", folder.name, missing)
+            else:
+                models.append(folder.name)
+        if not models:
+            raise DatasetError(f"no model under {root} has calibration samples for all of {needed}")
+        return models
+
+    def _target_meta(self, model: str, key: str) -> dict:
+        """family / domain / generator / profile / n_images of a target, from its metrics table."""
+        meta = {"family": None, "domain": None, "generator": None, "profile": self.profile, "n_images": None}
+        table = Path(self.results_root) / model / key / "metrics.parquet"
+        if table.is_file():
+            df = pd.read_parquet(table)
+            for column in meta:
+                if column in df.columns and len(df):
+                    meta[column] = df[column].iloc[0]
+        return meta
+
+    # --------------------------------------------------------------------------------------------- run
+    def run(self) -> dict:
+        from synthrel.runtime import resolve_device
+
+        device = resolve_device(self.device)
+        out = Path(self.output_dir)
+        manifest = Manifest(out / "manifest.jsonl", key="item")
+        done = manifest.done()
+        models = self.find_models()
+        items = [(m, name, keys, method) for m in models for name, keys in self.calibration_sets.items()
+                 for method in self.methods]
+        bar = tqdm(items, desc="calibrate", initial=0)
+        fitted = 0
+        for model, name, keys, method in bar:
+            bar.set_description(f"calibrate {model} on {name} ({method})")
+            item = f"{'+'.join(keys)}|{self.method_tag(method)}|{model}"
+            path = out / "+".join(keys) / self.method_tag(method) / f"{model}.json"
+            record = json.loads(path.read_text()) if path.is_file() and item in done and not self.force else None
+            if record is None:
+                record = self._fit(model, name, keys, method, device)
+                fitted += 1
+            missing = [t for t in self.targets if t not in record["targets"]]
+            if missing or item not in done or self.force:
+                scaler = TemperatureScaler.from_dict(record["scaler"])
+                for target in missing:
+                    record["targets"][target] = self._evaluate(scaler, model, target)
+                write_json_atomic(path, record)
+                manifest.append({"item": item, "path": str(path.relative_to(out)), "seed": self.seed})
+        table = self._table(out, manifest)
+        write_table_atomic(table, out, TABLE)
+        summary = success_summary(table)
+        write_table_atomic(summary, out, SUMMARY)
+        log.info("calibrate: %d model(s), %d fit(s) this run; success rates:\n%s", len(models), fitted,
+                 summary.to_string(index=False))
+        return {"output_dir": str(out), "n_models": len(models), "fitted": fitted,
+                "success_rate": {f"{r.calib_set}|{r.method}|{r.dataset}": float(r.success_rate)
+                                 for r in summary.itertuples()}}
+
+    def _fit(self, model: str, name: str, keys: list[str], method: str, device) -> dict:
+        sample = CalibSample.concat([CalibSample.load(self._sample_path(model, k)) for k in keys])
+        scaler = fit_temperature_scaler(
+            sample.logits, sample.labels, method=method, objective=self.objective,
+            per_class_rule=self.per_class_rule, image_index=sample.image_index, features=sample.features,
+            n_clusters=self.n_clusters, seed=self.seed, device=device,
+        )
+        return {
+            "model": model, "calib_set": name, "calib_datasets": keys, "method": self.method_tag(method),
+            "objective": self.objective, "per_class_rule": scaler.per_class_rule, "n_clusters": self.n_clusters,
+            "seed": self.seed, "n_calib_pixels": int(len(sample.labels)), "n_calib_images": sample.n_images,
+            "scaler": scaler.to_dict(), "targets": {},
+        }
+
+    def _evaluate(self, scaler: TemperatureScaler, model: str, target: str) -> dict:
+        sample = CalibSample.load(self._sample_path(model, target))
+        scaled = scaler.scale(sample.logits, sample.image_index, sample.features)
+        return {"ece_raw": top1_ece(sample.logits, sample.labels), "ece_ts": top1_ece(scaled, sample.labels),
+                "n_pixels": int(len(sample.labels)), "n_images": sample.n_images}
+
+    def _table(self, out: Path, manifest: Manifest) -> pd.DataFrame:
+        """Rows of every recorded item for the current targets (latest record per item)."""
+        latest = {r["item"]: r for r in manifest.read()}
+        rows = []
+        for record in latest.values():
+            item = json.loads((out / record["path"]).read_text())
+            for target, res in item["targets"].items():
+                meta = self._target_meta(item["model"], target)
+                n_images = meta.pop("n_images") or res["n_images"]
+                ece_raw, ece_ts = res["ece_raw"], res["ece_ts"]
+                rel = (ece_raw - ece_ts) / ece_raw if ece_raw > 0 else float("nan")
+                for metric, value in (("ece_raw", ece_raw), ("ece_ts", ece_ts), ("ece_rel_improvement", rel)):
+                    rows.append({"model": item["model"], **meta, "dataset": target, "metric": metric, "cls": "",
+                                 "value": float(value), "n_images": int(n_images), "calib_set": item["calib_set"],
+                                 "method": item["method"], "objective": item["objective"],
+                                 "per_class_rule": item["per_class_rule"]})
+        return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def success_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (calib_set, method, dataset): number of models, success rate (ECE_TS < ECE_raw), mean relative gain."""
+    columns = ["calib_set", "method", "dataset", "domain", "n_models", "success_rate", "mean_rel_improvement"]
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    keys = ["calib_set", "method", "dataset", "model"]
+    wide = table.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
+    wide = wide.merge(table.drop_duplicates(keys)[keys + ["domain"]], on=keys, how="left")
+    wide["improved"] = (wide["ece_ts"] < wide["ece_raw"]).astype(float)
+    summary = wide.groupby(["calib_set", "method", "dataset"], sort=True, dropna=False).agg(
+        domain=("domain", "first"), n_models=("model", "nunique"), success_rate=("improved", "mean"),
+        mean_rel_improvement=("ece_rel_improvement", "mean"),
+    ).reset_index()
+    return summary[columns]
+

@@ -1,0 +1,134 @@
+"""RbA ("Rejected by All", Nayal et al. ICCV'23) on a transformers Mask2Former, and its outlier-exposure
+fine-tuning with synthetic OOD objects instead of COCO (spec S11, supplementary A.4).
+
+Per-pixel class scores l_c = sum_q softmax(cls_q)[c] * sigmoid(mask_q) over the 19 classes (void column
+dropped, as RbA's `semantic_inference`); anomaly score s = -sum_c tanh(l_c) (higher = more OOD).
+Fine-tuning trains only the mask-embedding MLP and the class head (RbA's
+FREEZE_TRANSFORMER_DECODER_EXCEPT_MLP), with the usual Mask2Former losses plus RbA's squared hinge
+mean(relu(s_id - 0)^2) + mean(relu(5 - s_ood)^2), halved when the batch has OOD pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from synthrel.conventions import IGNORE_INDEX, OOD_LABEL_ID
+from synthrel.metrics.ood import rba_score
+
+#: transformers names of the trainable parts (detectron2 RbA: predictor.mask_embed and predictor.class_embed).
+TRAINABLE_PREFIXES = ("class_predictor.", "model.transformer_module.decoder.mask_predictor.mask_embedder.")
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # Mask2Former's PIXEL_MEAN / PIXEL_STD (RGB, 0-255)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+DEFAULT_CHECKPOINTS = {
+    "rba_swin_b": "facebook/mask2former-swin-base-cityscapes-semantic",
+    "rba_swin_l": "facebook/mask2former-swin-large-cityscapes-semantic",
+}
+
+
+def load_mask2former(name_or_path: str):
+    """Mask2FormerForUniversalSegmentation from a hub id or a local folder (tiny or fine-tuned)."""
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    from synthrel.errors import WeightsError
+
+    try:
+        model = Mask2FormerForUniversalSegmentation.from_pretrained(name_or_path)
+    except OSError as err:
+        raise WeightsError(f"cannot load Mask2Former {name_or_path!r} (a hub id or a save_pretrained folder): {err}") from err
+    if model.config.num_labels != 19:
+        raise WeightsError(f"{name_or_path}: expected a Cityscapes model with 19 labels, got {model.config.num_labels}")
+    return model
+
+
+def to_pixel_values(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """RGB uint8 (B, H, W, 3) -> normalised float (B, 3, H, W), Mask2Former's pixel mean/std."""
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float()
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def class_scores(class_queries_logits: torch.Tensor, masks_queries_logits: torch.Tensor, size) -> torch.Tensor:
+    """l (B, 19, H, W) = sum_q softmax(cls_q)[:19] * sigmoid(mask_q), masks upsampled bilinearly to `size`."""
+    probs = class_queries_logits.softmax(-1)[..., :-1]
+    masks = F.interpolate(masks_queries_logits, size=tuple(size), mode="bilinear", align_corners=False).sigmoid()
+    return torch.einsum("bqc,bqhw->bchw", probs, masks)
+
+
+@torch.no_grad()
+def rba_predict(model, images, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(anomaly scores (B, H, W), class scores (B, 19, H, W)) for RGB uint8 images (B, H, W, 3)."""
+    model.eval()
+    pixel_values = to_pixel_values(images).to(device or next(model.parameters()).device)
+    out = model(pixel_values=pixel_values)
+    scores = class_scores(out.class_queries_logits, out.masks_queries_logits, pixel_values.shape[-2:])
+    return rba_score(scores), scores
+
+
+def outlier_hinge_loss(score: torch.Tensor, outlier_mask: torch.Tensor, inlier_upper: float = 0.0,
+                       outlier_lower: float = 5.0) -> torch.Tensor:
+    """RbA's squared hinge on the anomaly score: outlier_mask 0 ID, 1 OOD, anything else ignored."""
+    inlier = score[outlier_mask == 0]
+    outlier = score[outlier_mask == 1]
+    loss = F.relu(inlier - inlier_upper).pow(2).mean() if inlier.numel() else score.sum() * 0
+    if outlier.numel():
+        loss = 0.5 * (loss + F.relu(outlier_lower - outlier).pow(2).mean())
+    return loss
+
+
+def semantic_targets(label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask2Former targets of a trainId map: one binary mask per present class (ignore and OOD excluded)."""
+    classes = [c for c in torch.unique(label).tolist() if c not in (IGNORE_INDEX, OOD_LABEL_ID)]
+    masks = torch.stack([(label == c) for c in classes]).float() if classes else label.new_zeros((0, *label.shape),
+                                                                                                    dtype=torch.float)
+    return masks, torch.tensor(classes, dtype=torch.long, device=label.device)
+
+
+def freeze_except_mlp(model) -> list[str]:
+    """Freeze everything but the mask-embedding MLP and the class head; return the trainable names."""
+    names = []
+    for name, param in model.named_parameters():
+        param.requires_grad = name.startswith(TRAINABLE_PREFIXES)
+        if param.requires_grad:
+            names.append(name)
+    if not names:
+        raise RuntimeError(f"no parameter starts with {TRAINABLE_PREFIXES}: has transformers renamed them?")
+    return names
+
+
+class RbAFineTuner(pl.LightningModule):
+    """Outlier-exposure fine-tuning of RbA. Batches: dict(pixel_values (B,3,H,W), label (B,H,W) trainIds with
+    254 on outliers, outlier_mask (B,H,W) 0 ID / 1 OOD / 255 ignore)."""
+
+    def __init__(self, model_path: str, lr: float = 1e-4, weight_decay: float = 0.05, max_steps: int = 5000,
+                 poly_power: float = 0.9, inlier_upper: float = 0.0, outlier_lower: float = 5.0,
+                 outlier_weight: float = 1.0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = load_mask2former(model_path)
+        self.trainable = freeze_except_mlp(self.model)
+
+    def losses(self, batch) -> dict[str, torch.Tensor]:
+        targets = [semantic_targets(lab) for lab in batch["label"]]
+        out = self.model(pixel_values=batch["pixel_values"], mask_labels=[m for m, _ in targets],
+                         class_labels=[c for _, c in targets])
+        scores = class_scores(out.class_queries_logits, out.masks_queries_logits, batch["label"].shape[-2:])
+        hinge = outlier_hinge_loss(rba_score(scores), batch["outlier_mask"], self.hparams.inlier_upper,
+                                   self.hparams.outlier_lower)
+        outlier = self.hparams.outlier_weight * hinge
+        return {"mask2former": out.loss, "outlier": outlier, "loss": out.loss + outlier}
+
+    def training_step(self, batch, batch_idx):
+        losses = self.losses(batch)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(batch["label"]))
+        return losses["loss"]
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        steps, power = self.hparams.max_steps, self.hparams.poly_power
+        poly = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / steps) ** power)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": poly, "interval": "step"}}

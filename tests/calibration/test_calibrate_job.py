@@ -1,0 +1,84 @@
+"""CalibrateJob end to end on calib_sample.npz files written by the test, and its Hydra stage config."""
+
+import hydra
+import numpy as np
+import pandas as pd
+import pytest
+
+from synthrel.calibration.job import CalibrateJob
+from synthrel.errors import ConfigError
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _ece(z, y, n_bins=15):
+    p = _softmax(z.astype(np.float64))
+    conf, acc = p.max(1), (p.argmax(1) == y).astype(float)
+    edges = np.linspace(0, 1, n_bins + 1)
+    return sum(((conf > lo) & (conf <= hi)).mean() * abs(acc[(conf > lo) & (conf <= hi)].mean()
+                                                         - conf[(conf > lo) & (conf <= hi)].mean())
+               for lo, hi in zip(edges[:-1], edges[1:], strict=True) if ((conf > lo) & (conf <= hi)).any())
+
+
+def _write_sample(folder, rng, t_true, n_images=4, per_image=300):
+    n = n_images * per_image
+    z = (rng.normal(size=(n, 19)) * 4).astype(np.float32)
+    p = _softmax(z.astype(np.float64) / t_true)
+    y = (p.cumsum(1) > rng.random((n, 1))).argmax(1).astype(np.uint8)
+    folder.mkdir(parents=True)
+    np.savez(folder / "calib_sample.npz", logits=z, labels=y, image_index=np.repeat(np.arange(n_images), per_image)
+             .astype(np.int32), features=rng.random((n_images, 8)).astype(np.float32),
+             image_ids=np.array([f"im{i}" for i in range(n_images)]))
+    return z, y
+
+
+def test_calibrate_job_fits_reports_and_resumes(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "results" / "tiny"
+    targets = {}
+    for model, t_true in (("good", 2.0), ("other", 2.0)):
+        _write_sample(root / model / "synthetic_x", rng, t_true)
+        targets[model] = _write_sample(root / model / "acdc_rain", rng, t_true)
+    pd.DataFrame({"model": ["good"], "family": ["F"], "domain": ["rain"], "generator": ["real"],
+                  "profile": ["tiny"], "n_images": [4]}).to_parquet(root / "good" / "acdc_rain" / "metrics.parquet")
+    job = CalibrateJob(results_root=str(root), output_dir=str(tmp_path / "calib"),
+                       calibration_sets={"synthetic": ["synthetic_x"]}, targets=["acdc_rain"],
+                       methods=["global", "per_class"], objective="nll")
+    summary = job.run()
+    assert summary["fitted"] == 4
+    table = pd.read_parquet(tmp_path / "calib" / "calibration.parquet")
+    assert set(table["metric"]) == {"ece_raw", "ece_ts", "ece_rel_improvement"}
+    row = table[(table.model == "good") & (table.method == "global-nll")].set_index("metric")["value"]
+    z, y = targets["good"]
+    assert row["ece_raw"] == pytest.approx(_ece(z, y), abs=1e-9)
+    assert row["ece_ts"] < row["ece_raw"]  # T_true = 2 is learnable from the synthetic set
+    assert row["ece_rel_improvement"] == pytest.approx((row["ece_raw"] - row["ece_ts"]) / row["ece_raw"])
+    assert table[table.model == "good"]["domain"].iloc[0] == "rain"
+    success = pd.read_csv(tmp_path / "calib" / "calibration_summary.csv")
+    assert set(success["success_rate"]) == {1.0} and set(success["n_models"]) == {2}
+    # a re-run fits nothing and a new target is added from the stored temperatures
+    _write_sample(root / "good" / "idd", rng, 2.0)
+    _write_sample(root / "other" / "idd", rng, 2.0)
+    job2 = CalibrateJob(results_root=str(root), output_dir=str(tmp_path / "calib"),
+                        calibration_sets={"synthetic": ["synthetic_x"]}, targets=["acdc_rain", "idd"],
+                        methods=["global", "per_class"], objective="nll")
+    assert job2.run()["fitted"] == 0
+    table = pd.read_parquet(tmp_path / "calib" / "calibration.parquet")
+    assert set(table["dataset"]) == {"acdc_rain", "idd"}
+
+
+def test_calibrate_job_validates_names(tmp_path):
+    with pytest.raises(ConfigError, match="methods"):
+        CalibrateJob(results_root=".", output_dir=".", targets=["x"], methods=["vector"])
+    with pytest.raises(ConfigError, match="targets"):
+        CalibrateJob(results_root=".", output_dir=".", targets=[None])
+
+
+def test_stage_config_instantiates(compose_cfg):
+    cfg = compose_cfg("+stage=[calibrate]", "domain=rain")
+    job = hydra.utils.instantiate(cfg.stages.calibrate, _convert_="all")
+    assert job.targets == ["acdc_rain"]
+    assert job.calibration_sets["synthetic"] == [f"synthetic_{cfg.backbone.name}_rain"]
