@@ -1,0 +1,43 @@
+"""Benchmark dispatcher: `python -m benchmarks.run gen|eval|all [options of that benchmark]`.
+
+`gen` runs benchmarks/gen_bench.py (ControlNet sampling), `eval` benchmarks/eval_bench.py (segmentation
+inference) where it exists; `all` runs both with their default options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+BENCHMARKS = {"gen": "benchmarks.gen_bench", "eval": "benchmarks.eval_bench"}
+
+
+def run(name: str, argv: list[str]) -> dict:
+    try:
+        module = importlib.import_module(BENCHMARKS[name])
+    except ModuleNotFoundError as e:
+        if e.name != BENCHMARKS[name]:
+            raise
+        raise SystemExit(f"benchmark {name!r}: module {BENCHMARKS[name]} is not in this checkout") from None
+    return module.main(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", add_help=False)
+    parser.add_argument("which", choices=[*BENCHMARKS, "all"])
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        print("\nOptions after the benchmark name go to it, e.g. `python -m benchmarks.run gen --help`.")
+        return {}
+    args = parser.parse_args(argv[:1])
+    if args.which == "all":
+        if argv[1:]:
+            parser.error("`all` runs every benchmark with its defaults; give options to one benchmark at a time")
+        return {name: run(name, []) for name in BENCHMARKS}
+    return {args.which: run(args.which, argv[1:])}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""ControlNetSampler against the diffusers eager ControlNet pipelines (the reference), on tiny real architectures.
+
+The tiny SD1.5/SDXL folders are loaded through the project's loading code; the ControlNet is built from the
+UNet with random (not zero) output convolutions, so that the control path changes the images.
+"""
+
+import json
+
+import pytest
+import torch
+
+STEPS = 2
+GUIDANCE = 7.0
+CONTROL_SCALE = 0.8
+PROMPTS = ["a car on the road", "a street with trees", "red bus in the city"]
+SEEDS = [11, 22, 33]
+
+
+def _pipeline(root, kind):
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    from synthrel.diffusion_loading import load_controlnet_pipeline
+    from synthrel.tiny.diffusion import build_tiny_sd
+
+    base = build_tiny_sd(root / kind, kind)
+    controlnet = ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(base, subfolder="unet"))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in controlnet.named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    controlnet.save_pretrained(root / f"{kind}_controlnet")
+    pipe = load_controlnet_pipeline(str(base), str(root / f"{kind}_controlnet"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _eager(pipe, prompts, control, seeds):
+    images = pipe(prompt=prompts, image=control, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
+                  controlnet_conditioning_scale=CONTROL_SCALE, output_type="np",
+                  generator=[torch.Generator().manual_seed(s) for s in seeds]).images
+    return torch.from_numpy((images * 255).round().astype("uint8"))
+
+
+def _max_diff(a, b):
+    return int((a.to(torch.int16) - b.to(torch.int16)).abs().max())
+
+
+@pytest.fixture(scope="module", params=["sd15", "sdxl"])
+def runs(request, tmp_path_factory):
+    """Eager and sampler outputs for a batch of 3 and for item 1 alone, same prompts/controls/seeds."""
+    from synthrel.generation.sampler import ControlNetSampler
+
+    pipe = _pipeline(tmp_path_factory.mktemp("models"), request.param)
+    sampler = ControlNetSampler.from_pipeline(pipe)
+    control = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    kwargs = dict(num_inference_steps=STEPS, guidance_scale=GUIDANCE, controlnet_conditioning_scale=CONTROL_SCALE)
+    return dict(
+        kind=request.param, pipe=pipe, sampler=sampler, control=control,
+        eager3=_eager(pipe, PROMPTS, control, SEEDS),
+        fast3=sampler(PROMPTS, control, SEEDS, **kwargs),
+        eager1=_eager(pipe, PROMPTS[1:2], control[1:2], SEEDS[1:2]),
+        fast1=sampler(PROMPTS[1:2], control[1:2], [torch.Generator().manual_seed(SEEDS[1])], **kwargs),
+    )
+
+
+def test_batch_of_three_matches_eager_pipeline(runs):
+    assert runs["fast3"].shape == (3, 64, 64, 3) and runs["fast3"].dtype == torch.uint8
+    assert runs["eager3"].float().std() > 10  # a flat image would make the comparison vacuous
+    assert _max_diff(runs["fast3"], runs["eager3"]) <= 1
+
+
+def test_batch_of_one_matches_eager_pipeline(runs):
+    assert _max_diff(runs["fast1"], runs["eager1"]) <= 1
+
+
+def test_image_does_not_depend_on_batch_composition(runs):
+    assert _max_diff(runs["fast1"][0], runs["fast3"][1]) <= 1
+    assert _max_diff(runs["fast3"][0], runs["fast3"][1]) > 10  # different seeds/prompts give different images
+
+
+def test_prompt_embeddings_give_the_same_images_as_prompts(runs):
+    sampler = runs["sampler"]
+    embeds, pooled = sampler.encode(PROMPTS[1:2])
+    out = sampler(embeds, runs["control"][1:2], SEEDS[1:2], pooled_prompt_embeds=pooled, num_inference_steps=STEPS,
+                  guidance_scale=GUIDANCE, controlnet_conditioning_scale=CONTROL_SCALE)
+    assert torch.equal(out, runs["fast1"])
+    if runs["kind"] == "sd15":  # the pipeline's own encoder as the reference
+        reference, _ = runs["pipe"].encode_prompt(PROMPTS[1:2], "cpu", 1, False)
+        torch.testing.assert_close(embeds, reference)
+
+
+def test_unsupported_settings_fail_fast(runs):
+    with pytest.raises(ValueError, match="eta"):
+        runs["sampler"](PROMPTS[:1], runs["control"][:1], SEEDS[:1], eta=0.5)
+    with pytest.raises(ValueError, match="seeds"):
+        runs["sampler"](PROMPTS[:2], runs["control"][:2], SEEDS[:1])
+
+
+@pytest.mark.slow
+def test_compiled_step_with_dynamic_batch_traces_and_matches(runs):
+    """Dynamo traces ControlNet + UNet with a dynamic batch (aot_eager: no codegen, same graph as inductor's)."""
+    from synthrel.generation.sampler import ControlNetSampler
+
+    sampler = ControlNetSampler.from_pipeline(runs["pipe"], compile=True, compile_dynamic=True,
+                                              compile_backend="aot_eager")
+    kwargs = dict(num_inference_steps=STEPS, guidance_scale=GUIDANCE, controlnet_conditioning_scale=CONTROL_SCALE)
+    assert _max_diff(sampler(PROMPTS, runs["control"], SEEDS, **kwargs), runs["eager3"]) <= 1
+    assert _max_diff(sampler(PROMPTS[1:2], runs["control"][1:2], SEEDS[1:2], **kwargs), runs["eager1"]) <= 1
+
+
+def test_benchmark_runs_tiny_on_cpu(tmp_path):
+    from benchmarks.run import main
+
+    out = tmp_path / "gen_bench.json"
+    main(["gen", "--tiny", "--quick", "--model", "sd15", "--batches", "2", "--steps", "1", "--device", "cpu",
+          "--json", str(out)])
+    report = json.loads(out.read_text())["models"][0]
+    (row,) = report["rows"]
+    assert row["batch"] == 2 and row["max_pixel_diff"] <= 1 and row["eager_pixel_std"] > 10
+    assert row["synthrel"]["img_per_s"] > 0 and row["ratio"] > 0 and report["guided_step_tflop"] > 0
