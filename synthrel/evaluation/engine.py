@@ -4,6 +4,11 @@ Per batch of equal-size images the logits give, without a host sync: the confusi
 over all valid pixels, the paper's calibration protocol (a seeded random draw of pixels per image, ignore
 dropped after the draw) whose logits are kept for temperature fitting, per-image backbone features, and, for
 datasets with an OOD mask, histograms of three per-pixel OOD scores split by ID/OOD pixels (void excluded).
+
+Nothing in the loop waits for the device: DataLoader workers stack each size group into (pinned) tensors and
+draw the calibration pixels on the host; counts are fixed-range histograms (`torch.histc`) and weighted sums
+`index_add_` into spread-out slots, so no boolean-mask selection or `bincount` (both read sizes back from the
+device) runs per batch. Ignore pixels of the calibration draw are dropped once, in `result()`.
 """
 
 from __future__ import annotations
@@ -19,10 +24,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from synthrel.conventions import IGNORE_INDEX, NUM_CLASSES
-from synthrel.data.base import collate_samples
 from synthrel.jobs import item_rng
-from synthrel.metrics.calibration import N_BINS, accumulate_bins
-from synthrel.metrics.segmentation import new_confusion, update_confusion
+from synthrel.metrics.calibration import N_BINS, confidence_bin_index
+from synthrel.metrics.segmentation import new_confusion
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +71,14 @@ class OnePassAccumulator:
         self.indices: list[int] = []
         self.has_labels = False
 
-    def update(self, logits, labels, oods, features, indices: list[int], ids: list[str]) -> None:
+    def update(self, logits, labels, oods, features, indices: list[int], ids: list[str], picks=None) -> None:
         """Add a batch: logits (B, 19, H, W); labels / oods (B, H, W) uint8 on the device or None;
-        `indices` are the images' positions in the dataset (they seed the pixel draw)."""
+        `indices` are the images' positions in the dataset (they seed the pixel draw); `picks` (B, k), when
+        given, are those draws already made on the host (`calibration_picks`), e.g. by the loader workers."""
         self.ids.extend(ids)
         self.indices.extend(indices)
-        self.features.append(features.float())
+        if features is not None:
+            self.features.append(features.float())
         logits = logits.float()
         lse = torch.logsumexp(logits, dim=1)
         max_logit, pred = logits.max(dim=1)
@@ -80,56 +86,55 @@ class OnePassAccumulator:
         if labels is not None:
             self.has_labels = True
             labels = labels.long()
-            per_image = torch.stack([update_confusion(new_confusion(self.device), p, y)
-                                     for p, y in zip(pred, labels, strict=True)])
+            per_image = _confusions(pred, labels)
             self.image_confusions.append(per_image)
             self.confusion += per_image.sum(0)
-            valid = labels < NUM_CLASSES
-            self.ece_bins += accumulate_bins(conf[valid], pred[valid] == labels[valid])
+            self.ece_bins += _weighted_bins(conf, pred == labels, labels < NUM_CLASSES)
             if self.calib_pixels:
-                self._sample_calibration(logits, labels, indices)
+                if picks is None:
+                    picks = torch.from_numpy(calibration_picks(self.seed, indices, *logits.shape[2:],
+                                                               self.calib_pixels))
+                self._sample_calibration(logits, labels, indices, picks.to(self.device, non_blocking=True))
         if oods is not None:
             entropy = lse - (torch.softmax(logits, dim=1) * logits).sum(dim=1)
             self._ood_histograms({"msp": conf, "max_logit": max_logit, "entropy": entropy}, oods.long())
 
-    def _sample_calibration(self, logits, labels, indices: list[int]) -> None:
-        _, _, height, width = logits.shape
-        n_pixels = height * width
-        flat_logits = logits.flatten(2)
-        flat_labels = labels.flatten(1)
-        for b, index in enumerate(indices):
-            if 0 < self.calib_pixels < n_pixels:  # relis: np.random.choice(H*W, 20000, replace=False)
-                picks = item_rng(self.seed, index, "calib").choice(n_pixels, self.calib_pixels, replace=False)
-                picks = torch.from_numpy(picks).to(self.device, non_blocking=True)
-            else:
-                picks = torch.arange(n_pixels, device=self.device)
-            lab = flat_labels[b, picks]
-            keep = lab != IGNORE_INDEX  # ignore dropped after the draw (relis)
-            z = flat_logits[b][:, picks].T[keep]
-            y = lab[keep]
-            probs = torch.softmax(z, dim=1)
-            conf, pred = probs.max(dim=1)
-            self.ece_paper_bins += accumulate_bins(conf, pred == y)
-            self.calib["logits"].append(z)
-            self.calib["labels"].append(y.to(torch.uint8))
-            self.calib["image_index"].append(torch.full_like(y, index, dtype=torch.int32))
+    def _sample_calibration(self, logits, labels, indices: list[int], picks: torch.Tensor) -> None:
+        """Keep the logits and labels of the drawn pixels; ignore pixels are dropped in `result()` (relis drops
+        them after the draw), and meanwhile get zero weight in the paper-protocol ECE bins."""
+        batch, n_classes = logits.shape[:2]
+        k = picks.shape[1]
+        lab = labels.flatten(1).gather(1, picks)  # (B, k)
+        z = logits.flatten(2).gather(2, picks.unsqueeze(1).expand(batch, n_classes, k)).transpose(1, 2)  # (B, k, C)
+        keep = lab != IGNORE_INDEX
+        conf, pred = torch.softmax(z, dim=2).max(dim=2)
+        self.ece_paper_bins += _weighted_bins(conf, pred == lab, keep)
+        self.calib["logits"].append(z.reshape(batch * k, n_classes))
+        self.calib["labels"].append(lab.reshape(-1).to(torch.uint8))
+        self.calib["keep"].append(keep.reshape(-1))
+        self.calib["image_index"].append(np.repeat(np.asarray(indices, dtype=np.int32), k))
 
     def _ood_histograms(self, scores: dict, oods: torch.Tensor) -> None:
+        """Pooled and per-image histograms, score s's bins at offset s; void pixels fall outside the range."""
         batch = oods.shape[0]
-        valid = oods <= 1  # 0 ID, 1 OOD; 255 void excluded
-        image = torch.arange(batch, device=self.device).view(batch, 1, 1).expand_as(oods)
-        per_image = torch.zeros(batch, len(OOD_SCORES), 2 * OOD_IMAGE_BINS, dtype=torch.int64, device=self.device)
+        void = oods > 1  # 0 ID, 1 OOD; 255 void excluded
+        image = torch.arange(batch, device=self.device).view(batch, 1, 1)
+        pooled, per_image = [], []
         for s, name in enumerate(OOD_SCORES):
             lo, hi = OOD_RANGES[name]
             unit = ((scores[name].float() - lo) / (hi - lo)).clamp(0, 1)
-            for n_bins, out in ((OOD_BINS, None), (OOD_IMAGE_BINS, per_image)):
+            for n_bins, out in ((OOD_BINS, pooled), (OOD_IMAGE_BINS, per_image)):
                 idx = (unit * n_bins).long().clamp_(max=n_bins - 1) + oods * n_bins
-                if out is None:
-                    self.ood_pooled[s] += torch.bincount(idx[valid], minlength=2 * n_bins)
+                if out is pooled:
+                    out.append(idx + s * 2 * n_bins)
                 else:
-                    flat = image[valid] * 2 * n_bins + idx[valid]
-                    out[:, s] += torch.bincount(flat, minlength=batch * 2 * n_bins).view(batch, 2 * n_bins)
-        self.ood_images.append(per_image)
+                    out.append(image * (len(OOD_SCORES) * 2 * n_bins) + s * 2 * n_bins + idx)
+        n_scores = len(OOD_SCORES)
+        self.ood_pooled += _histogram(torch.stack(pooled), ~void.unsqueeze(0), n_scores * 2 * OOD_BINS).view(
+            n_scores, 2 * OOD_BINS)
+        self.ood_images.append(_histogram(torch.stack(per_image), ~void.unsqueeze(0),
+                                          batch * n_scores * 2 * OOD_IMAGE_BINS)
+                               .view(batch, n_scores, 2 * OOD_IMAGE_BINS))
 
     def result(self) -> EvalOutputs:
         """Host copies, per-image rows in dataset order (so `calib["image_index"]` indexes them)."""
@@ -139,7 +144,10 @@ class OnePassAccumulator:
             raise AssertionError("every dataset image must be evaluated exactly once")
         calib = None
         if self.has_labels and self.calib:
-            calib = {k: torch.cat(v).cpu().numpy() for k, v in self.calib.items()}
+            keep = torch.cat(self.calib["keep"]).cpu().numpy()
+            calib = {"logits": torch.cat(self.calib["logits"]).cpu().numpy()[keep],
+                     "labels": torch.cat(self.calib["labels"]).cpu().numpy()[keep],
+                     "image_index": np.concatenate(self.calib["image_index"])[keep]}
         elif self.has_labels:
             calib = {"logits": np.zeros((0, NUM_CLASSES), np.float32), "labels": np.zeros(0, np.uint8),
                      "image_index": np.zeros(0, np.int32)}
@@ -161,30 +169,117 @@ class OnePassAccumulator:
         )
 
 
+def calibration_picks(seed: int, indices, height: int, width: int, k: int) -> np.ndarray:
+    """(B, k') pixel indices of the paper's calibration draw for dataset images `indices` of size (H, W):
+    relis' np.random.choice(H*W, k, replace=False), seeded per image; every pixel when k is -1 or >= H*W."""
+    n_pixels = height * width
+    if 0 < k < n_pixels:
+        return np.stack([item_rng(seed, index, "calib").choice(n_pixels, k, replace=False) for index in indices])
+    return np.broadcast_to(np.arange(n_pixels), (len(indices), n_pixels)).copy()
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """The dataset's samples with their positions, so that loader workers can seed per-image draws."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return index, self.dataset[index]
+
+
+@dataclass
+class _Collate:
+    """Group a loader batch by image size into stacked tensors (pinned by the loader on CUDA), drawing the
+    calibration pixels in the worker."""
+
+    seed: int
+    calib_pixels: int
+
+    def __call__(self, batch: list[tuple[int, dict]]) -> list[dict]:
+        by_size = defaultdict(list)
+        for index, sample in batch:
+            by_size[sample["image"].shape].append((index, sample))
+        groups = []
+        for members in by_size.values():
+            indices = [i for i, _ in members]
+            samples = [s for _, s in members]
+            group = {"indices": indices, "ids": [s["id"] for s in samples],
+                     "image": torch.from_numpy(np.stack([s["image"] for s in samples]))}
+            for field in ("label", "ood"):
+                group[field] = (None if samples[0][field] is None
+                                else torch.from_numpy(np.stack([s[field] for s in samples])))
+            group["picks"] = None
+            if group["label"] is not None and self.calib_pixels:
+                height, width = samples[0]["image"].shape[:2]
+                group["picks"] = torch.from_numpy(calibration_picks(self.seed, indices, height, width,
+                                                                    self.calib_pixels))
+            groups.append(group)
+        return groups
+
+
 def evaluate_dataset(segmenter, dataset, *, batch_size: int = 1, num_workers: int = 0,
-                     calib_pixels_per_image: int = 20000, seed: int = 0, desc: str = "") -> EvalOutputs:
-    """Run `segmenter` once over `dataset`; images of one loader batch are grouped by size."""
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False,
-                        collate_fn=collate_samples, pin_memory=segmenter.device.type == "cuda")
+                     calib_pixels_per_image: int = 20000, seed: int = 0, desc: str = "",
+                     with_features: bool = True) -> EvalOutputs:
+    """Run `segmenter` once over `dataset`; images of one loader batch are grouped by size.
+
+    `with_features=False` skips the per-image backbone features (in slide mode an extra whole-image backbone
+    pass); `features` is then empty."""
+    cuda = segmenter.device.type == "cuda"
+    loader = DataLoader(_Indexed(dataset), batch_size=batch_size, num_workers=num_workers, shuffle=False,
+                        collate_fn=_Collate(seed, calib_pixels_per_image), pin_memory=cuda,
+                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
     acc = OnePassAccumulator(segmenter.device, calib_pixels_per_image, seed)
-    index = 0
     with tqdm(total=len(dataset), desc=desc or "evaluate", unit="img") as bar:
-        for batch in loader:
-            by_size = defaultdict(list)
-            for pos, sample in enumerate(batch):
-                by_size[sample["image"].shape].append(pos)
-            for positions in by_size.values():
-                group = [batch[p] for p in positions]
-                images = np.stack([s["image"] for s in group])
-                logits, features = segmenter.logits_and_features(images, with_features=True)
-                acc.update(logits, _stack(group, "label", segmenter.device), _stack(group, "ood", segmenter.device),
-                           features, [index + p for p in positions], [s["id"] for s in group])
-            index += len(batch)
-            bar.update(len(batch))
+        for groups in loader:
+            for group in groups:
+                logits, features = segmenter.logits_and_features(group["image"], with_features=with_features)
+                acc.update(logits, _to_device(group["label"], segmenter.device),
+                           _to_device(group["ood"], segmenter.device), features, group["indices"], group["ids"],
+                           picks=group["picks"])
+            bar.update(sum(len(g["ids"]) for g in groups))
     return acc.result()
 
 
-def _stack(group: list[dict], field: str, device) -> torch.Tensor | None:
-    if group[0][field] is None:
-        return None
-    return torch.from_numpy(np.stack([s[field] for s in group])).to(device, non_blocking=True)
+def _to_device(tensor: torch.Tensor | None, device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device, non_blocking=True)
+
+
+def _histogram(index: torch.Tensor, valid: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """int64 counts of integer `index` values in [0, n_bins) where `valid`, without a host sync.
+
+    Bin centres go to `torch.histc` in float64 (exact for these integers); invalid entries are moved out of
+    the range, which histc skips."""
+    centres = torch.where(valid, index.double() + 0.5, -1.0)
+    return torch.histc(centres.flatten(), bins=n_bins, min=0, max=n_bins).long()
+
+
+def _confusions(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, 19, 19) per-image confusion matrices (rows = ground truth) over the valid pixels."""
+    batch, n = pred.shape[0], NUM_CLASSES
+    image = torch.arange(batch, device=pred.device).view(batch, 1, 1)
+    index = image * (n * n) + labels * n + pred
+    valid = (labels >= 0) & (labels < n)
+    return _histogram(index, valid, batch * n * n).view(batch, n, n)
+
+
+#: weighted bin sums go to this many copies of the bins (by image row) to spread the device's atomic adds
+_SPREAD = 64
+
+
+def _weighted_bins(conf: torch.Tensor, correct: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(3, 15) float64 count / confidence sum / correct sum of top-1 confidence bins, (l, u] rule, over
+    `valid` pixels: synthrel.metrics.calibration.accumulate_bins without its host-syncing mask selection."""
+    idx = confidence_bin_index(conf)
+    valid = valid & (idx >= 0)
+    counts = _histogram(idx, valid, N_BINS).double()
+    rows = torch.arange(conf.shape[1] if conf.ndim > 1 else 1, device=conf.device) % _SPREAD
+    slot = (idx.clamp(min=0) + N_BINS * rows.view(-1, *([1] * (conf.ndim - 2)))).flatten()
+    sums = torch.zeros(2, _SPREAD * N_BINS, dtype=torch.float64, device=conf.device)
+    weight = valid.double()
+    sums[0].index_add_(0, slot, (conf.double() * weight).flatten())
+    sums[1].index_add_(0, slot, (correct.double() * weight).flatten())
+    return torch.cat([counts.view(1, N_BINS), sums.view(2, _SPREAD, N_BINS).sum(1)])

@@ -1,9 +1,14 @@
 """`Segmenter`: one interface over mmseg and transformers models, returning 19-class logits at input size.
 
-Images come in as RGB uint8 batches (B, H, W, 3) of one size. Each adapter applies its model's own test
-pipeline (keep-ratio resize to the test scale, normalisation, whole or sliding-window inference through the
-model's own code) and resizes the logits back to (H, W), so that numbers match the framework's own inference.
-Everything stays on the device; nothing is synchronised with the host.
+Images come in as RGB uint8 batches (B, H, W, 3) of one size (numpy, or torch tensors, e.g. pinned by a
+DataLoader). Each adapter applies its model's own test pipeline (keep-ratio resize to the test scale,
+normalisation, whole or sliding-window inference through the model's own code) and resizes the logits back to
+(H, W), so that numbers match the framework's own inference. Everything stays on the device; nothing is
+synchronised with the host.
+
+mmseg's sliding-window inference runs one forward per window; `MMSegSegmenter` runs the same windows of all
+images of a batch through `encode_decode` in chunks of `window_batch` crops and sums them in mmseg's window
+order, which gives mmseg's `slide_inference` result with far fewer, larger forward calls.
 """
 
 from __future__ import annotations
@@ -59,11 +64,25 @@ class Segmenter(ABC):
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _upload(self, images) -> torch.Tensor:
-        """RGB uint8 (B, H, W, 3) -> float (B, 3, H, W) on the device."""
+        """RGB uint8 (B, H, W, 3) -> float (B, 3, H, W) on the device (non-blocking from pinned memory)."""
         x = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
         if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
             raise ValueError(f"expected a uint8 (B, H, W, 3) image batch, got {x.dtype} {tuple(x.shape)}")
         return x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+
+
+def slide_windows(height: int, width: int, crop: tuple[int, int], stride: tuple[int, int]) -> list[tuple]:
+    """(y1, y2, x1, x2) of mmseg's slide_inference windows, in its loop order, clamped to the image."""
+    (h_crop, w_crop), (h_stride, w_stride) = crop, stride
+    h_grids = max(height - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(width - w_crop + w_stride - 1, 0) // w_stride + 1
+    windows = []
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y2 = min(h_idx * h_stride + h_crop, height)
+            x2 = min(w_idx * w_stride + w_crop, width)
+            windows.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+    return windows
 
 
 def keep_ratio_size(height: int, width: int, scale: tuple[int, int] | None) -> tuple[int, int]:
@@ -90,10 +109,23 @@ def reduce_features(feat: torch.Tensor) -> torch.Tensor:
 
 
 class MMSegSegmenter(Segmenter):
-    """An mmseg 1.x EncoderDecoder built from its config, with strictly checked weights."""
+    """An mmseg 1.x EncoderDecoder built from its config, with strictly checked weights.
 
-    def __init__(self, entry: ZooEntry, device, precision: str = "fp32", cache_dir=None, load_weights: bool = True):
+    Speed options (results unchanged up to floating-point rounding): `window_batch`, the most sliding-window
+    crops per forward call; `channels_last` (default: on for CUDA at reduced precision, where cuDNN's NHWC
+    tensor-core kernels are fastest; off at fp32 to keep mmseg's kernels); `compile`, torch.compile of the
+    backbone and decode-head forwards (compiled on first use, again per new input shape).
+    """
+
+    def __init__(self, entry: ZooEntry, device, precision: str = "fp32", cache_dir=None, load_weights: bool = True,
+                 *, window_batch: int = 16, channels_last: bool | None = None, compile: bool = False):
         super().__init__(entry, device, precision)
+        if isinstance(window_batch, bool) or not isinstance(window_batch, int) or window_batch < 1:
+            raise ConfigError(f"`window_batch` must be a positive integer, got {window_batch!r}")
+        self.window_batch = window_batch
+        if channels_last is None:
+            channels_last = self.device.type == "cuda" and precision != "fp32"
+        self.channels_last = bool(channels_last)
         from synthrel.zoo.mmcv_shim import install
 
         install()
@@ -111,7 +143,11 @@ class MMSegSegmenter(Segmenter):
         model = revert_sync_batchnorm(init_model(cfg, checkpoint=None, device="cpu"))
         if load_weights:
             load_state_strict(model, read_checkpoint(checkpoint, entry.key, cache_dir), entry.key, checkpoint)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device, memory_format=self._memory_format()).eval()
+        if compile:  # forward attributes, not wrapped modules: state_dict keys stay those of the checkpoint
+            for module in (self.model.backbone, self.model.decode_head):
+                module.forward = torch.compile(module.forward)
+        self._count_maps: dict[tuple, torch.Tensor] = {}
         self.test_scale = self._resize_scale(cfg)
         if self.model.out_channels != NUM_CLASSES:
             raise ConfigError(f"model {entry.key!r} predicts {self.model.out_channels} classes; expected "
@@ -131,15 +167,8 @@ class MMSegSegmenter(Segmenter):
     def logits_and_features(self, images, with_features: bool = True):
         from mmseg.models.utils import resize
 
-        # mmseg reads BGR with OpenCV and its data_preprocessor swaps to RGB when `bgr_to_rgb` is set:
-        # feed BGR, as mmseg's own loader would.
-        images = rgb_to_bgr(np.asarray(images))
-        x = self._upload(images)
-        height, width = x.shape[-2:]
-        size = keep_ratio_size(height, width, self.test_scale)
-        x = resize_like_cv2(x, size)
-        data = self.model.data_preprocessor({"inputs": list(x), "data_samples": None}, False)
-        inputs = data["inputs"]
+        inputs, (height, width) = self._preprocess(images)
+        size = tuple(inputs.shape[-2:])
         metas = [dict(ori_shape=(height, width), img_shape=size, pad_shape=size, padding_size=[0, 0, 0, 0])
                  for _ in range(len(inputs))]
         captured = []
@@ -149,7 +178,7 @@ class MMSegSegmenter(Segmenter):
             hook = self.model.backbone.register_forward_hook(lambda m, i, out: captured.append(out[-1]))
         try:
             with self._autocast():
-                seg = self.model.inference(inputs, metas)
+                seg = self.model.inference(inputs, metas) if whole else self._slide_inference(inputs)
                 if with_features and not whole:  # slide mode: one extra backbone pass on the whole image
                     captured.append(self.model.backbone(inputs)[-1])
         finally:
@@ -159,6 +188,75 @@ class MMSegSegmenter(Segmenter):
                         align_corners=self.model.align_corners, warning=False)
         features = reduce_features(captured[-1]) if with_features else None
         return logits, features
+
+    def _preprocess(self, images) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The data_preprocessor's result for mmseg's BGR loader input, computed batched on the device.
+
+        mmseg's loader reads BGR and its preprocessor swaps to RGB when `bgr_to_rgb` is set: then the network
+        sees our RGB input unchanged (the per-channel resize and normalisation commute with the swap, so the
+        values are identical); otherwise it is fed BGR, as mmseg's own loader would.
+        """
+        pre = self.model.data_preprocessor
+        if not pre.channel_conversion:
+            images = rgb_to_bgr(np.asarray(images.cpu() if torch.is_tensor(images) else images))
+        x = self._upload(images)
+        height, width = x.shape[-2:]
+        size = keep_ratio_size(height, width, self.test_scale)
+        x = resize_like_cv2(x, size)
+        if pre.test_cfg:
+            raise ConfigError(f"model {self.key!r}: test-time padding (data_preprocessor.test_cfg) is not supported")
+        if pre._enable_normalize:
+            x = (x - pre.mean) / pre.std
+        return x.contiguous(memory_format=self._memory_format()), (height, width)
+
+    def _slide_inference(self, inputs: torch.Tensor) -> torch.Tensor:
+        """mmseg's `slide_inference` with the crops of all images batched, `window_batch` crops per forward.
+
+        Crops run window-major (window 0 of every image, then window 1, ...) and each window's logits are added
+        to the sum in mmseg's window order, so every pixel sees the same sequence of additions as in mmseg.
+        """
+        batch, _, height, width = inputs.shape
+        crop, stride = tuple(self.model.test_cfg.crop_size), tuple(self.model.test_cfg.stride)
+        windows = slide_windows(height, width, crop, stride)
+        preds = inputs.new_zeros((batch, self.model.out_channels, height, width), dtype=torch.float32)
+        jobs = [(w, b) for w in range(len(windows)) for b in range(batch)]
+        for start in range(0, len(jobs), self.window_batch):
+            chunk = jobs[start:start + self.window_batch]
+            runs = _runs_per_window(chunk)  # (window, first image, last image + 1) within this chunk
+            crops = torch.cat([inputs[b0:b1, :, windows[w][0]:windows[w][1], windows[w][2]:windows[w][3]]
+                               for w, b0, b1 in runs])
+            metas = [dict(img_shape=crops.shape[2:])] * len(crops)  # a torch.Size, as mmseg sets it
+            seg = self.model.encode_decode(crops.contiguous(memory_format=self._memory_format()), metas)
+            offset = 0
+            for w, b0, b1 in runs:
+                y1, y2, x1, x2 = windows[w]
+                preds[b0:b1, :, y1:y2, x1:x2] += seg[offset:offset + b1 - b0]
+                offset += b1 - b0
+        return preds / self._count_map(height, width, crop, stride, inputs.device)
+
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def _count_map(self, height, width, crop, stride, device) -> torch.Tensor:
+        """How many windows cover each pixel (mmseg's count_mat), built once per image size."""
+        key = (height, width, crop, stride, str(device))
+        if key not in self._count_maps:
+            count = torch.zeros((1, 1, height, width), device=device)
+            for y1, y2, x1, x2 in slide_windows(height, width, crop, stride):
+                count[:, :, y1:y2, x1:x2] += 1
+            self._count_maps[key] = count
+        return self._count_maps[key]
+
+
+def _runs_per_window(chunk: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Group consecutive (window, image) jobs into (window, first image, end image) runs."""
+    runs = []
+    for w, b in chunk:
+        if runs and runs[-1][0] == w and runs[-1][2] == b:
+            runs[-1] = (w, runs[-1][1], b + 1)
+        else:
+            runs.append((w, b, b + 1))
+    return runs
 
 
 class TransformersSegmenter(Segmenter):
@@ -220,8 +318,12 @@ def _processor_mean_std(source: str, cache_dir) -> tuple[list[float], list[float
         return imagenet
 
 
-def build_segmenter(entry: ZooEntry, device="cpu", precision: str = "fp32", cache_dir=None) -> Segmenter:
-    """The adapter of `entry`; tiny entries are built on first use into their folder."""
+def build_segmenter(entry: ZooEntry, device="cpu", precision: str = "fp32", cache_dir=None,
+                    **speed_options) -> Segmenter:
+    """The adapter of `entry`; tiny entries are built on first use into their folder.
+
+    `speed_options` (window_batch, channels_last, compile) go to the mmseg adapter; transformers models
+    ignore them."""
     if entry.tiny:
         from synthrel.tiny.segmentation import ensure_tiny_segmenter
 
@@ -229,4 +331,4 @@ def build_segmenter(entry: ZooEntry, device="cpu", precision: str = "fp32", cach
                               else Path(entry.config))
     if entry.framework == "transformers":
         return TransformersSegmenter(entry, device, precision, cache_dir)
-    return MMSegSegmenter(entry, device, precision, cache_dir)
+    return MMSegSegmenter(entry, device, precision, cache_dir, **speed_options)

@@ -1,0 +1,124 @@
+"""The fast paths of evaluation (issue #9) against mmseg, sklearn and the metrics library on tiny models."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import confusion_matrix
+
+from synthrel.evaluation.engine import _confusions, _histogram, _weighted_bins, evaluate_dataset
+from synthrel.jobs import item_rng
+from synthrel.metrics.calibration import accumulate_bins
+from synthrel.tiny.segmentation import ensure_tiny_segmenter
+from synthrel.zoo.predictor import MMSegSegmenter, slide_windows
+from synthrel.zoo.registry import ZooEntry
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fastzoo")
+    return {spec: ensure_tiny_segmenter(spec, root / spec) for spec in ("segformer_b0", "dlv3p_r18")}
+
+
+def _segmenter(folder, **speed):
+    entry = ZooEntry(key="m", family="f", config=str(folder / "config.py"), checkpoint=str(folder / "checkpoint.pth"))
+    return MMSegSegmenter(entry, "cpu", **speed)
+
+
+def test_slide_windows_hand_example():
+    # Cityscapes at the 769 configs' test scale: 2 x 4 windows, the last row and column clamped to the image
+    windows = slide_windows(1025, 2049, (769, 769), (513, 513))
+    assert len(windows) == 8
+    assert windows[0] == (0, 769, 0, 769) and windows[1] == (0, 769, 513, 1282)
+    assert windows[3] == (0, 769, 1280, 2049) and windows[-1] == (256, 1025, 1280, 2049)
+    assert slide_windows(1024, 2048, (1024, 1024), (768, 768)) == [(0, 1024, 0, 1024), (0, 1024, 768, 1792),
+                                                                  (0, 1024, 1024, 2048)]
+    assert slide_windows(40, 30, (48, 48), (32, 32)) == [(0, 40, 0, 30)]  # crop larger than the image
+
+
+@pytest.mark.parametrize("spec", ["segformer_b0", "dlv3p_r18"])
+@pytest.mark.parametrize("window_batch", [1, 3, 64])
+@pytest.mark.parametrize("shape", [(64, 128), (50, 90)])
+def test_batched_slide_equals_mmseg_slide_inference(tiny_models, spec, window_batch, shape):
+    seg = _segmenter(tiny_models[spec], window_batch=window_batch)
+    images = torch.from_numpy(np.random.default_rng(7).integers(0, 256, (3, *shape, 3), dtype=np.uint8))
+    inputs, _ = seg._preprocess(images)
+    metas = [dict(ori_shape=shape, img_shape=tuple(inputs.shape[2:]), pad_shape=tuple(inputs.shape[2:]))] * 3
+    with torch.no_grad():
+        ref = seg.model.slide_inference(inputs, metas)  # mmseg's per-window loop
+        ours = seg._slide_inference(inputs)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    assert torch.equal(ours.argmax(1), ref.argmax(1))
+
+
+def test_sync_free_confusion_and_bins_match_sklearn_and_library():
+    rng = np.random.default_rng(3)
+    pred = torch.from_numpy(rng.integers(0, 19, (3, 20, 30)))
+    labels = torch.from_numpy(rng.integers(0, 19, (3, 20, 30)))
+    labels[:, :4] = 255
+    per_image = _confusions(pred, labels)
+    for b in range(3):
+        valid = labels[b] != 255
+        ref = confusion_matrix(labels[b][valid].numpy(), pred[b][valid].numpy(), labels=list(range(19)))
+        np.testing.assert_array_equal(per_image[b].numpy(), ref)
+    conf = torch.from_numpy(rng.random((3, 20, 30))).float()
+    conf[0, 5, :3] = torch.tensor([0.0, 1 / 15, 1.0])  # no bin, a bin edge ((l, u] rule), the top
+    correct = pred == labels
+    valid = labels != 255
+    ours = _weighted_bins(conf, correct, valid)
+    torch.testing.assert_close(ours, accumulate_bins(conf[valid], correct[valid]), rtol=1e-12, atol=1e-9)
+    idx = torch.from_numpy(rng.integers(0, 50, 1000))
+    keep = torch.from_numpy(rng.random(1000) < 0.7)
+    np.testing.assert_array_equal(_histogram(idx, keep, 50).numpy(), np.bincount(idx[keep].numpy(), minlength=50))
+
+
+class _MemorySet:
+    def __init__(self, shapes, seed=0):
+        rng = np.random.default_rng(seed)
+        self.samples = []
+        for i, (h, w) in enumerate(shapes):
+            label = rng.integers(0, 19, (h, w)).astype(np.uint8)
+            label[: h // 4] = 255
+            self.samples.append(dict(id=f"s{i}", image=rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+                                     label=label, ood=None))
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.samples[i]
+
+
+def test_worker_drawn_calibration_sample_is_the_relis_draw(tiny_models):
+    """Pixels drawn in a DataLoader worker: the seeded np choice(H*W, k) per image, ignore dropped after it."""
+    seg = _segmenter(tiny_models["dlv3p_r18"], window_batch=5)
+    ds = _MemorySet([(64, 128), (50, 90), (64, 128)])
+    k, seed = 300, 11
+    out = evaluate_dataset(seg, ds, batch_size=2, num_workers=1, calib_pixels_per_image=k, seed=seed)
+    logits, labels, image_index = [], [], []
+    for i, s in enumerate(ds.samples):
+        z = seg.logits(s["image"][None])[0].flatten(1).T.numpy()
+        picks = item_rng(seed, i, "calib").choice(z.shape[0], k, replace=False)
+        keep = s["label"].ravel()[picks] != 255
+        logits.append(z[picks][keep])
+        labels.append(s["label"].ravel()[picks][keep])
+        image_index.append(np.full(keep.sum(), i))
+    np.testing.assert_allclose(out.calib["logits"], np.concatenate(logits), atol=1e-5)
+    np.testing.assert_array_equal(out.calib["labels"], np.concatenate(labels))
+    np.testing.assert_array_equal(out.calib["image_index"], np.concatenate(image_index))
+    assert out.features.shape[0] == 3
+
+
+def test_eval_bench_tiny_smoke(tmp_path):
+    from benchmarks.eval_bench import main
+
+    path = tmp_path / "bench.json"
+    res = main(["--tiny", "--quick", "--models", "dlv3p_r101", "--precisions", "fp32", "--json", str(path)])
+    assert json.loads(path.read_text()).keys() == res.keys() == {"dlv3p_r101"}
+    run = res["dlv3p_r101"]["runs"][0]
+    assert run["precision"] == "fp32" and run["img_s"] > 0 and res["dlv3p_r101"]["mmseg_loop"]["img_s"] > 0
+    assert run["confusion_equal_to_mmseg"] and run["argmax_diff_pixels_vs_mmseg"] == 0
+    assert run["slide_vs_mmseg_same_input"]["rel_l2"] < 1e-6  # fp32 rounding of other batch sizes at most
+    assert run["slide_vs_mmseg_same_input"]["argmax_diff_pixels"] == 0
+    assert 0 <= run["accumulation_share_of_pass"] <= 1 and res["dlv3p_r101"]["tflop_per_img"] > 0
