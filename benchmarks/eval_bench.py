@@ -133,6 +133,9 @@ def _confusion_np(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
                        ).reshape(N_CLASSES, N_CLASSES)
 
 
+from synthrel.zoo.registry import load_mmseg_config  # noqa: E402  (resolves mmseg's shipped configs)
+
+
 def build_baseline(config, device):
     """mmseg's own model from `config` (a path or Config) with random weights, as shared/bench does."""
     from mmengine.model.utils import revert_sync_batchnorm
@@ -303,7 +306,7 @@ def bench_model(name: str, args, device) -> dict:
     else:
         config_file, family = MODELS[name]
     torch.manual_seed(0)
-    baseline = build_baseline(config_file, device)
+    baseline = build_baseline(load_mmseg_config(config_file), device)
     dataset = RandomSegmentationSet(args.n_images, *args.size, distinct=min(4, args.n_images), seed=0)
     res = {"test_cfg": str(dict(baseline.test_cfg)), "n_images": args.n_images, "batch_size": args.batch_size,
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}

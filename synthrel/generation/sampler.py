@@ -110,7 +110,7 @@ class ControlNetSampler:
         """A sampler from a `StableDiffusion(XL)ControlNetPipeline`.
 
         dtype: compute dtype of ControlNet + UNet (default: the UNet's). vae_dtype: default `dtype`, except fp32
-        when `dtype` is fp16 and the VAE config says `force_upcast` (what the SDXL pipeline does).
+        for SDXL when `dtype` is fp16 and the VAE config says `force_upcast` (what the SDXL pipeline does).
         noise_dtype: dtype the initial noise is drawn in (default `dtype`, as the pipeline draws in its text
         encoder's dtype). compile: True/"default" or "max-autotune-no-cudagraphs" compiles ControlNet + UNet as one
         function (compile_dynamic: True marks the batch dimension dynamic, one compile for all batch sizes; False
@@ -126,10 +126,10 @@ class ControlNetSampler:
         device = torch.device(device) if device is not None else pipe.unet.device
         dtype = dtype or pipe.unet.dtype
         channels_last = device.type == "cuda" if channels_last is None else channels_last
-        if vae_dtype is None:
-            vae_dtype = torch.float32 if dtype == torch.float16 and pipe.vae.config.force_upcast else dtype
         compile = "default" if compile is True else (compile or None)
         sdxl = hasattr(pipe, "text_encoder_2")
+        if vae_dtype is None:  # only the SDXL pipelines honour force_upcast; SD1.5 decodes in the UNet's dtype
+            vae_dtype = torch.float32 if sdxl and dtype == torch.float16 and pipe.vae.config.force_upcast else dtype
         fmt = torch.channels_last if channels_last else torch.preserve_format
 
         def prepare(module, module_dtype):

@@ -1,0 +1,80 @@
+"""Where the time of one guided SD1.5/SDXL sampling call goes, by kernel category (torch.profiler, CUDA time).
+
+Runs synthrel's ControlNetSampler without torch.compile or CUDA graphs so that each kernel is visible:
+    python -m benchmarks.gen_profile --model sd15 --batch 8 --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections import defaultdict
+
+import torch
+
+from benchmarks.gen_bench import build_pipeline, make_inputs, negatives
+
+CATEGORIES = (  # first match wins, on the lower-cased kernel name
+    ("attention (flash/efficient SDPA)", ("flash", "fmha", "attention", "efficient")),
+    ("convolution", ("conv", "implicit_gemm", "cudnn", "xmma_fprop", "sm90_xmma", "nhwc", "winograd")),
+    ("matmul (linear)", ("gemm", "cutlass", "matmul", "nvjet")),
+    ("group/layer norm", ("norm",)),
+    ("elementwise / activation", ("elementwise", "silu", "gelu", "mul", "add", "copy", "vectorized", "unrolled")),
+)
+
+
+def categorise(name: str) -> str:
+    low = name.lower()
+    for category, keys in CATEGORIES:
+        if any(k in low for k in keys):
+            return category
+    return "other"
+
+
+def main(argv=None) -> dict:
+    from synthrel.generation.sampler import ControlNetSampler
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", choices=("sd15", "sdxl"), default="sd15")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args(argv)
+    device, dtype = torch.device("cuda"), torch.float16
+    pipe, case = build_pipeline(args.model, False, device, dtype)
+    negative = negatives(case, device, dtype)
+    sampler = ControlNetSampler.from_pipeline(pipe, negative_prompt_embeds=negative[0],
+                                              negative_pooled_prompt_embeds=negative[1], dtype=dtype,
+                                              channels_last=True, inplace=True)
+    inputs = make_inputs(case, args.batch, device, dtype)
+
+    def call():
+        return sampler(inputs["embeds"], inputs["control"], inputs["seeds"], pooled_prompt_embeds=inputs["pooled"],
+                       num_inference_steps=args.steps, guidance_scale=case["guidance"],
+                       controlnet_conditioning_scale=case["control_scale"])
+
+    call()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    by_category, by_kernel = defaultdict(float), defaultdict(float)
+    for event in prof.key_averages():
+        t = event.device_time_total if hasattr(event, "device_time_total") else event.cuda_time_total
+        if t <= 0:
+            continue
+        by_category[categorise(event.key)] += t
+        by_kernel[event.key[:90]] += t
+    total = sum(by_category.values())
+    report = {"model": args.model, "batch": args.batch, "steps": args.steps, "gpu_ms": round(total / 1e3, 1),
+              "share": {k: round(v / total, 3) for k, v in sorted(by_category.items(), key=lambda kv: -kv[1])},
+              "top_kernels_ms": {k: round(v / 1e3, 1) for k, v in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:15]}}
+    print(json.dumps(report, indent=1))
+    if os.environ.get("OUT"):
+        with open(os.path.join(os.environ["OUT"], f"gen_profile_{args.model}.json"), "w") as f:
+            json.dump(report, f, indent=1)
+    return report
+
+
+if __name__ == "__main__":
+    main()
