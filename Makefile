@@ -29,8 +29,9 @@ test: $(STAMP) ## run the test suite (fails when no test is collected)
 test-full: $(STAMP) ## run every test, the slow ones too
 	$(PY) -m pytest -q -n 2
 
-bench: $(STAMP) ## GPU benchmarks (run through the device tool); prints ratios against the baselines
-	$(PY) -m benchmarks.run
+BENCH ?= all
+bench: $(STAMP) ## GPU benchmarks side by side with their baselines (BENCH="gen --model sd15", "eval", or "gen --tiny --quick" on CPU)
+	$(PY) -m benchmarks.run $(BENCH)
 
 lint: $(STAMP) ## ruff
 	.venv/bin/ruff check synthrel tests benchmarks
