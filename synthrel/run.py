@@ -61,7 +61,7 @@ def run_stages(cfg: DictConfig) -> dict[str, dict]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
-    setup_runtime()
+    setup_runtime(cfg.get("cpu_threads"))
     log.info("profile=%s task=%s output_dir=%s", cfg.profile.name, cfg.task_name, cfg.paths.output_dir)
     summaries = run_stages(cfg)
     out = Path(cfg.paths.output_dir)

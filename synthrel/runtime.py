@@ -10,13 +10,15 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def setup_runtime() -> None:
-    """Offline hub, no wandb prompt, and denormals flushed.
+def setup_runtime(cpu_threads: int | None = None) -> None:
+    """Offline hub, no wandb prompt, denormals flushed, and optionally the number of CPU threads.
 
     Random-init ViTs on zero-padded inputs produce denormal floats that are ~15x slower on CPU
     (feasibility.md, SAM); flushing them must happen before torch starts its intra-op threads.
     """
     torch.set_flush_denormal(True)
+    if cpu_threads:
+        torch.set_num_threads(int(cpu_threads))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # mmengine checkpoints hold numpy meta
 
