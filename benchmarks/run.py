@@ -11,22 +11,24 @@ import importlib
 import sys
 
 BENCHMARKS = {"gen": "benchmarks.gen_bench", "eval": "benchmarks.eval_bench"}
+# Needs two GPUs, so it is not part of `all`.
+EXTRA = {"multigpu": "benchmarks.multigpu"}
 
 
 def run(name: str, argv: list[str]) -> dict:
     try:
-        module = importlib.import_module(BENCHMARKS[name])
+        module = importlib.import_module({**BENCHMARKS, **EXTRA}[name])
     except ModuleNotFoundError as e:
-        if e.name != BENCHMARKS[name]:
+        if e.name != {**BENCHMARKS, **EXTRA}[name]:
             raise
-        raise SystemExit(f"benchmark {name!r}: module {BENCHMARKS[name]} is not in this checkout") from None
+        raise SystemExit(f"benchmark {name!r}: its module is not in this checkout") from None
     return module.main(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", add_help=False)
-    parser.add_argument("which", choices=[*BENCHMARKS, "all"])
+    parser.add_argument("which", choices=[*BENCHMARKS, *EXTRA, "all"])
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         print("\nOptions after the benchmark name go to it, e.g. `python -m benchmarks.run gen --help`.")

@@ -7,6 +7,7 @@ and a re-run skips every item already recorded in the manifest.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -17,25 +18,42 @@ from pathlib import Path
 
 import numpy as np
 
-from synthrel.errors import ConfigError
+from synthrel.errors import ConfigError, SynthrelError
 
 log = logging.getLogger(__name__)
 
 
+class DiskFullError(SynthrelError, OSError):
+    """The disk (or quota) of an output folder is full; files written before stay as they were."""
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
+
+    A full disk raises DiskFullError naming the output folder instead of a bare "[Errno 28]".
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
-    tmp = Path(tmp)
     try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+        os.close(fd)
+        tmp = Path(tmp)
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        if e.errno not in DISK_FULL_ERRNOS or isinstance(e, DiskFullError):
+            raise
+        raise DiskFullError(e.errno, f"no space left on the device of output folder {path.parent} while writing "
+                                     f"{path.name} ({e.strerror}); free space or point the output elsewhere, then "
+                                     "re-run: files written before are kept and the job resumes") from e
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -83,8 +101,14 @@ class Manifest:
             for line in f:
                 if not line.endswith("\n"):
                     break  # truncated by a kill: the item will be redone
-                if line.strip():
+                if not line.strip():
+                    continue
+                try:
                     records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    # a line cut by a killed shard, then continued by another shard's append: skip it,
+                    # its items are redone (the intact record of the other shard is re-appended too)
+                    log.warning("%s: skipping a corrupt manifest line: %.80s", self.path, line)
         return records
 
     def done(self) -> set[str]:

@@ -62,3 +62,12 @@ def test_item_seeds_are_stable_and_distinct():
 def test_positive_int_rejects_non_positive_counts(value):
     with pytest.raises(ConfigError, match="num_samples"):
         positive_int(value, "num_samples")
+
+
+def test_manifest_skips_a_line_glued_by_a_concurrent_shard(tmp_path):
+    m = Manifest(tmp_path / "manifest.jsonl")
+    m.append({"id": "a"})
+    with open(m.path, "a") as f:  # shard 1 killed mid-line, shard 2 appended behind it
+        f.write('{"id": "b", "se' + '{"id": "c"}\n')
+    m.append({"id": "d"})
+    assert [r["id"] for r in m.read()] == ["a", "d"]
