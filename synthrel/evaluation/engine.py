@@ -6,9 +6,13 @@ dropped after the draw) whose logits are kept for temperature fitting, per-image
 datasets with an OOD mask, histograms of three per-pixel OOD scores split by ID/OOD pixels (void excluded).
 
 Nothing in the loop waits for the device: DataLoader workers stack each size group into (pinned) tensors and
-draw the calibration pixels on the host; counts are fixed-range histograms (`torch.histc`) and weighted sums
-`index_add_` into spread-out slots, so no boolean-mask selection or `bincount` (both read sizes back from the
-device) runs per batch. Ignore pixels of the calibration draw are dropped once, in `result()`.
+draw the calibration pixels on the host; no boolean-mask selection runs per batch. Counts are integer
+histograms (on CUDA `torch.histc` on integer values, whose per-block shared-memory bins take native integer
+atomics; on the CPU `bincount`), and the float64 confidence sums of the ECE bins are `scatter_add_`-ed into
+copies of the bins spread by pixel position, so that no two neighbouring pixels (one warp) add to one
+address whatever the confidence distribution. Per-pixel scores are computed with the same operations as
+before, so every count and bin is unchanged. Ignore pixels of the calibration draw are dropped once, in
+`result()`.
 """
 
 from __future__ import annotations
@@ -85,11 +89,12 @@ class OnePassAccumulator:
         conf = torch.exp(max_logit - lse)
         if labels is not None:
             self.has_labels = True
-            labels = labels.long()
-            per_image = _confusions(pred, labels)
+            valid = (labels >= 0) & (labels < NUM_CLASSES)
+            pred32 = pred.int()
+            per_image = _confusions(pred32, labels, valid)
             self.image_confusions.append(per_image)
             self.confusion += per_image.sum(0)
-            self.ece_bins += _weighted_bins(conf, pred == labels, labels < NUM_CLASSES)
+            self.ece_bins += _weighted_bins(conf, pred32 == labels, valid)
             if self.calib_pixels:
                 if picks is None:
                     picks = torch.from_numpy(calibration_picks(self.seed, indices, *logits.shape[2:],
@@ -97,14 +102,14 @@ class OnePassAccumulator:
                 self._sample_calibration(logits, labels, indices, picks.to(self.device, non_blocking=True))
         if oods is not None:
             entropy = lse - (torch.softmax(logits, dim=1) * logits).sum(dim=1)
-            self._ood_histograms({"msp": conf, "max_logit": max_logit, "entropy": entropy}, oods.long())
+            self._ood_histograms({"msp": conf, "max_logit": max_logit, "entropy": entropy}, oods)
 
     def _sample_calibration(self, logits, labels, indices: list[int], picks: torch.Tensor) -> None:
         """Keep the logits and labels of the drawn pixels; ignore pixels are dropped in `result()` (relis drops
         them after the draw), and meanwhile get zero weight in the paper-protocol ECE bins."""
         batch, n_classes = logits.shape[:2]
         k = picks.shape[1]
-        lab = labels.flatten(1).gather(1, picks)  # (B, k)
+        lab = labels.flatten(1).gather(1, picks).long()  # (B, k)
         z = logits.flatten(2).gather(2, picks.unsqueeze(1).expand(batch, n_classes, k)).transpose(1, 2)  # (B, k, C)
         keep = lab != IGNORE_INDEX
         conf, pred = torch.softmax(z, dim=2).max(dim=2)
@@ -115,26 +120,25 @@ class OnePassAccumulator:
         self.calib["image_index"].append(np.repeat(np.asarray(indices, dtype=np.int32), k))
 
     def _ood_histograms(self, scores: dict, oods: torch.Tensor) -> None:
-        """Pooled and per-image histograms, score s's bins at offset s; void pixels fall outside the range."""
+        """Pooled (score, ID/OOD, bin) and per-image (image, score, ID/OOD, bin) counts; void pixels (> 1) are
+        not counted. Bin = floor(unit * n_bins) of the score scaled into [0, 1], clamped to the last bin."""
         batch = oods.shape[0]
-        void = oods > 1  # 0 ID, 1 OOD; 255 void excluded
-        image = torch.arange(batch, device=self.device).view(batch, 1, 1)
+        counted = (oods == 0) | (oods == 1)  # 0 ID, 1 OOD; 255 void excluded
+        is_ood = oods.int()
+        image = torch.arange(batch, dtype=torch.int32, device=oods.device).view(batch, 1, 1)
+        n_image_bins = batch * 2 * OOD_IMAGE_BINS
+        # each pixel's offset to its (image,) ID/OOD block of bins; void pixels start past the counted bins
+        pooled_offset = torch.where(counted, OOD_BINS * is_ood, 2 * OOD_BINS)
+        image_offset = torch.where(counted, OOD_IMAGE_BINS * is_ood + 2 * OOD_IMAGE_BINS * image, n_image_bins)
         pooled, per_image = [], []
-        for s, name in enumerate(OOD_SCORES):
+        for name in OOD_SCORES:
             lo, hi = OOD_RANGES[name]
             unit = ((scores[name].float() - lo) / (hi - lo)).clamp(0, 1)
-            for n_bins, out in ((OOD_BINS, pooled), (OOD_IMAGE_BINS, per_image)):
-                idx = (unit * n_bins).long().clamp_(max=n_bins - 1) + oods * n_bins
-                if out is pooled:
-                    out.append(idx + s * 2 * n_bins)
-                else:
-                    out.append(image * (len(OOD_SCORES) * 2 * n_bins) + s * 2 * n_bins + idx)
-        n_scores = len(OOD_SCORES)
-        self.ood_pooled += _histogram(torch.stack(pooled), ~void.unsqueeze(0), n_scores * 2 * OOD_BINS).view(
-            n_scores, 2 * OOD_BINS)
-        self.ood_images.append(_histogram(torch.stack(per_image), ~void.unsqueeze(0),
-                                          batch * n_scores * 2 * OOD_IMAGE_BINS)
-                               .view(batch, n_scores, 2 * OOD_IMAGE_BINS))
+            pooled.append(_count_below(_unit_bin(unit, OOD_BINS) + pooled_offset, 2 * OOD_BINS))
+            per_image.append(_count_below(_unit_bin(unit, OOD_IMAGE_BINS) + image_offset, n_image_bins)
+                             .view(batch, -1))
+        self.ood_pooled += torch.stack(pooled)
+        self.ood_images.append(torch.stack(per_image, dim=1))
 
     def result(self) -> EvalOutputs:
         """Host copies, per-image rows in dataset order (so `calib["image_index"]` indexes them)."""
@@ -248,38 +252,75 @@ def _to_device(tensor: torch.Tensor | None, device) -> torch.Tensor | None:
     return None if tensor is None else tensor.to(device, non_blocking=True)
 
 
+#: int32 bins per `torch.histc` call on CUDA (half as many int64): with the dropped bin and 8 guard bytes within
+#: the 48 KiB of shared memory per block of its per-block kernel; with more bins histc adds to global memory
+_HISTC_MAX_BINS = 12000
+
+
 def _histogram(index: torch.Tensor, valid: torch.Tensor, n_bins: int) -> torch.Tensor:
-    """int64 counts of integer `index` values in [0, n_bins) where `valid`, without a host sync.
-
-    Bin centres go to `torch.histc` in float64 (exact for these integers); invalid entries are moved out of
-    the range, which histc skips."""
-    centres = torch.where(valid, index.double() + 0.5, -1.0)
-    return torch.histc(centres.flatten(), bins=n_bins, min=0, max=n_bins).long()
+    """int64 counts of integer `index` values in [0, n_bins) where `valid`, without a host sync."""
+    return _count_below(torch.where(valid, index, n_bins), n_bins)
 
 
-def _confusions(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(B, 19, 19) per-image confusion matrices (rows = ground truth) over the valid pixels."""
+def _count_below(values: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """int64 counts of the values 0..n_bins-1 among non-negative integer `values`, without a host sync;
+    larger values (at most a few times n_bins: the CPU counts them too) are not counted.
+
+    On CUDA the counts come from `histc` on the integers (exact integer bin arithmetic, integer atomics in
+    per-block shared memory as long as a call's bins fit); its last bin is closed, so each call covers one
+    extra bin, dropped, which collects the first value past its range."""
+    values = values.flatten()
+    if not values.is_cuda:
+        return torch.bincount(values, minlength=n_bins)[:n_bins]
+    max_bins = _HISTC_MAX_BINS * 4 // values.element_size()
+    return torch.cat([torch.histc(values, bins=size + 1, min=start, max=start + size + 1)[:size]
+                      for start, size in _histc_ranges(n_bins, max_bins)]).long()
+
+
+def _histc_ranges(n_bins: int, max_bins: int) -> list[tuple[int, int]]:
+    """(first bin, bins) of the histc calls covering n_bins bins."""
+    return [(start, min(max_bins, n_bins - start)) for start in range(0, n_bins, max_bins)]
+
+
+#: float64 bin sums go to this many copies of the bins, by pixel position modulo it
+_SPREAD = 1024
+
+
+def _bin_sums(values: torch.Tensor, weights: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """float64 sums of `weights` per value 0..n_bins-1 of integer `values`; values n_bins..2 n_bins are not
+    summed. Without a host sync: consecutive pixels add into different copies of the bins (position modulo
+    _SPREAD), so the device's atomic adds never queue on one address however concentrated the bins."""
+    values, weights = values.flatten().long(), weights.flatten().double()
+    sums = torch.zeros(2 * n_bins + 1, _SPREAD, dtype=torch.float64, device=weights.device)
+    whole = values.numel() - values.numel() % _SPREAD
+    sums.scatter_add_(0, values[:whole].view(-1, _SPREAD), weights[:whole].view(-1, _SPREAD))
+    if whole < values.numel():
+        sums[:, : values.numel() - whole].scatter_add_(0, values[whole:].view(1, -1), weights[whole:].view(1, -1))
+    return sums[:n_bins].sum(1)
+
+
+def _confusions(pred: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 19, 19) per-image confusion matrices (rows = ground truth) over the valid pixels (labels 0..18
+    unless `valid` is given), counted in one histogram with each image's matrix at its own offset."""
     batch, n = pred.shape[0], NUM_CLASSES
-    image = torch.arange(batch, device=pred.device).view(batch, 1, 1)
-    index = image * (n * n) + labels * n + pred
-    valid = (labels >= 0) & (labels < n)
-    return _histogram(index, valid, batch * n * n).view(batch, n, n)
-
-
-#: weighted bin sums go to this many copies of the bins (by image row) to spread the device's atomic adds
-_SPREAD = 64
+    if valid is None:
+        valid = (labels >= 0) & (labels < n)
+    image = torch.arange(batch, dtype=torch.int32, device=pred.device).view(batch, 1, 1)
+    return _histogram(labels.int() * n + pred.int() + image * (n * n), valid, batch * n * n).view(batch, n, n)
 
 
 def _weighted_bins(conf: torch.Tensor, correct: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """(3, 15) float64 count / confidence sum / correct sum of top-1 confidence bins, (l, u] rule, over
-    `valid` pixels: synthrel.metrics.calibration.accumulate_bins without its host-syncing mask selection."""
+    `valid` pixels (`correct` boolean): synthrel.metrics.calibration.accumulate_bins without its host-syncing
+    mask selection.
+    Counts and correct counts are one integer histogram over (correct, bin); only the confidence sums are
+    floating point."""
     idx = confidence_bin_index(conf)
-    valid = valid & (idx >= 0)
-    counts = _histogram(idx, valid, N_BINS).double()
-    rows = torch.arange(conf.shape[1] if conf.ndim > 1 else 1, device=conf.device) % _SPREAD
-    slot = (idx.clamp(min=0) + N_BINS * rows.view(-1, *([1] * (conf.ndim - 2)))).flatten()
-    sums = torch.zeros(2, _SPREAD * N_BINS, dtype=torch.float64, device=conf.device)
-    weight = valid.double()
-    sums[0].index_add_(0, slot, (conf.double() * weight).flatten())
-    sums[1].index_add_(0, slot, (correct.double() * weight).flatten())
-    return torch.cat([counts.view(1, N_BINS), sums.view(2, _SPREAD, N_BINS).sum(1)])
+    binned = torch.where(valid & (idx >= 0), idx, 2 * N_BINS)  # the rest past the (correct, bin) bins
+    counts = _count_below(binned.add(correct, alpha=N_BINS), 2 * N_BINS).view(2, N_BINS).double()
+    return torch.stack([counts.sum(0), _bin_sums(binned, conf, N_BINS), counts[1]])
+
+
+def _unit_bin(unit: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """int32 bin floor(unit * n_bins) of values in [0, 1], the top value in the last bin."""
+    return (unit * n_bins).int().clamp_(0, n_bins - 1)

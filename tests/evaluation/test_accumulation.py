@@ -1,0 +1,172 @@
+"""OnePassAccumulator.update (issue #9 fast accumulation) against references written from the definitions:
+sklearn confusion matrices, numpy ECE bins over the (l, u] rule, the relis calibration draw, numpy histograms
+of the OOD scores. Random logits with ignore and void pixels, bf16 logits, ties and confidences on bin edges."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import confusion_matrix
+
+from synthrel.evaluation import engine
+from synthrel.evaluation.engine import (
+    OOD_BINS,
+    OOD_IMAGE_BINS,
+    OOD_RANGES,
+    OOD_SCORES,
+    OnePassAccumulator,
+    calibration_picks,
+)
+
+N_CLASSES, ECE_BINS = 19, 15
+
+
+def _scores(logits: torch.Tensor, device: str) -> dict[str, np.ndarray]:
+    """Per-pixel scores by their definitions: top-1 softmax confidence exp(max - logsumexp), max logit,
+    softmax entropy, from the logits upcast to float32 (the engine's documented per-pixel formulas), on
+    `device` (its float32 rounding decides the bins of values near a bin edge)."""
+    z = logits.to(device).float()
+    lse = torch.logsumexp(z, dim=1)
+    max_logit, pred = z.max(dim=1)
+    entropy = lse - (torch.softmax(z, dim=1) * z).sum(dim=1)
+    return {"pred": pred.cpu().numpy(), "msp": torch.exp(max_logit - lse).cpu().numpy(),
+            "max_logit": max_logit.cpu().numpy(), "entropy": entropy.cpu().numpy()}
+
+
+def _ece_bins(conf: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """(3, 15) count / conf sum / correct sum; bin b holds conf in (b/15, (b+1)/15], conf <= 0 in none."""
+    conf = conf.astype(np.float64)
+    upper = np.minimum(np.ceil(conf.astype(np.float32) * np.float32(ECE_BINS)).astype(np.int64) - 1, ECE_BINS - 1)
+    out = np.zeros((3, ECE_BINS))
+    for b in range(ECE_BINS):
+        member = upper == b
+        out[:, b] = member.sum(), conf[member].sum(), correct[member].sum()
+    return out
+
+
+def _ood_hist(score: np.ndarray, name: str, n_bins: int, in_class: np.ndarray) -> np.ndarray:
+    """numpy histogram of a score's bins floor(unit * n) (top value in the last bin) over `in_class` pixels."""
+    lo, hi = OOD_RANGES[name]
+    unit = np.clip((score - np.float32(lo)) / np.float32(hi - lo), 0, 1).astype(np.float32)
+    idx = np.minimum((unit * np.float32(n_bins)).astype(np.int64), n_bins - 1)
+    return np.histogram(idx[in_class], bins=n_bins, range=(0, n_bins))[0]
+
+
+def _reference(logits, labels, oods, seed, k, device):
+    """Every EvalOutputs field that update() feeds, computed image by image from the definitions."""
+    s = _scores(logits, device)
+    labels, oods = labels.numpy(), oods.numpy()
+    batch, height, width = labels.shape
+    per_image, ece, ece_paper, calib = [], np.zeros((3, ECE_BINS)), np.zeros((3, ECE_BINS)), []
+    ood_pooled = np.zeros((len(OOD_SCORES), 2, OOD_BINS), np.int64)
+    ood_images = np.zeros((batch, len(OOD_SCORES), 2, OOD_IMAGE_BINS), np.int64)
+    for b in range(batch):
+        valid = labels[b] != 255
+        per_image.append(confusion_matrix(labels[b][valid], s["pred"][b][valid], labels=list(range(N_CLASSES))))
+        ece += _ece_bins(s["msp"][b][valid], (s["pred"][b] == labels[b])[valid])
+        picks = calibration_picks(seed, [b], height, width, k)[0]
+        z = logits[b].float().flatten(1).T[picks].numpy()
+        lab = labels[b].ravel()[picks]
+        keep = lab != 255
+        p = torch.softmax(torch.from_numpy(z).to(device), dim=1).cpu().numpy()
+        ece_paper += _ece_bins(p.max(1)[keep], (p.argmax(1) == lab)[keep])
+        calib.append((z[keep], lab[keep], np.full(keep.sum(), b, np.int32)))
+        for i, name in enumerate(OOD_SCORES):
+            for c in (0, 1):
+                ood_pooled[i, c] += _ood_hist(s[name][b], name, OOD_BINS, oods[b] == c)
+                ood_images[b, i, c] = _ood_hist(s[name][b], name, OOD_IMAGE_BINS, oods[b] == c)
+    return dict(per_image=np.stack(per_image), ece=ece, ece_paper=ece_paper,
+                calib=[np.concatenate(parts) for parts in zip(*calib, strict=True)], ood_pooled=ood_pooled,
+                ood_images=ood_images)
+
+
+def _batch(seed, batch=3, height=40, width=70, dtype=torch.float32):
+    """Random logits (some pixels tied between classes, some with confidence exactly 1/15 * b), labels with
+    ignore pixels, OOD masks with void."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, N_CLASSES, height, width, generator=gen) * 3
+    logits[:, :, :3] = logits[:, :1, :3]  # ties: all classes equal -> pred 0, confidence 1/19
+    logits[:, 5, 3:6] = logits[:, 2, 3:6] = logits[:, :, 3:6].amax(1) + 0.5  # a tie for the top class
+    # confidence exactly 1/3 = 5/15 (an upper edge, (l, u] rule): top class 3 logits equal, the rest -inf-like
+    logits[:, :, 6, :5] = -60.0
+    logits[:, :3, 6, :5] = 1.0
+    # confidence exactly 1 (the top edge): the other classes' exp underflows
+    logits[:, :, 7, :5] = -200.0
+    logits[:, 4, 7, :5] = 0.0
+    logits = logits.to(dtype)
+    rng = np.random.default_rng(seed)
+    labels = torch.from_numpy(rng.integers(0, N_CLASSES, (batch, height, width), dtype=np.uint8))
+    labels[torch.from_numpy(rng.random((batch, height, width)) < 0.2)] = 255
+    oods = torch.from_numpy(rng.choice(np.array([0, 1, 255], np.uint8), (batch, height, width), p=[.6, .3, .1]))
+    return logits, labels, oods
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_update_equals_reference_from_definitions(dtype, device):
+    seed, k = 4, 500
+    logits, labels, oods = _batch(seed, dtype=dtype)
+    conf = _scores(logits, device)["msp"]
+    assert (conf == 1).any() and np.isclose(conf, 1 / 3, rtol=1e-6).any() and np.isclose(conf, 1 / 19).any()
+    acc = OnePassAccumulator(device, k, seed)
+    # two updates (images 2, 0 then 1: out of order), the second with host-drawn picks as the loader gives
+    acc.update(logits[[2, 0]].to(device), labels[[2, 0]].to(device), oods[[2, 0]].to(device), None, [2, 0],
+               ["c", "a"])
+    picks = torch.from_numpy(calibration_picks(seed, [1], *labels.shape[1:], k))
+    acc.update(logits[[1]].to(device), labels[[1]].to(device), oods[[1]].to(device), None, [1], ["b"], picks=picks)
+    out = acc.result()
+    ref = _reference(logits, labels, oods, seed, k, device)
+    assert out.image_ids == ["a", "b", "c"]
+    np.testing.assert_array_equal(out.per_image_confusion, ref["per_image"])
+    np.testing.assert_array_equal(out.confusion, ref["per_image"].sum(0))
+    for ours, theirs in ((out.ece_bins, ref["ece"]), (out.ece_paper_bins, ref["ece_paper"])):
+        np.testing.assert_array_equal(ours[[0, 2]], theirs[[0, 2]])  # counts are exact
+        np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-9, atol=0)
+    order = np.argsort(out.calib["image_index"], kind="stable")
+    np.testing.assert_array_equal(out.calib["image_index"][order], ref["calib"][2])
+    np.testing.assert_array_equal(out.calib["labels"][order], ref["calib"][1])
+    np.testing.assert_array_equal(out.calib["logits"][order], ref["calib"][0])
+    np.testing.assert_array_equal(out.ood["pooled"], ref["ood_pooled"])
+    np.testing.assert_array_equal(out.ood["per_image"], ref["ood_images"])
+
+
+def test_edge_confidences_fall_in_the_lower_bin():
+    """conf exactly b/15 belongs to bin b-1 ((l, u] rule); conf 0 to no bin; 1 to the last."""
+    conf = torch.tensor([[0.0, 1 / 15, 2 / 15, 1 / 3, 0.5, 1.0, 1e-9]], dtype=torch.float32)
+    correct = torch.tensor([[True, False, True, True, False, True, True]])
+    bins = engine._weighted_bins(conf, correct, torch.ones_like(correct))
+    expected = _ece_bins(conf.numpy().ravel(), correct.numpy().ravel())
+    assert expected[0].sum() == 6 and expected[0, 0] == 2 and expected[0, 4] == 1 and expected[0, 14] == 1
+    np.testing.assert_array_equal(bins[[0, 2]].numpy(), expected[[0, 2]])
+    np.testing.assert_allclose(bins[1].numpy(), expected[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 5, 1023, 1024, 3001])
+def test_spread_bin_sums_match_bincount(n):
+    """Sizes around the spread width: the remainder pixels are summed too; skipped values are not."""
+    rng = np.random.default_rng(n)
+    values = rng.integers(0, 2 * ECE_BINS + 1, n)
+    weights = rng.random(n)
+    ours = engine._bin_sums(torch.from_numpy(values), torch.from_numpy(weights), ECE_BINS).numpy()
+    kept = values < ECE_BINS
+    np.testing.assert_allclose(ours, np.bincount(values[kept], weights[kept], minlength=ECE_BINS), rtol=1e-12)
+
+
+def test_histc_ranges_split_large_histograms_without_gaps():
+    """The CUDA path's histc calls tile [0, n) exactly; each fits the per-block shared memory."""
+    for n_bins, max_bins in ((30, 12000), (20000, 12000), (24000, 12000), (1444, 6000), (7, 3)):
+        ranges = engine._histc_ranges(n_bins, max_bins)
+        covered = np.concatenate([np.arange(start, start + size) for start, size in ranges])
+        np.testing.assert_array_equal(covered, np.arange(n_bins))
+        assert all((size + 1) * 4 + 8 < 48 * 1024 for _, size in ranges if max_bins == 12000)
+
+
+def test_histc_closed_last_bin_is_dropped():
+    """histc's bin arithmetic on integer values (checked on float64 integers on the CPU): a call covering
+    [start, start + size) with one extra bin counts each value once and drops the next value's."""
+    values = torch.tensor([0, 1, 2, 3, 4, 5, 5, 6, 7, 40], dtype=torch.float64)
+    parts = [torch.histc(values, bins=size + 1, min=start, max=start + size + 1)[:size]
+             for start, size in engine._histc_ranges(8, 3)]
+    np.testing.assert_array_equal(torch.cat(parts).numpy(), np.bincount(values[:-1].long().numpy(), minlength=8))
