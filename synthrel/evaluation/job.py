@@ -6,6 +6,7 @@ finished pairs (DONE present) are skipped unless `force`.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from synthrel.errors import ConfigError, unknown_name
 from synthrel.evaluation.engine import evaluate_dataset
-from synthrel.evaluation.results import is_done, job_dir, metric_rows, write_job
+from synthrel.evaluation.results import DONE, is_done, job_dir, metric_rows, write_job
 from synthrel.jobs import Manifest, positive_int
 from synthrel.runtime import resolve_device
 from synthrel.zoo.predictor import PRECISIONS, build_segmenter
@@ -89,6 +90,7 @@ class EvaluateJob:
                     if self.force or not is_done(job_dir(self.output_dir, self.zoo_name, model_key,
                                                          self.labels(d)["key"]))]
             skipped += len(self.datasets) - len(todo)
+            self._record_finished(manifest, model_key, [d for d in self.datasets if d not in todo])
             if not todo:
                 log.info("%s: all %d dataset(s) done, skipped", model_key, len(self.datasets))
                 continue
@@ -116,3 +118,12 @@ class EvaluateJob:
                 log.info("%s on %s: %d images, mIoU %s", model_key, labels["key"], out.n_images,
                          f"{100 * miou.iloc[0]:.2f}" if len(miou) else "n/a")
         return {"results_dir": results_dir, "evaluated": done, "skipped": skipped}
+
+    def _record_finished(self, manifest: Manifest, model_key: str, finished: list[str]) -> None:
+        """Append the DONE record of finished pairs the manifest lacks (a kill between DONE and the append)."""
+        recorded = manifest.done() if finished else set()
+        for name in finished:
+            folder = job_dir(self.output_dir, self.zoo_name, model_key, self.labels(name)["key"])
+            record = json.loads((folder / DONE).read_text())
+            if record["job"] not in recorded:
+                manifest.append(record)
