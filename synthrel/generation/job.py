@@ -75,6 +75,10 @@ class GenerateJob:
     conditioning: str = "label_id"
     dtype: str = "fp16"
     batch_size: int = 4
+    # fast: synthrel's ControlNetSampler (same DDIM sampler, batched guided pair, CUDA graphs, optional
+    # torch.compile; docs/benchmarks.md); diffusers: the plain pipeline call
+    sampler: str = "fast"
+    compile: bool = False  # torch.compile of UNet + ControlNet on CUDA: minutes of warm-up, pays off at scale
     write_original: bool = True
     seed: int = 0
     shard: str = "0/1"
@@ -83,6 +87,8 @@ class GenerateJob:
     _shard: Shard = field(init=False, repr=False)
 
     def __post_init__(self):
+        if self.sampler not in ("fast", "diffusers"):
+            raise ConfigError(f"`stages.generate.sampler` is {self.sampler!r}; valid: fast, diffusers")
         self._shard = Shard.parse(self.shard)
         for key in ("num_samples", "samples_per_domain_all", "resolution", "num_inference_steps", "batch_size"):
             positive_int(getattr(self, key), f"stages.generate.{key}")
@@ -217,6 +223,19 @@ class _Generator:
         }
         self.torch = torch
         self._warned: set[str] = set()
+        self.sampler = None
+        self.meta["sampler"] = "diffusers"
+        if job.sampler == "fast" and job.scheduler == "ddim" and job.eta == 0 and job.guidance_scale > 1 \
+                and job.negative_prompt == "":
+            from synthrel.generation.sampler import ControlNetSampler
+
+            cuda = self.device.type == "cuda"
+            self.sampler = ControlNetSampler.from_pipeline(
+                self.pipe, compile="default" if job.compile and cuda else None, cuda_graphs=cuda, inplace=True)
+            self.meta["sampler"] = "fast"
+        elif job.sampler == "fast":
+            log.info("generate: the fast sampler covers DDIM, eta 0, guidance > 1 and an empty negative prompt; "
+                     "using the diffusers pipeline")
 
     def _check_length(self, prompt: str) -> None:
         tokenizer = self.pipe.tokenizer
@@ -241,8 +260,23 @@ class _Generator:
             if job.write_original:
                 image = read_image(dataset.items[it.source_index].image)
                 originals.append(crop_resize_image(image, it.crop_box, job.resolution))
-        generators = [torch.Generator(self.device).manual_seed(it.noise_seed) for it in batch]
         hint = torch.from_numpy(np.stack(hints)).to(self.device, self.pipe.controlnet.dtype)
+        if self.sampler is not None:
+            images = self.sampler(prompts, hint, [it.noise_seed for it in batch],
+                                  num_inference_steps=job.num_inference_steps, guidance_scale=job.guidance_scale,
+                                  controlnet_conditioning_scale=job.controlnet_conditioning_scale).numpy()
+        else:
+            images = self._pipeline_images(batch, prompts, hint)
+        for k, it in enumerate(batch):
+            meta = {**self.meta, "source_id": it.source_id, "source_index": it.source_index,
+                    "crop_box": list(it.crop_box), "caption": captions[it.source_id], "prompt": prompts[k],
+                    "domain": it.domain, "index": it.index, "seed": it.noise_seed}
+            write_item(it.out_dir, it.id, it.city, images[k], labels[k],
+                       original=originals[k] if job.write_original else None, meta=meta)
+
+    def _pipeline_images(self, batch: list[GenerationItem], prompts: list[str], hint) -> np.ndarray:
+        """The plain diffusers pipeline call (other schedulers, eta > 0, negative prompts)."""
+        job, torch = self.job, self.torch
         out = self.pipe(
             prompt=prompts,
             negative_prompt=[job.negative_prompt] * len(batch),
@@ -253,13 +287,7 @@ class _Generator:
             guidance_scale=job.guidance_scale,
             controlnet_conditioning_scale=job.controlnet_conditioning_scale,
             eta=job.eta,
-            generator=generators,
+            generator=[torch.Generator().manual_seed(it.noise_seed) for it in batch],
             output_type="np",
         )
-        images = (np.clip(out.images, 0.0, 1.0) * 255).round().astype(np.uint8)
-        for k, it in enumerate(batch):
-            meta = {**self.meta, "source_id": it.source_id, "source_index": it.source_index,
-                    "crop_box": list(it.crop_box), "caption": captions[it.source_id], "prompt": prompts[k],
-                    "domain": it.domain, "index": it.index, "seed": it.noise_seed}
-            write_item(it.out_dir, it.id, it.city, images[k], labels[k],
-                       original=originals[k] if job.write_original else None, meta=meta)
+        return (np.clip(out.images, 0.0, 1.0) * 255).round().astype(np.uint8)

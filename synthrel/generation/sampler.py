@@ -45,7 +45,7 @@ class _StepBuffers:
 
     latents: torch.Tensor  # (B, 4, h, w) fp32, updated in place
     embeds: torch.Tensor  # (2B, L, D): [negative; positive]
-    control: torch.Tensor  # (2B, 3, H, W), the control image twice
+    control: torch.Tensor  # (2B, C, H, W), the control image twice
     text_embeds: torch.Tensor | None  # SDXL pooled (2B, P)
     time_ids: torch.Tensor | None  # SDXL (2B, 6)
     index: torch.Tensor  # (1,) int64 step counter, advanced by the step itself
@@ -80,6 +80,7 @@ class ControlNetSampler:
         if cuda_graphs and device.type != "cuda":
             raise ValueError("cuda_graphs=True needs a CUDA device")
         self.unet, self.controlnet, self.vae = unet, controlnet, vae
+        self.control_channels = controlnet.config.conditioning_channels
         self.scheduler = DDIMScheduler.from_config(cfg)  # own copy: set_timesteps must not touch the pipeline's
         self.tokenizers, self.text_encoders = tokenizers, text_encoders
         self.sdxl, self.device, self.dtype = sdxl, device, dtype
@@ -199,7 +200,7 @@ class ControlNetSampler:
         """uint8 images (B, H, W, 3) on the CPU.
 
         prompts: B strings, or prompt embeddings (B, L, D) (SDXL: with `pooled_prompt_embeds` (B, P)).
-        control_images: (B, 3, H, W) float in [0, 1], H and W multiples of 8. seeds: B ints (a CPU
+        control_images: (B, C, H, W) float in [0, 1] (C: the ControlNet's conditioning channels), H and W multiples of 8. seeds: B ints (a CPU
         `torch.Generator` is seeded with each) or B CPU generators, one per image.
         """
         if eta != 0:
@@ -267,7 +268,7 @@ class ControlNetSampler:
         bufs = _StepBuffers(
             latents=torch.empty(batch, 4, height // 8, width // 8, device=dev, dtype=torch.float32),
             embeds=torch.empty(2 * batch, *embed_shape, device=dev, dtype=dt),
-            control=torch.empty(2 * batch, 3, height, width, device=dev, dtype=dt),
+            control=torch.empty(2 * batch, self.control_channels, height, width, device=dev, dtype=dt),
             text_embeds=None if pooled_shape is None else torch.empty(2 * batch, *pooled_shape, device=dev, dtype=dt),
             time_ids=torch.empty(2 * batch, 6, device=dev, dtype=dt) if self.sdxl else None,
             index=torch.zeros(1, device=dev, dtype=torch.int64),

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from synthrel.data.synthetic import SyntheticDataset
-from synthrel.errors import DatasetError, WeightsError
+from synthrel.errors import ConfigError, DatasetError, WeightsError
 from synthrel.generation.job import GenerateJob
 
 RES = 64
@@ -164,3 +164,22 @@ def test_controlnet_of_the_other_backbone_is_refused(tiny_models, source_data, t
     with pytest.raises(WeightsError, match=r"cross_attention_dim.*backbone\.pretrained|backbone\.pretrained"):
         make_job(tiny_models, source_data, tmp_path / "x", backbone="sdxl",
                  controlnet=str(tiny_models["controlnet_sd15"])).run()
+
+
+def test_fast_sampler_writes_the_images_of_the_diffusers_pipeline(tiny_models, source_data, whole, tmp_path):
+    """The default fast sampler is the same DDIM sampler: the plain pipeline gives the same pixels (+-1)."""
+    out = tmp_path / "fog"
+    make_job(tiny_models, source_data, out, batch_size=1, sampler="diffusers").run()
+    fast, plain = files(whole[0]), files(out)
+    assert fast.keys() == plain.keys()
+    assert {r["sampler"] for r in manifest(whole[0])} == {"fast"}
+    assert {r["sampler"] for r in manifest(out)} == {"diffusers"}
+    for name in fast:
+        a, b = (np.asarray(Image.open(io.BytesIO(x)), dtype=int) for x in (fast[name], plain[name]))
+        assert np.abs(a - b).max() <= 1, name
+        assert a.std() > 1  # not a flat image
+
+
+def test_unknown_sampler_names_the_key(tiny_models, source_data, tmp_path):
+    with pytest.raises(ConfigError, match="stages.generate.sampler"):
+        make_job(tiny_models, source_data, tmp_path / "fog", sampler="euler")
