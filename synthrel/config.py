@@ -43,6 +43,8 @@ class BackboneSchema:
 class DomainSchema:
     name: str = MISSING
     domains: list[str] = MISSING
+    # "<domain>" is replaced by each word of `domains`, "<caption>" by the image's BLIP caption
+    prompt: str = "<caption>, in <domain>"
     # One folder per domain word (false) or one pooled set named `name` (true, calibration sets).
     pooled: bool = False
     real_dataset: str | None = None
