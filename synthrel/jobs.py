@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,6 +55,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise DiskFullError(e.errno, f"no space left on the device of output folder {path.parent} while writing "
                                      f"{path.name} ({e.strerror}); free space or point the output elsewhere, then "
                                      "re-run: files written before are kept and the job resumes") from e
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; on success it replaces `path` (an incomplete leftover
+    included) in one rename, so a kill never leaves a half-written folder that a later run takes as complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -8,10 +8,10 @@ so random captions stay short once tokenized for the diffusion prompt.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 
+from synthrel.jobs import atomic_dir
 from synthrel.tiny.diffusion import TINY_WORDS
 
 log = logging.getLogger(__name__)
@@ -29,17 +29,10 @@ def build_tiny_blip(out_dir: str | Path, seed: int = 0) -> Path:
     out_dir = Path(out_dir)
     if (out_dir / "config.json").is_file() and (out_dir / "processor_config.json").is_file():
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
-    try:
-        model, processor = _build(seed, tmp / "vocab")
-        model.save_pretrained(tmp / "model")
-        processor.save_pretrained(tmp / "model")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        (tmp / "model").rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory() as scratch:
+        model, processor = _build(seed, Path(scratch) / "vocab")
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
     log.info("built tiny BLIP captioner in %s", out_dir)
     return out_dir
 

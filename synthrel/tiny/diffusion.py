@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 from pathlib import Path
+
+from synthrel.jobs import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +57,9 @@ def build_tiny_sd(out_dir: str | Path, kind: str, seed: int = 0) -> Path:
     out_dir = Path(out_dir)
     if (out_dir / COMPLETE_MARKER).is_file():
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
-    try:
-        pipe = _build_pipeline(kind, seed, tmp / "tokenizer_src")
-        pipe.save_pretrained(tmp / "pipe", safe_serialization=True)
-        if out_dir.exists():  # an incomplete leftover (no model_index.json)
-            shutil.rmtree(out_dir)
-        (tmp / "pipe").rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory() as scratch:
+        pipe = _build_pipeline(kind, seed, Path(scratch) / "tokenizer_src")
+        pipe.save_pretrained(tmp, safe_serialization=True)
     log.info("built tiny %s pipeline in %s", kind, out_dir)
     return out_dir
 

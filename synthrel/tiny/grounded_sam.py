@@ -7,10 +7,10 @@ facebook/sam-vit-huge. Their detections are arbitrary: tests steer accept/reject
 from __future__ import annotations
 
 import logging
-import shutil
 import string
-import tempfile
 from pathlib import Path
+
+from synthrel.jobs import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +120,7 @@ def _build_folder(out_dir: str | Path, build, what: str) -> Path:
     out_dir = Path(out_dir)
     if (out_dir / COMPLETE_MARKER).is_file():
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
-    try:
+    with atomic_dir(out_dir) as tmp:
         build(tmp)
-        if out_dir.exists():  # an incomplete leftover
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("built tiny %s in %s", what, out_dir)
     return out_dir

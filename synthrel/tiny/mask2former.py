@@ -6,9 +6,9 @@ through the same `Mask2FormerForUniversalSegmentation.from_pretrained(folder)` c
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
+
+from synthrel.jobs import atomic_dir
 
 COMPLETE_MARKER = "config.json"
 
@@ -39,13 +39,7 @@ def build_tiny_mask2former(out_dir: str | Path, seed: int = 0) -> Path:
     out_dir = Path(out_dir)
     if (out_dir / COMPLETE_MARKER).is_file():
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
-    try:
+    with atomic_dir(out_dir) as tmp:
         torch.manual_seed(seed)
         Mask2FormerForUniversalSegmentation(tiny_mask2former_config()).save_pretrained(tmp)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

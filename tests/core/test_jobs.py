@@ -71,3 +71,19 @@ def test_manifest_skips_a_line_glued_by_a_concurrent_shard(tmp_path):
         f.write('{"id": "b", "se' + '{"id": "c"}\n')
     m.append({"id": "d"})
     assert [r["id"] for r in m.read()] == ["a", "d"]
+
+
+def test_atomic_dir_replaces_a_leftover_and_leaves_nothing_on_failure(tmp_path):
+    from synthrel.jobs import atomic_dir
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "half_written.bin").write_text("x")  # an incomplete leftover of a killed build
+    with atomic_dir(target) as tmp:
+        (tmp / "config.json").write_text("{}")
+    assert sorted(p.name for p in target.iterdir()) == ["config.json"]
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "other") as tmp:
+            (tmp / "config.json").write_text("{}")
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
