@@ -23,11 +23,11 @@ install: $(STAMP) ## build the project-local .venv
 demo: $(STAMP) ## run the whole pipeline on the tiny profile (demo data, tiny models) and print the report path
 	$(PY) -m synthrel.run +experiment=demo
 
-test: $(STAMP) ## run the test suite (fails when no test is collected)
-	$(PY) -m pytest -q -m "not slow" -n 2
-
-test-full: $(STAMP) ## run every test, the slow ones too
+test: $(STAMP) ## run the whole test suite, as CI does (fails when no test is collected)
 	$(PY) -m pytest -q -n 2
+
+test-fast: $(STAMP) ## skip the slow tests (kill/resume in subprocesses, DDP, compile, tmpfs): a few minutes less
+	$(PY) -m pytest -q -m "not slow" -n 2
 
 BENCH ?= all
 bench: $(STAMP) ## GPU benchmarks side by side with their baselines (BENCH="gen --model sd15", "eval", or "gen --tiny --quick" on CPU)
