@@ -49,3 +49,28 @@ def install() -> bool:
 
     ops.__getattr__ = __getattr__
     return True
+
+
+def import_mmpretrain_models() -> None:
+    """Import `mmpretrain.models` (the ConvNeXt backbones of the zoo) where torchvision is absent.
+
+    mmpretrain imports `torchvision.ops.boxes` in a visual-grounding metric that no backbone uses, and torchvision
+    cannot be installed beside the CPU build of torch used here. Empty placeholder modules stand in during this
+    one import and are removed right after, so every other library still finds torchvision absent.
+    """
+    import importlib.util
+
+    if "mmpretrain.models" in sys.modules or importlib.util.find_spec("torchvision") is not None:
+        importlib.import_module("mmpretrain.models")
+        return
+    names = ("torchvision", "torchvision.ops", "torchvision.ops.boxes")
+    placeholders = {name: types.ModuleType(name) for name in names}
+    placeholders["torchvision"].ops = placeholders["torchvision.ops"]
+    placeholders["torchvision.ops"].boxes = placeholders["torchvision.ops.boxes"]
+    sys.modules.update(placeholders)
+    try:
+        importlib.import_module("mmpretrain.models")
+    finally:
+        for name in names:
+            if sys.modules.get(name) is placeholders[name]:
+                del sys.modules[name]

@@ -112,6 +112,10 @@ def load_mmseg_config(config: str, import_custom_modules: bool = False):
 
     path = resolve_config_path(config)
     text = path.read_text()
+    if import_custom_modules and "mmpretrain" in text:  # ConvNeXt backbones
+        from synthrel.zoo.mmcv_shim import import_mmpretrain_models
+
+        import_mmpretrain_models()
     if "mmseg::" not in text:
         return Config.fromfile(str(path), import_custom_modules=import_custom_modules)
     text = text.replace("mmseg::", f"{mmseg_configs_dir()}/")
