@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from synthrel.errors import ConfigError, unknown_name
 from synthrel.evaluation.engine import evaluate_dataset
-from synthrel.evaluation.results import DONE, is_done, job_dir, metric_rows, write_job
+from synthrel.evaluation.results import DONE, is_done, job_dir, metric_rows, weights_fingerprint, write_job
 from synthrel.jobs import Manifest, positive_int
 from synthrel.runtime import resolve_device
 from synthrel.zoo.predictor import PRECISIONS, build_segmenter
@@ -86,9 +86,10 @@ class EvaluateJob:
         done, skipped = 0, 0
         for model_key in self.models:
             entry = get_entry(self.zoo, model_key)
+            weights = weights_fingerprint(entry.checkpoint, entry.config)
             todo = [d for d in self.datasets
                     if self.force or not is_done(job_dir(self.output_dir, self.zoo_name, model_key,
-                                                         self.labels(d)["key"]))]
+                                                         self.labels(d)["key"]), weights)]
             skipped += len(self.datasets) - len(todo)
             self._record_finished(manifest, model_key, [d for d in self.datasets if d not in todo])
             if not todo:
@@ -110,6 +111,7 @@ class EvaluateJob:
                 record = {"job": f"{model_key}/{labels['key']}", "seed": self.seed, "n_images": out.n_images,
                           "calib_pixels_per_image": self.calib_pixels_per_image, "precision": self.precision,
                           "device": str(device), "checkpoint": entry.checkpoint, "config": entry.config,
+                          "weights": weights,
                           "seconds": round(time.perf_counter() - start, 3)}
                 write_job(job_dir(self.output_dir, self.zoo_name, model_key, labels["key"]), out, table, record)
                 manifest.append(record)

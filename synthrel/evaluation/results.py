@@ -9,6 +9,7 @@ so a folder without DONE is an interrupted job that is redone.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from pathlib import Path
 
@@ -31,8 +32,29 @@ def job_dir(root, zoo: str, model: str, dataset_key: str) -> Path:
     return Path(root) / zoo / model / dataset_key
 
 
-def is_done(folder) -> bool:
-    return (Path(folder) / DONE).is_file()
+def is_done(folder, weights: str | None = None) -> bool:
+    """A finished job; with `weights` (see `weights_fingerprint`), only if it was made from the same weights,
+    so retrained or replaced checkpoints are evaluated again instead of leaving stale rows in the tables."""
+    marker = Path(folder) / DONE
+    if not marker.is_file():
+        return False
+    if weights is None:
+        return True
+    recorded = json.loads(marker.read_text()).get("weights")
+    if recorded is not None and recorded != weights:
+        log.info("%s: the model's weights changed since it was evaluated; evaluating again", folder)
+        return False
+    return True
+
+
+def weights_fingerprint(checkpoint: str | None, config: str) -> str:
+    """Identity of a model's weights: a local file by path, size and modification time; a URL by itself."""
+    source = checkpoint or config
+    path = Path(str(source).removeprefix("file://"))
+    if path.is_file():
+        stat = path.stat()
+        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return str(source)
 
 
 def metric_rows(out: EvalOutputs, meta: dict, absent_classes=()) -> pd.DataFrame:

@@ -100,6 +100,16 @@ def test_finished_job_is_skipped_unless_forced(job_setup, tmp_path):
     assert EvaluateJob(**{**kwargs, "force": True}).run()["evaluated"] == 1
 
 
+def test_replaced_weights_are_evaluated_again(job_setup, tmp_path):
+    """A retrained checkpoint (train_zoo, or a user's new file) must not leave the old rows in the tables."""
+    folder, _, kwargs = job_setup
+    EvaluateJob(**kwargs).run()
+    checkpoint = folder / "checkpoint.pth"
+    checkpoint.write_bytes(checkpoint.read_bytes())  # same weights, new file: the fingerprint changes
+    assert EvaluateJob(**kwargs).run()["evaluated"] == 1
+    assert EvaluateJob(**kwargs).run()["evaluated"] == 0
+
+
 def test_unknown_model_key_lists_valid_keys(job_setup):
     _, _, kwargs = job_setup
     with pytest.raises(ConfigError, match=r"unknown zoo model 'nope'.*valid names: psp"):
