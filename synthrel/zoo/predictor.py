@@ -225,14 +225,30 @@ class MMSegSegmenter(Segmenter):
             runs = _runs_per_window(chunk)  # (window, first image, last image + 1) within this chunk
             crops = torch.cat([inputs[b0:b1, :, windows[w][0]:windows[w][1], windows[w][2]:windows[w][3]]
                                for w, b0, b1 in runs])
-            metas = [dict(img_shape=crops.shape[2:])] * len(crops)  # a torch.Size, as mmseg sets it
-            seg = self.model.encode_decode(crops.contiguous(memory_format=self._memory_format()), metas)
+            seg = self._encode_decode(crops.contiguous(memory_format=self._memory_format()))
             offset = 0
             for w, b0, b1 in runs:
                 y1, y2, x1, x2 = windows[w]
                 preds[b0:b1, :, y1:y2, x1:x2] += seg[offset:offset + b1 - b0]
                 offset += b1 - b0
         return preds / self._count_map(height, width, crop, stride, inputs.device)
+
+    def _encode_decode(self, crops: torch.Tensor) -> torch.Tensor:
+        """`encode_decode` of a crop batch, split in halves when a kernel cannot take it whole.
+
+        Heavy decoders on large windows overflow some kernels at high window batches (SETR-PUP upsamples 16
+        crops of 768 to 256 x 768 x 768 channels-last, over upsample_bilinear2d_nhwc's INT_MAX elements) or run
+        out of memory; crops are independent, so halving the batch gives the same logits.
+        """
+        metas = [dict(img_shape=crops.shape[2:])] * len(crops)  # a torch.Size, as mmseg sets it
+        try:
+            return self.model.encode_decode(crops, metas)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
+            if len(crops) == 1 or not ("INT_MAX" in str(e) or isinstance(e, torch.cuda.OutOfMemoryError)):
+                raise
+        half = len(crops) // 2
+        log.info("%s: window batch %d too large for a kernel; splitting", self.key, len(crops))
+        return torch.cat([self._encode_decode(crops[:half]), self._encode_decode(crops[half:])])
 
     def _memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format

@@ -52,6 +52,27 @@ def test_batched_slide_equals_mmseg_slide_inference(tiny_models, spec, window_ba
     assert torch.equal(ours.argmax(1), ref.argmax(1))
 
 
+def test_window_batch_too_large_for_a_kernel_is_split(tiny_models, monkeypatch):
+    """As SETR-PUP on an H200 (upsample_bilinear2d_nhwc over INT_MAX elements): halves give the same logits."""
+    seg = _segmenter(tiny_models["segformer_b0"], window_batch=64)
+    images = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (3, 64, 128, 3), dtype=np.uint8))
+    inputs, _ = seg._preprocess(images)
+    with torch.no_grad():
+        whole = seg._slide_inference(inputs)
+        real, calls = seg.model.encode_decode, []
+
+        def picky(crops, metas):
+            calls.append(len(crops))
+            if len(crops) > 2:
+                raise RuntimeError("upsample_bilinear2d_nhwc only supports output tensors with less than INT_MAX")
+            return real(crops, metas)
+
+        monkeypatch.setattr(seg.model, "encode_decode", picky)
+        split = seg._slide_inference(inputs)
+    assert max(calls) > 2 and sum(n for n in calls if n <= 2) == max(calls)  # every crop ran once, in halves
+    torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-5)
+
+
 def test_sync_free_confusion_and_bins_match_sklearn_and_library():
     rng = np.random.default_rng(3)
     pred = torch.from_numpy(rng.integers(0, 19, (3, 20, 30)))
