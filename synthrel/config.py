@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 
 @dataclass
@@ -68,6 +68,14 @@ class ProfileSchema:
     models_dir: str | None = None
     # Per-model local folders that replace the stages' default hub ids (tiny profile).
     models: dict[str, str] = field(default_factory=dict)
+
+
+def to_plain(value):
+    """A resolved plain dict/list for a DictConfig/ListConfig that a job received from `_recursive_: false`
+    instantiation; anything else unchanged."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 def register_schemas() -> None:

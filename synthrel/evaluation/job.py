@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 
 import hydra
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from synthrel.config import to_plain
 from synthrel.errors import ConfigError, unknown_name
 from synthrel.evaluation.engine import evaluate_dataset
 from synthrel.evaluation.results import DONE, is_done, job_dir, metric_rows, weights_fingerprint, write_job
@@ -23,12 +23,6 @@ from synthrel.zoo.predictor import PRECISIONS, build_segmenter
 from synthrel.zoo.registry import get_entry, zoo_entries
 
 log = logging.getLogger(__name__)
-
-
-def _plain(value):
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 @dataclass
@@ -50,12 +44,12 @@ class EvaluateJob:
     profile: str = "paper"
 
     def __post_init__(self):
-        self.zoo = _plain(self.zoo)
-        self.dataset_configs = _plain(self.dataset_configs) or {}
-        self.dataset_labels = _plain(self.dataset_labels) or {}
-        self.datasets = list(_plain(self.datasets) or [])
+        self.zoo = to_plain(self.zoo)
+        self.dataset_configs = to_plain(self.dataset_configs) or {}
+        self.dataset_labels = to_plain(self.dataset_labels) or {}
+        self.datasets = list(to_plain(self.datasets) or [])
         entries = zoo_entries(self.zoo)
-        self.models = list(_plain(self.models) or entries)
+        self.models = list(to_plain(self.models) or entries)
         for key in self.models:
             get_entry(self.zoo, key)  # ConfigError listing the valid keys
         if not self.datasets:

@@ -68,10 +68,7 @@ class OODDetectionJob:
     device: str = "auto"
 
     def __post_init__(self):
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        def plain(v):
-            return OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig | ListConfig) else v
+        from synthrel.config import to_plain as plain
 
         self.dataset_configs = plain(self.dataset_configs) or {}
         self.dataset_keys = plain(self.dataset_keys) or {}

@@ -27,9 +27,9 @@ import cv2
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from tqdm import tqdm
 
+from synthrel.config import to_plain
 from synthrel.conventions import IGNORE_INDEX
 from synthrel.errors import ConfigError
 from synthrel.jobs import atomic_path, item_seed, positive_int, write_json_atomic
@@ -40,12 +40,6 @@ from synthrel.zoo.registry import ZooEntry, zoo_entries
 log = logging.getLogger(__name__)
 
 RECORD_FILE = "train_zoo.json"
-
-
-def _plain(value):
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def model_folder(entry: ZooEntry) -> Path:
@@ -229,9 +223,9 @@ class TrainZooJob:
     force: bool = False
 
     def __post_init__(self):
-        self.zoo = _plain(self.zoo)
-        self.dataset = _plain(self.dataset)
-        self.steps = _plain(self.steps) or {}
+        self.zoo = to_plain(self.zoo)
+        self.dataset = to_plain(self.dataset)
+        self.steps = to_plain(self.steps) or {}
         entries = zoo_entries(self.zoo)
         self.entries = {k: e for k, e in entries.items() if e.tiny}
         self.others = [k for k in entries if k not in self.entries]
