@@ -44,7 +44,7 @@ def generation_dtype(dtype: str, device) -> torch.dtype:  # noqa: F821
     return table[dtype]
 
 
-def _looks_local(source: str) -> bool:
+def looks_local(source: str) -> bool:
     """A hub id is `name` or `org/name`; anything else (absolute, ./, ~, deeper paths) is a local path."""
     return source.startswith(("/", ".", "~")) or source.count("/") > 1 or Path(source).exists()
 
@@ -65,7 +65,7 @@ def pipeline_class_name(pretrained: str, key: str = "backbone.pretrained") -> st
     from diffusers import DiffusionPipeline
 
     source = str(pretrained)
-    if _looks_local(source):
+    if looks_local(source):
         folder = Path(source).expanduser()
         if not (folder / "model_index.json").is_file():
             state = "is not a diffusers pipeline folder (no model_index.json)" if folder.exists() else "does not exist"
@@ -110,7 +110,7 @@ def load_base_pipeline(pretrained: str, torch_dtype=None, vae: str | None = None
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     pipeline_class = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
     try:
-        return pipeline_class.from_pretrained(str(Path(pretrained).expanduser()) if _looks_local(pretrained)
+        return pipeline_class.from_pretrained(str(Path(pretrained).expanduser()) if looks_local(pretrained)
                                               else pretrained, **kwargs)
     except _hub_errors() as e:
         raise _missing("Stable Diffusion weights", pretrained, key,
@@ -150,7 +150,7 @@ def load_controlnet(source: str, base_pretrained: str, torch_dtype=None, key: st
             raise _missing("ControlNet checkpoint", str(path), key, hint, e) from None
     if path.is_dir() and (path / "config.json").is_file():
         source = str(path)
-    elif _looks_local(str(source)):
+    elif looks_local(str(source)):
         raise WeightsError(f"ControlNet weights {str(source)!r} not found (config key `{key}`): expected a diffusers "
                            f"folder with config.json or a {'/'.join(SINGLE_FILE_SUFFIXES)} file. {hint}")
     try:

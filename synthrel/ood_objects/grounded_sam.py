@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthrel.diffusion_loading import looks_local
 from synthrel.errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -67,12 +68,12 @@ class Segmentation:
 
 def load_pretrained(cls, source: str, key: str, what: str):
     """`cls.from_pretrained(source)` from a hub id or a local folder, with errors that name the config key."""
-    looks_local = source.startswith((".", "/", "~")) or Path(source).exists()
-    if looks_local and not Path(source).expanduser().is_dir():
+    local = looks_local(source)
+    if local and not Path(source).expanduser().is_dir():
         raise WeightsError(f"{what} folder {source!r} (config key `{key}`) does not exist; expected a folder "
                            f"written by save_pretrained, or a hub id")
     try:
-        return cls.from_pretrained(str(Path(source).expanduser()) if looks_local else source)
+        return cls.from_pretrained(str(Path(source).expanduser()) if local else source)
     except (OSError, ValueError) as e:
         raise WeightsError(f"cannot load {what} from {source!r} (config key `{key}`): {e}") from e
 
