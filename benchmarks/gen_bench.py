@@ -10,6 +10,12 @@ synthrel/eager and the max/mean absolute uint8 pixel difference to the eager pip
     python -m benchmarks.run gen                      # both models, full run (GPU)
     python -m benchmarks.run gen --model sd15 --quick # smoke run
     python -m benchmarks.run gen --tiny --quick       # tiny architectures, runs on CPU
+    python -m benchmarks.run gen --model inpaint      # the OOD stage's inpainting + refinement (issue #8 item 4)
+
+`--model inpaint` times the OOD-object stage's two diffusion calls on the real SD1.5-inpainting architecture
+(9-channel UNet, PNDM as runwayml/stable-diffusion-inpainting ships it, 512² context patches with a box mask):
+inpainting (strength 1, guidance 15, 50 steps) and refinement (strength 0.65, guidance 7.5, 50 steps), the
+plain pipeline against the same pipeline after `synthrel.ood_objects.inpainting.accelerate_pipeline`.
 
 JSON goes to $OUT/gen_bench.json when OUT is set (or to --json).
 """
@@ -68,6 +74,11 @@ CASES = {
         vae=dict(VAE_TINY, sample_size=64, scaling_factor=0.13025), size=64, embed_dim=64, pooled_dim=32,
         guidance=10.0, control_scale=0.65, batches=(1, 3), quick_batches=(1, 2)),
 }
+#: runwayml/stable-diffusion-inpainting's scheduler (PNDM, PLMS steps only), which the inpaint stage keeps
+PNDM = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+            set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1)
+#: (strength, guidance, steps) of the inpaint stage's two calls (conf/stage/inpaint.yaml)
+INPAINT_CALLS = {"inpaint": (1.0, 15.0, 50), "refine": (0.65, 7.5, 50)}
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -254,6 +265,90 @@ def bench_model(model: str, args, device: torch.device) -> dict:
     return report
 
 
+def build_inpaint_pipeline(tiny: bool, device: torch.device, dtype: torch.dtype):
+    """StableDiffusionInpaintPipeline of the SD1.5 size (9-channel UNet) with random weights, no text encoder."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+    case = CASES[("sd15", tiny)]
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = UNet2DConditionModel(**{**case["unet"], "in_channels": 9})
+        vae = AutoencoderKL(**case["vae"])
+    pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet,
+                                          scheduler=PNDMScheduler(**PNDM), safety_checker=None,
+                                          feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device, dtype), case
+
+
+def inpaint_inputs(case: dict, batch: int, device, dtype) -> dict:
+    """Patches (PIL, as the stage passes them), centred box masks (the stage's 1.5x context), embeddings, seeds."""
+    import numpy as np
+    from PIL import Image
+
+    from synthrel.jobs import item_seed
+
+    rng = np.random.default_rng(2000 + batch)
+    size = case["size"]
+    lo, hi = size // 6, size - size // 6  # the box is the middle two thirds of its context patch
+    mask = np.zeros((size, size), np.uint8)
+    mask[lo:hi, lo:hi] = 255
+    gen = torch.Generator().manual_seed(3000 + batch)
+    return dict(images=[Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(batch)],
+                masks=[Image.fromarray(mask)] * batch,
+                embeds=torch.randn(batch, 77, case["embed_dim"], generator=gen).to(device, dtype),
+                seeds=[item_seed(0, i, "inpaint") for i in range(batch)])
+
+
+def inpaint_call(pipe, case, inputs, negative, call: str, steps: int):
+    """One call as `inpaint_boxes` makes it; uint8 images as the stage rounds them."""
+    import numpy as np
+
+    strength, guidance, _ = INPAINT_CALLS[call]
+    batch = len(inputs["seeds"])
+    out = pipe(prompt_embeds=inputs["embeds"], negative_prompt_embeds=negative.expand(batch, -1, -1),
+               image=inputs["images"], mask_image=inputs["masks"], height=case["size"], width=case["size"],
+               strength=strength, guidance_scale=guidance, num_inference_steps=steps,
+               generator=[torch.Generator().manual_seed(s) for s in inputs["seeds"]], output_type="np").images
+    return torch.from_numpy((np.clip(out, 0.0, 1.0) * 255).round().astype(np.uint8))
+
+
+def bench_inpaint(args, device: torch.device) -> dict:
+    """Eager inpainting pipeline against the accelerated one, for the stage's inpaint and refine calls."""
+    import copy
+
+    from synthrel.ood_objects.inpainting import accelerate_pipeline
+
+    cuda = device.type == "cuda"
+    dtype = torch.float16 if cuda else torch.float32
+    build_start = time.perf_counter()
+    pipe, case = build_inpaint_pipeline(args.tiny, device, dtype)
+    fast = accelerate_pipeline(copy.deepcopy(pipe), compile=args.inpaint_compile if cuda else None,
+                               channels_last=cuda)
+    negative = negatives(case, device, dtype)[0]
+    steps = min(args.inpaint_steps, 3) if args.tiny and args.quick else args.inpaint_steps
+    report = dict(model="inpaint", tiny=args.tiny, size=case["size"], steps=steps, dtype=str(dtype),
+                  scheduler="PNDMScheduler", compile=args.inpaint_compile if cuda else None, calls=INPAINT_CALLS,
+                  build_s=round(time.perf_counter() - build_start, 1), rows=[])
+    batches = args.batches or ((1, 2) if args.tiny else (1, 8))
+    for batch in batches:
+        inputs = inpaint_inputs(case, batch, device, dtype)
+        for call in INPAINT_CALLS:
+            row = dict(batch=batch, call=call)
+            run = functools.partial(inpaint_call, case=case, inputs=inputs, negative=negative, call=call,
+                                    steps=steps)
+            row["eager"], reference = measure(functools.partial(run, pipe), args.repeats, device)
+            row["synthrel"], images = measure(functools.partial(run, fast), args.repeats, device)
+            for side in ("eager", "synthrel"):
+                row[side]["img_per_s"] = round(batch / row[side]["s_per_batch"], 3)
+            diff = (images.to(torch.int16) - reference.to(torch.int16)).abs()
+            row.update(ratio=round(row["synthrel"]["img_per_s"] / row["eager"]["img_per_s"], 2),
+                       max_pixel_diff=int(diff.max()), mean_pixel_diff=round(float(diff.float().mean()), 3))
+            report["rows"].append(row)
+            print(f"[inpaint] batch {batch} {call}: {json.dumps(row)}", flush=True)
+    return report
+
+
 def table(reports: list[dict]) -> str:
     from tabulate import tabulate
 
@@ -261,10 +356,10 @@ def table(reports: list[dict]) -> str:
     for rep in reports:
         for row in rep["rows"]:
             eager, fast = row.get("eager", {}), row["synthrel"]
-            lines.append([rep["model"], row["batch"], eager.get("img_per_s"), fast["img_per_s"], row.get("ratio"),
+            lines.append([rep["model"] + (f" {row['call']}" if "call" in row else ""), row["batch"], eager.get("img_per_s"), fast["img_per_s"], row.get("ratio"),
                           eager.get("s_per_batch"), fast["s_per_batch"], fast["warmup_extra_s"],
                           eager.get("peak_gb"), fast.get("peak_gb"), row.get("max_pixel_diff"),
-                          row.get("mean_pixel_diff"), rep["ceiling_img_per_s"]])
+                          row.get("mean_pixel_diff"), rep.get("ceiling_img_per_s")])
     headers = ["model", "batch", "eager img/s", "synthrel img/s", "ratio", "eager s/batch", "synthrel s/batch",
                "synthrel warm-up s", "eager peak GB", "synthrel peak GB", "max px diff", "mean px diff",
                "ceiling img/s"]
@@ -273,7 +368,8 @@ def table(reports: list[dict]) -> str:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run gen", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=("sd15", "sdxl", "both"), default="both")
+    parser.add_argument("--model", choices=("sd15", "sdxl", "both", "inpaint"), default="both",
+                        help="both = sd15 and sdxl; inpaint = the OOD stage's inpainting and refinement")
     parser.add_argument("--batches", type=lambda s: tuple(int(x) for x in s.split(",")), default=None,
                         help="comma-separated batch sizes (default SD1.5 1,8,16,32; SDXL 1,4,8)")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps (--tiny --quick caps it at 3)")
@@ -297,6 +393,9 @@ def parse_args(argv):
                         help="attention backend for synthrel's sampler")
     parser.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True,
                         help="also run the eager diffusers pipeline (baseline + pixel difference)")
+    parser.add_argument("--inpaint-steps", type=int, default=50, help="--model inpaint: steps per call")
+    parser.add_argument("--inpaint-compile", choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+                        default="reduce-overhead", help="--model inpaint: accelerate_pipeline's compile mode")
     parser.add_argument("--peak-tflops", type=float, default=H100_TFLOPS)
     parser.add_argument("--json", default=None, help="output JSON (default $OUT/gen_bench.json when OUT is set)")
     args = parser.parse_args(argv)
@@ -321,7 +420,7 @@ def main(argv: list[str] | None = None) -> dict:
     models = ("sd15", "sdxl") if args.model == "both" else (args.model,)
     reports = []
     for model in models:
-        reports.append(bench_model(model, args, device))
+        reports.append(bench_inpaint(args, device) if model == "inpaint" else bench_model(model, args, device))
         if device.type == "cuda":
             torch.cuda.empty_cache()
     import diffusers

@@ -36,6 +36,8 @@ class EvaluateJob:
     batch_size: int = 1
     num_workers: int = 2
     precision: str = "fp32"
+    window_batch: int = 16  # sliding-window crops per forward call (mmseg models)
+    compile: bool = False  # torch.compile the mmseg models (minutes per model and shape; pays on large sets)
     device: str = "auto"
     calib_pixels_per_image: int = 20000
     seed: int = 0
@@ -58,6 +60,7 @@ class EvaluateJob:
             if name not in self.dataset_configs:
                 raise unknown_name("dataset", name, self.dataset_configs, key="stages.evaluate.datasets")
         positive_int(self.batch_size, "stages.evaluate.batch_size")
+        positive_int(self.window_batch, "stages.evaluate.window_batch")
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ConfigError(f"`stages.evaluate.num_workers` must be an integer >= 0, got {self.num_workers!r}")
         if isinstance(self.calib_pixels_per_image, bool) or not isinstance(self.calib_pixels_per_image, int):
@@ -89,7 +92,8 @@ class EvaluateJob:
             if not todo:
                 log.info("%s: all %d dataset(s) done, skipped", model_key, len(self.datasets))
                 continue
-            segmenter = build_segmenter(entry, device, self.precision, self.cache_dir)
+            segmenter = build_segmenter(entry, device, self.precision, self.cache_dir,
+                                        window_batch=self.window_batch, compile=bool(self.compile))
             for name in todo:
                 if name not in datasets:
                     datasets[name] = hydra.utils.instantiate(self.dataset_configs[name])

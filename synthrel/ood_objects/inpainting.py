@@ -3,6 +3,9 @@
 The context patch (the box and a 1.5x margin) is resized to `patch_size`, the box is the inpainting mask, and
 after generation only the box is resized back and pasted, so every pixel outside it stays byte-identical.
 The official code box-blurred the mask, which diffusers re-binarises (no effect); here it is a hard box.
+
+`accelerate_pipeline` makes the diffusers inpainting pipeline faster on a GPU without changing its sampler
+(docs/benchmarks.md, "Inpainting and refinement").
 """
 
 from __future__ import annotations
@@ -13,7 +16,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from synthrel.errors import ConfigError
 from synthrel.ood_objects.placement import Box, Placement
+
+
+#: torch.compile modes for the inpainting UNet ("reduce-overhead" adds CUDA graphs: the batch-1 case is bound
+#: by kernel launches).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -71,3 +80,26 @@ def inpaint_boxes(pipe, images: list[np.ndarray], placements: list[Placement], p
     ).images
     generated = (np.clip(out, 0.0, 1.0) * 255).round().astype(np.uint8)
     return [paste_box(im, g, pl) for im, g, pl in zip(images, generated, placements, strict=True)]
+
+
+def accelerate_pipeline(pipe, *, compile: str | None = None, channels_last: bool = True,
+                        backend: str = "inductor"):
+    """Speed up a diffusers (inpainting) pipeline in place; its scheduler and call stay the same.
+
+    channels_last puts UNet and VAE weights in NHWC, which cuDNN's tensor-core convolutions take without
+    layout transposes; `compile` (one of COMPILE_MODES) compiles the UNet in that mode and the VAE's encoder
+    and decoder in the default mode (no CUDA graphs: their outputs are kept across calls). Modules are compiled
+    in place (`nn.Module.compile`), so `pipe.unet.config` and the state_dict keys do not change.
+    """
+    import torch
+
+    if compile not in (None, *COMPILE_MODES):
+        raise ConfigError(f"compile must be null or one of {', '.join(COMPILE_MODES)}, got {compile!r}")
+    if channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if compile:
+        pipe.unet.compile(mode=None if compile == "default" else compile, backend=backend)
+        pipe.vae.encoder.compile(backend=backend)
+        pipe.vae.decoder.compile(backend=backend)
+    return pipe

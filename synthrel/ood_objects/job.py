@@ -21,7 +21,13 @@ import numpy as np
 from synthrel.data.synthetic import MANIFEST, slugify, write_ood_item
 from synthrel.errors import ConfigError, WeightsError, unknown_name
 from synthrel.jobs import Manifest, Shard, item_rng, item_seed, positive_int
-from synthrel.ood_objects.inpainting import DiffusionSettings, inpaint_boxes, resize
+from synthrel.ood_objects.inpainting import (
+    COMPILE_MODES,
+    DiffusionSettings,
+    accelerate_pipeline,
+    inpaint_boxes,
+    resize,
+)
 from synthrel.ood_objects.placement import Placement, format_prompt, sample_placement
 
 log = logging.getLogger(__name__)
@@ -78,6 +84,7 @@ class InpaintJob:
     force: bool = False
     device: str = "auto"
     dtype: str = "fp16"
+    compile: str | None = None  # torch.compile of the inpainting UNet (a COMPILE_MODES entry) on CUDA
     #: called with each finished record (tests use it to simulate a kill); not a config key.
     on_item: Callable[[dict], None] | None = field(default=None, repr=False)
 
@@ -110,6 +117,9 @@ class InpaintJob:
             except (KeyError, IndexError) as e:
                 raise ConfigError(f"`{key}.{template}` may only use the fields {{article}} and {{object}}, "
                                   f"got {getattr(self, template)!r} ({e})") from None
+        if self.compile not in (None, *COMPILE_MODES):
+            raise ConfigError(f"`{key}.compile` must be null or one of {', '.join(COMPILE_MODES)}, "
+                              f"got {self.compile!r}")
         self.shard_spec = Shard.parse(self.shard)
 
     @property
@@ -169,6 +179,8 @@ class InpaintJob:
                                f"({INPAINT_PIPELINE}, UNet with 9 input channels), e.g. "
                                "runwayml/stable-diffusion-inpainting")
         pipe = self._load_inpaint_pipeline(generation_dtype(self.dtype, device)).to(device)
+        cuda = device.type == "cuda"
+        accelerate_pipeline(pipe, compile=self.compile if cuda else None, channels_last=cuda)
         pipe.set_progress_bar_config(disable=True)
         detector = GroundedSam.from_pretrained(self.grounding_dino, self.sam, device,
                                                box_threshold=self.box_threshold,

@@ -102,6 +102,17 @@ def resize_like_cv2(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False).round_().clamp_(0, 255)
 
 
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool):
+    """cuDNN's benchmark mode inside the block only (it is process-global; other models keep their setting)."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled or previous
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
 def reduce_features(feat: torch.Tensor) -> torch.Tensor:
     """(B, C, h, w) -> (B, C): spatial sum divided by its max, as relis' extract_features."""
     summed = feat.float().sum(dim=(2, 3))
@@ -112,20 +123,23 @@ class MMSegSegmenter(Segmenter):
     """An mmseg 1.x EncoderDecoder built from its config, with strictly checked weights.
 
     Speed options (results unchanged up to floating-point rounding): `window_batch`, the most sliding-window
-    crops per forward call; `channels_last` (default: on for CUDA at reduced precision, where cuDNN's NHWC
-    tensor-core kernels are fastest; off at fp32 to keep mmseg's kernels); `compile`, torch.compile of the
-    backbone and decode-head forwards (compiled on first use, again per new input shape).
+    crops per forward call; `channels_last` and `cudnn_benchmark` (default: on for CUDA at reduced precision,
+    where cuDNN's NHWC tensor-core kernels are fastest and timing them per shape picks faster ones than its
+    heuristics, e.g. for dilated convolutions; off at fp32 to keep mmseg's kernels); `compile`, torch.compile
+    of the backbone and decode-head forwards with inductor's freezing (weights become constants, so eval-mode
+    BatchNorm folds into the convolution before it; compiled on first use, again per new input shape).
     """
 
     def __init__(self, entry: ZooEntry, device, precision: str = "fp32", cache_dir=None, load_weights: bool = True,
-                 *, window_batch: int = 16, channels_last: bool | None = None, compile: bool = False):
+                 *, window_batch: int = 16, channels_last: bool | None = None, cudnn_benchmark: bool | None = None,
+                 compile: bool = False):
         super().__init__(entry, device, precision)
         if isinstance(window_batch, bool) or not isinstance(window_batch, int) or window_batch < 1:
             raise ConfigError(f"`window_batch` must be a positive integer, got {window_batch!r}")
         self.window_batch = window_batch
-        if channels_last is None:
-            channels_last = self.device.type == "cuda" and precision != "fp32"
-        self.channels_last = bool(channels_last)
+        fast_default = self.device.type == "cuda" and precision != "fp32"
+        self.channels_last = fast_default if channels_last is None else bool(channels_last)
+        self.cudnn_benchmark = fast_default if cudnn_benchmark is None else bool(cudnn_benchmark)
         from synthrel.zoo.mmcv_shim import install
 
         install()
@@ -146,7 +160,7 @@ class MMSegSegmenter(Segmenter):
         self.model = model.to(self.device, memory_format=self._memory_format()).eval()
         if compile:  # forward attributes, not wrapped modules: state_dict keys stay those of the checkpoint
             for module in (self.model.backbone, self.model.decode_head):
-                module.forward = torch.compile(module.forward)
+                module.forward = torch.compile(module.forward, options={"freezing": True})
         self._count_maps: dict[tuple, torch.Tensor] = {}
         self.test_scale = self._resize_scale(cfg)
         if self.model.out_channels != NUM_CLASSES:
@@ -177,7 +191,7 @@ class MMSegSegmenter(Segmenter):
         if with_features and whole:  # the backbone sees the whole image once: reuse that pass
             hook = self.model.backbone.register_forward_hook(lambda m, i, out: captured.append(out[-1]))
         try:
-            with self._autocast():
+            with self._autocast(), cudnn_benchmark(self.cudnn_benchmark):
                 seg = self.model.inference(inputs, metas) if whole else self._slide_inference(inputs)
                 if with_features and not whole:  # slide mode: one extra backbone pass on the whole image
                     captured.append(self.model.backbone(inputs)[-1])
@@ -338,7 +352,7 @@ def build_segmenter(entry: ZooEntry, device="cpu", precision: str = "fp32", cach
                     **speed_options) -> Segmenter:
     """The adapter of `entry`; tiny entries are built on first use into their folder.
 
-    `speed_options` (window_batch, channels_last, compile) go to the mmseg adapter; transformers models
+    `speed_options` (window_batch, channels_last, cudnn_benchmark, compile) go to the mmseg adapter; transformers models
     ignore them."""
     if entry.tiny:
         from synthrel.tiny.segmentation import ensure_tiny_segmenter

@@ -73,6 +73,39 @@ def test_window_batch_too_large_for_a_kernel_is_split(tiny_models, monkeypatch):
     torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
+def test_compiled_segmenter_folds_batchnorm_and_keeps_mmseg_logits(tiny_models):
+    """compile=True (inductor freezing: eval BatchNorm folded into the convolutions) against mmseg's own
+    slide inference of the uncompiled model."""
+    plain = _segmenter(tiny_models["dlv3p_r18"])
+    compiled = _segmenter(tiny_models["dlv3p_r18"], compile=True)
+    images = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8))
+    inputs, _ = plain._preprocess(images)
+    metas = [dict(ori_shape=(64, 128), img_shape=tuple(inputs.shape[2:]), pad_shape=tuple(inputs.shape[2:]))] * 2
+    with torch.no_grad():
+        ref = plain.model.slide_inference(inputs, metas)
+    ours = compiled.logits(images)
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+    assert torch.equal(ours.argmax(1), ref.argmax(1))
+
+
+def test_cudnn_benchmark_is_scoped_to_the_forward(tiny_models, monkeypatch):
+    from synthrel.zoo import predictor
+
+    seg = _segmenter(tiny_models["dlv3p_r18"], cudnn_benchmark=True)
+    assert not _segmenter(tiny_models["dlv3p_r18"]).cudnn_benchmark  # CPU default: off
+    seen = []
+    real = seg.model.encode_decode
+    monkeypatch.setattr(seg.model, "encode_decode",
+                        lambda *a: seen.append(torch.backends.cudnn.benchmark) or real(*a))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    seg.logits(np.zeros((1, 64, 128, 3), np.uint8))
+    assert seen and all(seen) and torch.backends.cudnn.benchmark is False
+    with pytest.raises(RuntimeError), predictor.cudnn_benchmark(True):
+        raise RuntimeError("restored even on error")
+    assert torch.backends.cudnn.benchmark is False
+
+
 def test_sync_free_confusion_and_bins_match_sklearn_and_library():
     rng = np.random.default_rng(3)
     pred = torch.from_numpy(rng.integers(0, 19, (3, 20, 30)))

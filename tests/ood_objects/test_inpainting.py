@@ -75,3 +75,32 @@ def test_refinement_strength_keeps_outside_pixels(tiny_models, patch_size):
     [out] = inpaint_boxes(pipe, [image], [placement], ["lion"], [0], settings, patch_size)
     keep = outside(placement.box, image.shape)
     assert np.array_equal(out[keep], image[keep])
+
+
+def test_accelerated_pipeline_gives_the_plain_pipeline_images(tiny_models):
+    """channels_last + compiled UNet/VAE (aot_eager on CPU: the same traced graphs inductor would get) keep
+    the sampler: same images for the same seeds."""
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline
+
+    from synthrel.ood_objects.inpainting import accelerate_pipeline
+
+    def load():
+        pipe = StableDiffusionInpaintPipeline.from_pretrained(tiny_models["sd15_inpaint"], safety_checker=None,
+                                                              requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (64, 128, 3), dtype=np.uint8) for _ in range(2)]
+    placements = [sample_placement(rng, 64, 128) for _ in images]
+    args = (images, placements, ["A photo of a lion"] * 2, [5, 6])
+    fast = accelerate_pipeline(load(), compile="default", backend="aot_eager")
+    assert fast.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    for settings in (DiffusionSettings(1.0, 15.0, 2), DiffusionSettings(0.65, 7.5, 3)):
+        plain_out = inpaint_boxes(load(), *args, settings, 64)
+        fast_out = inpaint_boxes(fast, *args, settings, 64)
+        for a, b in zip(plain_out, fast_out, strict=True):
+            assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    with pytest.raises(Exception, match="compile must be null or one of"):
+        accelerate_pipeline(load(), compile="fastest")

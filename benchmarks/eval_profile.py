@@ -1,0 +1,134 @@
+"""Where an evaluation pass spends its time: loader wait, host time issuing work, device time per phase.
+
+Runs synthrel's engine loop (as `evaluate_dataset`, every metric on) over random 1024x2048 images with one
+zoo architecture (random weights) and reports per image: seconds waiting for the DataLoader, host seconds
+spent issuing the forward pass and the metric update, device seconds of each (CUDA events, no host sync in
+the loop), the wall time, and the top host-side operators of one batch (torch.profiler). A pass whose device
+time is close to its wall time is bound by the GPU; one whose wait or issue time is, by the host.
+
+    python -m benchmarks.eval_profile --models pspnet_r18 dlv3p_r101 --workers 0 4 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def profile_pass(seg, dataset, batch_size: int, workers: int, calib_pixels: int = 20000) -> dict:
+    from synthrel.evaluation.engine import OnePassAccumulator, _Collate, _Indexed, _to_device
+
+    cuda = seg.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(_Indexed(dataset), batch_size=batch_size, num_workers=workers,
+                                         collate_fn=_Collate(0, calib_pixels), pin_memory=cuda,
+                                         prefetch_factor=4 if workers else None)
+    acc = OnePassAccumulator(seg.device, calib_pixels, 0)
+    events = []
+    wait = issue_forward = issue_update = 0.0
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    it = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            groups = next(it)
+        except StopIteration:
+            break
+        t1 = time.perf_counter()
+        wait += t1 - t0
+        for group in groups:
+            marks = [torch.cuda.Event(enable_timing=True) for _ in range(3)] if cuda else []
+            if marks:
+                marks[0].record()
+            t2 = time.perf_counter()
+            logits, features = seg.logits_and_features(group["image"], with_features=False)
+            t3 = time.perf_counter()
+            if marks:
+                marks[1].record()
+            acc.update(logits, _to_device(group["label"], seg.device), _to_device(group["ood"], seg.device),
+                       features, group["indices"], group["ids"], picks=group["picks"])
+            t4 = time.perf_counter()
+            if marks:
+                marks[2].record()
+                events.append(marks)
+            issue_forward += t3 - t2
+            issue_update += t4 - t3
+    acc.result()
+    wall = time.perf_counter() - start
+    n = len(dataset)
+    res = {"workers": workers, "img_s": round(n / wall, 2), "wall_ms_per_img": round(1000 * wall / n, 2),
+           "loader_wait_ms_per_img": round(1000 * wait / n, 2),
+           "issue_forward_ms_per_img": round(1000 * issue_forward / n, 2),
+           "issue_update_ms_per_img": round(1000 * issue_update / n, 2)}
+    if cuda:
+        res["device_forward_ms_per_img"] = round(sum(a.elapsed_time(b) for a, b, _ in events) / n, 2)
+        res["device_update_ms_per_img"] = round(sum(b.elapsed_time(c) for _, b, c in events) / n, 2)
+    return res
+
+
+def top_host_ops(seg, image_batch: np.ndarray, rows: int = 15) -> list:
+    from torch.profiler import ProfilerActivity, profile
+
+    seg.logits_and_features(image_batch, with_features=False)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if seg.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        seg.logits_and_features(image_batch, with_features=False)
+        if seg.device.type == "cuda":
+            torch.cuda.synchronize()
+    table = prof.key_averages()
+    ops = sorted(table, key=lambda e: e.self_cpu_time_total, reverse=True)[:rows]
+    return [{"op": e.key[:80], "calls": e.count, "self_cpu_ms": round(e.self_cpu_time_total / 1000, 2),
+             "device_ms": round(getattr(e, "self_device_time_total", 0) / 1000, 2)} for e in ops]
+
+
+def main(argv=None) -> dict:
+    from benchmarks.eval_bench import MODELS, RandomSegmentationSet, build_baseline, build_synthrel
+    from synthrel.zoo.mmcv_shim import install
+    from synthrel.zoo.registry import load_mmseg_config
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.eval_profile", description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--workers", nargs="+", type=int, default=[0, 4, 8])
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--n-images", type=int, default=32)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--size", type=int, nargs=2, default=(1024, 2048), help="image height and width")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    install()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dataset = RandomSegmentationSet(args.n_images, *args.size, distinct=4, seed=0)
+    out = {}
+    for name in args.models:
+        config_file, family = MODELS[name]
+        torch.manual_seed(0)
+        baseline = build_baseline(load_mmseg_config(config_file), device)
+        seg = build_synthrel(config_file, family, baseline, device, args.precision, compile=args.compile)
+        del baseline
+        warm = RandomSegmentationSet(args.batch_size, *args.size, distinct=1, seed=3)
+        profile_pass(seg, warm, args.batch_size, 0)
+        runs = [profile_pass(seg, dataset, args.batch_size, w) for w in args.workers]
+        batch = np.stack([dataset[i]["image"] for i in range(args.batch_size)])
+        out[name] = {"precision": args.precision, "compile": args.compile, "runs": runs,
+                     "top_host_ops": top_host_ops(seg, batch)}
+        print(json.dumps({name: out[name]}, indent=1), flush=True)
+        del seg
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    path = args.json or (Path(os.environ["OUT"]) / "eval_profile.json" if os.environ.get("OUT") else None)
+    if path:
+        Path(path).write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
