@@ -256,7 +256,7 @@ def engine_runs(name, seg, baseline, dataset, args, ref_confusion, ref_preds, de
     from synthrel.metrics.segmentation import mean_iou
 
     run = dict(precision=seg.precision, channels_last=seg.channels_last, cudnn_benchmark=seg.cudnn_benchmark,
-               window_batch=seg.window_batch)
+               shifted_depthwise=seg.shifted_depthwise, window_batch=seg.window_batch)
     warm = torch.utils.data.Subset(dataset, range(min(len(dataset), args.batch_size)))
     start = time.perf_counter()
     evaluate_dataset(seg, warm, batch_size=args.batch_size, calib_pixels_per_image=20000, with_features=False,
@@ -321,7 +321,8 @@ def bench_model(name: str, args, device) -> dict:
     for precision in args.precisions:
         for compiled in ([False, True] if args.compile and precision == args.precisions[-1] else [False]):
             seg = build_synthrel(config_file, family, baseline, device, precision, window_batch=args.window_batch,
-                                 channels_last=args.channels_last, compile=compiled)
+                                 channels_last=args.channels_last, shifted_depthwise=args.shifted_depthwise,
+                                 compile=compiled)
             run = engine_runs(name, seg, baseline, dataset, args, ref_confusion, ref_preds, device, compiled)
             run["compile"] = compiled
             run["ratio_vs_mmseg_loop"] = round(run["img_s"] / mm_img_s, 2)
@@ -425,12 +426,14 @@ def _write(res: dict, args) -> None:
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks.run eval", description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    p.add_argument("--n-images", type=int, default=None, help="images per timed pass (default 16; quick 4)")
+    p.add_argument("--n-images", type=int, default=None, help="images per timed pass (default 64: worker start-up amortised as on real sets; quick 4)")
     p.add_argument("--batch-size", type=int, default=4, help="images per engine batch")
     p.add_argument("--window-batch", type=int, default=16, help="most sliding-window crops per forward call")
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16", "fp16"], default=["fp32", "bf16"])
     p.add_argument("--channels-last", type=lambda s: {"on": True, "off": False, "auto": None}[s], default=None,
                    help="on|off|auto (auto: on at reduced precision on CUDA)")
+    p.add_argument("--shifted-depthwise", type=lambda s: {"on": True, "off": False, "auto": None}[s], default=None,
+                   help="on|off|auto: depthwise convolutions as shifted sums (auto: on at reduced precision on CUDA)")
     p.add_argument("--compile", action="store_true", help="also run the last precision with torch.compile")
     p.add_argument("--num-workers", type=int, default=4, help="DataLoader workers of the engine")
     p.add_argument("--quick", action="store_true", help="4 images, no with-features pass")
@@ -442,7 +445,7 @@ def parse_args(argv):
     p.add_argument("--device", default=None, help="default: cuda if available (cpu with --tiny)")
     p.add_argument("--json", default=None, help="write the JSON here (default $OUT/eval_bench.json)")
     args = p.parse_args(argv)
-    args.n_images = args.n_images or (4 if args.quick or args.tiny else 16)
+    args.n_images = args.n_images or (4 if args.quick or args.tiny else 64)
     args.size = (64, 128) if args.tiny else (1024, 2048)
     if args.tiny:
         args.num_workers = min(args.num_workers, 1)

@@ -7,6 +7,7 @@ the loop), the wall time, and the top host-side operators of one batch (torch.pr
 time is close to its wall time is bound by the GPU; one whose wait or issue time is, by the host.
 
     python -m benchmarks.eval_profile --models pspnet_r18 dlv3p_r101 --workers 0 4 8
+    python -m benchmarks.eval_profile --models dlv3p_r101 --workers 4 --kernels [--compile]
 """
 
 from __future__ import annotations
@@ -88,6 +89,23 @@ def top_host_ops(seg, image_batch: np.ndarray, rows: int = 15) -> list:
              "device_ms": round(getattr(e, "self_device_time_total", 0) / 1000, 2)} for e in ops]
 
 
+def top_kernels(seg, image_batch: np.ndarray, rows: int = 20) -> dict:
+    """Device time of one batch's forward by kernel (CUDA only): total and the largest kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    seg.logits_and_features(image_batch, with_features=False)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        seg.logits_and_features(image_batch, with_features=False)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(e.self_device_time_total for e in kernels)
+    top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:rows]
+    return {"device_ms": round(total / 1000, 2),
+            "kernels": [{"kernel": e.key[:110], "calls": e.count, "ms": round(e.self_device_time_total / 1000, 2),
+                         "share": round(e.self_device_time_total / total, 3)} for e in top]}
+
+
 def main(argv=None) -> dict:
     from benchmarks.eval_bench import MODELS, RandomSegmentationSet, build_baseline, build_synthrel
     from synthrel.zoo.mmcv_shim import install
@@ -101,6 +119,7 @@ def main(argv=None) -> dict:
     p.add_argument("--n-images", type=int, default=32)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--size", type=int, nargs=2, default=(1024, 2048), help="image height and width")
+    p.add_argument("--kernels", action="store_true", help="also list the largest CUDA kernels of one batch")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
@@ -120,6 +139,8 @@ def main(argv=None) -> dict:
         batch = np.stack([dataset[i]["image"] for i in range(args.batch_size)])
         out[name] = {"precision": args.precision, "compile": args.compile, "runs": runs,
                      "top_host_ops": top_host_ops(seg, batch)}
+        if args.kernels and device.type == "cuda":
+            out[name]["top_kernels"] = top_kernels(seg, batch)
         print(json.dumps({name: out[name]}, indent=1), flush=True)
         del seg
         if device.type == "cuda":
