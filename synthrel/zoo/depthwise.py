@@ -1,10 +1,12 @@
-"""Depthwise convolutions as sums of shifted inputs, for the GPU where cuDNN's kernel for them is slow.
+"""Dilated depthwise convolutions, which cuDNN runs slowly in channels-last.
 
-cuDNN runs channels-last depthwise (dilated) convolutions with a direct kernel far from memory speed: in
-DeepLabV3+'s separable ASPP head it takes 35-43 % of the bf16 pass (benchmarks/depthwise_probe.py and
-docs/benchmarks.md). A stride-1 depthwise convolution is a sum over its k x k taps of the input shifted by the
-tap's offset and scaled per channel; written that way it is elementwise work that inductor fuses into one
-kernel. Taps are accumulated in fp32, as cuDNN accumulates.
+cuDNN takes 13-16 ms for one dilated 3x3 depthwise convolution of DeepLabV3+'s separable ASPP head on 16 crops
+of 769 in bf16 channels-last, 35-43 % of that model's pass, against 2.9 ms in NCHW and 1.2-2.0 ms as one
+fused kernel of shifted sums (benchmarks/depthwise_probe.py, docs/benchmarks.md); undilated depthwise
+convolutions are fast in channels-last (0.34 ms for a ConvNeXt 7x7) and are left alone. A stride-1 depthwise
+convolution is the sum over its k x k taps of the input shifted by the tap's offset and scaled per channel:
+under torch.compile it is written that way, which inductor fuses into one kernel; in eager mode the
+convolution runs in NCHW. Taps are accumulated in fp32, as cuDNN accumulates.
 """
 
 from __future__ import annotations
@@ -36,24 +38,30 @@ def depthwise_conv_by_shifts(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     return acc.to(dtype)
 
 
-def is_shiftable_depthwise(module: nn.Module) -> bool:
-    """A stride-1, zero-padded, symmetric depthwise Conv2d (one filter per channel)."""
+def is_dilated_depthwise(module: nn.Module) -> bool:
+    """A dilated, stride-1, zero-padded, symmetric depthwise Conv2d (one filter per channel)."""
     return (isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
             == module.out_channels and module.stride == (1, 1) and module.padding_mode == "zeros"
             and not isinstance(module.padding, str) and len(set(module.padding)) == 1
-            and len(set(module.dilation)) == 1)
+            and len(set(module.dilation)) == 1 and module.dilation[0] > 1)
 
 
-def use_shifted_depthwise(model: nn.Module) -> int:
-    """Route every shiftable depthwise Conv2d of `model` through `depthwise_conv_by_shifts` (forward attributes:
+def reroute_dilated_depthwise(model: nn.Module) -> int:
+    """Route every dilated depthwise Conv2d of `model` around cuDNN's channels-last kernel (forward attributes:
     the state_dict is untouched); returns how many were routed."""
     count = 0
     for module in model.modules():
-        if is_shiftable_depthwise(module):
-            module.forward = functools.partial(_shifted_forward, module)
+        if is_dilated_depthwise(module):
+            module.forward = functools.partial(_dilated_depthwise_forward, module)
             count += 1
     return count
 
 
-def _shifted_forward(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    return depthwise_conv_by_shifts(x, module.weight, module.bias, module.padding[0], module.dilation[0])
+def _dilated_depthwise_forward(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    padding, dilation = module.padding[0], module.dilation[0]
+    if torch.compiler.is_compiling():
+        return depthwise_conv_by_shifts(x, module.weight, module.bias, padding, dilation)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    out = F.conv2d(x.contiguous(), module.weight, module.bias, padding=padding, dilation=dilation,
+                   groups=module.groups)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
