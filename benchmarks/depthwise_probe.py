@@ -9,6 +9,7 @@ layout/backend and reports milliseconds and the error against an fp32 reference:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -47,20 +48,16 @@ def main(argv=None) -> dict:
         ref = F.conv2d(x32, w32, b32, padding=pad, dilation=d, groups=shape[1])
         x, w, b = x32.bfloat16(), w32.bfloat16(), b32.bfloat16()
         xl = x.contiguous(memory_format=torch.channels_last)
-        compiled = torch.compile(depthwise_conv_by_shifts)
-        variants = {
-            "cudnn_nhwc": lambda: F.conv2d(xl, w, b, padding=pad, dilation=d, groups=shape[1]),
-            "cudnn_nchw": lambda: F.conv2d(x, w, b, padding=pad, dilation=d, groups=shape[1]),
-            "shifts_eager": lambda: depthwise_conv_by_shifts(xl, w, b, pad, d),
-            "shifts_compiled": lambda: compiled(xl, w, b, pad, d),
-        }
+        conv = functools.partial(F.conv2d, weight=w, bias=b, padding=pad, dilation=d, groups=shape[1])
+        shifts = functools.partial(depthwise_conv_by_shifts, weight=w, bias=b, padding=pad, dilation=d)
+        variants = {"cudnn_nhwc": (conv, xl, True), "cudnn_nchw": (conv, x, True), "aten_nchw": (conv, x, False),
+                    "shifts_eager": (shifts, xl, True), "shifts_compiled": (torch.compile(shifts), xl, True)}
         res = {}
-        with torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=True):
-            for label, fn in variants.items():
-                res[label] = {"ms": round(timed(fn), 3), "max_abs_err": round(float((fn().float() - ref).abs().max()), 4)}
-        with torch.backends.cudnn.flags(enabled=False):
-            fn = lambda: F.conv2d(x, w, b, padding=pad, dilation=d, groups=shape[1])  # noqa: E731
-            res["aten_nchw"] = {"ms": round(timed(fn), 3), "max_abs_err": round(float((fn().float() - ref).abs().max()), 4)}
+        for label, (fn, inp, cudnn) in variants.items():
+            with torch.backends.cudnn.flags(enabled=cudnn, benchmark=True, deterministic=False, allow_tf32=True):
+                run = functools.partial(fn, inp)
+                res[label] = {"ms": round(timed(run), 3),
+                              "max_abs_err": round(float((run().float() - ref).abs().max()), 4)}
         out[name] = res
         print(name, json.dumps(res), flush=True)
     if os.environ.get("OUT"):

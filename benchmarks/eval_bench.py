@@ -257,7 +257,7 @@ def engine_runs(name, seg, baseline, dataset, args, ref_confusion, ref_preds, de
     from synthrel.metrics.segmentation import mean_iou
 
     run = dict(precision=seg.precision, channels_last=seg.channels_last, cudnn_benchmark=seg.cudnn_benchmark,
-               reroute_dilated_depthwise=seg.reroute_dilated_depthwise, window_batch=seg.window_batch)
+               reroute_depthwise=seg.reroute_depthwise, window_batch=seg.window_batch)
     warm = torch.utils.data.Subset(dataset, range(min(len(dataset), args.batch_size)))
     start = time.perf_counter()
     evaluate_dataset(seg, warm, batch_size=args.batch_size, calib_pixels_per_image=20000, with_features=False,
@@ -322,7 +322,7 @@ def bench_model(name: str, args, device) -> dict:
     for precision in args.precisions:
         for compiled in ([False, True] if args.compile and precision == args.precisions[-1] else [False]):
             seg = build_synthrel(config_file, family, baseline, device, precision, window_batch=args.window_batch,
-                                 channels_last=args.channels_last, reroute_dilated_depthwise=args.reroute_dilated_depthwise,
+                                 channels_last=args.channels_last, reroute_depthwise=args.reroute_depthwise,
                                  compile=compiled)
             run = engine_runs(name, seg, baseline, dataset, args, ref_confusion, ref_preds, device, compiled)
             run["compile"] = compiled
@@ -433,7 +433,7 @@ def parse_args(argv):
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16", "fp16"], default=["fp32", "bf16"])
     p.add_argument("--channels-last", type=lambda s: {"on": True, "off": False, "auto": None}[s], default=None,
                    help="on|off|auto (auto: on at reduced precision on CUDA)")
-    p.add_argument("--reroute-dilated-depthwise", type=lambda s: {"on": True, "off": False, "auto": None}[s],
+    p.add_argument("--reroute-depthwise", type=lambda s: {"on": True, "off": False, "auto": None}[s],
                    default=None, help="on|off|auto: dilated depthwise convolutions off cuDNN's channels-last kernel "
                    "(auto: on at reduced precision on CUDA)")
     p.add_argument("--compile", action="store_true", help="also run the last precision with torch.compile")

@@ -19,7 +19,6 @@ from PIL import Image
 from synthrel.errors import ConfigError
 from synthrel.ood_objects.placement import Box, Placement
 
-
 #: torch.compile modes for the inpainting UNet ("reduce-overhead" adds CUDA graphs: the batch-1 case is bound
 #: by kernel launches).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")

@@ -129,14 +129,14 @@ class MMSegSegmenter(Segmenter):
     heuristics, e.g. for dilated convolutions; off at fp32 to keep mmseg's kernels); `compile`, torch.compile
     of the backbone and decode-head forwards with inductor's freezing (weights become constants, so eval-mode
     BatchNorm folds into the convolution before it; compiled on first use, again per new input shape);
-    `reroute_dilated_depthwise` (default as channels_last) keeps dilated depthwise convolutions away from cuDNN's
+    `reroute_depthwise` (default as channels_last) keeps dilated depthwise convolutions away from cuDNN's
     slow channels-last kernel for them: NCHW in eager mode, fused shifted sums when compiled
     (synthrel.zoo.depthwise).
     """
 
     def __init__(self, entry: ZooEntry, device, precision: str = "fp32", cache_dir=None, load_weights: bool = True,
                  *, window_batch: int = 16, channels_last: bool | None = None, cudnn_benchmark: bool | None = None,
-                 reroute_dilated_depthwise: bool | None = None, compile: bool = False):
+                 reroute_depthwise: bool | None = None, compile: bool = False):
         super().__init__(entry, device, precision)
         if isinstance(window_batch, bool) or not isinstance(window_batch, int) or window_batch < 1:
             raise ConfigError(f"`window_batch` must be a positive integer, got {window_batch!r}")
@@ -144,8 +144,7 @@ class MMSegSegmenter(Segmenter):
         fast_default = self.device.type == "cuda" and precision != "fp32"
         self.channels_last = fast_default if channels_last is None else bool(channels_last)
         self.cudnn_benchmark = fast_default if cudnn_benchmark is None else bool(cudnn_benchmark)
-        self.reroute_dilated_depthwise = (fast_default if reroute_dilated_depthwise is None
-                                          else bool(reroute_dilated_depthwise))
+        self.reroute_depthwise = fast_default if reroute_depthwise is None else bool(reroute_depthwise)
         from synthrel.zoo.mmcv_shim import install
 
         install()
@@ -164,7 +163,7 @@ class MMSegSegmenter(Segmenter):
         if load_weights:
             load_state_strict(model, read_checkpoint(checkpoint, entry.key, cache_dir), entry.key, checkpoint)
         self.model = model.to(self.device, memory_format=self._memory_format()).eval()
-        if self.reroute_dilated_depthwise:
+        if self.reroute_depthwise:
             reroute_dilated_depthwise(self.model)
         if compile:  # forward attributes, not wrapped modules: state_dict keys stay those of the checkpoint
             for module in (self.model.backbone, self.model.decode_head):
@@ -360,7 +359,7 @@ def build_segmenter(entry: ZooEntry, device="cpu", precision: str = "fp32", cach
                     **speed_options) -> Segmenter:
     """The adapter of `entry`; tiny entries are built on first use into their folder.
 
-    `speed_options` (window_batch, channels_last, cudnn_benchmark, reroute_dilated_depthwise, compile) go to the mmseg adapter; transformers models
+    `speed_options` (window_batch, channels_last, cudnn_benchmark, reroute_depthwise, compile) go to the mmseg adapter; transformers models
     ignore them."""
     if entry.tiny:
         from synthrel.tiny.segmentation import ensure_tiny_segmenter

@@ -89,6 +89,18 @@ def test_compiled_segmenter_folds_batchnorm_and_keeps_mmseg_logits(tiny_models):
     assert torch.equal(ours.argmax(1), ref.argmax(1))
 
 
+def test_rerouted_dilated_depthwise_keeps_mmseg_logits(tiny_models):
+    """The separable ASPP's dilated depthwise convolutions rerouted (as on CUDA at reduced precision)."""
+    from synthrel.zoo.depthwise import is_dilated_depthwise
+
+    plain = _segmenter(tiny_models["dlv3p_r18"])
+    rerouted = _segmenter(tiny_models["dlv3p_r18"], reroute_depthwise=True, channels_last=True)
+    routed = [m for m in rerouted.model.modules() if is_dilated_depthwise(m)]
+    assert routed and all(m.forward.__class__.__name__ == "partial" for m in routed)
+    images = np.random.default_rng(6).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8)
+    torch.testing.assert_close(rerouted.logits(images), plain.logits(images), atol=1e-4, rtol=1e-4)
+
+
 def test_cudnn_benchmark_is_scoped_to_the_forward(tiny_models, monkeypatch):
     from synthrel.zoo import predictor
 
