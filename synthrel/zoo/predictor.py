@@ -18,6 +18,7 @@ import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -129,14 +130,15 @@ class MMSegSegmenter(Segmenter):
     heuristics, e.g. for dilated convolutions; off at fp32 to keep mmseg's kernels); `compile`, torch.compile
     of the backbone and decode-head forwards with inductor's freezing (weights become constants, so eval-mode
     BatchNorm folds into the convolution before it; compiled on first use, again per new input shape);
-    `reroute_depthwise` (default as channels_last) keeps dilated depthwise convolutions away from cuDNN's
+    `host_resize` (default: at fp32, the exact path) resizes to the test scale with cv2 on the host, as mmseg's
+    pipeline does, instead of on the device; `reroute_depthwise` (default as channels_last) keeps dilated depthwise convolutions away from cuDNN's
     slow channels-last kernel for them: NCHW in eager mode, fused shifted sums when compiled
     (synthrel.zoo.depthwise).
     """
 
     def __init__(self, entry: ZooEntry, device, precision: str = "fp32", cache_dir=None, load_weights: bool = True,
                  *, window_batch: int = 16, channels_last: bool | None = None, cudnn_benchmark: bool | None = None,
-                 reroute_depthwise: bool | None = None, compile: bool = False):
+                 reroute_depthwise: bool | None = None, host_resize: bool | None = None, compile: bool = False):
         super().__init__(entry, device, precision)
         if isinstance(window_batch, bool) or not isinstance(window_batch, int) or window_batch < 1:
             raise ConfigError(f"`window_batch` must be a positive integer, got {window_batch!r}")
@@ -145,6 +147,7 @@ class MMSegSegmenter(Segmenter):
         self.channels_last = fast_default if channels_last is None else bool(channels_last)
         self.cudnn_benchmark = fast_default if cudnn_benchmark is None else bool(cudnn_benchmark)
         self.reroute_depthwise = fast_default if reroute_depthwise is None else bool(reroute_depthwise)
+        self.host_resize = precision == "fp32" if host_resize is None else bool(host_resize)
         from synthrel.zoo.mmcv_shim import install
 
         install()
@@ -213,17 +216,23 @@ class MMSegSegmenter(Segmenter):
     def _preprocess(self, images) -> tuple[torch.Tensor, tuple[int, int]]:
         """The data_preprocessor's result for mmseg's BGR loader input, computed batched on the device.
 
+        The test-scale resize runs on the device (bilinear, rounded: within one grey level of cv2) unless
+        `host_resize`, which runs cv2 on the host exactly as mmseg's pipeline does.
+
         mmseg's loader reads BGR and its preprocessor swaps to RGB when `bgr_to_rgb` is set: then the network
         sees our RGB input unchanged (the per-channel resize and normalisation commute with the swap, so the
         values are identical); otherwise it is fed BGR, as mmseg's own loader would.
         """
         pre = self.model.data_preprocessor
-        if not pre.channel_conversion:
-            images = rgb_to_bgr(np.asarray(images.cpu() if torch.is_tensor(images) else images))
-        x = self._upload(images)
-        height, width = x.shape[-2:]
+        height, width = images.shape[1:3]
         size = keep_ratio_size(height, width, self.test_scale)
-        x = resize_like_cv2(x, size)
+        if not pre.channel_conversion or (self.host_resize and size != (height, width)):
+            images = np.asarray(images.cpu() if torch.is_tensor(images) else images)
+        if self.host_resize and size != (height, width):  # mmcv.imresize: cv2's fixed-point bilinear on uint8
+            images = np.stack([cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR) for image in images])
+        if not pre.channel_conversion:
+            images = rgb_to_bgr(images)
+        x = resize_like_cv2(self._upload(images), size)
         if pre.test_cfg:
             raise ConfigError(f"model {self.key!r}: test-time padding (data_preprocessor.test_cfg) is not supported")
         if pre._enable_normalize:
@@ -359,7 +368,8 @@ def build_segmenter(entry: ZooEntry, device="cpu", precision: str = "fp32", cach
                     **speed_options) -> Segmenter:
     """The adapter of `entry`; tiny entries are built on first use into their folder.
 
-    `speed_options` (window_batch, channels_last, cudnn_benchmark, reroute_depthwise, compile) go to the mmseg adapter; transformers models
+    `speed_options` (window_batch, channels_last, cudnn_benchmark, reroute_depthwise, host_resize,
+    compile) go to the mmseg adapter; transformers models
     ignore them."""
     if entry.tiny:
         from synthrel.tiny.segmentation import ensure_tiny_segmenter

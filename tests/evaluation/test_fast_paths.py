@@ -188,3 +188,23 @@ def test_eval_bench_tiny_smoke(tmp_path):
     assert run["slide_vs_mmseg_same_input"]["rel_l2"] < 1e-6  # fp32 rounding of other batch sizes at most
     assert run["slide_vs_mmseg_same_input"]["argmax_diff_pixels"] == 0
     assert 0 <= run["accumulation_share_of_pass"] <= 1 and res["dlv3p_r101"]["tflop_per_img"] > 0
+
+
+@pytest.mark.parametrize("host_resize", [True, False])
+def test_test_scale_resize_host_exact_device_within_one_level(tiny_models, host_resize):
+    """host_resize: the network input is mmcv.imresize's (cv2 bilinear on uint8) exactly; on the device it is
+    within one grey level of it."""
+    import cv2
+
+    seg = _segmenter(tiny_models["dlv3p_r18"], host_resize=host_resize)
+    seg.test_scale = (97, 61)  # keep-ratio: 45 x 90 -> 49 x 97 (mmcv rescale_size rounds 48.5 up)
+    images = np.random.default_rng(8).integers(0, 256, (2, 45, 90, 3), dtype=np.uint8)
+    x, size = seg._preprocess(images)
+    assert size == (45, 90) and tuple(x.shape[-2:]) == (49, 97)
+    pre = seg.model.data_preprocessor
+    reference = np.stack([cv2.resize(im, (97, 49), interpolation=cv2.INTER_LINEAR) for im in images])
+    if not pre.channel_conversion:
+        reference = reference[..., ::-1]
+    ours = (x * pre.std + pre.mean).permute(0, 2, 3, 1).round().numpy()
+    diff = np.abs(ours - reference.astype(np.float32))
+    assert diff.max() == 0 if host_resize else diff.max() <= 1
