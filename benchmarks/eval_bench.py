@@ -193,7 +193,7 @@ def logits_only_pass(seg, dataset, batch_size: int, num_workers: int) -> float:
     return time.perf_counter() - start
 
 
-def accumulation_probe(seg, dataset, batch_size: int, repeats: int = 5) -> dict:
+def accumulation_probe(seg, dataset, batch_size: int, repeats: int = 5, compile: bool = False) -> dict:
     """Milliseconds per image of one OnePassAccumulator.update (every metric on) on real logits, and the host
     syncs it causes (torch.cuda sync debug mode)."""
     from synthrel.evaluation.engine import OnePassAccumulator, calibration_picks
@@ -207,7 +207,7 @@ def accumulation_probe(seg, dataset, batch_size: int, repeats: int = 5) -> dict:
     picks = torch.from_numpy(calibration_picks(0, list(range(n)), *logits.shape[2:], 20000))
     if seg.device.type == "cuda":
         picks = picks.pin_memory()
-    acc = OnePassAccumulator(seg.device, 20000, 0)
+    acc = OnePassAccumulator(seg.device, 20000, 0, compile=compile)
     args = (logits, labels, oods, None, list(range(n)), [s["id"] for s in samples])
     acc.update(*args, picks=picks)
     _sync(seg.device)
@@ -261,7 +261,7 @@ def engine_runs(name, seg, baseline, dataset, args, ref_confusion, ref_preds, de
     warm = torch.utils.data.Subset(dataset, range(min(len(dataset), args.batch_size)))
     start = time.perf_counter()
     evaluate_dataset(seg, warm, batch_size=args.batch_size, calib_pixels_per_image=20000, with_features=False,
-                     desc=f"{name} warm-up")
+                     desc=f"{name} warm-up", compile_metrics=compiled)
     _sync(device)
     run["first_call_s"] = round(time.perf_counter() - start, 2)
     _peak_reset(device)
@@ -269,13 +269,14 @@ def engine_runs(name, seg, baseline, dataset, args, ref_confusion, ref_preds, de
         _sync(device)
         start = time.perf_counter()
         out = evaluate_dataset(seg, dataset, batch_size=args.batch_size, num_workers=args.num_workers,
-                               calib_pixels_per_image=20000, seed=0, with_features=False, desc=f"{name} engine")
+                               calib_pixels_per_image=20000, seed=0, with_features=False, desc=f"{name} engine",
+                               compile_metrics=compiled)
         full = time.perf_counter() - start
     run.update(img_s=round(len(dataset) / full, 2), gpu_util_pct=util.mean, peak_gib=_peak_gib(device))
     logits_s = logits_only_pass(seg, dataset, args.batch_size, args.num_workers)
     run["logits_only_img_s"] = round(len(dataset) / logits_s, 2)
     run["accumulation_share_of_pass"] = round(max(full - logits_s, 0.0) / full, 3)
-    run.update(accumulation_probe(seg, dataset, args.batch_size))
+    run.update(accumulation_probe(seg, dataset, args.batch_size, compile=compiled))
     run["accumulation_probe_share"] = round(run["accumulate_ms_per_img"] * run["img_s"] / 1000, 3)
     if not args.quick and not compiled:  # a compiled model would compile again for the whole-image shape
         start = time.perf_counter()

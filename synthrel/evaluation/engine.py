@@ -57,12 +57,18 @@ class EvalOutputs:
 
 
 class OnePassAccumulator:
-    """Device-side accumulators fed batch by batch; `result()` is the only host transfer."""
+    """Device-side accumulators fed batch by batch; `result()` is the only host transfer.
 
-    def __init__(self, device, calib_pixels_per_image: int, seed: int):
+    `compile=True` compiles the per-batch statistics (`batch_statistics`, one function of device tensors) with
+    torch.compile, so that the reductions over the class axis (log-sum-exp, max, softmax, entropy) and the bin
+    arithmetic fuse into a few kernels that read the logits once; recompiled per batch shape.
+    """
+
+    def __init__(self, device, calib_pixels_per_image: int, seed: int, compile: bool = False):
         self.device = torch.device(device)
         self.calib_pixels = calib_pixels_per_image
         self.seed = seed
+        self.statistics = torch.compile(batch_statistics, dynamic=False) if compile else batch_statistics
         self.confusion = new_confusion(self.device)
         self.image_confusions: list[torch.Tensor] = []
         self.ece_bins = torch.zeros(3, N_BINS, dtype=torch.float64, device=self.device)
@@ -83,62 +89,27 @@ class OnePassAccumulator:
         self.indices.extend(indices)
         if features is not None:
             self.features.append(features.float())
-        logits = logits.float()
-        lse = torch.logsumexp(logits, dim=1)
-        max_logit, pred = logits.max(dim=1)
-        conf = torch.exp(max_logit - lse)
+        if labels is not None and self.calib_pixels:
+            if picks is None:
+                picks = torch.from_numpy(calibration_picks(self.seed, indices, *logits.shape[2:], self.calib_pixels))
+            picks = picks.to(self.device, non_blocking=True)
+        else:
+            picks = None
+        stats = self.statistics(logits, labels, oods, picks)
         if labels is not None:
             self.has_labels = True
-            valid = (labels >= 0) & (labels < NUM_CLASSES)
-            pred32 = pred.int()
-            per_image = _confusions(pred32, labels, valid)
-            self.image_confusions.append(per_image)
-            self.confusion += per_image.sum(0)
-            self.ece_bins += _weighted_bins(conf, pred32 == labels, valid)
-            if self.calib_pixels:
-                if picks is None:
-                    picks = torch.from_numpy(calibration_picks(self.seed, indices, *logits.shape[2:],
-                                                               self.calib_pixels))
-                self._sample_calibration(logits, labels, indices, picks.to(self.device, non_blocking=True))
+            self.image_confusions.append(stats["confusions"])
+            self.confusion += stats["confusions"].sum(0)
+            self.ece_bins += stats["ece_bins"]
+        if picks is not None:
+            batch, k = picks.shape
+            self.ece_paper_bins += stats["ece_paper_bins"]
+            for key in ("logits", "labels", "keep"):
+                self.calib[key].append(stats[f"calib_{key}"])
+            self.calib["image_index"].append(np.repeat(np.asarray(indices, dtype=np.int32), k))
         if oods is not None:
-            entropy = lse - (torch.softmax(logits, dim=1) * logits).sum(dim=1)
-            self._ood_histograms({"msp": conf, "max_logit": max_logit, "entropy": entropy}, oods)
-
-    def _sample_calibration(self, logits, labels, indices: list[int], picks: torch.Tensor) -> None:
-        """Keep the logits and labels of the drawn pixels; ignore pixels are dropped in `result()` (relis drops
-        them after the draw), and meanwhile get zero weight in the paper-protocol ECE bins."""
-        batch, n_classes = logits.shape[:2]
-        k = picks.shape[1]
-        lab = labels.flatten(1).gather(1, picks).long()  # (B, k)
-        z = logits.flatten(2).gather(2, picks.unsqueeze(1).expand(batch, n_classes, k)).transpose(1, 2)  # (B, k, C)
-        keep = lab != IGNORE_INDEX
-        conf, pred = torch.softmax(z, dim=2).max(dim=2)
-        self.ece_paper_bins += _weighted_bins(conf, pred == lab, keep)
-        self.calib["logits"].append(z.reshape(batch * k, n_classes))
-        self.calib["labels"].append(lab.reshape(-1).to(torch.uint8))
-        self.calib["keep"].append(keep.reshape(-1))
-        self.calib["image_index"].append(np.repeat(np.asarray(indices, dtype=np.int32), k))
-
-    def _ood_histograms(self, scores: dict, oods: torch.Tensor) -> None:
-        """Pooled (score, ID/OOD, bin) and per-image (image, score, ID/OOD, bin) counts; void pixels (> 1) are
-        not counted. Bin = floor(unit * n_bins) of the score scaled into [0, 1], clamped to the last bin."""
-        batch = oods.shape[0]
-        counted = (oods == 0) | (oods == 1)  # 0 ID, 1 OOD; 255 void excluded
-        is_ood = oods.int()
-        image = torch.arange(batch, dtype=torch.int32, device=oods.device).view(batch, 1, 1)
-        n_image_bins = batch * 2 * OOD_IMAGE_BINS
-        # each pixel's offset to its (image,) ID/OOD block of bins; void pixels start past the counted bins
-        pooled_offset = torch.where(counted, OOD_BINS * is_ood, 2 * OOD_BINS)
-        image_offset = torch.where(counted, OOD_IMAGE_BINS * is_ood + 2 * OOD_IMAGE_BINS * image, n_image_bins)
-        pooled, per_image = [], []
-        for name in OOD_SCORES:
-            lo, hi = OOD_RANGES[name]
-            unit = ((scores[name].float() - lo) / (hi - lo)).clamp(0, 1)
-            pooled.append(_count_below(_unit_bin(unit, OOD_BINS) + pooled_offset, 2 * OOD_BINS))
-            per_image.append(_count_below(_unit_bin(unit, OOD_IMAGE_BINS) + image_offset, n_image_bins)
-                             .view(batch, -1))
-        self.ood_pooled += torch.stack(pooled)
-        self.ood_images.append(torch.stack(per_image, dim=1))
+            self.ood_pooled += stats["ood_pooled"]
+            self.ood_images.append(stats["ood_images"])
 
     def result(self) -> EvalOutputs:
         """Host copies, per-image rows in dataset order (so `calib["image_index"]` indexes them)."""
@@ -171,6 +142,64 @@ class OnePassAccumulator:
             features=torch.cat(self.features).cpu().numpy()[order] if self.features else np.zeros((0, 0), np.float32),
             ood=ood,
         )
+
+
+def batch_statistics(logits: torch.Tensor, labels: torch.Tensor | None, oods: torch.Tensor | None,
+                     picks: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """What one batch adds to every accumulator, from device tensors only (no host value, no sync).
+
+    confusions (B, 19, 19); ece_bins (3, 15) over valid pixels; with `picks` (B, k) the paper's calibration
+    sample: calib_logits (B*k, 19), calib_labels (B*k,) uint8, calib_keep (B*k,) (ignore pixels are dropped
+    later, as relis drops them after the draw, and get zero weight in ece_paper_bins); with `oods`,
+    ood_pooled (3, 2*OOD_BINS) and ood_images (B, 3, 2*OOD_IMAGE_BINS) histograms of the OOD scores.
+    """
+    out = {}
+    logits = logits.float()
+    lse = torch.logsumexp(logits, dim=1)
+    max_logit, pred = logits.max(dim=1)
+    conf = torch.exp(max_logit - lse)
+    if labels is not None:
+        valid = (labels >= 0) & (labels < NUM_CLASSES)
+        pred32 = pred.int()
+        out["confusions"] = _confusions(pred32, labels, valid)
+        out["ece_bins"] = _weighted_bins(conf, pred32 == labels, valid)
+        if picks is not None:
+            batch, n_classes = logits.shape[:2]
+            k = picks.shape[1]
+            lab = labels.flatten(1).gather(1, picks).long()  # (B, k)
+            z = logits.flatten(2).gather(2, picks.unsqueeze(1).expand(batch, n_classes, k)).transpose(1, 2)
+            keep = lab != IGNORE_INDEX
+            z_conf, z_pred = torch.softmax(z, dim=2).max(dim=2)
+            out["ece_paper_bins"] = _weighted_bins(z_conf, z_pred == lab, keep)
+            out["calib_logits"] = z.reshape(batch * k, n_classes)
+            out["calib_labels"] = lab.reshape(-1).to(torch.uint8)
+            out["calib_keep"] = keep.reshape(-1)
+    if oods is not None:
+        entropy = lse - (torch.softmax(logits, dim=1) * logits).sum(dim=1)
+        out["ood_pooled"], out["ood_images"] = _ood_histograms(
+            {"msp": conf, "max_logit": max_logit, "entropy": entropy}, oods)
+    return out
+
+
+def _ood_histograms(scores: dict, oods: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled (score, ID/OOD, bin) and per-image (image, score, ID/OOD, bin) counts; void pixels (> 1) are
+    not counted. Bin = floor(unit * n_bins) of the score scaled into [0, 1], clamped to the last bin."""
+    batch = oods.shape[0]
+    counted = (oods == 0) | (oods == 1)  # 0 ID, 1 OOD; 255 void excluded
+    is_ood = oods.int()
+    image = torch.arange(batch, dtype=torch.int32, device=oods.device).view(batch, 1, 1)
+    n_image_bins = batch * 2 * OOD_IMAGE_BINS
+    # each pixel's offset to its (image,) ID/OOD block of bins; void pixels start past the counted bins
+    pooled_offset = torch.where(counted, OOD_BINS * is_ood, 2 * OOD_BINS)
+    image_offset = torch.where(counted, OOD_IMAGE_BINS * is_ood + 2 * OOD_IMAGE_BINS * image, n_image_bins)
+    pooled, per_image = [], []
+    for name in OOD_SCORES:
+        lo, hi = OOD_RANGES[name]
+        unit = ((scores[name].float() - lo) / (hi - lo)).clamp(0, 1)
+        pooled.append(_count_below(_unit_bin(unit, OOD_BINS) + pooled_offset, 2 * OOD_BINS))
+        per_image.append(_count_below(_unit_bin(unit, OOD_IMAGE_BINS) + image_offset, n_image_bins)
+                         .view(batch, -1))
+    return torch.stack(pooled), torch.stack(per_image, dim=1)
 
 
 def calibration_picks(seed: int, indices, height: int, width: int, k: int) -> np.ndarray:
@@ -227,16 +256,16 @@ class _Collate:
 
 def evaluate_dataset(segmenter, dataset, *, batch_size: int = 1, num_workers: int = 0,
                      calib_pixels_per_image: int = 20000, seed: int = 0, desc: str = "",
-                     with_features: bool = True) -> EvalOutputs:
+                     with_features: bool = True, compile_metrics: bool = False) -> EvalOutputs:
     """Run `segmenter` once over `dataset`; images of one loader batch are grouped by size.
 
     `with_features=False` skips the per-image backbone features (in slide mode an extra whole-image backbone
-    pass); `features` is then empty."""
+    pass); `features` is then empty. `compile_metrics` compiles the per-batch statistics (OnePassAccumulator)."""
     cuda = segmenter.device.type == "cuda"
     loader = DataLoader(_Indexed(dataset), batch_size=batch_size, num_workers=num_workers, shuffle=False,
                         collate_fn=_Collate(seed, calib_pixels_per_image), pin_memory=cuda,
                         persistent_workers=False, prefetch_factor=4 if num_workers else None)
-    acc = OnePassAccumulator(segmenter.device, calib_pixels_per_image, seed)
+    acc = OnePassAccumulator(segmenter.device, calib_pixels_per_image, seed, compile=compile_metrics)
     with tqdm(total=len(dataset), desc=desc or "evaluate", unit="img") as bar:
         for groups in loader:
             for group in groups:

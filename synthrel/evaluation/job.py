@@ -37,7 +37,7 @@ class EvaluateJob:
     num_workers: int = 2
     precision: str = "fp32"
     window_batch: int = 16  # sliding-window crops per forward call (mmseg models)
-    compile: bool = False  # torch.compile the mmseg models (minutes per model and shape; pays on large sets)
+    compile: bool = False  # torch.compile the mmseg models and the metric statistics (minutes; pays on large sets)
     device: str = "auto"
     calib_pixels_per_image: int = 20000
     seed: int = 0
@@ -102,7 +102,7 @@ class EvaluateJob:
                 out = evaluate_dataset(segmenter, dataset, batch_size=self.batch_size,
                                        num_workers=self.num_workers,
                                        calib_pixels_per_image=self.calib_pixels_per_image, seed=self.seed,
-                                       desc=f"{model_key} on {labels['key']}")
+                                       desc=f"{model_key} on {labels['key']}", compile_metrics=bool(self.compile))
                 meta = {"model": model_key, "family": entry.family, "dataset": labels["key"],
                         "domain": labels["domain"], "generator": labels["generator"], "profile": self.profile}
                 table = metric_rows(out, meta, getattr(dataset, "absent_classes", ()))

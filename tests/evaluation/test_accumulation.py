@@ -104,13 +104,15 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_update_equals_reference_from_definitions(dtype, device):
+@pytest.mark.parametrize(("dtype", "compiled"), [(torch.float32, False), (torch.bfloat16, False),
+                                                 pytest.param(torch.float32, True, marks=pytest.mark.slow)])
+def test_update_equals_reference_from_definitions(dtype, compiled, device):
+    """compiled: the per-batch statistics through inductor (fused reductions) give the same bins."""
     seed, k = 4, 500
     logits, labels, oods = _batch(seed, dtype=dtype)
     conf = _scores(logits, device)["msp"]
     assert (conf == 1).any() and np.isclose(conf, 1 / 3, rtol=1e-6).any() and np.isclose(conf, 1 / 19).any()
-    acc = OnePassAccumulator(device, k, seed)
+    acc = OnePassAccumulator(device, k, seed, compile=compiled)
     # two updates (images 2, 0 then 1: out of order), the second with host-drawn picks as the loader gives
     acc.update(logits[[2, 0]].to(device), labels[[2, 0]].to(device), oods[[2, 0]].to(device), None, [2, 0],
                ["c", "a"])
@@ -123,18 +125,23 @@ def test_update_equals_reference_from_definitions(dtype, device):
     np.testing.assert_array_equal(out.confusion, ref["per_image"].sum(0))
     for ours, theirs in ((out.ece_bins, ref["ece"]), (out.ece_paper_bins, ref["ece_paper"])):
         np.testing.assert_array_equal(ours[[0, 2]], theirs[[0, 2]])  # counts are exact
-        np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-9, atol=0)
+        # confidence sums: compiled, exp(max - lse) is fused and may round its fp32 last bit differently
+        np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-6 if compiled else 1e-9, atol=0)
     order = np.argsort(out.calib["image_index"], kind="stable")
     np.testing.assert_array_equal(out.calib["image_index"][order], ref["calib"][2])
     np.testing.assert_array_equal(out.calib["labels"][order], ref["calib"][1])
     np.testing.assert_array_equal(out.calib["logits"][order], ref["calib"][0])
-    if device == "cpu":
+    if device == "cpu" and not compiled:
         np.testing.assert_array_equal(out.ood["pooled"], ref["ood_pooled"])
         np.testing.assert_array_equal(out.ood["per_image"], ref["ood_images"])
-    else:  # CUDA reductions round differently at another batch shape: a few scores cross a bin edge
+    else:  # CUDA or fused reductions round differently: a few scores cross a bin edge
         for ours, theirs in ((out.ood["pooled"], ref["ood_pooled"]), (out.ood["per_image"], ref["ood_images"])):
             np.testing.assert_array_equal(ours.sum(-1), theirs.sum(-1))  # every pixel counted once
-            assert np.abs(ours.astype(np.int64) - theirs).sum() <= 1e-4 * theirs.sum()
+            moved = ours.astype(np.int64) - theirs
+            if compiled:  # a pixel only moves to the neighbouring bin, and only a handful do
+                assert np.abs(np.cumsum(moved, axis=-1)).max() <= 2 and np.abs(moved).sum() <= 1e-3 * theirs.sum()
+            else:
+                assert np.abs(moved).sum() <= 1e-4 * theirs.sum()
 
 
 def test_edge_confidences_fall_in_the_lower_bin():
