@@ -211,6 +211,12 @@ def test_non_positive_number_of_samples(compose_world, artifacts, override, key)
         run_stages(cfg)
 
 
+def test_non_positive_window_batch(compose_world, artifacts):
+    cfg = compose_world(artifacts, *EVAL_ONE, "stages.evaluate.window_batch=0")
+    with expect_error(ConfigError, r"`stages.evaluate.window_batch` must be a positive integer, got 0"):
+        run_stages(cfg)
+
+
 def test_non_positive_number_of_ood_samples(compose_world, artifacts):
     cfg = compose_world(artifacts, *INPAINT, "stages.inpaint.samples_per_object=0")
     with expect_error(ConfigError, r"`profile.ood_samples_per_object` must be a positive integer, got 0"):
