@@ -297,19 +297,22 @@ def engine_runs(name, seg, baseline, dataset, args, ref_confusion, ref_preds, de
     return run
 
 
+def model_config(name: str, tiny: bool) -> tuple[str, str]:
+    """(config file, family) of benchmark model `name`, or of its tiny stand-in (written to a temporary file)."""
+    if not tiny:
+        return MODELS[name]
+    from synthrel.tiny.segmentation import tiny_mmseg_config
+
+    config_file = str(Path(tempfile.mkdtemp(prefix="eval_bench_")) / f"{TINY_MODELS[name]}.py")
+    tiny_mmseg_config(TINY_MODELS[name]).dump(config_file)
+    return config_file, name
+
+
 def bench_model(name: str, args, device) -> dict:
     from synthrel.zoo.mmcv_shim import install
 
     install()
-    if args.tiny:
-        from synthrel.tiny.segmentation import tiny_mmseg_config
-
-        cfg = tiny_mmseg_config(TINY_MODELS[name])
-        config_file = str(Path(tempfile.mkdtemp(prefix="eval_bench_")) / f"{TINY_MODELS[name]}.py")
-        cfg.dump(config_file)
-        family = name
-    else:
-        config_file, family = MODELS[name]
+    config_file, family = model_config(name, args.tiny)
     torch.manual_seed(0)
     baseline = build_baseline(load_mmseg_config(config_file), device)
     dataset = RandomSegmentationSet(args.n_images, *args.size, distinct=min(4, args.n_images), seed=0)

@@ -8,6 +8,7 @@ time is close to its wall time is bound by the GPU; one whose wait or issue time
 
     python -m benchmarks.eval_profile --models pspnet_r18 dlv3p_r101 --workers 0 4 8
     python -m benchmarks.eval_profile --models dlv3p_r101 --workers 4 --kernels [--compile]
+    python -m benchmarks.eval_profile --tiny --size 64 128 --workers 0   # CPU smoke run
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def top_kernels(seg, image_batch: np.ndarray, rows: int = 20) -> dict:
 
 
 def main(argv=None) -> dict:
-    from benchmarks.eval_bench import MODELS, RandomSegmentationSet, build_baseline, build_synthrel
+    from benchmarks.eval_bench import MODELS, RandomSegmentationSet, build_baseline, build_synthrel, model_config
     from synthrel.zoo.mmcv_shim import install
     from synthrel.zoo.registry import load_mmseg_config
 
@@ -119,6 +120,7 @@ def main(argv=None) -> dict:
     p.add_argument("--n-images", type=int, default=32)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--size", type=int, nargs=2, default=(1024, 2048), help="image height and width")
+    p.add_argument("--tiny", action="store_true", help="tiny architectures of the same families (CPU smoke run)")
     p.add_argument("--kernels", action="store_true", help="also list the largest CUDA kernels of one batch")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -128,7 +130,7 @@ def main(argv=None) -> dict:
     dataset = RandomSegmentationSet(args.n_images, *args.size, distinct=4, seed=0)
     out = {}
     for name in args.models:
-        config_file, family = MODELS[name]
+        config_file, family = model_config(name, args.tiny)
         torch.manual_seed(0)
         baseline = build_baseline(load_mmseg_config(config_file), device)
         seg = build_synthrel(config_file, family, baseline, device, args.precision, compile=args.compile)

@@ -208,3 +208,16 @@ def test_test_scale_resize_host_exact_device_within_one_level(tiny_models, host_
     ours = (x * pre.std + pre.mean).permute(0, 2, 3, 1).round().numpy()
     diff = np.abs(ours - reference.astype(np.float32))
     assert diff.max() == 0 if host_resize else diff.max() <= 1
+
+
+def test_eval_profile_smoke_on_cpu(tmp_path):
+    """benchmarks/eval_profile.py on a tiny PSPNet, CPU."""
+    from benchmarks.eval_profile import main
+
+    path = tmp_path / "profile.json"
+    res = main(["--models", "pspnet_r18", "--tiny", "--precision", "fp32", "--workers", "0", "--n-images", "2",
+                "--batch-size", "2", "--size", "64", "128", "--json", str(path)])
+    (run,) = res["pspnet_r18"]["runs"]
+    assert json.loads(path.read_text()) == res
+    assert run["img_s"] > 0 and run["wall_ms_per_img"] >= run["issue_forward_ms_per_img"] > 0
+    assert res["pspnet_r18"]["top_host_ops"] and "device_forward_ms_per_img" not in run  # CPU: no CUDA events

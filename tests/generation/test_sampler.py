@@ -119,3 +119,16 @@ def test_benchmark_runs_tiny_on_cpu(tmp_path):
     (row,) = report["rows"]
     assert row["batch"] == 2 and row["max_pixel_diff"] <= 1 and row["eager_pixel_std"] > 10
     assert row["synthrel"]["img_per_s"] > 0 and row["ratio"] > 0 and report["guided_step_tflop"] > 0
+
+
+def test_inpaint_benchmark_runs_tiny_on_cpu(tmp_path):
+    """The OOD stage's inpaint + refine line: both calls, both sides, same images (no acceleration on CPU)."""
+    from benchmarks.run import main
+
+    out = tmp_path / "gen_bench.json"
+    main(["gen", "--tiny", "--quick", "--model", "inpaint", "--batches", "2", "--device", "cpu", "--json", str(out)])
+    report = json.loads(out.read_text())["models"][0]
+    assert report["scheduler"] == "PNDMScheduler" and report["steps"] == 3
+    assert [row["call"] for row in report["rows"]] == ["inpaint", "refine"]
+    for row in report["rows"]:
+        assert row["batch"] == 2 and row["max_pixel_diff"] == 0 and row["synthrel"]["img_per_s"] > 0
