@@ -108,7 +108,13 @@ def top_kernels(seg, image_batch: np.ndarray, rows: int = 20) -> dict:
 
 
 def main(argv=None) -> dict:
-    from benchmarks.eval_bench import MODELS, RandomSegmentationSet, build_baseline, build_synthrel, model_config
+    from benchmarks.eval_bench import (
+        MODELS,
+        RandomSegmentationSet,
+        build_baseline,
+        build_synthrel,
+        model_config,
+    )
     from synthrel.zoo.mmcv_shim import install
     from synthrel.zoo.registry import load_mmseg_config
 
