@@ -202,7 +202,9 @@ def accumulation_probe(seg, dataset, batch_size: int, repeats: int = 5, compile:
     samples = [dataset[i] for i in range(n)]
     images = torch.from_numpy(np.stack([s["image"] for s in samples]))
     labels = torch.from_numpy(np.stack([s["label"] for s in samples])).to(seg.device)
-    oods = torch.from_numpy(np.stack([s["ood"] for s in samples])).to(seg.device)
+    oods = None
+    if samples[0]["ood"] is not None:
+        oods = torch.from_numpy(np.stack([s["ood"] for s in samples])).to(seg.device)
     logits, _ = seg.logits_and_features(images, with_features=False)
     picks = torch.from_numpy(calibration_picks(0, list(range(n)), *logits.shape[2:], 20000))
     if seg.device.type == "cuda":
@@ -315,8 +317,9 @@ def bench_model(name: str, args, device) -> dict:
     config_file, family = model_config(name, args.tiny)
     torch.manual_seed(0)
     baseline = build_baseline(load_mmseg_config(config_file), device)
-    dataset = RandomSegmentationSet(args.n_images, *args.size, distinct=min(4, args.n_images), seed=0)
+    dataset = RandomSegmentationSet(args.n_images, *args.size, distinct=min(4, args.n_images), seed=0, ood=args.ood)
     res = {"test_cfg": str(dict(baseline.test_cfg)), "n_images": args.n_images, "batch_size": args.batch_size,
+           "ood_masks": args.ood,
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     _peak_reset(device)
     mm_img_s, ref_confusion, ref_preds = mmseg_loop(baseline, dataset)
@@ -443,6 +446,8 @@ def parse_args(argv):
     p.add_argument("--compile", action="store_true", help="also run the last precision with torch.compile")
     p.add_argument("--num-workers", type=int, default=4, help="DataLoader workers of the engine")
     p.add_argument("--quick", action="store_true", help="4 images, no with-features pass")
+    p.add_argument("--ood", action=argparse.BooleanOptionalAction, default=True,
+                   help="images carry OOD masks (OOD-score histograms accumulated); --no-ood as Cityscapes/ACDC")
     p.add_argument("--tiny", action="store_true", help="tiny architectures on CPU, 64x128 images")
     p.add_argument("--zoo-run", action="store_true", help="time the paper40 zoo instead (see --zoo-*)")
     p.add_argument("--zoo-images", type=int, default=512)
