@@ -68,9 +68,15 @@ class Segmenter(ABC):
     def _upload(self, images) -> torch.Tensor:
         """RGB uint8 (B, H, W, 3) -> float (B, 3, H, W) on the device (non-blocking from pinned memory)."""
         x = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
-        if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
-            raise ValueError(f"expected a uint8 (B, H, W, 3) image batch, got {x.dtype} {tuple(x.shape)}")
+        check_image_batch(x)
         return x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+
+
+def check_image_batch(images) -> None:
+    """Raise unless `images` (numpy or torch) is a uint8 (B, H, W, 3) batch."""
+    dtype = str(images.dtype).removeprefix("torch.")
+    if images.ndim != 4 or images.shape[-1] != 3 or dtype != "uint8":
+        raise ValueError(f"expected a uint8 (B, H, W, 3) image batch, got {dtype} {tuple(images.shape)}")
 
 
 def slide_windows(height: int, width: int, crop: tuple[int, int], stride: tuple[int, int]) -> list[tuple]:
@@ -131,9 +137,9 @@ class MMSegSegmenter(Segmenter):
     of the backbone and decode-head forwards with inductor's freezing (weights become constants, so eval-mode
     BatchNorm folds into the convolution before it; compiled on first use, again per new input shape);
     `host_resize` (default: at fp32, the exact path) resizes to the test scale with cv2 on the host, as mmseg's
-    pipeline does, instead of on the device; `reroute_depthwise` (default as channels_last) keeps dilated depthwise convolutions away from cuDNN's
-    slow channels-last kernel for them: NCHW in eager mode, fused shifted sums when compiled
-    (synthrel.zoo.depthwise).
+    pipeline does, instead of on the device; `reroute_depthwise` (default as channels_last) keeps dilated
+    depthwise convolutions away from cuDNN's slow channels-last kernel for them: NCHW in eager mode, fused
+    shifted sums when compiled (synthrel.zoo.depthwise).
     """
 
     def __init__(self, entry: ZooEntry, device, precision: str = "fp32", cache_dir=None, load_weights: bool = True,
@@ -224,6 +230,7 @@ class MMSegSegmenter(Segmenter):
         values are identical); otherwise it is fed BGR, as mmseg's own loader would.
         """
         pre = self.model.data_preprocessor
+        check_image_batch(images)
         height, width = images.shape[1:3]
         size = keep_ratio_size(height, width, self.test_scale)
         if not pre.channel_conversion or (self.host_resize and size != (height, width)):

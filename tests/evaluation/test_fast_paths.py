@@ -221,3 +221,11 @@ def test_eval_profile_smoke_on_cpu(tmp_path):
     assert json.loads(path.read_text()) == res
     assert run["img_s"] > 0 and run["wall_ms_per_img"] >= run["issue_forward_ms_per_img"] > 0
     assert res["pspnet_r18"]["top_host_ops"] and "device_forward_ms_per_img" not in run  # CPU: no CUDA events
+
+
+@pytest.mark.parametrize("bad", [np.zeros((64, 128, 3), np.uint8), np.zeros((1, 64, 128, 3), np.float32),
+                                 torch.zeros(1, 3, 64, 128, dtype=torch.uint8)])
+def test_a_malformed_image_batch_is_named(tiny_models, bad):
+    seg = _segmenter(tiny_models["dlv3p_r18"], host_resize=True)
+    with pytest.raises(ValueError, match=r"expected a uint8 \(B, H, W, 3\) image batch, got"):
+        seg.logits(bad)
