@@ -35,7 +35,8 @@ from synthrel.run import CONF_DIR, run_stages
 KILLS = 3
 # manifest of each job, relative to its artifacts folder; key of its records
 JOBS = {
-    "generate": (GENERATE, "synthetic/sd15/fog/manifest.jsonl", "id"),
+    # 12 items: on an idle machine a tiny item takes ~50 ms, so three kills with delays up to 0.2 s may pass 8
+    "generate": ([*GENERATE, "profile.num_samples=12"], "synthetic/sd15/fog/manifest.jsonl", "id"),
     "inpaint": (INPAINT, "ood_objects/paper42/manifest.jsonl", "id"),
     "evaluate": ([*EVALUATE, "stages.evaluate.datasets=[cityscapes,acdc_fog,acdc_night,idd]"],
                  "results/tiny/manifest.jsonl", "job"),
