@@ -35,9 +35,10 @@ from synthrel.run import CONF_DIR, run_stages
 KILLS = 3
 # manifest of each job, relative to its artifacts folder; key of its records
 JOBS = {
-    # 12 items: on an idle machine a tiny item takes ~50 ms, so three kills with delays up to 0.2 s may pass 8
+    # enough items that three kills with delays up to 0.2 s cannot pass the end on an idle machine, where a
+    # tiny generate item takes ~50 ms (kills seen at 3/4/5 of 12) and an inpaint item ~0.1 s (1/3/4 of 6)
     "generate": ([*GENERATE, "profile.num_samples=12"], "synthetic/sd15/fog/manifest.jsonl", "id"),
-    "inpaint": (INPAINT, "ood_objects/paper42/manifest.jsonl", "id"),
+    "inpaint": ([*INPAINT, "stages.inpaint.samples_per_object=5"], "ood_objects/paper42/manifest.jsonl", "id"),
     "evaluate": ([*EVALUATE, "stages.evaluate.datasets=[cityscapes,acdc_fog,acdc_night,idd]"],
                  "results/tiny/manifest.jsonl", "job"),
 }
