@@ -219,6 +219,7 @@ def sdpa_context(name: str):
 
 def bench_model(model: str, args, device: torch.device) -> dict:
     from synthrel.generation.sampler import ControlNetSampler
+    from synthrel.runtime import cudnn_benchmark
 
     cuda = device.type == "cuda"
     eager_dtype = torch.float16 if cuda else torch.float32
@@ -228,7 +229,8 @@ def bench_model(model: str, args, device: torch.device) -> dict:
     negative = negatives(case, device, eager_dtype)
     settings = dict(dtype=dtype, compile=args.compile_mode if args.compile and cuda else None,
                     compile_dynamic=args.compile_dynamic, cuda_graphs=args.cuda_graphs and cuda,
-                    channels_last=args.channels_last and cuda, fuse_qkv=args.fuse_qkv)
+                    channels_last=args.channels_last and cuda, fuse_qkv=args.fuse_qkv,
+                    vae_dtype=DTYPES[args.vae_dtype] if args.vae_dtype != "auto" and cuda else None)
     sampler = ControlNetSampler.from_pipeline(pipe, negative_prompt_embeds=negative[0],
                                               negative_pooled_prompt_embeds=negative[1], **settings)
     flops = guided_step_flops(pipe, case, device, eager_dtype)
@@ -247,7 +249,7 @@ def bench_model(model: str, args, device: torch.device) -> dict:
         if args.eager:
             row["eager"], reference = measure(functools.partial(eager_images, pipe, case, inputs, negative, args.steps),
                                               args.repeats, device)
-        with sdpa_context(args.sdpa):
+        with sdpa_context(args.sdpa), cudnn_benchmark(args.cudnn_benchmark):
             row["synthrel"], images = measure(functools.partial(synthrel_images, sampler, case, inputs, args.steps),
                                               args.repeats, device)
         for side in ("eager", "synthrel"):
@@ -387,6 +389,10 @@ def parse_args(argv):
                         help="replay one captured denoising step (GPU only)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--fuse-qkv", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--vae-dtype", choices=("auto", "fp16", "bf16", "fp32"), default="auto",
+                        help="synthrel's VAE decode dtype (auto: the pipeline's, fp32 for SDXL's force_upcast)")
+    parser.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=False,
+                        help="cuDNN autotuning around synthrel's calls (the eager baseline keeps the default)")
     parser.add_argument("--conv1x1-as-mm", action=argparse.BooleanOptionalAction, default=True,
                         help="inductor lowers 1x1 convolutions to matrix products (diffusers' recommendation)")
     parser.add_argument("--sdpa", choices=("default", "flash", "efficient", "cudnn", "math"), default="default",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -32,3 +33,15 @@ def resolve_device(device: str = "auto") -> torch.device:
 
         raise ConfigError(f"`device={device}` but no CUDA device is available; use device=cpu or device=auto")
     return dev
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool):
+    """cuDNN's benchmark mode (kernels timed per new shape) inside the block only: the flag is process-global,
+    so code outside the block (other models, baselines) keeps its setting."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled or previous
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous

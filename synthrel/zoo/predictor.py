@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from synthrel.conventions import NUM_CLASSES, rgb_to_bgr
 from synthrel.errors import ConfigError
+from synthrel.runtime import cudnn_benchmark
 from synthrel.zoo.depthwise import reroute_dilated_depthwise
 from synthrel.zoo.registry import ZooEntry, load_mmseg_config
 
@@ -108,17 +109,6 @@ def resize_like_cv2(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False).round_().clamp_(0, 255)
-
-
-@contextlib.contextmanager
-def cudnn_benchmark(enabled: bool):
-    """cuDNN's benchmark mode inside the block only (it is process-global; other models keep their setting)."""
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = enabled or previous
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = previous
 
 
 def reduce_features(feat: torch.Tensor) -> torch.Tensor:

@@ -102,7 +102,7 @@ def test_rerouted_dilated_depthwise_keeps_mmseg_logits(tiny_models):
 
 
 def test_cudnn_benchmark_is_scoped_to_the_forward(tiny_models, monkeypatch):
-    from synthrel.zoo import predictor
+    from synthrel import runtime
 
     seg = _segmenter(tiny_models["dlv3p_r18"], cudnn_benchmark=True)
     assert not _segmenter(tiny_models["dlv3p_r18"]).cudnn_benchmark  # CPU default: off
@@ -113,7 +113,7 @@ def test_cudnn_benchmark_is_scoped_to_the_forward(tiny_models, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     seg.logits(np.zeros((1, 64, 128, 3), np.uint8))
     assert seen and all(seen) and torch.backends.cudnn.benchmark is False
-    with pytest.raises(RuntimeError), predictor.cudnn_benchmark(True):
+    with pytest.raises(RuntimeError), runtime.cudnn_benchmark(True):
         raise RuntimeError("restored even on error")
     assert torch.backends.cudnn.benchmark is False
 
