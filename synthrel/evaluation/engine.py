@@ -102,7 +102,7 @@ class OnePassAccumulator:
             self.confusion += stats["confusions"].sum(0)
             self.ece_bins += stats["ece_bins"]
         if picks is not None:
-            batch, k = picks.shape
+            k = picks.shape[1]
             self.ece_paper_bins += stats["ece_paper_bins"]
             for key in ("logits", "labels", "keep"):
                 self.calib[key].append(stats[f"calib_{key}"])
