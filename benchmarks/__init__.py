@@ -1,1 +1,20 @@
 """Throughput benchmarks of synthrel's GPU paths against the plain library baselines (`python -m benchmarks.run`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def write_result(result: dict, name: str, path: str | os.PathLike | None = None) -> Path | None:
+    """Write a benchmark's JSON to `path`, else to $OUT/`name` when OUT is set (the device tool's output
+    folder), atomically, so that a run killed mid-write keeps the previous partial result; returns where."""
+    from synthrel.jobs import atomic_path
+
+    if path is None and not os.environ.get("OUT"):
+        return None
+    target = Path(path) if path is not None else Path(os.environ["OUT"]) / name
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
+    return target

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from benchmarks import write_result
 
 #: (name, input shape, kernel, dilation): DeepLabV3+ ASPP on 16 crops of 769, a ConvNeXt-like 7x7
 SHAPES = [("aspp_d12", (16, 2048, 97, 97), 3, 12), ("aspp_d36", (16, 2048, 97, 97), 3, 36),
@@ -60,8 +60,7 @@ def main(argv=None) -> dict:
                               "max_abs_err": round(float((run().float() - ref).abs().max()), 4)}
         out[name] = res
         print(name, json.dumps(res), flush=True)
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "depthwise_probe.json").write_text(json.dumps(out, indent=1))
+    write_result(out, "depthwise_probe.json")
     return out
 
 

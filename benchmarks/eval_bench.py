@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import tempfile
 import threading
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks import write_result
 
 #: Large bf16 matrix products on the H100 run at about this rate (shared/bench/README.md).
 H100_TFLOPS = 798.0
@@ -425,10 +426,7 @@ def zoo_run(args, device) -> dict:
 
 
 def _write(res: dict, args) -> None:
-    path = args.json or (Path(os.environ["OUT"]) / "eval_bench.json" if os.environ.get("OUT") else None)
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(res, indent=1))
+    write_result(res, "eval_bench.json", args.json)
 
 
 def parse_args(argv):

@@ -17,10 +17,11 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks import write_result
 
 
 def profile_pass(seg, dataset, batch_size: int, workers: int, calib_pixels: int = 20000) -> dict:
@@ -153,9 +154,7 @@ def main(argv=None) -> dict:
         del seg
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    path = args.json or (Path(os.environ["OUT"]) / "eval_profile.json" if os.environ.get("OUT") else None)
-    if path:
-        Path(path).write_text(json.dumps(out, indent=1))
+    write_result(out, "eval_profile.json", args.json)
     return out
 
 

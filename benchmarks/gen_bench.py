@@ -25,14 +25,14 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import statistics
 import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
+
+from benchmarks import write_result
 
 #: Large bf16/fp16 matrix products on the H100 measured at about this rate (shared/bench/README.md).
 H100_TFLOPS = 798.0
@@ -434,10 +434,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                   torch=torch.__version__, diffusers=diffusers.__version__, args=vars(args), models=reports)
     print(table(reports), flush=True)
-    path = args.json or (os.path.join(os.environ["OUT"], "gen_bench.json") if os.environ.get("OUT") else None)
+    path = write_result(result, "gen_bench.json", args.json)
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(result, indent=1))
         print(f"wrote {path}")
     return result
 

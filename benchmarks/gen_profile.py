@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections import defaultdict
 
 import torch
 
+from benchmarks import write_result
 from benchmarks.gen_bench import build_pipeline, make_inputs, negatives
 
 CATEGORIES = (  # first match wins, on the lower-cased kernel name
@@ -70,9 +70,7 @@ def main(argv=None) -> dict:
               "share": {k: round(v / total, 3) for k, v in sorted(by_category.items(), key=lambda kv: -kv[1])},
               "top_kernels_ms": {k: round(v / 1e3, 1) for k, v in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:15]}}
     print(json.dumps(report, indent=1))
-    if os.environ.get("OUT"):
-        with open(os.path.join(os.environ["OUT"], f"gen_profile_{args.model}.json"), "w") as f:
-            json.dump(report, f, indent=1)
+    write_result(report, f"gen_profile_{args.model}.json")
     return report
 
 

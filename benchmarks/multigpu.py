@@ -37,6 +37,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import write_result
+
 REPO = Path(__file__).resolve().parents[1]
 CITY = "benchcity"
 DOMAIN = "fog"
@@ -569,10 +571,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["phases_s"].update(result["generate"].pop("phases_s"))
     result["total_s"] = round(time.perf_counter() - started, 1)
     print(summary_table(result), flush=True)
-    path = args.json or (os.path.join(os.environ["OUT"], "multigpu.json") if os.environ.get("OUT") else None)
+    path = write_result(result, "multigpu.json", args.json)
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(result, indent=1))
         print(f"wrote {path}")
     return result
 
