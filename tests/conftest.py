@@ -20,6 +20,15 @@ setup_runtime()
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test runs on one intra-op thread, whatever an earlier in-process stage run (`cpu_threads`) set."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def compose_cfg(tmp_path):
     """Compose the real config with overrides; outputs go under tmp_path."""

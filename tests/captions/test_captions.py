@@ -4,13 +4,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from synthrel.captions.job import CaptionJob, read_captions
 from synthrel.data.io import write_png
 from synthrel.errors import ConfigError, DatasetError, WeightsError
-
-torch.set_num_threads(1)  # two spinning threads on a shared 2-core machine are many times slower
 
 
 def write_split(root, ids, split="val", seed=0):

@@ -53,14 +53,3 @@ def write_cityscapes():
 def tiny_cityscapes(tmp_path):
     captions = write_tiny_cityscapes(tmp_path)
     return {"root": tmp_path / "cityscapes", "captions": captions}
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny models are far faster on one thread when the CPU is shared."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

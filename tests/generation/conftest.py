@@ -4,13 +4,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from synthrel.data.io import write_png
-
-# On a shared 2-core machine, two intra-op threads spin against each other (a 64-px ControlNet call goes
-# from 0.4 s to 6-18 s); one thread keeps the tests fast.
-torch.set_num_threads(1)
 
 CITIES = {"aachen": 2, "bonn": 1}
 SOURCE_SIZE = (96, 160)  # H, W: a wide frame, so the square crop has a free column offset

@@ -1,19 +1,9 @@
-"""Tiny models (built once per session), a tiny Cityscapes val set of 128x64 images, one torch thread."""
+"""Tiny models (built once per session) and a tiny Cityscapes val set of 128x64 images."""
 
 import numpy as np
 import pytest
-import torch
 
 from synthrel.data.io import write_png
-
-
-@pytest.fixture(autouse=True, scope="package")
-def one_thread():
-    """Tiny models are dominated by thread overhead on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

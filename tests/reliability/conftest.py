@@ -81,12 +81,3 @@ def compose_world(world):
                                                             f"paths.output_dir={artifacts}/run"])
 
     return _compose
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest single-threaded on a shared 2-core machine (and the subprocesses match it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
