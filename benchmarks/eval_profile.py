@@ -7,7 +7,7 @@ the loop), the wall time, and the top host-side operators of one batch (torch.pr
 time is close to its wall time is bound by the GPU; one whose wait or issue time is, by the host.
 
     python -m benchmarks.eval_profile --models pspnet_r18 dlv3p_r101 --workers 0 4 8
-    python -m benchmarks.eval_profile --models dlv3p_r101 --workers 4 --kernels [--compile]
+    python -m benchmarks.eval_profile --models dlv3p_r101 --workers 4 --kernels [--compile] [--no-ood]
     python -m benchmarks.eval_profile --tiny --size 64 128 --workers 0   # CPU smoke run
 """
 
@@ -24,14 +24,15 @@ import torch
 from benchmarks import write_result
 
 
-def profile_pass(seg, dataset, batch_size: int, workers: int, calib_pixels: int = 20000) -> dict:
+def profile_pass(seg, dataset, batch_size: int, workers: int, calib_pixels: int = 20000,
+                 compile_metrics: bool = False) -> dict:
     from synthrel.evaluation.engine import OnePassAccumulator, _Collate, _Indexed, _to_device
 
     cuda = seg.device.type == "cuda"
     loader = torch.utils.data.DataLoader(_Indexed(dataset), batch_size=batch_size, num_workers=workers,
                                          collate_fn=_Collate(0, calib_pixels), pin_memory=cuda,
                                          prefetch_factor=4 if workers else None)
-    acc = OnePassAccumulator(seg.device, calib_pixels, 0)
+    acc = OnePassAccumulator(seg.device, calib_pixels, 0, compile=compile_metrics)
     events = []
     wait = issue_forward = issue_update = 0.0
     if cuda:
@@ -108,6 +109,30 @@ def top_kernels(seg, image_batch: np.ndarray, rows: int = 20) -> dict:
                          "share": round(e.self_device_time_total / total, 3)} for e in top]}
 
 
+def update_kernels(seg, dataset, batch_size: int, compile_metrics: bool, rows: int = 15) -> dict:
+    """Device time of one OnePassAccumulator.update (every metric the dataset carries) by kernel (CUDA only)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from synthrel.evaluation.engine import OnePassAccumulator, _Collate, _Indexed, _to_device
+
+    group = _Collate(0, 20000)([(i, _Indexed(dataset)[i][1]) for i in range(batch_size)])[0]
+    logits, _ = seg.logits_and_features(group["image"], with_features=False)
+    label, ood = _to_device(group["label"], seg.device), _to_device(group["ood"], seg.device)
+    acc = OnePassAccumulator(seg.device, 20000, 0, compile=compile_metrics)
+    args = (logits, label, ood, None, group["indices"], group["ids"])
+    acc.update(*args, picks=group["picks"])
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        acc.update(*args, picks=group["picks"])
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(e.self_device_time_total for e in kernels)
+    top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:rows]
+    return {"device_ms_per_img": round(total / 1000 / batch_size, 3),
+            "kernels": [{"kernel": e.key[:110], "calls": e.count, "us": round(e.self_device_time_total, 1),
+                         "share": round(e.self_device_time_total / total, 3)} for e in top]}
+
+
 def main(argv=None) -> dict:
     from benchmarks.eval_bench import (
         MODELS,
@@ -125,7 +150,9 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", nargs="+", type=int, default=[0, 4, 8])
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--n-images", type=int, default=32)
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", action="store_true", help="compile the model and the metric statistics")
+    p.add_argument("--ood", action=argparse.BooleanOptionalAction, default=True,
+                   help="images carry OOD masks; --no-ood as Cityscapes/ACDC/synthetic covariate sets")
     p.add_argument("--size", type=int, nargs=2, default=(1024, 2048), help="image height and width")
     p.add_argument("--tiny", action="store_true", help="tiny architectures of the same families (CPU smoke run)")
     p.add_argument("--kernels", action="store_true", help="also list the largest CUDA kernels of one batch")
@@ -134,7 +161,7 @@ def main(argv=None) -> dict:
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     install()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dataset = RandomSegmentationSet(args.n_images, *args.size, distinct=4, seed=0)
+    dataset = RandomSegmentationSet(args.n_images, *args.size, distinct=4, seed=0, ood=args.ood)
     out = {}
     for name in args.models:
         config_file, family = model_config(name, args.tiny)
@@ -142,14 +169,15 @@ def main(argv=None) -> dict:
         baseline = build_baseline(load_mmseg_config(config_file), device)
         seg = build_synthrel(config_file, family, baseline, device, args.precision, compile=args.compile)
         del baseline
-        warm = RandomSegmentationSet(args.batch_size, *args.size, distinct=1, seed=3)
-        profile_pass(seg, warm, args.batch_size, 0)
-        runs = [profile_pass(seg, dataset, args.batch_size, w) for w in args.workers]
+        warm = RandomSegmentationSet(args.batch_size, *args.size, distinct=1, seed=3, ood=args.ood)
+        profile_pass(seg, warm, args.batch_size, 0, compile_metrics=args.compile)
+        runs = [profile_pass(seg, dataset, args.batch_size, w, compile_metrics=args.compile) for w in args.workers]
         batch = np.stack([dataset[i]["image"] for i in range(args.batch_size)])
-        out[name] = {"precision": args.precision, "compile": args.compile, "runs": runs,
+        out[name] = {"precision": args.precision, "compile": args.compile, "ood_masks": args.ood, "runs": runs,
                      "top_host_ops": top_host_ops(seg, batch)}
         if args.kernels and device.type == "cuda":
             out[name]["top_kernels"] = top_kernels(seg, batch)
+            out[name]["update_kernels"] = update_kernels(seg, dataset, args.batch_size, args.compile)
         print(json.dumps({name: out[name]}, indent=1), flush=True)
         del seg
         if device.type == "cuda":

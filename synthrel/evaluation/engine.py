@@ -17,6 +17,7 @@ before, so every count and bin is unchanged. Ignore pixels of the calibration dr
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections import defaultdict
@@ -60,15 +61,16 @@ class OnePassAccumulator:
     """Device-side accumulators fed batch by batch; `result()` is the only host transfer.
 
     `compile=True` compiles the per-batch statistics (`batch_statistics`, one function of device tensors) with
-    torch.compile, so that the reductions over the class axis (log-sum-exp, max, softmax, entropy) and the bin
-    arithmetic fuse into a few kernels that read the logits once; recompiled per batch shape.
+    torch.compile, the class reductions written plane by plane, so that they and the bin arithmetic fuse into
+    one kernel that reads the logits once; recompiled per batch shape.
     """
 
     def __init__(self, device, calib_pixels_per_image: int, seed: int, compile: bool = False):
         self.device = torch.device(device)
         self.calib_pixels = calib_pixels_per_image
         self.seed = seed
-        self.statistics = torch.compile(batch_statistics, dynamic=False) if compile else batch_statistics
+        self.statistics = (torch.compile(functools.partial(batch_statistics, by_plane=True), dynamic=False)
+                           if compile else batch_statistics)
         self.confusion = new_confusion(self.device)
         self.image_confusions: list[torch.Tensor] = []
         self.ece_bins = torch.zeros(3, N_BINS, dtype=torch.float64, device=self.device)
@@ -145,24 +147,23 @@ class OnePassAccumulator:
 
 
 def batch_statistics(logits: torch.Tensor, labels: torch.Tensor | None, oods: torch.Tensor | None,
-                     picks: torch.Tensor | None) -> dict[str, torch.Tensor]:
+                     picks: torch.Tensor | None, by_plane: bool = False) -> dict[str, torch.Tensor]:
     """What one batch adds to every accumulator, from device tensors only (no host value, no sync).
 
     confusions (B, 19, 19); ece_bins (3, 15) over valid pixels; with `picks` (B, k) the paper's calibration
     sample: calib_logits (B*k, 19), calib_labels (B*k,) uint8, calib_keep (B*k,) (ignore pixels are dropped
     later, as relis drops them after the draw, and get zero weight in ece_paper_bins); with `oods`,
     ood_pooled (3, 2*OOD_BINS) and ood_images (B, 3, 2*OOD_IMAGE_BINS) histograms of the OOD scores.
+    `by_plane`: the per-pixel scores by `class_scores_by_plane` (for torch.compile).
     """
     out = {}
     logits = logits.float()
-    lse = torch.logsumexp(logits, dim=1)
-    max_logit, pred = logits.max(dim=1)
-    conf = torch.exp(max_logit - lse)
+    scores = class_scores_by_plane if by_plane else class_scores
+    pred, conf, max_logit, entropy = scores(logits, with_entropy=oods is not None)
     if labels is not None:
         valid = (labels >= 0) & (labels < NUM_CLASSES)
-        pred32 = pred.int()
-        out["confusions"] = _confusions(pred32, labels, valid)
-        out["ece_bins"] = _weighted_bins(conf, pred32 == labels, valid)
+        out["confusions"] = _confusions(pred, labels, valid)
+        out["ece_bins"] = _weighted_bins(conf, pred == labels, valid)
         if picks is not None:
             batch, n_classes = logits.shape[:2]
             k = picks.shape[1]
@@ -175,10 +176,40 @@ def batch_statistics(logits: torch.Tensor, labels: torch.Tensor | None, oods: to
             out["calib_labels"] = lab.reshape(-1).to(torch.uint8)
             out["calib_keep"] = keep.reshape(-1)
     if oods is not None:
-        entropy = lse - (torch.softmax(logits, dim=1) * logits).sum(dim=1)
         out["ood_pooled"], out["ood_images"] = _ood_histograms(
             {"msp": conf, "max_logit": max_logit, "entropy": entropy}, oods)
     return out
+
+
+def class_scores(logits: torch.Tensor, with_entropy: bool = True) -> tuple[torch.Tensor, ...]:
+    """Per pixel of (B, C, H, W) float logits: top-1 class (int32, the first of tied maxima), its softmax
+    confidence exp(max - logsumexp), the max logit, and the softmax entropy (None unless `with_entropy`)."""
+    lse = torch.logsumexp(logits, dim=1)
+    max_logit, pred = logits.max(dim=1)
+    entropy = lse - (torch.softmax(logits, dim=1) * logits).sum(dim=1) if with_entropy else None
+    return pred.int(), torch.exp(max_logit - lse), max_logit, entropy
+
+
+def class_scores_by_plane(logits: torch.Tensor, with_entropy: bool = True) -> tuple[torch.Tensor, ...]:
+    """`class_scores` as element-wise operations over the C contiguous (B, H, W) class planes.
+
+    Compiled, this is one pointwise kernel that reads each logit once, coalesced; inductor's reduction over the
+    strided class axis of `class_scores` read the planes scattered and took 2-3 ms per four 2-Mpx images on an
+    H200 (docs/benchmarks.md). Eager, `class_scores` is the faster one. With e_c = exp(l_c - max) and
+    S = sum e_c: confidence 1 / S, entropy log S - sum e_c (l_c - max) / S.
+    """
+    planes = logits.unbind(1)
+    max_logit, pred = planes[0], torch.zeros_like(planes[0], dtype=torch.int32)
+    for c, plane in enumerate(planes[1:], 1):
+        better = plane > max_logit  # strictly: the first of tied maxima wins, as in torch.max
+        max_logit, pred = torch.where(better, plane, max_logit), torch.where(better, c, pred)
+    shifted = [plane - max_logit for plane in planes]
+    weights = [torch.exp(x) for x in shifted]
+    total = sum(weights)
+    entropy = None
+    if with_entropy:
+        entropy = torch.log(total) - sum(w * x for w, x in zip(weights, shifted, strict=True)) / total
+    return pred, 1 / total, max_logit, entropy
 
 
 def _ood_histograms(scores: dict, oods: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -344,7 +375,7 @@ def _weighted_bins(conf: torch.Tensor, correct: torch.Tensor, valid: torch.Tenso
     mask selection.
     Counts and correct counts are one integer histogram over (correct, bin); only the confidence sums are
     floating point."""
-    idx = confidence_bin_index(conf)
+    idx = confidence_bin_index(conf).int()  # int32: ATen's int64 atomics are compare-and-swap loops
     binned = torch.where(valid & (idx >= 0), idx, 2 * N_BINS)  # the rest past the (correct, bin) bins
     counts = _count_below(binned.add(correct, alpha=N_BINS), 2 * N_BINS).view(2, N_BINS).double()
     return torch.stack([counts.sum(0), _bin_sums(binned, conf, N_BINS), counts[1]])

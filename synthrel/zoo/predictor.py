@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -165,6 +166,10 @@ class MMSegSegmenter(Segmenter):
         if self.reroute_depthwise:
             reroute_dilated_depthwise(self.model)
         if compile:  # forward attributes, not wrapped modules: state_dict keys stay those of the checkpoint
+            # mmseg's resize() warns in align_corners heads (the 769 configs): dynamo breaks the graph at a warn
+            # call and recompiled the resume function on every call until its limit, then ran the head eager;
+            # reorderable, the warning is issued after the graph instead
+            torch._dynamo.config.reorderable_logging_functions.add(warnings.warn)
             for module in (self.model.backbone, self.model.decode_head):
                 module.forward = torch.compile(module.forward, options={"freezing": True})
         self._count_maps: dict[tuple, torch.Tensor] = {}

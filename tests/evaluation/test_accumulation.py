@@ -20,11 +20,11 @@ from synthrel.evaluation.engine import (
 N_CLASSES, ECE_BINS = 19, 15
 
 
-def _scores(logits: torch.Tensor, device: str) -> dict[str, np.ndarray]:
+def _scores(logits: torch.Tensor, device: str, exact: bool = False) -> dict[str, np.ndarray]:
     """Per-pixel scores by their definitions: top-1 softmax confidence exp(max - logsumexp), max logit,
     softmax entropy, from the logits upcast to float32 (the engine's documented per-pixel formulas), on
-    `device` (its float32 rounding decides the bins of values near a bin edge)."""
-    z = logits.to(device).float()
+    `device` (its float32 rounding decides the bins of values near a bin edge); `exact`: in float64."""
+    z = logits.to(device).double() if exact else logits.to(device).float()
     lse = torch.logsumexp(z, dim=1)
     max_logit, pred = z.max(dim=1)
     entropy = lse - (torch.softmax(z, dim=1) * z).sum(dim=1)
@@ -51,9 +51,9 @@ def _ood_hist(score: np.ndarray, name: str, n_bins: int, in_class: np.ndarray) -
     return np.histogram(idx[in_class], bins=n_bins, range=(0, n_bins))[0]
 
 
-def _reference(logits, labels, oods, seed, k, device):
+def _reference(logits, labels, oods, seed, k, device, exact=False):
     """Every EvalOutputs field that update() feeds, computed image by image from the definitions."""
-    s = _scores(logits, device)
+    s = _scores(logits, device, exact)
     labels, oods = labels.numpy(), oods.numpy()
     batch, height, width = labels.shape
     per_image, ece, ece_paper, calib = [], np.zeros((3, ECE_BINS)), np.zeros((3, ECE_BINS)), []
@@ -119,7 +119,8 @@ def test_update_equals_reference_from_definitions(dtype, compiled, device):
     picks = torch.from_numpy(calibration_picks(seed, [1], *labels.shape[1:], k))
     acc.update(logits[[1]].to(device), labels[[1]].to(device), oods[[1]].to(device), None, [1], ["b"], picks=picks)
     out = acc.result()
-    ref = _reference(logits, labels, oods, seed, k, device)
+    # compiled, the scores come from other (more accurate) float32 formulas: compared with float64 definitions
+    ref = _reference(logits, labels, oods, seed, k, device, exact=compiled)
     assert out.image_ids == ["a", "b", "c"]
     np.testing.assert_array_equal(out.per_image_confusion, ref["per_image"])
     np.testing.assert_array_equal(out.confusion, ref["per_image"].sum(0))
@@ -134,14 +135,29 @@ def test_update_equals_reference_from_definitions(dtype, compiled, device):
     if device == "cpu" and not compiled:
         np.testing.assert_array_equal(out.ood["pooled"], ref["ood_pooled"])
         np.testing.assert_array_equal(out.ood["per_image"], ref["ood_images"])
-    else:  # CUDA or fused reductions round differently: a few scores cross a bin edge
+    else:  # CUDA kernels (which vary with the batch shape) or fused formulas round differently: a handful of
+        # scores cross a bin edge, each only to the neighbouring bin
         for ours, theirs in ((out.ood["pooled"], ref["ood_pooled"]), (out.ood["per_image"], ref["ood_images"])):
             np.testing.assert_array_equal(ours.sum(-1), theirs.sum(-1))  # every pixel counted once
             moved = ours.astype(np.int64) - theirs
-            if compiled:  # a pixel only moves to the neighbouring bin, and only a handful do
-                assert np.abs(np.cumsum(moved, axis=-1)).max() <= 2 and np.abs(moved).sum() <= 1e-3 * theirs.sum()
-            else:
-                assert np.abs(moved).sum() <= 1e-4 * theirs.sum()
+            assert np.abs(np.cumsum(moved, axis=-1)).max() <= 2 and np.abs(moved).sum() <= 1e-3 * theirs.sum()
+
+
+@pytest.mark.parametrize("scores", [engine.class_scores, engine.class_scores_by_plane])
+def test_class_scores_against_scipy(scores):
+    """Top-1 class (first of ties), confidence, max logit and entropy against scipy in float64."""
+    from scipy.special import logsumexp, softmax
+    from scipy.stats import entropy
+
+    logits, _, _ = _batch(7)
+    pred, conf, max_logit, ent = (t.numpy() for t in scores(logits))
+    z = logits.double().numpy()
+    np.testing.assert_array_equal(pred, z.argmax(1))  # numpy's argmax: the first of tied maxima
+    assert pred.dtype == np.int32 and (pred[:, :3] == 0).all() and (pred[:, 3:6] == 2).all()
+    np.testing.assert_array_equal(max_logit, z.max(1).astype(np.float32))
+    np.testing.assert_allclose(conf, np.exp(z.max(1) - logsumexp(z, axis=1)), rtol=2e-6, atol=0)
+    np.testing.assert_allclose(ent, entropy(softmax(z, axis=1), axis=1), rtol=0, atol=5e-6)
+    assert scores(logits, with_entropy=False)[3] is None
 
 
 def test_edge_confidences_fall_in_the_lower_bin():

@@ -89,6 +89,23 @@ def test_compiled_segmenter_folds_batchnorm_and_keeps_mmseg_logits(tiny_models):
     assert torch.equal(ours.argmax(1), ref.argmax(1))
 
 
+@pytest.mark.slow
+def test_compiled_head_keeps_one_graph_where_mmseg_warns(tiny_models):
+    """mmseg's resize() warns in heads with align_corners=True (the Cityscapes 769 configs); a graph break
+    there made dynamo recompile on every call until its limit, then run the head eager (PSPNet on an H200)."""
+    plain = _segmenter(tiny_models["dlv3p_r18"])
+    compiled = _segmenter(tiny_models["dlv3p_r18"], compile=True)
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        feats = plain.model.backbone(x)
+        with pytest.warns(UserWarning, match="align_corners=True"):  # this size reaches the warning
+            ref = plain.model.decode_head(feats)
+        torch._dynamo.utils.counters.clear()
+        ours = compiled.model.decode_head(feats)
+    assert not torch._dynamo.utils.counters["graph_break"]
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
 def test_rerouted_dilated_depthwise_keeps_mmseg_logits(tiny_models):
     """The separable ASPP's dilated depthwise convolutions rerouted (as on CUDA at reduced precision)."""
     from synthrel.zoo.depthwise import is_dilated_depthwise
