@@ -2,6 +2,8 @@
 
 A break inside a compiled forward splits it into graphs plus resume functions; a resume function that guards
 on a short-lived Python object recompiles on every call until dynamo's recompile limit, then runs eager.
+This explains mmseg's modules as they are; synthrel's compiled segmenter (`MMSegSegmenter(compile=True)`) also
+makes `warnings.warn` reorderable, which removes the breaks at mmseg's resize() warning.
 
     python -m benchmarks.graph_breaks --models pspnet_r18 dlv3p_r101 segformer_b5
 """

@@ -168,10 +168,11 @@ class MMSegSegmenter(Segmenter):
         if compile:  # forward attributes, not wrapped modules: state_dict keys stay those of the checkpoint
             # mmseg's resize() warns in align_corners heads (the 769 configs): dynamo breaks the graph at a warn
             # call and recompiled the resume function on every call until its limit, then ran the head eager;
-            # reorderable, the warning is issued after the graph instead
-            torch._dynamo.config.reorderable_logging_functions.add(warnings.warn)
+            # reorderable (while these forwards trace), the warning is issued after the graph instead
+            reorder_warnings = torch._dynamo.config.patch(
+                reorderable_logging_functions=torch._dynamo.config.reorderable_logging_functions | {warnings.warn})
             for module in (self.model.backbone, self.model.decode_head):
-                module.forward = torch.compile(module.forward, options={"freezing": True})
+                module.forward = reorder_warnings(torch.compile(module.forward, options={"freezing": True}))
         self._count_maps: dict[tuple, torch.Tensor] = {}
         self.test_scale = self._resize_scale(cfg)
         if self.model.out_channels != NUM_CLASSES:

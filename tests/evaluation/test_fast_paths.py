@@ -1,6 +1,7 @@
 """The fast paths of evaluation (issue #9) against mmseg, sklearn and the metrics library on tiny models."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -103,6 +104,7 @@ def test_compiled_head_keeps_one_graph_where_mmseg_warns(tiny_models):
         torch._dynamo.utils.counters.clear()
         ours = compiled.model.decode_head(feats)
     assert not torch._dynamo.utils.counters["graph_break"]
+    assert warnings.warn not in torch._dynamo.config.reorderable_logging_functions  # scoped to these forwards
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
 
@@ -238,6 +240,16 @@ def test_eval_profile_smoke_on_cpu(tmp_path):
     assert json.loads(path.read_text()) == res
     assert run["img_s"] > 0 and run["wall_ms_per_img"] >= run["issue_forward_ms_per_img"] > 0
     assert res["pspnet_r18"]["top_host_ops"] and "device_forward_ms_per_img" not in run  # CPU: no CUDA events
+
+
+def test_graph_breaks_benchmark_finds_mmseg_resize_warning(tmp_path):
+    """benchmarks/graph_breaks.py on a tiny DeepLabV3+ (align_corners head), CPU: the break at mmseg's warning."""
+    from benchmarks.graph_breaks import main
+
+    res = main(["--models", "dlv3p_r101", "--tiny", "--json", str(tmp_path / "breaks.json")])
+    head = res["dlv3p_r101"]["decode_head"]
+    assert res["dlv3p_r101"]["backbone"]["breaks"] == 0
+    assert head["breaks"] >= 1 and any("wrappers.py" in reason for reason in head["reasons"])
 
 
 @pytest.mark.parametrize("bad", [np.zeros((64, 128, 3), np.uint8), np.zeros((1, 64, 128, 3), np.float32),
