@@ -7,12 +7,13 @@ datasets with an OOD mask, histograms of three per-pixel OOD scores split by ID/
 
 Nothing in the loop waits for the device: DataLoader workers stack each size group into (pinned) tensors and
 draw the calibration pixels on the host; no boolean-mask selection runs per batch. Counts are integer
-histograms (on CUDA `torch.histc` on integer values, whose per-block shared-memory bins take native integer
+histograms of int32 values (on CUDA `torch.histc`, whose per-block shared-memory bins take native int32
 atomics; on the CPU `bincount`), and the float64 confidence sums of the ECE bins are `scatter_add_`-ed into
 copies of the bins spread by pixel position, so that no two neighbouring pixels (one warp) add to one
-address whatever the confidence distribution. Per-pixel scores are computed with the same operations as
-before, so every count and bin is unchanged. Ignore pixels of the calibration draw are dropped once, in
-`result()`.
+address whatever the confidence distribution. Eager, the per-pixel scores are the library reductions over
+the class axis (`class_scores`); compiled, the same scores plane by plane (`class_scores_by_plane`), which
+may move a handful of pixels to a neighbouring bin. Ignore pixels of the calibration draw are dropped once,
+in `result()`.
 """
 
 from __future__ import annotations
