@@ -228,6 +228,7 @@ def bench_model(model: str, args, device: torch.device) -> dict:
     pipe, case = build_pipeline(model, args.tiny, device, eager_dtype)
     negative = negatives(case, device, eager_dtype)
     settings = dict(dtype=dtype, compile=args.compile_mode if args.compile and cuda else None,
+                    compile_vae=args.compile_vae and args.compile and cuda,
                     compile_dynamic=args.compile_dynamic, cuda_graphs=args.cuda_graphs and cuda,
                     channels_last=args.channels_last and cuda, fuse_qkv=args.fuse_qkv,
                     vae_dtype=DTYPES[args.vae_dtype] if args.vae_dtype != "auto" and cuda else None)
@@ -382,6 +383,7 @@ def parse_args(argv):
     parser.add_argument("--dtype", choices=("fp16", "bf16"), default="fp16", help="synthrel compute dtype on GPU")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="torch.compile ControlNet+UNet (GPU only)")
+    parser.add_argument("--compile-vae", action="store_true", help="also compile the sampler's VAE decoder")
     parser.add_argument("--compile-mode", choices=("default", "max-autotune-no-cudagraphs"), default="default")
     parser.add_argument("--compile-dynamic", action=argparse.BooleanOptionalAction, default=True,
                         help="compile the batch dimension as dynamic (fewer recompiles across batch sizes)")

@@ -66,7 +66,7 @@ class ControlNetSampler:
                  device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype, noise_dtype: torch.dtype,
                  negative_embeds: torch.Tensor, negative_pooled: torch.Tensor | None, compile: str | None,
                  compile_dynamic: bool | None, cuda_graphs: bool, channels_last: bool,
-                 compile_backend: str = "inductor"):
+                 compile_backend: str = "inductor", compile_vae: bool = False):
         from diffusers import DDIMScheduler
 
         if not isinstance(scheduler, DDIMScheduler):
@@ -96,6 +96,9 @@ class ControlNetSampler:
             self._predict = torch.compile(self._predict_noise, mode=None if compile == "default" else compile,
                                           dynamic=False if compile_dynamic is False else None,
                                           backend=compile_backend)
+        self.compile_vae = compile_vae
+        if compile_vae:  # in place: the decoder's state_dict keys stay diffusers'
+            self.vae.decoder.compile(backend=compile_backend)
         self._graphs: dict[tuple, tuple[_StepBuffers, torch.cuda.CUDAGraph | None]] = {}
         #: seconds spent in first calls per shape (compile, warm-up, graph capture), for benchmarks
         self.warmup_seconds: dict[tuple, float] = {}
@@ -107,7 +110,7 @@ class ControlNetSampler:
                       channels_last: bool | None = None, fuse_qkv: bool = False, vae_dtype: torch.dtype | None = None,
                       noise_dtype: torch.dtype | None = None, negative_prompt_embeds: torch.Tensor | None = None,
                       negative_pooled_prompt_embeds: torch.Tensor | None = None, inplace: bool = False,
-                      compile_backend: str = "inductor"):
+                      compile_backend: str = "inductor", compile_vae: bool = False):
         """A sampler from a `StableDiffusion(XL)ControlNetPipeline`.
 
         dtype: compute dtype of ControlNet + UNet (default: the UNet's). vae_dtype: default `dtype`, except fp32
@@ -116,7 +119,9 @@ class ControlNetSampler:
         encoder's dtype). compile: True/"default" or "max-autotune-no-cudagraphs" compiles ControlNet + UNet as one
         function (compile_dynamic: True marks the batch dimension dynamic, one compile for all batch sizes; False
         compiles per batch size; None is torch's automatic choice). cuda_graphs: capture one denoising step per batch shape and replay it. channels_last: default
-        on for CUDA. negative_*: the unconditional embeddings (default: SDXL's zeros when
+        on for CUDA. compile_vae: also compile the VAE decoder (default mode, outside the step graphs); eager,
+        its channels_last GroupNorms copy layouts (docs/benchmarks.md; its speed-up is not measured yet).
+        negative_*: the unconditional embeddings (default: SDXL's zeros when
         `force_zeros_for_empty_prompt`, else the text encoder(s) on ""). inplace: convert the pipeline's modules
         instead of copies (saves memory, but changes the pipeline).
         """
@@ -153,6 +158,7 @@ class ControlNetSampler:
             dtype=dtype, vae_dtype=vae_dtype, noise_dtype=noise_dtype or dtype,
             negative_embeds=torch.empty(0), negative_pooled=None, compile=compile, compile_dynamic=compile_dynamic,
             cuda_graphs=cuda_graphs, channels_last=channels_last, compile_backend=compile_backend,
+            compile_vae=compile_vae,
         )
         if negative_prompt_embeds is None:
             if sdxl and pipe.config.force_zeros_for_empty_prompt:  # zeros shaped like "" encoded
@@ -389,5 +395,5 @@ class ControlNetSampler:
         processors = sorted({type(p).__name__ for p in self.unet.attn_processors.values()})
         return dict(sdxl=self.sdxl, dtype=str(self.dtype).removeprefix("torch."),
                     vae_dtype=str(self.vae_dtype).removeprefix("torch."), compile=self.compile_mode,
-                    compile_dynamic=self.compile_dynamic, cuda_graphs=self.cuda_graphs,
+                    compile_dynamic=self.compile_dynamic, compile_vae=self.compile_vae, cuda_graphs=self.cuda_graphs,
                     channels_last=self.channels_last, attention=processors)

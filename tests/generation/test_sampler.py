@@ -109,6 +109,24 @@ def test_compiled_step_with_dynamic_batch_traces_and_matches(runs):
     assert _max_diff(sampler(PROMPTS[1:2], runs["control"][1:2], SEEDS[1:2], **kwargs), runs["eager1"]) <= 1
 
 
+@pytest.mark.slow
+def test_compiled_vae_decoder_traces_and_matches(runs):
+    """compile_vae: dynamo traces the decoder (eager backend: aot_eager's CPU group norm rejects the decoder's
+    non-contiguous input), in place on the sampler's copy, the pipeline's own VAE untouched."""
+    from synthrel.generation.sampler import ControlNetSampler
+
+    sampler = ControlNetSampler.from_pipeline(runs["pipe"], compile_vae=True, compile_backend="eager")
+    assert sampler.vae.decoder._compiled_call_impl is not None and runs["pipe"].vae.decoder._compiled_call_impl is None
+    assert set(sampler.vae.state_dict()) == set(runs["pipe"].vae.state_dict())
+    assert sampler.describe()["compile_vae"] is True
+    torch._dynamo.reset()  # no cached frame from another test: this call must trace the decoder
+    torch._dynamo.utils.counters.clear()
+    images = sampler(PROMPTS, runs["control"], SEEDS, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
+                     controlnet_conditioning_scale=CONTROL_SCALE)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    assert _max_diff(images, runs["eager3"]) <= 1
+
+
 def test_benchmark_runs_tiny_on_cpu(tmp_path):
     from benchmarks.run import main
 
