@@ -92,18 +92,23 @@ def top_host_ops(seg, image_batch: np.ndarray, rows: int = 15) -> list:
              "device_ms": round(getattr(e, "self_device_time_total", 0) / 1000, 2)} for e in ops]
 
 
-def top_kernels(seg, image_batch: np.ndarray, rows: int = 20) -> dict:
-    """Device time of one batch's forward by kernel (CUDA only): total and the largest kernels."""
+def _profile_kernels(call, rows: int) -> tuple[float, list]:
+    """Device microseconds of one `call` after a warm-up call, and its `rows` largest CUDA kernels."""
     from torch.profiler import ProfilerActivity, profile
 
-    seg.logits_and_features(image_batch, with_features=False)
+    call()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        seg.logits_and_features(image_batch, with_features=False)
+        call()
         torch.cuda.synchronize()
     kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-    total = sum(e.self_device_time_total for e in kernels)
     top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:rows]
+    return sum(e.self_device_time_total for e in kernels), top
+
+
+def top_kernels(seg, image_batch: np.ndarray, rows: int = 20) -> dict:
+    """Device time of one batch's forward by kernel (CUDA only): total and the largest kernels."""
+    total, top = _profile_kernels(lambda: seg.logits_and_features(image_batch, with_features=False), rows)
     return {"device_ms": round(total / 1000, 2),
             "kernels": [{"kernel": e.key[:110], "calls": e.count, "ms": round(e.self_device_time_total / 1000, 2),
                          "share": round(e.self_device_time_total / total, 3)} for e in top]}
@@ -111,23 +116,14 @@ def top_kernels(seg, image_batch: np.ndarray, rows: int = 20) -> dict:
 
 def update_kernels(seg, dataset, batch_size: int, compile_metrics: bool, rows: int = 15) -> dict:
     """Device time of one OnePassAccumulator.update (every metric the dataset carries) by kernel (CUDA only)."""
-    from torch.profiler import ProfilerActivity, profile
-
     from synthrel.evaluation.engine import OnePassAccumulator, _Collate, _Indexed, _to_device
 
     group = _Collate(0, 20000)([(i, _Indexed(dataset)[i][1]) for i in range(batch_size)])[0]
     logits, _ = seg.logits_and_features(group["image"], with_features=False)
     label, ood = _to_device(group["label"], seg.device), _to_device(group["ood"], seg.device)
     acc = OnePassAccumulator(seg.device, 20000, 0, compile=compile_metrics)
-    args = (logits, label, ood, None, group["indices"], group["ids"])
-    acc.update(*args, picks=group["picks"])
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        acc.update(*args, picks=group["picks"])
-        torch.cuda.synchronize()
-    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-    total = sum(e.self_device_time_total for e in kernels)
-    top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:rows]
+    total, top = _profile_kernels(lambda: acc.update(logits, label, ood, None, group["indices"], group["ids"],
+                                                     picks=group["picks"]), rows)
     return {"device_ms_per_img": round(total / 1000 / batch_size, 3),
             "kernels": [{"kernel": e.key[:110], "calls": e.count, "us": round(e.self_device_time_total, 1),
                          "share": round(e.self_device_time_total / total, 3)} for e in top]}
