@@ -93,16 +93,15 @@ def build_pipeline(model: str, tiny: bool, device: torch.device, dtype: torch.dt
         UNet2DConditionModel,
     )
 
+    from synthrel.tiny.diffusion import open_control_path
+
     case = CASES[(model, tiny)]
     torch.manual_seed(0)
     with torch.device(device):
         unet = UNet2DConditionModel(**case["unet"])
         controlnet = ControlNetModel.from_unet(unet)
         vae = AutoencoderKL(**case["vae"])
-        with torch.no_grad():  # non-zero "zero convolutions": the control must reach the UNet
-            for name, param in controlnet.named_parameters():
-                if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")) and name.endswith("weight"):
-                    param.normal_(0, 0.02)
+    open_control_path(controlnet, zero_conv_std=0.02)  # the control image must change the images (seeded above)
     scheduler = DDIMScheduler(**SCHEDULER)
     if model == "sdxl":
         pipe = StableDiffusionXLControlNetPipeline(
@@ -219,7 +218,6 @@ def sdpa_context(name: str):
 
 def bench_model(model: str, args, device: torch.device) -> dict:
     from synthrel.generation.sampler import ControlNetSampler
-    from synthrel.runtime import cudnn_benchmark
 
     cuda = device.type == "cuda"
     eager_dtype = torch.float16 if cuda else torch.float32
@@ -231,7 +229,9 @@ def bench_model(model: str, args, device: torch.device) -> dict:
                     compile_vae=args.compile_vae and args.compile and cuda,
                     compile_dynamic=args.compile_dynamic, cuda_graphs=args.cuda_graphs and cuda,
                     channels_last=args.channels_last and cuda, fuse_qkv=args.fuse_qkv,
-                    vae_dtype=DTYPES[args.vae_dtype] if args.vae_dtype != "auto" and cuda else None)
+                    vae_dtype=DTYPES[args.vae_dtype] if args.vae_dtype != "auto" and cuda else None,
+                    cudnn_benchmark=args.cudnn_benchmark and cuda, embed_control_once=args.embed_control_once,
+                    compile_options=dict(args.inductor_option))
     sampler = ControlNetSampler.from_pipeline(pipe, negative_prompt_embeds=negative[0],
                                               negative_pooled_prompt_embeds=negative[1], **settings)
     flops = guided_step_flops(pipe, case, device, eager_dtype)
@@ -250,7 +250,7 @@ def bench_model(model: str, args, device: torch.device) -> dict:
         if args.eager:
             row["eager"], reference = measure(functools.partial(eager_images, pipe, case, inputs, negative, args.steps),
                                               args.repeats, device)
-        with sdpa_context(args.sdpa), cudnn_benchmark(args.cudnn_benchmark):
+        with sdpa_context(args.sdpa):
             row["synthrel"], images = measure(functools.partial(synthrel_images, sampler, case, inputs, args.steps),
                                               args.repeats, device)
         for side in ("eager", "synthrel"):
@@ -369,6 +369,19 @@ def table(reports: list[dict]) -> str:
     return tabulate(lines, headers=headers)
 
 
+def inductor_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE with a Python literal value (True, 4, "name")."""
+    import ast
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        raise argparse.ArgumentTypeError(f"{key}: {value!r} is not a Python literal") from None
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run gen", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=("sd15", "sdxl", "both", "inpaint"), default="both",
@@ -393,10 +406,13 @@ def parse_args(argv):
     parser.add_argument("--fuse-qkv", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--vae-dtype", choices=("auto", "fp16", "bf16", "fp32"), default="auto",
                         help="synthrel's VAE decode dtype (auto: the pipeline's, fp32 for SDXL's force_upcast)")
-    parser.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=False,
-                        help="cuDNN autotuning around synthrel's calls (the eager baseline keeps the default)")
-    parser.add_argument("--conv1x1-as-mm", action=argparse.BooleanOptionalAction, default=True,
-                        help="inductor lowers 1x1 convolutions to matrix products (diffusers' recommendation)")
+    parser.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
+                        help="cuDNN autotuning inside synthrel's calls (the eager baseline keeps the default)")
+    parser.add_argument("--embed-control-once", action=argparse.BooleanOptionalAction, default=True,
+                        help="the ControlNet's control embedding once per call instead of at every step")
+    parser.add_argument("--inductor-option", action="append", default=[], type=inductor_option,
+                        metavar="KEY=VALUE", help="inductor option for ControlNet + UNet over the sampler's "
+                        "defaults, e.g. coordinate_descent_tuning=True or conv_1x1_as_mm=False (repeatable)")
     parser.add_argument("--sdpa", choices=("default", "flash", "efficient", "cudnn", "math"), default="default",
                         help="attention backend for synthrel's sampler")
     parser.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True,
@@ -421,10 +437,6 @@ def main(argv: list[str] | None = None) -> dict:
     setup_runtime()
     device = resolve_device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True  # as the baseline (affects the fp32 SDXL VAE decode)
-    if args.conv1x1_as_mm:
-        import torch._inductor.config as inductor_config
-
-        inductor_config.conv_1x1_as_mm = True
     models = ("sd15", "sdxl") if args.model == "both" else (args.model,)
     reports = []
     for model in models:

@@ -43,6 +43,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="ControlNet + UNet compiled (no CUDA graphs)")
+    parser.add_argument("--compile-vae", action="store_true", help="the VAE decoder compiled too")
     args = parser.parse_args(argv)
     device, dtype = torch.device("cuda"), torch.float16
     pipe, case = build_pipeline(args.model, False, device, dtype)
@@ -50,7 +51,8 @@ def main(argv=None) -> dict:
     sampler = ControlNetSampler.from_pipeline(pipe, negative_prompt_embeds=negative[0],
                                               negative_pooled_prompt_embeds=negative[1], dtype=dtype,
                                               channels_last=True, inplace=True,
-                                              compile="default" if args.compile else None)
+                                              compile="default" if args.compile else None,
+                                              compile_vae=args.compile_vae)
     inputs = make_inputs(case, args.batch, device, dtype)
 
     def call():

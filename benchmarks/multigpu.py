@@ -121,13 +121,12 @@ def build_controlnet(sd_dir: Path, out_dir: Path) -> Path:
     """A ControlNet from the UNet, with small random "zero" convolutions so that the control changes images."""
     from diffusers import ControlNetModel, UNet2DConditionModel
 
+    from synthrel.tiny.diffusion import open_control_path
+
     torch.manual_seed(1)
     controlnet = ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(sd_dir, subfolder="unet"),
                                            conditioning_channels=1)
-    with torch.no_grad():
-        for name, param in controlnet.named_parameters():
-            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")) and name.endswith("weight"):
-                param.normal_(0, 0.02)
+    open_control_path(controlnet, zero_conv_std=0.02)
     controlnet.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
 

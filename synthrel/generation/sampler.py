@@ -9,12 +9,16 @@ how the work is scheduled:
 
 - the guided pair (unconditional, conditional) goes through ControlNet + UNet as one batch of 2B, the
   negative ("" or SDXL's zeros) embedding is encoded once and cached;
+- the ControlNet's conditioning embedding of the control image (eight convolutions at up to full image size),
+  the same at every step and for both halves of the pair, runs once per call on B images instead of at every
+  step on 2B;
 - guidance and DDIM run in fp32 on device-resident tables (timesteps, sqrt(alpha) products), and the step
   index lives on the device, so a step needs no host value: one step can be captured as a CUDA graph and
   replayed `num_inference_steps` times (no per-kernel launch cost, no host syncs);
 - ControlNet + UNet can be compiled together (torch.compile) so that inductor fuses the norms, activations
   and the residual additions between the two networks;
-- channels_last weights and activations (convolutions skip layout transposes), optional fused QKV;
+- channels_last weights and activations (convolutions skip layout transposes), cuDNN autotuning, optional
+  fused QKV;
 - the VAE decodes the whole batch and the uint8 conversion runs on the device, so only uint8 crosses to host.
 
 Initial latents match diffusers' `randn_tensor` with a list of CPU generators: item i is drawn alone as
@@ -33,10 +37,25 @@ from dataclasses import dataclass
 
 import torch
 
+from synthrel.runtime import cudnn_benchmark
+
 log = logging.getLogger(__name__)
 
 #: Compile modes of `torch.compile` that leave CUDA graphs to this module (it captures its own).
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+#: Inductor options for ControlNet + UNet: 1x1 convolutions (SD1.5's attention projections, the ControlNet's
+#: zero convolutions) as matrix products, so inductor fuses their bias and residual epilogues (diffusers'
+#: recommendation for compiled SD).
+DEFAULT_COMPILE_OPTIONS = {"conv_1x1_as_mm": True}
+
+
+def _without_control_embedding(controlnet):
+    """A view of `controlnet` (the same submodules and weights) whose forward takes the control image already
+    embedded, so the sampler can embed it once per call; the ControlNet itself is left unchanged."""
+    view = copy.copy(controlnet)
+    view._modules = dict(controlnet._modules)  # copy.copy shares the dict: replace the entry in the view only
+    view.controlnet_cond_embedding = torch.nn.Identity()
+    return view
 
 
 @dataclass
@@ -45,7 +64,7 @@ class _StepBuffers:
 
     latents: torch.Tensor  # (B, 4, h, w) fp32, updated in place
     embeds: torch.Tensor  # (2B, L, D): [negative; positive]
-    control: torch.Tensor  # (2B, C, H, W), the control image twice
+    control: torch.Tensor  # (2B, C, h, w): the control image's embedding (embed_control_once) or the image, twice
     text_embeds: torch.Tensor | None  # SDXL pooled (2B, P)
     time_ids: torch.Tensor | None  # SDXL (2B, 6)
     index: torch.Tensor  # (1,) int64 step counter, advanced by the step itself
@@ -66,7 +85,9 @@ class ControlNetSampler:
                  device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype, noise_dtype: torch.dtype,
                  negative_embeds: torch.Tensor, negative_pooled: torch.Tensor | None, compile: str | None,
                  compile_dynamic: bool | None, cuda_graphs: bool, channels_last: bool,
-                 compile_backend: str = "inductor", compile_vae: bool = False):
+                 compile_backend: str = "inductor", compile_vae: bool = False,
+                 compile_options: dict | None = None, cudnn_benchmark: bool | None = None,
+                 embed_control_once: bool = True):
         from diffusers import DDIMScheduler
 
         if not isinstance(scheduler, DDIMScheduler):
@@ -81,6 +102,10 @@ class ControlNetSampler:
             raise ValueError("cuda_graphs=True needs a CUDA device")
         self.unet, self.controlnet, self.vae = unet, controlnet, vae
         self.control_channels = controlnet.config.conditioning_channels
+        self.embed_control_once = embed_control_once
+        if embed_control_once:
+            self._control_embedding = controlnet.controlnet_cond_embedding
+            self.controlnet = _without_control_embedding(controlnet)
         self.scheduler = DDIMScheduler.from_config(cfg)  # own copy: set_timesteps must not touch the pipeline's
         self.tokenizers, self.text_encoders = tokenizers, text_encoders
         self.sdxl, self.device, self.dtype = sdxl, device, dtype
@@ -89,11 +114,17 @@ class ControlNetSampler:
         self.negative_pooled = None if negative_pooled is None else negative_pooled.to(device, dtype)
         self.cuda_graphs, self.channels_last = cuda_graphs, channels_last
         self.compile_mode, self.compile_dynamic = compile, compile_dynamic
+        self.cudnn_benchmark = device.type == "cuda" if cudnn_benchmark is None else cudnn_benchmark
+        self.compile_options = {**DEFAULT_COMPILE_OPTIONS, **(compile_options or {})} if compile else {}
         self._predict = self._predict_noise
         self._mark_batch_dynamic = bool(compile) and compile_dynamic is True
         if compile:
-            # dynamic=True would make every size symbolic; only the batch is marked (in _step) instead
-            self._predict = torch.compile(self._predict_noise, mode=None if compile == "default" else compile,
+            # dynamic=True would make every size symbolic; only the batch is marked (in _step) instead.
+            # torch.compile takes a mode or options, not both: the mode's options are merged in
+            from torch._inductor import list_mode_options
+
+            options = {**list_mode_options(compile), **self.compile_options} if compile_backend == "inductor" else None
+            self._predict = torch.compile(self._predict_noise, options=options,
                                           dynamic=False if compile_dynamic is False else None,
                                           backend=compile_backend)
         self.compile_vae = compile_vae
@@ -110,17 +141,21 @@ class ControlNetSampler:
                       channels_last: bool | None = None, fuse_qkv: bool = False, vae_dtype: torch.dtype | None = None,
                       noise_dtype: torch.dtype | None = None, negative_prompt_embeds: torch.Tensor | None = None,
                       negative_pooled_prompt_embeds: torch.Tensor | None = None, inplace: bool = False,
-                      compile_backend: str = "inductor", compile_vae: bool = False):
+                      compile_backend: str = "inductor", compile_vae: bool = False,
+                      compile_options: dict | None = None, cudnn_benchmark: bool | None = None,
+                      embed_control_once: bool = True):
         """A sampler from a `StableDiffusion(XL)ControlNetPipeline`.
 
         dtype: compute dtype of ControlNet + UNet (default: the UNet's). vae_dtype: default `dtype`, except fp32
         for SDXL when `dtype` is fp16 and the VAE config says `force_upcast` (what the SDXL pipeline does).
         noise_dtype: dtype the initial noise is drawn in (default `dtype`, as the pipeline draws in its text
         encoder's dtype). compile: True/"default" or "max-autotune-no-cudagraphs" compiles ControlNet + UNet as one
-        function (compile_dynamic: True marks the batch dimension dynamic, one compile for all batch sizes; False
-        compiles per batch size; None is torch's automatic choice). cuda_graphs: capture one denoising step per batch shape and replay it. channels_last: default
-        on for CUDA. compile_vae: also compile the VAE decoder (default mode, outside the step graphs); eager,
-        its channels_last GroupNorms copy layouts (docs/benchmarks.md; its speed-up is not measured yet).
+        function, with inductor's `compile_options` (default `DEFAULT_COMPILE_OPTIONS`); compile_dynamic: True
+        marks the batch dimension dynamic (one compile for all batch sizes), False compiles per batch size, None
+        is torch's automatic choice. cuda_graphs: capture one denoising step per batch shape and replay it.
+        channels_last, cudnn_benchmark (cuDNN autotuning inside the sampler's calls only): default on for CUDA.
+        compile_vae: also compile the VAE decoder (default mode, outside the step graphs). embed_control_once:
+        the control image's embedding once per call instead of at every step (same operations).
         negative_*: the unconditional embeddings (default: SDXL's zeros when
         `force_zeros_for_empty_prompt`, else the text encoder(s) on ""). inplace: convert the pipeline's modules
         instead of copies (saves memory, but changes the pipeline).
@@ -158,7 +193,8 @@ class ControlNetSampler:
             dtype=dtype, vae_dtype=vae_dtype, noise_dtype=noise_dtype or dtype,
             negative_embeds=torch.empty(0), negative_pooled=None, compile=compile, compile_dynamic=compile_dynamic,
             cuda_graphs=cuda_graphs, channels_last=channels_last, compile_backend=compile_backend,
-            compile_vae=compile_vae,
+            compile_vae=compile_vae, compile_options=compile_options, cudnn_benchmark=cudnn_benchmark,
+            embed_control_once=embed_control_once,
         )
         if negative_prompt_embeds is None:
             if sdxl and pipe.config.force_zeros_for_empty_prompt:  # zeros shaped like "" encoded
@@ -228,18 +264,24 @@ class ControlNetSampler:
             embeds, pooled = self.encode(prompts)
 
         noise = self._initial_noise(seeds, (4, height // 8, width // 8))
+        with cudnn_benchmark(self.cudnn_benchmark):
+            return self._sample(noise, embeds, pooled, control_images, num_inference_steps, guidance_scale,
+                                controlnet_conditioning_scale)
+
+    def _sample(self, noise, embeds, pooled, control_images, num_steps, guidance, control_scale) -> torch.Tensor:
+        """Fill the batch's static buffers, run the steps (captured on the first call of a shape), decode."""
+        batch, _, height, width = control_images.shape
         bufs, graph = self._buffers(batch, height, width, embeds.shape[1:],
                                     None if pooled is None else pooled.shape[1:])
-        self._fill(bufs, noise, embeds, pooled, control_images, num_inference_steps, guidance_scale,
-                   controlnet_conditioning_scale)
+        self._fill(bufs, noise, embeds, pooled, control_images, num_steps, guidance, control_scale)
         key = (batch, height, width)
         start = time.perf_counter() if key not in self.warmup_seconds else None
         if self.cuda_graphs and graph is None:
             graph = self._capture(bufs)
             self._graphs[key] = (bufs, graph)
-            self._fill(bufs, noise, embeds, pooled, control_images, num_inference_steps, guidance_scale,
-                       controlnet_conditioning_scale)  # warm-up and capture ran steps on these buffers
-        for _ in range(num_inference_steps):
+            # warm-up and capture ran steps on these buffers
+            self._fill(bufs, noise, embeds, pooled, control_images, num_steps, guidance, control_scale)
+        for _ in range(num_steps):
             if graph is not None:
                 graph.replay()
             else:
@@ -274,7 +316,7 @@ class ControlNetSampler:
         bufs = _StepBuffers(
             latents=torch.empty(batch, 4, height // 8, width // 8, device=dev, dtype=torch.float32),
             embeds=torch.empty(2 * batch, *embed_shape, device=dev, dtype=dt),
-            control=torch.empty(2 * batch, self.control_channels, height, width, device=dev, dtype=dt),
+            control=torch.empty(2 * batch, *self._control_shape(height, width), device=dev, dtype=dt),
             text_embeds=None if pooled_shape is None else torch.empty(2 * batch, *pooled_shape, device=dev, dtype=dt),
             time_ids=torch.empty(2 * batch, 6, device=dev, dtype=dt) if self.sdxl else None,
             index=torch.zeros(1, device=dev, dtype=torch.int64),
@@ -322,6 +364,8 @@ class ControlNetSampler:
         height, width = control_images.shape[-2:]
         control = VaeImageProcessor(do_convert_rgb=True, do_normalize=False).preprocess(
             control_images, height=height, width=width).to(torch.float32)
+        if self.embed_control_once:
+            control = self._embed_control(control)
         bufs.control[:batch].copy_(control)
         bufs.control[batch:].copy_(control)
         if self.sdxl:
@@ -330,6 +374,22 @@ class ControlNetSampler:
             # add_time_ids: original size = target size = the image size, crop top-left (0, 0)
             bufs.time_ids.copy_(torch.tensor([height, width, 0, 0, height, width], dtype=bufs.time_ids.dtype)
                                 .expand(2 * batch, -1))
+
+    def _control_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """Per-item shape of the control buffer: the embedding, which the ControlNet adds to its latent-sized
+        first features, or the control image itself."""
+        if self.embed_control_once:
+            return self.controlnet.config.block_out_channels[0], height // 8, width // 8
+        return self.control_channels, height, width
+
+    def _embed_control(self, control: torch.Tensor) -> torch.Tensor:
+        """The ControlNet's conditioning embedding of the control images, as its forward computes it per step."""
+        bgr = self.controlnet.config.controlnet_conditioning_channel_order == "bgr"
+        control = control.to(self.device, self.dtype)
+        if self.channels_last:
+            control = control.contiguous(memory_format=torch.channels_last)
+        embedding = self._control_embedding(control.flip(1) if bgr else control)
+        return embedding.flip(1) if bgr else embedding  # the forward flips its input for "bgr": undone here
 
     def _predict_noise(self, sample, timestep, embeds, control, control_scale, text_embeds, time_ids):
         """ControlNet + UNet on the guided pair (batch 2B): one function, so torch.compile fuses across both."""
@@ -395,5 +455,7 @@ class ControlNetSampler:
         processors = sorted({type(p).__name__ for p in self.unet.attn_processors.values()})
         return dict(sdxl=self.sdxl, dtype=str(self.dtype).removeprefix("torch."),
                     vae_dtype=str(self.vae_dtype).removeprefix("torch."), compile=self.compile_mode,
-                    compile_dynamic=self.compile_dynamic, compile_vae=self.compile_vae, cuda_graphs=self.cuda_graphs,
-                    channels_last=self.channels_last, attention=processors)
+                    compile_dynamic=self.compile_dynamic, compile_options=self.compile_options,
+                    compile_vae=self.compile_vae, cuda_graphs=self.cuda_graphs, channels_last=self.channels_last,
+                    cudnn_benchmark=self.cudnn_benchmark, embed_control_once=self.embed_control_once,
+                    attention=processors)

@@ -220,3 +220,26 @@ def _build_pipeline(kind: str, seed: int, tokenizer_dir: Path):
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def open_control_path(controlnet, generator=None, zero_conv_std: float = 0.05):
+    """Make the control image change the outputs of an untrained ControlNet (random weights stand in for
+    trained ones in tests and benchmarks).
+
+    A fresh ControlNet ignores its control image: the zero convolutions output zeros, and through the eight
+    default-initialised convolutions of the conditioning embedding the image's share of the output falls below
+    1 % of the biases'. This draws the zero convolutions from N(0, zero_conv_std²) and gives the embedding
+    He-scaled weights and zero biases. `generator`: a CPU torch.Generator (default: the global RNG).
+    """
+    import torch
+
+    with torch.no_grad():
+        for name, param in controlnet.named_parameters():
+            if name.startswith("controlnet_cond_embedding."):
+                scale = (2 / param[0].numel()) ** 0.5 if name.endswith("weight") else 0.0
+            elif name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
+                scale = zero_conv_std
+            else:
+                continue
+            param.copy_(torch.randn(param.shape, generator=generator) * scale)
+    return controlnet

@@ -1,7 +1,7 @@
 """ControlNetSampler against the diffusers eager ControlNet pipelines (the reference), on tiny real architectures.
 
 The tiny SD1.5/SDXL folders are loaded through the project's loading code; the ControlNet is built from the
-UNet with random (not zero) output convolutions, so that the control path changes the images.
+UNet with `open_control_path`, so that the control image changes the images.
 """
 
 import json
@@ -20,15 +20,11 @@ def _pipeline(root, kind):
     from diffusers import ControlNetModel, UNet2DConditionModel
 
     from synthrel.diffusion_loading import load_controlnet_pipeline
-    from synthrel.tiny.diffusion import build_tiny_sd
+    from synthrel.tiny.diffusion import build_tiny_sd, open_control_path
 
     base = build_tiny_sd(root / kind, kind)
     controlnet = ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(base, subfolder="unet"))
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in controlnet.named_parameters():
-            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    open_control_path(controlnet, torch.Generator().manual_seed(1))
     controlnet.save_pretrained(root / f"{kind}_controlnet")
     pipe = load_controlnet_pipeline(str(base), str(root / f"{kind}_controlnet"))
     pipe.set_progress_bar_config(disable=True)
@@ -125,6 +121,79 @@ def test_compiled_vae_decoder_traces_and_matches(runs):
                      controlnet_conditioning_scale=CONTROL_SCALE)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
     assert _max_diff(images, runs["eager3"]) <= 1
+
+
+def test_control_embedding_runs_once_per_call_and_leaves_the_pipeline_intact(runs):
+    """The embedding runs once per call on B images (not per step on 2B), through the pipeline's own weights."""
+    from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
+
+    sampler, pipe = runs["sampler"], runs["pipe"]
+    assert isinstance(pipe.controlnet.controlnet_cond_embedding, ControlNetConditioningEmbedding)
+    assert isinstance(sampler.controlnet.controlnet_cond_embedding, torch.nn.Identity)
+    weights = {**{f"controlnet_cond_embedding.{k}": v for k, v in sampler._control_embedding.state_dict().items()},
+               **sampler.controlnet.state_dict()}
+    assert weights.keys() == pipe.controlnet.state_dict().keys()
+    assert all(torch.equal(weights[k], v) for k, v in pipe.controlnet.state_dict().items())
+    shapes = []
+    hook = sampler._control_embedding.register_forward_hook(lambda m, args, out: shapes.append(tuple(args[0].shape)))
+    try:
+        sampler(PROMPTS, runs["control"], SEEDS, num_inference_steps=3, guidance_scale=GUIDANCE)
+    finally:
+        hook.remove()
+    assert shapes == [(3, *runs["control"].shape[1:])]
+
+
+def test_per_step_control_embedding_gives_the_same_images(runs):
+    from synthrel.generation.sampler import ControlNetSampler
+
+    sampler = ControlNetSampler.from_pipeline(runs["pipe"], embed_control_once=False)
+    images = sampler(PROMPTS, runs["control"], SEEDS, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
+                     controlnet_conditioning_scale=CONTROL_SCALE)
+    assert _max_diff(images, runs["eager3"]) <= 1
+
+
+def test_bgr_controlnet_matches_eager_pipeline(runs):
+    """A ControlNet trained on BGR control images: its forward flips the input channels, the cached embedding too."""
+    import copy
+
+    from synthrel.generation.sampler import ControlNetSampler
+
+    pipe = copy.copy(runs["pipe"])
+    pipe.controlnet = copy.deepcopy(runs["pipe"].controlnet)
+    pipe.controlnet.register_to_config(controlnet_conditioning_channel_order="bgr")
+    eager = _eager(pipe, PROMPTS[:1], runs["control"][:1], SEEDS[:1])
+    assert _max_diff(eager, runs["eager3"][:1]) > 0  # the flip changes the image: the check below is not vacuous
+    fast = ControlNetSampler.from_pipeline(pipe)(PROMPTS[:1], runs["control"][:1], SEEDS[:1],
+                                                 num_inference_steps=STEPS, guidance_scale=GUIDANCE,
+                                                 controlnet_conditioning_scale=CONTROL_SCALE)
+    assert _max_diff(fast, eager) <= 1
+
+
+def test_cudnn_benchmark_is_on_inside_the_call_only(runs):
+    from synthrel.generation.sampler import ControlNetSampler
+
+    sampler = ControlNetSampler.from_pipeline(runs["pipe"], cudnn_benchmark=True)
+    before, seen = torch.backends.cudnn.benchmark, []
+    hook = sampler.unet.register_forward_hook(lambda *_: seen.append(torch.backends.cudnn.benchmark))
+    try:
+        sampler(PROMPTS[:1], runs["control"][:1], SEEDS[:1], num_inference_steps=2, guidance_scale=GUIDANCE)
+    finally:
+        hook.remove()
+    assert not before and seen == [True, True] and torch.backends.cudnn.benchmark is False
+
+
+def test_compile_options_merge_the_modes_options(runs, monkeypatch):
+    """torch.compile refuses a mode together with options: the mode's own options are passed with the sampler's."""
+    from synthrel.generation.sampler import ControlNetSampler
+
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: calls.append(kwargs) or fn)
+    ControlNetSampler.from_pipeline(runs["pipe"], compile="max-autotune-no-cudagraphs",
+                                    compile_options={"coordinate_descent_tuning": False})
+    ControlNetSampler.from_pipeline(runs["pipe"], compile=True)
+    assert "mode" not in calls[0]
+    assert calls[0]["options"] == {"max_autotune": True, "coordinate_descent_tuning": False, "conv_1x1_as_mm": True}
+    assert calls[1]["options"] == {"conv_1x1_as_mm": True}
 
 
 def test_benchmark_runs_tiny_on_cpu(tmp_path):
