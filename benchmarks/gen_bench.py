@@ -396,7 +396,8 @@ def parse_args(argv):
     parser.add_argument("--dtype", choices=("fp16", "bf16"), default="fp16", help="synthrel compute dtype on GPU")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="torch.compile ControlNet+UNet (GPU only)")
-    parser.add_argument("--compile-vae", action="store_true", help="also compile the sampler's VAE decoder")
+    parser.add_argument("--compile-vae", action=argparse.BooleanOptionalAction, default=True,
+                        help="with --compile, also compile the sampler's VAE decoder")
     parser.add_argument("--compile-mode", choices=("default", "max-autotune-no-cudagraphs"), default="default")
     parser.add_argument("--compile-dynamic", action=argparse.BooleanOptionalAction, default=True,
                         help="compile the batch dimension as dynamic (fewer recompiles across batch sizes)")

@@ -1,7 +1,8 @@
 """Where the time of one guided SD1.5/SDXL sampling call goes, by kernel category (torch.profiler, CUDA time).
 
 Runs synthrel's ControlNetSampler without CUDA graphs so that each kernel is visible, eager or (`--compile`)
-with ControlNet + UNet compiled as the stage runs them; inductor's fused Triton kernels get their own categories:
+with ControlNet + UNet and the VAE decoder compiled as the stage runs them; inductor's fused Triton kernels get
+their own categories:
     python -m benchmarks.gen_profile --model sd15 --batch 8 --steps 5 [--compile]
 """
 
@@ -42,8 +43,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", choices=("sd15", "sdxl"), default="sd15")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--compile", action="store_true", help="ControlNet + UNet compiled (no CUDA graphs)")
-    parser.add_argument("--compile-vae", action="store_true", help="the VAE decoder compiled too")
+    parser.add_argument("--compile", action="store_true",
+                        help="ControlNet + UNet and the VAE decoder compiled as the stage runs them (no CUDA graphs)")
     args = parser.parse_args(argv)
     device, dtype = torch.device("cuda"), torch.float16
     pipe, case = build_pipeline(args.model, False, device, dtype)
@@ -51,8 +52,7 @@ def main(argv=None) -> dict:
     sampler = ControlNetSampler.from_pipeline(pipe, negative_prompt_embeds=negative[0],
                                               negative_pooled_prompt_embeds=negative[1], dtype=dtype,
                                               channels_last=True, inplace=True,
-                                              compile="default" if args.compile else None,
-                                              compile_vae=args.compile_vae)
+                                              compile="default" if args.compile else None)
     inputs = make_inputs(case, args.batch, device, dtype)
 
     def call():

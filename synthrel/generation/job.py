@@ -78,7 +78,7 @@ class GenerateJob:
     # fast: synthrel's ControlNetSampler (same DDIM sampler, batched guided pair, CUDA graphs, optional
     # torch.compile; docs/benchmarks.md); diffusers: the plain pipeline call
     sampler: str = "fast"
-    compile: bool = False  # torch.compile of UNet + ControlNet on CUDA: minutes of warm-up, pays off at scale
+    compile: bool = False  # torch.compile of UNet + ControlNet + VAE decoder on CUDA: minutes of warm-up, pays at scale
     write_original: bool = True
     seed: int = 0
     shard: str = "0/1"
