@@ -1,7 +1,8 @@
 """Benchmark dispatcher: `python -m benchmarks.run gen|eval|all [options of that benchmark]`.
 
 `gen` runs benchmarks/gen_bench.py (ControlNet sampling), `eval` benchmarks/eval_bench.py (segmentation
-inference) where it exists; `all` runs both with their default options.
+inference), `write` benchmarks/write_bench.py (the generate stage's writes); `all` runs them with their default
+options.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = {"gen": "benchmarks.gen_bench", "eval": "benchmarks.eval_bench"}
+BENCHMARKS = {"gen": "benchmarks.gen_bench", "eval": "benchmarks.eval_bench", "write": "benchmarks.write_bench"}
 # Needs two GPUs, so it is not part of `all`.
 EXTRA = {"multigpu": "benchmarks.multigpu"}
 

@@ -13,7 +13,9 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,6 +153,54 @@ class Manifest:
                 return
             data = self.path.read_bytes()
             f.truncate(data.rfind(b"\n") + 1)
+
+
+class BackgroundWriter:
+    """Runs write calls (image encoding, files, manifest lines) on one thread, in submission order, so that they
+    overlap the GPU work of the next batch instead of stalling it.
+
+    At most `max_pending` calls wait (back-pressure when the disk is slower than the GPU). A failed write is
+    raised by the next `submit` or on leaving the block. Leaving the block on an error still finishes the
+    pending writes, so a crash loses no item that was already generated.
+    """
+
+    def __init__(self, max_pending: int = 2):
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self.max_pending = max_pending
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthrel-writer")
+        self._pending: deque[Future] = deque()
+
+    def submit(self, fn: Callable, *args, **kwargs) -> None:
+        while self._pending and (self._pending[0].done() or len(self._pending) >= self.max_pending):
+            self._pending.popleft().result()  # raises the write's own error
+        self._pending.append(self._pool.submit(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        """Finish every pending write (one failing does not stop the others), then raise the first error."""
+        first = None
+        while self._pending:
+            try:
+                self._pending.popleft().result()
+            except Exception as error:
+                if first is not None:
+                    log.error("another background write failed: %s", error)
+                first = first or error
+        self._pool.shutdown(wait=True)
+        if first is not None:
+            raise first
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # the block failed: keep what was generated, and let the block's error propagate
+            self.close()
+        except Exception:
+            log.exception("a background write failed while handling another error")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from synthrel.generation.conditioning import (
     encode_label_ids,
     square_crop_box,
 )
-from synthrel.jobs import Manifest, Shard, item_rng, item_seed, positive_int
+from synthrel.jobs import BackgroundWriter, Manifest, Shard, item_rng, item_seed, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +182,21 @@ class GenerateJob:
             )
         generator = _Generator(self)
         desc = f"generate {self.backbone}/{self.set_name if self.pooled else ','.join(self.domains)}"
-        with tqdm(total=len(mine), initial=summary["skipped"], desc=desc) as bar:
+        # PNG encoding and writing run beside the next batch's sampling
+        with tqdm(total=len(mine), initial=summary["skipped"], desc=desc) as bar, BackgroundWriter() as writer:
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start:start + self.batch_size]
-                generator.generate(batch, dataset, captions)
+                writer.submit(_write_items, generator.generate(batch, dataset, captions))
                 summary["generated"] += len(batch)
                 bar.update(len(batch))
         return summary
+
+
+def _write_items(records: list[dict]) -> None:
+    from synthrel.data.synthetic import write_item
+
+    for record in records:
+        write_item(**record)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -245,9 +253,9 @@ class _Generator:
             log.warning("prompt has %d tokens > %d: CLIP truncates it and drops the domain suffix: %r",
                         n, tokenizer.model_max_length, prompt)
 
-    def generate(self, batch: list[GenerationItem], dataset, captions: dict[str, str]) -> None:
+    def generate(self, batch: list[GenerationItem], dataset, captions: dict[str, str]) -> list[dict]:
+        """The batch's images with their label maps and manifest records: `write_item` arguments per item."""
         from synthrel.data.io import read_image
-        from synthrel.data.synthetic import write_item
 
         job, torch = self.job, self.torch
         labels, hints, prompts, originals = [], [], [], []
@@ -267,12 +275,14 @@ class _Generator:
                                   controlnet_conditioning_scale=job.controlnet_conditioning_scale).numpy()
         else:
             images = self._pipeline_images(batch, prompts, hint)
+        records = []
         for k, it in enumerate(batch):
             meta = {**self.meta, "source_id": it.source_id, "source_index": it.source_index,
                     "crop_box": list(it.crop_box), "caption": captions[it.source_id], "prompt": prompts[k],
                     "domain": it.domain, "index": it.index, "seed": it.noise_seed}
-            write_item(it.out_dir, it.id, it.city, images[k], labels[k],
-                       original=originals[k] if job.write_original else None, meta=meta)
+            records.append(dict(root=it.out_dir, id=it.id, city=it.city, image=images[k], label_ids=labels[k],
+                                original=originals[k] if job.write_original else None, meta=meta))
+        return records
 
     def _pipeline_images(self, batch: list[GenerationItem], prompts: list[str], hint) -> np.ndarray:
         """The plain diffusers pipeline call (other schedulers, eta > 0, negative prompts)."""

@@ -2,12 +2,22 @@
 
 import json
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from synthrel.errors import ConfigError
-from synthrel.jobs import Manifest, Shard, atomic_path, item_seed, positive_int, write_json_atomic
+from synthrel.jobs import (
+    BackgroundWriter,
+    Manifest,
+    Shard,
+    atomic_path,
+    item_seed,
+    positive_int,
+    write_json_atomic,
+)
 
 
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
@@ -87,3 +97,54 @@ def test_atomic_dir_replaces_a_leftover_and_leaves_nothing_on_failure(tmp_path):
             (tmp / "config.json").write_text("{}")
             raise RuntimeError("killed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_background_writer_keeps_order_and_finishes_on_exit():
+    done = []
+    with BackgroundWriter(max_pending=2) as writer:
+        for k in range(10):
+            writer.submit(lambda k=k: (time.sleep(0.002), done.append(k)))
+    assert done == list(range(10))
+
+
+def test_background_writer_blocks_when_max_pending_writes_wait():
+    release = threading.Event()
+    writer = BackgroundWriter(max_pending=2)
+    writer.submit(release.wait)
+    writer.submit(lambda: None)
+    third = threading.Thread(target=writer.submit, args=(lambda: None,))
+    third.start()
+    third.join(0.3)
+    assert third.is_alive()  # back-pressure: two writes wait, the third submit waits for the first
+    release.set()
+    third.join(5)
+    assert not third.is_alive()
+    writer.close()
+
+
+def test_background_writer_raises_a_failed_write_after_finishing_the_others():
+    done, release = [], threading.Event()
+
+    def fail():
+        release.wait()
+        raise OSError("disk on fire")
+
+    with pytest.raises(OSError, match="disk on fire"), BackgroundWriter(max_pending=4) as writer:
+        writer.submit(fail)
+        writer.submit(done.append, 1)
+        release.set()
+    assert done == [1]
+    with pytest.raises(OSError, match="disk on fire"), BackgroundWriter() as writer:  # or at the next submit
+        writer.submit(fail)
+        while writer._pending and not writer._pending[0].done():
+            time.sleep(0.01)
+        writer.submit(done.append, 2)
+    assert done == [1]
+
+
+def test_background_writer_finishes_pending_writes_when_the_block_fails():
+    done = []
+    with pytest.raises(RuntimeError, match="CUDA out of memory"), BackgroundWriter() as writer:
+        writer.submit(lambda: (time.sleep(0.05), done.append("image")))
+        raise RuntimeError("CUDA out of memory")
+    assert done == ["image"]

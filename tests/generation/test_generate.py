@@ -183,3 +183,15 @@ def test_fast_sampler_writes_the_images_of_the_diffusers_pipeline(tiny_models, s
 def test_unknown_sampler_names_the_key(tiny_models, source_data, tmp_path):
     with pytest.raises(ConfigError, match="stages.generate.sampler"):
         make_job(tiny_models, source_data, tmp_path / "fog", sampler="euler")
+
+
+def test_write_benchmark_runs_tiny(tmp_path):
+    """Both write modes write every item's four PNGs; level 6 (before) compresses more than level 1."""
+    from benchmarks.run import main
+
+    out = tmp_path / "write_bench.json"
+    main(["write", "--batches", "2", "--batch-size", "2", "--size", "64", "--gpu-seconds", "0.01",
+          "--json", str(out)])
+    before, after = json.loads(out.read_text())["rows"]
+    assert (before["png_level"], after["png_level"]) == (6, 1)
+    assert 0 < before["kb_per_item"] < after["kb_per_item"]
