@@ -263,8 +263,9 @@ def generate_worker(spec: dict) -> None:
         if not batches:
             barrier(Path(spec["barrier"]), spec["shard"], spec["parties"])
         begin = time.time()
-        generate(self, batch, dataset, captions)  # returns once the images are on the host and written
+        records = generate(self, batch, dataset, captions)  # the images on the host; written in the background
         batches.append((begin, time.time(), len(batch)))
+        return records
 
     generation._Generator.generate = timed_generate
     started = time.time()
