@@ -1,4 +1,4 @@
-"""Conventions shared by every stage: atomic writes, JSONL manifests, shards, per-item seeds.
+"""Conventions shared by every stage: atomic writes, JSONL manifests, background writes, shards, per-item seeds.
 
 A crash at any point leaves only complete files visible (write to a temporary name, then rename),
 and a re-run skips every item already recorded in the manifest.
@@ -194,13 +194,12 @@ class BackgroundWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        try:  # the block failed: keep what was generated, and let the block's error propagate
+        try:
             self.close()
         except Exception:
-            log.exception("a background write failed while handling another error")
+            if exc_type is None:
+                raise
+            log.exception("a background write failed while handling another error")  # the block's error wins
 
 
 @dataclass(frozen=True)

@@ -227,8 +227,8 @@ def open_control_path(controlnet, generator=None, zero_conv_std: float = 0.05):
     trained ones in tests and benchmarks).
 
     A fresh ControlNet ignores its control image: the zero convolutions output zeros, and through the eight
-    default-initialised convolutions of the conditioning embedding the image's share of the output falls below
-    1 % of the biases'. This draws the zero convolutions from N(0, zero_conv_std²) and gives the embedding
+    default-initialised convolutions of the conditioning embedding the image moves the output by under 2 % of
+    its spread (the biases dominate). This draws the zero convolutions from N(0, zero_conv_std²) and gives the embedding
     He-scaled weights and zero biases. `generator`: a CPU torch.Generator (default: the global RNG).
     """
     import torch
