@@ -33,6 +33,23 @@ class DiskFullError(SynthrelError, OSError):
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
+def _current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (os.umask is a process-wide swap)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _follow_umask(path: Path, mode: int) -> None:
+    """mkstemp / mkdtemp create 0600 / 0700; give the published file the mode a plain `open` would have,
+    so that colleagues on a shared cluster can read results as their umask allows."""
+    os.chmod(path, mode & ~_current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
@@ -47,6 +64,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp = Path(tmp)
         try:
             yield tmp
+            _follow_umask(tmp, 0o666)
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -68,6 +86,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
     try:
         yield tmp
+        _follow_umask(tmp, 0o777)
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)

@@ -13,6 +13,7 @@ from synthrel.jobs import (
     BackgroundWriter,
     Manifest,
     Shard,
+    atomic_dir,
     atomic_path,
     item_seed,
     positive_int,
@@ -84,8 +85,6 @@ def test_manifest_skips_a_line_glued_by_a_concurrent_shard(tmp_path):
 
 
 def test_atomic_dir_replaces_a_leftover_and_leaves_nothing_on_failure(tmp_path):
-    from synthrel.jobs import atomic_dir
-
     target = tmp_path / "model"
     target.mkdir()
     (target / "half_written.bin").write_text("x")  # an incomplete leftover of a killed build
@@ -148,3 +147,19 @@ def test_background_writer_finishes_pending_writes_when_the_block_fails():
         writer.submit(lambda: (time.sleep(0.05), done.append("image")))
         raise RuntimeError("CUDA out of memory")
     assert done == ["image"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_published_files_and_folders_follow_the_umask_like_open_and_mkdir(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        (tmp_path / "plain.txt").write_text("x")  # the OS's own answer for this umask
+        (tmp_path / "plain_dir").mkdir()
+        write_json_atomic(tmp_path / "atomic.json", {"v": 1})
+        with atomic_dir(tmp_path / "atomic_dir") as tmp:
+            (tmp / "f").write_text("x")
+    finally:
+        os.umask(old)
+    mode = lambda p: (tmp_path / p).stat().st_mode & 0o777  # noqa: E731
+    assert mode("atomic.json") == mode("plain.txt")
+    assert mode("atomic_dir") == mode("plain_dir")
