@@ -189,7 +189,7 @@ def logits_only_pass(seg, dataset, batch_size: int, num_workers: int) -> float:
     start = time.perf_counter()
     for groups in loader:
         for group in groups:
-            seg.logits_and_features(group["image"], with_features=False)
+            seg.logits_and_features(group["image"], features=None)
     _sync(seg.device)
     return time.perf_counter() - start
 
@@ -206,7 +206,7 @@ def accumulation_probe(seg, dataset, batch_size: int, repeats: int = 5, compile:
     oods = None
     if samples[0]["ood"] is not None:
         oods = torch.from_numpy(np.stack([s["ood"] for s in samples])).to(seg.device)
-    logits, _ = seg.logits_and_features(images, with_features=False)
+    logits, _ = seg.logits_and_features(images, features=None)
     picks = torch.from_numpy(calibration_picks(0, list(range(n)), *logits.shape[2:], 20000))
     if seg.device.type == "cuda":
         picks = picks.pin_memory()
@@ -233,11 +233,11 @@ def accumulation_probe(seg, dataset, batch_size: int, repeats: int = 5, compile:
             "host_syncs_per_update": syncs}
 
 
-def flops_per_image(seg, image: np.ndarray, with_features: bool) -> float:
+def flops_per_image(seg, image: np.ndarray, features: str | None) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        seg.logits_and_features(image[None], with_features=with_features)
+        seg.logits_and_features(image[None], features=features)
     return float(counter.get_total_flops())
 
 
@@ -249,7 +249,7 @@ def slide_check(seg, baseline, image: np.ndarray) -> dict:
         metas = [dict(ori_shape=inputs.shape[2:], img_shape=tuple(inputs.shape[2:]),
                       pad_shape=tuple(inputs.shape[2:]), padding_size=[0, 0, 0, 0])] * 2
         ref = baseline.inference(inputs.contiguous(), metas).float()
-        ours = (seg._slide_inference(inputs) if seg.model.test_cfg.get("mode", "whole") == "slide"
+        ours = (seg._slide_inference(inputs)[0] if seg.model.test_cfg.get("mode", "whole") == "slide"
                 else seg.model.inference(inputs, metas)).float()
     return {"rel_l2": float((ours - ref).norm() / ref.norm()),
             "argmax_diff_pixels": int((ours.argmax(1) != ref.argmax(1)).sum())}
@@ -263,7 +263,7 @@ def engine_runs(name, seg, baseline, dataset, args, ref_confusion, ref_preds, de
                reroute_depthwise=seg.reroute_depthwise, window_batch=seg.window_batch)
     warm = torch.utils.data.Subset(dataset, range(min(len(dataset), args.batch_size)))
     start = time.perf_counter()
-    evaluate_dataset(seg, warm, batch_size=args.batch_size, calib_pixels_per_image=20000, with_features=False,
+    evaluate_dataset(seg, warm, batch_size=args.batch_size, calib_pixels_per_image=20000, features=None,
                      desc=f"{name} warm-up", compile_metrics=compiled)
     _sync(device)
     run["first_call_s"] = round(time.perf_counter() - start, 2)
@@ -272,7 +272,7 @@ def engine_runs(name, seg, baseline, dataset, args, ref_confusion, ref_preds, de
         _sync(device)
         start = time.perf_counter()
         out = evaluate_dataset(seg, dataset, batch_size=args.batch_size, num_workers=args.num_workers,
-                               calib_pixels_per_image=20000, seed=0, with_features=False, desc=f"{name} engine",
+                               calib_pixels_per_image=20000, seed=0, features=None, desc=f"{name} engine",
                                compile_metrics=compiled)
         full = time.perf_counter() - start
     run.update(img_s=round(len(dataset) / full, 2), gpu_util_pct=util.mean, peak_gib=_peak_gib(device))
@@ -281,11 +281,16 @@ def engine_runs(name, seg, baseline, dataset, args, ref_confusion, ref_preds, de
     run["accumulation_share_of_pass"] = round(max(full - logits_s, 0.0) / full, 3)
     run.update(accumulation_probe(seg, dataset, args.batch_size, compile=compiled))
     run["accumulation_probe_share"] = round(run["accumulate_ms_per_img"] * run["img_s"] / 1000, 3)
-    if not args.quick and not compiled:  # a compiled model would compile again for the whole-image shape
+    # features for cluster TS: pooled from the windows (no new shape, so compiled too) and relis' whole image
+    for mode in ("windows",) if compiled else ("windows", "whole"):  # compiled: "whole" compiles a new shape
+        _sync(device)
         start = time.perf_counter()
         evaluate_dataset(seg, dataset, batch_size=args.batch_size, num_workers=args.num_workers,
-                         calib_pixels_per_image=20000, with_features=True, desc=f"{name} engine+features")
-        run["with_features_img_s"] = round(len(dataset) / (time.perf_counter() - start), 2)
+                         calib_pixels_per_image=20000, features=mode, desc=f"{name} engine+{mode} features",
+                         compile_metrics=compiled)
+        _sync(device)
+        run[f"{mode}_features_img_s"] = round(len(dataset) / (time.perf_counter() - start), 2)
+        run[f"{mode}_features_cost"] = round(run["img_s"] / run[f"{mode}_features_img_s"] - 1, 3)
     run["confusion_equal_to_mmseg"] = bool(np.array_equal(out.confusion, ref_confusion))
     run["confusion_abs_diff_sum"] = int(np.abs(out.confusion - ref_confusion).sum())
     run["miou_diff_points"] = round(100 * (mean_iou(out.confusion) - mean_iou(ref_confusion)), 4)
@@ -337,10 +342,10 @@ def bench_model(name: str, args, device) -> dict:
             run["ratio_vs_mmseg_loop"] = round(run["img_s"] / mm_img_s, 2)
             if precision == "fp32" and not compiled:
                 run["slide_vs_mmseg_same_input"] = slide_check(seg, baseline, dataset[0]["image"])
-                fl = flops_per_image(seg, dataset[0]["image"], with_features=False)
+                fl = flops_per_image(seg, dataset[0]["image"], features=None)
                 res["tflop_per_img"] = float(f"{fl / 1e12:.4g}")
-                features_fl = flops_per_image(seg, dataset[0]["image"], True) - fl
-                res["tflop_per_img_features"] = float(f"{features_fl / 1e12:.4g}")
+                features_fl = flops_per_image(seg, dataset[0]["image"], "whole") - fl
+                res["tflop_per_img_whole_features"] = float(f"{features_fl / 1e12:.4g}")
                 res["ceiling_img_s_at_798TF"] = round(H100_TFLOPS * 1e12 / fl, 1)
             print(f"{name} {precision}{' compiled' if compiled else ''}: "
                   + ", ".join(f"{k}={v}" for k, v in run.items()), flush=True)
@@ -488,9 +493,12 @@ def _table(res: dict, tiny: bool) -> str:
             lines.append(f"{'':14} {tag:16} {run['img_s']:>8} {run['ratio_vs_mmseg_loop']:>8} {anchor:>8} "
                          f"{run['accumulation_probe_share']:>9} {run['confusion_equal_to_mmseg']!s:>8} "
                          f"{run['miou_diff_points']:>8} {run.get('argmax_diff_pixels_vs_mmseg', '-'):>9}")
+            costs = [f"{mode} +{100 * run[f'{mode}_features_cost']:.0f} %" for mode in ("windows", "whole")
+                     if f"{mode}_features_cost" in run]
+            lines.append(f"{'':14} {'':16} features for cluster TS: {', '.join(costs)}")
         if "tflop_per_img" in r:  # counted on the fp32 run only
-            lines.append(f"{'':14} TFLOP/img {r['tflop_per_img']} (+{r['tflop_per_img_features']} features), "
-                         f"ceiling {r['ceiling_img_s_at_798TF']} img/s at {H100_TFLOPS:.0f} TFLOP/s")
+            lines.append(f"{'':14} TFLOP/img {r['tflop_per_img']} (+{r['tflop_per_img_whole_features']} whole-image "
+                         f"features), ceiling {r['ceiling_img_s_at_798TF']} img/s at {H100_TFLOPS:.0f} TFLOP/s")
     return "\n".join(lines)
 
 

@@ -52,7 +52,7 @@ def profile_pass(seg, dataset, batch_size: int, workers: int, calib_pixels: int 
             if marks:
                 marks[0].record()
             t2 = time.perf_counter()
-            logits, features = seg.logits_and_features(group["image"], with_features=False)
+            logits, features = seg.logits_and_features(group["image"], features=None)
             t3 = time.perf_counter()
             if marks:
                 marks[1].record()
@@ -80,10 +80,10 @@ def profile_pass(seg, dataset, batch_size: int, workers: int, calib_pixels: int 
 def top_host_ops(seg, image_batch: np.ndarray, rows: int = 15) -> list:
     from torch.profiler import ProfilerActivity, profile
 
-    seg.logits_and_features(image_batch, with_features=False)
+    seg.logits_and_features(image_batch, features=None)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if seg.device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        seg.logits_and_features(image_batch, with_features=False)
+        seg.logits_and_features(image_batch, features=None)
         if seg.device.type == "cuda":
             torch.cuda.synchronize()
     table = prof.key_averages()
@@ -108,7 +108,7 @@ def _profile_kernels(call, rows: int) -> tuple[float, list]:
 
 def top_kernels(seg, image_batch: np.ndarray, rows: int = 20) -> dict:
     """Device time of one batch's forward by kernel (CUDA only): total and the largest kernels."""
-    total, top = _profile_kernels(lambda: seg.logits_and_features(image_batch, with_features=False), rows)
+    total, top = _profile_kernels(lambda: seg.logits_and_features(image_batch, features=None), rows)
     return {"device_ms": round(total / 1000, 2),
             "kernels": [{"kernel": e.key[:110], "calls": e.count, "ms": round(e.self_device_time_total / 1000, 2),
                          "share": round(e.self_device_time_total / total, 3)} for e in top]}
@@ -119,7 +119,7 @@ def update_kernels(seg, dataset, batch_size: int, compile_metrics: bool, rows: i
     from synthrel.evaluation.engine import OnePassAccumulator, _Collate, _Indexed, _to_device
 
     group = _Collate(0, 20000)([(i, _Indexed(dataset)[i][1]) for i in range(batch_size)])[0]
-    logits, _ = seg.logits_and_features(group["image"], with_features=False)
+    logits, _ = seg.logits_and_features(group["image"], features=None)
     label, ood = _to_device(group["label"], seg.device), _to_device(group["ood"], seg.device)
     acc = OnePassAccumulator(seg.device, 20000, 0, compile=compile_metrics)
     total, top = _profile_kernels(lambda: acc.update(logits, label, ood, None, group["indices"], group["ids"],

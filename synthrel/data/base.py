@@ -7,6 +7,7 @@ A dataset is a list of `Item`s (paired by name, never by sort order) and returns
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -86,6 +87,17 @@ class SegDataset(Dataset):
 
     def ids(self) -> list[str]:
         return [it.id for it in self.items]
+
+    def fingerprint(self) -> str:
+        """Identity of the data a result was computed from: every file's path, size and modification time, so
+        a changed root, an added, removed or rewritten file gives another fingerprint (results are redone)."""
+        digest = hashlib.sha256(f"{type(self).__name__}|{self.name}".encode())
+        for item in self.items:
+            for path in (item.image, item.label, item.ood):
+                if path is not None:
+                    stat = Path(path).stat()
+                    digest.update(f"|{item.id}|{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()[:16]
 
     def load_label(self, path: Path) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError

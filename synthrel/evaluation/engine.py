@@ -288,11 +288,12 @@ class _Collate:
 
 def evaluate_dataset(segmenter, dataset, *, batch_size: int = 1, num_workers: int = 0,
                      calib_pixels_per_image: int = 20000, seed: int = 0, desc: str = "",
-                     with_features: bool = True, compile_metrics: bool = False) -> EvalOutputs:
+                     features: str | None = None, compile_metrics: bool = False) -> EvalOutputs:
     """Run `segmenter` once over `dataset`; images of one loader batch are grouped by size.
 
-    `with_features=False` skips the per-image backbone features (in slide mode an extra whole-image backbone
-    pass); `features` is then empty. `compile_metrics` compiles the per-batch statistics (OnePassAccumulator)."""
+    `features` ("whole" or "windows", synthrel.zoo.predictor.FEATURE_MODES) also takes per-image backbone
+    features for cluster temperature scaling; None leaves them empty. `compile_metrics` compiles the per-batch
+    statistics (OnePassAccumulator)."""
     cuda = segmenter.device.type == "cuda"
     loader = DataLoader(_Indexed(dataset), batch_size=batch_size, num_workers=num_workers, shuffle=False,
                         collate_fn=_Collate(seed, calib_pixels_per_image), pin_memory=cuda,
@@ -301,9 +302,9 @@ def evaluate_dataset(segmenter, dataset, *, batch_size: int = 1, num_workers: in
     with tqdm(total=len(dataset), desc=desc or "evaluate", unit="img") as bar:
         for groups in loader:
             for group in groups:
-                logits, features = segmenter.logits_and_features(group["image"], with_features=with_features)
+                logits, image_features = segmenter.logits_and_features(group["image"], features=features)
                 acc.update(logits, _to_device(group["label"], segmenter.device),
-                           _to_device(group["ood"], segmenter.device), features, group["indices"], group["ids"],
+                           _to_device(group["ood"], segmenter.device), image_features, group["indices"], group["ids"],
                            picks=group["picks"])
             bar.update(sum(len(g["ids"]) for g in groups))
     return acc.result()

@@ -1,7 +1,8 @@
 """EvaluateJob: every (model, dataset) pair of the zoo, one forward pass each, results stored per pair.
 
 A Hydra multirun over `stages.evaluate.models=[X] stages.evaluate.datasets=[Y]` runs one pair per process;
-finished pairs (DONE present) are skipped unless `force`.
+`shard=i/n` takes pair k when k mod n = i (one process per GPU). A finished pair is skipped unless `force`, and
+only while its weights, its data files and every setting that changes its numbers are those recorded in DONE.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from synthrel.config import to_plain
 from synthrel.errors import ConfigError, unknown_name
 from synthrel.evaluation.engine import evaluate_dataset
 from synthrel.evaluation.results import DONE, is_done, job_dir, metric_rows, weights_fingerprint, write_job
-from synthrel.jobs import Manifest, positive_int
+from synthrel.jobs import Manifest, Shard, positive_int
 from synthrel.runtime import resolve_device
-from synthrel.zoo.predictor import PRECISIONS, build_segmenter
+from synthrel.zoo.predictor import PRECISIONS, build_segmenter, check_feature_mode
 from synthrel.zoo.registry import get_entry, zoo_entries
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,12 @@ class EvaluateJob:
     compile: bool = False  # torch.compile the mmseg models and the metric statistics (minutes; pays on large sets)
     device: str = "auto"
     calib_pixels_per_image: int = 20000
+    # per-image features for cluster temperature scaling (FEATURE_MODES); "auto": "windows" when this run's
+    # calibrate stage (`calibrate_methods`) has a cluster method, else none (they cost a pass in slide mode)
+    features: str | None = "auto"
+    calibrate_methods: list[str] | None = None
     seed: int = 0
+    shard: str = "0/1"
     force: bool = False
     cache_dir: str | None = None
     profile: str = "paper"
@@ -68,6 +74,11 @@ class EvaluateJob:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"`stages.evaluate.precision` is {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         self.zoo_name = self.zoo.get("name", "zoo")
+        if self.features == "auto":
+            cluster = any(str(m).startswith("cluster") for m in to_plain(self.calibrate_methods) or ())
+            self.features = "windows" if cluster else None
+        check_feature_mode(self.features, "stages.evaluate.features")
+        self.shard = Shard.parse(self.shard)
 
     def labels(self, name: str) -> dict:
         """domain, generator and folder key of dataset `name` (default: its own name, real data)."""
@@ -79,51 +90,63 @@ class EvaluateJob:
         device = resolve_device(self.device)
         results_dir = f"{self.output_dir}/{self.zoo_name}"
         manifest = Manifest(f"{results_dir}/manifest.jsonl", key="job")
-        datasets = {}
+        pairs = [(m, d) for m in self.models for d in self.datasets]
+        mine = [pairs[k] for k in self.shard.select(len(pairs))]
+        datasets = {name: hydra.utils.instantiate(self.dataset_configs[name])
+                    for name in dict.fromkeys(d for _, d in mine)}
         done, skipped = 0, 0
-        for model_key in self.models:
+        for model_key in dict.fromkeys(m for m, _ in mine):
             entry = get_entry(self.zoo, model_key)
-            weights = weights_fingerprint(entry.checkpoint, entry.config)
-            todo = [d for d in self.datasets
-                    if self.force or not is_done(job_dir(self.output_dir, self.zoo_name, model_key,
-                                                         self.labels(d)["key"]), weights)]
-            skipped += len(self.datasets) - len(todo)
-            self._record_finished(manifest, model_key, [d for d in self.datasets if d not in todo])
+            names = [d for m, d in mine if m == model_key]
+            expected = {name: self._settings(entry, datasets[name]) for name in names}
+            todo = [d for d in names if self.force or not is_done(self._folder(model_key, d), expected[d])]
+            skipped += len(names) - len(todo)
+            self._record_finished(manifest, model_key, [d for d in names if d not in todo])
             if not todo:
-                log.info("%s: all %d dataset(s) done, skipped", model_key, len(self.datasets))
+                log.info("%s: all %d dataset(s) done with these settings, skipped", model_key, len(names))
                 continue
             segmenter = build_segmenter(entry, device, self.precision, self.cache_dir,
                                         window_batch=self.window_batch, compile=bool(self.compile))
             for name in todo:
-                if name not in datasets:
-                    datasets[name] = hydra.utils.instantiate(self.dataset_configs[name])
                 dataset, labels = datasets[name], self.labels(name)
                 start = time.perf_counter()
                 out = evaluate_dataset(segmenter, dataset, batch_size=self.batch_size,
                                        num_workers=self.num_workers,
                                        calib_pixels_per_image=self.calib_pixels_per_image, seed=self.seed,
-                                       desc=f"{model_key} on {labels['key']}", compile_metrics=bool(self.compile))
+                                       desc=f"{model_key} on {labels['key']}", features=self.features,
+                                       compile_metrics=bool(self.compile))
                 meta = {"model": model_key, "family": entry.family, "dataset": labels["key"],
                         "domain": labels["domain"], "generator": labels["generator"], "profile": self.profile}
                 table = metric_rows(out, meta, getattr(dataset, "absent_classes", ()))
-                record = {"job": f"{model_key}/{labels['key']}", "seed": self.seed, "n_images": out.n_images,
-                          "calib_pixels_per_image": self.calib_pixels_per_image, "precision": self.precision,
+                record = {"job": f"{model_key}/{labels['key']}", "n_images": out.n_images,
                           "device": str(device), "checkpoint": entry.checkpoint, "config": entry.config,
-                          "weights": weights,
+                          **expected[name], "features": self.features,
                           "seconds": round(time.perf_counter() - start, 3)}
-                write_job(job_dir(self.output_dir, self.zoo_name, model_key, labels["key"]), out, table, record)
+                write_job(self._folder(model_key, name), out, table, record)
                 manifest.append(record)
                 done += 1
                 miou = table.loc[table.metric == "mIoU", "value"]
                 log.info("%s on %s: %d images, mIoU %s", model_key, labels["key"], out.n_images,
                          f"{100 * miou.iloc[0]:.2f}" if len(miou) else "n/a")
-        return {"results_dir": results_dir, "evaluated": done, "skipped": skipped}
+        return {"results_dir": results_dir, "evaluated": done, "skipped": skipped,
+                "shard": str(self.shard), "pairs": len(mine)}
+
+    def _folder(self, model_key: str, name: str):
+        return job_dir(self.output_dir, self.zoo_name, model_key, self.labels(name)["key"])
+
+    def _settings(self, entry, dataset) -> dict:
+        """Everything a pair's numbers depend on, recorded in DONE and compared on a re-run (`is_done`)."""
+        settings = {"weights": weights_fingerprint(entry.checkpoint, entry.config), "data": dataset.fingerprint(),
+                    "precision": self.precision, "calib_pixels_per_image": self.calib_pixels_per_image,
+                    "seed": self.seed}
+        if self.features:  # results with features serve runs without; not the reverse
+            settings["features"] = self.features
+        return settings
 
     def _record_finished(self, manifest: Manifest, model_key: str, finished: list[str]) -> None:
         """Append the DONE record of finished pairs the manifest lacks (a kill between DONE and the append)."""
         recorded = manifest.done() if finished else set()
         for name in finished:
-            folder = job_dir(self.output_dir, self.zoo_name, model_key, self.labels(name)["key"])
-            record = json.loads((folder / DONE).read_text())
+            record = json.loads((self._folder(model_key, name) / DONE).read_text())
             if record["job"] not in recorded:
                 manifest.append(record)

@@ -32,17 +32,18 @@ def job_dir(root, zoo: str, model: str, dataset_key: str) -> Path:
     return Path(root) / zoo / model / dataset_key
 
 
-def is_done(folder, weights: str | None = None) -> bool:
-    """A finished job; with `weights` (see `weights_fingerprint`), only if it was made from the same weights,
-    so retrained or replaced checkpoints are evaluated again instead of leaving stale rows in the tables."""
+def is_done(folder, expected: dict | None = None) -> bool:
+    """A finished job; with `expected` (setting -> value, e.g. weights and dataset fingerprints, precision,
+    seed), only if its DONE record holds the same values, so a changed checkpoint, dataset or setting is
+    evaluated again instead of leaving a stale number in the tables. The log names what changed."""
     marker = Path(folder) / DONE
     if not marker.is_file():
         return False
-    if weights is None:
-        return True
-    recorded = json.loads(marker.read_text()).get("weights")
-    if recorded is not None and recorded != weights:
-        log.info("%s: the model's weights changed since it was evaluated; evaluating again", folder)
+    record = json.loads(marker.read_text())
+    changed = {key: (record.get(key), value) for key, value in (expected or {}).items() if record.get(key) != value}
+    if changed:
+        log.info("%s: evaluating again, changed since the last run: %s", folder,
+                 "; ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items()))
         return False
     return True
 

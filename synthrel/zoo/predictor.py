@@ -34,6 +34,18 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
+#: How per-image features (cluster temperature scaling) are taken from the last backbone stage, spatially
+#: summed and divided by their max. "whole": relis' extract_features, the backbone on the whole test-scale
+#: image; for a model in slide mode that is one extra backbone pass over the whole image. "windows": the sum
+#: of the last-stage maps of the sliding windows the prediction already ran (overlaps counted once per window,
+#: no extra pass). Both are the same for whole-mode models.
+FEATURE_MODES = ("whole", "windows")
+
+
+def check_feature_mode(features: str | None, key: str = "features") -> None:
+    if features is not None and features not in FEATURE_MODES:
+        raise ConfigError(f"`{key}` is {features!r}; expected null (no features) or one of {', '.join(FEATURE_MODES)}")
+
 
 class Segmenter(ABC):
     """A segmentation model of the zoo, ready for batched inference on `device`."""
@@ -51,15 +63,15 @@ class Segmenter(ABC):
 
     def logits(self, images) -> torch.Tensor:
         """(B, 19, H, W) float32 logits at the input resolution."""
-        return self.logits_and_features(images, with_features=False)[0]
+        return self.logits_and_features(images, features=None)[0]
 
-    def features(self, images) -> torch.Tensor:
+    def features(self, images, mode: str = "whole") -> torch.Tensor:
         """(B, C) last backbone stage, spatially summed, divided by its max (relis extract_features)."""
-        return self.logits_and_features(images, with_features=True)[1]
+        return self.logits_and_features(images, features=mode)[1]
 
     @abstractmethod
-    def logits_and_features(self, images, with_features: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits as in `logits` and, when asked, features as in `features`, from one forward pass."""
+    def logits_and_features(self, images, features: str | None = "whole") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits as in `logits` and, unless `features` is None, per-image features (see FEATURE_MODES)."""
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
@@ -174,6 +186,7 @@ class MMSegSegmenter(Segmenter):
             for module in (self.model.backbone, self.model.decode_head):
                 module.forward = reorder_warnings(torch.compile(module.forward, options={"freezing": True}))
         self._count_maps: dict[tuple, torch.Tensor] = {}
+        self._captured: list[torch.Tensor] | None = None  # window features while a forward hook records them
         self.test_scale = self._resize_scale(cfg)
         if self.model.out_channels != NUM_CLASSES:
             raise ConfigError(f"model {entry.key!r} predicts {self.model.out_channels} classes; expected "
@@ -190,30 +203,43 @@ class MMSegSegmenter(Segmenter):
         return None
 
     @torch.no_grad()
-    def logits_and_features(self, images, with_features: bool = True):
+    def logits_and_features(self, images, features: str | None = "whole"):
         from mmseg.models.utils import resize
 
+        check_feature_mode(features)
         inputs, (height, width) = self._preprocess(images)
         size = tuple(inputs.shape[-2:])
         metas = [dict(ori_shape=(height, width), img_shape=size, pad_shape=size, padding_size=[0, 0, 0, 0])
                  for _ in range(len(inputs))]
-        captured = []
-        hook = None
         whole = self.model.test_cfg.get("mode", "whole") == "whole"
-        if with_features and whole:  # the backbone sees the whole image once: reuse that pass
-            hook = self.model.backbone.register_forward_hook(lambda m, i, out: captured.append(out[-1]))
+        # the backbone's passes that the prediction runs anyway: the whole image, or the windows
+        self._captured = captured = []
+        hook = None
+        if features == "windows" or (features and whole):
+            hook = self.model.backbone.register_forward_hook(
+                lambda m, i, out: captured.append(out[-1].float().sum(dim=(2, 3))))
         try:
             with self._autocast(), cudnn_benchmark(self.cudnn_benchmark):
-                seg = self.model.inference(inputs, metas) if whole else self._slide_inference(inputs)
-                if with_features and not whole:  # slide mode: one extra backbone pass on the whole image
-                    captured.append(self.model.backbone(inputs)[-1])
+                if whole:
+                    seg = self.model.inference(inputs, metas)
+                else:
+                    seg, crop_images = self._slide_inference(inputs)
+                if features == "whole" and not whole:  # relis: one extra backbone pass on the whole image
+                    captured.append(self.model.backbone(inputs)[-1].float().sum(dim=(2, 3)))
         finally:
+            self._captured = None
             if hook is not None:
                 hook.remove()
         logits = resize(seg.float(), size=(height, width), mode="bilinear",
                         align_corners=self.model.align_corners, warning=False)
-        features = reduce_features(captured[-1]) if with_features else None
-        return logits, features
+        if features is None:
+            return logits, None
+        if features == "windows" and not whole:  # one summed row per crop, crops in `crop_images` order
+            summed = torch.zeros(len(inputs), captured[0].shape[1], device=captured[0].device)
+            summed.index_add_(0, crop_images, torch.cat(captured))
+        else:
+            summed = captured[-1]
+        return logits, summed / summed.max(dim=1, keepdim=True).values
 
     def _preprocess(self, images) -> tuple[torch.Tensor, tuple[int, int]]:
         """The data_preprocessor's result for mmseg's BGR loader input, computed batched on the device.
@@ -242,11 +268,12 @@ class MMSegSegmenter(Segmenter):
             x = (x - pre.mean) / pre.std
         return x.contiguous(memory_format=self._memory_format()), (height, width)
 
-    def _slide_inference(self, inputs: torch.Tensor) -> torch.Tensor:
+    def _slide_inference(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """mmseg's `slide_inference` with the crops of all images batched, `window_batch` crops per forward.
 
         Crops run window-major (window 0 of every image, then window 1, ...) and each window's logits are added
         to the sum in mmseg's window order, so every pixel sees the same sequence of additions as in mmseg.
+        Also returns the image index of each crop, in the order the backbone saw them.
         """
         batch, _, height, width = inputs.shape
         crop, stride = tuple(self.model.test_cfg.crop_size), tuple(self.model.test_cfg.stride)
@@ -264,7 +291,8 @@ class MMSegSegmenter(Segmenter):
                 y1, y2, x1, x2 = windows[w]
                 preds[b0:b1, :, y1:y2, x1:x2] += seg[offset:offset + b1 - b0]
                 offset += b1 - b0
-        return preds / self._count_map(height, width, crop, stride, inputs.device)
+        crop_images = torch.tensor([b for _, b in jobs], device=inputs.device)
+        return preds / self._count_map(height, width, crop, stride, inputs.device), crop_images
 
     def _encode_decode(self, crops: torch.Tensor) -> torch.Tensor:
         """`encode_decode` of a crop batch, split in halves when a kernel cannot take it whole.
@@ -274,11 +302,14 @@ class MMSegSegmenter(Segmenter):
         out of memory; crops are independent, so halving the batch gives the same logits.
         """
         metas = [dict(img_shape=crops.shape[2:])] * len(crops)  # a torch.Size, as mmseg sets it
+        n_captured = len(self._captured or ())
         try:
             return self.model.encode_decode(crops, metas)
         except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
             if len(crops) == 1 or not ("INT_MAX" in str(e) or isinstance(e, torch.cuda.OutOfMemoryError)):
                 raise
+        if self._captured:
+            del self._captured[n_captured:]  # features of the failed call: its halves capture them again
         half = len(crops) // 2
         log.info("%s: window batch %d too large for a kernel; splitting", self.key, len(crops))
         return torch.cat([self._encode_decode(crops[:half]), self._encode_decode(crops[half:])])
@@ -333,7 +364,9 @@ class TransformersSegmenter(Segmenter):
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
 
     @torch.no_grad()
-    def logits_and_features(self, images, with_features: bool = True):
+    def logits_and_features(self, images, features: str | None = "whole"):
+        check_feature_mode(features)
+        with_features = features is not None  # whole mode: both feature modes are the same
         x = self._upload(images)  # transformers models take RGB
         height, width = x.shape[-2:]
         x = resize_like_cv2(x, keep_ratio_size(height, width, self.entry.test_scale))

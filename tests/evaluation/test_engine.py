@@ -1,5 +1,7 @@
 """End-to-end: EvaluateJob on a tiny PSPNet and a tiny Cityscapes-layout set, checked against mmseg + sklearn."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -86,7 +88,8 @@ def test_evaluate_job_end_to_end(job_setup, tmp_path):
         np.testing.assert_array_equal(calib["labels"][calib["image_index"] == i], kept)
         expected += kept.size
     assert calib["logits"].shape == (expected, 19) and calib["logits"].dtype == np.float32
-    assert calib["features"].shape[0] == 3 and list(calib["image_ids"]) == ds.ids()
+    assert calib["features"].size == 0  # no cluster TS in this run: no features (an extra pass in slide mode)
+    assert list(calib["image_ids"]) == ds.ids()
 
 
 def test_finished_job_is_skipped_unless_forced(job_setup, tmp_path):
@@ -95,7 +98,7 @@ def test_finished_job_is_skipped_unless_forced(job_setup, tmp_path):
     done = tmp_path / "res" / "tz" / "psp" / "cityscapes" / "DONE"
     stamp = done.stat().st_mtime_ns
     assert EvaluateJob(**kwargs).run() == {"results_dir": str(tmp_path / "res" / "tz"), "evaluated": 0,
-                                           "skipped": 1}
+                                           "skipped": 1, "shard": "0/1", "pairs": 1}
     assert done.stat().st_mtime_ns == stamp
     assert EvaluateJob(**{**kwargs, "force": True}).run()["evaluated"] == 1
 
@@ -108,6 +111,49 @@ def test_replaced_weights_are_evaluated_again(job_setup, tmp_path):
     checkpoint.write_bytes(checkpoint.read_bytes())  # same weights, new file: the fingerprint changes
     assert EvaluateJob(**kwargs).run()["evaluated"] == 1
     assert EvaluateJob(**kwargs).run()["evaluated"] == 0
+
+
+@pytest.mark.parametrize("change", [{"precision": "bf16"}, {"calib_pixels_per_image": 300}, {"seed": 6},
+                                    {"calibrate_methods": ["global", "cluster"]}, {"features": "whole"}])
+def test_a_changed_setting_is_evaluated_again_and_the_log_names_it(job_setup, change, caplog):
+    _, _, kwargs = job_setup
+    EvaluateJob(**kwargs).run()
+    with caplog.at_level("INFO", logger="synthrel.evaluation.results"):
+        assert EvaluateJob(**{**kwargs, **change}).run()["evaluated"] == 1
+    key = next(iter(change)) if "features" not in change and "calibrate_methods" not in change else "features"
+    assert f"changed since the last run: {key}" in caplog.text
+    assert EvaluateJob(**{**kwargs, **change}).run()["evaluated"] == 0
+
+
+def test_changed_dataset_files_or_root_are_evaluated_again(job_setup, tmp_path):
+    _, root, kwargs = job_setup
+    EvaluateJob(**kwargs).run()
+    label = sorted(root.rglob("*_gtFine_labelIds.png"))[0]
+    label.write_bytes(label.read_bytes())  # rewritten (e.g. regenerated labels): new mtime
+    assert EvaluateJob(**kwargs).run()["evaluated"] == 1
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    moved = {**kwargs, "dataset_configs": {"cityscapes": {**kwargs["dataset_configs"]["cityscapes"],
+                                                          "root": str(copy)}}}
+    assert EvaluateJob(**moved).run()["evaluated"] == 1
+
+
+def test_cluster_ts_gets_window_features_and_runs_without_reuse_them(job_setup, tmp_path):
+    _, _, kwargs = job_setup
+    EvaluateJob(**{**kwargs, "calibrate_methods": ["cluster"]}).run()
+    calib = np.load(tmp_path / "res" / "tz" / "psp" / "cityscapes" / "calib_sample.npz")
+    assert calib["features"].shape[0] == 3 and np.isfinite(calib["features"]).all()
+    assert EvaluateJob(**kwargs).run()["evaluated"] == 0
+
+
+def test_shards_split_the_pairs_without_overlap(job_setup, tmp_path):
+    _, _, kwargs = job_setup
+    configs = {name: kwargs["dataset_configs"]["cityscapes"] for name in ("cityscapes", "copy_a", "copy_b")}
+    kwargs = {**kwargs, "dataset_configs": configs, "datasets": list(configs)}
+    runs = [EvaluateJob(**{**kwargs, "shard": f"{i}/2"}).run() for i in range(2)]
+    assert [r["evaluated"] for r in runs] == [2, 1]
+    assert {p.parent.name for p in (tmp_path / "res" / "tz" / "psp").glob("*/DONE")} == set(configs)
+    assert EvaluateJob(**kwargs).run()["skipped"] == 3
 
 
 def test_unknown_model_key_lists_valid_keys(job_setup):

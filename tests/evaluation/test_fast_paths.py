@@ -48,7 +48,7 @@ def test_batched_slide_equals_mmseg_slide_inference(tiny_models, spec, window_ba
     metas = [dict(ori_shape=shape, img_shape=tuple(inputs.shape[2:]), pad_shape=tuple(inputs.shape[2:]))] * 3
     with torch.no_grad():
         ref = seg.model.slide_inference(inputs, metas)  # mmseg's per-window loop
-        ours = seg._slide_inference(inputs)
+        ours = seg._slide_inference(inputs)[0]
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
     assert torch.equal(ours.argmax(1), ref.argmax(1))
 
@@ -59,7 +59,7 @@ def test_window_batch_too_large_for_a_kernel_is_split(tiny_models, monkeypatch):
     images = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (3, 64, 128, 3), dtype=np.uint8))
     inputs, _ = seg._preprocess(images)
     with torch.no_grad():
-        whole = seg._slide_inference(inputs)
+        whole = seg._slide_inference(inputs)[0]
         real, calls = seg.model.encode_decode, []
 
         def picky(crops, metas):
@@ -69,7 +69,7 @@ def test_window_batch_too_large_for_a_kernel_is_split(tiny_models, monkeypatch):
             return real(crops, metas)
 
         monkeypatch.setattr(seg.model, "encode_decode", picky)
-        split = seg._slide_inference(inputs)
+        split = seg._slide_inference(inputs)[0]
     assert max(calls) > 2 and sum(n for n in calls if n <= 2) == max(calls)  # every crop ran once, in halves
     torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-5)
 
@@ -180,7 +180,8 @@ def test_worker_drawn_calibration_sample_is_the_relis_draw(tiny_models):
     seg = _segmenter(tiny_models["dlv3p_r18"], window_batch=5)
     ds = _MemorySet([(64, 128), (50, 90), (64, 128)])
     k, seed = 300, 11
-    out = evaluate_dataset(seg, ds, batch_size=2, num_workers=1, calib_pixels_per_image=k, seed=seed)
+    out = evaluate_dataset(seg, ds, batch_size=2, num_workers=1, calib_pixels_per_image=k, seed=seed,
+                           features="windows")
     logits, labels, image_index = [], [], []
     for i, s in enumerate(ds.samples):
         z = seg.logits(s["image"][None])[0].flatten(1).T.numpy()

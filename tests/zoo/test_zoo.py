@@ -151,7 +151,7 @@ def test_transformers_segformer_matches_its_own_processor_and_forward(tiny_dir):
     folder = tiny_dir / "segformer_hf"
     entry = ZooEntry(key="hf", family="SegFormer", framework="transformers", config=str(folder), checkpoint=None)
     image = np.random.default_rng(2).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8)
-    ours, feats = build_segmenter(entry).logits_and_features(image)
+    ours, feats = build_segmenter(entry).logits_and_features(image, features="whole")
     proc = AutoImageProcessor.from_pretrained(folder)
     model = AutoModelForSemanticSegmentation.from_pretrained(folder).eval()
     pixels = proc(list(image), do_resize=False, return_tensors="pt")["pixel_values"]
@@ -161,3 +161,39 @@ def test_transformers_segformer_matches_its_own_processor_and_forward(tiny_dir):
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
     summed = out.hidden_states[-1].sum(dim=(2, 3))
     torch.testing.assert_close(feats, summed / summed.max(1, keepdim=True).values, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spec", ["segformer_b0", "dlv3p_r18"])  # both slide mode
+def test_feature_modes_equal_backbone_passes_on_the_whole_image_and_on_each_window(tiny_dir, spec):
+    from mmseg.apis import init_model
+
+    folder = tiny_dir / spec
+    images = np.random.default_rng(3).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8)  # the test scale
+    segmenter = build_segmenter(_entry(folder), window_batch=3)  # chunks cut across windows and images
+    logits_none, none = segmenter.logits_and_features(images, features=None)
+    logits_whole, whole = segmenter.logits_and_features(images, features="whole")
+    logits_windows, windows = segmenter.logits_and_features(images, features="windows")
+    assert none is None
+    torch.testing.assert_close(logits_whole, logits_none)
+    torch.testing.assert_close(logits_windows, logits_none)
+
+    model = init_model(str(folder / "config.py"), str(folder / "checkpoint.pth"), device="cpu")
+    x = model.data_preprocessor({"inputs": [torch.from_numpy(im[..., ::-1].copy()).permute(2, 0, 1)
+                                            for im in images]}, False)["inputs"]
+    (h_crop, w_crop), (h_stride, w_stride) = model.test_cfg.crop_size, model.test_cfg.stride
+    height, width = x.shape[-2:]
+    crops = []  # mmseg's slide_inference loop, written out
+    for h_idx in range(max(height - h_crop + h_stride - 1, 0) // h_stride + 1):
+        for w_idx in range(max(width - w_crop + w_stride - 1, 0) // w_stride + 1):
+            y2, x2 = min(h_idx * h_stride + h_crop, height), min(w_idx * w_stride + w_crop, width)
+            crops.append(x[:, :, max(y2 - h_crop, 0):y2, max(x2 - w_crop, 0):x2])
+    assert len(crops) > 1
+    with torch.no_grad():
+        ref_whole = model.backbone(x)[-1].double().sum(dim=(2, 3))
+        ref_windows = sum(model.backbone(c)[-1].double().sum(dim=(2, 3)) for c in crops)
+    for ours, ref in ((whole, ref_whole), (windows, ref_windows)):
+        ref = ref / ref.max(dim=1, keepdim=True).values
+        torch.testing.assert_close(ours.double(), ref, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(whole, windows, atol=1e-3)  # two different definitions, both documented
+    with pytest.raises(ConfigError, match="`features` is 'pooled'"):
+        segmenter.logits_and_features(images, features="pooled")
