@@ -7,6 +7,7 @@ Stage jobs validate their own values (names, ranges) in their dataclasses.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
@@ -76,6 +77,29 @@ def to_plain(value):
     if isinstance(value, DictConfig | ListConfig):
         return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
+def check_run_keys(cfg) -> None:
+    """The top-level keys every stage reads, checked before any model loads, each error naming its key."""
+    from synthrel.errors import ConfigError
+    from synthrel.jobs import Shard
+
+    device = cfg.get("device", "auto")
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise ConfigError(f"`device` is {device!r}; expected auto, cpu, cuda or cuda:N (N = GPU index)")
+    threads = cfg.get("cpu_threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"`cpu_threads` is {threads!r}; expected null (torch's default) or an integer >= 1")
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"`seed` is {seed!r}; expected an integer in [0, 2**32)")
+    Shard.parse(cfg.get("shard"))
+    force = cfg.get("force", False)
+    if not isinstance(force, bool):
+        raise ConfigError(f"`force` is {force!r}; expected true or false")
 
 
 def register_schemas() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import synthrel.config  # noqa: F401  (registers the group schemas)
+from synthrel.config import check_run_keys  # importing it registers the group schemas
 from synthrel.errors import ConfigError
 from synthrel.runtime import setup_runtime
 
@@ -39,6 +39,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def run_stages(cfg: DictConfig) -> dict[str, dict]:
     """Instantiate and run the stages of `cfg.stages` in pipeline order; return their summaries."""
+    check_run_keys(cfg)
     stages = cfg.get("stages") or {}
     if not stages:
         experiments = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -61,6 +62,7 @@ def run_stages(cfg: DictConfig) -> dict[str, dict]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
+    check_run_keys(cfg)
     setup_runtime(cfg.get("cpu_threads"))
     log.info("profile=%s task=%s output_dir=%s", cfg.profile.name, cfg.task_name, cfg.paths.output_dir)
     summaries = run_stages(cfg)

@@ -1,0 +1,28 @@
+"""Top-level keys (device, threads, seed, shard, force) fail through the CLI before any model loads, naming the key."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("device=gpu", "`device` is 'gpu'; expected auto, cpu, cuda or cuda:N"),
+    ("cpu_threads=-1", "`cpu_threads` is -1; expected null"),
+    ("cpu_threads=two", "`cpu_threads` is 'two'"),
+    ("seed=abc", "`seed` is 'abc'; expected an integer"),
+    ("seed=-3", "`seed` is -3"),
+    ("shard=2/2", "shard 2/2 is out of range (config key `shard`)"),
+    ("force=maybe", "`force` is 'maybe'; expected true or false"),
+])
+def test_bad_top_level_keys_fail_before_any_stage_runs(tmp_path, override, message):
+    env = {**os.environ, "SYNTHREL_OUTPUTS": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
+    proc = subprocess.run([sys.executable, "-m", "synthrel.run", "profile=tiny", "+stage=[evaluate]", override],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "stage evaluate: starting" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "tiny" / "models").exists()  # nothing was built or loaded
