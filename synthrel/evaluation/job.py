@@ -18,7 +18,7 @@ from synthrel.config import to_plain
 from synthrel.errors import ConfigError, unknown_name
 from synthrel.evaluation.engine import evaluate_dataset
 from synthrel.evaluation.results import DONE, is_done, job_dir, metric_rows, weights_fingerprint, write_job
-from synthrel.jobs import Manifest, Shard, positive_int
+from synthrel.jobs import Manifest, Shard, exclusive_output, positive_int
 from synthrel.runtime import resolve_device
 from synthrel.zoo.predictor import PRECISIONS, build_segmenter, check_feature_mode
 from synthrel.zoo.registry import get_entry, zoo_entries
@@ -108,28 +108,34 @@ class EvaluateJob:
             segmenter = build_segmenter(entry, device, self.precision, self.cache_dir,
                                         window_batch=self.window_batch, compile=bool(self.compile))
             for name in todo:
-                dataset, labels = datasets[name], self.labels(name)
-                start = time.perf_counter()
-                out = evaluate_dataset(segmenter, dataset, batch_size=self.batch_size,
-                                       num_workers=self.num_workers,
-                                       calib_pixels_per_image=self.calib_pixels_per_image, seed=self.seed,
-                                       desc=f"{model_key} on {labels['key']}", features=self.features,
-                                       compile_metrics=bool(self.compile))
-                meta = {"model": model_key, "family": entry.family, "dataset": labels["key"],
-                        "domain": labels["domain"], "generator": labels["generator"], "profile": self.profile}
-                table = metric_rows(out, meta, getattr(dataset, "absent_classes", ()))
-                record = {"job": f"{model_key}/{labels['key']}", "n_images": out.n_images,
-                          "device": str(device), "checkpoint": entry.checkpoint, "config": entry.config,
-                          **expected[name], "features": self.features,
-                          "seconds": round(time.perf_counter() - start, 3)}
-                write_job(self._folder(model_key, name), out, table, record)
-                manifest.append(record)
+                with exclusive_output(self._folder(model_key, name)):
+                    self._evaluate_pair(segmenter, entry, model_key, name, datasets[name], expected[name],
+                                        manifest, device)
                 done += 1
-                miou = table.loc[table.metric == "mIoU", "value"]
-                log.info("%s on %s: %d images, mIoU %s", model_key, labels["key"], out.n_images,
-                         f"{100 * miou.iloc[0]:.2f}" if len(miou) else "n/a")
         return {"results_dir": results_dir, "evaluated": done, "skipped": skipped,
                 "shard": str(self.shard), "pairs": len(mine)}
+
+    def _evaluate_pair(self, segmenter, entry, model_key: str, name: str, dataset, expected: dict,
+                       manifest: Manifest, device) -> None:
+        labels = self.labels(name)
+        start = time.perf_counter()
+        out = evaluate_dataset(segmenter, dataset, batch_size=self.batch_size,
+                               num_workers=self.num_workers,
+                               calib_pixels_per_image=self.calib_pixels_per_image, seed=self.seed,
+                               desc=f"{model_key} on {labels['key']}", features=self.features,
+                               compile_metrics=bool(self.compile))
+        meta = {"model": model_key, "family": entry.family, "dataset": labels["key"],
+                "domain": labels["domain"], "generator": labels["generator"], "profile": self.profile}
+        table = metric_rows(out, meta, getattr(dataset, "absent_classes", ()))
+        record = {"job": f"{model_key}/{labels['key']}", "n_images": out.n_images,
+                  "device": str(device), "checkpoint": entry.checkpoint, "config": entry.config,
+                  **expected, "features": self.features,
+                  "seconds": round(time.perf_counter() - start, 3)}
+        write_job(self._folder(model_key, name), out, table, record)
+        manifest.append(record)
+        miou = table.loc[table.metric == "mIoU", "value"]
+        log.info("%s on %s: %d images, mIoU %s", model_key, labels["key"], out.n_images,
+                 f"{100 * miou.iloc[0]:.2f}" if len(miou) else "n/a")
 
     def _folder(self, model_key: str, name: str):
         return job_dir(self.output_dir, self.zoo_name, model_key, self.labels(name)["key"])
