@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import hydra
 
 from synthrel.config import to_plain
-from synthrel.errors import ConfigError, unknown_name
+from synthrel.data.base import check_label_encoding
+from synthrel.errors import ConfigError, DatasetError, unknown_name
 from synthrel.evaluation.engine import evaluate_dataset
 from synthrel.evaluation.results import DONE, is_done, job_dir, metric_rows, weights_fingerprint, write_job
 from synthrel.jobs import Manifest, Shard, exclusive_output, positive_int
@@ -46,6 +47,7 @@ class EvaluateJob:
     features: str | None = "auto"
     calibrate_methods: list[str] | None = None
     seed: int = 0
+    label_check: bool = True  # refuse labels that look like trainIds under a labelIds name (check_label_encoding)
     shard: str = "0/1"
     force: bool = False
     cache_dir: str | None = None
@@ -94,6 +96,9 @@ class EvaluateJob:
         mine = [pairs[k] for k in self.shard.select(len(pairs))]
         datasets = {name: hydra.utils.instantiate(self.dataset_configs[name])
                     for name in dict.fromkeys(d for _, d in mine)}
+        if self.label_check:
+            for dataset in datasets.values():
+                check_label_encoding(dataset)
         done, skipped = 0, 0
         for model_key in dict.fromkeys(m for m, _ in mine):
             entry = get_entry(self.zoo, model_key)
@@ -124,6 +129,7 @@ class EvaluateJob:
                                calib_pixels_per_image=self.calib_pixels_per_image, seed=self.seed,
                                desc=f"{model_key} on {labels['key']}", features=self.features,
                                compile_metrics=bool(self.compile))
+        check_evaluable(out, dataset, labels["key"])
         meta = {"model": model_key, "family": entry.family, "dataset": labels["key"],
                 "domain": labels["domain"], "generator": labels["generator"], "profile": self.profile}
         table = metric_rows(out, meta, getattr(dataset, "absent_classes", ()))
@@ -156,3 +162,16 @@ class EvaluateJob:
             record = json.loads((self._folder(model_key, name) / DONE).read_text())
             if record["job"] not in recorded:
                 manifest.append(record)
+
+
+def check_evaluable(out, dataset, key: str) -> None:
+    """No number from labels without one evaluable pixel (mIoU would be NaN, written beside valid results);
+    single images without one are named in the log (they add nothing to the metrics)."""
+    if out.confusion is None:
+        return
+    if out.confusion.sum() == 0:
+        raise DatasetError(f"dataset {key!r} under {dataset.root}: no label holds an evaluable pixel (every pixel is "
+                           "void, i.e. trainId 255 after mapping); check the label files and their id encoding")
+    empty = [i for i, cm in zip(out.image_ids, out.per_image_confusion, strict=True) if cm.sum() == 0]
+    if empty:
+        log.warning("%s: %d image(s) without an evaluable pixel (all void), e.g. %s", key, len(empty), empty[:3])
