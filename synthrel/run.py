@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import synthrel.config  # noqa: F401  (registers the group schemas)
+from synthrel.config import check_domain  # (importing synthrel.config registers the schemas and resolvers)
 from synthrel.errors import ConfigError
 from synthrel.runtime import setup_runtime
 
@@ -62,6 +62,9 @@ def run_stages(cfg: DictConfig) -> dict[str, dict]:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     setup_runtime(cfg.get("cpu_threads"))
+    from hydra.core.hydra_config import HydraConfig
+
+    check_domain(cfg, HydraConfig.get().runtime.choices.get("domain"))
     log.info("profile=%s task=%s output_dir=%s", cfg.profile.name, cfg.task_name, cfg.paths.output_dir)
     summaries = run_stages(cfg)
     out = Path(cfg.paths.output_dir)
