@@ -163,9 +163,12 @@ def check_domain(cfg: DictConfig, choice: str | None) -> None:
     try:
         OmegaConf.to_container(cfg.get("stages") or {}, resolve=True)
     except InterpolationResolutionError as err:
-        if isinstance(err.__cause__, ConfigError):
-            raise ConfigError(f"{err.__cause__} (config key `{err.full_key}`)") from None
-        raise
+        cause = err  # OmegaConf re-raises a resolver's error (twice) without `from`
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise ConfigError(f"{cause} (config key `{err.full_key}`)") from None
 
 
 def register_schemas() -> None:
