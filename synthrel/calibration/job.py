@@ -237,7 +237,8 @@ class CalibrateJob:
             "version": RECORD_VERSION, "model": model, "calib_set": name, "calib_datasets": keys, "method": self.method_tag(method),
             "objective": self.objective, "per_class_rule": scaler.per_class_rule, "n_clusters": self.n_clusters,
             "seed": self.seed, "n_calib_pixels": int(len(sample.labels)), "n_calib_images": sample.n_images,
-            "calib_image_ids": sorted(set(sample.image_ids.tolist())), "scaler": scaler.to_dict(), "targets": {},
+            "calib_image_ids": sorted(set(sample.image_ids.tolist())), "allow_overlap": self.allow_overlap,
+            "scaler": scaler.to_dict(), "targets": {},
         }
 
     def _evaluate(self, scaler: TemperatureScaler, model: str, target: str, calib_ids: list[str]) -> dict:

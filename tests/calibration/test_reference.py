@@ -167,7 +167,7 @@ def test_overlap_allowed_by_name_is_counted_per_row_and_ids_are_recorded(tmp_pat
     table = pd.read_parquet(tmp_path / "calib" / "calibration.parquet")
     assert len(table) == 6 and set(table["n_shared_images"]) == {len(set(calib_ids) & set(target_ids))} == {3}
     record = json.loads((tmp_path / "calib" / "cityscapes" / "global" / "a.json").read_text())
-    assert record["calib_image_ids"] == sorted(calib_ids)
+    assert record["calib_image_ids"] == sorted(calib_ids) and record["allow_overlap"] is True
     assert record["targets"]["cityscapes_test"]["image_ids"] == sorted(target_ids)
     assert record["targets"]["cityscapes_test"]["n_shared_images"] == 3
 
