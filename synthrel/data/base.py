@@ -161,6 +161,28 @@ def check_label_encoding(dataset: SegDataset, n_files: int = 8, key: str = "stag
             "really hold none of those classes")
 
 
+def select_folders(parent: Path, wanted: Iterable[str] | None, what: str, key: str,
+                   require_all: bool = True) -> list[str]:
+    """Sub-folders (cities, scenes) of `parent` to read: all of them, or the `wanted` ones.
+
+    A protocol split names its folders (e.g. relis' 37 IDD test scenes), so a listed folder that is absent
+    means an incomplete download: an error, or with `require_all=False` a warning (partial data, the demo).
+    """
+    if wanted is None:
+        return sorted(p.name for p in parent.iterdir() if p.is_dir())
+    wanted = [str(w) for w in wanted]
+    missing = [w for w in wanted if not (parent / w).is_dir()]
+    if missing and require_all:
+        raise DatasetError(
+            f"{what}: {len(missing)} of the {len(wanted)} {key} listed are missing under {parent}, e.g. "
+            f"{missing[:5]}; expected a folder per listed entry (incomplete download?)"
+        )
+    if missing:
+        log.warning("%s: %d of the %d %s listed are absent under %s and skipped: %s", what, len(missing),
+                    len(wanted), key, parent, missing)
+    return [w for w in wanted if w not in missing]
+
+
 def id_table(valid_ids: Iterable[int], extra=(IGNORE_INDEX,)) -> np.ndarray:
     table = np.zeros(256, dtype=bool)
     table[list(valid_ids)] = True
