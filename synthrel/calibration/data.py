@@ -1,8 +1,9 @@
 """Calibration samples written by the evaluation engine (calib_sample.npz), and their pooling.
 
 Each file holds subsampled pixels of one (model, dataset): logits float32 (N, 19), labels uint8 (N,) trainIds
-with ignore already dropped, image_index int32 (N,) into the per-image features (n_images, C) and image_ids
-(the dataset's own ids, which the calibrate stage compares to keep calibration and test images apart).
+with ignore already dropped, image_index int32 (N,) into the image_ids (the dataset's own ids, which the
+calibrate stage compares to keep calibration and test images apart) and the per-image features (n_images, C),
+which are empty (0 rows) unless the evaluation took them for cluster TS (`stages.evaluate.features`).
 """
 
 from __future__ import annotations
@@ -51,27 +52,33 @@ class CalibSample:
         if len(sample.labels) and int(sample.labels.max()) >= sample.logits.shape[1]:
             raise DatasetError(f"{path}: labels hold {int(sample.labels.max())}, outside the "
                                f"{sample.logits.shape[1]} classes; ignore pixels must be dropped before TS")
-        if len(sample.image_ids) != len(sample.features):
+        if sample.has_features and len(sample.image_ids) != len(sample.features):
             raise DatasetError(f"{path}: {len(sample.image_ids)} image ids for {len(sample.features)} feature rows")
-        if len(sample.image_index) and sample.image_index.max() >= len(sample.features):
-            raise DatasetError(f"{path}: image_index points past the {len(sample.features)} feature rows")
+        if len(sample.image_index) and sample.image_index.max() >= len(sample.image_ids):
+            raise DatasetError(f"{path}: image_index points past the {len(sample.image_ids)} images")
         return sample
 
     @classmethod
     def concat(cls, samples: list[CalibSample]) -> CalibSample:
         """Pool several sets (e.g. synthetic domains): image indices are shifted to the stacked features."""
-        offsets = np.cumsum([0] + [len(s.features) for s in samples[:-1]])
+        offsets = np.cumsum([0] + [s.n_images for s in samples[:-1]])
+        with_features = [s.has_features for s in samples]
         return cls(
             logits=np.concatenate([s.logits for s in samples]),
             labels=np.concatenate([s.labels for s in samples]),
             image_index=np.concatenate([s.image_index + o for s, o in zip(samples, offsets, strict=True)]),
-            features=np.concatenate([s.features for s in samples]),
+            features=(np.concatenate([s.features for s in samples]) if all(with_features)
+                      else np.zeros((0, 0), np.float32)),
             image_ids=np.concatenate([s.image_ids for s in samples]),
         )
 
     @property
     def n_images(self) -> int:
-        return len(self.features)
+        return len(self.image_ids)
+
+    @property
+    def has_features(self) -> bool:
+        return len(self.features) > 0
 
 
 def load_image_ids(path: str | Path) -> set[str]:

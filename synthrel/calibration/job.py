@@ -228,6 +228,8 @@ class CalibrateJob:
 
     def _fit(self, model: str, name: str, keys: list[str], method: str, device) -> dict:
         sample = CalibSample.concat([CalibSample.load(self._sample_path(model, k)) for k in keys])
+        if method.startswith("cluster"):
+            _require_features(sample, model, keys)
         scaler = fit_temperature_scaler(
             sample.logits, sample.labels, method=method, objective=self.objective,
             per_class_rule=self.per_class_rule, image_index=sample.image_index, features=sample.features,
@@ -243,6 +245,8 @@ class CalibrateJob:
 
     def _evaluate(self, scaler: TemperatureScaler, model: str, target: str, calib_ids: list[str]) -> dict:
         sample = CalibSample.load(self._sample_path(model, target))
+        if scaler.centers is not None:
+            _require_features(sample, model, [target])
         scaled = scaler.scale(sample.logits, sample.image_index, sample.features)
         ids = sorted(set(sample.image_ids.tolist()))
         return {"ece_raw": top1_ece(sample.logits, sample.labels), "ece_ts": top1_ece(scaled, sample.labels),
@@ -286,3 +290,11 @@ def success_summary(table: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     return summary[columns]
 
+
+
+def _require_features(sample: CalibSample, model: str, datasets: list[str]) -> None:
+    if not sample.has_features:
+        raise ConfigError(
+            f"cluster TS assigns images by their backbone features, but {model!r} on {datasets} was evaluated without "
+            "them; re-run the evaluate stage with stages.evaluate.features=windows (or whole, relis' definition), "
+            "or in the same run as this calibrate stage (it then takes them)")

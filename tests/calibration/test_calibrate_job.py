@@ -23,14 +23,14 @@ def _ece(z, y, n_bins=15):
                for lo, hi in zip(edges[:-1], edges[1:], strict=True) if ((conf > lo) & (conf <= hi)).any())
 
 
-def _write_sample(folder, rng, t_true, n_images=4, per_image=300, ids=None):
+def _write_sample(folder, rng, t_true, n_images=4, per_image=300, ids=None, features=True):
     n = n_images * per_image
     z = (rng.normal(size=(n, 19)) * 4).astype(np.float32)
     p = _softmax(z.astype(np.float64) / t_true)
     y = (p.cumsum(1) > rng.random((n, 1))).argmax(1).astype(np.uint8)
     folder.mkdir(parents=True)
     np.savez(folder / "calib_sample.npz", logits=z, labels=y, image_index=np.repeat(np.arange(n_images), per_image)
-             .astype(np.int32), features=rng.random((n_images, 8)).astype(np.float32),
+             .astype(np.int32), features=rng.random((n_images if features else 0, 8)).astype(np.float32),
              image_ids=np.array(ids or [f"{folder.name}_{i}" for i in range(n_images)]))
     return z, y
 
@@ -84,3 +84,18 @@ def test_stage_config_instantiates(compose_cfg):
     assert job.calibration_sets["cityscapes"] == ["cityscapes_calib"]
     assert not job.allow_overlap and job.per_class_rule == "per_channel"
     assert job.calibration_sets["synthetic"] == [f"synthetic_{cfg.backbone.name}_rain"]
+
+
+def test_samples_without_features_serve_global_ts_and_cluster_ts_says_how_to_get_them(tmp_path):
+    """The evaluate stage takes features only for cluster TS (they cost a backbone pass in slide mode)."""
+    rng = np.random.default_rng(4)
+    root = tmp_path / "results" / "tiny"
+    for model in ("a", "b"):
+        _write_sample(root / model / "synthetic_x", rng, 2.0, features=False)
+        _write_sample(root / model / "acdc_rain", rng, 2.0, features=False)
+    kwargs = dict(results_root=str(root), output_dir=str(tmp_path / "calib"),
+                  calibration_sets={"synthetic": ["synthetic_x"]}, targets=["acdc_rain"], objective="nll")
+    assert CalibrateJob(**kwargs, methods=["global", "per_class"]).run()["fitted"] == 4
+    with pytest.raises(ConfigError, match=r"evaluated without them; re-run the evaluate stage with "
+                                          r"stages.evaluate.features=windows"):
+        CalibrateJob(**kwargs, methods=["cluster"], n_clusters=2).run()
