@@ -7,6 +7,7 @@ files were being written when the job was killed is never read.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from synthrel.conventions import (
 )
 from synthrel.data.base import Item, SegDataset, id_table, pair_by_name
 from synthrel.data.io import read_label, require_dir, write_png
-from synthrel.errors import DatasetError
+from synthrel.errors import ConfigError, DatasetError
 from synthrel.jobs import Manifest
 
 MANIFEST = "manifest.jsonl"
@@ -53,8 +54,34 @@ def _latest_records(manifest: Manifest) -> dict[str, dict]:
 
 
 def slugify(name: str) -> str:
-    """Folder name for an object class: 'polar bear' -> 'polar_bear'."""
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    """File-name key of an object or domain name: 'polar bear' -> 'polar_bear'.
+
+    Names of other characters (capitals, punctuation, non-ASCII) get a stable hash of the full text, so two
+    names never share a key ('雪' and '雨' both lost every character before: their files overwrote each other).
+    """
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    if re.fullmatch(r"[a-z0-9]+([ _][a-z0-9]+)*", name):
+        return slug
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{slug}-{digest}" if slug else digest
+
+
+def check_unique_keys(names, what: str, key: str) -> None:
+    """Refuse names that share a file-name key ('polar bear' and 'polar_bear'), naming them and the config key."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(slugify(name), name)
+        if other != name:
+            raise ConfigError(f"{what} {other!r} and {name!r} (config key `{key}`) share the file-name key "
+                              f"{slugify(name)!r}; their files would overwrite each other: rename one")
+
+
+def check_folder_name(name: str, key: str) -> str:
+    """A name used as a folder as it is: refuse what a file system cannot hold or would read as a path."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name or len(name.encode()) > 255:
+        raise ConfigError(f"`{key}` is {name!r}, which cannot be a folder name (empty, '.', '..', a '/', a NUL or "
+                          "over 255 bytes); choose another name")
+    return name
 
 
 def write_item(root: str | Path, id: str, city: str, image: np.ndarray, label_ids: np.ndarray,

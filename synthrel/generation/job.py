@@ -109,6 +109,14 @@ class GenerateJob:
         check_encoding(self.conditioning, "stages.generate.conditioning")
         if not self.domains or not all(isinstance(d, str) and d.strip() for d in self.domains):
             raise ConfigError(f"`domain.domains` must be a non-empty list of words, got {self.domains!r}")
+        from synthrel.data.synthetic import check_folder_name, check_unique_keys
+
+        check_unique_keys(self.domains, "domain", "domain.domains")
+        if self.pooled:
+            check_folder_name(self.set_name, "domain.name")
+        else:
+            for domain in self.domains:
+                check_folder_name(domain, "domain.domains")
         if "<caption>" not in self.prompt_template:
             raise ConfigError(
                 f"`stages.generate.prompt_template` {self.prompt_template!r} lacks the <caption> placeholder"

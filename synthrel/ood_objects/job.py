@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from synthrel.data.synthetic import MANIFEST, slugify, write_ood_item
+from synthrel.data.synthetic import MANIFEST, check_unique_keys, slugify, write_ood_item
 from synthrel.errors import ConfigError, WeightsError, unknown_name
 from synthrel.jobs import Manifest, Shard, exclusive_output, item_rng, item_seed, positive_int
 from synthrel.ood_objects.inpainting import (
@@ -92,6 +92,7 @@ class InpaintJob:
         key = "stages.inpaint"
         if not self.all_objects:
             raise ConfigError("`ood_objects.objects` is empty; list the object names to inpaint")
+        check_unique_keys(self.all_objects, "OOD object", "ood_objects.objects")
         if self.objects is not None:
             for name in self.objects:
                 if name not in self.all_objects:

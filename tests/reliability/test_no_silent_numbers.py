@@ -3,12 +3,13 @@ and write no DONE (docs/reliability.md, issue #24 item 2)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
 import torch
 from PIL import Image
-from reliability_utils import EVALUATE, run_cli, stage_overrides
+from reliability_utils import EVALUATE, GENERATE, run_cli, stage_overrides
 
 from synthrel.conventions import label_ids_to_train_ids
 
@@ -66,3 +67,17 @@ def test_a_checkpoint_with_nan_weights_fails_naming_the_model(world, tmp_path):
     assert "model 'pspnet_r18' gave non-finite logits (NaN or inf)" in proc.stderr
     assert "Nothing was written" in proc.stderr
     assert not (pair / "DONE").exists() and not (pair / "metrics.parquet").exists()
+
+
+def test_a_pooled_domain_of_non_ascii_words_writes_every_item(world, tmp_path):
+    """'雪' and '雨' both slugified to '' and the second item of each index overwrote the first."""
+    artifacts = tmp_path / "artifacts"
+    generate = [o for o in GENERATE if not o.startswith(("domain=", "profile.num_samples"))]
+    proc = run_cli([*stage_overrides(world, artifacts, generate), "domain=custom", "domain.name='雪雨'",
+                    "domain.domains=['雪','雨']", "domain.pooled=true", "profile.samples_per_domain_all=2"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    root = artifacts / "synthetic" / "sd15" / "雪雨"
+    images = sorted((root / "leftImg8bit").rglob("*_leftImg8bit.png"))
+    records = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+    assert len(images) == len(records) == len({r["id"] for r in records}) == 4
+    assert {r["prompt"].rsplit(", in ", 1)[1] for r in records} == {"雪", "雨"}
