@@ -84,15 +84,16 @@ def gather_index(analysis: Path) -> list[dict]:
 
 
 def read_settings(analysis: Path) -> dict:
-    """settings.json, with each `<job>_settings.json` under its job name (filling profile and git SHA when the
-    correlate stage did not run)."""
+    """settings.json, with each `<job>_settings.json` under its job name (its profile, git SHA and model count
+    fill in when the correlate stage did not run)."""
     path = analysis / "settings.json"
     settings = json.loads(path.read_text()) if path.exists() else {}
     for extra in sorted(analysis.glob("*_settings.json")):
         sub = json.loads(extra.read_text())
         settings[extra.stem.removesuffix("_settings")] = sub
-        for key in ("profile", "git_sha"):
-            settings.setdefault(key, sub.get(key))
+        for key in ("profile", "git_sha", "n_models", "sources"):
+            if key in sub:
+                settings.setdefault(key, sub[key])
     return settings
 
 

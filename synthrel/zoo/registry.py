@@ -82,6 +82,7 @@ def zoo_entries(zoo: dict) -> dict[str, ZooEntry]:
         extra = sorted(set(spec) - known)
         if extra:
             raise ConfigError(f"`{where}` has unknown field(s) {extra}; valid: {', '.join(sorted(known))}")
+        spec.setdefault("checkpoint", None)  # mmseg models without one fail in require_checkpoint, naming the key
         for field in ("crop_size", "stride", "test_scale"):
             if spec.get(field) is not None:
                 spec[field] = tuple(int(v) for v in spec[field])
