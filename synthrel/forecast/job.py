@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
-from hydra.errors import InstantiationException
 import numpy as np
 import pandas as pd
+from hydra.errors import InstantiationException
 
 from synthrel.analysis import correlation
 from synthrel.analysis.aggregate import load_results
@@ -192,21 +192,23 @@ class ForecastJob:
     def _cell(self, zoo: pd.DataFrame, x0: float, loo_rows: list, metric: str, domain: str) -> dict:
         x, y = zoo["x"].to_numpy(), zoo["y"].to_numpy()
         if len(zoo) < MIN_MODELS or np.ptp(x) == 0:
-            return {"note": f"not forecast: {len(zoo)} zoo model(s) with distinct values; need {MIN_MODELS}"}
+            return {"note": f"not forecast: {len(zoo)} zoo model(s); needs {MIN_MODELS} with distinct synthetic "
+                            "values"}
         fit = fit_ols(x, y)
         predicted, lo, hi = (float(v) for v in fit.predict(x0, self.level))
         cell = {"predicted": predicted, "lo": lo, "hi": hi, "slope": fit.slope, "intercept": fit.intercept,
                 "residual_sd": fit.s, "pearson": correlation.pearson_along(x, y).item(), "note": ""}
-        if len(zoo) > MIN_MODELS:
+        try:
             loo = leave_one_out(x, y, self.level)
+        except ValueError as e:  # too few models, or one model carries all the spread in x
+            cell["note"] = f"no leave-one-out: {e}"
+        else:
             cell.update(loo_mae=float(loo["abs_error"].mean()), loo_coverage=float(loo["covered"].mean()))
             loo_rows += [{"metric": metric, "domain": domain, "model": m, "synthetic": xi, "real": yi,
                           "predicted": p, "lo": a, "hi": b, "abs_error": e, "covered": bool(c)}
                          for m, xi, yi, p, a, b, e, c in zip(zoo["model"], x, y, loo["predicted"], loo["lo"],
                                                              loo["hi"], loo["abs_error"], loo["covered"],
                                                              strict=True)]
-        else:
-            cell["note"] = f"no leave-one-out: needs {MIN_MODELS + 1} zoo models"
         return cell
 
     # -- outputs -------------------------------------------------------------------------------------------
@@ -235,6 +237,8 @@ class ForecastJob:
                 "pearson": "zoo r", "loo_mae": "zoo LOO MAE (pts)", "loo_coverage": f"zoo LOO coverage of {level} (%)"})
         if layout["measured real (%)"].isna().all():
             layout = layout.drop(columns="measured real (%)")
+        if forecasts["note"].fillna("").astype(bool).any():
+            layout["note"] = forecasts["note"].fillna("")
         paths = save_table(layout, out, "forecast_table", index=False)
         index.append({"kind": "table", "section": SECTION, **paths,
                       "title": f"Forecast of {self.entry.display_name} on real data from its {self.generator} "

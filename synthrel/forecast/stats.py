@@ -61,22 +61,28 @@ def fit_ols(x, y) -> LinearFit:
 
 
 def leave_one_out(x, y, level: float = 0.9) -> dict[str, np.ndarray]:
-    """Refit without each model in turn and forecast it: per-model predicted, lo, hi, abs_error, covered.
+    """Forecast each model from the zoo without it: per-model predicted, lo, hi, abs_error, covered.
 
+    Closed forms of the n refits (no refitting): with leverage h_i = 1/n + (x_i - mean)^2 / Sxx and full-fit
+    residual e_i, the deleted forecast is y_i - e_i / (1 - h_i), the deleted residual variance
+    s_(i)^2 = (SSE - e_i^2 / (1 - h_i)) / (n - 3), and the deleted prediction variance s_(i)^2 / (1 - h_i).
     Needs at least MIN_MODELS + 1 models (each refit has one fewer).
     """
+    if not 0 < level < 1:
+        raise ValueError(f"prediction interval level must be in (0, 1), got {level}")
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     n = len(x)
     if n < MIN_MODELS + 1:
         raise ValueError(f"leave-one-out needs at least {MIN_MODELS + 1} models, got {n}")
-    out = {k: np.empty(n) for k in ("predicted", "lo", "hi")}
-    keep = np.ones(n, dtype=bool)
-    for i in range(n):
-        keep[i] = False
-        y0, lo, hi = fit_ols(x[keep], y[keep]).predict(x[i], level)
-        out["predicted"][i], out["lo"][i], out["hi"][i] = y0, lo, hi
-        keep[i] = True
-    out["abs_error"] = np.abs(out["predicted"] - y)
-    out["covered"] = (out["lo"] <= y) & (y <= out["hi"])
-    return out
+    fit = fit_ols(x, y)
+    leverage = 1 / n + (x - fit.x_mean) ** 2 / fit.sxx
+    if np.any(1 - leverage < 1e-12):
+        raise ValueError("leave-one-out: without one model the others' synthetic values are all equal")
+    residuals = y - fit.intercept - fit.slope * x
+    predicted = y - residuals / (1 - leverage)
+    sse_deleted = (residuals ** 2).sum() - residuals ** 2 / (1 - leverage)
+    half = stats.t.ppf(0.5 + level / 2, n - 3) * np.sqrt(np.maximum(sse_deleted, 0) / (n - 3) / (1 - leverage))
+    lo, hi = predicted - half, predicted + half
+    return {"predicted": predicted, "lo": lo, "hi": hi, "abs_error": np.abs(predicted - y),
+            "covered": (lo <= y) & (y <= hi)}
