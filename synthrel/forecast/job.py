@@ -25,13 +25,13 @@ from synthrel.analysis.aggregate import load_results
 from synthrel.analysis.provenance import provenance
 from synthrel.analysis.tables import save_table
 from synthrel.config import to_plain
-from synthrel.errors import ConfigError, DatasetError
+from synthrel.errors import ConfigError, DatasetError, SynthrelError, unknown_name
 from synthrel.evaluation.job import EvaluateJob
-from synthrel.forecast import figures, reference
+from synthrel.forecast import figures, qualitative, reference
 from synthrel.forecast.stats import MIN_MODELS, fit_ols, leave_one_out
-from synthrel.jobs import atomic_path, write_json_atomic
+from synthrel.jobs import atomic_path, positive_int, write_json_atomic
 from synthrel.runtime import resolve_device
-from synthrel.zoo.predictor import build_segmenter, check_on_batch
+from synthrel.zoo.predictor import Segmenter, build_segmenter, check_on_batch
 from synthrel.zoo.registry import ZooEntry, zoo_entries
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ class ForecastJob:
     generator: str = "sd15"
     metrics: list[str] = field(default_factory=lambda: ["mIoU", "ece"])
     level: float = 0.9
+    zoo: dict | None = None  # the reference zoo's entries, for the qualitative figures
+    qualitative_models: list[str] | None = None  # None: the zoo's strongest and weakest; []: no Fig. 15/16
+    qualitative_images: int = 2  # inpainted images in Fig. 16 (Fig. 15: one per domain)
     profile: str = "paper"
     run_dir: str | None = None
 
@@ -63,6 +66,9 @@ class ForecastJob:
         self.evaluate = dict(to_plain(self.evaluate) or {})
         self.real_datasets = dict(to_plain(self.real_datasets) or {})
         self.metrics = list(to_plain(self.metrics) or [])
+        self.zoo = to_plain(self.zoo) or {}
+        self.qualitative_models = to_plain(self.qualitative_models)
+        positive_int(self.qualitative_images, "stages.forecast.qualitative_images")
         if not self.model.get("framework"):
             raise ConfigError("no model to forecast: choose one with model=mmseg (model.config=<config.py> "
                               "model.checkpoint=<checkpoint>), model=transformers (model.config=<hub id or folder>) "
@@ -84,7 +90,9 @@ class ForecastJob:
             log.warning("model %r is in the reference zoo: its reference rows are left out of the fits", self.key)
             table = table[table["model"] != self.key]
         datasets = self._available_datasets()
-        self._preflight(datasets)
+        segmenter = self._preflight(datasets)
+        index = self._qualitative(segmenter, datasets, table, out)
+        del segmenter
         summary = self._evaluator(list(datasets)).run()
         mine = load_results(Path(summary["results_dir"]) / self.key)
         mine = mine[mine["dataset"].isin([self._labels(d)["key"] for d in datasets])]
@@ -92,7 +100,7 @@ class ForecastJob:
             raise ConfigError(f"the reference ({reference_path}) was made with profile "
                               f"{sorted(set(table['profile']))} but this run has profile={self.profile!r}")
         forecasts, loo = self.forecast(table, mine)
-        index = self._write(forecasts, loo, table, mine, out)
+        index = self._write(forecasts, loo, table, mine, out) + index
         write_json_atomic(out / SETTINGS_FILE, {
             "job": {k: v for k, v in dataclasses.asdict(self).items() if k != "evaluate"},
             "model": {"key": self.key, **self.spec}, "reference": str(reference_path),
@@ -150,7 +158,7 @@ class ForecastJob:
             log.warning("forecast: %d set(s) not on disk, skipped: %s", len(missing), ", ".join(missing))
         return found
 
-    def _preflight(self, datasets: dict) -> None:
+    def _preflight(self, datasets: dict) -> Segmenter:
         """Build the model and run it on two images of the first set, before any evaluation."""
         name, dataset = next(iter(datasets.items()))
         samples = [dataset[i] for i in range(min(2, len(dataset)))]
@@ -159,6 +167,49 @@ class ForecastJob:
                                     self.evaluate.get("precision", "fp32"), self.evaluate.get("cache_dir"))
         check_on_batch(segmenter, np.stack([s["image"] for s in samples]))
         log.info("forecast: model %s passed its test batch on %s", self.key, name)
+        return segmenter
+
+    def _qualitative(self, segmenter: Segmenter, datasets: dict, table: pd.DataFrame, out: Path) -> list[dict]:
+        """Fig. 15 / Fig. 16 with the user's model beside zoo models (those that build here)."""
+        if self.qualitative_models == []:
+            return []
+        segmenters = {self.entry.display_name: segmenter}
+        for key in self._qualitative_zoo_models(table):
+            entry = zoo_entries(self.zoo)[key]
+            try:
+                segmenters[entry.display_name] = build_segmenter(entry, segmenter.device, segmenter.precision,
+                                                                 self.evaluate.get("cache_dir"))
+            except SynthrelError as e:  # e.g. a published reference whose checkpoints are not here
+                log.warning("forecast: zoo model %s left out of the qualitative figures: %s", key, e)
+        predictors = {n: d for n, d in datasets.items() if self._labels(n)["generator"] == self.generator
+                      and self._labels(n)["domain"] in self.real_datasets}
+        shifts = {self._labels(n)["domain"]: d[0] for n, d in predictors.items() if not d.has_ood and d.has_labels}
+        ood = [d[i] for d in predictors.values() if d.has_ood for i in range(min(self.qualitative_images, len(d)))]
+        index = []
+        if shifts:
+            paths = qualitative.predictions_figure(shifts, segmenters, out / "forecast_fig15_predictions")
+            index.append({"kind": "figure", "section": SECTION, "files": paths,
+                          "title": "Fig. 15 style: generated images, their label maps, and the predictions of "
+                                   f"{', '.join(segmenters)}"})
+        if ood:
+            paths = qualitative.ood_confidence_figure(ood[:self.qualitative_images], segmenters,
+                                                      out / "forecast_fig16_ood_confidence")
+            index.append({"kind": "figure", "section": SECTION, "files": paths,
+                          "title": f"Fig. 16 style: max-softmax confidence on inpainted OOD objects, {', '.join(segmenters)}"})
+        return index
+
+    def _qualitative_zoo_models(self, table: pd.DataFrame) -> list[str]:
+        """The configured zoo models, or the reference's strongest and weakest by mean mIoU on the synthetic sets."""
+        known = zoo_entries(self.zoo)
+        if self.qualitative_models is not None:
+            for key in self.qualitative_models:
+                if key not in known:
+                    raise unknown_name("zoo model", key, known, key="stages.forecast.qualitative_models")
+            return list(self.qualitative_models)
+        miou = table[(table["metric"] == "mIoU") & (table["cls"] == "") & (table["generator"] == self.generator)]
+        ranked = miou.groupby("model")["value"].mean().sort_values(ascending=False)
+        ranked = [m for m in ranked.index if m in known]
+        return list(dict.fromkeys(ranked[:1] + ranked[-1:]))
 
     def forecast(self, table: pd.DataFrame, mine: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         """One row per (metric, domain) with the forecast, and one per (metric, domain, zoo model) of LOO."""

@@ -14,6 +14,7 @@ import hydra
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from forecast_world import DOMAINS, build_data, simulated_zoo, write_results
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
@@ -92,6 +93,7 @@ def test_readme_command_forecasts_an_unseen_model(cli_run):
         assert row["actual"] == pytest.approx(measured.item())  # the demo data has the real sets: checked too
     report = (cli_run / "analysis" / "forecast" / "report.md").read_text()
     assert "## Forecast" in report and "forecast_mIoU.png" in report and "90% prediction interval" in report
+    assert "forecast_fig15_predictions.png" in report  # the simulated zoo has no weights: the model alone
     assert (cli_run / "analysis" / "forecast" / "forecast_ece.png").stat().st_size > 0
     table, meta = read_reference(cli_run / "reference" / "tiny" / TABLE_FILE)
     assert meta["profile"] == "tiny" and sorted(meta["models"]) == sorted(zoo["model"].unique())
@@ -140,3 +142,40 @@ def test_forecast_without_a_model_or_synthetic_sets_says_what_to_do(world, tmp_p
     job.results_root = str(world / "outputs" / "tiny" / "artifacts" / "results" / "tiny")
     with pytest.raises(DatasetError, match="no synthetic set of generator 'sd15' is on disk.*generate them first"):
         job.run()
+
+
+def test_qualitative_figures_put_the_strongest_and_weakest_zoo_models_beside_yours(world, tmp_path):
+    cfg = _compose(world, "model=tiny_unseen", f"paths.artifacts_dir={tmp_path}")
+    job = hydra.utils.instantiate(cfg.stages.forecast, _convert_="all")
+    zoo = simulated_zoo()
+    keys = sorted(job.zoo["models"])
+    zoo["model"] = zoo["model"].map(dict(zip(sorted(zoo["model"].unique()), keys, strict=False)))
+    mean = zoo[(zoo["generator"] == "sd15") & (zoo["metric"] == "mIoU")].groupby("model")["value"].mean()
+    assert job._qualitative_zoo_models(zoo) == [mean.idxmax(), mean.idxmin()]
+    job.qualitative_models = ["no_such_model"]
+    with pytest.raises(ConfigError, match="unknown zoo model 'no_such_model'.*qualitative_models"):
+        job._qualitative_zoo_models(zoo)
+
+
+def test_fig16_confidence_maps_of_several_models(tmp_path):
+    from synthrel.forecast.qualitative import ood_confidence_figure, predictions_figure
+
+    class Constant:
+        """A model as seen by the figures: `logits` of a (1, H, W, 3) batch."""
+
+        def __init__(self, cls):
+            self.cls = cls
+
+        def logits(self, images):
+            out = torch.zeros(1, 19, *images.shape[1:3])
+            out[:, self.cls] = 5.0
+            return out
+
+    rng = np.random.default_rng(0)
+    sample = {"id": "zebra_0", "image": rng.integers(0, 256, (32, 64, 3), dtype=np.uint8),
+              "label": rng.integers(0, 19, (32, 64)).astype(np.uint8),
+              "ood": np.pad(np.ones((8, 8), np.uint8), ((12, 12), (28, 28)))}
+    models = {"strong": Constant(0), "weak": Constant(13), "mine": Constant(2)}
+    for paths in (ood_confidence_figure([sample, sample], models, tmp_path / "fig16"),
+                  predictions_figure({"fog": sample}, models, tmp_path / "fig15")):
+        assert [Path(p).suffix for p in paths] == [".png", ".pdf"] and all(Path(p).stat().st_size for p in paths)
