@@ -73,6 +73,11 @@ class ForecastJob:
             raise ConfigError("no model to forecast: choose one with model=mmseg (model.config=<config.py> "
                               "model.checkpoint=<checkpoint>), model=transformers (model.config=<hub id or folder>) "
                               "or model=python (model.builder._target_=<package.function>); see conf/model")
+        unset = [f"model.{k}" for k, v in self.model.items() if v == "???"]
+        unset += ["model.builder._target_"] if (self.model.get("builder") or {}).get("_target_") == "???" else []
+        if unset:
+            raise ConfigError(f"model={self.model['framework']} needs {', '.join(f'{k}=...' for k in unset)} on the "
+                              f"command line (conf/model/{self.model['framework']}.yaml says what each is)")
         if not 0 < self.level < 1:
             raise ConfigError(f"`stages.forecast.level` must be in (0, 1), got {self.level}")
         if not self.reference and not self.results_root:
@@ -102,7 +107,7 @@ class ForecastJob:
         forecasts, loo = self.forecast(table, mine)
         index = self._write(forecasts, loo, table, mine, out) + index
         write_json_atomic(out / SETTINGS_FILE, {
-            "job": {k: v for k, v in dataclasses.asdict(self).items() if k != "evaluate"},
+            "job": {k: v for k, v in dataclasses.asdict(self).items() if k not in ("evaluate", "zoo", "model")},
             "model": {"key": self.key, **self.spec}, "reference": str(reference_path),
             "reference_provenance": {k: meta.get(k) for k in ("synthrel_version", "git_sha", "created", "sha256",
                                                                "profile", "zoo")},

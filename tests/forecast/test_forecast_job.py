@@ -137,6 +137,10 @@ def test_forecast_without_a_model_or_synthetic_sets_says_what_to_do(world, tmp_p
     with pytest.raises(InstantiationException, match="no model to forecast: choose one with model=mmseg") as error:
         hydra.utils.instantiate(_compose(world).stages.forecast, _convert_="all")
     assert isinstance(error.value.__cause__, ConfigError)
+    for model, missing in (("mmseg", "model.config=..., model.checkpoint=..."), ("transformers", "model.config=..."),
+                           ("python", "model.builder._target_=...")):
+        with pytest.raises(InstantiationException, match=f"model={model} needs {re.escape(missing)} on the command"):
+            hydra.utils.instantiate(_compose(world, f"model={model}").stages.forecast, _convert_="all")
     cfg = _compose(world, "model=tiny_unseen", f"paths.artifacts_dir={tmp_path}")
     job = hydra.utils.instantiate(cfg.stages.forecast, _convert_="all")
     job.results_root = str(world / "outputs" / "tiny" / "artifacts" / "results" / "tiny")
