@@ -40,7 +40,6 @@ SECTION = "Forecast"
 USER_ZOO = "forecast"  # results of forecast models: <evaluate.output_dir>/forecast/<model key>/<dataset>
 OUTPUTS_INDEX = "forecast_outputs.json"
 SETTINGS_FILE = "forecast_settings.json"
-MODEL_GROUPS = ("mmseg", "transformers", "python")
 
 
 @dataclass
@@ -91,6 +90,9 @@ class ForecastJob:
     def run(self) -> dict:
         out = Path(self.output_dir)
         table, meta, reference_path = self._reference()
+        if set(table["profile"].astype(str)) != {self.profile}:
+            raise ConfigError(f"the reference {reference_path} was made with profile {sorted(set(table['profile']))}"
+                              f" but this run has profile={self.profile!r}; forecast with a reference of this profile")
         if self.key in set(table["model"]):
             log.warning("model %r is in the reference zoo: its reference rows are left out of the fits", self.key)
             table = table[table["model"] != self.key]
@@ -101,9 +103,6 @@ class ForecastJob:
         summary = self._evaluator(list(datasets)).run()
         mine = load_results(Path(summary["results_dir"]) / self.key)
         mine = mine[mine["dataset"].isin([self._labels(d)["key"] for d in datasets])]
-        if set(mine["profile"].astype(str)) - set(table["profile"].astype(str)):
-            raise ConfigError(f"the reference ({reference_path}) was made with profile "
-                              f"{sorted(set(table['profile']))} but this run has profile={self.profile!r}")
         forecasts, loo = self.forecast(table, mine)
         index = self._write(forecasts, loo, table, mine, out) + index
         write_json_atomic(out / SETTINGS_FILE, {

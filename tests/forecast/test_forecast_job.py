@@ -21,7 +21,7 @@ from hydra.errors import InstantiationException
 from scipy import stats
 
 from synthrel.errors import ConfigError, DatasetError
-from synthrel.forecast.reference import PROVENANCE_FILE, TABLE_FILE, read_reference
+from synthrel.forecast.reference import PROVENANCE_FILE, TABLE_FILE, read_reference, write_reference
 from synthrel.run import CONF_DIR, run_stages
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,6 +145,10 @@ def test_forecast_without_a_model_or_synthetic_sets_says_what_to_do(world, tmp_p
     job = hydra.utils.instantiate(cfg.stages.forecast, _convert_="all")
     job.results_root = str(world / "outputs" / "tiny" / "artifacts" / "results" / "tiny")
     with pytest.raises(DatasetError, match="no synthetic set of generator 'sd15' is on disk.*generate them first"):
+        job.run()
+    paper = write_reference(simulated_zoo(profile="paper"), {"zoo": "sim"}, tmp_path / "paper_reference")
+    job.reference = str(paper)
+    with pytest.raises(ConfigError, match="made with profile \\['paper'\\] but this run has profile='tiny'"):
         job.run()
 
 
