@@ -177,11 +177,11 @@ class ForecastJob:
         """Fig. 15 / Fig. 16 with the user's model beside zoo models (those that build here)."""
         if self.qualitative_models == []:
             return []
-        segmenters = {self.entry.display_name: segmenter}
+        segmenters = {f"{self.entry.display_name} (yours)": segmenter}
         for key in self._qualitative_zoo_models(table):
             entry = zoo_entries(self.zoo)[key]
             try:
-                segmenters[entry.display_name] = build_segmenter(entry, segmenter.device, segmenter.precision,
+                segmenters[f"{entry.display_name} (zoo)"] = build_segmenter(entry, segmenter.device, segmenter.precision,
                                                                  self.evaluate.get("cache_dir"))
             except SynthrelError as e:  # e.g. a published reference whose checkpoints are not here
                 log.warning("forecast: zoo model %s left out of the qualitative figures: %s", key, e)

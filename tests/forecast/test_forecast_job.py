@@ -78,7 +78,9 @@ def _expected(zoo: pd.DataFrame, mine: pd.DataFrame, metric: str, domain: str, l
     return (*interval(x, y, x0), x0, np.mean(errors), np.mean(covered))
 
 
-def test_readme_command_forecasts_an_unseen_model(cli_run):
+@pytest.mark.slow  # ~20 s: a subprocess that imports torch and mmseg, evaluates 11 sets and draws 3 figures
+def test_readme_command_forecasts_an_unseen_model_and_a_published_reference_repeats_it(cli_run, world, tmp_path):
+    """One test (the CLI run is the costly part, so that xdist workers never run it twice)."""
     forecast = pd.read_csv(cli_run / "analysis" / "forecast" / "forecast.csv")
     zoo = simulated_zoo()
     mine = pd.concat(pd.read_parquet(p) for p in (cli_run / "results" / "forecast" / MODEL).rglob("metrics.parquet"))
@@ -100,16 +102,7 @@ def test_readme_command_forecasts_an_unseen_model(cli_run):
     assert meta["datasets"]["acdc_fog"]["split"] == "train" and meta["synthrel_version"]
     assert len(table) == len(zoo)
 
-
-def _compose(world: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            "+experiment=forecast", "profile=tiny", "device=cpu", f"paths.root_dir={world}",
-            f"paths.output_dir={world}/run", *overrides])
-
-
-def test_published_reference_gives_the_same_forecast_without_the_zoo_results(cli_run, world, tmp_path):
-    """A user with the published table only (no zoo results, no real data) gets the same forecast."""
+    # a user with the published table only (no zoo results, no real data) gets the same forecast
     published = tmp_path / "published"
     published.mkdir()
     for name in (TABLE_FILE, PROVENANCE_FILE):
@@ -133,17 +126,23 @@ def test_published_reference_gives_the_same_forecast_without_the_zoo_results(cli
         read_reference(published / TABLE_FILE)
 
 
-def test_forecast_without_a_model_or_synthetic_sets_says_what_to_do(world, tmp_path):
+def _compose(root: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=[
+            "+experiment=forecast", "profile=tiny", "device=cpu", f"paths.root_dir={root}",
+            f"paths.output_dir={root}/run", *overrides])
+
+
+def test_forecast_without_a_model_or_synthetic_sets_says_what_to_do(tmp_path):
     with pytest.raises(InstantiationException, match="no model to forecast: choose one with model=mmseg") as error:
-        hydra.utils.instantiate(_compose(world).stages.forecast, _convert_="all")
+        hydra.utils.instantiate(_compose(tmp_path).stages.forecast, _convert_="all")
     assert isinstance(error.value.__cause__, ConfigError)
     for model, missing in (("mmseg", "model.config=..., model.checkpoint=..."), ("transformers", "model.config=..."),
                            ("python", "model.builder._target_=...")):
         with pytest.raises(InstantiationException, match=f"model={model} needs {re.escape(missing)} on the command"):
-            hydra.utils.instantiate(_compose(world, f"model={model}").stages.forecast, _convert_="all")
-    cfg = _compose(world, "model=tiny_unseen", f"paths.artifacts_dir={tmp_path}")
-    job = hydra.utils.instantiate(cfg.stages.forecast, _convert_="all")
-    job.results_root = str(world / "outputs" / "tiny" / "artifacts" / "results" / "tiny")
+            hydra.utils.instantiate(_compose(tmp_path, f"model={model}").stages.forecast, _convert_="all")
+    write_results(simulated_zoo(), tmp_path / "outputs" / "tiny" / "artifacts" / "results" / "tiny")
+    job = hydra.utils.instantiate(_compose(tmp_path, "model=tiny_unseen").stages.forecast, _convert_="all")
     with pytest.raises(DatasetError, match="no synthetic set of generator 'sd15' is on disk.*generate them first"):
         job.run()
     paper = write_reference(simulated_zoo(profile="paper"), {"zoo": "sim"}, tmp_path / "paper_reference")
@@ -152,8 +151,8 @@ def test_forecast_without_a_model_or_synthetic_sets_says_what_to_do(world, tmp_p
         job.run()
 
 
-def test_qualitative_figures_put_the_strongest_and_weakest_zoo_models_beside_yours(world, tmp_path):
-    cfg = _compose(world, "model=tiny_unseen", f"paths.artifacts_dir={tmp_path}")
+def test_qualitative_figures_put_the_strongest_and_weakest_zoo_models_beside_yours(tmp_path):
+    cfg = _compose(tmp_path, "model=tiny_unseen")
     job = hydra.utils.instantiate(cfg.stages.forecast, _convert_="all")
     zoo = simulated_zoo()
     keys = sorted(job.zoo["models"])
