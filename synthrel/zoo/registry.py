@@ -70,8 +70,9 @@ def zoo_entries(zoo: dict) -> dict[str, ZooEntry]:
             if not isinstance(spec.get("builder"), dict) or not spec["builder"].get("_target_"):
                 raise ConfigError(f"`{where}.builder._target_` is missing (dotted path of a callable returning the "
                                   "model, e.g. mypackage.models.build)")
-            spec.setdefault("config", None)
-            spec["config"] = spec["config"] or spec["builder"]["_target_"]  # names the model in records
+            # names the model in records and, with its arguments, in the results' weights fingerprint
+            args = ", ".join(f"{k}={v!r}" for k, v in sorted(spec["builder"].items()) if k != "_target_")
+            spec["config"] = spec.get("config") or f"{spec['builder']['_target_']}({args})"
         elif spec.get("builder") is not None:
             raise ConfigError(f"`{where}.builder` is only for framework python (framework is {framework!r})")
         if not spec.get("config"):

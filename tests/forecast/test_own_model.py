@@ -58,7 +58,8 @@ def test_python_model_runs_through_the_segmenter_interface(tmp_path):
     entry = zoo_entries({"models": {"mine": {"family": "user", "framework": "python", "checkpoint":
                                              str(tmp_path / "w.pt"),
                                              "builder": {"_target_": f"{__name__}.build_conv"}}}})["mine"]
-    assert entry.config == f"{__name__}.build_conv"  # names the model in the results records
+    assert entry.config == f"{__name__}.build_conv()"  # names the model (and its arguments) in the results
+    assert python_entry(n_classes=4, layout="dict").config == f"{__name__}.build_conv(layout='dict', n_classes=4)"
     segmenter = build_segmenter(entry)
     check_on_batch(segmenter, IMAGES)
     logits, features = segmenter.logits_and_features(IMAGES)
