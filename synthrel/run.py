@@ -32,6 +32,7 @@ STAGE_ORDER = (
     "ood_detection",
     "fid",
     "correlate",
+    "forecast",
     "report",
 )
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

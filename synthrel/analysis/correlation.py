@@ -161,16 +161,37 @@ def paired_values(
     return _pairs(view[(view["metric"] == metric) & (view["cls"] == cls)], domain, generator, real_datasets)
 
 
-def _pairs(cell: pd.DataFrame, domain: str, generator: str, real_datasets: Mapping[str, str]) -> pd.DataFrame:
-    """paired_values on the rows of one (metric, cls), already in predictor view."""
+def predictor_values(
+    results: pd.DataFrame,
+    metric: str,
+    domain: str,
+    generator: str,
+    cls: str = "",
+    real_datasets: Mapping[str, str] = REAL_DATASETS,
+) -> pd.Series:
+    """Per-model x of one cell (the predictor set's value), whether or not the model has the real value."""
+    view = predictor_view(results)
+    cell = view[(view["metric"] == metric) & (view["cls"] == cls)]
+    return _one_per_model(_predictor_rows(cell, domain, generator, real_datasets),
+                          f"{metric}/{cls} {generator}->{domain} (predictor)")
+
+
+def _predictor_rows(cell: pd.DataFrame, domain: str, generator: str, real_datasets: Mapping[str, str]):
+    """Rows of `generator` that predict `domain`: those of the domain, else the domain-agnostic ones."""
     if domain not in real_datasets:
         raise DatasetError(f"no real counterpart for domain {domain!r} (config key `real_datasets`: "
                            f"{dict(real_datasets)})")
-    real = cell[cell["dataset"] == real_datasets[domain]]
     candidates = cell[(cell["generator"] == generator) & (cell["dataset"] != real_datasets[domain])]
     predictor = candidates[candidates["domain"] == domain]
     if predictor.empty:
         predictor = candidates[~candidates["domain"].isin(list(real_datasets))]
+    return predictor
+
+
+def _pairs(cell: pd.DataFrame, domain: str, generator: str, real_datasets: Mapping[str, str]) -> pd.DataFrame:
+    """paired_values on the rows of one (metric, cls), already in predictor view."""
+    predictor = _predictor_rows(cell, domain, generator, real_datasets)
+    real = cell[cell["dataset"] == real_datasets[domain]]
     what = f"{cell['metric'].iloc[0] if len(cell) else '?'}/{cell['cls'].iloc[0] if len(cell) else ''} " \
            f"{generator}->{domain}"
     x = _one_per_model(predictor, f"{what} (predictor)")

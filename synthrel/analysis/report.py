@@ -1,8 +1,9 @@
 """Markdown + HTML report of one analysis folder: every table and figure with the settings that made them.
 
-The correlate (and FID) jobs leave an index of their outputs (`*outputs.json`) and their settings
-(`settings.json`: job parameters, seeds, bootstrap, git SHA, package versions, the Hydra config); the report
-only gathers them, so it can be rebuilt at any time without recomputing anything.
+The correlate (and FID, forecast) jobs leave an index of their outputs (`*outputs.json`) and their settings
+(`settings.json`, `<job>_settings.json`: job parameters, seeds, bootstrap, git SHA, package versions, the Hydra
+config); the report only gathers them, so it can be rebuilt at any time without recomputing anything. Items
+with a `section` (e.g. the forecast) get a section of their own after the correlation tables and figures.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ img{max-width:100%}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size
 {% if notice %}<p class="notice">{{ notice }}</p>
 {% endif %}<h1>{{ title }}</h1>
 <p>{{ summary }}</p>
-{% for item in tables %}<h3>{{ item.title }}</h3>
+{% for section in sections %}{% if section.name %}<h2>{{ section.name }}</h2>
+{% endif %}{% for item in section.tables %}<h3>{{ item.title }}</h3>
 {{ item.html | safe }}
 <p>files: {% for name, path in item.files.items() %}<a href="{{ path }}">{{ name }}</a> {% endfor %}</p>
-{% endfor %}{% for item in figures %}<h3>{{ item.title }}</h3>
+{% endfor %}{% for item in section.figures %}<h3>{{ item.title }}</h3>
 <img src="{{ item.image }}" alt="{{ item.title }}"><p>{% for path in item.files %}<a href="{{ path }}">{{ path }}</a>
 {% endfor %}</p>
-{% endfor %}<h2>Data</h2><ul>
+{% endfor %}{% endfor %}<h2>Data</h2><ul>
 {% for item in data %}<li><a href="{{ item.csv }}">{{ item.title }}</a></li>
 {% endfor %}</ul>
 <h2>Settings</h2><pre>{{ settings }}</pre>
@@ -82,8 +84,23 @@ def gather_index(analysis: Path) -> list[dict]:
 
 
 def read_settings(analysis: Path) -> dict:
+    """settings.json, with each `<job>_settings.json` under its job name (its profile, git SHA and model count
+    fill in when the correlate stage did not run)."""
     path = analysis / "settings.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    settings = json.loads(path.read_text()) if path.exists() else {}
+    for extra in sorted(analysis.glob("*_settings.json")):
+        sub = json.loads(extra.read_text())
+        settings[extra.stem.removesuffix("_settings")] = sub
+        for key in ("profile", "git_sha", "n_models", "sources"):
+            if key in sub:
+                settings.setdefault(key, sub[key])
+    return settings
+
+
+def sections(index: list[dict]) -> list[tuple[str | None, list[dict]]]:
+    """Items grouped by `section` in order of first appearance; the unnamed (correlation) section first."""
+    names = [None] + list(dict.fromkeys(i["section"] for i in index if i.get("section")))
+    return [(name, [i for i in index if i.get("section") == name]) for name in names]
 
 
 def _rel(path: str, out: Path) -> str:
@@ -104,15 +121,23 @@ def _summary(settings: dict) -> str:
 
 def render_markdown(index, settings, title, notice, analysis: Path, out: Path) -> str:
     lines = [notice, ""] if notice else []
-    lines += [f"# {title}", "", _summary(settings), "", "## Tables", ""]
-    for item in (i for i in index if i["kind"] == "table"):
-        lines += [f"### {item['title']}", "", Path(item["md"]).read_text().rstrip(), "",
-                  f"Files: [csv]({_rel(item['csv'], out)}), [LaTeX]({_rel(item['tex'], out)})", ""]
-    lines += ["## Figures", ""]
-    for item in (i for i in index if i["kind"] == "figure"):
-        png = next(p for p in item["files"] if p.endswith(".png"))
-        lines += [f"### {item['title']}", "", f"![{item['title']}]({_rel(png, out)})", "",
-                  "Files: " + ", ".join(f"[{Path(p).suffix[1:]}]({_rel(p, out)})" for p in item["files"]), ""]
+    lines += [f"# {title}", "", _summary(settings), ""]
+    for name, items in sections(index):
+        tables = [i for i in items if i["kind"] == "table"]
+        figures = [i for i in items if i["kind"] == "figure"]
+        if name is not None:
+            lines += [f"## {name}", ""]
+        if tables and name is None:
+            lines += ["## Tables", ""]
+        for item in tables:
+            lines += [f"### {item['title']}", "", Path(item["md"]).read_text().rstrip(), "",
+                      f"Files: [csv]({_rel(item['csv'], out)}), [LaTeX]({_rel(item['tex'], out)})", ""]
+        if figures and name is None:
+            lines += ["## Figures", ""]
+        for item in figures:
+            png = next(p for p in item["files"] if p.endswith(".png"))
+            lines += [f"### {item['title']}", "", f"![{item['title']}]({_rel(png, out)})", "",
+                      "Files: " + ", ".join(f"[{Path(p).suffix[1:]}]({_rel(p, out)})" for p in item["files"]), ""]
     lines += ["## Data", ""]
     lines += [f"- [{i['title']}]({_rel(i['csv'], out)})" for i in index if i["kind"] == "data"]
     lines += ["", "## Settings", "", "```yaml", yaml.safe_dump(settings, sort_keys=False).rstrip(), "```", ""]
@@ -120,13 +145,15 @@ def render_markdown(index, settings, title, notice, analysis: Path, out: Path) -
 
 
 def render_html(index, settings, title, notice, analysis: Path, out: Path) -> str:
-    tables = [{"title": i["title"], "files": {k: _rel(i[k], out) for k in ("csv", "md", "tex")},
-               "html": pd.read_csv(i["csv"], keep_default_na=True).to_html(index=False, float_format="%.2f",
-                                                                          na_rep="-")}
-              for i in index if i["kind"] == "table"]
-    figures = [{"title": i["title"], "files": [_rel(p, out) for p in i["files"]],
-                "image": _rel(next(p for p in i["files"] if p.endswith(".png")), out)}
-               for i in index if i["kind"] == "figure"]
+    groups = [{"name": name,
+               "tables": [{"title": i["title"], "files": {k: _rel(i[k], out) for k in ("csv", "md", "tex")},
+                           "html": pd.read_csv(i["csv"], keep_default_na=True).to_html(
+                               index=False, float_format="%.2f", na_rep="-")}
+                          for i in items if i["kind"] == "table"],
+               "figures": [{"title": i["title"], "files": [_rel(p, out) for p in i["files"]],
+                            "image": _rel(next(p for p in i["files"] if p.endswith(".png")), out)}
+                           for i in items if i["kind"] == "figure"]}
+              for name, items in sections(index)]
     data = [{"title": i["title"], "csv": _rel(i["csv"], out)} for i in index if i["kind"] == "data"]
-    return HTML_TEMPLATE.render(title=title, notice=notice, summary=_summary(settings), tables=tables,
-                                figures=figures, data=data, settings=yaml.safe_dump(settings, sort_keys=False))
+    return HTML_TEMPLATE.render(title=title, notice=notice, summary=_summary(settings), sections=groups,
+                                data=data, settings=yaml.safe_dump(settings, sort_keys=False))

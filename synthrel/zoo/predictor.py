@@ -1,4 +1,5 @@
-"""`Segmenter`: one interface over mmseg and transformers models, returning 19-class logits at input size.
+"""`Segmenter`: one interface over mmseg, transformers and user (Python) models, returning 19-class logits at
+input size (models with another label set go through their entry's label mapping, synthrel.zoo.labels).
 
 Images come in as RGB uint8 batches (B, H, W, 3) of one size (numpy, or torch tensors, e.g. pinned by a
 DataLoader). Each adapter applies its model's own test pipeline (keep-ratio resize to the test scale,
@@ -28,11 +29,13 @@ from synthrel.conventions import NUM_CLASSES, rgb_to_bgr
 from synthrel.errors import ConfigError
 from synthrel.runtime import cudnn_benchmark
 from synthrel.zoo.depthwise import reroute_dilated_depthwise
+from synthrel.zoo.labels import LabelMap
 from synthrel.zoo.registry import ZooEntry, load_mmseg_config
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+ASPECT_TOLERANCE = 0.25  # a Python model's logits may differ from the input's aspect by stride rounding only
 
 #: How per-image features (cluster temperature scaling) are taken from the last backbone stage, spatially
 #: summed and divided by their max. "whole": relis' extract_features, the backbone on the whole test-scale
@@ -56,6 +59,9 @@ class Segmenter(ABC):
         self.entry = entry
         self.device = torch.device(device)
         self.precision = precision
+        self.label_map = LabelMap.from_file(entry.label_map) if entry.label_map else None
+        #: classes the network itself predicts (19, or the mapping file's num_classes)
+        self.model_classes = self.label_map.num_classes if self.label_map else NUM_CLASSES
 
     @property
     def key(self) -> str:
@@ -72,6 +78,16 @@ class Segmenter(ABC):
     @abstractmethod
     def logits_and_features(self, images, features: str | None = "whole") -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits as in `logits` and, unless `features` is None, per-image features (see FEATURE_MODES)."""
+
+    def _to_cityscapes(self, logits: torch.Tensor) -> torch.Tensor:
+        """The model's logits over the 19 trainIds (through the label mapping, when the entry has one)."""
+        return self.label_map.apply(logits) if self.label_map else logits
+
+    def _class_count_error(self, n_classes: int, source: str) -> ConfigError:
+        expected = f"the {self.model_classes} of {self.label_map.source}" if self.label_map else \
+            f"{NUM_CLASSES} Cityscapes classes (trainIds); give a label mapping file (`label_map`) for another " \
+            "label set"
+        return ConfigError(f"model {self.key!r} ({source}) predicts {n_classes} classes; expected {expected}")
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
@@ -188,9 +204,8 @@ class MMSegSegmenter(Segmenter):
         self._count_maps: dict[tuple, torch.Tensor] = {}
         self._captured: list[torch.Tensor] | None = None  # window features while a forward hook records them
         self.test_scale = self._resize_scale(cfg)
-        if self.model.out_channels != NUM_CLASSES:
-            raise ConfigError(f"model {entry.key!r} predicts {self.model.out_channels} classes; expected "
-                              f"{NUM_CLASSES} Cityscapes classes")
+        if self.model.out_channels != self.model_classes:
+            raise self._class_count_error(self.model.out_channels, entry.config)
 
     @staticmethod
     def _resize_scale(cfg) -> tuple[int, int] | None:
@@ -232,6 +247,7 @@ class MMSegSegmenter(Segmenter):
                 hook.remove()
         logits = resize(seg.float(), size=(height, width), mode="bilinear",
                         align_corners=self.model.align_corners, warning=False)
+        logits = self._to_cityscapes(logits)
         if features is None:
             return logits, None
         if features == "windows" and not whole:  # one summed row per crop, crops in `crop_images` order
@@ -354,9 +370,8 @@ class TransformersSegmenter(Segmenter):
         else:
             from transformers import AutoModelForSemanticSegmentation as cls
         self.model = cls.from_pretrained(source, cache_dir=cache_dir).to(self.device).eval()
-        n_classes = config.num_labels
-        if n_classes != NUM_CLASSES:
-            raise ConfigError(f"model {entry.key!r} ({source}) predicts {n_classes} classes; expected {NUM_CLASSES}")
+        if config.num_labels != self.model_classes:
+            raise self._class_count_error(config.num_labels, source)
         if entry.test_mode != "whole":
             raise ConfigError(f"`zoo.models.{entry.key}.test_mode`: transformers models run in whole mode only")
         mean, std = _processor_mean_std(source, cache_dir)
@@ -385,7 +400,77 @@ class TransformersSegmenter(Segmenter):
             seg = out.logits.float()
             feat = out.hidden_states[-1] if with_features else None
         logits = F.interpolate(seg, size=(height, width), mode="bilinear", align_corners=False)
-        return logits, (reduce_features(feat) if with_features else None)
+        return self._to_cityscapes(logits), (reduce_features(feat) if with_features else None)
+
+
+class PythonSegmenter(Segmenter):
+    """A user's model built by `entry.builder` (Hydra `_target_` + arguments; `checkpoint=` is passed too when
+    the entry has one).
+
+    Contract: the built callable (a torch module or any callable) takes an RGB float batch (B, 3, h, w) with
+    values in [0, 1], at the keep-ratio `test_scale` when set, and returns logits (B, C, h', w') with C = 19
+    trainIds (or the mapping file's classes): a tensor, a dict with "out" (torchvision) or an object with
+    `logits` (transformers). The output is resized to the input size here. Such models have no backbone
+    features (`features` is None), which only the feature-based calibration methods need.
+    """
+
+    def __init__(self, entry: ZooEntry, device, precision: str = "fp32"):
+        super().__init__(entry, device, precision)
+        import hydra
+
+        target = entry.builder["_target_"]
+        kwargs = {"checkpoint": entry.checkpoint} if entry.checkpoint else {}
+        try:
+            model = hydra.utils.instantiate(entry.builder, **kwargs)
+        except Exception as e:  # import error, bad arguments, the builder's own failure
+            raise ConfigError(f"model {entry.key!r}: building it with `{target}` failed: {e}") from e
+        if not callable(model):
+            raise ConfigError(f"model {entry.key!r}: `{target}` returned a {type(model).__name__}, not a callable "
+                              "model")
+        self.model = model.to(self.device).eval() if isinstance(model, torch.nn.Module) else model
+
+    @torch.no_grad()
+    def logits_and_features(self, images, features: str | None = "whole"):
+        """Logits only: a Python model exposes no backbone, so cluster TS (which needs features) cannot use it."""
+        check_feature_mode(features)
+        x = self._upload(images)
+        height, width = x.shape[-2:]
+        x = resize_like_cv2(x, keep_ratio_size(height, width, self.entry.test_scale)) / 255
+        with self._autocast():
+            out = self.model(x)
+        seg = out["out"] if isinstance(out, dict) else getattr(out, "logits", out)
+        if not torch.is_tensor(seg) or seg.ndim != 4 or seg.shape[0] != x.shape[0]:
+            what = tuple(seg.shape) if torch.is_tensor(seg) else type(seg).__name__
+            raise ConfigError(f"model {self.key!r} ({self.entry.config}) returned {what} for an input of shape "
+                              f"{tuple(x.shape)}; expected logits (B, C, h, w) with B = {x.shape[0]}")
+        if seg.shape[1] != self.model_classes:
+            raise self._class_count_error(seg.shape[1], self.entry.config)
+        (h_in, w_in), (h_out, w_out) = x.shape[-2:], seg.shape[-2:]
+        if min(h_out, w_out) < 2 or abs((h_out / w_out) / (h_in / w_in) - 1) > ASPECT_TOLERANCE:
+            raise ConfigError(f"model {self.key!r} ({self.entry.config}) returned logits of size {h_out}x{w_out} for "
+                              f"an input of {h_in}x{w_in}; expected a dense map of the input's aspect ratio "
+                              "(channels first: (B, C, h, w))")
+        logits = F.interpolate(seg.float(), size=(height, width), mode="bilinear", align_corners=False)
+        return self._to_cityscapes(logits), None
+
+
+def check_on_batch(segmenter: Segmenter, images) -> None:
+    """Run `segmenter` on one real batch and raise a ConfigError naming the model unless it gives finite
+    (B, 19, H, W) logits, so that a model that cannot run fails before a sweep, not hours into it."""
+    batch, height, width = images.shape[:3]
+    try:
+        logits, _ = segmenter.logits_and_features(images, features=None)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"model {segmenter.key!r} failed on a test batch of {batch} image(s) of {height}x{width}: "
+                          f"{type(e).__name__}: {e}") from e
+    expected = (batch, NUM_CLASSES, height, width)
+    if tuple(logits.shape) != expected:
+        raise ConfigError(f"model {segmenter.key!r} gave logits of shape {tuple(logits.shape)} on a test batch; "
+                          f"expected {expected}")
+    if not torch.isfinite(logits).all():
+        raise ConfigError(f"model {segmenter.key!r} gave non-finite logits (NaN or inf) on a test batch")
 
 
 def _processor_mean_std(source: str, cache_dir) -> tuple[list[float], list[float]]:
@@ -414,4 +499,6 @@ def build_segmenter(entry: ZooEntry, device="cpu", precision: str = "fp32", cach
                               else Path(entry.config))
     if entry.framework == "transformers":
         return TransformersSegmenter(entry, device, precision, cache_dir)
+    if entry.framework == "python":
+        return PythonSegmenter(entry, device, precision)
     return MMSegSegmenter(entry, device, precision, cache_dir, **speed_options)

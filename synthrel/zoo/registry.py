@@ -1,8 +1,11 @@
 """The model zoo: a config group (`conf/zoo/*.yaml`) of named segmentation models.
 
-Each entry says which framework runs it (`mmseg` or `transformers`), where its config and weights are, and
-how it is tested. mmseg configs are named relative to mmseg's shipped `.mim/configs`, to synthrel's own
-`synthrel/zoo/configs` (Cityscapes variants of models mmseg ships only for ADE20K), or by path.
+Each entry says which framework runs it (`mmseg`, `transformers`, or `python`: a user's callable named by
+`builder._target_`), where its config and weights are, and how it is tested. mmseg configs are named relative
+to mmseg's shipped `.mim/configs`, to synthrel's own `synthrel/zoo/configs` (Cityscapes variants of models
+mmseg ships only for ADE20K), or by path. A model trained on another label set names a mapping file
+(`label_map`, synthrel.zoo.labels). The `model` config group (conf/model) builds one entry from the command
+line, so a user's own model runs through the same code as the zoo.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 from synthrel.errors import ConfigError, WeightsError, unknown_name
 
-FRAMEWORKS = ("mmseg", "transformers")
+FRAMEWORKS = ("mmseg", "transformers", "python")
 SYNTHREL_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
@@ -33,6 +36,8 @@ class ZooEntry:
     needs_user_checkpoint: bool = False
     tiny: str | None = None  # tiny architecture spec: built on demand by synthrel.tiny.segmentation
     note: str | None = None
+    builder: dict | None = None  # framework python: Hydra config {_target_: ..., ...} of the model callable
+    label_map: str | None = None  # mapping file from the model's own classes to the trainIds
 
     @property
     def display_name(self) -> str:
@@ -61,6 +66,15 @@ def zoo_entries(zoo: dict) -> dict[str, ZooEntry]:
             raise ConfigError(f"`{where}.framework` is {framework!r}; valid: {', '.join(FRAMEWORKS)}")
         if spec.get("test_mode", "whole") not in ("whole", "slide"):
             raise ConfigError(f"`{where}.test_mode` is {spec['test_mode']!r}; valid: whole, slide")
+        if framework == "python":
+            if not isinstance(spec.get("builder"), dict) or not spec["builder"].get("_target_"):
+                raise ConfigError(f"`{where}.builder._target_` is missing (dotted path of a callable returning the "
+                                  "model, e.g. mypackage.models.build)")
+            # names the model in records and, with its arguments, in the results' weights fingerprint
+            args = ", ".join(f"{k}={v!r}" for k, v in sorted(spec["builder"].items()) if k != "_target_")
+            spec["config"] = spec.get("config") or f"{spec['builder']['_target_']}({args})"
+        elif spec.get("builder") is not None:
+            raise ConfigError(f"`{where}.builder` is only for framework python (framework is {framework!r})")
         if not spec.get("config"):
             raise ConfigError(f"`{where}.config` is missing (mmseg config path or transformers model folder/id)")
         if not spec.get("family"):
@@ -69,6 +83,7 @@ def zoo_entries(zoo: dict) -> dict[str, ZooEntry]:
         extra = sorted(set(spec) - known)
         if extra:
             raise ConfigError(f"`{where}` has unknown field(s) {extra}; valid: {', '.join(sorted(known))}")
+        spec.setdefault("checkpoint", None)  # mmseg models without one fail in require_checkpoint, naming the key
         for field in ("crop_size", "stride", "test_scale"):
             if spec.get(field) is not None:
                 spec[field] = tuple(int(v) for v in spec[field])
