@@ -1,17 +1,29 @@
-"""OOD (anomaly) detection scores and metrics, with the two conventions of the paper's code (spec section 3.4).
+"""Exact OOD (anomaly) detection metrics in the paper's two conventions (spec section 3.4), on torch tensors.
 
-Every score is oriented so that higher = more OOD. Every metric is computed from *counts over ascending
-score bins* (OOD-pixel and ID-pixel histograms), as bravo_toolkit does: each bin acts as one distinct
-threshold, so the exact array versions are the same computation over the unique score values, and a
-pooled dataset of millions of pixels never has to be held in memory.
+Every score is oriented higher = more OOD, float32 as the models give it. sklearn evaluates its ROC and PR curves
+at each distinct score value (the end of each run of tied scores); the functions here do the same from exact
+counts, so that they equal sklearn on the same scores up to float64 summation order (~1e-15):
 
-Conventions:
-- ``"rba"`` (NazirNayal8/RbA ``support.py``, dataset-level, pooled): AUROC = auc(roc_curve), AP =
-  average_precision_score, FPR95 = FPR at the first ROC point (sklearn's ``drop_intermediate`` curve) with
-  TPR > 0.95 (strict); pixels labelled 255 are dropped.
-- ``"genval"`` (valeoai/GenVal ``ood_detection/metrics.py``, per image): FPR95 = fpr[argmax(tpr >= 0.95)];
-  "aupr_in" = trapezoid auc(recall, precision) with OOD as positive, "aupr_out" the same with ID as positive
-  (despite the names); every pixel counts (no void handling).
+- ``"genval"``, per image (valeoai/GenVal ``ood_detection/metrics.py``, spec 3.4 A): AUROC = auc(roc_curve)
+  with ``drop_intermediate=True``, FPR95 = fpr[argmax(tpr >= 0.95)] on that curve, "aupr_in" = trapezoid
+  auc(recall, precision) with OOD as the positive class, "aupr_out" the same with ID positive and the score
+  negated. Every pixel counts: label 1 is OOD, any other label (void included) ID. `image_ood_metrics` sorts
+  each image's scores on their device (one batched sort, no bins, no host copy).
+- ``"rba"``, pooled over a dataset (NazirNayal8/RbA ``support.py``, spec 3.4 B): AUROC, AP =
+  average_precision_score, FPR95 = FPR at the first point of the ``drop_intermediate`` ROC curve with
+  TPR > 0.95 (strict); only labels 0 (ID) and 1 (OOD) count.
+
+Pooled exactness in bounded memory (`PooledOODCounts`): each float32 score maps to an order-preserving int32
+key (its bit pattern, negative values with the 31 magnitude bits flipped, -0.0 as +0.0), so equal keys are
+equal floats and key order is score order. A batch is reduced to (key, OOD count, ID count) by one
+`torch.unique` on its device; the reduced batches are merged into one sorted table whenever they outgrow it
+(amortised O(n log n) over the dataset). Memory is 20 bytes per *distinct* float32 score value, never per
+pixel: at most min(pixels, float32 values in the score's range); e.g. max softmax lies in [1/19, 1], which
+holds fewer than 5 * 2^23 float32 values, so its table stays under 0.9 GB whatever the dataset size. Metrics
+from exact per-value counts are sklearn's, which evaluates its curves at the same distinct values.
+
+Images or datasets without OOD pixels or without ID pixels have no ROC curve (sklearn warns and returns NaN or
+degenerate values); their metrics here are NaN.
 """
 
 from __future__ import annotations
@@ -19,25 +31,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-CONVENTIONS = ("rba", "genval")
-ENTROPY_EPS = 1e-15
-
-
-# --------------------------------------------------------------------------------------------- scores
-def msp_score(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """-max softmax probability (GenVal "confidence_metrics" with the sign flipped)."""
-    return -torch.softmax(logits.float(), dim=dim).amax(dim=dim)
-
-
-def max_logit_score(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """-max logit (GenVal "logits_metrics")."""
-    return -logits.float().amax(dim=dim)
-
-
-def entropy_score(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Softmax entropy -sum p log(p + 1e-15), GenVal's formula (higher entropy = more OOD)."""
-    p = torch.softmax(logits.float(), dim=dim)
-    return -(p * torch.log(p + ENTROPY_EPS)).sum(dim=dim)
+#: per-image metrics (GenVal), in the order of `image_ood_metrics`' last axis
+IMAGE_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
+#: pooled metrics (RbA)
+POOLED_METRICS = ("auroc", "ap", "fpr95")
+ID_LABEL, OOD_LABEL = 0, 1
 
 
 def rba_score(class_scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -45,123 +43,237 @@ def rba_score(class_scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
     return -torch.tanh(class_scores.float()).sum(dim=dim)
 
 
-#: Score functions from segmentation logits (B, C, H, W) -> (B, H, W), higher = more OOD.
-LOGIT_SCORES = {"msp": msp_score, "max_logit": max_logit_score, "entropy": entropy_score}
+# ------------------------------------------------------------------------------------- curve arithmetic
+def _previous_marked(mask: torch.Tensor) -> torch.Tensor:
+    """Per row, the index of the last True strictly before each position, or -1."""
+    index = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    last = torch.where(mask, index, -1).cummax(dim=1).values
+    return torch.cat([torch.full_like(last[:, :1], -1), last[:, :-1]], dim=1)
 
 
-# ------------------------------------------------------------------------------------ counts -> metrics
-def _roc_points(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative (tps, fps) for thresholds at every non-empty bin, from the highest score down."""
-    keep = (pos + neg) > 0
-    tps = np.cumsum(pos[keep][::-1])
-    fps = np.cumsum(neg[keep][::-1])
-    return tps, fps
+def _next_marked(mask: torch.Tensor) -> torch.Tensor:
+    """Per row, the index of the first True strictly after each position, or the row length."""
+    return mask.shape[1] - 1 - _previous_marked(mask.flip(1)).flip(1)
 
 
-def _drop_intermediate(tps: np.ndarray, fps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """sklearn roc_curve(drop_intermediate=True): drop points that are not corners of the curve."""
-    if len(fps) <= 2:
-        return tps, fps
-    corner = np.r_[True, (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0), True]
-    return tps[corner], fps[corner]
+def _at(values: torch.Tensor, index: torch.Tensor, outside: float = 0.0) -> torch.Tensor:
+    """values[row, index] with `outside` where the index is off the row (-1 or the row length)."""
+    inside = (index >= 0) & (index < values.shape[1])
+    got = values.gather(1, index.clamp(0, values.shape[1] - 1))
+    return torch.where(inside, got, torch.as_tensor(outside, dtype=values.dtype, device=values.device))
 
 
-def _trapezoid_pr_auc(tps: np.ndarray, fps: np.ndarray) -> float:
-    """auc(recall, precision) of sklearn's precision_recall_curve (with its final (recall 0, precision 1))."""
-    if tps[-1] == 0:
-        return float("nan")
-    precision = np.r_[1.0, tps / (tps + fps)]
-    recall = np.r_[0.0, tps / tps[-1]]
-    return float(np.trapezoid(precision, recall))
+def _trapezoid_pr_auc(tps: torch.Tensor, fps: torch.Tensor, point: torch.Tensor, n_pos: torch.Tensor) -> torch.Tensor:
+    """auc(recall, precision) of sklearn's precision_recall_curve, whose final point is (recall 0, precision 1)."""
+    prev = _previous_marked(point)
+    recall = tps / n_pos
+    precision = tps / (tps + fps).clamp(min=1)
+    recall_prev, precision_prev = _at(recall, prev, 0.0), _at(precision, prev, 1.0)
+    return torch.where(point, (recall - recall_prev) * (precision + precision_prev) / 2, 0.0).sum(1)
 
 
-def ood_metrics_from_counts(pos_counts, neg_counts, convention: str = "rba") -> dict[str, float]:
-    """AUROC, AP, FPR95, AUPR-in and AUPR-out (fractions) from OOD (`pos`) and ID (`neg`) score histograms.
+def _curve_metrics(pos: torch.Tensor, neg: torch.Tensor, point: torch.Tensor, strict_fpr95: bool) -> dict:
+    """AUROC, AP, FPR95 and trapezoid AUPR (OOD positive) per row, float64.
 
-    `pos_counts[k]` / `neg_counts[k]` count OOD / ID pixels whose score falls in bin k, bins in
-    ascending score order (higher = more OOD). A pixel is called OOD at threshold k when its bin is >= k.
-    Metrics are NaN when one of the two classes is empty. `convention` picks the FPR95 rule ("rba": first
-    TPR > 0.95; "genval": first TPR >= 0.95); the other metrics are the same in both.
+    pos / neg (R, L): OOD / ID counts per element, elements in descending score; point (R, L): the element ends
+    a run of equal scores, i.e. is one of sklearn's thresholds. sklearn's `drop_intermediate` keeps the first and
+    last thresholds and those where the second difference of fps or tps is non-zero.
     """
-    if convention not in CONVENTIONS:
-        from synthrel.errors import unknown_name
-
-        raise unknown_name("OOD metric convention", convention, CONVENTIONS)
-    pos = np.asarray(pos_counts, dtype=np.float64).ravel()
-    neg = np.asarray(neg_counts, dtype=np.float64).ravel()
-    if pos.shape != neg.shape:
-        raise ValueError(f"pos_counts {pos.shape} and neg_counts {neg.shape} must have the same bins")
-    n_pos, n_neg = pos.sum(), neg.sum()
-    nan = float("nan")
-    if n_pos == 0 or n_neg == 0:
-        return dict(auroc=nan, ap=nan, fpr95=nan, aupr_in=nan, aupr_out=nan)
-    tps, fps = _roc_points(pos, neg)
-
-    roc_tps, roc_fps = _drop_intermediate(tps, fps)
-    tpr = np.r_[0.0, roc_tps / n_pos]
-    fpr = np.r_[0.0, roc_fps / n_neg]
-    auroc = float(np.trapezoid(tpr, fpr))
-    reached = tpr > 0.95 if convention == "rba" else tpr >= 0.95
-    fpr95 = float(fpr[np.argmax(reached)])
-
-    # Step-wise AP (average_precision_score): sum_n (R_n - R_{n-1}) P_n.
-    precision = tps / (tps + fps)
-    recall_steps = np.diff(np.r_[0.0, tps]) / n_pos
-    ap = float(np.sum(recall_steps * precision))
-
-    # ID as the positive class with the opposite score: thresholds run from the lowest bin up.
-    id_tps, id_fps = np.cumsum(neg[(pos + neg) > 0]), np.cumsum(pos[(pos + neg) > 0])
-    return dict(
-        auroc=auroc,
-        ap=ap,
-        fpr95=fpr95,
-        aupr_in=_trapezoid_pr_auc(tps, fps),
-        aupr_out=_trapezoid_pr_auc(id_tps, id_fps),
-    )
+    tps, fps = pos.cumsum(1), neg.cumsum(1)
+    n_pos, n_neg = tps[:, -1:].double(), fps[:, -1:].double()
+    prev, nxt = _previous_marked(point), _next_marked(point)
+    corner = (prev < 0) | (nxt >= point.shape[1])
+    for c in (fps, tps):
+        corner |= (_at(c, nxt) - 2 * c + _at(c, prev)) != 0
+    kept = point & corner
+    tps, fps = tps.double(), fps.double()
+    tpr, fpr = tps / n_pos, fps / n_neg
+    kept_prev = _previous_marked(kept)
+    tpr_prev, fpr_prev = _at(tpr, kept_prev), _at(fpr, kept_prev)
+    auroc = torch.where(kept, (fpr - fpr_prev) * (tpr + tpr_prev) / 2, 0.0).sum(1)
+    reached = kept & ((tpr > 0.95) if strict_fpr95 else (tpr >= 0.95))
+    fpr95 = fpr.gather(1, reached.int().argmax(dim=1, keepdim=True))[:, 0]  # the first reached point
+    recall_step = (tps - _at(tps, prev)) / n_pos
+    ap = torch.where(point, recall_step * tps / (tps + fps).clamp(min=1), 0.0).sum(1)
+    aupr = _trapezoid_pr_auc(tps, fps, point, n_pos)
+    undefined = (n_pos[:, 0] == 0) | (n_neg[:, 0] == 0)
+    return {name: torch.where(undefined, torch.nan, value)
+            for name, value in (("auroc", auroc), ("ap", ap), ("fpr95", fpr95), ("aupr_in", aupr))}
 
 
-def _counts_over_unique_scores(scores: np.ndarray, is_ood: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact histograms: one bin per distinct score value, in ascending order."""
-    _, inverse = np.unique(scores, return_inverse=True)
-    n_bins = int(inverse.max()) + 1 if inverse.size else 0
-    pos = np.bincount(inverse[is_ood], minlength=n_bins)
-    neg = np.bincount(inverse[~is_ood], minlength=n_bins)
-    return pos, neg
+# ------------------------------------------------------------------------------------------- per image
+def image_ood_metrics(scores: torch.Tensor, is_ood: torch.Tensor) -> torch.Tensor:
+    """GenVal per-image metrics: (R, 4) float64 [auroc, fpr95, aupr_in, aupr_out] of R rows of pixel scores.
 
-
-def pooled_ood_metrics(scores, labels, ignore: int = 255) -> dict[str, float]:
-    """RbA dataset-level metrics over all pixels (concatenate images first): labels 1 OOD, 0 ID, others dropped."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel()
-    if scores.shape != labels.shape:
-        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must have the same number of pixels")
-    valid = (labels == 0) | (labels == 1)
-    unexpected = ~valid & (labels != ignore)
-    if unexpected.any():
-        raise ValueError(f"labels must be 0 (ID), 1 (OOD) or {ignore} (ignore); got {np.unique(labels[unexpected])}")
-    pos, neg = _counts_over_unique_scores(scores[valid], labels[valid] == 1)
-    return ood_metrics_from_counts(pos, neg, convention="rba")
+    scores (R, N) float32, higher = more OOD; is_ood (R, N) bool (every other pixel is ID). One sort per row on
+    the tensors' device, no host sync. Rows without OOD or without ID pixels, or with a NaN score, give NaN.
+    """
+    scores = torch.where(scores == 0, 0.0, scores.float())  # -0.0 ties with +0.0, as in sklearn
+    ordered, order = torch.sort(scores, dim=1, descending=True, stable=True)
+    pos = is_ood.gather(1, order).long()
+    neg = 1 - pos
+    ends = torch.ones_like(ordered, dtype=torch.bool)
+    ends[:, :-1] = ordered[:, 1:] != ordered[:, :-1]  # the last element of each run of ties
+    ood = _curve_metrics(pos, neg, ends, strict_fpr95=False)
+    # ID as the positive class, score negated: the same runs in the reverse order
+    starts = torch.ones_like(ends)
+    starts[:, 1:] = ends[:, :-1]
+    aupr_out = _curve_metrics(neg.flip(1), pos.flip(1), starts.flip(1), strict_fpr95=False)["aupr_in"]
+    out = torch.stack([ood["auroc"], ood["fpr95"], ood["aupr_in"], aupr_out], dim=1)
+    return torch.where(scores.isnan().any(dim=1, keepdim=True), torch.nan, out)
 
 
 def per_image_ood_metrics(scores, labels) -> dict[str, float]:
-    """GenVal per-image metrics (auroc, fpr95, aupr_in, aupr_out, plus ap): label 1 = OOD, every other pixel ID."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel()
+    """GenVal metrics of one image (any array-like scores, higher = more OOD; label 1 OOD, everything else ID)."""
+    scores = torch.as_tensor(np.asarray(scores, dtype=np.float32)).reshape(1, -1)
+    labels = torch.as_tensor(np.asarray(labels)).reshape(1, -1)
     if scores.shape != labels.shape:
-        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must have the same number of pixels")
-    pos, neg = _counts_over_unique_scores(scores, labels == 1)
-    return ood_metrics_from_counts(pos, neg, convention="genval")
+        raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} must have the same pixels")
+    values = image_ood_metrics(scores, labels == OOD_LABEL)[0].tolist()
+    return dict(zip(IMAGE_METRICS, values, strict=True))
 
 
-def score_histograms(scores, is_ood, edges) -> tuple[np.ndarray, np.ndarray]:
-    """(OOD counts, ID counts) of `scores` over ascending `edges` (len n_bins + 1); outside values are clipped.
+# --------------------------------------------------------------------------------------------- pooled
+def float_keys(scores: torch.Tensor) -> torch.Tensor:
+    """Order-preserving int32 keys of float32 scores: a < b exactly when key(a) < key(b); -0.0 and +0.0 share 0."""
+    bits = torch.where(scores == 0, 0.0, scores.float()).contiguous().view(torch.int32)
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
 
-    Bin k holds edges[k] <= s < edges[k+1] (the last bin is closed); this is the streaming form whose
-    metrics approach the exact ones as the bins get finer.
+
+_INF_KEYS = None
+
+
+def _infinite_keys() -> tuple[int, int]:
+    global _INF_KEYS
+    if _INF_KEYS is None:
+        _INF_KEYS = tuple(float_keys(torch.tensor([-np.inf, np.inf], dtype=torch.float32)).tolist())
+    return _INF_KEYS
+
+
+class PooledOODCounts:
+    """Exact OOD / ID pixel counts per distinct float32 score value, merged batch by batch on `device`.
+
+    `update(scores, labels)`: labels 1 (OOD) and 0 (ID) count, every other label (void) is left out.
+    `metrics()`: the RbA dataset-level AUROC, AP and FPR95 (TPR > 0.95), equal to sklearn on the
+    concatenated scores. Memory: see the module docstring.
     """
-    edges = np.asarray(edges, dtype=np.float64)
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    is_ood = np.asarray(is_ood, dtype=bool).ravel()
-    idx = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, len(edges) - 2)
-    n_bins = len(edges) - 1
-    return np.bincount(idx[is_ood], minlength=n_bins), np.bincount(idx[~is_ood], minlength=n_bins)
+
+    #: pending reduced batches are merged into the table once they hold this many entries or the table's size
+    MIN_MERGE = 1 << 22
+
+    def __init__(self, device="cpu"):
+        self.device = torch.device(device)
+        self.keys = torch.zeros(0, dtype=torch.int32, device=self.device)
+        self.pos = torch.zeros(0, dtype=torch.int64, device=self.device)
+        self.neg = torch.zeros_like(self.pos)
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.pending_size = 0
+
+    def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        scores, labels = scores.reshape(-1), labels.reshape(-1)
+        counted = (labels == ID_LABEL) | (labels == OOD_LABEL)
+        code = float_keys(scores).long() * 2 + (labels == OOD_LABEL).long()
+        values, counts = torch.unique(code[counted], sorted=True, return_counts=True)
+        is_ood = (values & 1).bool()
+        self.pending.append(((values >> 1).int(), torch.where(is_ood, counts, 0), torch.where(is_ood, 0, counts)))
+        self.pending_size += len(values)
+        if self.pending_size >= max(self.MIN_MERGE, len(self.keys)):
+            self._merge()
+
+    def _merge(self) -> None:
+        if not self.pending:
+            return
+        parts = [(self.keys, self.pos, self.neg), *self.pending]
+        keys, inverse = torch.unique(torch.cat([p[0] for p in parts]), sorted=True, return_inverse=True)
+        self.pos = torch.zeros(len(keys), dtype=torch.int64, device=self.device).index_add_(
+            0, inverse, torch.cat([p[1] for p in parts]))
+        self.neg = torch.zeros_like(self.pos).index_add_(0, inverse, torch.cat([p[2] for p in parts]))
+        self.keys, self.pending, self.pending_size = keys, [], 0
+
+    @property
+    def n_distinct(self) -> int:
+        self._merge()
+        return len(self.keys)
+
+    def pixel_counts(self) -> tuple[int, int]:
+        """(OOD pixels, ID pixels) counted so far."""
+        self._merge()
+        return int(self.pos.sum()), int(self.neg.sum())
+
+    def metrics(self) -> dict[str, float]:
+        self._merge()
+        if len(self.keys) and (self.keys[0] < _infinite_keys()[0] or self.keys[-1] > _infinite_keys()[1]):
+            raise ValueError("OOD scores contain NaN: the model's logits are not finite")
+        if not len(self.keys):
+            return {m: float("nan") for m in POOLED_METRICS}
+        point = torch.ones(1, len(self.keys), dtype=torch.bool, device=self.device)
+        got = _curve_metrics(self.pos.flip(0)[None], self.neg.flip(0)[None], point, strict_fpr95=True)
+        return {m: float(got[m][0]) for m in POOLED_METRICS}
+
+
+def pooled_ood_metrics(scores, labels, ignore: int = 255) -> dict[str, float]:
+    """RbA dataset-level metrics of concatenated float32 scores: labels 1 OOD, 0 ID, `ignore` left out."""
+    scores = torch.as_tensor(np.asarray(scores, dtype=np.float32)).reshape(-1)
+    labels = torch.as_tensor(np.asarray(labels)).reshape(-1)
+    if scores.shape != labels.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} must have the same pixels")
+    unexpected = (labels != ID_LABEL) & (labels != OOD_LABEL) & (labels != ignore)
+    if unexpected.any():
+        raise ValueError(f"labels must be 0 (ID), 1 (OOD) or {ignore} (ignore); got {labels[unexpected].unique().tolist()}")
+    counts = PooledOODCounts()
+    counts.update(scores, labels)
+    return counts.metrics()
+
+
+# --------------------------------------------------------------------------------- dataset accumulator
+class OODAccumulator:
+    """Both conventions for named scores over a dataset: per-image GenVal metrics and pooled RbA counts.
+
+    `update(scores, oods)`: scores (S, B, H, W) float32 (higher = more OOD) in the order of `score_names`,
+    oods (B, H, W) with 0 ID, 1 OOD, anything else void. Per-image rows stay on the device until `result()`.
+    """
+
+    def __init__(self, score_names, device="cpu"):
+        self.score_names = tuple(score_names)
+        self.pooled = {name: PooledOODCounts(device) for name in self.score_names}
+        self.per_image: list[torch.Tensor] = []
+        self.image_counts: list[torch.Tensor] = []
+
+    def update(self, scores: torch.Tensor, oods: torch.Tensor) -> None:
+        n_scores, batch = scores.shape[:2]
+        if n_scores != len(self.score_names):
+            raise ValueError(f"expected {len(self.score_names)} scores {self.score_names}, got {n_scores}")
+        is_ood = (oods == OOD_LABEL).reshape(batch, -1)
+        flat = scores.reshape(n_scores * batch, -1)
+        rows = image_ood_metrics(flat, is_ood.repeat(n_scores, 1))  # rows score-major: (S*B, 4)
+        self.per_image.append(rows.view(n_scores, batch, -1).transpose(0, 1))
+        self.image_counts.append(torch.stack([is_ood.sum(1), (~is_ood).sum(1)], dim=1))
+        for name, score in zip(self.score_names, scores, strict=True):
+            self.pooled[name].update(score, oods)
+
+    def result(self) -> dict:
+        """per_image (n, S, 4) float64 [IMAGE_METRICS], image_pixels (n, 2) [OOD, ID] (every pixel, GenVal),
+        pooled {score: {auroc, ap, fpr95}}, pooled_pixels {score: (OOD, ID)} (void left out); images in update
+        order."""
+        return {"scores": self.score_names, "metrics": IMAGE_METRICS,
+                "per_image": torch.cat(self.per_image).cpu().numpy(),
+                "image_pixels": torch.cat(self.image_counts).cpu().numpy(),
+                "pooled": {name: counts.metrics() for name, counts in self.pooled.items()},
+                "pooled_pixels": {name: counts.pixel_counts() for name, counts in self.pooled.items()}}
+
+
+def dataset_rows(ood: dict) -> list[tuple[str, float, int]]:
+    """(metric, value, n_images) rows of an `OODAccumulator.result()`: per score s, `auroc_s`, `ap_s`, `fpr95_s`
+    (pooled, RbA) and `img_<metric>_s` (GenVal, mean over the images with both OOD and ID pixels, n_images =
+    their number), plus `n_images_without_ood` and `n_images_only_ood`, the images left out of those means."""
+    n = len(ood["per_image"])
+    n_ood, n_id = ood["image_pixels"][:, 0], ood["image_pixels"][:, 1]
+    rows = [("n_images_without_ood", int((n_ood == 0).sum()), n), ("n_images_only_ood", int((n_id == 0).sum()), n)]
+    both = (n_ood > 0) & (n_id > 0)
+    for s, score in enumerate(ood["scores"]):
+        rows += [(f"{m}_{score}", ood["pooled"][score][m], n) for m in POOLED_METRICS]
+        values = ood["per_image"][both, s]
+        for k, m in enumerate(IMAGE_METRICS):
+            rows.append((f"img_{m}_{score}", float(values[:, k].mean()) if len(values) else float("nan"),
+                         int(both.sum())))
+    return rows

@@ -1,11 +1,14 @@
-"""The ood_detection stage: OOD metrics of the zoo (from the engine's histograms) and of RbA, in a tidy table.
+"""The ood_detection stage: OOD metrics of the zoo (from the evaluate stage) and of RbA, in a tidy table.
 
-Zoo (spec S10): for every model with `<results_root>/<model>/<dataset key>/ood_hist.npz`, pooled metrics in
-the RbA convention (auroc_/ap_/fpr95_<score>) and the mean over images of GenVal's per-image metrics
-(img_auroc_/img_fpr95_/img_aupr_in_/img_aupr_out_<score>) for msp, max_logit and entropy.
+Both conventions, exact (synthrel.metrics.ood): pooled metrics in the RbA convention (auroc_/ap_/fpr95_<score>,
+`convention` rba_pooled) and the mean over images of GenVal's per-image metrics
+(img_auroc_/img_fpr95_/img_aupr_in_/img_aupr_out_<score>, genval_per_image), with the counts of images left
+out of those means (n_images_without_ood, n_images_only_ood).
+Zoo (spec S10): the OOD rows of `<results_root>/<model>/<dataset key>/metrics.parquet`, which the evaluate
+stage computes for msp, max_logit and entropy.
 RbA (spec S11): each Mask2Former of `rba.models` (hub id or folder), and optionally its outlier-exposure
-fine-tuned copy (`rba.finetune`), is run on the OOD datasets; the RbA score is histogrammed over its range
-[-19, 19] in 2^16 bins (pooled) and scored exactly per image. Finished (model, dataset) pairs are skipped.
+fine-tuned copy (`rba.finetune`), is run on the OOD datasets with the same metrics of its score
+-sum_c tanh(l_c). Finished (model, dataset) pairs are skipped.
 """
 
 from __future__ import annotations
@@ -21,17 +24,16 @@ from tqdm.auto import tqdm
 
 from synthrel.calibration.job import write_table_atomic
 from synthrel.errors import ConfigError, DatasetError, unknown_name
+from synthrel.evaluation.results import is_done
 from synthrel.jobs import Manifest, atomic_path, positive_int, write_json_atomic
-from synthrel.metrics.ood import ood_metrics_from_counts, per_image_ood_metrics, score_histograms
+from synthrel.metrics.ood import OODAccumulator, dataset_rows
 
 log = logging.getLogger(__name__)
 
 TABLE = "ood_detection"
 COLUMNS = ["model", "family", "dataset", "domain", "generator", "metric", "cls", "value", "n_images", "profile",
            "convention", "score"]
-POOLED_METRICS = ("auroc", "ap", "fpr95")
-IMAGE_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
-RBA_EDGES = np.linspace(-19.0, 19.0, 2**16 + 1)  # s = -sum_c tanh(l_c) over 19 classes lies in (-19, 19)
+COUNT_METRICS = ("n_images_without_ood", "n_images_only_ood")
 FINETUNE_KEYS = {"enabled", "base", "outliers", "inlier_dataset", "inlier_split", "outlier_dataset", "coco_root",
                  "mix_prob", "max_steps", "batch_size", "crop_size", "lr", "weight_decay", "num_workers"}
 FINETUNE_DEFAULTS = dict(enabled=False, base="rba_swin_b", outliers="synthetic", inlier_dataset="cityscapes",
@@ -41,14 +43,19 @@ FINETUNE_DEFAULTS = dict(enabled=False, base="rba_swin_b", outliers="synthetic",
 OUTLIER_SOURCES = ("synthetic", "coco")
 
 
-def _mean_image_metrics(per_image_pos: np.ndarray, per_image_neg: np.ndarray) -> tuple[dict, int]:
-    """Mean of GenVal per-image metrics over the images that hold both OOD and ID pixels."""
-    values = [ood_metrics_from_counts(p, n, convention="genval") for p, n in zip(per_image_pos, per_image_neg,
-                                                                               strict=True)
-              if p.sum() > 0 and n.sum() > 0]
-    if not values:
-        return {m: float("nan") for m in IMAGE_METRICS}, 0
-    return {m: float(np.mean([v[m] for v in values])) for m in IMAGE_METRICS}, len(values)
+def _convention(metric: str) -> tuple[str, str | None]:
+    """(convention, score) of an OOD metric row name of `synthrel.metrics.ood.dataset_rows`."""
+    if metric in COUNT_METRICS:
+        return "genval_per_image", None
+    convention = "genval_per_image" if metric.startswith("img_") else "rba_pooled"
+    for score in ("max_logit", "msp", "entropy", "rba"):
+        if metric.endswith(f"_{score}"):
+            return convention, score
+    raise ValueError(f"not an OOD metric row: {metric!r}")
+
+
+def _is_ood_metric(metric: str) -> bool:
+    return metric in COUNT_METRICS or metric.split("_")[0] in ("auroc", "ap", "fpr95", "img")
 
 
 @dataclass
@@ -123,42 +130,18 @@ class OODDetectionJob:
         for model in models:
             for dataset in self.datasets:
                 folder = root / model / self.key(dataset)
-                if not (folder / "ood_hist.npz").is_file():
+                table = pd.read_parquet(folder / "metrics.parquet") if is_done(folder) else None
+                if table is not None:
+                    table = table[table["metric"].map(_is_ood_metric)]
+                if table is None or table.empty:
+                    missing = f"{folder / 'metrics.parquet'} (finished, with OOD rows)"
                     if self.models:
-                        raise DatasetError(f"{folder / 'ood_hist.npz'} is missing: evaluate {model} on {dataset}")
-                    log.warning("ood_detection: no ood_hist.npz in %s, skipped", folder)
+                        raise DatasetError(f"{missing} is missing: evaluate {model} on {dataset}")
+                    log.warning("ood_detection: no %s, skipped", missing)
                     continue
-                rows += self._zoo_pair_rows(model, dataset, folder)
-        return rows
-
-    def _meta(self, folder: Path, model: str, dataset: str) -> dict:
-        meta = {"model": model, "family": None, "dataset": self.key(dataset), "domain": None, "generator": None,
-                "profile": self.profile}
-        if (folder / "metrics.parquet").is_file():
-            df = pd.read_parquet(folder / "metrics.parquet")
-            for column in ("family", "domain", "generator", "profile"):
-                if column in df.columns and len(df):
-                    meta[column] = df[column].iloc[0]
-        return meta
-
-    def _zoo_pair_rows(self, model: str, dataset: str, folder: Path) -> list[dict]:
-        meta = self._meta(folder, model, dataset)
-        with np.load(folder / "ood_hist.npz", allow_pickle=False) as f:
-            pooled, per_image = f["pooled"], f["per_image"]  # [..., 0, :] ID, [..., 1, :] OOD, ascending raw score
-            scores, high_is_id = [str(s) for s in f["scores"]], f["high_is_id"]
-        rows = []
-        for s, score in enumerate(scores):
-            flip = slice(None, None, -1) if high_is_id[s] else slice(None)  # bins ascending in anomaly score
-            neg, pos = pooled[s, 0, flip], pooled[s, 1, flip]
-            n_images = len(per_image)
-            for metric, value in ood_metrics_from_counts(pos, neg, "rba").items():
-                if metric in POOLED_METRICS:
-                    rows.append({**meta, "metric": f"{metric}_{score}", "cls": "", "value": value,
-                                 "n_images": n_images, "convention": "rba_pooled", "score": score})
-            means, n_valid = _mean_image_metrics(per_image[:, s, 1, flip], per_image[:, s, 0, flip])
-            for metric, value in means.items():
-                rows.append({**meta, "metric": f"img_{metric}_{score}", "cls": "", "value": value,
-                             "n_images": n_valid, "convention": "genval_per_image", "score": score})
+                for row in table.to_dict("records"):
+                    convention, score = _convention(row["metric"])
+                    rows.append({**row, "profile": self.profile, "convention": convention, "score": score})
         return rows
 
     # -------------------------------------------------------------------------------------------- RbA
@@ -204,38 +187,35 @@ class OODDetectionJob:
 
         if not dataset.has_ood:
             raise DatasetError(f"dataset {dataset.name!r} has no OOD masks; RbA needs an OOD dataset")
-        pos = np.zeros(len(RBA_EDGES) - 1, np.int64)
-        neg = np.zeros_like(pos)
-        per_image = []
         device = next(model.parameters()).device
+        acc = OODAccumulator(["rba"], device)
+        ids = []
         for index in tqdm(range(len(dataset)), desc=desc):
             sample = dataset[index]
             with torch.inference_mode():
-                scores = rba_predict(model, sample["image"][None], device)[0][0].cpu().numpy()
-            valid = sample["ood"] <= 1  # void excluded, for the per-image metrics too (as the engine does)
-            p, n = score_histograms(scores[valid], sample["ood"][valid] == 1, RBA_EDGES)
-            pos += p
-            neg += n
-            metrics = per_image_ood_metrics(scores[valid], sample["ood"][valid])
-            per_image.append({"id": sample["id"], **metrics})
+                scores = rba_predict(model, sample["image"][None], device)[0]  # (1, H, W), on the device
+            acc.update(scores[None], torch.from_numpy(sample["ood"][None]).to(device))
+            ids.append(sample["id"])
+        result = acc.result()
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / "ood_hist.npz") as tmp:
-            np.savez(tmp, pos=pos, neg=neg, edges=RBA_EDGES)
-        write_json_atomic(folder / "metrics.json", {"pooled": ood_metrics_from_counts(pos, neg, "rba"),
-                                                    "per_image": per_image})
+        with atomic_path(folder / "ood_per_image.npz") as tmp:
+            np.savez(tmp, per_image=result["per_image"], image_pixels=result["image_pixels"],
+                     scores=np.asarray(result["scores"]), metrics=np.asarray(result["metrics"]),
+                     image_ids=np.asarray(ids, dtype=str))
+        write_json_atomic(folder / "metrics.json", {"rows": [list(r) for r in dataset_rows(result)]})
 
     def _rba_pair_rows(self, model: str, dataset: str, folder: Path) -> list[dict]:
         result = json.loads((folder / "metrics.json").read_text())
+        if "rows" not in result:
+            raise DatasetError(f"{folder / 'metrics.json'} was written by an older synthrel (histogram metrics); "
+                               "run the stage with force=true to evaluate again")
         meta = {"model": model, "family": "RbA", "dataset": self.key(dataset), "domain": None,
                 "generator": None, "profile": self.profile}
-        n_images = len(result["per_image"])
-        rows = [{**meta, "metric": f"{m}_rba", "cls": "", "value": result["pooled"][m], "n_images": n_images,
-                 "convention": "rba_pooled", "score": "rba"} for m in POOLED_METRICS]
-        valid = [r for r in result["per_image"] if not np.isnan(r["auroc"])]
-        for m in IMAGE_METRICS:
-            value = float(np.mean([r[m] for r in valid])) if valid else float("nan")
-            rows.append({**meta, "metric": f"img_{m}_rba", "cls": "", "value": value, "n_images": len(valid),
-                         "convention": "genval_per_image", "score": "rba"})
+        rows = []
+        for metric, value, n_images in result["rows"]:
+            convention, score = _convention(metric)
+            rows.append({**meta, "metric": metric, "cls": "", "value": value, "n_images": n_images,
+                         "convention": convention, "score": score})
         return rows
 
     # --------------------------------------------------------------------------------------- finetune
