@@ -44,61 +44,50 @@ def rba_score(class_scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------- curve arithmetic
-def _previous_marked(mask: torch.Tensor) -> torch.Tensor:
-    """Per row, the index of the last True strictly before each position, or -1."""
-    index = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-    last = torch.where(mask, index, -1).cummax(dim=1).values
-    return torch.cat([torch.full_like(last[:, :1], -1), last[:, :-1]], dim=1)
+def _shift(x: torch.Tensor, by: int, fill) -> torch.Tensor:
+    """x shifted along dim 1 by `by` (+1: each element gets its left neighbour), `fill` entering at the edge."""
+    edge = torch.broadcast_to(torch.as_tensor(fill, dtype=x.dtype, device=x.device), (x.shape[0], 1))
+    return torch.cat([edge, x[:, :-1]], 1) if by > 0 else torch.cat([x[:, 1:], edge], 1)
 
 
-def _next_marked(mask: torch.Tensor) -> torch.Tensor:
-    """Per row, the index of the first True strictly after each position, or the row length."""
-    return mask.shape[1] - 1 - _previous_marked(mask.flip(1)).flip(1)
+def _precision(tp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """tp / (tp + fp), 1 where both are 0 (only sklearn's final curve point, recall 0, has none)."""
+    total = tp + fp
+    return torch.where(total > 0, tp / total.clamp(min=1), 1.0)
 
 
-def _at(values: torch.Tensor, index: torch.Tensor, outside: float = 0.0) -> torch.Tensor:
-    """values[row, index] with `outside` where the index is off the row (-1 or the row length)."""
-    inside = (index >= 0) & (index < values.shape[1])
-    got = values.gather(1, index.clamp(0, values.shape[1] - 1))
-    return torch.where(inside, got, torch.as_tensor(outside, dtype=values.dtype, device=values.device))
+def _curve_metrics(tps: torch.Tensor, fps: torch.Tensor, strict_fpr95: bool) -> dict[str, torch.Tensor]:
+    """AUROC, AP, FPR95, trapezoid AUPR with OOD positive (aupr_in) and with ID positive (aupr_out), per row.
 
-
-def _trapezoid_pr_auc(tps: torch.Tensor, fps: torch.Tensor, point: torch.Tensor, n_pos: torch.Tensor) -> torch.Tensor:
-    """auc(recall, precision) of sklearn's precision_recall_curve, whose final point is (recall 0, precision 1)."""
-    prev = _previous_marked(point)
-    recall = tps / n_pos
-    precision = tps / (tps + fps).clamp(min=1)
-    recall_prev, precision_prev = _at(recall, prev, 0.0), _at(precision, prev, 1.0)
-    return torch.where(point, (recall - recall_prev) * (precision + precision_prev) / 2, 0.0).sum(1)
-
-
-def _curve_metrics(pos: torch.Tensor, neg: torch.Tensor, point: torch.Tensor, strict_fpr95: bool) -> dict:
-    """AUROC, AP, FPR95 and trapezoid AUPR (OOD positive) per row, float64.
-
-    pos / neg (R, L): OOD / ID counts per element, elements in descending score; point (R, L): the element ends
-    a run of equal scores, i.e. is one of sklearn's thresholds. sklearn's `drop_intermediate` keeps the first and
-    last thresholds and those where the second difference of fps or tps is non-zero.
+    tps / fps (R, K) integers: OOD / ID pixels scoring >= each of sklearn's thresholds (the distinct scores, in
+    descending order); a row with fewer thresholds is padded by repeating its last column (its totals), which
+    adds only zero-width terms. sklearn's `drop_intermediate` keeps the first and last thresholds and those where
+    the second difference of fps or tps is non-zero; it changes the ROC area by rounding only, but decides which
+    point is FPR95's. With ID positive and the score negated, the thresholds are the same runs of ties in reverse
+    order, each counting the totals minus the pixels above it.
     """
-    tps, fps = pos.cumsum(1), neg.cumsum(1)
-    n_pos, n_neg = tps[:, -1:].double(), fps[:, -1:].double()
-    prev, nxt = _previous_marked(point), _next_marked(point)
-    corner = (prev < 0) | (nxt >= point.shape[1])
-    for c in (fps, tps):
-        corner |= (_at(c, nxt) - 2 * c + _at(c, prev)) != 0
-    kept = point & corner
-    tps, fps = tps.double(), fps.double()
+    n_pos, n_neg = tps[:, -1:], fps[:, -1:]
+    tps_above, fps_above = _shift(tps, 1, 0), _shift(fps, 1, 0)
+    corner = torch.zeros_like(tps, dtype=torch.bool)
+    corner[:, 0] = True
+    for c, above, total in ((tps, tps_above, n_pos), (fps, fps_above, n_neg)):
+        corner |= (torch.cat([c[:, 1:], total], 1) - c) != (c - above)
+    n_pos, n_neg = n_pos.double(), n_neg.double()
+    tps, fps, tps_above, fps_above = tps.double(), fps.double(), tps_above.double(), fps_above.double()
     tpr, fpr = tps / n_pos, fps / n_neg
-    kept_prev = _previous_marked(kept)
-    tpr_prev, fpr_prev = _at(tpr, kept_prev), _at(fpr, kept_prev)
-    auroc = torch.where(kept, (fpr - fpr_prev) * (tpr + tpr_prev) / 2, 0.0).sum(1)
-    reached = kept & ((tpr > 0.95) if strict_fpr95 else (tpr >= 0.95))
-    fpr95 = fpr.gather(1, reached.int().argmax(dim=1, keepdim=True))[:, 0]  # the first reached point
-    recall_step = (tps - _at(tps, prev)) / n_pos
-    ap = torch.where(point, recall_step * tps / (tps + fps).clamp(min=1), 0.0).sum(1)
-    aupr = _trapezoid_pr_auc(tps, fps, point, n_pos)
+    auroc = ((fpr - fps_above / n_neg) * (tpr + tps_above / n_pos) / 2).sum(1)
+    reached = corner & ((tpr > 0.95) if strict_fpr95 else (tpr >= 0.95))
+    fpr95 = fpr.gather(1, reached.int().argmax(dim=1, keepdim=True))[:, 0]  # the first kept point reached
+    precision, precision_above = _precision(tps, fps), _precision(tps_above, fps_above)
+    ap = ((tps - tps_above) / n_pos * precision).sum(1)
+    aupr_in = ((tpr - tps_above / n_pos) * (precision + precision_above) / 2).sum(1)
+    id_tp, id_fp = n_neg - fps_above, n_pos - tps_above  # ID positive: this run and every run below it
+    id_tp_below, id_fp_below = n_neg - fps, n_pos - tps  # the runs below it (none for the last: sklearn's end)
+    aupr_out = (((id_tp - id_tp_below) / n_neg)
+                * (_precision(id_tp, id_fp) + _precision(id_tp_below, id_fp_below)) / 2).sum(1)
     undefined = (n_pos[:, 0] == 0) | (n_neg[:, 0] == 0)
-    return {name: torch.where(undefined, torch.nan, value)
-            for name, value in (("auroc", auroc), ("ap", ap), ("fpr95", fpr95), ("aupr_in", aupr))}
+    return {name: torch.where(undefined, torch.nan, value) for name, value in
+            (("auroc", auroc), ("ap", ap), ("fpr95", fpr95), ("aupr_in", aupr_in), ("aupr_out", aupr_out))}
 
 
 # ------------------------------------------------------------------------------------------- per image
@@ -106,20 +95,26 @@ def image_ood_metrics(scores: torch.Tensor, is_ood: torch.Tensor) -> torch.Tenso
     """GenVal per-image metrics: (R, 4) float64 [auroc, fpr95, aupr_in, aupr_out] of R rows of pixel scores.
 
     scores (R, N) float32, higher = more OOD; is_ood (R, N) bool (every other pixel is ID). One sort per row on
-    the tensors' device, no host sync. Rows without OOD or without ID pixels, or with a NaN score, give NaN.
+    the tensors' device, no host sync: the counts at the end of each run of ties are scattered to the run's
+    position, the rest of the row padded with its totals. Rows without OOD or without ID pixels, or with a NaN
+    score, give NaN.
     """
+    rows, n = scores.shape
     scores = torch.where(scores == 0, 0.0, scores.float())  # -0.0 ties with +0.0, as in sklearn
     ordered, order = torch.sort(scores, dim=1, descending=True, stable=True)
-    pos = is_ood.gather(1, order).long()
-    neg = 1 - pos
+    tps = is_ood.gather(1, order).int().cumsum(1, dtype=torch.int32)
+    fps = torch.arange(1, n + 1, dtype=torch.int32, device=scores.device) - tps
     ends = torch.ones_like(ordered, dtype=torch.bool)
     ends[:, :-1] = ordered[:, 1:] != ordered[:, :-1]  # the last element of each run of ties
-    ood = _curve_metrics(pos, neg, ends, strict_fpr95=False)
-    # ID as the positive class, score negated: the same runs in the reverse order
-    starts = torch.ones_like(ends)
-    starts[:, 1:] = ends[:, :-1]
-    aupr_out = _curve_metrics(neg.flip(1), pos.flip(1), starts.flip(1), strict_fpr95=False)["aupr_in"]
-    out = torch.stack([ood["auroc"], ood["fpr95"], ood["aupr_in"], aupr_out], dim=1)
+    run = ends.cumsum(1, dtype=torch.int32) - 1
+    # runs to their position; every other element to its own slot past the row (no two writes to one address)
+    target = torch.where(ends, run, n + torch.arange(n, dtype=torch.int32, device=scores.device)).long()
+    counts = []
+    for c in (tps, fps):
+        padded = c[:, -1:].expand(rows, 2 * n).contiguous()
+        counts.append(padded.scatter_(1, target, c)[:, :n])
+    got = _curve_metrics(*counts, strict_fpr95=False)
+    out = torch.stack([got[m] for m in IMAGE_METRICS], dim=1)
     return torch.where(scores.isnan().any(dim=1, keepdim=True), torch.nan, out)
 
 
@@ -206,8 +201,7 @@ class PooledOODCounts:
             raise ValueError("OOD scores contain NaN: the model's logits are not finite")
         if not len(self.keys):
             return {m: float("nan") for m in POOLED_METRICS}
-        point = torch.ones(1, len(self.keys), dtype=torch.bool, device=self.device)
-        got = _curve_metrics(self.pos.flip(0)[None], self.neg.flip(0)[None], point, strict_fpr95=True)
+        got = _curve_metrics(self.pos.flip(0).cumsum(0)[None], self.neg.flip(0).cumsum(0)[None], strict_fpr95=True)
         return {m: float(got[m][0]) for m in POOLED_METRICS}
 
 
