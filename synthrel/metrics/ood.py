@@ -95,27 +95,43 @@ def image_ood_metrics(scores: torch.Tensor, is_ood: torch.Tensor) -> torch.Tenso
     """GenVal per-image metrics: (R, 4) float64 [auroc, fpr95, aupr_in, aupr_out] of R rows of pixel scores.
 
     scores (R, N) float32, higher = more OOD; is_ood (R, N) bool (every other pixel is ID). One sort per row on
-    the tensors' device, no host sync: the counts at the end of each run of ties are scattered to the run's
-    position, the rest of the row padded with its totals. Rows without OOD or without ID pixels, or with a NaN
-    score, give NaN.
+    the tensors' device, no host sync. Rows without OOD or without ID pixels, or with a NaN score, give NaN.
+    """
+    return _image_curves(scores, is_ood)[0]
+
+
+def _image_curves(scores: torch.Tensor, is_ood: torch.Tensor, counted: torch.Tensor | None = None):
+    """`image_ood_metrics`, and with `counted` (R, N) bool (RbA's pixels: labels 0 and 1) each row's runs of tied
+    scores as (score, OOD pixels, counted ID pixels) of the runs that hold counted pixels, for the pooled counts
+    (one host sync, for their number), so that the rows' sort serves both conventions.
+
+    The cumulative counts at the end of each run of ties are scattered to the run's position in the row, the rest
+    of the row padded with the row's totals.
     """
     rows, n = scores.shape
     scores = torch.where(scores == 0, 0.0, scores.float())  # -0.0 ties with +0.0, as in sklearn
     ordered, order = torch.sort(scores, dim=1, descending=True, stable=True)
     tps = is_ood.gather(1, order).int().cumsum(1, dtype=torch.int32)
-    fps = torch.arange(1, n + 1, dtype=torch.int32, device=scores.device) - tps
+    index = torch.arange(n, dtype=torch.int32, device=scores.device)
+    fps = index + 1 - tps
     ends = torch.ones_like(ordered, dtype=torch.bool)
     ends[:, :-1] = ordered[:, 1:] != ordered[:, :-1]  # the last element of each run of ties
-    run = ends.cumsum(1, dtype=torch.int32) - 1
     # runs to their position; every other element to its own slot past the row (no two writes to one address)
-    target = torch.where(ends, run, n + torch.arange(n, dtype=torch.int32, device=scores.device)).long()
-    counts = []
-    for c in (tps, fps):
-        padded = c[:, -1:].expand(rows, 2 * n).contiguous()
-        counts.append(padded.scatter_(1, target, c)[:, :n])
-    got = _curve_metrics(*counts, strict_fpr95=False)
-    out = torch.stack([got[m] for m in IMAGE_METRICS], dim=1)
-    return torch.where(scores.isnan().any(dim=1, keepdim=True), torch.nan, out)
+    target = torch.where(ends, ends.cumsum(1, dtype=torch.int32) - 1, n + index).long()
+
+    def at_runs(c: torch.Tensor) -> torch.Tensor:
+        return c[:, -1:].expand(rows, 2 * n).contiguous().scatter_(1, target, c)[:, :n]
+
+    run_tps, run_fps = at_runs(tps), at_runs(fps)
+    got = _curve_metrics(run_tps, run_fps, strict_fpr95=False)
+    metrics = torch.stack([got[m] for m in IMAGE_METRICS], dim=1)
+    metrics = torch.where(scores.isnan().any(dim=1, keepdim=True), torch.nan, metrics)
+    if counted is None:
+        return metrics, None
+    run_ids = at_runs(fps - (~counted).gather(1, order).int().cumsum(1, dtype=torch.int32))  # counted ID so far
+    pos, neg = run_tps - _shift(run_tps, 1, 0), run_ids - _shift(run_ids, 1, 0)
+    keep = (index < ends.sum(1, keepdim=True)) & ((pos > 0) | (neg > 0))
+    return metrics, (at_runs(ordered)[keep], pos[keep], neg[keep])
 
 
 def per_image_ood_metrics(scores, labels) -> dict[str, float]:
@@ -165,13 +181,21 @@ class PooledOODCounts:
         self.pending_size = 0
 
     def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        """Count the pixels of float32 `scores` by their `labels` (1 OOD, 0 ID, anything else left out)."""
         scores, labels = scores.reshape(-1), labels.reshape(-1)
         counted = (labels == ID_LABEL) | (labels == OOD_LABEL)
         code = float_keys(scores).long() * 2 + (labels == OOD_LABEL).long()
         values, counts = torch.unique(code[counted], sorted=True, return_counts=True)
         is_ood = (values & 1).bool()
-        self.pending.append(((values >> 1).int(), torch.where(is_ood, counts, 0), torch.where(is_ood, 0, counts)))
-        self.pending_size += len(values)
+        self._add((values >> 1).int(), torch.where(is_ood, counts, 0), torch.where(is_ood, 0, counts))
+
+    def add_counts(self, scores: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> None:
+        """Add `pos` OOD and `neg` ID pixels at each float32 score of `scores` (values may repeat)."""
+        self._add(float_keys(scores), pos.long(), neg.long())
+
+    def _add(self, keys: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> None:
+        self.pending.append((keys, pos, neg))
+        self.pending_size += len(keys)
         if self.pending_size >= max(self.MIN_MERGE, len(self.keys)):
             self._merge()
 
@@ -224,7 +248,8 @@ class OODAccumulator:
     """Both conventions for named scores over a dataset: per-image GenVal metrics and pooled RbA counts.
 
     `update(scores, oods)`: scores (S, B, H, W) float32 (higher = more OOD) in the order of `score_names`,
-    oods (B, H, W) with 0 ID, 1 OOD, anything else void. Per-image rows stay on the device until `result()`.
+    oods (B, H, W) with 0 ID, 1 OOD, anything else void. Per-image rows stay on the device until `result()`;
+    each image's sort gives both its GenVal metrics and its runs of tied scores for the pooled counts.
     """
 
     def __init__(self, score_names, device="cpu"):
@@ -237,13 +262,16 @@ class OODAccumulator:
         n_scores, batch = scores.shape[:2]
         if n_scores != len(self.score_names):
             raise ValueError(f"expected {len(self.score_names)} scores {self.score_names}, got {n_scores}")
-        is_ood = (oods == OOD_LABEL).reshape(batch, -1)
-        flat = scores.reshape(n_scores * batch, -1)
-        rows = image_ood_metrics(flat, is_ood.repeat(n_scores, 1))  # rows score-major: (S*B, 4)
-        self.per_image.append(rows.view(n_scores, batch, -1).transpose(0, 1))
+        oods = oods.reshape(batch, -1)
+        is_ood = oods == OOD_LABEL
+        counted = is_ood | (oods == ID_LABEL)
+        rows = []
+        for name, score in zip(self.score_names, scores, strict=True):  # one score at a time: less memory
+            metrics, runs = _image_curves(score.reshape(batch, -1), is_ood, counted)
+            rows.append(metrics)
+            self.pooled[name].add_counts(*runs)
+        self.per_image.append(torch.stack(rows, dim=1))
         self.image_counts.append(torch.stack([is_ood.sum(1), (~is_ood).sum(1)], dim=1))
-        for name, score in zip(self.score_names, scores, strict=True):
-            self.pooled[name].update(score, oods)
 
     def result(self) -> dict:
         """per_image (n, S, 4) float64 [IMAGE_METRICS], image_pixels (n, 2) [OOD, ID] (every pixel, GenVal),

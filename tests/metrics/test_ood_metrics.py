@@ -146,8 +146,10 @@ def test_missing_class_gives_nan_and_bad_labels_raise():
     assert np.isnan(image_ood_metrics(torch.tensor([[0.0, np.nan, 1.0]]), torch.tensor([[False, True, True]]))).all()
 
 
-def test_accumulator_rows_follow_both_conventions():
-    """Two batches of two scores: per-image rows are GenVal's (void = ID), pooled counts RbA's (void out)."""
+def test_accumulator_rows_follow_both_conventions(monkeypatch):
+    """Two batches of two scores: per-image rows are GenVal's (void = ID), pooled counts RbA's (void out), the
+    images' runs of tied scores merged into the pooled table as they come (MIN_MERGE lowered)."""
+    monkeypatch.setattr(PooledOODCounts, "MIN_MERGE", 16)
     rng = np.random.default_rng(5)
     acc = OODAccumulator(["a", "b"])
     images = []
