@@ -16,6 +16,7 @@ bytes and the peak memory (process RSS on the CPU, allocator peak on CUDA); `--c
 with sklearn on the first N pixels.
 
     python -m benchmarks.run ood                                  # GPU: SegFormer-B5, 1024x2048, 32 images
+    python -m benchmarks.run ood --compile                        # the same, model and statistics compiled
     python -m benchmarks.run ood --tiny --quick                   # CPU smoke test: tiny SegFormer, 64x128
     python -m benchmarks.run ood pooled --device cpu              # 200 M pixels on the CPU
     python -m benchmarks.run ood pooled --device cuda --scores msp max_logit
@@ -67,7 +68,7 @@ def _rss_gib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
-def update_probe(seg, dataset, batch_size: int, repeats: int = 3) -> dict:
+def update_probe(seg, dataset, batch_size: int, repeats: int = 3, compile: bool = False) -> dict:
     """Milliseconds per image of `OODAccumulator.update` alone (scores from the model's logits, on its device)."""
     from synthrel.evaluation.engine import OOD_SCORES, class_scores
     from synthrel.metrics.ood import OODAccumulator
@@ -79,7 +80,7 @@ def update_probe(seg, dataset, batch_size: int, repeats: int = 3) -> dict:
     oods = torch.from_numpy(np.stack([s["ood"] for s in samples])).to(seg.device)
     _, conf, max_logit, entropy = class_scores(logits.float())
     scores = torch.stack([-conf, -max_logit, entropy])
-    acc = OODAccumulator(OOD_SCORES, seg.device)
+    acc = OODAccumulator(OOD_SCORES, seg.device, compile=compile)
     acc.update(scores, oods)  # warm-up
     _sync(seg.device)
     start = time.perf_counter()
@@ -98,15 +99,17 @@ def bench_pass(args, device) -> dict:
     config_file, family = model_config(name, args.tiny)
     torch.manual_seed(0)
     baseline = build_baseline(load_mmseg_config(config_file), device)
-    seg = build_synthrel(config_file, family, baseline, device, args.precision, window_batch=args.window_batch)
+    seg = build_synthrel(config_file, family, baseline, device, args.precision, window_batch=args.window_batch,
+                         compile=args.compile)
     del baseline
     dataset = _Unlabelled(RandomSegmentationSet(args.n_images, *args.size, distinct=min(4, args.n_images), seed=0))
     res = {"model": TINY_MODELS[name] if args.tiny else name, "size": list(args.size), "n_images": args.n_images,
            "batch_size": args.batch_size, "precision": args.precision, "num_workers": args.num_workers,
+           "compile": args.compile,
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     warm = torch.utils.data.Subset(dataset, range(min(len(dataset), args.batch_size)))
     evaluate_dataset(seg, warm, batch_size=args.batch_size, calib_pixels_per_image=0, with_features=False,
-                     desc="warm-up")
+                     desc="warm-up", compile_metrics=args.compile)
     logits_only_pass(seg, warm, args.batch_size, 0)
     _peak_reset(device)
     times = {"pass": [], "logits_only": []}
@@ -114,7 +117,8 @@ def bench_pass(args, device) -> dict:
         _sync(device)
         start = time.perf_counter()
         out = evaluate_dataset(seg, dataset, batch_size=args.batch_size, num_workers=args.num_workers,
-                               calib_pixels_per_image=0, with_features=False, desc="pass with exact OOD")
+                               calib_pixels_per_image=0, with_features=False, desc="pass with exact OOD",
+                               compile_metrics=args.compile)
         _sync(device)
         times["pass"].append(time.perf_counter() - start)
         times["logits_only"].append(logits_only_pass(seg, dataset, args.batch_size, args.num_workers))
@@ -124,10 +128,11 @@ def bench_pass(args, device) -> dict:
     res["logits_only_img_s"] = round(args.n_images / best["logits_only"], 3)
     res["ood_accumulation_share_of_pass"] = round(max(best["pass"] - best["logits_only"], 0.0) / best["pass"], 4)
     res["peak_gib"] = _peak_gib(device) if device.type == "cuda" else _rss_gib()
-    res.update(update_probe(seg, dataset, args.batch_size))
+    res.update(update_probe(seg, dataset, args.batch_size, compile=args.compile))
     res["ood_update_share_of_pass"] = round(res["ood_update_ms_per_img"] * res["pass_img_s"] / 1000, 4)
     res["rows"] = {k: round(float(v), 6) for k, v in out.ood["pooled"]["msp"].items()}
-    print(f"{res['model']} {args.size[0]}x{args.size[1]} {args.precision} on {res['device']}: pass with exact OOD "
+    print(f"{res['model']} {args.size[0]}x{args.size[1]} {args.precision}{' compiled' if args.compile else ''} on "
+          f"{res['device']}: pass with exact OOD "
           f"{res['pass_img_s']} img/s, logits only {res['logits_only_img_s']} img/s, OOD share of the pass "
           f"{100 * res['ood_accumulation_share_of_pass']:.1f} % (update alone {res['ood_update_ms_per_img']} "
           f"ms/img = {100 * res['ood_update_share_of_pass']:.1f} %)", flush=True)
@@ -212,6 +217,8 @@ def parse_args(argv):
     p.add_argument("--window-batch", type=int, default=16)
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="bf16")
     p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model and the metric statistics (`stages.evaluate.compile`)")
     p.add_argument("--repeats", type=int, default=None, help="alternating timed passes of each kind (default 2)")
     p.add_argument("--quick", action="store_true", help="4 images, one repeat")
     p.add_argument("--tiny", action="store_true", help="the tiny stand-in architecture on CPU, 64x128 images")

@@ -62,7 +62,8 @@ class OnePassAccumulator:
 
     `compile=True` compiles the per-batch statistics (`batch_statistics`, one function of device tensors) with
     torch.compile, the class reductions written plane by plane, so that they and the bin arithmetic fuse into
-    one kernel that reads the logits once; recompiled per batch shape.
+    one kernel that reads the logits once, and the per-image OOD curves (`OODAccumulator`); recompiled per batch
+    shape.
     """
 
     def __init__(self, device, calib_pixels_per_image: int, seed: int, compile: bool = False):
@@ -77,7 +78,7 @@ class OnePassAccumulator:
         self.ece_paper_bins = torch.zeros_like(self.ece_bins)
         self.calib = defaultdict(list)
         self.features: list[torch.Tensor] = []
-        self.ood = OODAccumulator(OOD_SCORES, self.device)
+        self.ood = OODAccumulator(OOD_SCORES, self.device, compile=compile)
         self.has_ood = False
         self.ids: list[str] = []
         self.indices: list[int] = []

@@ -102,8 +102,8 @@ def image_ood_metrics(scores: torch.Tensor, is_ood: torch.Tensor) -> torch.Tenso
 
 def _image_curves(scores: torch.Tensor, is_ood: torch.Tensor, counted: torch.Tensor | None = None):
     """`image_ood_metrics`, and with `counted` (R, N) bool (RbA's pixels: labels 0 and 1) each row's runs of tied
-    scores as (score, OOD pixels, counted ID pixels) of the runs that hold counted pixels, for the pooled counts
-    (one host sync, for their number), so that the rows' sort serves both conventions.
+    scores, (score, OOD pixels, counted ID pixels, keep) per run position, `keep` marking the runs that hold
+    counted pixels, for the pooled counts: the rows' sort serves both conventions. No host sync.
 
     The cumulative counts at the end of each run of ties are scattered to the run's position in the row, the rest
     of the row padded with the row's totals.
@@ -131,7 +131,7 @@ def _image_curves(scores: torch.Tensor, is_ood: torch.Tensor, counted: torch.Ten
     run_ids = at_runs(fps - (~counted).gather(1, order).int().cumsum(1, dtype=torch.int32))  # counted ID so far
     pos, neg = run_tps - _shift(run_tps, 1, 0), run_ids - _shift(run_ids, 1, 0)
     keep = (index < ends.sum(1, keepdim=True)) & ((pos > 0) | (neg > 0))
-    return metrics, (at_runs(ordered)[keep], pos[keep], neg[keep])
+    return metrics, (at_runs(ordered), pos, neg, keep)
 
 
 def per_image_ood_metrics(scores, labels) -> dict[str, float]:
@@ -249,11 +249,14 @@ class OODAccumulator:
 
     `update(scores, oods)`: scores (S, B, H, W) float32 (higher = more OOD) in the order of `score_names`,
     oods (B, H, W) with 0 ID, 1 OOD, anything else void. Per-image rows stay on the device until `result()`;
-    each image's sort gives both its GenVal metrics and its runs of tied scores for the pooled counts.
+    each image's sort gives both its GenVal metrics and its runs of tied scores for the pooled counts (selecting
+    those runs waits for the device once per score and batch). `compile`: the per-image curves through
+    torch.compile (fused elementwise arithmetic; recompiled per image size).
     """
 
-    def __init__(self, score_names, device="cpu"):
+    def __init__(self, score_names, device="cpu", compile: bool = False):
         self.score_names = tuple(score_names)
+        self.curves = torch.compile(_image_curves, dynamic=False) if compile else _image_curves
         self.pooled = {name: PooledOODCounts(device) for name in self.score_names}
         self.per_image: list[torch.Tensor] = []
         self.image_counts: list[torch.Tensor] = []
@@ -267,9 +270,9 @@ class OODAccumulator:
         counted = is_ood | (oods == ID_LABEL)
         rows = []
         for name, score in zip(self.score_names, scores, strict=True):  # one score at a time: less memory
-            metrics, runs = _image_curves(score.reshape(batch, -1), is_ood, counted)
+            metrics, (values, pos, neg, keep) = self.curves(score.reshape(batch, -1), is_ood, counted)
             rows.append(metrics)
-            self.pooled[name].add_counts(*runs)
+            self.pooled[name].add_counts(values[keep], pos[keep], neg[keep])
         self.per_image.append(torch.stack(rows, dim=1))
         self.image_counts.append(torch.stack([is_ood.sum(1), (~is_ood).sum(1)], dim=1))
 
