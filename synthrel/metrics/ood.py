@@ -8,19 +8,21 @@ counts, so that they equal sklearn on the same scores up to float64 summation or
   with ``drop_intermediate=True``, FPR95 = fpr[argmax(tpr >= 0.95)] on that curve, "aupr_in" = trapezoid
   auc(recall, precision) with OOD as the positive class, "aupr_out" the same with ID positive and the score
   negated. Every pixel counts: label 1 is OOD, any other label (void included) ID. `image_ood_metrics` sorts
-  each image's scores on their device (one batched sort, no bins, no host copy).
+  each image's scores on their device (one batched sort, no bins, no host copy, no sync).
 - ``"rba"``, pooled over a dataset (NazirNayal8/RbA ``support.py``, spec 3.4 B): AUROC, AP =
   average_precision_score, FPR95 = FPR at the first point of the ``drop_intermediate`` ROC curve with
   TPR > 0.95 (strict); only labels 0 (ID) and 1 (OOD) count.
 
 Pooled exactness in bounded memory (`PooledOODCounts`): each float32 score maps to an order-preserving int32
 key (its bit pattern, negative values with the 31 magnitude bits flipped, -0.0 as +0.0), so equal keys are
-equal floats and key order is score order. A batch is reduced to (key, OOD count, ID count) by one
-`torch.unique` on its device; the reduced batches are merged into one sorted table whenever they outgrow it
-(amortised O(n log n) over the dataset). Memory is 20 bytes per *distinct* float32 score value, never per
-pixel: at most min(pixels, float32 values in the score's range); e.g. max softmax lies in [1/19, 1], which
-holds fewer than 5 * 2^23 float32 values, so its table stays under 0.9 GB whatever the dataset size. Metrics
-from exact per-value counts are sklearn's, which evaluates its curves at the same distinct values.
+equal floats and key order is score order. Batches arrive as (key, OOD count, ID count) entries: in the engine
+each image's runs of tied scores from the per-image sort (`OODAccumulator`), otherwise one `torch.unique` per
+batch (`PooledOODCounts.update`). The entries are merged into one sorted table on their device whenever they
+outgrow it (amortised O(n log n) over the dataset). The table takes 20 bytes per *distinct* float32 score value,
+never per pixel: at most min(pixels, float32 values in the score's range); e.g. max softmax lies in [1/19, 1],
+which holds fewer than 5 * 2^23 float32 values, so its table stays under 0.9 GB whatever the dataset size. A merge
+briefly needs several times the table (sort buffers; docs/benchmarks.md has measurements). Metrics from exact
+per-value counts are sklearn's, which evaluates its curves at the same distinct values.
 
 Images or datasets without OOD pixels or without ID pixels have no ROC curve (sklearn warns and returns NaN or
 degenerate values); their metrics here are NaN.
@@ -44,10 +46,9 @@ def rba_score(class_scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------- curve arithmetic
-def _shift(x: torch.Tensor, by: int, fill) -> torch.Tensor:
-    """x shifted along dim 1 by `by` (+1: each element gets its left neighbour), `fill` entering at the edge."""
-    edge = torch.broadcast_to(torch.as_tensor(fill, dtype=x.dtype, device=x.device), (x.shape[0], 1))
-    return torch.cat([edge, x[:, :-1]], 1) if by > 0 else torch.cat([x[:, 1:], edge], 1)
+def _before(x: torch.Tensor) -> torch.Tensor:
+    """Each column's left neighbour along dim 1, 0 for the first column (the counts above a threshold)."""
+    return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)
 
 
 def _precision(tp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
@@ -67,7 +68,7 @@ def _curve_metrics(tps: torch.Tensor, fps: torch.Tensor, strict_fpr95: bool) -> 
     order, each counting the totals minus the pixels above it.
     """
     n_pos, n_neg = tps[:, -1:], fps[:, -1:]
-    tps_above, fps_above = _shift(tps, 1, 0), _shift(fps, 1, 0)
+    tps_above, fps_above = _before(tps), _before(fps)
     corner = torch.zeros_like(tps, dtype=torch.bool)
     corner[:, 0] = True
     for c, above, total in ((tps, tps_above, n_pos), (fps, fps_above, n_neg)):
@@ -129,7 +130,7 @@ def _image_curves(scores: torch.Tensor, is_ood: torch.Tensor, counted: torch.Ten
     if counted is None:
         return metrics, None
     run_ids = at_runs(fps - (~counted).gather(1, order).int().cumsum(1, dtype=torch.int32))  # counted ID so far
-    pos, neg = run_tps - _shift(run_tps, 1, 0), run_ids - _shift(run_ids, 1, 0)
+    pos, neg = run_tps - _before(run_tps), run_ids - _before(run_ids)
     keep = (index < ends.sum(1, keepdim=True)) & ((pos > 0) | (neg > 0))
     return metrics, (at_runs(ordered), pos, neg, keep)
 
@@ -293,7 +294,7 @@ def dataset_rows(ood: dict) -> list[tuple[str, float, int]]:
     their number), plus `n_images_without_ood` and `n_images_only_ood`, the images left out of those means."""
     n = len(ood["per_image"])
     n_ood, n_id = ood["image_pixels"][:, 0], ood["image_pixels"][:, 1]
-    rows = [("n_images_without_ood", int((n_ood == 0).sum()), n), ("n_images_only_ood", int((n_id == 0).sum()), n)]
+    rows = [(COUNT_ROWS[0], int((n_ood == 0).sum()), n), (COUNT_ROWS[1], int((n_id == 0).sum()), n)]
     both = (n_ood > 0) & (n_id > 0)
     for s, score in enumerate(ood["scores"]):
         rows += [(f"{m}_{score}", ood["pooled"][score][m], n) for m in POOLED_METRICS]
@@ -302,3 +303,22 @@ def dataset_rows(ood: dict) -> list[tuple[str, float, int]]:
             rows.append((f"img_{m}_{score}", float(values[:, k].mean()) if len(values) else float("nan"),
                          int(both.sum())))
     return rows
+
+
+#: conventions of the rows of `dataset_rows`
+CONVENTION_OF_ROWS = {"pooled": "rba_pooled", "per_image": "genval_per_image"}
+COUNT_ROWS = ("n_images_without_ood", "n_images_only_ood")
+
+
+def describe_row(metric: str) -> tuple[str, str | None] | None:
+    """(convention, score) of a row name of `dataset_rows` (score None for the image counts); None for any other
+    metric name (e.g. mIoU)."""
+    if metric in COUNT_ROWS:
+        return CONVENTION_OF_ROWS["per_image"], None
+    per_image = metric.startswith("img_")
+    names = IMAGE_METRICS if per_image else POOLED_METRICS
+    rest = metric.removeprefix("img_")
+    for name in sorted(names, key=len, reverse=True):
+        if rest.startswith(f"{name}_") and len(rest) > len(name) + 1:
+            return CONVENTION_OF_ROWS["per_image" if per_image else "pooled"], rest[len(name) + 1:]
+    return None

@@ -26,14 +26,13 @@ from synthrel.calibration.job import write_table_atomic
 from synthrel.errors import ConfigError, DatasetError, unknown_name
 from synthrel.evaluation.results import is_done
 from synthrel.jobs import Manifest, atomic_path, positive_int, write_json_atomic
-from synthrel.metrics.ood import OODAccumulator, dataset_rows
+from synthrel.metrics.ood import OODAccumulator, dataset_rows, describe_row
 
 log = logging.getLogger(__name__)
 
 TABLE = "ood_detection"
 COLUMNS = ["model", "family", "dataset", "domain", "generator", "metric", "cls", "value", "n_images", "profile",
            "convention", "score"]
-COUNT_METRICS = ("n_images_without_ood", "n_images_only_ood")
 FINETUNE_KEYS = {"enabled", "base", "outliers", "inlier_dataset", "inlier_split", "outlier_dataset", "coco_root",
                  "mix_prob", "max_steps", "batch_size", "crop_size", "lr", "weight_decay", "num_workers"}
 FINETUNE_DEFAULTS = dict(enabled=False, base="rba_swin_b", outliers="synthetic", inlier_dataset="cityscapes",
@@ -41,21 +40,6 @@ FINETUNE_DEFAULTS = dict(enabled=False, base="rba_swin_b", outliers="synthetic",
                          max_steps=5000, batch_size=16, crop_size=[512, 1024], lr=1e-4, weight_decay=0.05,
                          num_workers=2)
 OUTLIER_SOURCES = ("synthetic", "coco")
-
-
-def _convention(metric: str) -> tuple[str, str | None]:
-    """(convention, score) of an OOD metric row name of `synthrel.metrics.ood.dataset_rows`."""
-    if metric in COUNT_METRICS:
-        return "genval_per_image", None
-    convention = "genval_per_image" if metric.startswith("img_") else "rba_pooled"
-    for score in ("max_logit", "msp", "entropy", "rba"):
-        if metric.endswith(f"_{score}"):
-            return convention, score
-    raise ValueError(f"not an OOD metric row: {metric!r}")
-
-
-def _is_ood_metric(metric: str) -> bool:
-    return metric in COUNT_METRICS or metric.split("_")[0] in ("auroc", "ap", "fpr95", "img")
 
 
 @dataclass
@@ -132,7 +116,7 @@ class OODDetectionJob:
                 folder = root / model / self.key(dataset)
                 table = pd.read_parquet(folder / "metrics.parquet") if is_done(folder) else None
                 if table is not None:
-                    table = table[table["metric"].map(_is_ood_metric)]
+                    table = table[table["metric"].map(describe_row).notna()]
                 if table is None or table.empty:
                     missing = f"{folder / 'metrics.parquet'} (finished, with OOD rows)"
                     if self.models:
@@ -140,7 +124,7 @@ class OODDetectionJob:
                     log.warning("ood_detection: no %s, skipped", missing)
                     continue
                 for row in table.to_dict("records"):
-                    convention, score = _convention(row["metric"])
+                    convention, score = describe_row(row["metric"])
                     rows.append({**row, "profile": self.profile, "convention": convention, "score": score})
         return rows
 
@@ -213,7 +197,7 @@ class OODDetectionJob:
                 "generator": None, "profile": self.profile}
         rows = []
         for metric, value, n_images in result["rows"]:
-            convention, score = _convention(metric)
+            convention, score = describe_row(metric)
             rows.append({**meta, "metric": metric, "cls": "", "value": value, "n_images": n_images,
                          "convention": convention, "score": score})
         return rows

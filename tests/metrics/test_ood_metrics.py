@@ -13,6 +13,8 @@ from synthrel.metrics.ood import (
     IMAGE_METRICS,
     OODAccumulator,
     PooledOODCounts,
+    dataset_rows,
+    describe_row,
     float_keys,
     image_ood_metrics,
     per_image_ood_metrics,
@@ -174,6 +176,20 @@ def test_accumulator_rows_follow_both_conventions(monkeypatch):
         pooled_scores = np.concatenate([sc[s].ravel() for sc, _ in images])
         pooled_labels = np.concatenate([o.ravel() for _, o in images])
         assert out["pooled"][name] == pytest.approx(rba_reference(pooled_scores, pooled_labels), abs=1e-12)
+
+
+def test_row_names_say_their_convention_and_score():
+    rng = np.random.default_rng(1)
+    acc = OODAccumulator(["msp", "max_logit"])
+    acc.update(torch.from_numpy(rng.random((2, 2, 4, 5)).astype(np.float32)),
+               torch.from_numpy(rng.integers(0, 2, (2, 4, 5)).astype(np.uint8)))
+    rows = dataset_rows(acc.result())
+    described = {m: describe_row(m) for m, _, _ in rows}
+    assert described["img_aupr_in_max_logit"] == ("genval_per_image", "max_logit")
+    assert described["fpr95_msp"] == ("rba_pooled", "msp")
+    assert described["n_images_only_ood"] == ("genval_per_image", None)
+    assert len(rows) == 2 + 2 * 7 and all(v is not None for v in described.values())
+    assert [describe_row(m) for m in ("mIoU", "ece_paper", "pixel_acc", "IoU", "img_auroc_")] == [None] * 5
 
 
 @pytest.mark.slow
