@@ -57,6 +57,7 @@ class OODDetectionJob:
     tiny: bool = False
     force: bool = False
     device: str = "auto"
+    report_dir: str | None = None  # the analysis folder the report stage gathers (tables + ood_outputs.json)
 
     def __post_init__(self):
         from synthrel.config import to_plain as plain
@@ -101,7 +102,34 @@ class OODDetectionJob:
         table = pd.DataFrame(rows, columns=COLUMNS)
         write_table_atomic(table, out, TABLE)
         log.info("ood_detection: %d row(s) for %d model(s) written to %s", len(table), table["model"].nunique(), out)
+        if self.report_dir and len(table):
+            self.write_report_tables(table, out, Path(self.report_dir))
         return {"output_dir": str(out), "n_rows": len(table), "models": sorted(table["model"].unique().tolist())}
+
+    def write_report_tables(self, table: pd.DataFrame, out: Path, report_dir: Path) -> None:
+        """One layout per convention (rows model and score, columns dataset and metric, in %) and their index
+        `ood_outputs.json`, which the report stage gathers."""
+        from synthrel.analysis.tables import save_table
+
+        titles = {"rba_pooled": "Table 2 layout: OOD detection pooled over each dataset (RbA convention: AUROC, "
+                                "AP, FPR95 at TPR > 0.95, void left out), %",
+                  "genval_per_image": "OOD detection per image, mean over the images with OOD and ID pixels "
+                                      "(GenVal convention: FPR95 at TPR >= 0.95, every pixel counts), %"}
+        index = []
+        scored = table[table["score"].notna()]
+        for convention, title in titles.items():
+            part = scored[scored["convention"] == convention]
+            if part.empty:
+                continue
+            part = part.assign(metric=[m.removeprefix("img_").removesuffix(f"_{s}")
+                                       for m, s in zip(part["metric"], part["score"], strict=True)],
+                               value=100 * part["value"])
+            layout = part.pivot_table(index=["model", "score"], columns=["dataset", "metric"], values="value",
+                                      aggfunc="last", dropna=False)
+            layout.columns = [f"{d} {m}" for d, m in layout.columns]
+            index.append({"kind": "table", "title": title, **save_table(layout, report_dir, f"ood_{convention}")})
+        index.append({"kind": "data", "title": "OOD detection, every row (tidy)", "csv": str(out / f"{TABLE}.csv")})
+        write_json_atomic(report_dir / "ood_outputs.json", index)
 
     # -------------------------------------------------------------------------------------------- zoo
     def zoo_rows(self) -> list[dict]:

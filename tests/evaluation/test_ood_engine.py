@@ -2,6 +2,8 @@
 pooled) on scores computed in the test: adversarial logits through a stub model, then the tiny profile's evaluate
 stage on the demo Road Anomaly set (metrics.parquet and the ood_detection table)."""
 
+from pathlib import Path
+
 import hydra
 import numpy as np
 import pandas as pd
@@ -10,6 +12,7 @@ import torch
 from ood_reference import genval_reference, rba_reference
 from scipy.special import log_softmax, softmax
 
+from synthrel.analysis.report import ReportJob
 from synthrel.data.demo import DemoDataJob
 from synthrel.evaluation import engine
 from synthrel.evaluation.engine import OOD_SCORES, evaluate_dataset
@@ -163,3 +166,15 @@ def test_evaluate_stage_tiny_profile_ood_rows_equal_sklearn(tmp_path, compose_cf
     pd.testing.assert_series_equal(ood["value"].sort_index(), table.loc[ood.index, "value"].sort_index())
     assert set(ood.loc[[f"auroc_{s}" for s in OOD_SCORES], "convention"]) == {"rba_pooled"}
     assert set(ood.loc[[f"img_aupr_out_{s}" for s in OOD_SCORES], "convention"]) == {"genval_per_image"}
+
+    # the report stage gathers the two layouts (in %) from the analysis folder
+    analysis = tmp_path / "art" / "analysis" / cfg.task_name
+    pooled_layout = pd.read_csv(analysis / "ood_rba_pooled.csv").set_index(["model", "score"])
+    assert pooled_layout.loc[("pspnet_r18", "entropy"), "road_anomaly fpr95"] == pytest.approx(
+        100 * table.loc["fpr95_entropy", "value"])
+    image_layout = pd.read_csv(analysis / "ood_genval_per_image.csv").set_index(["model", "score"])
+    assert image_layout.loc[("pspnet_r18", "msp"), "road_anomaly aupr_out"] == pytest.approx(
+        100 * table.loc["img_aupr_out_msp", "value"])
+    report = ReportJob(analysis_dir=str(analysis), profile="tiny").run()
+    text = Path(report["report"]).read_text()
+    assert "Table 2 layout: OOD detection pooled" in text and "GenVal convention" in text
