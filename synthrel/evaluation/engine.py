@@ -1,23 +1,23 @@
 """One forward pass per (model, dataset) feeding every metric, accumulated on the device.
 
-Per batch of equal-size images the logits give, without a host sync: the confusion matrix (mIoU), ECE bins
+Per batch of equal-size images the logits give, on the device: the confusion matrix (mIoU), ECE bins
 over all valid pixels, the paper's calibration protocol (a seeded random draw of pixels per image, ignore
 dropped after the draw) whose logits are kept for temperature fitting, per-image backbone features, and, for
 datasets with an OOD mask, three per-pixel OOD scores (max softmax, max logit, entropy) whose exact metrics
 `synthrel.metrics.ood.OODAccumulator` keeps: GenVal's per image over every pixel (one sort per image on the
 device) and RbA's pooled over the dataset (exact counts per distinct float32 score, void left out).
 
-Nothing in the loop waits for the device: DataLoader workers stack each size group into (pinned) tensors and
+Nothing in the loop waits for the device but the OOD counts (below): DataLoader workers stack each size group into (pinned) tensors and
 draw the calibration pixels on the host; no boolean-mask selection runs per batch. Counts are integer
 histograms of int32 values (on CUDA `torch.histc`, whose per-block shared-memory bins take native int32
 atomics; on the CPU `bincount`), and the float64 confidence sums of the ECE bins are `scatter_add_`-ed into
 copies of the bins spread by pixel position, so that no two neighbouring pixels (one warp) add to one
 address whatever the confidence distribution. Eager, the per-pixel scores are the library reductions over
 the class axis (`class_scores`); compiled, the same scores plane by plane (`class_scores_by_plane`), which
-may move a handful of pixels to a neighbouring bin. The OOD metrics run eagerly after the (compiled) statistics:
-their sort and `torch.unique` have data-dependent sizes, and `unique` waits for the device once per batch.
-Ignore pixels of the calibration draw are dropped once,
-in `result()`.
+may move a handful of pixels to a neighbouring bin. The OOD metrics (`OODAccumulator`, compiled separately)
+take each image's scores after the statistics; handing each image's runs of tied scores to the pooled counts
+waits for the device once per score and batch (their number is data-dependent). Ignore pixels of the calibration
+draw are dropped once, in `result()`.
 """
 
 from __future__ import annotations
