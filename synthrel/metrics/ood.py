@@ -46,15 +46,14 @@ def rba_score(class_scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------- curve arithmetic
-def _before(x: torch.Tensor) -> torch.Tensor:
-    """Each column's left neighbour along dim 1, 0 for the first column (the counts above a threshold)."""
-    return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)
+def _before(x: torch.Tensor, fill: float = 0) -> torch.Tensor:
+    """Each column's left neighbour along dim 1, `fill` for the first (e.g. the counts above a threshold)."""
+    return torch.cat([torch.full_like(x[:, :1], fill), x[:, :-1]], 1)
 
 
-def _precision(tp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-    """tp / (tp + fp), 1 where both are 0 (only sklearn's final curve point, recall 0, has none)."""
-    total = tp + fp
-    return torch.where(total > 0, tp / total.clamp(min=1), 1.0)
+def _after(x: torch.Tensor, fill: float = 0) -> torch.Tensor:
+    """Each column's right neighbour along dim 1, `fill` for the last."""
+    return torch.cat([x[:, 1:], torch.full_like(x[:, :1], fill)], 1)
 
 
 def _curve_metrics(tps: torch.Tensor, fps: torch.Tensor, strict_fpr95: bool) -> dict[str, torch.Tensor]:
@@ -63,29 +62,31 @@ def _curve_metrics(tps: torch.Tensor, fps: torch.Tensor, strict_fpr95: bool) -> 
     tps / fps (R, K) integers: OOD / ID pixels scoring >= each of sklearn's thresholds (the distinct scores, in
     descending order); a row with fewer thresholds is padded by repeating its last column (its totals), which
     adds only zero-width terms. sklearn's `drop_intermediate` keeps the first and last thresholds and those where
-    the second difference of fps or tps is non-zero; it changes the ROC area by rounding only, but decides which
-    point is FPR95's. With ID positive and the score negated, the thresholds are the same runs of ties in reverse
-    order, each counting the totals minus the pixels above it.
+    the second difference of fps or tps is non-zero (equal steps before and after); it changes the ROC area by
+    rounding only, but decides which point is FPR95's. With ID positive and the score negated, the thresholds are
+    the same runs of ties in reverse order, each counting the totals minus the pixels above it; sklearn's final
+    point (recall 0, precision 1) follows the last run.
     """
-    n_pos, n_neg = tps[:, -1:], fps[:, -1:]
-    tps_above, fps_above = _before(tps), _before(fps)
     corner = torch.zeros_like(tps, dtype=torch.bool)
+    for c in (tps, fps):
+        step = c - _before(c)
+        corner |= _after(step) != step  # the last column holds the totals: its step after is 0
     corner[:, 0] = True
-    for c, above, total in ((tps, tps_above, n_pos), (fps, fps_above, n_neg)):
-        corner |= (torch.cat([c[:, 1:], total], 1) - c) != (c - above)
-    n_pos, n_neg = n_pos.double(), n_neg.double()
-    tps, fps, tps_above, fps_above = tps.double(), fps.double(), tps_above.double(), fps_above.double()
-    tpr, fpr = tps / n_pos, fps / n_neg
-    auroc = ((fpr - fps_above / n_neg) * (tpr + tps_above / n_pos) / 2).sum(1)
+    n_pos, n_neg = tps[:, -1:].double(), fps[:, -1:].double()
+    tps, fps = tps.double(), fps.double()
+    tpr, fpr = tps / n_pos, fps / n_neg  # as sklearn divides
+    tpr_above = _before(tpr)
+    d_tpr = tpr - tpr_above
+    auroc = ((fpr - _before(fpr)) * (tpr + tpr_above)).sum(1) / 2
     reached = corner & ((tpr > 0.95) if strict_fpr95 else (tpr >= 0.95))
     fpr95 = fpr.gather(1, reached.int().argmax(dim=1, keepdim=True))[:, 0]  # the first kept point reached
-    precision, precision_above = _precision(tps, fps), _precision(tps_above, fps_above)
-    ap = ((tps - tps_above) / n_pos * precision).sum(1)
-    aupr_in = ((tpr - tps_above / n_pos) * (precision + precision_above) / 2).sum(1)
-    id_tp, id_fp = n_neg - fps_above, n_pos - tps_above  # ID positive: this run and every run below it
-    id_tp_below, id_fp_below = n_neg - fps, n_pos - tps  # the runs below it (none for the last: sklearn's end)
-    aupr_out = (((id_tp - id_tp_below) / n_neg)
-                * (_precision(id_tp, id_fp) + _precision(id_tp_below, id_fp_below)) / 2).sum(1)
+    precision = tps / (tps + fps)  # every column counts at least one pixel
+    ap = (d_tpr * precision).sum(1)
+    aupr_in = (d_tpr * (precision + _before(precision, 1.0))).sum(1) / 2
+    id_tp = n_neg - _before(fps)  # ID positive: this run and every run below it
+    id_all = id_tp + n_pos - _before(tps)
+    recall_id, precision_id = id_tp / n_neg, torch.where(id_all > 0, id_tp / id_all, 1.0)
+    aupr_out = ((recall_id - _after(recall_id)) * (precision_id + _after(precision_id, 1.0))).sum(1) / 2
     undefined = (n_pos[:, 0] == 0) | (n_neg[:, 0] == 0)
     return {name: torch.where(undefined, torch.nan, value) for name, value in
             (("auroc", auroc), ("ap", ap), ("fpr95", fpr95), ("aupr_in", aupr_in), ("aupr_out", aupr_out))}
