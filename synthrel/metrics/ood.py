@@ -216,11 +216,6 @@ class PooledOODCounts:
         self._merge()
         return len(self.keys)
 
-    def pixel_counts(self) -> tuple[int, int]:
-        """(OOD pixels, ID pixels) counted so far."""
-        self._merge()
-        return int(self.pos.sum()), int(self.neg.sum())
-
     def metrics(self) -> dict[str, float]:
         self._merge()
         if len(self.keys) and (self.keys[0] < _infinite_keys()[0] or self.keys[-1] > _infinite_keys()[1]):
@@ -280,13 +275,11 @@ class OODAccumulator:
 
     def result(self) -> dict:
         """per_image (n, S, 4) float64 [IMAGE_METRICS], image_pixels (n, 2) [OOD, ID] (every pixel, GenVal),
-        pooled {score: {auroc, ap, fpr95}}, pooled_pixels {score: (OOD, ID)} (void left out); images in update
-        order."""
+        pooled {score: {auroc, ap, fpr95}} (void left out); images in update order."""
         return {"scores": self.score_names, "metrics": IMAGE_METRICS,
                 "per_image": torch.cat(self.per_image).cpu().numpy(),
                 "image_pixels": torch.cat(self.image_counts).cpu().numpy(),
-                "pooled": {name: counts.metrics() for name, counts in self.pooled.items()},
-                "pooled_pixels": {name: counts.pixel_counts() for name, counts in self.pooled.items()}}
+                "pooled": {name: counts.metrics() for name, counts in self.pooled.items()}}
 
 
 def dataset_rows(ood: dict) -> list[tuple[str, float, int]]:
