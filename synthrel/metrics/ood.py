@@ -198,18 +198,39 @@ class PooledOODCounts:
     def _add(self, keys: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> None:
         self.pending.append((keys, pos, neg))
         self.pending_size += len(keys)
-        if self.pending_size >= max(self.MIN_MERGE, len(self.keys)):
+        if self.pending_size >= max(self.MIN_MERGE, len(self.keys) // 4):
             self._merge()
 
     def _merge(self) -> None:
+        """Reduce the pending entries to sorted unique keys, add the counts of keys the table has in place and
+        insert the others at their sorted positions: a merge needs the old and the new table and one int64
+        position per old entry (about 48 bytes per distinct value) besides the pending entries (a quarter of
+        the table at most, or MIN_MERGE)."""
         if not self.pending:
             return
-        parts = [(self.keys, self.pos, self.neg), *self.pending]
-        keys, inverse = torch.unique(torch.cat([p[0] for p in parts]), sorted=True, return_inverse=True)
-        self.pos = torch.zeros(len(keys), dtype=torch.int64, device=self.device).index_add_(
-            0, inverse, torch.cat([p[1] for p in parts]))
-        self.neg = torch.zeros_like(self.pos).index_add_(0, inverse, torch.cat([p[2] for p in parts]))
-        self.keys, self.pending, self.pending_size = keys, [], 0
+        keys, inverse = torch.unique(torch.cat([p[0] for p in self.pending]), sorted=True, return_inverse=True)
+        pos = torch.zeros(len(keys), dtype=torch.int64, device=self.device).index_add_(
+            0, inverse, torch.cat([p[1] for p in self.pending]).long())
+        neg = torch.zeros_like(pos).index_add_(0, inverse, torch.cat([p[2] for p in self.pending]).long())
+        self.pending, self.pending_size = [], 0
+        del inverse
+        at = torch.searchsorted(self.keys, keys)  # where each key is or would be in the table
+        known = self.keys[at.clamp(max=max(len(self.keys) - 1, 0))] == keys if len(self.keys) else at < 0
+        self.pos.index_add_(0, at[known], pos[known])
+        self.neg.index_add_(0, at[known], neg[known])
+        new = ~known
+        keys, pos, neg, at = keys[new], pos[new], neg[new], at[new]
+        if not len(keys):
+            return
+        # final positions: each old entry moves up by the new keys below it, each new key by the old ones below
+        old_to = torch.arange(len(self.keys), device=self.device) + torch.searchsorted(keys, self.keys)
+        new_to = torch.arange(len(keys), device=self.device) + at
+        merged = []
+        for old, added in ((self.keys, keys), (self.pos, pos), (self.neg, neg)):
+            out = torch.empty(len(old) + len(added), dtype=old.dtype, device=self.device)
+            out[old_to], out[new_to] = old, added
+            merged.append(out)
+        self.keys, self.pos, self.neg = merged
 
     @property
     def n_distinct(self) -> int:
