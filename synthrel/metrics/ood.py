@@ -30,6 +30,8 @@ degenerate values); their metrics here are NaN.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -153,14 +155,10 @@ def float_keys(scores: torch.Tensor) -> torch.Tensor:
     return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
 
 
-_INF_KEYS = None
-
-
+@functools.cache
 def _infinite_keys() -> tuple[int, int]:
-    global _INF_KEYS
-    if _INF_KEYS is None:
-        _INF_KEYS = tuple(float_keys(torch.tensor([-np.inf, np.inf], dtype=torch.float32)).tolist())
-    return _INF_KEYS
+    """The keys of -inf and +inf: NaN scores have keys outside them."""
+    return tuple(float_keys(torch.tensor([-np.inf, np.inf], dtype=torch.float32)).tolist())
 
 
 class PooledOODCounts:
@@ -171,7 +169,7 @@ class PooledOODCounts:
     concatenated scores. Memory: see the module docstring.
     """
 
-    #: pending reduced batches are merged into the table once they hold this many entries or the table's size
+    #: pending entries are merged into the table once they reach this many or a quarter of the table
     MIN_MERGE = 1 << 22
 
     def __init__(self, device="cpu"):
