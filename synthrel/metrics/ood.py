@@ -18,12 +18,13 @@ key (its bit pattern, negative values with the 31 magnitude bits flipped, -0.0 a
 equal floats and key order is score order. Batches arrive as (key, OOD count, ID count) entries: in the engine
 each image's runs of tied scores from the per-image sort (`OODAccumulator`), otherwise one `torch.unique` per
 batch (`PooledOODCounts.update`). The entries are merged into one sorted table on their device once they reach
-a quarter of it: sorted among themselves, added in place where the table has their key, inserted at their sorted
-positions otherwise (amortised O(n log n) over the dataset). The table takes 20 bytes per *distinct* float32 score value,
-never per pixel: at most min(pixels, float32 values in the score's range); e.g. max softmax lies in [1/19, 1],
-which holds fewer than 5 * 2^23 float32 values, so its table stays under 0.9 GB whatever the dataset size. A merge
-briefly needs several times the table (sort buffers; docs/benchmarks.md has measurements). Metrics from exact
-per-value counts are sklearn's, which evaluates its curves at the same distinct values.
+a quarter of it: sorted among themselves, added in place where the table has their key, inserted at their
+sorted positions otherwise (amortised O(n log n) over the dataset). The table takes 20 bytes per *distinct*
+float32 score value, never per pixel: at most min(pixels, float32 values in the score's range); e.g. max softmax
+lies in [1/19, 1], which holds fewer than 5 * 2^23 float32 values, so its table stays under 0.9 GB whatever the
+dataset size. A merge briefly holds the old and the new table and an int64 position per entry (measurements:
+docs/benchmarks.md). Metrics from exact per-value counts are sklearn's, which evaluates its curves at the same
+distinct values.
 
 Images or datasets without OOD pixels or without ID pixels have no ROC curve (sklearn warns and returns NaN or
 degenerate values); their metrics here are NaN.
