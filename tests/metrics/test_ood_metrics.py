@@ -49,6 +49,7 @@ def image_cases(seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     conf = rng.integers(-2, 3, n).astype(np.float32)
     conf[conf == 0] = np.where(rng.random((conf == 0).sum()) < 0.5, -0.0, 0.0)  # -0.0 ties with +0.0
     cases.append((conf, rng.choice(np.array([0, 1], np.uint8), n)))
+    cases.append((np.ones(n, np.float32), rng.choice(np.array([0, 1, 255], np.uint8), n)))  # one score: one run
     cases.append((rng.random(n).astype(np.float32), np.where(rng.random(n) < 0.5, 0, 255).astype(np.uint8)))  # no OOD
     cases.append((rng.random(n).astype(np.float32), np.where(rng.random(n) < 0.5, 1, 255).astype(np.uint8)))  # all OOD
     cases.append((rng.random(n).astype(np.float32), np.zeros(n, np.uint8)))  # ID only
