@@ -7,8 +7,9 @@ datasets with an OOD mask, three per-pixel OOD scores (max softmax, max logit, e
 `synthrel.metrics.ood.OODAccumulator` keeps: GenVal's per image over every pixel (one sort per image on the
 device) and RbA's pooled over the dataset (exact counts per distinct float32 score, void left out).
 
-Nothing in the loop waits for the device but the OOD counts (below): DataLoader workers stack each size group into (pinned) tensors and
-draw the calibration pixels on the host; no boolean-mask selection runs per batch. Counts are integer
+Nothing in the loop waits for the device but the OOD counts (below): DataLoader workers stack each size group
+into (pinned) tensors and draw the calibration pixels on the host; no other boolean-mask selection runs per
+batch. Counts are integer
 histograms of int32 values (on CUDA `torch.histc`, whose per-block shared-memory bins take native int32
 atomics; on the CPU `bincount`), and the float64 confidence sums of the ECE bins are `scatter_add_`-ed into
 copies of the bins spread by pixel position, so that no two neighbouring pixels (one warp) add to one
