@@ -9,11 +9,10 @@ device) and RbA's pooled over the dataset (exact counts per distinct float32 sco
 
 Nothing in the loop waits for the device but the OOD counts (below): DataLoader workers stack each size group
 into (pinned) tensors and draw the calibration pixels on the host; no other boolean-mask selection runs per
-batch. Counts are integer
-histograms of int32 values (on CUDA `torch.histc`, whose per-block shared-memory bins take native int32
-atomics; on the CPU `bincount`), and the float64 confidence sums of the ECE bins are `scatter_add_`-ed into
-copies of the bins spread by pixel position, so that no two neighbouring pixels (one warp) add to one
-address whatever the confidence distribution. Eager, the per-pixel scores are the library reductions over
+batch. Counts are integer histograms of int32 values (on CUDA `torch.histc`, whose per-block shared-memory
+bins take native int32 atomics; on the CPU `bincount`), and the float64 confidence sums of the ECE bins are
+`scatter_add_`-ed into copies of the bins spread by pixel position, so that no two neighbouring pixels (one
+warp) add to one address whatever the confidence distribution. Eager, the per-pixel scores are the library reductions over
 the class axis (`class_scores`); compiled, the same scores plane by plane (`class_scores_by_plane`), which
 may move a handful of pixels to a neighbouring bin. The OOD metrics (`OODAccumulator`, compiled separately)
 take each image's scores after the statistics; handing each image's runs of tied scores to the pooled counts
