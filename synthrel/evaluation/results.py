@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ["model", "family", "dataset", "domain", "generator", "metric", "cls", "value", "n_images", "profile"]
 DONE = "DONE"
+#: left by synthrel versions whose OOD metrics came from score histograms: such a job is evaluated again
+LEGACY_OOD_HISTOGRAMS = "ood_hist.npz"
 
 
 def job_dir(root, zoo: str, model: str, dataset_key: str) -> Path:
@@ -44,6 +46,9 @@ def is_done(folder, weights: str | None = None) -> bool:
     so retrained or replaced checkpoints are evaluated again instead of leaving stale rows in the tables."""
     marker = Path(folder) / DONE
     if not marker.is_file():
+        return False
+    if (Path(folder) / LEGACY_OOD_HISTOGRAMS).is_file():
+        log.info("%s: OOD metrics from the histograms of an older synthrel; evaluating again", folder)
         return False
     if weights is None:
         return True
@@ -89,6 +94,7 @@ def write_job(folder, out: EvalOutputs, table: pd.DataFrame, record: dict) -> No
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DONE).unlink(missing_ok=True)
+    (folder / LEGACY_OOD_HISTOGRAMS).unlink(missing_ok=True)
     if out.confusion is not None:
         with atomic_path(folder / "confusion.npy") as tmp:
             np.save(tmp, out.confusion)

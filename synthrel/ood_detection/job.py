@@ -42,6 +42,12 @@ FINETUNE_DEFAULTS = dict(enabled=False, base="rba_swin_b", outliers="synthetic",
 OUTLIER_SOURCES = ("synthetic", "coco")
 
 
+def _exact_metrics_in(folder: Path) -> bool:
+    """RbA metrics.json of this version (older ones held histogram metrics, without `rows`: evaluated again)."""
+    path = folder / "metrics.json"
+    return path.is_file() and "rows" in json.loads(path.read_text())
+
+
 @dataclass
 class OODDetectionJob:
     results_root: str
@@ -181,7 +187,7 @@ class OODDetectionJob:
             for dataset in self.datasets:
                 folder = out / "rba" / model / self.key(dataset)
                 item = f"{model}|{self.key(dataset)}"
-                if item not in done or self.force or not (folder / "metrics.json").is_file():
+                if item not in done or self.force or not _exact_metrics_in(folder):
                     if loaded is None:
                         from synthrel.ood_detection.rba import load_mask2former
 
@@ -218,9 +224,6 @@ class OODDetectionJob:
 
     def _rba_pair_rows(self, model: str, dataset: str, folder: Path) -> list[dict]:
         result = json.loads((folder / "metrics.json").read_text())
-        if "rows" not in result:
-            raise DatasetError(f"{folder / 'metrics.json'} was written by an older synthrel (histogram metrics); "
-                               "run the stage with force=true to evaluate again")
         meta = {"model": model, "family": "RbA", "dataset": self.key(dataset), "domain": None,
                 "generator": None, "profile": self.profile}
         rows = []

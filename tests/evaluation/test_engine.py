@@ -107,6 +107,16 @@ def test_replaced_weights_are_evaluated_again(job_setup, tmp_path):
     assert EvaluateJob(**kwargs).run()["evaluated"] == 0
 
 
+def test_results_with_histogram_ood_metrics_are_evaluated_again(job_setup, tmp_path):
+    """A job folder left by the histogram version (ood_hist.npz) is not finished; evaluating removes the file."""
+    _, _, kwargs = job_setup
+    EvaluateJob(**kwargs).run()
+    legacy = tmp_path / "res" / "tz" / "psp" / "cityscapes" / "ood_hist.npz"
+    legacy.write_bytes(b"")
+    assert EvaluateJob(**kwargs).run()["evaluated"] == 1 and not legacy.exists()
+    assert EvaluateJob(**kwargs).run()["evaluated"] == 0
+
+
 def test_unknown_model_key_lists_valid_keys(job_setup):
     _, _, kwargs = job_setup
     with pytest.raises(ConfigError, match=r"unknown zoo model 'nope'.*valid names: psp"):

@@ -1,5 +1,8 @@
 """OODDetectionJob: missing zoo results, and RbA on a tiny Road Anomaly layout against sklearn."""
 
+import json
+from pathlib import Path
+
 import hydra
 import numpy as np
 import pandas as pd
@@ -56,6 +59,10 @@ def test_rba_evaluation_on_tiny_mask2former_and_resume(tmp_path, compose_cfg):
     again = hydra.utils.instantiate(cfg.stages.ood_detection, _convert_="all")
     again._rba_evaluate = None  # a finished pair must not be evaluated again
     again.run()
+    metrics_json = next(Path(summary["output_dir"]).glob("rba/*/road_anomaly/metrics.json"))
+    metrics_json.write_text('{"pooled": {}, "per_image": []}')  # histogram-era metrics: evaluated again
+    hydra.utils.instantiate(cfg.stages.ood_detection, _convert_="all").run()
+    assert "rows" in json.loads(metrics_json.read_text())
 
 
 def test_finetune_with_coco_paste_then_evaluate(tmp_path, compose_cfg):
