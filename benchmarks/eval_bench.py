@@ -4,7 +4,7 @@ Both run in one process on the same random images and the same random weights (m
 `revert_sync_batchnorm`, copied into synthrel's MMSegSegmenter). Per model it reports images/s of mmseg's loop
 (fp32, one image at a time, argmax to the host and a CPU confusion matrix, as the Runner's test loop does) and
 of synthrel's engine per precision (batched sliding windows, every metric on: confusion, ECE bins, the
-calibration pixel sample and the OOD histograms), the ratio, GPU utilisation, peak memory, confusion-matrix
+calibration pixel sample and the exact OOD metrics), the ratio, GPU utilisation, peak memory, confusion-matrix
 equality at fp32 (and differing pixels), the mIoU difference at reduced precision, the share of the pass spent
 accumulating metrics, host syncs per accumulator update, FLOPs per image and the ceiling at 798 TFLOP/s.
 
@@ -450,7 +450,7 @@ def parse_args(argv):
     p.add_argument("--num-workers", type=int, default=4, help="DataLoader workers of the engine")
     p.add_argument("--quick", action="store_true", help="4 images, no with-features pass")
     p.add_argument("--ood", action=argparse.BooleanOptionalAction, default=True,
-                   help="images carry OOD masks (OOD-score histograms accumulated); --no-ood as Cityscapes/ACDC")
+                   help="images carry OOD masks (exact OOD metrics accumulated); --no-ood as Cityscapes/ACDC")
     p.add_argument("--tiny", action="store_true", help="tiny architectures on CPU, 64x128 images")
     p.add_argument("--zoo-run", action="store_true", help="time the paper40 zoo instead (see --zoo-*)")
     p.add_argument("--zoo-images", type=int, default=512)

@@ -1,8 +1,8 @@
 """Benchmark dispatcher: `python -m benchmarks.run gen|eval|all [options of that benchmark]`.
 
 `gen` runs benchmarks/gen_bench.py (ControlNet sampling), `eval` benchmarks/eval_bench.py (segmentation
-inference), `write` benchmarks/write_bench.py (the generate stage's writes); `all` runs them with their default
-options.
+inference), `write` benchmarks/write_bench.py (the generate stage's writes), `ood` benchmarks/ood_bench.py (the
+exact OOD metrics' cost); `all` runs them with their default options.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = {"gen": "benchmarks.gen_bench", "eval": "benchmarks.eval_bench", "write": "benchmarks.write_bench"}
+BENCHMARKS = {"gen": "benchmarks.gen_bench", "eval": "benchmarks.eval_bench", "write": "benchmarks.write_bench",
+              "ood": "benchmarks.ood_bench"}
 # Needs two GPUs, so it is not part of `all`.
 EXTRA = {"multigpu": "benchmarks.multigpu"}
 

@@ -1,26 +1,29 @@
 """One forward pass per (model, dataset) feeding every metric, accumulated on the device.
 
-Per batch of equal-size images the logits give, without a host sync: the confusion matrix (mIoU), ECE bins
+Per batch of equal-size images the logits give, on the device: the confusion matrix (mIoU), ECE bins
 over all valid pixels, the paper's calibration protocol (a seeded random draw of pixels per image, ignore
 dropped after the draw) whose logits are kept for temperature fitting, per-image backbone features, and, for
-datasets with an OOD mask, histograms of three per-pixel OOD scores split by ID/OOD pixels (void excluded).
+datasets with an OOD mask, three per-pixel OOD scores (max softmax, max logit, entropy) whose exact metrics
+`synthrel.metrics.ood.OODAccumulator` keeps: GenVal's per image over every pixel (one sort per image on the
+device) and RbA's pooled over the dataset (exact counts per distinct float32 score, void left out).
 
-Nothing in the loop waits for the device: DataLoader workers stack each size group into (pinned) tensors and
-draw the calibration pixels on the host; no boolean-mask selection runs per batch. Counts are integer
-histograms of int32 values (on CUDA `torch.histc`, whose per-block shared-memory bins take native int32
-atomics; on the CPU `bincount`), and the float64 confidence sums of the ECE bins are `scatter_add_`-ed into
-copies of the bins spread by pixel position, so that no two neighbouring pixels (one warp) add to one
-address whatever the confidence distribution. Eager, the per-pixel scores are the library reductions over
+Nothing in the loop waits for the device but the OOD counts (below): DataLoader workers stack each size group
+into (pinned) tensors and draw the calibration pixels on the host; no other boolean-mask selection runs per
+batch. Counts are integer histograms of int32 values (on CUDA `torch.histc`, whose per-block shared-memory
+bins take native int32 atomics; on the CPU `bincount`), and the float64 confidence sums of the ECE bins are
+`scatter_add_`-ed into copies of the bins spread by pixel position, so that no two neighbouring pixels (one
+warp) add to one address whatever the confidence distribution. Eager, the per-pixel scores are the library reductions over
 the class axis (`class_scores`); compiled, the same scores plane by plane (`class_scores_by_plane`), which
-may move a handful of pixels to a neighbouring bin. Ignore pixels of the calibration draw are dropped once,
-in `result()`.
+may move a handful of pixels to a neighbouring bin. The OOD metrics (`OODAccumulator`, compiled separately)
+take each image's scores after the statistics; handing each image's runs of tied scores to the pooled counts
+waits for the device once per score and batch (their number is data-dependent). Ignore pixels of the calibration
+draw are dropped once, in `result()`.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -33,17 +36,13 @@ from synthrel.conventions import IGNORE_INDEX, NUM_CLASSES
 from synthrel.errors import SynthrelError
 from synthrel.jobs import item_rng
 from synthrel.metrics.calibration import N_BINS, confidence_bin_index
+from synthrel.metrics.ood import OODAccumulator
 from synthrel.metrics.segmentation import new_confusion
 
 log = logging.getLogger(__name__)
 
-#: OOD scores per pixel, their fixed histogram ranges, and whether a high value means in-distribution.
-#: Max logit is clamped into its range; bins are equal-width and ascending in the raw score.
+#: OOD scores per pixel, each oriented higher = more OOD: -max softmax, -max logit, softmax entropy.
 OOD_SCORES = ("msp", "max_logit", "entropy")
-OOD_RANGES = {"msp": (0.0, 1.0), "max_logit": (-50.0, 50.0), "entropy": (0.0, math.log(NUM_CLASSES))}
-OOD_HIGH_IS_ID = {"msp": True, "max_logit": True, "entropy": False}
-OOD_BINS = 10000  # pooled histograms
-OOD_IMAGE_BINS = 100  # per-image histograms
 
 
 class NonFiniteLogitsError(SynthrelError):
@@ -60,7 +59,7 @@ class EvalOutputs:
     ece_paper_bins: np.ndarray | None  # same over the sampled pixels
     calib: dict | None  # logits (N, 19) f32, labels (N,) u8, image_index (N,) i32
     features: np.ndarray  # (n_images, C)
-    ood: dict | None  # pooled (3, 2, OOD_BINS) and per_image (n, 3, 2, OOD_IMAGE_BINS); [:, 0] ID, [:, 1] OOD
+    ood: dict | None  # OODAccumulator.result() over OOD_SCORES, per-image arrays in dataset order
 
 
 class OnePassAccumulator:
@@ -68,7 +67,8 @@ class OnePassAccumulator:
 
     `compile=True` compiles the per-batch statistics (`batch_statistics`, one function of device tensors) with
     torch.compile, the class reductions written plane by plane, so that they and the bin arithmetic fuse into
-    one kernel that reads the logits once; recompiled per batch shape.
+    one kernel that reads the logits once, and the per-image OOD curves (`OODAccumulator`); recompiled per batch
+    shape.
     """
 
     def __init__(self, device, calib_pixels_per_image: int, seed: int, compile: bool = False):
@@ -83,8 +83,8 @@ class OnePassAccumulator:
         self.ece_paper_bins = torch.zeros_like(self.ece_bins)
         self.calib = defaultdict(list)
         self.features: list[torch.Tensor] = []
-        self.ood_pooled = torch.zeros(len(OOD_SCORES), 2 * OOD_BINS, dtype=torch.int64, device=self.device)
-        self.ood_images: list[torch.Tensor] = []
+        self.ood = OODAccumulator(OOD_SCORES, self.device, compile=compile)
+        self.has_ood = False
         self.ids: list[str] = []
         self.indices: list[int] = []
         self.has_labels = False
@@ -116,8 +116,8 @@ class OnePassAccumulator:
                 self.calib[key].append(stats[f"calib_{key}"])
             self.calib["image_index"].append(np.repeat(np.asarray(indices, dtype=np.int32), k))
         if oods is not None:
-            self.ood_pooled += stats["ood_pooled"]
-            self.ood_images.append(stats["ood_images"])
+            self.has_ood = True
+            self.ood.update(stats["ood_scores"], oods)
 
     def result(self) -> EvalOutputs:
         """Host copies, per-image rows in dataset order (so `calib["image_index"]` indexes them)."""
@@ -135,10 +135,11 @@ class OnePassAccumulator:
             calib = {"logits": np.zeros((0, NUM_CLASSES), np.float32), "labels": np.zeros(0, np.uint8),
                      "image_index": np.zeros(0, np.int32)}
         ood = None
-        if self.ood_images:
-            ood = {"pooled": self.ood_pooled.view(len(OOD_SCORES), 2, OOD_BINS).cpu().numpy(),
-                   "per_image": torch.cat(self.ood_images).view(n, len(OOD_SCORES), 2, OOD_IMAGE_BINS)
-                   .cpu().numpy().astype(np.int32)[order]}
+        if self.has_ood:
+            ood = self.ood.result()
+            if len(ood["per_image"]) != n:
+                raise AssertionError("every image of a dataset with OOD masks must have an OOD mask")
+            ood["per_image"], ood["image_pixels"] = ood["per_image"][order], ood["image_pixels"][order]
         return EvalOutputs(
             n_images=n,
             image_ids=[self.ids[i] for i in order],
@@ -159,7 +160,7 @@ def batch_statistics(logits: torch.Tensor, labels: torch.Tensor | None, oods: to
     confusions (B, 19, 19); ece_bins (3, 15) over valid pixels; with `picks` (B, k) the paper's calibration
     sample: calib_logits (B*k, 19), calib_labels (B*k,) uint8, calib_keep (B*k,) (ignore pixels are dropped
     later, as relis drops them after the draw, and get zero weight in ece_paper_bins); with `oods`,
-    ood_pooled (3, 2*OOD_BINS) and ood_images (B, 3, 2*OOD_IMAGE_BINS) histograms of the OOD scores.
+    ood_scores (3, B, H, W) float32, the OOD_SCORES oriented higher = more OOD.
     `by_plane`: the per-pixel scores by `class_scores_by_plane` (for torch.compile).
     """
     out = {}
@@ -182,17 +183,25 @@ def batch_statistics(logits: torch.Tensor, labels: torch.Tensor | None, oods: to
             out["calib_labels"] = lab.reshape(-1).to(torch.uint8)
             out["calib_keep"] = keep.reshape(-1)
     if oods is not None:
-        out["ood_pooled"], out["ood_images"] = _ood_histograms(
-            {"msp": conf, "max_logit": max_logit, "entropy": entropy}, oods)
+        out["ood_scores"] = torch.stack([-conf, -max_logit, entropy])
     return out
 
 
 def class_scores(logits: torch.Tensor, with_entropy: bool = True) -> tuple[torch.Tensor, ...]:
     """Per pixel of (B, C, H, W) float logits: top-1 class (int32, the first of tied maxima), its softmax
-    confidence exp(max - logsumexp), the max logit, and the softmax entropy (None unless `with_entropy`)."""
+    confidence exp(max - logsumexp), the max logit, and the softmax entropy (None unless `with_entropy`).
+
+    Entropy, with x_c = l_c - max <= 0, e_c = exp(x_c) and S = 1 + r, r = sum of e_c over the classes other
+    than the top one: log1p(r) - sum_c e_c x_c / S, two non-negative terms, so it keeps its relative precision
+    for confident pixels (margin 50: ~1e-19), where log S - sum p l cancels to rounding noise in float32."""
     lse = torch.logsumexp(logits, dim=1)
     max_logit, pred = logits.max(dim=1)
-    entropy = lse - (torch.softmax(logits, dim=1) * logits).sum(dim=1) if with_entropy else None
+    entropy = None
+    if with_entropy:
+        shifted = logits - max_logit.unsqueeze(1)
+        weights = torch.exp(shifted)
+        rest = weights.scatter(1, pred.unsqueeze(1), 0.0).sum(dim=1)
+        entropy = torch.log1p(rest) - (weights * shifted).sum(dim=1) / (1 + rest)
     return pred.int(), torch.exp(max_logit - lse), max_logit, entropy
 
 
@@ -202,7 +211,8 @@ def class_scores_by_plane(logits: torch.Tensor, with_entropy: bool = True) -> tu
     Compiled, this is one pointwise kernel that reads each logit once, coalesced; inductor's reduction over the
     strided class axis of `class_scores` read the planes scattered and took 2-3 ms per four 2-Mpx images on an
     H200 (docs/benchmarks.md). Eager, `class_scores` is the faster one. With e_c = exp(l_c - max) and
-    S = sum e_c: confidence 1 / S, entropy log S - sum e_c (l_c - max) / S.
+    S = sum e_c: confidence 1 / S, entropy log1p(S - 1) - sum e_c (l_c - max) / S, with S - 1 summed over the
+    classes other than the top one (see `class_scores`).
     """
     planes = logits.unbind(1)
     max_logit, pred = planes[0], torch.zeros_like(planes[0], dtype=torch.int32)
@@ -214,29 +224,9 @@ def class_scores_by_plane(logits: torch.Tensor, with_entropy: bool = True) -> tu
     total = sum(weights)
     entropy = None
     if with_entropy:
-        entropy = torch.log(total) - sum(w * x for w, x in zip(weights, shifted, strict=True)) / total
+        rest = sum(torch.where(pred == c, 0.0, w) for c, w in enumerate(weights))
+        entropy = torch.log1p(rest) - sum(w * x for w, x in zip(weights, shifted, strict=True)) / total
     return pred, 1 / total, max_logit, entropy
-
-
-def _ood_histograms(scores: dict, oods: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled (score, ID/OOD, bin) and per-image (image, score, ID/OOD, bin) counts; void pixels (> 1) are
-    not counted. Bin = floor(unit * n_bins) of the score scaled into [0, 1], clamped to the last bin."""
-    batch = oods.shape[0]
-    counted = (oods == 0) | (oods == 1)  # 0 ID, 1 OOD; 255 void excluded
-    is_ood = oods.int()
-    image = torch.arange(batch, dtype=torch.int32, device=oods.device).view(batch, 1, 1)
-    n_image_bins = batch * 2 * OOD_IMAGE_BINS
-    # each pixel's offset to its (image,) ID/OOD block of bins; void pixels start past the counted bins
-    pooled_offset = torch.where(counted, OOD_BINS * is_ood, 2 * OOD_BINS)
-    image_offset = torch.where(counted, OOD_IMAGE_BINS * is_ood + 2 * OOD_IMAGE_BINS * image, n_image_bins)
-    pooled, per_image = [], []
-    for name in OOD_SCORES:
-        lo, hi = OOD_RANGES[name]
-        unit = ((scores[name].float() - lo) / (hi - lo)).clamp(0, 1)
-        pooled.append(_count_below(_unit_bin(unit, OOD_BINS) + pooled_offset, 2 * OOD_BINS))
-        per_image.append(_count_below(_unit_bin(unit, OOD_IMAGE_BINS) + image_offset, n_image_bins)
-                         .view(batch, -1))
-    return torch.stack(pooled), torch.stack(per_image, dim=1)
 
 
 def calibration_picks(seed: int, indices, height: int, width: int, k: int) -> np.ndarray:
@@ -396,8 +386,3 @@ def _weighted_bins(conf: torch.Tensor, correct: torch.Tensor, valid: torch.Tenso
     binned = torch.where(valid & (idx >= 0), idx, 2 * N_BINS)  # the rest past the (correct, bin) bins
     counts = _count_below(binned.add(correct, alpha=N_BINS), 2 * N_BINS).view(2, N_BINS).double()
     return torch.stack([counts.sum(0), _bin_sums(binned, conf, N_BINS), counts[1]])
-
-
-def _unit_bin(unit: torch.Tensor, n_bins: int) -> torch.Tensor:
-    """int32 bin floor(unit * n_bins) of values in [0, 1], the top value in the last bin."""
-    return (unit * n_bins).int().clamp_(0, n_bins - 1)

@@ -1,14 +1,20 @@
 """The results store: one folder per (zoo, model, dataset) job, a tidy long metrics table, a DONE marker.
 
 Layout: `<root>/<zoo>/<model>/<dataset key>/{metrics.parquet, metrics.csv, confusion.npy, calib_sample.npz,
-ood_hist.npz, DONE}`. Values are fractions in [0, 1] (reports multiply by 100); `cls` is "" for
-dataset-level rows and the class name for per-class IoU. Every file is written atomically and DONE last,
+ood_per_image.npz, DONE}`. Values are fractions in [0, 1] (reports multiply by 100); `cls` is "" for
+dataset-level rows and the class name for per-class IoU.
+
+OOD rows (datasets with OOD masks), per score s in msp / max_logit / entropy (synthrel.metrics.ood):
+`auroc_s`, `ap_s`, `fpr95_s` pooled over the dataset in the RbA convention (spec 3.4 B, void left out);
+`img_auroc_s`, `img_fpr95_s`, `img_aupr_in_s`, `img_aupr_out_s`, the mean of GenVal's per-image metrics (3.4 A,
+every pixel counts) over the images that hold both OOD and ID pixels, whose number is the row's `n_images`;
+`n_images_without_ood` and `n_images_only_ood` count the images left out of those means
+(`synthrel.metrics.ood.dataset_rows`). Every file is written atomically and DONE last,
 so a folder without DONE is an interrupted job that is redone.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from pathlib import Path
@@ -17,15 +23,18 @@ import numpy as np
 import pandas as pd
 
 from synthrel.conventions import CLASS_NAMES
-from synthrel.evaluation.engine import OOD_HIGH_IS_ID, OOD_RANGES, OOD_SCORES, EvalOutputs
+from synthrel.evaluation.engine import EvalOutputs
 from synthrel.jobs import atomic_path, write_json_atomic
 from synthrel.metrics.calibration import ece_from_bins
+from synthrel.metrics.ood import dataset_rows
 from synthrel.metrics.segmentation import iou_per_class, mean_iou, pixel_accuracy
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["model", "family", "dataset", "domain", "generator", "metric", "cls", "value", "n_images", "profile"]
 DONE = "DONE"
+#: left by synthrel versions whose OOD metrics came from score histograms: such a job is evaluated again
+LEGACY_OOD_HISTOGRAMS = "ood_hist.npz"
 
 
 def job_dir(root, zoo: str, model: str, dataset_key: str) -> Path:
@@ -38,6 +47,9 @@ def is_done(folder, expected: dict | None = None) -> bool:
     evaluated again instead of leaving a stale number in the tables. The log names what changed."""
     marker = Path(folder) / DONE
     if not marker.is_file():
+        return False
+    if (Path(folder) / LEGACY_OOD_HISTOGRAMS).is_file():
+        log.info("%s: OOD metrics from the histograms of an older synthrel; evaluating again", folder)
         return False
     record = json.loads(marker.read_text())
     changed = {key: (record.get(key), value) for key, value in (expected or {}).items() if record.get(key) != value}
@@ -73,34 +85,9 @@ def metric_rows(out: EvalOutputs, meta: dict, absent_classes=()) -> pd.DataFrame
         add("ece", ece_from_bins(out.ece_bins))
         add("ece_paper", ece_from_bins(out.ece_paper_bins))
     if out.ood is not None:
-        for metric, value in ood_metric_values(out.ood["pooled"]).items():
-            add(metric, value)
+        for metric, value, n_images in dataset_rows(out.ood):
+            rows.append({**meta, "metric": metric, "cls": "", "value": float(value), "n_images": n_images})
     return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def ood_metric_values(pooled: np.ndarray) -> dict[str, float]:
-    """Pooled-pixel OOD metrics per score with synthrel.metrics.ood, OOD as the positive class.
-
-    Histograms are ascending in the raw score; for confidence scores (MSP, max logit) the bins are reversed
-    so that they ascend in anomaly score. Empty when synthrel.metrics.ood is not available.
-    """
-    try:
-        ood = importlib.import_module("synthrel.metrics.ood")
-        from_counts = ood.ood_metrics_from_counts
-    except (ImportError, AttributeError):
-        log.warning("synthrel.metrics.ood.ood_metrics_from_counts is not available: OOD metric rows left out "
-                    "(histograms are still saved in ood_hist.npz)")
-        return {}
-    values = {}
-    for s, name in enumerate(OOD_SCORES):
-        neg, pos = pooled[s, 0], pooled[s, 1]
-        if OOD_HIGH_IS_ID[name]:
-            neg, pos = neg[::-1], pos[::-1]
-        if pos.sum() == 0 or neg.sum() == 0:
-            continue
-        for metric, value in from_counts(np.ascontiguousarray(pos), np.ascontiguousarray(neg)).items():
-            values[f"{metric}_{name}"] = value
-    return values
 
 
 def write_job(folder, out: EvalOutputs, table: pd.DataFrame, record: dict) -> None:
@@ -108,6 +95,7 @@ def write_job(folder, out: EvalOutputs, table: pd.DataFrame, record: dict) -> No
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DONE).unlink(missing_ok=True)
+    (folder / LEGACY_OOD_HISTOGRAMS).unlink(missing_ok=True)
     if out.confusion is not None:
         with atomic_path(folder / "confusion.npy") as tmp:
             np.save(tmp, out.confusion)
@@ -120,10 +108,9 @@ def write_job(folder, out: EvalOutputs, table: pd.DataFrame, record: dict) -> No
                      image_ids=np.asarray(out.image_ids, dtype=str), seed=record.get("seed", -1),
                      pixels_per_image=record.get("calib_pixels_per_image", -1))
     if out.ood is not None:
-        with atomic_path(folder / "ood_hist.npz") as tmp:
-            np.savez(tmp, pooled=out.ood["pooled"], per_image=out.ood["per_image"],
-                     scores=np.asarray(OOD_SCORES), ranges=np.asarray([OOD_RANGES[s] for s in OOD_SCORES]),
-                     high_is_id=np.asarray([OOD_HIGH_IS_ID[s] for s in OOD_SCORES]),
+        with atomic_path(folder / "ood_per_image.npz") as tmp:
+            np.savez(tmp, per_image=out.ood["per_image"], image_pixels=out.ood["image_pixels"],
+                     scores=np.asarray(out.ood["scores"]), metrics=np.asarray(out.ood["metrics"]),
                      image_ids=np.asarray(out.image_ids, dtype=str))
     with atomic_path(folder / "metrics.parquet") as tmp:
         table.to_parquet(tmp, index=False)

@@ -1,43 +1,47 @@
-"""OOD (anomaly) detection scores and metrics, with the two conventions of the paper's code (spec section 3.4).
+"""Exact OOD (anomaly) detection metrics in the paper's two conventions (spec section 3.4), on torch tensors.
 
-Every score is oriented so that higher = more OOD. Every metric is computed from *counts over ascending
-score bins* (OOD-pixel and ID-pixel histograms), as bravo_toolkit does: each bin acts as one distinct
-threshold, so the exact array versions are the same computation over the unique score values, and a
-pooled dataset of millions of pixels never has to be held in memory.
+Every score is oriented higher = more OOD, float32 as the models give it. sklearn evaluates its ROC and PR curves
+at each distinct score value (the end of each run of tied scores); the functions here do the same from exact
+counts, so that they equal sklearn on the same scores up to float64 summation order (~1e-15):
 
-Conventions:
-- ``"rba"`` (NazirNayal8/RbA ``support.py``, dataset-level, pooled): AUROC = auc(roc_curve), AP =
-  average_precision_score, FPR95 = FPR at the first ROC point (sklearn's ``drop_intermediate`` curve) with
-  TPR > 0.95 (strict); pixels labelled 255 are dropped.
-- ``"genval"`` (valeoai/GenVal ``ood_detection/metrics.py``, per image): FPR95 = fpr[argmax(tpr >= 0.95)];
-  "aupr_in" = trapezoid auc(recall, precision) with OOD as positive, "aupr_out" the same with ID as positive
-  (despite the names); every pixel counts (no void handling).
+- ``"genval"``, per image (valeoai/GenVal ``ood_detection/metrics.py``, spec 3.4 A): AUROC = auc(roc_curve)
+  with ``drop_intermediate=True``, FPR95 = fpr[argmax(tpr >= 0.95)] on that curve, "aupr_in" = trapezoid
+  auc(recall, precision) with OOD as the positive class, "aupr_out" the same with ID positive and the score
+  negated. Every pixel counts: label 1 is OOD, any other label (void included) ID. `image_ood_metrics` sorts
+  each image's scores on their device (one batched sort, no bins, no host copy, no sync).
+- ``"rba"``, pooled over a dataset (NazirNayal8/RbA ``support.py``, spec 3.4 B): AUROC, AP =
+  average_precision_score, FPR95 = FPR at the first point of the ``drop_intermediate`` ROC curve with
+  TPR > 0.95 (strict); only labels 0 (ID) and 1 (OOD) count.
+
+Pooled exactness in bounded memory (`PooledOODCounts`): each float32 score maps to an order-preserving int32
+key (its bit pattern, negative values with the 31 magnitude bits flipped, -0.0 as +0.0), so equal keys are
+equal floats and key order is score order. Batches arrive as (key, OOD count, ID count) entries: in the engine
+each image's runs of tied scores from the per-image sort (`OODAccumulator`), otherwise one `torch.unique` per
+batch (`PooledOODCounts.update`). The entries are merged into one sorted table on their device once they reach
+a quarter of it: sorted among themselves, added in place where the table has their key, inserted at their
+sorted positions otherwise (amortised O(n log n) over the dataset). The table takes 20 bytes per *distinct*
+float32 score value, never per pixel: at most min(pixels, float32 values in the score's range); e.g. max softmax
+lies in [1/19, 1], which holds fewer than 5 * 2^23 float32 values, so its table stays under 0.9 GB whatever the
+dataset size. A merge briefly holds the old and the new table and an int64 position per entry (measurements:
+docs/benchmarks.md). Metrics from exact per-value counts are sklearn's, which evaluates its curves at the same
+distinct values.
+
+Images or datasets without OOD pixels or without ID pixels have no ROC curve (sklearn warns and returns NaN or
+degenerate values); their metrics here are NaN.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
-CONVENTIONS = ("rba", "genval")
-ENTROPY_EPS = 1e-15
-
-
-# --------------------------------------------------------------------------------------------- scores
-def msp_score(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """-max softmax probability (GenVal "confidence_metrics" with the sign flipped)."""
-    return -torch.softmax(logits.float(), dim=dim).amax(dim=dim)
-
-
-def max_logit_score(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """-max logit (GenVal "logits_metrics")."""
-    return -logits.float().amax(dim=dim)
-
-
-def entropy_score(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Softmax entropy -sum p log(p + 1e-15), GenVal's formula (higher entropy = more OOD)."""
-    p = torch.softmax(logits.float(), dim=dim)
-    return -(p * torch.log(p + ENTROPY_EPS)).sum(dim=dim)
+#: per-image metrics (GenVal), in the order of `image_ood_metrics`' last axis
+IMAGE_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
+#: pooled metrics (RbA)
+POOLED_METRICS = ("auroc", "ap", "fpr95")
+ID_LABEL, OOD_LABEL = 0, 1
 
 
 def rba_score(class_scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -45,123 +49,291 @@ def rba_score(class_scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
     return -torch.tanh(class_scores.float()).sum(dim=dim)
 
 
-#: Score functions from segmentation logits (B, C, H, W) -> (B, H, W), higher = more OOD.
-LOGIT_SCORES = {"msp": msp_score, "max_logit": max_logit_score, "entropy": entropy_score}
+# ------------------------------------------------------------------------------------- curve arithmetic
+def _before(x: torch.Tensor, fill: float = 0) -> torch.Tensor:
+    """Each column's left neighbour along dim 1, `fill` for the first (e.g. the counts above a threshold)."""
+    return torch.cat([torch.full_like(x[:, :1], fill), x[:, :-1]], 1)
 
 
-# ------------------------------------------------------------------------------------ counts -> metrics
-def _roc_points(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative (tps, fps) for thresholds at every non-empty bin, from the highest score down."""
-    keep = (pos + neg) > 0
-    tps = np.cumsum(pos[keep][::-1])
-    fps = np.cumsum(neg[keep][::-1])
-    return tps, fps
+def _after(x: torch.Tensor, fill: float = 0) -> torch.Tensor:
+    """Each column's right neighbour along dim 1, `fill` for the last."""
+    return torch.cat([x[:, 1:], torch.full_like(x[:, :1], fill)], 1)
 
 
-def _drop_intermediate(tps: np.ndarray, fps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """sklearn roc_curve(drop_intermediate=True): drop points that are not corners of the curve."""
-    if len(fps) <= 2:
-        return tps, fps
-    corner = np.r_[True, (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0), True]
-    return tps[corner], fps[corner]
+def _curve_metrics(tps: torch.Tensor, fps: torch.Tensor, strict_fpr95: bool) -> dict[str, torch.Tensor]:
+    """AUROC, AP, FPR95, trapezoid AUPR with OOD positive (aupr_in) and with ID positive (aupr_out), per row.
 
-
-def _trapezoid_pr_auc(tps: np.ndarray, fps: np.ndarray) -> float:
-    """auc(recall, precision) of sklearn's precision_recall_curve (with its final (recall 0, precision 1))."""
-    if tps[-1] == 0:
-        return float("nan")
-    precision = np.r_[1.0, tps / (tps + fps)]
-    recall = np.r_[0.0, tps / tps[-1]]
-    return float(np.trapezoid(precision, recall))
-
-
-def ood_metrics_from_counts(pos_counts, neg_counts, convention: str = "rba") -> dict[str, float]:
-    """AUROC, AP, FPR95, AUPR-in and AUPR-out (fractions) from OOD (`pos`) and ID (`neg`) score histograms.
-
-    `pos_counts[k]` / `neg_counts[k]` count OOD / ID pixels whose score falls in bin k, bins in
-    ascending score order (higher = more OOD). A pixel is called OOD at threshold k when its bin is >= k.
-    Metrics are NaN when one of the two classes is empty. `convention` picks the FPR95 rule ("rba": first
-    TPR > 0.95; "genval": first TPR >= 0.95); the other metrics are the same in both.
+    tps / fps (R, K) integers: OOD / ID pixels scoring >= each of sklearn's thresholds (the distinct scores, in
+    descending order); a row with fewer thresholds is padded by repeating its last column (its totals), which
+    adds only zero-width terms. sklearn's `drop_intermediate` keeps the first and last thresholds and those where
+    the second difference of fps or tps is non-zero (equal steps before and after); it changes the ROC area by
+    rounding only, but decides which point is FPR95's. With ID positive and the score negated, the thresholds are
+    the same runs of ties in reverse order, each counting the totals minus the pixels above it; sklearn's final
+    point (recall 0, precision 1) follows the last run.
     """
-    if convention not in CONVENTIONS:
-        from synthrel.errors import unknown_name
-
-        raise unknown_name("OOD metric convention", convention, CONVENTIONS)
-    pos = np.asarray(pos_counts, dtype=np.float64).ravel()
-    neg = np.asarray(neg_counts, dtype=np.float64).ravel()
-    if pos.shape != neg.shape:
-        raise ValueError(f"pos_counts {pos.shape} and neg_counts {neg.shape} must have the same bins")
-    n_pos, n_neg = pos.sum(), neg.sum()
-    nan = float("nan")
-    if n_pos == 0 or n_neg == 0:
-        return dict(auroc=nan, ap=nan, fpr95=nan, aupr_in=nan, aupr_out=nan)
-    tps, fps = _roc_points(pos, neg)
-
-    roc_tps, roc_fps = _drop_intermediate(tps, fps)
-    tpr = np.r_[0.0, roc_tps / n_pos]
-    fpr = np.r_[0.0, roc_fps / n_neg]
-    auroc = float(np.trapezoid(tpr, fpr))
-    reached = tpr > 0.95 if convention == "rba" else tpr >= 0.95
-    fpr95 = float(fpr[np.argmax(reached)])
-
-    # Step-wise AP (average_precision_score): sum_n (R_n - R_{n-1}) P_n.
-    precision = tps / (tps + fps)
-    recall_steps = np.diff(np.r_[0.0, tps]) / n_pos
-    ap = float(np.sum(recall_steps * precision))
-
-    # ID as the positive class with the opposite score: thresholds run from the lowest bin up.
-    id_tps, id_fps = np.cumsum(neg[(pos + neg) > 0]), np.cumsum(pos[(pos + neg) > 0])
-    return dict(
-        auroc=auroc,
-        ap=ap,
-        fpr95=fpr95,
-        aupr_in=_trapezoid_pr_auc(tps, fps),
-        aupr_out=_trapezoid_pr_auc(id_tps, id_fps),
-    )
+    corner = torch.zeros_like(tps, dtype=torch.bool)
+    for c in (tps, fps):
+        step = c - _before(c)
+        corner |= _after(step) != step  # the last column holds the totals: its step after is 0
+    corner[:, 0] = True
+    n_pos, n_neg = tps[:, -1:].double(), fps[:, -1:].double()
+    tps, fps = tps.double(), fps.double()
+    tpr, fpr = tps / n_pos, fps / n_neg  # as sklearn divides
+    tpr_above = _before(tpr)
+    d_tpr = tpr - tpr_above
+    auroc = ((fpr - _before(fpr)) * (tpr + tpr_above)).sum(1) / 2
+    reached = corner & ((tpr > 0.95) if strict_fpr95 else (tpr >= 0.95))
+    fpr95 = fpr.gather(1, reached.int().argmax(dim=1, keepdim=True))[:, 0]  # the first kept point reached
+    precision = tps / (tps + fps)  # every column counts at least one pixel
+    ap = (d_tpr * precision).sum(1)
+    aupr_in = (d_tpr * (precision + _before(precision, 1.0))).sum(1) / 2
+    id_tp = n_neg - _before(fps)  # ID positive: this run and every run below it
+    id_all = id_tp + n_pos - _before(tps)
+    recall_id, precision_id = id_tp / n_neg, torch.where(id_all > 0, id_tp / id_all, 1.0)
+    aupr_out = ((recall_id - _after(recall_id)) * (precision_id + _after(precision_id, 1.0))).sum(1) / 2
+    undefined = (n_pos[:, 0] == 0) | (n_neg[:, 0] == 0)
+    return {name: torch.where(undefined, torch.nan, value) for name, value in
+            (("auroc", auroc), ("ap", ap), ("fpr95", fpr95), ("aupr_in", aupr_in), ("aupr_out", aupr_out))}
 
 
-def _counts_over_unique_scores(scores: np.ndarray, is_ood: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact histograms: one bin per distinct score value, in ascending order."""
-    _, inverse = np.unique(scores, return_inverse=True)
-    n_bins = int(inverse.max()) + 1 if inverse.size else 0
-    pos = np.bincount(inverse[is_ood], minlength=n_bins)
-    neg = np.bincount(inverse[~is_ood], minlength=n_bins)
-    return pos, neg
+# ------------------------------------------------------------------------------------------- per image
+def image_ood_metrics(scores: torch.Tensor, is_ood: torch.Tensor) -> torch.Tensor:
+    """GenVal per-image metrics: (R, 4) float64 [auroc, fpr95, aupr_in, aupr_out] of R rows of pixel scores.
+
+    scores (R, N) float32, higher = more OOD; is_ood (R, N) bool (every other pixel is ID). One sort per row on
+    the tensors' device, no host sync. Rows without OOD or without ID pixels, or with a NaN score, give NaN.
+    """
+    return _image_curves(scores, is_ood)[0]
 
 
-def pooled_ood_metrics(scores, labels, ignore: int = 255) -> dict[str, float]:
-    """RbA dataset-level metrics over all pixels (concatenate images first): labels 1 OOD, 0 ID, others dropped."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel()
-    if scores.shape != labels.shape:
-        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must have the same number of pixels")
-    valid = (labels == 0) | (labels == 1)
-    unexpected = ~valid & (labels != ignore)
-    if unexpected.any():
-        raise ValueError(f"labels must be 0 (ID), 1 (OOD) or {ignore} (ignore); got {np.unique(labels[unexpected])}")
-    pos, neg = _counts_over_unique_scores(scores[valid], labels[valid] == 1)
-    return ood_metrics_from_counts(pos, neg, convention="rba")
+def _image_curves(scores: torch.Tensor, is_ood: torch.Tensor, counted: torch.Tensor | None = None):
+    """`image_ood_metrics`, and with `counted` (R, N) bool (RbA's pixels: labels 0 and 1) each row's runs of tied
+    scores, (score, OOD pixels, counted ID pixels, keep) per run position, `keep` marking the runs that hold
+    counted pixels, for the pooled counts: the rows' sort serves both conventions. No host sync.
+
+    The cumulative counts at the end of each run of ties are scattered to the run's position in the row, the rest
+    of the row padded with the row's totals.
+    """
+    rows, n = scores.shape
+    scores = torch.where(scores == 0, 0.0, scores.float())  # -0.0 ties with +0.0, as in sklearn
+    ordered, order = torch.sort(scores, dim=1, descending=True, stable=True)
+    tps = is_ood.gather(1, order).int().cumsum(1, dtype=torch.int32)
+    index = torch.arange(n, dtype=torch.int32, device=scores.device)
+    fps = index + 1 - tps
+    ends = torch.ones_like(ordered, dtype=torch.bool)
+    ends[:, :-1] = ordered[:, 1:] != ordered[:, :-1]  # the last element of each run of ties
+    # runs to their position; every other element to its own slot past the row (no two writes to one address)
+    target = torch.where(ends, ends.cumsum(1, dtype=torch.int32) - 1, n + index).long()
+
+    def at_runs(c: torch.Tensor) -> torch.Tensor:
+        return c[:, -1:].expand(rows, 2 * n).contiguous().scatter_(1, target, c)[:, :n]
+
+    run_tps, run_fps = at_runs(tps), at_runs(fps)
+    got = _curve_metrics(run_tps, run_fps, strict_fpr95=False)
+    metrics = torch.stack([got[m] for m in IMAGE_METRICS], dim=1)
+    metrics = torch.where(scores.isnan().any(dim=1, keepdim=True), torch.nan, metrics)
+    if counted is None:
+        return metrics, None
+    run_ids = at_runs(fps - (~counted).gather(1, order).int().cumsum(1, dtype=torch.int32))  # counted ID so far
+    pos, neg = run_tps - _before(run_tps), run_ids - _before(run_ids)
+    keep = (index < ends.sum(1, keepdim=True)) & ((pos > 0) | (neg > 0))
+    return metrics, (at_runs(ordered), pos, neg, keep)
 
 
 def per_image_ood_metrics(scores, labels) -> dict[str, float]:
-    """GenVal per-image metrics (auroc, fpr95, aupr_in, aupr_out, plus ap): label 1 = OOD, every other pixel ID."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel()
+    """GenVal metrics of one image (any array-like scores, higher = more OOD; label 1 OOD, everything else ID)."""
+    scores = torch.as_tensor(np.asarray(scores, dtype=np.float32)).reshape(1, -1)
+    labels = torch.as_tensor(np.asarray(labels)).reshape(1, -1)
     if scores.shape != labels.shape:
-        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must have the same number of pixels")
-    pos, neg = _counts_over_unique_scores(scores, labels == 1)
-    return ood_metrics_from_counts(pos, neg, convention="genval")
+        raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} must have the same pixels")
+    values = image_ood_metrics(scores, labels == OOD_LABEL)[0].tolist()
+    return dict(zip(IMAGE_METRICS, values, strict=True))
 
 
-def score_histograms(scores, is_ood, edges) -> tuple[np.ndarray, np.ndarray]:
-    """(OOD counts, ID counts) of `scores` over ascending `edges` (len n_bins + 1); outside values are clipped.
+# --------------------------------------------------------------------------------------------- pooled
+def float_keys(scores: torch.Tensor) -> torch.Tensor:
+    """Order-preserving int32 keys of float32 scores: a < b exactly when key(a) < key(b); -0.0 and +0.0 share 0."""
+    bits = torch.where(scores == 0, 0.0, scores.float()).contiguous().view(torch.int32)
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
 
-    Bin k holds edges[k] <= s < edges[k+1] (the last bin is closed); this is the streaming form whose
-    metrics approach the exact ones as the bins get finer.
+
+@functools.cache
+def _infinite_keys() -> tuple[int, int]:
+    """The keys of -inf and +inf: NaN scores have keys outside them."""
+    return tuple(float_keys(torch.tensor([-np.inf, np.inf], dtype=torch.float32)).tolist())
+
+
+class PooledOODCounts:
+    """Exact OOD / ID pixel counts per distinct float32 score value, merged batch by batch on `device`.
+
+    `update(scores, labels)`: labels 1 (OOD) and 0 (ID) count, every other label (void) is left out.
+    `metrics()`: the RbA dataset-level AUROC, AP and FPR95 (TPR > 0.95), equal to sklearn on the
+    concatenated scores. Memory: see the module docstring.
     """
-    edges = np.asarray(edges, dtype=np.float64)
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    is_ood = np.asarray(is_ood, dtype=bool).ravel()
-    idx = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, len(edges) - 2)
-    n_bins = len(edges) - 1
-    return np.bincount(idx[is_ood], minlength=n_bins), np.bincount(idx[~is_ood], minlength=n_bins)
+
+    #: pending entries are merged into the table once they reach this many or a quarter of the table
+    MIN_MERGE = 1 << 22
+
+    def __init__(self, device="cpu"):
+        self.device = torch.device(device)
+        self.keys = torch.zeros(0, dtype=torch.int32, device=self.device)
+        self.pos = torch.zeros(0, dtype=torch.int64, device=self.device)
+        self.neg = torch.zeros_like(self.pos)
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.pending_size = 0
+
+    def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        """Count the pixels of float32 `scores` by their `labels` (1 OOD, 0 ID, anything else left out)."""
+        scores, labels = scores.reshape(-1), labels.reshape(-1)
+        counted = (labels == ID_LABEL) | (labels == OOD_LABEL)
+        code = float_keys(scores).long() * 2 + (labels == OOD_LABEL).long()
+        values, counts = torch.unique(code[counted], sorted=True, return_counts=True)
+        is_ood = (values & 1).bool()
+        self._add((values >> 1).int(), torch.where(is_ood, counts, 0), torch.where(is_ood, 0, counts))
+
+    def add_counts(self, scores: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> None:
+        """Add `pos` OOD and `neg` ID pixels at each float32 score of `scores` (values may repeat)."""
+        self._add(float_keys(scores), pos.long(), neg.long())
+
+    def _add(self, keys: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> None:
+        self.pending.append((keys, pos, neg))
+        self.pending_size += len(keys)
+        if self.pending_size >= max(self.MIN_MERGE, len(self.keys) // 4):
+            self._merge()
+
+    def _merge(self) -> None:
+        """Reduce the pending entries to sorted unique keys, add the counts of keys the table has in place and
+        insert the others at their sorted positions: a merge needs the old and the new table and one int64
+        position per old entry (about 48 bytes per distinct value) besides the pending entries (a quarter of
+        the table at most, or MIN_MERGE)."""
+        if not self.pending:
+            return
+        keys, inverse = torch.unique(torch.cat([p[0] for p in self.pending]), sorted=True, return_inverse=True)
+        pos = torch.zeros(len(keys), dtype=torch.int64, device=self.device).index_add_(
+            0, inverse, torch.cat([p[1] for p in self.pending]).long())
+        neg = torch.zeros_like(pos).index_add_(0, inverse, torch.cat([p[2] for p in self.pending]).long())
+        self.pending, self.pending_size = [], 0
+        del inverse
+        at = torch.searchsorted(self.keys, keys)  # where each key is or would be in the table
+        known = self.keys[at.clamp(max=max(len(self.keys) - 1, 0))] == keys if len(self.keys) else at < 0
+        self.pos.index_add_(0, at[known], pos[known])
+        self.neg.index_add_(0, at[known], neg[known])
+        new = ~known
+        keys, pos, neg, at = keys[new], pos[new], neg[new], at[new]
+        if not len(keys):
+            return
+        # final positions: each old entry moves up by the new keys below it, each new key by the old ones below
+        old_to = torch.arange(len(self.keys), device=self.device) + torch.searchsorted(keys, self.keys)
+        new_to = torch.arange(len(keys), device=self.device) + at
+        merged = []
+        for old, added in ((self.keys, keys), (self.pos, pos), (self.neg, neg)):
+            out = torch.empty(len(old) + len(added), dtype=old.dtype, device=self.device)
+            out[old_to], out[new_to] = old, added
+            merged.append(out)
+        self.keys, self.pos, self.neg = merged
+
+    @property
+    def n_distinct(self) -> int:
+        self._merge()
+        return len(self.keys)
+
+    def metrics(self) -> dict[str, float]:
+        self._merge()
+        if len(self.keys) and (self.keys[0] < _infinite_keys()[0] or self.keys[-1] > _infinite_keys()[1]):
+            raise ValueError("OOD scores contain NaN: the model's logits are not finite")
+        if not len(self.keys):
+            return {m: float("nan") for m in POOLED_METRICS}
+        got = _curve_metrics(self.pos.flip(0).cumsum(0)[None], self.neg.flip(0).cumsum(0)[None], strict_fpr95=True)
+        return {m: float(got[m][0]) for m in POOLED_METRICS}
+
+
+def pooled_ood_metrics(scores, labels, ignore: int = 255) -> dict[str, float]:
+    """RbA dataset-level metrics of concatenated float32 scores: labels 1 OOD, 0 ID, `ignore` left out."""
+    scores = torch.as_tensor(np.asarray(scores, dtype=np.float32)).reshape(-1)
+    labels = torch.as_tensor(np.asarray(labels)).reshape(-1)
+    if scores.shape != labels.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} must have the same pixels")
+    unexpected = (labels != ID_LABEL) & (labels != OOD_LABEL) & (labels != ignore)
+    if unexpected.any():
+        raise ValueError(f"labels must be 0 (ID), 1 (OOD) or {ignore} (ignore); got {labels[unexpected].unique().tolist()}")
+    counts = PooledOODCounts()
+    counts.update(scores, labels)
+    return counts.metrics()
+
+
+# --------------------------------------------------------------------------------- dataset accumulator
+class OODAccumulator:
+    """Both conventions for named scores over a dataset: per-image GenVal metrics and pooled RbA counts.
+
+    `update(scores, oods)`: scores (S, B, H, W) float32 (higher = more OOD) in the order of `score_names`,
+    oods (B, H, W) with 0 ID, 1 OOD, anything else void. Per-image rows stay on the device until `result()`;
+    each image's sort gives both its GenVal metrics and its runs of tied scores for the pooled counts (selecting
+    those runs waits for the device once per score and batch). `compile`: the per-image curves through
+    torch.compile (fused elementwise arithmetic; recompiled per image size).
+    """
+
+    def __init__(self, score_names, device="cpu", compile: bool = False):
+        self.score_names = tuple(score_names)
+        self.curves = torch.compile(_image_curves, dynamic=False) if compile else _image_curves
+        self.pooled = {name: PooledOODCounts(device) for name in self.score_names}
+        self.per_image: list[torch.Tensor] = []
+        self.image_counts: list[torch.Tensor] = []
+
+    def update(self, scores: torch.Tensor, oods: torch.Tensor) -> None:
+        n_scores, batch = scores.shape[:2]
+        if n_scores != len(self.score_names):
+            raise ValueError(f"expected {len(self.score_names)} scores {self.score_names}, got {n_scores}")
+        oods = oods.reshape(batch, -1)
+        is_ood = oods == OOD_LABEL
+        counted = is_ood | (oods == ID_LABEL)
+        rows = []
+        for name, score in zip(self.score_names, scores, strict=True):  # one score at a time: less memory
+            metrics, (values, pos, neg, keep) = self.curves(score.reshape(batch, -1), is_ood, counted)
+            rows.append(metrics)
+            self.pooled[name].add_counts(values[keep], pos[keep], neg[keep])
+        self.per_image.append(torch.stack(rows, dim=1))
+        self.image_counts.append(torch.stack([is_ood.sum(1), (~is_ood).sum(1)], dim=1))
+
+    def result(self) -> dict:
+        """per_image (n, S, 4) float64 [IMAGE_METRICS], image_pixels (n, 2) [OOD, ID] (every pixel, GenVal),
+        pooled {score: {auroc, ap, fpr95}} (void left out); images in update order."""
+        return {"scores": self.score_names, "metrics": IMAGE_METRICS,
+                "per_image": torch.cat(self.per_image).cpu().numpy(),
+                "image_pixels": torch.cat(self.image_counts).cpu().numpy(),
+                "pooled": {name: counts.metrics() for name, counts in self.pooled.items()}}
+
+
+def dataset_rows(ood: dict) -> list[tuple[str, float, int]]:
+    """(metric, value, n_images) rows of an `OODAccumulator.result()`: per score s, `auroc_s`, `ap_s`, `fpr95_s`
+    (pooled, RbA) and `img_<metric>_s` (GenVal, mean over the images with both OOD and ID pixels, n_images =
+    their number), plus `n_images_without_ood` and `n_images_only_ood`, the images left out of those means."""
+    n = len(ood["per_image"])
+    n_ood, n_id = ood["image_pixels"][:, 0], ood["image_pixels"][:, 1]
+    rows = [(COUNT_ROWS[0], int((n_ood == 0).sum()), n), (COUNT_ROWS[1], int((n_id == 0).sum()), n)]
+    both = (n_ood > 0) & (n_id > 0)
+    for s, score in enumerate(ood["scores"]):
+        rows += [(f"{m}_{score}", ood["pooled"][score][m], n) for m in POOLED_METRICS]
+        values = ood["per_image"][both, s]
+        for k, m in enumerate(IMAGE_METRICS):
+            rows.append((f"img_{m}_{score}", float(values[:, k].mean()) if len(values) else float("nan"),
+                         int(both.sum())))
+    return rows
+
+
+#: conventions of the rows of `dataset_rows`
+CONVENTION_OF_ROWS = {"pooled": "rba_pooled", "per_image": "genval_per_image"}
+COUNT_ROWS = ("n_images_without_ood", "n_images_only_ood")
+
+
+def describe_row(metric: str) -> tuple[str, str | None] | None:
+    """(convention, score) of a row name of `dataset_rows` (score None for the image counts); None for any other
+    metric name (e.g. mIoU)."""
+    if metric in COUNT_ROWS:
+        return CONVENTION_OF_ROWS["per_image"], None
+    per_image = metric.startswith("img_")
+    names = IMAGE_METRICS if per_image else POOLED_METRICS
+    rest = metric.removeprefix("img_")
+    for name in sorted(names, key=len, reverse=True):
+        if rest.startswith(f"{name}_") and len(rest) > len(name) + 1:
+            return CONVENTION_OF_ROWS["per_image" if per_image else "pooled"], rest[len(name) + 1:]
+    return None

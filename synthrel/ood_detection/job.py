@@ -1,11 +1,14 @@
-"""The ood_detection stage: OOD metrics of the zoo (from the engine's histograms) and of RbA, in a tidy table.
+"""The ood_detection stage: OOD metrics of the zoo (from the evaluate stage) and of RbA, in a tidy table.
 
-Zoo (spec S10): for every model with `<results_root>/<model>/<dataset key>/ood_hist.npz`, pooled metrics in
-the RbA convention (auroc_/ap_/fpr95_<score>) and the mean over images of GenVal's per-image metrics
-(img_auroc_/img_fpr95_/img_aupr_in_/img_aupr_out_<score>) for msp, max_logit and entropy.
+Both conventions, exact (synthrel.metrics.ood): pooled metrics in the RbA convention (auroc_/ap_/fpr95_<score>,
+`convention` rba_pooled) and the mean over images of GenVal's per-image metrics
+(img_auroc_/img_fpr95_/img_aupr_in_/img_aupr_out_<score>, genval_per_image), with the counts of images left
+out of those means (n_images_without_ood, n_images_only_ood).
+Zoo (spec S10): the OOD rows of `<results_root>/<model>/<dataset key>/metrics.parquet`, which the evaluate
+stage computes for msp, max_logit and entropy.
 RbA (spec S11): each Mask2Former of `rba.models` (hub id or folder), and optionally its outlier-exposure
-fine-tuned copy (`rba.finetune`), is run on the OOD datasets; the RbA score is histogrammed over its range
-[-19, 19] in 2^16 bins (pooled) and scored exactly per image. Finished (model, dataset) pairs are skipped.
+fine-tuned copy (`rba.finetune`), is run on the OOD datasets with the same metrics of its score
+-sum_c tanh(l_c). Finished (model, dataset) pairs are skipped.
 """
 
 from __future__ import annotations
@@ -21,17 +24,15 @@ from tqdm.auto import tqdm
 
 from synthrel.calibration.job import write_table_atomic
 from synthrel.errors import ConfigError, DatasetError, unknown_name
+from synthrel.evaluation.results import is_done
 from synthrel.jobs import Manifest, atomic_path, positive_int, write_json_atomic
-from synthrel.metrics.ood import ood_metrics_from_counts, per_image_ood_metrics, score_histograms
+from synthrel.metrics.ood import OODAccumulator, dataset_rows, describe_row
 
 log = logging.getLogger(__name__)
 
 TABLE = "ood_detection"
 COLUMNS = ["model", "family", "dataset", "domain", "generator", "metric", "cls", "value", "n_images", "profile",
            "convention", "score"]
-POOLED_METRICS = ("auroc", "ap", "fpr95")
-IMAGE_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
-RBA_EDGES = np.linspace(-19.0, 19.0, 2**16 + 1)  # s = -sum_c tanh(l_c) over 19 classes lies in (-19, 19)
 FINETUNE_KEYS = {"enabled", "base", "outliers", "inlier_dataset", "inlier_split", "outlier_dataset", "coco_root",
                  "mix_prob", "max_steps", "batch_size", "crop_size", "lr", "weight_decay", "num_workers"}
 FINETUNE_DEFAULTS = dict(enabled=False, base="rba_swin_b", outliers="synthetic", inlier_dataset="cityscapes",
@@ -41,14 +42,10 @@ FINETUNE_DEFAULTS = dict(enabled=False, base="rba_swin_b", outliers="synthetic",
 OUTLIER_SOURCES = ("synthetic", "coco")
 
 
-def _mean_image_metrics(per_image_pos: np.ndarray, per_image_neg: np.ndarray) -> tuple[dict, int]:
-    """Mean of GenVal per-image metrics over the images that hold both OOD and ID pixels."""
-    values = [ood_metrics_from_counts(p, n, convention="genval") for p, n in zip(per_image_pos, per_image_neg,
-                                                                               strict=True)
-              if p.sum() > 0 and n.sum() > 0]
-    if not values:
-        return {m: float("nan") for m in IMAGE_METRICS}, 0
-    return {m: float(np.mean([v[m] for v in values])) for m in IMAGE_METRICS}, len(values)
+def _exact_metrics_in(folder: Path) -> bool:
+    """RbA metrics.json of this version (older ones held histogram metrics, without `rows`: evaluated again)."""
+    path = folder / "metrics.json"
+    return path.is_file() and "rows" in json.loads(path.read_text())
 
 
 @dataclass
@@ -66,6 +63,7 @@ class OODDetectionJob:
     tiny: bool = False
     force: bool = False
     device: str = "auto"
+    report_dir: str | None = None  # the analysis folder the report stage gathers (tables + ood_outputs.json)
 
     def __post_init__(self):
         from synthrel.config import to_plain as plain
@@ -110,7 +108,34 @@ class OODDetectionJob:
         table = pd.DataFrame(rows, columns=COLUMNS)
         write_table_atomic(table, out, TABLE)
         log.info("ood_detection: %d row(s) for %d model(s) written to %s", len(table), table["model"].nunique(), out)
+        if self.report_dir and len(table):
+            self.write_report_tables(table, out, Path(self.report_dir))
         return {"output_dir": str(out), "n_rows": len(table), "models": sorted(table["model"].unique().tolist())}
+
+    def write_report_tables(self, table: pd.DataFrame, out: Path, report_dir: Path) -> None:
+        """One layout per convention (rows model and score, columns dataset and metric, in %) and their index
+        `ood_outputs.json`, which the report stage gathers."""
+        from synthrel.analysis.tables import save_table
+
+        titles = {"rba_pooled": "Table 2 layout: OOD detection pooled over each dataset (RbA convention: AUROC, "
+                                "AP, FPR95 at TPR > 0.95, void left out), %",
+                  "genval_per_image": "OOD detection per image, mean over the images with OOD and ID pixels "
+                                      "(GenVal convention: FPR95 at TPR >= 0.95, every pixel counts), %"}
+        index = []
+        scored = table[table["score"].notna()]
+        for convention, title in titles.items():
+            part = scored[scored["convention"] == convention]
+            if part.empty:
+                continue
+            part = part.assign(metric=[m.removeprefix("img_").removesuffix(f"_{s}")
+                                       for m, s in zip(part["metric"], part["score"], strict=True)],
+                               value=100 * part["value"])
+            layout = part.pivot_table(index=["model", "score"], columns=["dataset", "metric"], values="value",
+                                      aggfunc="last", dropna=False)
+            layout.columns = [f"{d} {m}" for d, m in layout.columns]
+            index.append({"kind": "table", "title": title, **save_table(layout, report_dir, f"ood_{convention}")})
+        index.append({"kind": "data", "title": "OOD detection, every row (tidy)", "csv": str(out / f"{TABLE}.csv")})
+        write_json_atomic(report_dir / "ood_outputs.json", index)
 
     # -------------------------------------------------------------------------------------------- zoo
     def zoo_rows(self) -> list[dict]:
@@ -123,42 +148,18 @@ class OODDetectionJob:
         for model in models:
             for dataset in self.datasets:
                 folder = root / model / self.key(dataset)
-                if not (folder / "ood_hist.npz").is_file():
+                table = pd.read_parquet(folder / "metrics.parquet") if is_done(folder) else None
+                if table is not None:
+                    table = table[table["metric"].map(describe_row).notna()]
+                if table is None or table.empty:
+                    missing = f"{folder / 'metrics.parquet'} (finished, with OOD rows)"
                     if self.models:
-                        raise DatasetError(f"{folder / 'ood_hist.npz'} is missing: evaluate {model} on {dataset}")
-                    log.warning("ood_detection: no ood_hist.npz in %s, skipped", folder)
+                        raise DatasetError(f"{missing} is missing: evaluate {model} on {dataset}")
+                    log.warning("ood_detection: no %s, skipped", missing)
                     continue
-                rows += self._zoo_pair_rows(model, dataset, folder)
-        return rows
-
-    def _meta(self, folder: Path, model: str, dataset: str) -> dict:
-        meta = {"model": model, "family": None, "dataset": self.key(dataset), "domain": None, "generator": None,
-                "profile": self.profile}
-        if (folder / "metrics.parquet").is_file():
-            df = pd.read_parquet(folder / "metrics.parquet")
-            for column in ("family", "domain", "generator", "profile"):
-                if column in df.columns and len(df):
-                    meta[column] = df[column].iloc[0]
-        return meta
-
-    def _zoo_pair_rows(self, model: str, dataset: str, folder: Path) -> list[dict]:
-        meta = self._meta(folder, model, dataset)
-        with np.load(folder / "ood_hist.npz", allow_pickle=False) as f:
-            pooled, per_image = f["pooled"], f["per_image"]  # [..., 0, :] ID, [..., 1, :] OOD, ascending raw score
-            scores, high_is_id = [str(s) for s in f["scores"]], f["high_is_id"]
-        rows = []
-        for s, score in enumerate(scores):
-            flip = slice(None, None, -1) if high_is_id[s] else slice(None)  # bins ascending in anomaly score
-            neg, pos = pooled[s, 0, flip], pooled[s, 1, flip]
-            n_images = len(per_image)
-            for metric, value in ood_metrics_from_counts(pos, neg, "rba").items():
-                if metric in POOLED_METRICS:
-                    rows.append({**meta, "metric": f"{metric}_{score}", "cls": "", "value": value,
-                                 "n_images": n_images, "convention": "rba_pooled", "score": score})
-            means, n_valid = _mean_image_metrics(per_image[:, s, 1, flip], per_image[:, s, 0, flip])
-            for metric, value in means.items():
-                rows.append({**meta, "metric": f"img_{metric}_{score}", "cls": "", "value": value,
-                             "n_images": n_valid, "convention": "genval_per_image", "score": score})
+                for row in table.to_dict("records"):
+                    convention, score = describe_row(row["metric"])
+                    rows.append({**row, "profile": self.profile, "convention": convention, "score": score})
         return rows
 
     # -------------------------------------------------------------------------------------------- RbA
@@ -186,7 +187,7 @@ class OODDetectionJob:
             for dataset in self.datasets:
                 folder = out / "rba" / model / self.key(dataset)
                 item = f"{model}|{self.key(dataset)}"
-                if item not in done or self.force or not (folder / "metrics.json").is_file():
+                if item not in done or self.force or not _exact_metrics_in(folder):
                     if loaded is None:
                         from synthrel.ood_detection.rba import load_mask2former
 
@@ -204,38 +205,32 @@ class OODDetectionJob:
 
         if not dataset.has_ood:
             raise DatasetError(f"dataset {dataset.name!r} has no OOD masks; RbA needs an OOD dataset")
-        pos = np.zeros(len(RBA_EDGES) - 1, np.int64)
-        neg = np.zeros_like(pos)
-        per_image = []
         device = next(model.parameters()).device
+        acc = OODAccumulator(["rba"], device)
+        ids = []
         for index in tqdm(range(len(dataset)), desc=desc):
             sample = dataset[index]
             with torch.inference_mode():
-                scores = rba_predict(model, sample["image"][None], device)[0][0].cpu().numpy()
-            valid = sample["ood"] <= 1  # void excluded, for the per-image metrics too (as the engine does)
-            p, n = score_histograms(scores[valid], sample["ood"][valid] == 1, RBA_EDGES)
-            pos += p
-            neg += n
-            metrics = per_image_ood_metrics(scores[valid], sample["ood"][valid])
-            per_image.append({"id": sample["id"], **metrics})
+                scores = rba_predict(model, sample["image"][None], device)[0]  # (1, H, W), on the device
+            acc.update(scores[None], torch.from_numpy(sample["ood"][None]).to(device))
+            ids.append(sample["id"])
+        result = acc.result()
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / "ood_hist.npz") as tmp:
-            np.savez(tmp, pos=pos, neg=neg, edges=RBA_EDGES)
-        write_json_atomic(folder / "metrics.json", {"pooled": ood_metrics_from_counts(pos, neg, "rba"),
-                                                    "per_image": per_image})
+        with atomic_path(folder / "ood_per_image.npz") as tmp:
+            np.savez(tmp, per_image=result["per_image"], image_pixels=result["image_pixels"],
+                     scores=np.asarray(result["scores"]), metrics=np.asarray(result["metrics"]),
+                     image_ids=np.asarray(ids, dtype=str))
+        write_json_atomic(folder / "metrics.json", {"rows": [list(r) for r in dataset_rows(result)]})
 
     def _rba_pair_rows(self, model: str, dataset: str, folder: Path) -> list[dict]:
         result = json.loads((folder / "metrics.json").read_text())
         meta = {"model": model, "family": "RbA", "dataset": self.key(dataset), "domain": None,
                 "generator": None, "profile": self.profile}
-        n_images = len(result["per_image"])
-        rows = [{**meta, "metric": f"{m}_rba", "cls": "", "value": result["pooled"][m], "n_images": n_images,
-                 "convention": "rba_pooled", "score": "rba"} for m in POOLED_METRICS]
-        valid = [r for r in result["per_image"] if not np.isnan(r["auroc"])]
-        for m in IMAGE_METRICS:
-            value = float(np.mean([r[m] for r in valid])) if valid else float("nan")
-            rows.append({**meta, "metric": f"img_{m}_rba", "cls": "", "value": value, "n_images": len(valid),
-                         "convention": "genval_per_image", "score": "rba"})
+        rows = []
+        for metric, value, n_images in result["rows"]:
+            convention, score = describe_row(metric)
+            rows.append({**meta, "metric": metric, "cls": "", "value": value, "n_images": n_images,
+                         "convention": convention, "score": score})
         return rows
 
     # --------------------------------------------------------------------------------------- finetune

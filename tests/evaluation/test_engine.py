@@ -11,12 +11,9 @@ from torchmetrics.classification import MulticlassCalibrationError
 from synthrel.conventions import CLASS_NAMES
 from synthrel.data.cityscapes import CityscapesDataset
 from synthrel.errors import ConfigError
-from synthrel.evaluation.engine import OOD_BINS, OOD_RANGES, evaluate_dataset
 from synthrel.evaluation.job import EvaluateJob
 from synthrel.evaluation.results import COLUMNS, load_results
 from synthrel.jobs import item_rng
-from synthrel.zoo.predictor import build_segmenter
-from synthrel.zoo.registry import get_entry
 
 
 def _mmseg_logits(config, checkpoint, image_rgb):
@@ -156,46 +153,19 @@ def test_shards_split_the_pairs_without_overlap(job_setup, tmp_path):
     assert EvaluateJob(**kwargs).run()["skipped"] == 3
 
 
+def test_results_with_histogram_ood_metrics_are_evaluated_again(job_setup, tmp_path):
+    """A job folder left by the histogram version (ood_hist.npz) is not finished; evaluating removes the file."""
+    _, _, kwargs = job_setup
+    EvaluateJob(**kwargs).run()
+    legacy = tmp_path / "res" / "tz" / "psp" / "cityscapes" / "ood_hist.npz"
+    legacy.write_bytes(b"")
+    assert EvaluateJob(**kwargs).run()["evaluated"] == 1 and not legacy.exists()
+    assert EvaluateJob(**kwargs).run()["evaluated"] == 0
+
+
 def test_unknown_model_key_lists_valid_keys(job_setup):
     _, _, kwargs = job_setup
     with pytest.raises(ConfigError, match=r"unknown zoo model 'nope'.*valid names: psp"):
         EvaluateJob(**{**kwargs, "models": ["nope"]})
     with pytest.raises(ConfigError, match="valid names: cityscapes"):
         EvaluateJob(**{**kwargs, "datasets": ["acdc"]})
-
-
-class _OODSet(torch.utils.data.Dataset):
-    def __init__(self, n=3):
-        rng = np.random.default_rng(3)
-        self.samples = []
-        for i in range(n):
-            ood = rng.choice(np.array([0, 1, 255], dtype=np.uint8), (40, 80), p=[0.7, 0.2, 0.1])
-            self.samples.append({"id": f"im{i}", "image": rng.integers(0, 256, (40, 80, 3), dtype=np.uint8),
-                                 "label": None, "ood": ood})
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, i):
-        return self.samples[i]
-
-
-def test_ood_histograms_match_numpy(tiny_pspnet):
-    _, entry = tiny_pspnet
-    seg = build_segmenter(get_entry({"models": {"psp": entry}}, "psp"))
-    ds = _OODSet()
-    out = evaluate_dataset(seg, ds, batch_size=2, calib_pixels_per_image=0)
-    assert out.confusion is None and out.calib is None
-    msp = {0: [], 1: []}
-    for s in ds.samples:
-        p = seg.logits(s["image"][None])[0].softmax(0).max(0).values.numpy()
-        for k in (0, 1):
-            msp[k].append(p[s["ood"] == k])
-    for k in (0, 1):
-        ref, _ = np.histogram(np.concatenate(msp[k]), bins=OOD_BINS, range=OOD_RANGES["msp"])
-        got = out.ood["pooled"][0, k]
-        assert got.sum() == ref.sum() == sum(int((s["ood"] == k).sum()) for s in ds.samples)
-        assert np.abs(got - ref).sum() <= 4  # values on a bin edge may fall either side
-    per_image = out.ood["per_image"]
-    assert per_image.shape[:3] == (3, 3, 2)
-    np.testing.assert_array_equal(per_image.sum(axis=(0, 3))[0], out.ood["pooled"][0].sum(1))

@@ -1,59 +1,90 @@
-"""OOD metrics against sklearn (exact versions) and against the exact versions (histogram versions)."""
+"""Exact OOD metrics against independent references: sklearn called as GenVal and RbA call it, and a brute-force
+pairwise AUROC in float64. Adversarial inputs: scores of confident logits (max softmax saturated to 1.0 in
+float32), heavy ties, runs of identical (OOD, ID) tie groups (sklearn's drop_intermediate), void pixels, -0.0,
+images without OOD or without ID pixels, NaN scores."""
 
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from ood_reference import brute_force_auroc, genval_reference, rba_reference
+from scipy.special import softmax
 
 from synthrel.metrics.ood import (
-    entropy_score,
-    max_logit_score,
-    msp_score,
-    ood_metrics_from_counts,
+    IMAGE_METRICS,
+    OODAccumulator,
+    PooledOODCounts,
+    dataset_rows,
+    describe_row,
+    float_keys,
+    image_ood_metrics,
     per_image_ood_metrics,
     pooled_ood_metrics,
     rba_score,
-    score_histograms,
 )
 
 
-def _random_case(rng, n, decimals):
-    """Scores rounded to few decimals (many ties), labels 0/1 with ~10% ignore pixels."""
-    labels = (rng.random(n) < 0.3).astype(np.uint8)
-    scores = np.round(rng.normal(size=n) + 0.8 * labels, decimals)
-    labels[rng.random(n) < 0.1] = 255
-    return scores, labels
+def confident_msp(rng, n: int, is_ood: np.ndarray, margin_lo=10.0, margin_hi=50.0) -> np.ndarray:
+    """float32 max softmax of 19-class logits whose top margin is 10-50 (lower for OOD pixels): mostly 1.0."""
+    logits = rng.normal(size=(n, 19)).astype(np.float32)
+    margin = rng.uniform(margin_lo, margin_hi, n) * np.where(is_ood, 0.3, 1.0)
+    logits[np.arange(n), rng.integers(0, 19, n)] += margin.astype(np.float32)
+    return torch.softmax(torch.from_numpy(logits), dim=1).amax(1).numpy()
 
 
-@pytest.mark.parametrize("decimals", [0, 1, 2, 6])
-def test_pooled_metrics_equal_sklearn_with_ties_and_ignore(decimals):
-    rng = np.random.default_rng(decimals)
-    for _ in range(20):
-        scores, labels = _random_case(rng, int(rng.integers(20, 400)), decimals)
-        got = pooled_ood_metrics(scores, labels)
-        keep = labels != 255
-        y, s = labels[keep], scores[keep]
-        fpr, tpr, _ = roc_curve(y, s)
-        fpr95 = next(f for t, f in zip(tpr, fpr, strict=True) if t > 0.95)  # RbA's loop
-        assert got["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-        assert got["ap"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
-        assert got["fpr95"] == pytest.approx(fpr95, abs=1e-12)
+def image_cases(seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(conf, labels 0/1/255) per image, of one size, each adversarial in its own way."""
+    rng = np.random.default_rng(seed)
+    n = 600
+    cases = []
+    labels = rng.choice(np.array([0, 1, 255], np.uint8), n, p=[0.6, 0.3, 0.1])
+    cases.append((np.round(rng.normal(size=n) - labels % 2, 1).astype(np.float32), labels))  # ties, void
+    labels = rng.choice(np.array([0, 1, 255], np.uint8), n, p=[0.8, 0.15, 0.05])
+    cases.append((confident_msp(rng, n, labels == 1), labels))  # saturated MSP
+    assert (cases[-1][0] == 1.0).mean() > 0.3
+    # runs of identical tie groups (1 OOD + 2 ID at each value), then a few distinct values
+    labels = np.tile(np.array([1, 0, 0], np.uint8), n // 3)
+    conf = np.repeat(np.arange(n // 3, dtype=np.float32), 3)
+    conf[:30] = rng.random(30)
+    cases.append((conf, labels))
+    conf = rng.integers(-2, 3, n).astype(np.float32)
+    conf[conf == 0] = np.where(rng.random((conf == 0).sum()) < 0.5, -0.0, 0.0)  # -0.0 ties with +0.0
+    cases.append((conf, rng.choice(np.array([0, 1], np.uint8), n)))
+    cases.append((np.ones(n, np.float32), rng.choice(np.array([0, 1, 255], np.uint8), n)))  # one score: one run
+    cases.append((rng.random(n).astype(np.float32), np.where(rng.random(n) < 0.5, 0, 255).astype(np.uint8)))  # no OOD
+    cases.append((rng.random(n).astype(np.float32), np.where(rng.random(n) < 0.5, 1, 255).astype(np.uint8)))  # all OOD
+    cases.append((rng.random(n).astype(np.float32), np.zeros(n, np.uint8)))  # ID only
+    cases.append((rng.random(n).astype(np.float32), np.ones(n, np.uint8)))  # OOD only
+    return cases
 
 
-@pytest.mark.parametrize("decimals", [0, 1, 6])
-def test_per_image_metrics_follow_genval_definitions(decimals):
-    rng = np.random.default_rng(10 + decimals)
-    for _ in range(20):
-        scores, labels = _random_case(rng, int(rng.integers(20, 400)), decimals)
-        got = per_image_ood_metrics(scores, labels)
-        y = (labels == 1).astype(int)  # GenVal: no void handling, everything not OOD is ID
-        fpr, tpr, _ = roc_curve(y, scores)
-        precision, recall, _ = precision_recall_curve(y, scores)
-        precision_out, recall_out, _ = precision_recall_curve(1 - y, -scores)
-        assert got["auroc"] == pytest.approx(auc(fpr, tpr), abs=1e-12)
-        assert got["fpr95"] == pytest.approx(fpr[np.argmax(tpr >= 0.95)], abs=1e-12)
-        assert got["aupr_in"] == pytest.approx(auc(recall, precision), abs=1e-12)
-        assert got["aupr_out"] == pytest.approx(auc(recall_out, precision_out), abs=1e-12)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_per_image_metrics_equal_genval_sklearn(seed):
+    cases = image_cases(seed)
+    conf = torch.from_numpy(np.stack([c for c, _ in cases]))
+    labels = torch.from_numpy(np.stack([lab for _, lab in cases]))
+    got = image_ood_metrics(-conf, labels == 1).numpy()  # one batched call, rows of different content
+    assert got.dtype == np.float64 and got.shape == (len(cases), 4)
+    for row, (c, lab) in zip(got, cases, strict=True):
+        mask = (lab == 1).astype(int)  # GenVal: every pixel counts, void is ID
+        if mask.all() or not mask.any():
+            assert np.isnan(row).all()
+            with pytest.warns(Warning):  # sklearn: the curve is undefined
+                assert np.isnan(genval_reference(c, mask)["auroc"])
+            continue
+        ref = genval_reference(c, mask)
+        np.testing.assert_allclose(row, [ref[m] for m in IMAGE_METRICS], rtol=0, atol=1e-12)
+        assert row[0] == pytest.approx(brute_force_auroc(-c, mask == 1), abs=1e-12)
+
+
+def test_drop_intermediate_decides_genval_fpr95():
+    """Identical (1 OOD, 1 ID) tie groups are collinear: sklearn drops the inner ones, and the first point with
+    TPR >= 0.95 moves to the end of the run, FPR 1.0 instead of 0.95 on the full curve."""
+    conf = np.repeat(np.arange(20, dtype=np.float32), 2)
+    mask = np.tile([1, 0], 20)
+    got = per_image_ood_metrics(-conf, mask)
+    ref = genval_reference(conf, mask)
+    assert ref["fpr95"] == 1.0 and got["fpr95"] == 1.0
+    assert got == pytest.approx(ref, abs=1e-12)
 
 
 def test_fpr95_conventions_differ_on_a_hand_worked_case():
@@ -64,33 +95,116 @@ def test_fpr95_conventions_differ_on_a_hand_worked_case():
     assert pooled_ood_metrics(scores, labels)["fpr95"] == pytest.approx(1.0)  # TPR > 0.95 only at the end
 
 
+@pytest.mark.parametrize("decimals", [0, 1, 3, None])
+def test_pooled_counts_over_batches_equal_sklearn(decimals, monkeypatch):
+    """Many small batches, merged every few updates (MIN_MERGE lowered), void excluded."""
+    monkeypatch.setattr(PooledOODCounts, "MIN_MERGE", 64)
+    rng = np.random.default_rng(7)
+    counts, all_scores, all_labels = PooledOODCounts(), [], []
+    for _ in range(25):
+        n = int(rng.integers(1, 300))
+        labels = rng.choice(np.array([0, 1, 255], np.uint8), n, p=[0.7, 0.2, 0.1])
+        scores = rng.normal(size=n) * 5 + 3 * (labels == 1)
+        scores = (np.round(scores, decimals) if decimals is not None else scores).astype(np.float32)
+        counts.update(torch.from_numpy(scores), torch.from_numpy(labels))
+        all_scores.append(scores)
+        all_labels.append(labels)
+    scores, labels = np.concatenate(all_scores), np.concatenate(all_labels)
+    ref = rba_reference(scores, labels)
+    assert counts.metrics() == pytest.approx(ref, abs=1e-12)
+    keep = labels <= 1
+    assert counts.n_distinct == len(np.unique(scores[keep]))
+    assert counts.metrics()["auroc"] == pytest.approx(brute_force_auroc(scores[keep], labels[keep] == 1), abs=1e-12)
+
+
+def test_pooled_metrics_with_saturated_confidence_and_max_logit():
+    """Max softmax of confident logits (most pixels 1.0 in float32) and large max logits, negated."""
+    rng = np.random.default_rng(11)
+    labels = rng.choice(np.array([0, 1, 255], np.uint8), 5000, p=[0.85, 0.1, 0.05])
+    msp = confident_msp(rng, labels.size, labels == 1)
+    assert (msp == 1.0).mean() > 0.3
+    logits = rng.normal(size=(labels.size, 19)).astype(np.float32) * 20
+    for score in (-msp, -logits.max(1)):
+        got = pooled_ood_metrics(score, labels)
+        assert got == pytest.approx(rba_reference(score, labels), abs=1e-12)
+
+
+def test_float_keys_order_like_the_floats():
+    rng = np.random.default_rng(2)
+    x = np.r_[rng.normal(size=500) * 10.0 ** rng.integers(-40, 38, 500), 0.0, -0.0, np.inf, -np.inf, 1e-45,
+              -1e-45, 3.4e38, -3.4e38].astype(np.float32)
+    keys = float_keys(torch.from_numpy(x)).numpy().astype(np.int64)
+    xi, xj = x[:, None].astype(np.float64), x[None, :].astype(np.float64)
+    np.testing.assert_array_equal(np.sign(keys[:, None] - keys[None, :]), (xi > xj).astype(int) - (xi < xj))
+
+
 def test_missing_class_gives_nan_and_bad_labels_raise():
-    assert np.isnan(pooled_ood_metrics(np.arange(4.0), np.zeros(4, np.uint8))["auroc"])
+    assert all(np.isnan(v) for v in pooled_ood_metrics(np.arange(4.0), np.zeros(4, np.uint8)).values())
+    assert all(np.isnan(v) for v in pooled_ood_metrics(np.arange(4.0), np.full(4, 255, np.uint8)).values())
     with pytest.raises(ValueError, match="labels must be"):
         pooled_ood_metrics(np.arange(3.0), np.array([0, 1, 7]))
+    with pytest.raises(ValueError, match="NaN"):
+        pooled_ood_metrics(np.array([0.0, np.nan, 1.0]), np.array([0, 1, 1]))
+    assert np.isnan(image_ood_metrics(torch.tensor([[0.0, np.nan, 1.0]]), torch.tensor([[False, True, True]]))).all()
 
 
-def test_histogram_metrics_close_to_exact():
-    """10,000 bins over the score range: AUROC/AP within 2e-3 and FPR95 within 5e-3 of the exact values."""
-    rng = np.random.default_rng(3)
-    labels = (rng.random(200_000) < 0.05).astype(np.uint8)
-    scores = rng.beta(2, 5, size=labels.size) + 0.25 * labels * rng.random(labels.size)
-    exact = pooled_ood_metrics(scores, labels)
-    pos, neg = score_histograms(scores, labels == 1, np.linspace(0, 1.25, 10_001))
-    binned = ood_metrics_from_counts(pos, neg)
-    assert binned["auroc"] == pytest.approx(exact["auroc"], abs=2e-3)
-    assert binned["ap"] == pytest.approx(exact["ap"], abs=2e-3)
-    assert binned["fpr95"] == pytest.approx(exact["fpr95"], abs=5e-3)
+def test_accumulator_rows_follow_both_conventions(monkeypatch):
+    """Two batches of two scores: per-image rows are GenVal's (void = ID), pooled counts RbA's (void out), the
+    images' runs of tied scores merged into the pooled table as they come (MIN_MERGE lowered)."""
+    monkeypatch.setattr(PooledOODCounts, "MIN_MERGE", 16)
+    rng = np.random.default_rng(5)
+    acc = OODAccumulator(["a", "b"])
+    images = []
+    for batch in (2, 3):
+        oods = rng.choice(np.array([0, 1, 255], np.uint8), (batch, 12, 9), p=[0.6, 0.3, 0.1])
+        oods[0, :, :] = np.where(oods[0] == 1, 0, oods[0])  # an image without OOD pixels
+        scores = np.round(rng.normal(size=(2, batch, 12, 9)) + (oods == 1), 1).astype(np.float32)
+        acc.update(torch.from_numpy(scores), torch.from_numpy(oods))
+        images += [(scores[:, i], oods[i]) for i in range(batch)]
+    out = acc.result()
+    assert out["per_image"].shape == (5, 2, 4)
+    for i, (scores, oods) in enumerate(images):
+        mask = (oods.ravel() == 1).astype(int)
+        np.testing.assert_array_equal(out["image_pixels"][i], [mask.sum(), mask.size - mask.sum()])
+        for s in range(2):
+            if not mask.any():
+                assert np.isnan(out["per_image"][i, s]).all()
+                continue
+            ref = genval_reference(-scores[s].ravel(), mask)
+            np.testing.assert_allclose(out["per_image"][i, s], [ref[m] for m in IMAGE_METRICS], atol=1e-12)
+    for s, name in enumerate(["a", "b"]):
+        pooled_scores = np.concatenate([sc[s].ravel() for sc, _ in images])
+        pooled_labels = np.concatenate([o.ravel() for _, o in images])
+        assert out["pooled"][name] == pytest.approx(rba_reference(pooled_scores, pooled_labels), abs=1e-12)
 
 
-def test_scores_are_oriented_higher_is_more_ood():
-    logits = torch.tensor([[10.0, 0.0, 0.0], [1.0, 1.0, 1.0]]).T.reshape(1, 3, 1, 2)  # pixel 0 confident
-    for fn in (msp_score, max_logit_score, entropy_score):
-        s = fn(logits)[0, 0]
-        assert s[0] < s[1], fn.__name__
-    assert msp_score(logits)[0, 0, 1] == pytest.approx(-1 / 3)
-    assert entropy_score(logits)[0, 0, 1] == pytest.approx(np.log(3), abs=1e-6)
-    assert max_logit_score(logits)[0, 0, 0] == pytest.approx(-10.0)
+def test_row_names_say_their_convention_and_score():
+    rng = np.random.default_rng(1)
+    acc = OODAccumulator(["msp", "max_logit"])
+    acc.update(torch.from_numpy(rng.random((2, 2, 4, 5)).astype(np.float32)),
+               torch.from_numpy(rng.integers(0, 2, (2, 4, 5)).astype(np.uint8)))
+    rows = dataset_rows(acc.result())
+    described = {m: describe_row(m) for m, _, _ in rows}
+    assert described["img_aupr_in_max_logit"] == ("genval_per_image", "max_logit")
+    assert described["fpr95_msp"] == ("rba_pooled", "msp")
+    assert described["n_images_only_ood"] == ("genval_per_image", None)
+    assert len(rows) == 2 + 2 * 7 and all(v is not None for v in described.values())
+    assert [describe_row(m) for m in ("mIoU", "ece_paper", "pixel_acc", "IoU", "img_auroc_")] == [None] * 5
+
+
+@pytest.mark.slow
+def test_compiled_accumulator_equals_sklearn():
+    """The per-image curves through torch.compile (as `stages.evaluate.compile` runs them), ties and void."""
+    rng = np.random.default_rng(8)
+    oods = rng.choice(np.array([0, 1, 255], np.uint8), (2, 24, 32), p=[0.6, 0.3, 0.1])
+    scores = np.round(rng.normal(size=(1, 2, 24, 32)) + (oods == 1), 1).astype(np.float32)
+    acc = OODAccumulator(["s"], compile=True)
+    acc.update(torch.from_numpy(scores), torch.from_numpy(oods))
+    out = acc.result()
+    for i in range(2):
+        ref = genval_reference(-scores[0, i].ravel(), (oods[i].ravel() == 1).astype(int))
+        np.testing.assert_allclose(out["per_image"][i, 0], [ref[m] for m in IMAGE_METRICS], atol=1e-12)
+    assert out["pooled"]["s"] == pytest.approx(rba_reference(scores.ravel(), oods.ravel()), abs=1e-12)
 
 
 def test_rba_score_hand_worked():
@@ -98,3 +212,14 @@ def test_rba_score_hand_worked():
     expected = -(np.tanh(0.0) + np.tanh(1.0) + np.tanh(-1.0) + np.tanh(2.0))  # = -tanh(2) = -0.96403
     assert rba_score(class_l).item() == pytest.approx(expected, abs=1e-6)
     assert rba_score(torch.zeros(1, 19, 1, 1)).item() == 0.0
+
+
+def test_confident_msp_helper_is_softmax():
+    """The test's own score helper against scipy (so the saturation above is the float32 softmax's)."""
+    rng = np.random.default_rng(0)
+    is_ood = np.zeros(50, bool)
+    msp = confident_msp(np.random.default_rng(0), 50, is_ood)
+    logits = rng.normal(size=(50, 19)).astype(np.float32)
+    margin = rng.uniform(10.0, 50.0, 50)
+    logits[np.arange(50), rng.integers(0, 19, 50)] += margin.astype(np.float32)
+    np.testing.assert_allclose(msp, softmax(logits.astype(np.float64), axis=1).max(1), rtol=1e-6)

@@ -1,53 +1,28 @@
-"""OODDetectionJob on engine-format histograms written by the test, and RbA on a tiny Road Anomaly layout."""
+"""OODDetectionJob: missing zoo results, and RbA on a tiny Road Anomaly layout against sklearn."""
+
+import json
+from pathlib import Path
 
 import hydra
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import auc, average_precision_score, roc_auc_score, roc_curve
+from ood_reference import genval_reference, rba_reference
 
 from synthrel.data.io import write_jpg, write_png
+from synthrel.errors import DatasetError
 from synthrel.ood_detection.job import OODDetectionJob
+from synthrel.ood_detection.rba import load_mask2former, rba_predict
 
 
-def _engine_hist(conf_per_image, ood_per_image, n_bins=10000, image_bins=100):
-    """ood_hist.npz arrays as the engine writes them, for a single score (msp, range [0, 1], high = ID)."""
-    pooled = np.zeros((1, 2, n_bins), np.int64)
-    per_image = np.zeros((len(conf_per_image), 1, 2, image_bins), np.int64)
-    for i, (conf, ood) in enumerate(zip(conf_per_image, ood_per_image, strict=True)):
-        for bins, target in ((n_bins, pooled[0]), (image_bins, per_image[i, 0])):
-            idx = np.minimum((conf * bins).astype(int), bins - 1)
-            np.add.at(target, (ood, idx), 1)
-    return dict(pooled=pooled, per_image=per_image, scores=np.array(["msp"]), ranges=np.array([[0.0, 1.0]]),
-                high_is_id=np.array([True]), image_ids=np.array([f"im{i}" for i in range(len(conf_per_image))]))
-
-
-def test_zoo_metrics_from_histograms_equal_sklearn(tmp_path):
-    rng = np.random.default_rng(0)
-    confs, oods = [], []
-    for _ in range(5):
-        ood = (rng.random(500) < 0.2).astype(int)
-        level = np.clip(rng.normal(60 - 25 * ood, 15).astype(int), 0, 99)  # 100 distinct confidence levels
-        confs.append((level + 0.5) / 100)
-        oods.append(ood)
-    folder = tmp_path / "results" / "m1" / "road_anomaly"
-    folder.mkdir(parents=True)
-    np.savez(folder / "ood_hist.npz", **_engine_hist(confs, oods))
-    job = OODDetectionJob(results_root=str(tmp_path / "results"), output_dir=str(tmp_path / "ood"),
-                          datasets=["road_anomaly"])
-    job.run()
-    table = pd.read_parquet(tmp_path / "ood" / "ood_detection.parquet").set_index("metric")["value"]
-    y, s = np.concatenate(oods), -np.concatenate(confs)
-    fpr, tpr, _ = roc_curve(y, s)
-    assert table["auroc_msp"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-    assert table["ap_msp"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
-    assert table["fpr95_msp"] == pytest.approx(fpr[np.argmax(tpr > 0.95)], abs=1e-12)
-    per_image = []
-    for conf, ood in zip(confs, oods, strict=True):
-        f, t, _ = roc_curve(ood, -conf)
-        per_image.append((auc(f, t), f[np.argmax(t >= 0.95)]))
-    assert table["img_auroc_msp"] == pytest.approx(np.mean([a for a, _ in per_image]), abs=1e-12)
-    assert table["img_fpr95_msp"] == pytest.approx(np.mean([b for _, b in per_image]), abs=1e-12)
+def test_zoo_rows_need_finished_evaluations(tmp_path):
+    """Named models without finished OOD results are an error naming the file; unnamed ones are skipped.
+    (The rows themselves: tests/evaluation/test_ood_engine.py, from the evaluate stage to this table.)"""
+    (tmp_path / "results" / "m1" / "road_anomaly").mkdir(parents=True)
+    kwargs = dict(results_root=str(tmp_path / "results"), output_dir=str(tmp_path / "ood"), datasets=["road_anomaly"])
+    assert OODDetectionJob(**kwargs).run()["n_rows"] == 0
+    with pytest.raises(DatasetError, match=r"m1/road_anomaly/metrics.parquet .* evaluate m1 on road_anomaly"):
+        OODDetectionJob(**kwargs, models=["m1"]).run()
 
 
 def _road_anomaly(root, rng, n=2):
@@ -68,10 +43,26 @@ def test_rba_evaluation_on_tiny_mask2former_and_resume(tmp_path, compose_cfg):
     values = table.set_index("metric")["value"]
     assert {"auroc_rba", "ap_rba", "fpr95_rba", "img_auroc_rba"} <= set(values.index)
     assert 0 <= values["auroc_rba"] <= 1 and table["n_images"].max() == 2
-    assert values["auroc_rba"] == pytest.approx(values["img_auroc_rba"], abs=0.3)  # same images, same model
+    # sklearn on RbA's scores of the same images (the score itself: test_rba_score_hand_worked)
+    model = load_mask2former(cfg.stages.ood_detection.rba.models.rba_swin_b)
+    dataset = hydra.utils.instantiate(cfg.datasets.road_anomaly)
+    scores, oods = [], []
+    for i in range(len(dataset)):
+        scores.append(rba_predict(model, dataset[i]["image"][None])[0][0].numpy())
+        oods.append(dataset[i]["ood"])
+    ref = rba_reference(np.concatenate([s.ravel() for s in scores]), np.concatenate([o.ravel() for o in oods]))
+    for m in ("auroc", "ap", "fpr95"):
+        assert values[f"{m}_rba"] == pytest.approx(ref[m], abs=1e-9)
+    per_image = [genval_reference(-s.ravel(), (o.ravel() == 1).astype(int)) for s, o in zip(scores, oods, strict=True)]
+    for m in ("auroc", "fpr95", "aupr_in", "aupr_out"):
+        assert values[f"img_{m}_rba"] == pytest.approx(np.mean([r[m] for r in per_image]), abs=1e-9)
     again = hydra.utils.instantiate(cfg.stages.ood_detection, _convert_="all")
     again._rba_evaluate = None  # a finished pair must not be evaluated again
     again.run()
+    metrics_json = next(Path(summary["output_dir"]).glob("rba/*/road_anomaly/metrics.json"))
+    metrics_json.write_text('{"pooled": {}, "per_image": []}')  # histogram-era metrics: evaluated again
+    hydra.utils.instantiate(cfg.stages.ood_detection, _convert_="all").run()
+    assert "rows" in json.loads(metrics_json.read_text())
 
 
 def test_finetune_with_coco_paste_then_evaluate(tmp_path, compose_cfg):
