@@ -76,7 +76,7 @@ def update_probe(seg, dataset, batch_size: int, repeats: int = 3, compile: bool 
     n = min(batch_size, len(dataset))
     samples = [dataset[i] for i in range(n)]
     logits, _ = seg.logits_and_features(torch.from_numpy(np.stack([s["image"] for s in samples])),
-                                        with_features=False)
+                                        features=None)
     oods = torch.from_numpy(np.stack([s["ood"] for s in samples])).to(seg.device)
     _, conf, max_logit, entropy = class_scores(logits.float())
     scores = torch.stack([-conf, -max_logit, entropy])
@@ -108,7 +108,7 @@ def bench_pass(args, device) -> dict:
            "compile": args.compile,
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     warm = torch.utils.data.Subset(dataset, range(min(len(dataset), args.batch_size)))
-    evaluate_dataset(seg, warm, batch_size=args.batch_size, calib_pixels_per_image=0, with_features=False,
+    evaluate_dataset(seg, warm, batch_size=args.batch_size, calib_pixels_per_image=0, features=None,
                      desc="warm-up", compile_metrics=args.compile)
     logits_only_pass(seg, warm, args.batch_size, 0)
     _peak_reset(device)
@@ -117,7 +117,7 @@ def bench_pass(args, device) -> dict:
         _sync(device)
         start = time.perf_counter()
         out = evaluate_dataset(seg, dataset, batch_size=args.batch_size, num_workers=args.num_workers,
-                               calib_pixels_per_image=0, with_features=False, desc="pass with exact OOD",
+                               calib_pixels_per_image=0, features=None, desc="pass with exact OOD",
                                compile_metrics=args.compile)
         _sync(device)
         times["pass"].append(time.perf_counter() - start)
