@@ -117,7 +117,10 @@ class EvaluateJob:
                 miou = table.loc[table.metric == "mIoU", "value"]
                 log.info("%s on %s: %d images, mIoU %s", model_key, labels["key"], out.n_images,
                          f"{100 * miou.iloc[0]:.2f}" if len(miou) else "n/a")
-        return {"results_dir": results_dir, "evaluated": done, "skipped": skipped}
+        # The pairs this job owns (evaluated now or found done): a sweep's aggregation takes exactly these.
+        pairs = [str(job_dir(self.output_dir, self.zoo_name, m, self.labels(d)["key"]))
+                 for m in self.models for d in self.datasets]
+        return {"results_dir": results_dir, "evaluated": done, "skipped": skipped, "result_dirs": pairs}
 
     def _record_finished(self, manifest: Manifest, model_key: str, finished: list[str]) -> None:
         """Append the DONE record of finished pairs the manifest lacks (a kill between DONE and the append)."""

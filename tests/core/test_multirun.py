@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import fake_slurm
+import pandas as pd
 import pytest
 import yaml
 
@@ -60,13 +61,38 @@ def _check_sweep(cwd: Path) -> Path:
     return sweeps[0]
 
 
-@pytest.mark.parametrize("launcher", [None, "launcher=local", "launcher=submitit_local"])
+@pytest.mark.parametrize("launcher", ["launcher=local", "launcher=submitit_local"])
 def test_multirun_from_any_folder(tmp_path, demo_data, launcher):
     cwd = _user_folder(tmp_path, demo_data)
-    _run(cwd, *SWEEP, *([launcher] if launcher else []))
+    _run(cwd, *SWEEP, launcher)
     sweep = _check_sweep(cwd)
     if launcher == "launcher=submitit_local":
-        assert list((sweep / ".submitit").rglob("*_result.pkl")), "jobs did not run through submitit"
+        assert len(list((sweep / ".submitit").rglob("*_result.pkl"))) == 2, "jobs did not run through submitit"
+
+
+def test_aggregate_takes_only_the_sweeps_jobs_each_with_its_own_overrides(tmp_path, demo_data):
+    """experiments/README.md: `python -m synthrel.analysis.aggregate <multirun dir> --out t.parquet`, on a shared
+    results root that already holds another run's results (dlv3p_r18 on acdc_fog)."""
+    cwd = _user_folder(tmp_path, demo_data)
+    _run(cwd, "profile=tiny", "+stage=[evaluate]", "stages.evaluate.models=[dlv3p_r18]",
+         "stages.evaluate.datasets=[acdc_fog]")
+    _run(cwd, *SWEEP)
+    sweep = _check_sweep(cwd)
+    proc = subprocess.run([sys.executable, "-m", "synthrel.analysis.aggregate", str(sweep), "--out", "t.parquet"],
+                          cwd=cwd, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_parquet(cwd / "t.parquet")
+    results = cwd / "outputs/tiny/artifacts/results/tiny"
+    assert (results / "dlv3p_r18" / "acdc_fog" / "DONE").is_file()
+    assert sorted(table["model"].unique()) == ["segformer_b0", "segformer_b0_s20"]
+    for num, model in enumerate(["segformer_b0", "segformer_b0_s20"]):
+        rows = table[table["model"] == model]
+        assert set(rows["job_dir"]) == {str(sweep / str(num))}
+        assert set(rows["overrides"]) == {" ".join(yaml.safe_load((sweep / str(num) / ".hydra/overrides.yaml")
+                                                                  .read_text()))}
+        assert f"stages.evaluate.models=[{model}]" in rows["overrides"].iloc[0]
+        stored = pd.read_parquet(results / model / "acdc_fog" / "metrics.parquet")
+        assert rows[stored.columns].reset_index(drop=True).equals(stored)
 
 
 def test_slurm_sweep_writes_the_batch_script_and_runs_through_it(tmp_path, demo_data):
