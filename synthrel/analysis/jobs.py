@@ -89,7 +89,7 @@ class CorrelateJob:
         out.mkdir(parents=True, exist_ok=True)
         results = self.load()
         index: list[dict] = []
-        with Tracker.from_config(self.logger) as tracker:
+        with Tracker.from_config(self.logger, job_type="correlate") as tracker:
             tracker.log_hyperparams({"seed": self.seed, "profile": self.profile, **self._bootstrap.__dict__})
             self._save_frame(results, out / "results", index, "Results (all models and sets)", tracker=None)
             self._shift_tables(results, out, index, tracker)
