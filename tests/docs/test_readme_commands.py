@@ -8,6 +8,7 @@ with `PROFILE=tiny` (experiments/README.md).
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -51,6 +52,50 @@ def test_readme_commands_are_extracted_in_order():
     assert commands[0] == ["python", "-m", "synthrel.run", "profile=tiny", "+stage=[tiny_models,demo_data,train_zoo]"]
     assert ["python", "-m", "synthrel.run", "+experiment=covariate_custom", "domain.name=sandstorm in Cairo"] in commands
     assert len(commands) >= 12 and all(c[:3] == ["python", "-m", "synthrel.run"] for c in commands)
+
+
+def sweep_jobs(args: list[str]) -> list[list[str]]:
+    """The overrides of each job Hydra's basic sweeper makes of a command line (`-m a=1,2 b=x,y`: 4 jobs)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for k, a in enumerate(args) if a not in ("-m", "--multirun", "--cfg") and args[k - 1] != "--cfg"]
+    choices = []
+    for text, override in zip(args, OverridesParser.create().parse_overrides(args), strict=True):
+        if override.is_sweep_override():
+            choices.append([f"{override.get_key_element()}={v}" for v in override.sweep_string_iterator()])
+        else:
+            choices.append([text])
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def test_every_readme_command_composes_on_the_tiny_profile(tmp_path, monkeypatch):
+    """The cheap check of `make test`: each job of each README command composes from an empty folder, with its
+    paths under that folder and its stages known; `make test-full` runs them."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    from synthrel.run import CONF_DIR, STAGE_ORDER
+
+    monkeypatch.chdir(tmp_path)
+    previous = HydraConfig.instance().cfg
+    n_jobs = 0
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            for args in readme_commands((REPO / "README.md").read_text()):
+                for overrides in sweep_jobs(on_tiny_profile(args)[3:]):
+                    cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+                    with open_dict(cfg):
+                        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+                    HydraConfig.instance().set_config(cfg)
+                    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+                    OmegaConf.to_container(job, resolve=True)  # every interpolation resolves
+                    assert cfg.paths.root_dir == str(tmp_path) and cfg.profile.name == "tiny", overrides
+                    assert cfg.stages and set(cfg.stages) <= set(STAGE_ORDER), overrides
+                    n_jobs += 1
+    finally:
+        HydraConfig.instance().cfg = previous
+    assert n_jobs >= 20
 
 
 def _run(argv: list[str], cwd: Path, env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
