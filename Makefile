@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TQDM_MININTERVAL ?= 5
 
-.PHONY: help install demo test test-full bench lint format clean
+.PHONY: help install demo test test-full test-fast bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ demo: $(STAMP) ## run the whole pipeline on the tiny profile (demo data, tiny mo
 
 test: $(STAMP) ## run the whole test suite, as CI does (fails when no test is collected)
 	$(PY) -m pytest -q -n 2
+
+test-full: $(STAMP) ## everything, plus every README command and experiments/ recipe as written on the tiny profile (tens of minutes)
+	$(PY) -m pytest -q -n 2 --dist loadfile --full
 
 test-fast: $(STAMP) ## skip the slow tests (kill/resume in subprocesses, DDP, compile, tmpfs): a few minutes less
 	$(PY) -m pytest -q -m "not slow" -n 2

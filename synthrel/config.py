@@ -87,6 +87,12 @@ class ProfileSchema:
     ood_samples_per_object: int = 512
     calib_pixels_per_image: int = 20000
     fid_feature_extractor: str = "inception"  # inception (local weights) | tiny (offline tests)
+    # OOD-object inpainting (A.3): context patch side, diffusion steps (inpainting and refinement), Grounding
+    # DINO box/text thresholds, and the objects drawn (null: all of ood_objects.objects).
+    inpaint_patch_size: int = 512
+    inpaint_steps: int = 50
+    detection_threshold: float = 0.25
+    inpaint_objects: list[str] | None = None
     models_dir: str | None = None
     # Per-model local folders that replace the stages' default hub ids (tiny profile).
     models: dict[str, str] = field(default_factory=dict)

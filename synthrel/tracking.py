@@ -1,13 +1,16 @@
 """Send analysis tables, figures and metrics to the configured Lightning loggers (CSV, wandb).
 
 `logger` in the config is a dict name -> {_target_: pytorch_lightning.loggers.X, ...}. The CSV logger always
-leaves files behind; wandb gets tables as wandb.Table and figures as wandb.Image. The wandb run is finished
-in a `finally`, so jobs of one multirun never merge into a single run (wandb/wandb#1314) and a crash still
-flushes what was logged. `WANDB_MODE=offline` works without network (`wandb sync` later).
+leaves files behind; wandb gets tables as wandb.Table and figures as wandb.Image. Every stage that logs is its
+own wandb run: group = the task (experiment) name, job_type = the stage, and the run is finished when the stage
+ends, also on failure. Lightning's WandbLogger leaves its run open and the next WandbLogger of the process joins
+it, which put a whole demo (training, then the correlation tables) into one run; a multirun's jobs would merge
+the same way (wandb/wandb#1314). `WANDB_MODE=offline` works without network (`wandb sync` later).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
@@ -24,6 +27,51 @@ def _safe_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "__", key)
 
 
+WANDB_LOGGER = "pytorch_lightning.loggers.WandbLogger"
+
+
+def instantiate_loggers(logger_cfg: Mapping | None, job_type: str, key: str = "logger") -> list:
+    """Lightning loggers from the `logger` configs (config key `key`); a wandb logger gets `job_type` (the stage)
+    unless the config sets one. Entries that are already loggers pass through."""
+    from hydra.utils import instantiate
+
+    from synthrel.errors import ConfigError
+
+    loggers = []
+    for name, cfg in (logger_cfg or {}).items():
+        if not cfg:
+            continue
+        if not isinstance(cfg, Mapping):
+            loggers.append(cfg)
+            continue
+        if "_target_" not in cfg:
+            raise ConfigError(f"`{key}.{name}` needs a `_target_` (a Lightning logger class, e.g. "
+                              "pytorch_lightning.loggers.CSVLogger)")
+        cfg = dict(cfg)
+        if cfg["_target_"] == WANDB_LOGGER and not cfg.get("job_type"):
+            cfg["job_type"] = job_type
+        loggers.append(instantiate(cfg, _convert_="all"))
+    return loggers
+
+
+def finish_wandb(status: str = "success") -> None:
+    """End the process's wandb run, if one is open, so that the next stage or sweep job starts its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=0 if status == "success" else 1)
+
+
+@contextlib.contextmanager
+def one_wandb_run():
+    """The wandb run opened inside the block (e.g. by a Lightning Trainer's WandbLogger) ends with the block."""
+    try:
+        yield
+    except BaseException:
+        finish_wandb("failed")
+        raise
+    finish_wandb()
+
+
 class Tracker:
     """A thin fan-out over Lightning loggers; use as a context manager so the loggers are always closed."""
 
@@ -31,21 +79,9 @@ class Tracker:
         self.loggers = list(loggers or [])
 
     @classmethod
-    def from_config(cls, logger_cfg: Mapping | None) -> Tracker:
-        """Build from `logger` configs; entries Hydra already instantiated (recursive instantiate) pass through."""
-        from hydra.utils import instantiate
-
-        loggers = []
-        for name, cfg in (logger_cfg or {}).items():
-            if not cfg:
-                continue
-            if not isinstance(cfg, Mapping):
-                loggers.append(cfg)
-                continue
-            if "_target_" not in cfg:
-                raise ValueError(f"logger.{name} needs a `_target_` (e.g. pytorch_lightning.loggers.CSVLogger)")
-            loggers.append(instantiate(cfg, _convert_="all"))
-        return cls(loggers)
+    def from_config(cls, logger_cfg: Mapping | None, job_type: str) -> Tracker:
+        """Build from `logger` configs for one stage (`job_type`, the stage name)."""
+        return cls(instantiate_loggers(logger_cfg, job_type))
 
     def _kind(self, logger) -> str:
         return type(logger).__name__
@@ -85,9 +121,7 @@ class Tracker:
             for logger in self.loggers:
                 logger.finalize(status)
         finally:
-            wandb = sys.modules.get("wandb")
-            if wandb is not None and getattr(wandb, "run", None) is not None:
-                wandb.finish(exit_code=0 if status == "success" else 1)
+            finish_wandb(status)
 
     def __enter__(self) -> Tracker:
         return self

@@ -20,6 +20,20 @@ setup_runtime()
 torch.set_num_threads(1)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true",
+                     help="also run the tests marked `full`: every README command and recipe (make test-full)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--full"):
+        return
+    skip = pytest.mark.skip(reason="every README command and experiments/ recipe on the tiny profile: make test-full")
+    for item in items:
+        if "full" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Every test runs on one intra-op thread, whatever an earlier in-process stage run (`cpu_threads`) set."""

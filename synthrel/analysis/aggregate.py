@@ -98,24 +98,25 @@ def sweep_job_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
     return sorted(p.parent.parent for p in Path(sweep_dir).rglob(".hydra/config.yaml"))
 
 
-def job_artifact_dirs(job_dir: Path) -> list[Path]:
-    """Folders a finished job points to: every `*_dir` value of its summary.yaml, plus the job folder."""
-    dirs = [job_dir]
+def job_result_dirs(job_dir: Path) -> list[Path]:
+    """The result folders a finished job owns: the `result_dirs` its stages listed in summary.yaml (the evaluate
+    stage lists each (model, dataset) folder it evaluated or found done). Never a shared results root, so
+    results of other runs under the same root stay out of the sweep's table."""
+    dirs = []
     summary = job_dir / "summary.yaml"
     if summary.exists():
         for stage in (yaml.safe_load(summary.read_text()) or {}).values():
-            for key, value in (stage or {}).items():
-                if key.endswith("_dir") and isinstance(value, str) and Path(value).is_dir():
-                    dirs.append(Path(value))
+            dirs += [Path(d) for d in (stage or {}).get("result_dirs", []) if Path(d).is_dir()]
     return dirs
 
 
 def collect_sweep(
     sweep_dirs: str | os.PathLike | Iterable[str | os.PathLike], filenames: Sequence[str] = RESULT_FILENAMES
 ) -> pd.DataFrame:
-    """One table from Hydra sweep folders; adds `job_dir` and `overrides` (the job's command-line overrides)."""
+    """One table from Hydra sweep folders: each job's own tables, with `job_dir` and `overrides` (that job's
+    command-line overrides)."""
     sweep_dirs = [sweep_dirs] if isinstance(sweep_dirs, (str, os.PathLike)) else list(sweep_dirs)
-    tables, seen, unfinished = [], set(), []
+    tables, unfinished = [], []
     for sweep_dir in sweep_dirs:
         jobs = sweep_job_dirs(sweep_dir)
         if not jobs:
@@ -123,20 +124,20 @@ def collect_sweep(
         for job in jobs:
             overrides_file = job / ".hydra" / "overrides.yaml"
             overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-            paths = [p for d in job_artifact_dirs(job) for p in find_tables(d, filenames) if p not in seen]
-            if not paths and not (job / "summary.yaml").exists():
+            paths = list(dict.fromkeys(p for d in job_result_dirs(job) for p in find_tables(d, filenames)))
+            if not paths:
                 unfinished.append(job)
             for path in paths:
-                seen.add(path)
                 df = read_table(path)
                 df["job_dir"] = str(job)
                 df["overrides"] = " ".join(overrides or [])
                 tables.append(df)
     if unfinished:
-        log.warning("%d job(s) without summary.yaml or results (failed or running): %s", len(unfinished),
-                    ", ".join(map(str, unfinished)))
+        log.warning("%d job(s) without results in their summary.yaml `result_dirs` (failed, running, or not an "
+                    "evaluate job): %s", len(unfinished), ", ".join(map(str, unfinished)))
     if not tables:
-        raise DatasetError(f"no {' or '.join(filenames)} found from the jobs of {sweep_dirs}")
+        raise DatasetError(f"no {' or '.join(filenames)} found from the jobs of {sweep_dirs} (each job's "
+                           "summary.yaml `result_dirs`); run the sweep's evaluate jobs first")
     check_consistent(tables)
     return pd.concat(tables, ignore_index=True)
 

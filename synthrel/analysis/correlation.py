@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from synthrel.analysis.tables import MISSING, format_cell
 from synthrel.conventions import CLASS_NAMES
 from synthrel.errors import DatasetError
 
@@ -28,6 +29,9 @@ REAL_DATASETS = {"fog": "acdc_fog", "night": "acdc_night", "rain": "acdc_rain", 
 BASELINE = "cityscapes"
 REAL = "real"
 GENERATOR_ORDER = ("sd15", "sdxl", BASELINE)
+# Fewest distinct (x, y) points a correlation is reported from: through two points Pearson r is always ±1 (a
+# class that one model segments and the others score 0 on gave r = 1.00).
+MIN_INFORMATIVE = 3
 
 
 def pearson_along(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -65,7 +69,8 @@ class Bootstrap:
 
     Indices are drawn as scipy.stats.bootstrap(paired=True) draws them (one `integers(0, n, (B, n))` call on
     `default_rng(seed)`), so without degenerate resamples the interval equals scipy's percentile interval.
-    Resamples where x or y is constant have no correlation and are dropped (counted in `n_valid_resamples`).
+    Resamples with fewer than MIN_INFORMATIVE distinct (x, y) points have no meaningful correlation and are
+    dropped (the kept ones are counted in `n_valid_resamples`).
     """
 
     n_resamples: int = 2000
@@ -84,9 +89,12 @@ def correlate(x, y, bootstrap: Bootstrap = Bootstrap()) -> dict:
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     n = len(x)
-    out: dict = {"n_models": n, "seed": bootstrap.seed, "n_resamples": bootstrap.n_resamples,
-                 "confidence": bootstrap.confidence}
-    enough = n >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
+    # Models with the same (x, y) count once: only distinct points inform a correlation.
+    point = np.unique(np.stack([x, y], axis=1), axis=0, return_inverse=True)[1].ravel() if n else np.zeros(0, int)
+    informative = int(point.max()) + 1 if n else 0
+    out: dict = {"n_models": n, "n_informative": informative, "seed": bootstrap.seed,
+                 "n_resamples": bootstrap.n_resamples, "confidence": bootstrap.confidence}
+    enough = informative >= MIN_INFORMATIVE and np.ptp(x) > 0 and np.ptp(y) > 0
     for method, test in SCIPY_TESTS.items():
         if enough:
             with warnings.catch_warnings():
@@ -101,7 +109,9 @@ def correlate(x, y, bootstrap: Bootstrap = Bootstrap()) -> dict:
         idx = np.random.default_rng(bootstrap.seed).integers(0, n, (bootstrap.n_resamples, n))
         for method, statistic in STATISTICS.items():
             boots[method] = statistic(x[idx], y[idx])
-        valid = ~np.isnan(boots["pearson"])
+        drawn = np.sort(point[idx], axis=1)
+        distinct = 1 + (np.diff(drawn, axis=1) != 0).sum(axis=1)
+        valid = ~np.isnan(boots["pearson"]) & (distinct >= MIN_INFORMATIVE)
     alpha = (1 - bootstrap.confidence) / 2
     for method in METHODS:
         if valid.any():
@@ -267,6 +277,7 @@ def with_intervals(tidy: pd.DataFrame, layout, method: str = "pearson", **kwargs
     point = layout(tidy, value=method, **kwargs)
     lo = layout(tidy, value=f"{method}_lo", **kwargs)
     hi = layout(tidy, value=f"{method}_hi", **kwargs)
-    cells = np.vectorize(lambda r, a, b: "-" if np.isnan(r) else f"{r:.2f} [{a:.2f}, {b:.2f}]", otypes=[str])
+    cells = np.vectorize(lambda r, a, b: MISSING if np.isnan(r) else
+                         f"{r:.2f} [{format_cell(float(a))}, {format_cell(float(b))}]", otypes=[str])
     return pd.DataFrame(cells(point.to_numpy(), lo.to_numpy(), hi.to_numpy()), index=point.index,
                         columns=point.columns)

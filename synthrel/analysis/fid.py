@@ -224,11 +224,11 @@ class FIDJob:
         layout = tidy.pivot_table(index="generator", columns="domain", values="fid", aggfunc="last")
         layout = layout.reindex(index=order_generators(layout.index), columns=order_domains(layout.columns))
         layout.columns.name = None
-        paths = save_table(layout, out, "table4_fid", digits=1)
         title = f"Table 4 layout: FID (lower is better), {self.feature_extractor} features at " \
                 f"{self.resolution[0]}x{self.resolution[1]}"
         if self.feature_extractor == "tiny":
             title += " (random tiny extractor: not comparable with published FIDs)"
+        paths = save_table(layout, out, "table4_fid", digits=1, caption=title)
         write_json_atomic(out / "fid_outputs.json", [
             {"kind": "table", "title": title, **paths},
             {"kind": "data", "title": "FID per pair (tidy, with settings)", "csv": str(out / "fid.csv")},

@@ -10,14 +10,25 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from synthrel.analysis.correlation import REAL_DATASETS, Bootstrap, correlate, paired_values
+from synthrel.analysis.tables import format_cell
 from synthrel.jobs import atomic_path
 
 FORMATS = ("png", "pdf")
+
+
+def series_colors(n: int) -> list:
+    """n distinct colours: matplotlib's tab10/tab20 up to 20 series, evenly spaced on a hue wheel beyond."""
+    if n <= 10:
+        return [matplotlib.colormaps["tab10"](k) for k in range(n)]
+    if n <= 20:
+        return [matplotlib.colormaps["tab20"](k) for k in range(n)]
+    return [matplotlib.colormaps["hsv"](k / n) for k in range(n)]
 
 
 def save_figure(fig: Figure, out_stem: str | Path, formats: Sequence[str] = FORMATS) -> list[str]:
@@ -62,7 +73,7 @@ def scatter_synthetic_vs_real(
             slope, intercept = np.polyfit(x, y, 1)
             grid = np.linspace(x.min(), x.max(), 2)
             ax.plot(grid, slope * grid + intercept, color="C3", lw=1.5)
-        ax.set_title(f"{domain}: r={stats_row['pearson']:.2f}, ρ={stats_row['spearman']:.2f}")
+        ax.set_title(f"{domain}: r={format_cell(stats_row['pearson'])}, ρ={format_cell(stats_row['spearman'])}")
         ax.set_xlabel(f"{metric} (%) on {generator}")
         ax.set_ylabel(f"{metric} (%) on {real_datasets[domain]}")
         ax.grid(alpha=0.3)
@@ -70,24 +81,26 @@ def scatter_synthetic_vs_real(
     return save_figure(fig, out_stem)
 
 
-def ece_improvement_bars(
+def ece_improvement_figure(
     calibration: pd.DataFrame,
     robustness: Mapping[str, Mapping[str, float]],
     domains: Sequence[str],
-    out_stem: str | Path,
-) -> list[str]:
+) -> Figure:
     """Fig. 6 / Fig. 14: relative ECE improvement per model, models ordered by robustness (real mIoU).
 
     `calibration` holds `ece_rel_improvement` rows with columns model, domain, calib_set, method; each
-    (calib_set, method) pair is one bar series. `robustness[domain][model]` is the real-data mIoU; models
-    without it go first, in name order.
+    (calib_set, method) pair is one bar series, with one colour in every panel and one legend beside the panels
+    (never over the bars). `robustness[domain][model]` is the real-data mIoU; models without it go first, in
+    name order.
     """
     rel = calibration[calibration["metric"] == "ece_rel_improvement"]
     panels = [d for d in domains if (rel["domain"] == d).any()]
     if not panels:
         raise ValueError(f"no ece_rel_improvement rows for domains {list(domains)}")
+    series = sorted(set(zip(rel["calib_set"], rel["method"], strict=True)))
+    colors = dict(zip(series, series_colors(len(series)), strict=True))
     n_models = rel["model"].nunique()
-    fig, axes = _grid(len(panels), width=max(4.0, 0.28 * n_models), height=3.4, max_cols=1)
+    fig, axes = _grid(len(panels), width=max(5.0, n_models * (0.25 + 0.03 * len(series))), height=3.4, max_cols=1)
     for ax, domain in zip(axes, panels, strict=False):
         sub = rel[rel["domain"] == domain]
         table = sub.pivot_table(index="model", columns=["calib_set", "method"], values="value", aggfunc="first")
@@ -98,14 +111,22 @@ def ece_improvement_bars(
         positions = np.arange(len(models))
         for k, (calib_set, method) in enumerate(table.columns):
             ax.bar(positions + (k - (table.shape[1] - 1) / 2) * width, 100 * table[(calib_set, method)],
-                   width=width, label=f"{calib_set} ({method})")
+                   width=width, color=colors[(calib_set, method)], label=f"{calib_set} ({method})")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(positions, models, rotation=90, fontsize=7)
+        ax.set_xlim(-0.5, len(models) - 0.5)
         ax.set_ylabel("relative ECE improvement (%)")
         ordering = "real mIoU (robustness) →" if order else "name (no real mIoU found)"
         ax.set_title(f"{domain}: models ordered by {ordering}")
-        ax.legend(fontsize=7)
-    return save_figure(fig, out_stem)
+    handles = {h.get_label(): h for ax in axes[:len(panels)] for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=7,
+               title="calibration set (method)", title_fontsize=7)
+    return fig
+
+
+def ece_improvement_bars(calibration, robustness, domains, out_stem: str | Path) -> list[str]:
+    """ece_improvement_figure, saved as PNG and PDF."""
+    return save_figure(ece_improvement_figure(calibration, robustness, domains), out_stem)
 
 
 def class_heatmap(layout: pd.DataFrame, title: str, out_stem: str | Path) -> list[str]:
@@ -117,19 +138,26 @@ def class_heatmap(layout: pd.DataFrame, title: str, out_stem: str | Path) -> lis
     ax.set_xticks(range(layout.shape[1]), layout.columns)
     ax.set_yticks(range(layout.shape[0]), layout.index, fontsize=8)
     for (i, j), v in np.ndenumerate(values):
-        ax.text(j, i, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7)
+        ax.text(j, i, format_cell(float(v)), ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=ax, label="PCC")
     ax.set_title(title)
     return save_figure(fig, out_stem)
 
 
 def ablation_plot(ablation: pd.DataFrame, out_stem: str | Path) -> list[str]:
-    """PCC vs number of synthetic images: mean ± std over the seeded repeats, one line per set."""
-    fig = Figure(figsize=(5, 3.6), layout="constrained")
+    """ablation_figure, saved as PNG and PDF."""
+    return save_figure(ablation_figure(ablation), out_stem)
+
+
+def ablation_figure(ablation: pd.DataFrame) -> Figure:
+    """PCC vs number of synthetic images: mean ± std over the seeded repeats, one line per set (distinct
+    colours, legend beside the axes)."""
+    fig = Figure(figsize=(6.5, 3.6), layout="constrained")
     ax = fig.subplots()
-    for (generator, domain), sub in ablation.groupby(["generator", "domain"], sort=True):
+    groups = list(ablation.groupby(["generator", "domain"], sort=True))
+    for ((generator, domain), sub), color in zip(groups, series_colors(len(groups)), strict=True):
         summary = sub.groupby("size")["pearson"].agg(["mean", "std"]).fillna(0.0)
-        ax.errorbar(summary.index, summary["mean"], yerr=summary["std"], marker="o", capsize=3,
+        ax.errorbar(summary.index, summary["mean"], yerr=summary["std"], marker="o", capsize=3, color=color,
                     label=f"{generator} / {domain}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("number of synthetic images")
@@ -137,5 +165,5 @@ def ablation_plot(ablation: pd.DataFrame, out_stem: str | Path) -> list[str]:
     repeats = int(ablation["repeat"].max()) + 1
     ax.set_title(f"Data-size ablation ({repeats} repeats, seed {ablation['seed'].iloc[0]})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return save_figure(fig, out_stem)
+    fig.legend(loc="outside right upper", fontsize=7)
+    return fig

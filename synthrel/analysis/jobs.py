@@ -15,6 +15,7 @@ from synthrel.analysis.provenance import provenance
 from synthrel.analysis.tables import save_table
 from synthrel.errors import ConfigError, DatasetError
 from synthrel.jobs import atomic_path, positive_int, write_json_atomic
+from synthrel.metrics.calibration import CALIBRATION_ECE, ECE_DEFINITIONS
 from synthrel.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class CorrelateJob:
     results_root: str | list[str] | None = None
     sweep_dirs: list[str] = field(default_factory=list)
     calibration_root: str | None = None
-    metrics: list[str] = field(default_factory=lambda: ["mIoU", "ece"])
+    metrics: list[str] = field(default_factory=lambda: ["mIoU", "ece_paper"])
     class_metrics: list[str] = field(default_factory=lambda: ["IoU"])
     domains: list[str] = field(default_factory=lambda: list(correlation.SHIFT_DOMAINS))
     real_datasets: dict[str, str] = field(default_factory=lambda: dict(correlation.REAL_DATASETS))
@@ -89,7 +90,7 @@ class CorrelateJob:
         out.mkdir(parents=True, exist_ok=True)
         results = self.load()
         index: list[dict] = []
-        with Tracker.from_config(self.logger) as tracker:
+        with Tracker.from_config(self.logger, job_type="correlate") as tracker:
             tracker.log_hyperparams({"seed": self.seed, "profile": self.profile, **self._bootstrap.__dict__})
             self._save_frame(results, out / "results", index, "Results (all models and sets)", tracker=None)
             self._shift_tables(results, out, index, tracker)
@@ -115,7 +116,7 @@ class CorrelateJob:
             return
         self._save_frame(tidy, out / "correlations", index, "All correlations (tidy)", tracker)
         for metric in tidy["metric"].unique():
-            title = f"Table 1 layout: Pearson r of per-model {metric}, predictor set vs real shifted data"
+            title = f"Table 1 layout: Pearson r of per-model {_defined(metric)}, predictor set vs real shifted data"
             self._save_layout(correlation.shift_layout(tidy, metric), out, f"table1_{metric}", title, index, tracker)
             self._save_layout(correlation.with_intervals(tidy, correlation.shift_layout, metric=metric), out,
                               f"table1_{metric}_ci", f"{title}, with {self._ci_text()}", index, tracker)
@@ -159,16 +160,18 @@ class CorrelateJob:
         summary = calibration.calibration_success(calib)
         self._save_frame(summary, out / "calibration_summary", index, "Calibration success (tidy)", tracker)
         self._save_layout(calibration.success_layout(summary), out, "table3_calibration_success",
-                          "Table 3 layout: % of models whose ECE improves with TS", index, tracker)
+                          f"Table 3 layout: % of models whose ECE improves with TS ({CALIBRATION_ECE})", index,
+                          tracker)
         self._save_layout(calibration.success_layout(summary, "mean_rel_improvement"), out,
-                          "calibration_mean_rel_improvement", "Mean relative ECE improvement (%)", index, tracker)
+                          "calibration_mean_rel_improvement",
+                          f"Mean relative ECE improvement (%) ({CALIBRATION_ECE})", index, tracker)
         real = results[(results["metric"] == "mIoU") & (results["cls"] == "")]
         robustness = {d: real[real["dataset"] == ds].set_index("model")["value"].to_dict()
                       for d, ds in self.real_datasets.items()}
         domains = correlation.order_domains(calib["domain"].unique(), self.domains)
         paths = figures.ece_improvement_bars(calib, robustness, domains, out / "fig6_ece_improvement")
-        self._add_figure(paths, "Fig. 6 / Fig. 14 style: relative ECE improvement per model, ordered by real mIoU",
-                         index, tracker)
+        self._add_figure(paths, "Fig. 6 / Fig. 14 style: relative ECE improvement per model, ordered by real mIoU "
+                         f"({CALIBRATION_ECE})", index, tracker)
 
     def _ablation(self, results, out, index, tracker) -> None:
         sizes = self.ablation.get("sizes") or []
@@ -207,13 +210,18 @@ class CorrelateJob:
             tracker.log_table(f"correlate/{stem.name}", frame)
 
     def _save_layout(self, table, out, stem, title, index, tracker) -> None:
-        paths = save_table(table, out, stem)
+        paths = save_table(table, out, stem, caption=title)
         index.append({"kind": "table", "title": title, **paths})
         tracker.log_table(f"correlate/{stem}", table)
 
     def _add_figure(self, paths, title, index, tracker) -> None:
         index.append({"kind": "figure", "title": title, "files": paths})
         tracker.log_figure(f"correlate/{Path(paths[0]).stem}", paths[0])
+
+
+def _defined(metric: str) -> str:
+    """The metric's name with its definition where the name alone is ambiguous (the two ECEs)."""
+    return f"{metric} ({ECE_DEFINITIONS[metric]})" if metric in ECE_DEFINITIONS else metric
 
 
 def _slug(name: str) -> str:

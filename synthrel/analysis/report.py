@@ -19,6 +19,7 @@ import jinja2
 import pandas as pd
 import yaml
 
+from synthrel.analysis.tables import MISSING, NA_FOOTNOTE, has_missing
 from synthrel.errors import DatasetError
 from synthrel.jobs import write_text_atomic
 
@@ -39,6 +40,7 @@ img{max-width:100%}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size
 {% for section in sections %}{% if section.name %}<h2>{{ section.name }}</h2>
 {% endif %}{% for item in section.tables %}<h3>{{ item.title }}</h3>
 {{ item.html | safe }}
+{% if item.footnote %}<p><small>{{ item.footnote }}</small></p>{% endif %}
 <p>files: {% for name, path in item.files.items() %}<a href="{{ path }}">{{ name }}</a> {% endfor %}</p>
 {% endfor %}{% for item in section.figures %}<h3>{{ item.title }}</h3>
 <img src="{{ item.image }}" alt="{{ item.title }}"><p>{% for path in item.files %}<a href="{{ path }}">{{ path }}</a>
@@ -145,11 +147,14 @@ def render_markdown(index, settings, title, notice, analysis: Path, out: Path) -
 
 
 def render_html(index, settings, title, notice, analysis: Path, out: Path) -> str:
+    def table_entry(item):
+        table = pd.read_csv(item["csv"], keep_default_na=True)
+        return {"title": item["title"], "files": {k: _rel(item[k], out) for k in ("csv", "md", "tex")},
+                "html": table.to_html(index=False, float_format="%.2f", na_rep=MISSING),
+                "footnote": NA_FOOTNOTE if has_missing(table) else None}
+
     groups = [{"name": name,
-               "tables": [{"title": i["title"], "files": {k: _rel(i[k], out) for k in ("csv", "md", "tex")},
-                           "html": pd.read_csv(i["csv"], keep_default_na=True).to_html(
-                               index=False, float_format="%.2f", na_rep="-")}
-                          for i in items if i["kind"] == "table"],
+               "tables": [table_entry(i) for i in items if i["kind"] == "table"],
                "figures": [{"title": i["title"], "files": [_rel(p, out) for p in i["files"]],
                             "image": _rel(next(p for p in i["files"] if p.endswith(".png")), out)}
                            for i in items if i["kind"] == "figure"]}

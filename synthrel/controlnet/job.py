@@ -22,6 +22,7 @@ from typing import Any
 from synthrel.errors import ConfigError, unknown_name
 from synthrel.generation.conditioning import ENCODINGS, encoding_channels
 from synthrel.jobs import Manifest, positive_int, write_json_atomic
+from synthrel.tracking import instantiate_loggers, one_wandb_run
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,10 @@ class TrainControlNetJob:
 
     # ------------------------------------------------------------------------------------------------ run
     def run(self) -> dict:
+        with one_wandb_run():  # the Trainer's WandbLogger would leave it open for the next stage to join
+            return self._run()
+
+    def _run(self) -> dict:
         summary = {"output_dir": str(self.output_dir), "final_dir": str(self.final_dir),
                    "checkpoint_dir": str(self.checkpoint_dir)}
         done = self._finished_steps()
@@ -203,16 +208,7 @@ class TrainControlNetJob:
         return dataset
 
     def _loggers(self) -> list:
-        import hydra
-
-        loggers = []
-        for name, spec in (self.logger or {}).items():
-            if isinstance(spec, Mapping):
-                if "_target_" not in spec:
-                    raise ConfigError(f"`{KEY}.logger.{name}` needs a `_target_` (a Lightning logger class)")
-                spec = hydra.utils.instantiate(dict(spec))
-            loggers.append(spec)
-        return loggers
+        return instantiate_loggers(self.logger, job_type="train_controlnet", key=f"{KEY}.logger")
 
     def _trainer(self, pl, run_dir: Path):
         from pytorch_lightning.callbacks import ModelCheckpoint

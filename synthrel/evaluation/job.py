@@ -117,8 +117,9 @@ class EvaluateJob:
                     self._evaluate_pair(segmenter, entry, model_key, name, datasets[name], expected[name],
                                         manifest, device)
                 done += 1
-        return {"results_dir": results_dir, "evaluated": done, "skipped": skipped,
-                "shard": str(self.shard), "pairs": len(mine)}
+        # The pairs this job owns (evaluated now or found done): a sweep's aggregation takes exactly these.
+        return {"results_dir": results_dir, "evaluated": done, "skipped": skipped, "shard": str(self.shard),
+                "pairs": len(mine), "result_dirs": [str(self._folder(m, d)) for m, d in mine]}
 
     def _evaluate_pair(self, segmenter, entry, model_key: str, name: str, dataset, expected: dict,
                        manifest: Manifest, device) -> None:

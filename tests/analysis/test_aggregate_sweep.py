@@ -33,7 +33,8 @@ def _write_job(job_dir, overrides, results_dir):
     (job_dir / ".hydra").mkdir(parents=True)
     (job_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"task_name": "evaluate"}))
     (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    (job_dir / "summary.yaml").write_text(yaml.safe_dump({"evaluate": {"results_dir": str(results_dir)}}))
+    (job_dir / "summary.yaml").write_text(yaml.safe_dump({"evaluate": {"results_dir": str(results_dir.parent),
+                                                                       "result_dirs": [str(results_dir)]}}))
 
 
 def test_collect_two_job_sweep(tmp_path):

@@ -22,7 +22,7 @@ def _log_everything(tracker, figure):
 
 def test_csv_logger_writes_metrics_tables_and_figures(tmp_path, figure):
     cfg = {"csv": {"_target_": "pytorch_lightning.loggers.CSVLogger", "save_dir": str(tmp_path), "name": "csv"}}
-    with Tracker.from_config(cfg) as tracker:
+    with Tracker.from_config(cfg, job_type="correlate") as tracker:
         _log_everything(tracker, figure)
     log_dir = Path(tracker.loggers[0].log_dir)
     metrics = pd.read_csv(log_dir / "metrics.csv")
@@ -40,7 +40,7 @@ def test_wandb_offline_writes_a_run_dir_and_finishes(tmp_path, figure, monkeypat
     cfg = {"wandb": {"_target_": "pytorch_lightning.loggers.WandbLogger", "save_dir": str(tmp_path),
                      "project": "synthrel-test", "offline": True}}
     for _ in range(2):  # two "multirun jobs" in one process must give two runs, not one merged run
-        with Tracker.from_config(cfg) as tracker:
+        with Tracker.from_config(cfg, job_type="correlate") as tracker:
             _log_everything(tracker, figure)
         assert wandb.run is None
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))

@@ -198,6 +198,7 @@ def test_stage_config_composes_with_overrides(compose_cfg, write_cityscapes, tmp
     assert (job.max_steps, job.batch_size, job.lr) == (3, cfg.backbone.train.batch_size, cfg.backbone.train.lr)
     assert job.resolution == cfg.backbone.resolution and job.conditioning == "label_id"
     assert job.output_dir == f"{tmp_path}/data/controlnet/sd15"
-    assert isinstance(job.dataset, CityscapesDataset) and job.dataset.items[0].image.parts[-3] == "train"
+    dataset = job._dataset()  # the job builds its dataset (and loggers) itself: `_recursive_: false`
+    assert isinstance(dataset, CityscapesDataset) and dataset.items[0].image.parts[-3] == "train"
     assert job.captions == f"{tmp_path}/data/captions/cityscapes_train.jsonl"
     assert job.backbone["pretrained"].endswith("tiny/models/sd15") and job.seed == cfg.seed
