@@ -16,14 +16,16 @@ import hydra
 
 from synthrel.config import to_plain
 from synthrel.errors import ConfigError, unknown_name
+from synthrel.evaluation import NOT_EVALUATED
 from synthrel.evaluation.engine import evaluate_dataset
 from synthrel.evaluation.results import DONE, is_done, job_dir, metric_rows, weights_fingerprint, write_job
-from synthrel.jobs import Manifest, Shard, positive_int
+from synthrel.jobs import Manifest, Shard, positive_int, write_json_atomic
 from synthrel.runtime import resolve_device
 from synthrel.zoo.predictor import PRECISIONS, build_segmenter, check_feature_mode
 from synthrel.zoo.registry import get_entry, zoo_entries
 
 log = logging.getLogger(__name__)
+NO_WEIGHTS_DOC = "docs/install.md#manual-weights"
 
 
 @dataclass
@@ -57,9 +59,15 @@ class EvaluateJob:
         self.dataset_labels = to_plain(self.dataset_labels) or {}
         self.datasets = list(to_plain(self.datasets) or [])
         entries = zoo_entries(self.zoo)
-        self.models = list(to_plain(self.models) or entries)
-        for key in self.models:
+        chosen = to_plain(self.models)
+        for key in chosen or []:
             get_entry(self.zoo, key)  # ConfigError listing the valid keys
+        # The whole zoo (models: null) leaves out models without weights, with the reason in the summary and in
+        # not_evaluated.json (the report lists them); a model named explicitly must have its checkpoint.
+        self.not_evaluated = {} if chosen else {
+            key: f"no public Cityscapes checkpoint: set `zoo.models.{key}.checkpoint` ({NO_WEIGHTS_DOC})"
+            for key, entry in entries.items() if not entry.checkpoint and not entry.tiny}
+        self.models = [key for key in (chosen or entries) if key not in self.not_evaluated]
         if not self.datasets:
             raise ConfigError(f"`stages.evaluate.datasets` is empty; choose from {', '.join(self.dataset_configs)}")
         for name in self.datasets:
@@ -95,6 +103,10 @@ class EvaluateJob:
         datasets = {name: hydra.utils.instantiate(self.dataset_configs[name])
                     for name in dict.fromkeys(d for _, d in mine)}
         done, skipped = 0, 0
+        if self.not_evaluated:
+            log.warning("evaluate: %d zoo model(s) left out: %s", len(self.not_evaluated),
+                        "; ".join(f"{k}: {why}" for k, why in self.not_evaluated.items()))
+            write_json_atomic(f"{results_dir}/{NOT_EVALUATED}", self.not_evaluated)
         for model_key in dict.fromkeys(m for m, _ in mine):
             entry = get_entry(self.zoo, model_key)
             names = [d for m, d in mine if m == model_key]
@@ -129,7 +141,8 @@ class EvaluateJob:
                 log.info("%s on %s: %d images, mIoU %s", model_key, labels["key"], out.n_images,
                          f"{100 * miou.iloc[0]:.2f}" if len(miou) else "n/a")
         return {"results_dir": results_dir, "evaluated": done, "skipped": skipped,
-                "shard": str(self.shard), "pairs": len(mine)}
+                "shard": str(self.shard), "pairs": len(mine),
+                **({"not_evaluated": self.not_evaluated} if self.not_evaluated else {})}
 
     def _folder(self, model_key: str, name: str):
         return job_dir(self.output_dir, self.zoo_name, model_key, self.labels(name)["key"])

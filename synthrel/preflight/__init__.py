@@ -6,7 +6,8 @@ Config key `preflight` (conf/config.yaml):
 - `true`: print the report and exit (status 1 if something is missing), without running any stage;
 - `download`: fetch what is missing and public, print the report, exit (status 1 if something is still missing);
 - `false`: skip the checks.
-Under Hydra multirun it runs in every job, on that job's composed config.
+Under Hydra multirun it runs in every job, on that job's composed config: `-m ... preflight=true` checks a
+whole sweep in seconds (every job reports, then the sweep fails if one of them misses something).
 """
 
 from __future__ import annotations
@@ -144,5 +145,14 @@ def gate(cfg: DictConfig, order: tuple[str, ...]) -> bool:
         return False
     print(text, flush=True)
     if blocking or errors:
+        if in_multirun():  # an exception lets Hydra run every job's preflight, then fail the sweep
+            raise PreflightError(f"preflight: {len(blocking)} item(s) missing for this job (report above)")
         raise SystemExit(1)
     return True
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

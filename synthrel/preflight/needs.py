@@ -77,7 +77,7 @@ class Collector:
     def __init__(self, cfg: DictConfig, order: tuple[str, ...]):
         self.cfg = cfg
         self.stages = [s for s in order if s in (cfg.get("stages") or {})]
-        self.datasets = _plain(cfg.get("datasets")) or {}
+        self.dataset_names = list(cfg.get("datasets") or {})
         self.tiny = bool(OmegaConf.select(cfg, "profile.tiny", default=False))
         self.needs: list[Need] = []
         self._checked: dict[str, tuple[str, str, int]] = {}
@@ -260,13 +260,20 @@ class Collector:
         elif isinstance(node, list):
             for v in node:
                 yield from self._dataset_refs(v, key)
-        elif isinstance(node, str) and key in DATASET_KEYS and node in self.datasets:
-            yield node, self.datasets[node]
+        elif isinstance(node, str) and key in DATASET_KEYS and node in self.dataset_names:
+            yield node, _plain(self.cfg.datasets[node])
 
     def _name_of(self, spec: dict) -> str | None:
         """The `datasets.*` entry an inline reader config was built from (same reader and root)."""
-        return next((n for n, d in self.datasets.items() if isinstance(d, dict) and
-                     (d.get("_target_"), d.get("root")) == (spec.get("_target_"), spec.get("root"))), None)
+        for name in self.dataset_names:
+            try:
+                entry = (OmegaConf.select(self.cfg, f"datasets.{name}._target_"),
+                         OmegaConf.select(self.cfg, f"datasets.{name}.root"))
+            except Exception:  # an entry this run does not read may not resolve (e.g. no domain.name)
+                continue
+            if entry == (spec.get("_target_"), spec.get("root")):
+                return name
+        return None
 
     def dataset(self, stage: str, name: str, spec: dict) -> None:
         split = spec.get("split") or spec.get("condition") or spec.get("track") or ""
