@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+CONFIG_SUFFIXES = (".json", ".txt", ".model", ".tiktoken")  # configs, tokenizer vocabularies
 #: weights that `from_pretrained` never reads here: half-precision variants, EMA copies, other frameworks
 SKIPPED_WEIGHTS = ("*.fp16.*", "*non_ema*", "*.ema.*", "*.ckpt", "*.msgpack", "*.h5", "*.onnx*", "*.pb",
                    "*.mlmodel*", "*openvino*", "safety_checker/*", "*.ot")
@@ -87,7 +88,7 @@ def cached_bytes(repo_id: str, cache_dir: str | None = None) -> int | None:
 
 
 def select_files(files: list[str], library: str) -> list[str]:
-    """The files of a hub repository that `from_pretrained` reads here: configs, tokenizers, and per folder the
+    """The files of a hub repository that `from_pretrained` reads here: configs, tokenizers and, per folder, the
     full-precision safetensors (the .bin only where a folder has no safetensors). Weights at the root of a
     diffusers pipeline (single-file checkpoints) are left out."""
     kept = [f for f in files if not any(fnmatch.fnmatch(f, p) for p in SKIPPED_WEIGHTS)]
@@ -95,7 +96,7 @@ def select_files(files: list[str], library: str) -> list[str]:
     for name in kept:
         folder = name.rpartition("/")[0]
         if not name.endswith(WEIGHT_SUFFIXES):
-            if not name.startswith(".") and not name.endswith((".md", ".png", ".jpg", ".gif")):
+            if name.endswith(CONFIG_SUFFIXES):
                 chosen.append(name)
             continue
         if library == "diffusers" and not folder and any(f.endswith("model_index.json") for f in files):

@@ -216,7 +216,8 @@ class Collector:
             ckpt = entry.checkpoint
             if entry.tiny:
                 exists = bool(ckpt) and Path(ckpt).expanduser().exists()
-                self.add(Need(stage, "local", what, ckpt or "", ckey, "present" if exists else "built on demand"))
+                self.add(Need(stage, "local", what, ckpt or entry.config, ckey,
+                              "present" if exists else "built on demand"))
             elif not ckpt:
                 need = self.add(Need(stage, "manual", what, "no public checkpoint", ckey,
                                      fix=f"train it or set `{ckey}=<file or URL>` ({MANUAL_DOC})"))
