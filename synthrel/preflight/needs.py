@@ -111,15 +111,16 @@ class Collector:
         self.needs.append(need)
         return need
 
-    def model(self, stage: str, what: str, source: str | None, key: str, library: str) -> None:
-        """A hub id or a local model folder/file."""
+    def model(self, stage: str, what: str, source: str | None, key: str, library: str,
+              sha256: str | None = None) -> None:
+        """A hub id or a local model folder/file (checked against `sha256` when one is recorded)."""
         if not source:
             return
         from synthrel.diffusion_loading import looks_local
 
         source = str(source)
         if looks_local(source):
-            self.local(stage, what, source, key, f"set `{key}` to an existing model folder or a hub id")
+            self.local(stage, what, source, key, f"set `{key}` to an existing model folder or a hub id", sha256=sha256)
             return
         if source in RETIRED:
             self.add(Need(stage, "hub", what, source, key, "retired id",
@@ -134,14 +135,21 @@ class Collector:
         if need.blocking:
             need.fix = f"or: {hub.cli_command(source, library)}"
 
-    def local(self, stage: str, what: str, path: str, key: str, fix: str, kind: str = "local") -> None:
+    def local(self, stage: str, what: str, path: str, key: str, fix: str, kind: str = "local",
+              sha256: str | None = None) -> None:
+        """A file or folder on disk, or made by an earlier stage of this run; a file with a recorded sha256 is
+        hashed (once: the result is stamped beside it)."""
         maker = self.made_by(path, stage)
         if maker:
             self.add(Need(stage, kind, what, path, key, f"made by {maker}"))
             return
-        exists = Path(path).expanduser().exists()
-        self.add(Need(stage, kind, what, path, key, "present" if exists else "missing",
-                      fix="" if exists else fix))
+        file = Path(path).expanduser()
+        if not file.exists():
+            self.add(Need(stage, kind, what, path, key, "missing", fix=fix))
+            return
+        problem = verify(file, sha256) if sha256 and file.is_file() else None
+        self.add(Need(stage, kind, what, path, key, "corrupt" if problem else "present", detail=problem or "",
+                      sha256=sha256, fix=f"download the file again ({MANUAL_DOC})" if problem else ""))
 
     # ------------------------------------------------------------------ stages
     def _caption(self, stage, spec):
@@ -166,7 +174,8 @@ class Collector:
     def _generate(self, stage, spec):
         self._backbone(stage, spec.get("pretrained"), spec.get("vae"))
         if spec.get("controlnet"):
-            self.model(stage, "ControlNet", spec["controlnet"], "backbone.controlnet", "diffusers")
+            self.model(stage, "ControlNet", spec["controlnet"], "backbone.controlnet", "diffusers",
+                       sha256=OmegaConf.select(self.cfg, "backbone.controlnet_sha256", default=None))
         else:
             self.local(stage, "trained ControlNet", spec["trained_controlnet"], "backbone.controlnet",
                        "train it (python -m synthrel.run +experiment=train_controlnet) or set "
@@ -228,7 +237,8 @@ class Collector:
                 self.url_checkpoint(stage, what, ckpt, ckey, entry, cache)
             else:
                 path = unquote(urlparse(ckpt).path) if ckpt.startswith("file://") else ckpt
-                self.local(stage, what, path, ckey, f"set `{ckey}` to the checkpoint file or its URL")
+                self.local(stage, what, path, ckey, f"set `{ckey}` to the checkpoint file or its URL",
+                           sha256=entry.sha256)
 
     def url_checkpoint(self, stage, what, url, key, entry, cache) -> None:
         name = Path(urlparse(url).path).name

@@ -141,3 +141,17 @@ def test_sweep_reports_every_job_and_fails(tmp_path):
     assert "synthrel preflight: covariate_fog" in result.stdout and "synthrel preflight: covariate_night" in result.stdout
     assert "dataset acdc_night (train)" in result.stdout
     assert "PreflightError" in result.stderr
+
+
+@pytest.mark.parametrize("recorded", ["right", "wrong"])
+def test_released_controlnet_file_is_checked_against_its_recorded_sha256(compose_cfg, tmp_path, empty_hub,
+                                                                         recorded):
+    import hashlib
+
+    ckpt = tmp_path / "controlnet_cs.ckpt"
+    ckpt.write_bytes(b"released weights")
+    digest = hashlib.sha256(b"released weights").hexdigest() if recorded == "right" else "ab" * 32
+    cfg = compose_cfg("+stage=[generate]", f"backbone.controlnet={ckpt}", f"backbone.controlnet_sha256={digest}")
+    need = by_what(collect(cfg, STAGE_ORDER))["ControlNet"]
+    assert need.status == ("present" if recorded == "right" else "corrupt")
+    assert need.blocking == (recorded == "wrong")
