@@ -111,12 +111,8 @@ class CorrelateJob:
     def _not_evaluated(self) -> dict[str, str]:
         """Zoo models the evaluate stage left out (no weights), with the reason, from each results root."""
         roots = [self.results_root] if isinstance(self.results_root, str) else list(self.results_root or [])
-        found = {}
-        for root in roots:
-            path = Path(root) / NOT_EVALUATED
-            if path.is_file():
-                found.update(json.loads(path.read_text()))
-        return found
+        records = [json.loads(p.read_text()) for root in roots for p in sorted((Path(root) / NOT_EVALUATED).glob("*.json"))]
+        return {r["model"]: r["reason"] for r in records}
 
     # -- sections -------------------------------------------------------------------------------------
 

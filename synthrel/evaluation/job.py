@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import hydra
 
@@ -62,11 +63,11 @@ class EvaluateJob:
         chosen = to_plain(self.models)
         for key in chosen or []:
             get_entry(self.zoo, key)  # ConfigError listing the valid keys
-        # The whole zoo (models: null) leaves out models without weights, with the reason in the summary and in
-        # not_evaluated.json (the report lists them); a model named explicitly must have its checkpoint.
-        self.not_evaluated = {} if chosen else {
+        # Models without weights (the paper zoo's 6 without a public checkpoint) are left out, named or not, so
+        # that a sweep over the zoo runs; the reason goes to the log, the summary and the results store (report).
+        self.not_evaluated = {
             key: f"no public Cityscapes checkpoint: set `zoo.models.{key}.checkpoint` ({NO_WEIGHTS_DOC})"
-            for key, entry in entries.items() if not entry.checkpoint and not entry.tiny}
+            for key in (chosen or entries) if not entries[key].checkpoint and not entries[key].tiny}
         self.models = [key for key in (chosen or entries) if key not in self.not_evaluated]
         if not self.datasets:
             raise ConfigError(f"`stages.evaluate.datasets` is empty; choose from {', '.join(self.dataset_configs)}")
@@ -103,10 +104,11 @@ class EvaluateJob:
         datasets = {name: hydra.utils.instantiate(self.dataset_configs[name])
                     for name in dict.fromkeys(d for _, d in mine)}
         done, skipped = 0, 0
-        if self.not_evaluated:
-            log.warning("evaluate: %d zoo model(s) left out: %s", len(self.not_evaluated),
-                        "; ".join(f"{k}: {why}" for k, why in self.not_evaluated.items()))
-            write_json_atomic(f"{results_dir}/{NOT_EVALUATED}", self.not_evaluated)
+        for key, why in self.not_evaluated.items():
+            log.warning("evaluate: %s left out: %s", key, why)
+            write_json_atomic(f"{results_dir}/{NOT_EVALUATED}/{key}.json", {"model": key, "reason": why})
+        for key in self.models:  # weights given since an earlier run: the model is no longer left out
+            Path(f"{results_dir}/{NOT_EVALUATED}/{key}.json").unlink(missing_ok=True)
         for model_key in dict.fromkeys(m for m, _ in mine):
             entry = get_entry(self.zoo, model_key)
             names = [d for m, d in mine if m == model_key]

@@ -1,6 +1,6 @@
-"""A whole-zoo evaluate run leaves out the models that have no weights (the 6 of paper40 without a public
-checkpoint), says why in its summary and in not_evaluated.json, and the report lists them; naming such a model
-explicitly is an error."""
+"""An evaluate run leaves out the models that have no weights (the 6 of paper40 without a public checkpoint),
+named or not, so that a sweep over the zoo runs; it says why in its summary and in the results store, the report
+lists them, and a model that gets its weights later is no longer listed."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from synthrel.analysis.jobs import CorrelateJob
 from synthrel.analysis.report import _summary
-from synthrel.errors import WeightsError
 from synthrel.evaluation import NOT_EVALUATED
 from synthrel.evaluation.job import EvaluateJob
 
@@ -25,19 +25,23 @@ def kwargs(tmp_path, tiny_pspnet, cityscapes_dir):
                 calib_pixels_per_image=0, device="cpu", profile="tiny")
 
 
-def test_whole_zoo_run_skips_models_without_weights_with_the_reason(kwargs, tmp_path):
+def test_models_without_weights_are_left_out_with_the_reason(kwargs, tmp_path, tiny_pspnet):
     summary = EvaluateJob(**kwargs).run()
     assert summary["evaluated"] == 1
     assert list(summary["not_evaluated"]) == ["segmenter"]
-    assert "no public Cityscapes checkpoint: set `zoo.models.segmenter.checkpoint`" in summary["not_evaluated"][
-        "segmenter"]
-    recorded = json.loads((tmp_path / "res" / "tz" / NOT_EVALUATED).read_text())
-    assert recorded == summary["not_evaluated"]
-    assert not (tmp_path / "res" / "tz" / "segmenter").exists()
-    assert "1 zoo model(s) not evaluated: segmenter (no public Cityscapes checkpoint" in _summary(
-        {"not_evaluated": recorded})
-
-
-def test_model_named_explicitly_must_have_weights(kwargs):
-    with pytest.raises(WeightsError, match=r"model 'segmenter' has no checkpoint .*zoo.models.segmenter.checkpoint"):
-        EvaluateJob(**{**kwargs, "models": ["segmenter"]}).run()
+    reason = summary["not_evaluated"]["segmenter"]
+    assert reason.startswith("no public Cityscapes checkpoint: set `zoo.models.segmenter.checkpoint`")
+    store = tmp_path / "res" / "tz"
+    assert json.loads((store / NOT_EVALUATED / "segmenter.json").read_text()) == {"model": "segmenter",
+                                                                                "reason": reason}
+    assert not (store / "segmenter").exists()
+    # one job of a sweep that names only that model: nothing to evaluate, no error, the reason recorded
+    assert EvaluateJob(**{**kwargs, "models": ["segmenter"]}).run()["evaluated"] == 0
+    correlate = CorrelateJob(output_dir=str(tmp_path / "analysis"), results_root=str(store))
+    assert correlate._not_evaluated() == {"segmenter": reason}
+    assert f"1 zoo model(s) not evaluated: segmenter ({reason})" in _summary({"not_evaluated": {"segmenter": reason}})
+    # the user supplies the weights: the model is evaluated and no longer listed
+    _, entry = tiny_pspnet
+    given = {**kwargs, "zoo": {"name": "tz", "models": {"psp": entry, "segmenter": entry}}}
+    assert EvaluateJob(**given).run()["evaluated"] == 1
+    assert correlate._not_evaluated() == {}

@@ -124,10 +124,10 @@ def test_zoo_checkpoint_in_the_cache_is_verified_by_its_name(compose_cfg, tmp_pa
     assert hashlib.sha256(path.read_bytes()).hexdigest()[:8] != "3deefc62"
 
 
-def test_explicitly_chosen_model_without_weights_blocks(compose_cfg, empty_hub):
+def test_model_without_weights_is_skipped_not_blocking(compose_cfg, empty_hub):
     cfg = compose_cfg("+stage=[evaluate]", "stages.evaluate.datasets=[cityscapes]", "stages.evaluate.models=[segmenter]")
     need = by_what(collect(cfg, STAGE_ORDER))["zoo model segmenter"]
-    assert need.blocking and need.kind == "manual" and "docs/install.md#manual-weights" in need.fix
+    assert need.status == "skipped" and not need.blocking and "docs/install.md#manual-weights" in need.detail
 
 
 @pytest.mark.slow
