@@ -104,6 +104,7 @@ def download_missing(needs: list[Need]) -> list[str]:
             errors.append(str(e))
         except Exception as e:  # hub errors (gated repo, 404, network): reported per item, the others go on
             errors.append(f"{need.source}: {type(e).__name__}: {e}")
+    hub.forget_cache_scan()
     return errors
 
 

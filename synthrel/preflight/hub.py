@@ -7,6 +7,7 @@ The cache is read through huggingface_hub (`try_to_load_from_cache` finds the sn
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,15 +77,26 @@ def cache_state(repo_id: str, library: str, cache_dir: str | None = None) -> Cac
 
 
 def cached_bytes(repo_id: str, cache_dir: str | None = None) -> int | None:
-    """Bytes on disk of `repo_id` in the HF cache (all revisions), from `scan_cache_dir`."""
+    """Bytes on disk of `repo_id` in the HF cache (all revisions), from `scan_cache_dir` (one scan per cache)."""
+    sizes = _cache_sizes(str(cache_dir) if cache_dir else None)
+    return sizes.get(repo_id)
+
+
+def forget_cache_scan() -> None:
+    """Scan the cache again next time (after a download)."""
+    _cache_sizes.cache_clear()
+
+
+@functools.lru_cache(maxsize=4)
+def _cache_sizes(cache_dir: str | None) -> dict[str, int]:
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
     try:
         info = scan_cache_dir(cache_dir)
     except CacheNotFound:
-        return None
-    return next((r.size_on_disk for r in info.repos if r.repo_id == repo_id and r.repo_type == "model"), None)
+        return {}
+    return {r.repo_id: r.size_on_disk for r in info.repos if r.repo_type == "model"}
 
 
 def select_files(files: list[str], library: str) -> list[str]:

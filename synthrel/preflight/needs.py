@@ -134,6 +134,8 @@ class Collector:
                              size=known.approx_bytes if known else None))
         if need.blocking:
             need.fix = f"or: {hub.cli_command(source, library)}"
+        elif state.snapshot is not None:
+            need.extra["on_disk"] = hub.cached_bytes(source)
 
     def local(self, stage: str, what: str, path: str, key: str, fix: str, kind: str = "local",
               sha256: str | None = None) -> None:

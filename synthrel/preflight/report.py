@@ -66,6 +66,8 @@ def _line(need: Need) -> str:
     size = f"{'' if need.exact_size else '~'}{human(need.size)}, " if need.size else ""
     tag = f"  [{size}preflight=download]" if need.downloadable else ""
     source = need.source.rpartition("/")[2] if need.kind == "url" else need.source
+    if need.extra.get("on_disk"):
+        tag = f"  [{human(need.extra['on_disk'])} on disk]"
     text = f"  {need.status:<20} {need.what}: {source or '-'}{tag}  ({need.stage})"
     if need.detail and need.status not in ("present", "in HF cache"):
         text += "\n" + "\n".join(f"      {line}" for line in need.detail.splitlines())
