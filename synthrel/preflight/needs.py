@@ -243,7 +243,7 @@ class Collector:
     def url_checkpoint(self, stage, what, url, key, entry, cache) -> None:
         name = Path(urlparse(url).path).name
         dest = Path(str(cache)).expanduser() / "checkpoints" / name  # where mmengine's load_from_http looks
-        prefix = name_hash_prefix(name) if "openmmlab.com" in url else None
+        prefix = name_hash_prefix(name)  # mmseg's (and torch.hub's) convention, where the name follows it
         need = self.add(Need(stage, "url", what, url, key, dest=str(dest), sha256=entry.sha256, prefix=prefix))
         if dest.is_file():
             problem = verify(dest, entry.sha256, prefix)

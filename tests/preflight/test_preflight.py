@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import constants
+from preflight_utils import mmseg_name
 
 from synthrel.preflight import PreflightError, collect, gate
 from synthrel.run import STAGE_ORDER
@@ -155,3 +156,25 @@ def test_released_controlnet_file_is_checked_against_its_recorded_sha256(compose
     need = by_what(collect(cfg, STAGE_ORDER))["ControlNet"]
     assert need.status == ("present" if recorded == "right" else "corrupt")
     assert need.blocking == (recorded == "wrong")
+
+
+def test_download_mode_fetches_verifies_and_then_reports_ready(compose_cfg, tmp_path, monkeypatch, server, capsys):
+    """preflight=download on a run whose data is in place and whose one zoo checkpoint is on a server."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    payload = os.urandom(200_000)
+    name = mmseg_name(payload)
+    server.files[f"/{name}"] = payload
+    touch_cityscapes(tmp_path / "data" / "cityscapes", CITYSCAPES_VAL)
+    overrides = ["+stage=[evaluate]", "stages.evaluate.datasets=[cityscapes]", "stages.evaluate.models=[pspnet_r18]",
+                 f"zoo.models.pspnet_r18.checkpoint={server.url}/{name}", f"paths.cache_dir={tmp_path}/cache"]
+    with pytest.raises(SystemExit) as stop:
+        gate(compose_cfg(*overrides, "preflight=true"), STAGE_ORDER)
+    assert stop.value.code == 1
+    assert "to download: 1 item(s), 200.0 kB" in capsys.readouterr().out  # exact size from Content-Length
+    assert gate(compose_cfg(*overrides, "preflight=download"), STAGE_ORDER) is True
+    out = capsys.readouterr().out
+    assert (tmp_path / "cache" / "checkpoints" / name).read_bytes() == payload
+    assert f"present              zoo model pspnet_r18: {name}" in out and "ready: everything" in out
+    gate(compose_cfg(*overrides), STAGE_ORDER)  # auto: passes, and the stamp spares a second hash
+    assert sorted(p.name for p in (tmp_path / "cache" / "checkpoints").iterdir()) == [name, f"{name}.sha256"]
