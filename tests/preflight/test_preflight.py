@@ -176,5 +176,11 @@ def test_download_mode_fetches_verifies_and_then_reports_ready(compose_cfg, tmp_
     out = capsys.readouterr().out
     assert (tmp_path / "cache" / "checkpoints" / name).read_bytes() == payload
     assert f"present              zoo model pspnet_r18: {name}" in out and "ready: everything" in out
-    gate(compose_cfg(*overrides), STAGE_ORDER)  # auto: passes, and the stamp spares a second hash
+    import synthrel.preflight.download as download
+
+    def no_hashing(path):
+        raise AssertionError(f"{path} hashed again although its stamp is valid")
+
+    monkeypatch.setattr(download, "sha256_of", no_hashing)
+    assert gate(compose_cfg(*overrides), STAGE_ORDER) is False  # auto: ready, trusting the stamp
     assert sorted(p.name for p in (tmp_path / "cache" / "checkpoints").iterdir()) == [name, f"{name}.sha256"]
