@@ -36,7 +36,7 @@ class PreflightError(SynthrelError):
 
 def mode_of(cfg: DictConfig) -> str:
     value = cfg.get("preflight", "auto")
-    mode = {True: "true", False: "false"}.get(value, str(value).lower()) if isinstance(value, bool) else str(value)
+    mode = str(value).lower()  # Hydra reads preflight=true / false as booleans
     if mode not in MODES:
         raise ConfigError(f"`preflight` is {value!r}; valid: auto (check, then run), true (report only), "
                           "download (fetch what is missing), false (skip)")
@@ -93,13 +93,11 @@ def download_missing(needs: list[Need]) -> list[str]:
         try:
             if need.kind == "hub":
                 hub.download(need.source, need.library or "transformers")
-            elif need.dest:
+            else:
                 if need.status == "corrupt":
                     Path(need.dest).unlink()
                     print(f"  deleted the corrupt {need.dest}", flush=True)
                 download_file(need.source, need.dest, sha256=need.sha256, prefix=need.prefix)
-            else:
-                errors.append(f"{need.source}: no destination; {need.fix}")
         except (DownloadError, OSError) as e:
             errors.append(str(e))
         except Exception as e:  # hub errors (gated repo, 404, network): reported per item, the others go on

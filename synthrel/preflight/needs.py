@@ -56,7 +56,8 @@ class Need:
 
     @property
     def downloadable(self) -> bool:
-        return self.kind in ("hub", "url") and self.blocking and self.status != "retired id"
+        return ((self.kind == "hub" and self.status != "retired id") or (self.kind == "url" and bool(self.dest))) \
+            and self.blocking
 
 
 def is_reader(target) -> bool:
@@ -133,7 +134,7 @@ class Collector:
         need = self.add(Need(stage, "hub", what, source, key, state.status, state.detail, library=library,
                              size=known.approx_bytes if known else None))
         if need.blocking:
-            need.fix = f"or: {hub.cli_command(source, library)}"
+            need.fix = f"{hub.cli_command(source, library)}  (the files preflight=download fetches)"
         elif state.snapshot is not None:
             need.extra["on_disk"] = hub.cached_bytes(source)
 
@@ -201,17 +202,12 @@ class Collector:
     def _fid(self, stage, spec):
         if spec.get("feature_extractor") != "inception":
             return
-        path = spec.get("feature_extractor_weights_path") or ""
+        path = spec.get("feature_extractor_weights_path")
         url, sha256 = PUBLIC_FILES[INCEPTION_WEIGHTS]
         key = "stages.fid.feature_extractor_weights_path"
-        if path and Path(path).expanduser().is_file():
-            self.add(Need(stage, "url", "FID Inception-V3 weights", url, key, "present", dest=path))
-        elif path:
-            self.add(Need(stage, "url", "FID Inception-V3 weights", url, key, "missing", dest=path, sha256=sha256,
-                          size=None))
-        else:
-            self.add(Need(stage, "url", "FID Inception-V3 weights", url, key, "missing",
-                          fix=f"download {url} and set `{key}` to it"))
+        present = bool(path) and Path(path).expanduser().is_file()
+        self.add(Need(stage, "url", "FID Inception-V3 weights", url, key, "present" if present else "missing",
+                      dest=path, sha256=sha256, fix="" if path else f"download {url} and set `{key}` to it"))
 
     def _evaluate(self, stage, spec):
         from synthrel.zoo.registry import zoo_entries

@@ -166,15 +166,20 @@ def test_download_mode_fetches_verifies_and_then_reports_ready(compose_cfg, tmp_
     name = mmseg_name(payload)
     server.files[f"/{name}"] = payload
     touch_cityscapes(tmp_path / "data" / "cityscapes", CITYSCAPES_VAL)
+    dest = tmp_path / "cache" / "checkpoints" / name
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(payload[:1000])  # an earlier download, cut short: corrupt
     overrides = ["+stage=[evaluate]", "stages.evaluate.datasets=[cityscapes]", "stages.evaluate.models=[pspnet_r18]",
                  f"zoo.models.pspnet_r18.checkpoint={server.url}/{name}", f"paths.cache_dir={tmp_path}/cache"]
     with pytest.raises(SystemExit) as stop:
         gate(compose_cfg(*overrides, "preflight=true"), STAGE_ORDER)
     assert stop.value.code == 1
-    assert "to download: 1 item(s), 200.0 kB" in capsys.readouterr().out  # exact size from Content-Length
+    out = capsys.readouterr().out
+    assert f"corrupt              zoo model pspnet_r18: {name}" in out
+    assert "to download: 1 item(s), 200.0 kB" in out  # exact size from Content-Length
     assert gate(compose_cfg(*overrides, "preflight=download"), STAGE_ORDER) is True
     out = capsys.readouterr().out
-    assert (tmp_path / "cache" / "checkpoints" / name).read_bytes() == payload
+    assert f"deleted the corrupt {dest}" in out and dest.read_bytes() == payload
     assert f"present              zoo model pspnet_r18: {name}" in out and "ready: everything" in out
     import synthrel.preflight.download as download
 
