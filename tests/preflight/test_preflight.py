@@ -142,6 +142,8 @@ def test_sweep_reports_every_job_and_fails(tmp_path):
     assert "synthrel preflight: covariate_fog" in result.stdout and "synthrel preflight: covariate_night" in result.stdout
     assert "dataset acdc_night (train)" in result.stdout
     assert "PreflightError" in result.stderr
+    reports = sorted((tmp_path / "outputs" / "logs").rglob("preflight.txt"))
+    assert len(reports) == 2 and "synthrel preflight: covariate_night" in reports[1].read_text()
 
 
 @pytest.mark.parametrize("recorded", ["right", "wrong"])
