@@ -121,11 +121,16 @@ def select_files(files: list[str], library: str) -> list[str]:
 
 
 def cli_command(repo_id: str, library: str) -> str:
-    """The `hf download` line that fetches what `select_files` would (without the .bin fallback)."""
-    include = ["*.json", "*.txt", "*.model", "*/*.safetensors" if library == "diffusers" else "*.safetensors"]
-    exclude = ["*.fp16.*", "*non_ema*", "*.ema.*", "safety_checker/*"]
-    return (f"hf download {repo_id} " + " ".join(f"--include '{p}'" for p in include) + " "
-            + " ".join(f"--exclude '{p}'" for p in exclude))
+    """An `hf download` line for the files `from_pretrained` reads. For a pipeline it fetches what `select_files`
+    would; for a transformers model it also fetches the .bin beside a .safetensors (the CLI has no fallback)."""
+    if library == "diffusers":
+        include = ["*.json", "*.txt", "*.model", "*/*.safetensors"]
+        exclude = ["*.fp16.*", "*non_ema*", "*.ema.*", "safety_checker/*"]
+    else:
+        include = ["*.json", "*.txt", "*.model", "*.safetensors", "*.bin"]
+        exclude = []
+    return " ".join([f"hf download {repo_id}", *(f"--include '{p}'" for p in include),
+                     *(f"--exclude '{p}'" for p in exclude)])
 
 
 def snapshot_kwargs(repo_id: str, files: list[str], library: str) -> dict:

@@ -134,7 +134,7 @@ class Collector:
         need = self.add(Need(stage, "hub", what, source, key, state.status, state.detail, library=library,
                              size=known.approx_bytes if known else None))
         if need.blocking:
-            need.fix = f"{hub.cli_command(source, library)}  (the files preflight=download fetches)"
+            need.fix = hub.cli_command(source, library)
         elif state.snapshot is not None:
             need.extra["on_disk"] = hub.cached_bytes(source)
 

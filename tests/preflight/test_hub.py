@@ -58,6 +58,16 @@ def test_cli_command_patterns_select_the_same_pipeline_weights():
     assert fetched == SD15_NEEDED
 
 
+@pytest.mark.parametrize("files", [["config.json", "model.safetensors", "tf_model.h5"],
+                                   ["config.json", "pytorch_model.bin", "flax_model.msgpack"]])
+def test_cli_command_of_a_transformers_model_fetches_its_weights(files):
+    args = shlex.split(hub.cli_command("org/model", "transformers"))
+    include = [args[i + 1] for i, a in enumerate(args) if a == "--include"]
+    fetched = {f for f in files if any(fnmatch.fnmatch(f, p) for p in include)}
+    assert fetched >= set(hub.select_files(files, "transformers")) and not any(f.endswith((".h5", ".msgpack"))
+                                                                                for f in fetched)
+
+
 def test_download_calls_snapshot_download_with_the_selected_files(monkeypatch, tmp_path):
     calls = {}
 
