@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from synthrel.errors import ConfigError, SynthrelError
 from synthrel.preflight import hub
@@ -109,7 +110,7 @@ def download_missing(needs: list[Need]) -> list[str]:
 def _save(cfg: DictConfig, text: str) -> None:
     try:
         out = Path(str(OmegaConf.select(cfg, "paths.output_dir")))
-    except Exception:  # no Hydra runtime (composed in a test): nothing to save beside
+    except InterpolationResolutionError:  # no Hydra runtime (composed in a test): no run folder
         return
     if out.is_dir():
         (out / "preflight.txt").write_text(text + "\n")

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from synthrel.analysis.fid import INCEPTION_WEIGHTS
 from synthrel.preflight import hub
@@ -276,7 +277,7 @@ class Collector:
             try:
                 entry = (OmegaConf.select(self.cfg, f"datasets.{name}._target_"),
                          OmegaConf.select(self.cfg, f"datasets.{name}.root"))
-            except Exception:  # an entry this run does not read may not resolve (e.g. no domain.name)
+            except OmegaConfBaseException:  # an entry this run does not read may not resolve (no domain.name)
                 continue
             if entry == (spec.get("_target_"), spec.get("root")):
                 return name
