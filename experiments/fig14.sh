@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fig. 14 (supplementary B): (a) per-class TS vs standard TS, both fitted on synthetic data;
 # (b) standard TS fitted on Cityscapes vs on synthetic data. Bars per model, ordered by robustness.
+# Cityscapes temperatures are fitted on its relis calibration split (munster + lindau) and everything is
+# tested on the real test split of each domain (conf/dataset/protocol_splits.yaml).
 source "$(dirname "$0")/_common.sh"
 # (a) synthetic set, both methods
 run -m "${COMMON[@]}" +experiment=calibration task_name=fig14a_calibrate domain=fog,night,rain,snow,india \
@@ -8,7 +10,7 @@ run -m "${COMMON[@]}" +experiment=calibration task_name=fig14a_calibrate domain=
     '~stages.calibrate.calibration_sets.cityscapes'
 run profile="$PROFILE" +experiment=correlation task_name=fig14a stages.correlate.metrics=[ece] \
     stages.correlate.class_metrics=[]
-# (b) Cityscapes vs synthetic, standard TS (the calibrate stage's default sets)
+# (b) Cityscapes (cityscapes_calib) vs synthetic, standard TS (the calibrate stage's default sets)
 run -m "${COMMON[@]}" +experiment=calibration task_name=fig14b_calibrate domain=fog,night,rain,snow,india \
     stages.calibrate.methods=[global]
 run profile="$PROFILE" +experiment=correlation task_name=fig14b stages.correlate.metrics=[ece] \

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Table 3 (supplementary B): share of models whose ECE improves with TS fitted on domain-specific synthetic
 # data, on "all domains" and on "all domains but rain" (profile.samples_per_domain_all = 64 images per
-# prompt), tested on the real shifts. The domain-specific synthetic sets come from table1.sh.
+# prompt), tested on the real test split of each shift. Per-class TS as in the paper (one temperature per
+# predicted class, applied per channel as the official code does: stages.calibrate.per_class_rule); add
+# `global` to methods for standard TS. The domain-specific synthetic sets come from table1.sh.
 source "$(dirname "$0")/_common.sh"
 
 # 1. The all-domains calibration sets, and the zoo on them (keeps the calibration pixel samples).
@@ -11,6 +13,7 @@ run -m "${COMMON[@]}" +stage=[evaluate] task_name=table3_eval "stages.evaluate.m
 
 # 2. Fit TS on each calibration set, test on the real counterpart of each shift: one job per shift.
 run -m "${COMMON[@]}" +experiment=calibration task_name=table3_calibrate domain=fog,night,rain,snow,india \
+    "stages.calibrate.methods=[per_class]" \
     '+stages.calibrate.calibration_sets.all_domains=[synthetic_${backbone.name}_all_domains]' \
     '+stages.calibrate.calibration_sets.all_domains_but_rain=[synthetic_${backbone.name}_all_domains_but_rain]'
 

@@ -3,15 +3,35 @@
 Each YAML file of a group starts its defaults list with `schema`, so a wrong type or an unknown key
 (`backbone.guidance=8`, `backbone.resolution=big`) fails at composition with the key named.
 Stage jobs validate their own values (names, ranges) in their dataclasses.
+
+A domain's synthetic folder, prompt and real counterpart all follow from `domain.name`: the built-in shift
+domains get their real counterpart from REAL_COUNTERPARTS, any other name is a custom domain without one.
+Stage configs ask for the counterpart with `${synthrel.real:all|test|calib}` (the whole set or its relis
+protocol split), which refuses, naming the fix, when the domain has none; `check_domain` resolves the stages
+before any of them runs, so a contradictory command stops at once.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
+
+from synthrel.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Built-in shift domains (conf/domain/<name>.yaml) and the dataset key of their real counterpart; the relis
+#: protocol splits of each are `<key>_test` and `<key>_calib` (conf/dataset/protocol_splits.yaml).
+REAL_COUNTERPARTS = {"fog": "acdc_fog", "night": "acdc_night", "rain": "acdc_rain", "snow": "acdc_snow",
+                     "india": "idd"}
+REAL_PARTS = ("all", "test", "calib")
+#: The prompt of every built-in domain: "<domain>" is the domain word.
+DOMAIN_PROMPT = "<caption>, in <domain>"
 
 
 @dataclass
@@ -46,10 +66,11 @@ class DomainSchema:
     name: str = MISSING
     domains: list[str] = MISSING
     # "<domain>" is replaced by each word of `domains`, "<caption>" by the image's BLIP caption
-    prompt: str = "<caption>, in <domain>"
+    prompt: str = DOMAIN_PROMPT
     # One folder per domain word (false) or one pooled set named `name` (true, calibration sets).
     pooled: bool = False
-    real_dataset: str | None = None
+    # Dataset key of the real counterpart: follows the name (null for names outside REAL_COUNTERPARTS).
+    real_dataset: str | None = "${synthrel.real_counterpart:${domain.name}}"
 
 
 @dataclass
@@ -101,6 +122,76 @@ def check_run_keys(cfg) -> None:
     force = cfg.get("force", False)
     if not isinstance(force, bool):
         raise ConfigError(f"`force` is {force!r}; expected true or false")
+def real_counterpart(name) -> str | None:
+    """Dataset key of the real counterpart of domain `name`, None for a custom domain."""
+    return REAL_COUNTERPARTS.get(str(name))
+
+
+def no_counterpart_error(name: str) -> ConfigError:
+    return ConfigError(
+        f"domain {name!r} has no real counterpart, but this run needs one (it evaluates or calibrates on the "
+        f"real data of the domain). Built-in domains with real data: "
+        f"{', '.join(f'{d} ({k})' for d, k in REAL_COUNTERPARTS.items())}. For a new prompt without real data "
+        f"use `domain=custom domain.name={name!r}` (e.g. +experiment=covariate_custom); to pair it with real "
+        f"data add `domain.real_dataset=<dataset key>` (with <key>_test / <key>_calib protocol splits)"
+    )
+
+
+def _real(part: str, *, _root_) -> str:
+    """`${synthrel.real:test}`: the domain's real counterpart (all) or its relis split (test / calib)."""
+    if part not in REAL_PARTS:
+        raise ConfigError(f"${{synthrel.real:{part}}}: valid parts are {', '.join(REAL_PARTS)}")
+    real = _root_.domain.real_dataset
+    if real is None:
+        raise no_counterpart_error(_root_.domain.name)
+    return real if part == "all" else f"{real}_{part}"
+
+
+def check_domain(cfg: DictConfig, choice: str | None) -> None:
+    """Refuse a domain config that contradicts itself, say what a renamed built-in domain became, and resolve
+    the selected stages so that one needing a real counterpart the domain lacks stops before any work.
+
+    `choice` is the domain file chosen (Hydra's runtime choice, e.g. "fog").
+    """
+    domain = cfg.domain
+    name = domain.name
+    if not domain.pooled and len(domain.domains) == 1 and domain.domains[0] != name:
+        raise ConfigError(
+            f"domain.domains={list(domain.domains)} contradicts domain.name={name!r}: a single domain is written "
+            f"to the synthetic folder <backbone>/{name} with the prompt of its word; set domain.name only "
+            "(domain.domains follows it)"
+        )
+    builtin = REAL_COUNTERPARTS.get(choice) if choice else None
+    if builtin is not None:
+        if domain.prompt not in (DOMAIN_PROMPT, DOMAIN_PROMPT.replace("<domain>", name)):
+            raise ConfigError(
+                f"domain.prompt={domain.prompt!r} changes the prompt of the built-in domain {choice!r}, whose "
+                f"synthetic folder {name!r} holds images of {DOMAIN_PROMPT!r}; for a new prompt use "
+                f"`domain=custom domain.name=<new folder name> domain.prompt='{domain.prompt}'`"
+            )
+        if domain.real_dataset not in (None, real_counterpart(name)):
+            raise ConfigError(
+                f"domain.real_dataset={domain.real_dataset!r} contradicts the built-in domain {name!r} (real "
+                f"counterpart {real_counterpart(name)}); to pair a prompt with other real data use "
+                f"`domain=custom domain.name=<name> domain.real_dataset={domain.real_dataset}`"
+            )
+        if name != choice:
+            if domain.real_dataset is None:
+                log.warning("domain=%s renamed to %r: a custom domain (synthetic folder %r, prompt %r, no real "
+                            "counterpart; %s is not used). Write it as `domain=custom domain.name=%r`", choice,
+                            name, name, domain.prompt, builtin, name)
+            else:
+                log.warning("domain=%s renamed to %r: the built-in domain %r (real counterpart %s)", choice, name,
+                            name, domain.real_dataset)
+    try:
+        OmegaConf.to_container(cfg.get("stages") or {}, resolve=True)
+    except InterpolationResolutionError as err:
+        cause = err  # OmegaConf re-raises a resolver's error (twice) without `from`
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise ConfigError(f"{cause} (config key `{err.full_key}`)") from None
 
 
 def register_schemas() -> None:
@@ -112,3 +203,6 @@ def register_schemas() -> None:
 
 
 register_schemas()
+for _name, _resolver in (("synthrel.real", _real), ("synthrel.real_counterpart", real_counterpart)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +32,10 @@ log = logging.getLogger(__name__)
 
 class DiskFullError(SynthrelError, OSError):
     """The disk (or quota) of an output folder is full; files written before stay as they were."""
+
+
+class OutputBusyError(SynthrelError):
+    """Another run is writing the same output folder (the same shard of it)."""
 
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -270,3 +278,42 @@ def positive_int(value, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"`{key}` must be a positive integer, got {value!r}")
     return value
+
+
+@contextlib.contextmanager
+def exclusive_outputs(folders, shard: Shard | None = None) -> Iterator[None]:
+    """`exclusive_output` of several folders at once."""
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            stack.enter_context(exclusive_output(folder, shard))
+        yield
+
+
+@contextlib.contextmanager
+def exclusive_output(folder: str | os.PathLike, shard: Shard | None = None) -> Iterator[None]:
+    """Hold the right to write `folder` (one shard of it) for the block: a second run on the same folder and
+    shard stops at once with OutputBusyError naming the holder, instead of redoing the work beside it.
+
+    An advisory `flock` on a hidden file in the folder: the kernel releases it when the holder exits, a kill
+    included, so no stale lock is left (on NFS it needs NFSv4 or lockd, as any flock).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = "" if shard is None or shard.count == 1 else f".{shard.index}-of-{shard.count}"
+    path = folder / f".synthrel.lock{suffix}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_current_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            what = f"{folder}" + (f" (shard {shard})" if suffix else "")
+            raise OutputBusyError(
+                f"another synthrel run is writing {what}: {holder}. Wait for it to finish (a re-run then skips "
+                "what it wrote), or write elsewhere (e.g. paths.output_root=<other folder>)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime(
+            "%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from synthrel.config import check_run_keys  # importing it registers the group schemas
+from synthrel.config import check_domain, check_run_keys  # (importing it registers the schemas and resolvers)
 from synthrel.errors import ConfigError
 from synthrel.preflight import gate as preflight_gate
 from synthrel.runtime import setup_runtime
@@ -65,6 +65,9 @@ def run_stages(cfg: DictConfig) -> dict[str, dict]:
 def main(cfg: DictConfig) -> None:
     check_run_keys(cfg)
     setup_runtime(cfg.get("cpu_threads"))
+    from hydra.core.hydra_config import HydraConfig
+
+    check_domain(cfg, HydraConfig.get().runtime.choices.get("domain"))
     log.info("profile=%s task=%s output_dir=%s", cfg.profile.name, cfg.task_name, cfg.paths.output_dir)
     if preflight_gate(cfg, STAGE_ORDER):  # preflight=true / download: report only
         return

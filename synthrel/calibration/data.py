@@ -1,7 +1,8 @@
 """Calibration samples written by the evaluation engine (calib_sample.npz), and their pooling.
 
 Each file holds subsampled pixels of one (model, dataset): logits float32 (N, 19), labels uint8 (N,) trainIds
-with ignore already dropped, image_index int32 (N,) into the per-image features (n_images, C) and image_ids.
+with ignore already dropped, image_index int32 (N,) into the per-image features (n_images, C) and image_ids
+(the dataset's own ids, which the calibrate stage compares to keep calibration and test images apart).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from synthrel.errors import DatasetError
 
 CALIB_SAMPLE_FILE = "calib_sample.npz"
-REQUIRED_KEYS = ("logits", "labels", "image_index", "features")
+REQUIRED_KEYS = ("logits", "labels", "image_index", "features", "image_ids")
 
 
 @dataclass
@@ -33,19 +34,25 @@ class CalibSample:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in REQUIRED_KEYS if k not in f.files]
             if missing:
-                raise DatasetError(f"{path} lacks {missing}; it has {f.files}")
+                raise DatasetError(f"{path} lacks {missing}; it has {f.files}. Re-run the evaluate stage on this "
+                                   "(model, dataset) with force=true")
             sample = cls(
                 logits=f["logits"],
                 labels=f["labels"],
                 image_index=f["image_index"].astype(np.int64),
                 features=f["features"],
-                image_ids=f["image_ids"] if "image_ids" in f.files else np.arange(len(f["features"])).astype(str),
+                image_ids=f["image_ids"],
             )
         if sample.logits.ndim != 2 or not len(sample.logits) == len(sample.labels) == len(sample.image_index):
             raise DatasetError(
                 f"{path}: logits {sample.logits.shape}, labels {sample.labels.shape} and image_index "
                 f"{sample.image_index.shape} do not describe the same pixels"
             )
+        if len(sample.labels) and int(sample.labels.max()) >= sample.logits.shape[1]:
+            raise DatasetError(f"{path}: labels hold {int(sample.labels.max())}, outside the "
+                               f"{sample.logits.shape[1]} classes; ignore pixels must be dropped before TS")
+        if len(sample.image_ids) != len(sample.features):
+            raise DatasetError(f"{path}: {len(sample.image_ids)} image ids for {len(sample.features)} feature rows")
         if len(sample.image_index) and sample.image_index.max() >= len(sample.features):
             raise DatasetError(f"{path}: image_index points past the {len(sample.features)} feature rows")
         return sample
@@ -65,3 +72,15 @@ class CalibSample:
     @property
     def n_images(self) -> int:
         return len(self.features)
+
+
+def load_image_ids(path: str | Path) -> set[str]:
+    """The image ids of one calib_sample.npz, without reading its logits."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"calibration sample {path} is missing: run the evaluate stage on this dataset first")
+    with np.load(path, allow_pickle=False) as f:
+        if "image_ids" not in f.files:
+            raise DatasetError(f"{path} has no image_ids (written by an older synthrel); re-run the evaluate "
+                               "stage on this (model, dataset) with force=true")
+        return set(f["image_ids"].tolist())

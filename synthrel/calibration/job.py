@@ -7,6 +7,11 @@ a manifest (a re-run skips it; new targets are added from the stored temperature
 Every run rewrites the tidy tables `calibration.{parquet,csv}` (one row per model, calibration set, method,
 target and metric: ece_raw, ece_ts, ece_rel_improvement) and `calibration_summary.{parquet,csv}` (success
 rate = share of models with ECE_TS < ECE_raw, and the mean relative improvement).
+
+Calibration and test images must be disjoint (the relis protocol splits, conf/dataset/protocol_splits.yaml):
+each record keeps the image ids of its calibration set and of every target, the table has the number of
+images they share (`n_shared_images`), and a run whose sets share images stops before fitting anything
+unless `allow_overlap` is set.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from synthrel.calibration.data import CALIB_SAMPLE_FILE, CalibSample
+from synthrel.calibration.data import CALIB_SAMPLE_FILE, CalibSample, load_image_ids
 from synthrel.calibration.temperature import (
     METHODS,
     OBJECTIVES,
@@ -36,7 +41,9 @@ log = logging.getLogger(__name__)
 TABLE = "calibration"
 SUMMARY = "calibration_summary"
 COLUMNS = ["model", "family", "dataset", "domain", "generator", "metric", "cls", "value", "n_images", "profile",
-           "calib_set", "method", "objective", "per_class_rule"]
+           "calib_set", "method", "objective", "per_class_rule", "n_shared_images"]
+#: Version of the per-item JSON record; older records (without image ids) are refitted.
+RECORD_VERSION = 2
 
 
 def write_table_atomic(df: pd.DataFrame, out_dir: Path, stem: str) -> None:
@@ -75,8 +82,9 @@ class CalibrateJob:
     models: list[str] | None = None
     methods: list[str] = field(default_factory=lambda: ["global"])
     objective: str = "ece_grid"
-    per_class_rule: str = "per_pred_class"
+    per_class_rule: str = "per_channel"
     n_clusters: int = 4
+    allow_overlap: bool = False  # fit and test on sets that share images (off in the paper's protocol)
     seed: int = 0
     profile: str = "paper"
     force: bool = False
@@ -140,6 +148,34 @@ class CalibrateJob:
             raise DatasetError(f"no model under {root} has calibration samples for all of {needed}")
         return models
 
+    def check_disjoint(self, models: list[str]) -> None:
+        """Refuse calibration sets that share images with a target, unless `allow_overlap`."""
+        ids: dict[tuple[str, str], set[str]] = {}
+
+        def image_ids(model: str, key: str) -> set[str]:
+            if (model, key) not in ids:
+                ids[model, key] = load_image_ids(self._sample_path(model, key))
+            return ids[model, key]
+
+        for model in models:
+            for name, keys in self.calibration_sets.items():
+                calib = set().union(*(image_ids(model, k) for k in keys))
+                for target in self.targets:
+                    shared = sorted(calib & image_ids(model, target))
+                    if not shared:
+                        continue
+                    if not self.allow_overlap:
+                        raise ConfigError(
+                            f"calibration set {name!r} ({'+'.join(keys)}) and target {target!r} share "
+                            f"{len(shared)} image(s) (model {model}), e.g. {shared[:3]}: temperatures would be "
+                            "tested on images they were fitted on. Use disjoint splits (the relis protocol: "
+                            "cityscapes_calib / acdc_<condition>_calib / idd_calib to fit, the _test sets to "
+                            "test; conf/dataset/protocol_splits.yaml), or accept it with "
+                            "stages.calibrate.allow_overlap=true"
+                        )
+                    log.warning("calibrate: %s and %s share %d image(s) (allow_overlap=true)", name, target,
+                                len(shared))
+
     def _target_meta(self, model: str, key: str) -> dict:
         """family / domain / generator / profile / n_images of a target, from its metrics table."""
         meta = {"family": None, "domain": None, "generator": None, "profile": self.profile, "n_images": None}
@@ -160,6 +196,7 @@ class CalibrateJob:
         manifest = Manifest(out / "manifest.jsonl", key="item")
         done = manifest.done()
         models = self.find_models()
+        self.check_disjoint(models)
         items = [(m, name, keys, method) for m in models for name, keys in self.calibration_sets.items()
                  for method in self.methods]
         bar = tqdm(items, desc="calibrate", initial=0)
@@ -169,14 +206,14 @@ class CalibrateJob:
             item = f"{'+'.join(keys)}|{self.method_tag(method)}|{model}"
             path = out / "+".join(keys) / self.method_tag(method) / f"{model}.json"
             record = json.loads(path.read_text()) if path.is_file() and item in done and not self.force else None
-            if record is None:
+            if record is None or record.get("version") != RECORD_VERSION:
                 record = self._fit(model, name, keys, method, device)
                 fitted += 1
             missing = [t for t in self.targets if t not in record["targets"]]
             if missing or item not in done or self.force:
                 scaler = TemperatureScaler.from_dict(record["scaler"])
                 for target in missing:
-                    record["targets"][target] = self._evaluate(scaler, model, target)
+                    record["targets"][target] = self._evaluate(scaler, model, target, record["calib_image_ids"])
                 write_json_atomic(path, record)
                 manifest.append({"item": item, "path": str(path.relative_to(out)), "seed": self.seed})
         table = self._table(out, manifest)
@@ -197,17 +234,20 @@ class CalibrateJob:
             n_clusters=self.n_clusters, seed=self.seed, device=device,
         )
         return {
-            "model": model, "calib_set": name, "calib_datasets": keys, "method": self.method_tag(method),
+            "version": RECORD_VERSION, "model": model, "calib_set": name, "calib_datasets": keys, "method": self.method_tag(method),
             "objective": self.objective, "per_class_rule": scaler.per_class_rule, "n_clusters": self.n_clusters,
             "seed": self.seed, "n_calib_pixels": int(len(sample.labels)), "n_calib_images": sample.n_images,
+            "calib_image_ids": sorted(set(sample.image_ids.tolist())), "allow_overlap": self.allow_overlap,
             "scaler": scaler.to_dict(), "targets": {},
         }
 
-    def _evaluate(self, scaler: TemperatureScaler, model: str, target: str) -> dict:
+    def _evaluate(self, scaler: TemperatureScaler, model: str, target: str, calib_ids: list[str]) -> dict:
         sample = CalibSample.load(self._sample_path(model, target))
         scaled = scaler.scale(sample.logits, sample.image_index, sample.features)
+        ids = sorted(set(sample.image_ids.tolist()))
         return {"ece_raw": top1_ece(sample.logits, sample.labels), "ece_ts": top1_ece(scaled, sample.labels),
-                "n_pixels": int(len(sample.labels)), "n_images": sample.n_images}
+                "n_pixels": int(len(sample.labels)), "n_images": sample.n_images, "image_ids": ids,
+                "n_shared_images": len(set(ids) & set(calib_ids))}
 
     def _table(self, out: Path, manifest: Manifest) -> pd.DataFrame:
         """Rows of every recorded item for the current targets (latest record per item)."""
@@ -224,8 +264,11 @@ class CalibrateJob:
                     rows.append({"model": item["model"], **meta, "dataset": target, "metric": metric, "cls": "",
                                  "value": float(value), "n_images": int(n_images), "calib_set": item["calib_set"],
                                  "method": item["method"], "objective": item["objective"],
-                                 "per_class_rule": item["per_class_rule"]})
-        return pd.DataFrame(rows, columns=COLUMNS)
+                                 "per_class_rule": item["per_class_rule"],
+                                 "n_shared_images": res.get("n_shared_images")})  # None: older record
+        table = pd.DataFrame(rows, columns=COLUMNS)
+        table["n_shared_images"] = table["n_shared_images"].astype("Int64")
+        return table
 
 
 def success_summary(table: pd.DataFrame) -> pd.DataFrame:

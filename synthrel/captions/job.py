@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from synthrel.captions.blip import MODES, BlipCaptioner, ClipInterrogatorCaptioner
 from synthrel.data.io import read_image
 from synthrel.errors import ConfigError, DatasetError
-from synthrel.jobs import Manifest, positive_int
+from synthrel.jobs import Manifest, exclusive_output, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,12 @@ class CaptionJob:
     def run(self) -> dict:
         splits = self.splits or [self.datasets[self.dataset].get("split")]
         summary = {"output_dir": str(self.output_dir), "files": {}, "captioned": 0, "skipped": 0}
-        for split in splits:
-            path, new, skipped = self._caption_split(split)
-            summary["files"][split] = str(path)
-            summary["captioned"] += new
-            summary["skipped"] += skipped
+        with exclusive_output(self.output_dir):
+            for split in splits:
+                path, new, skipped = self._caption_split(split)
+                summary["files"][split] = str(path)
+                summary["captioned"] += new
+                summary["skipped"] += skipped
         return summary
 
     def _caption_split(self, split: str | None) -> tuple[Path, int, int]:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from synthrel.corruptions.apply import MIN_SIDE, check_corruption, check_severity, corrupt, library_version
 from synthrel.errors import ConfigError, DatasetError
-from synthrel.jobs import Manifest, Shard, item_rng, item_seed, positive_int
+from synthrel.jobs import Manifest, Shard, exclusive_outputs, item_rng, item_seed, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,6 @@ class CorruptJob:
     def run(self) -> dict:
         import hydra.utils
 
-        from synthrel.data.io import read_image
-        from synthrel.data.synthetic import MANIFEST, write_item
-        from synthrel.generation.conditioning import crop_resize_image, crop_resize_label
-
         dataset = hydra.utils.instantiate(self.source, _convert_="all")
         if not hasattr(dataset, "load_label_ids"):
             raise DatasetError(
@@ -122,6 +118,14 @@ class CorruptJob:
         sets = self.sets
         everything = self.plan(dataset)
         mine = [everything[k] for k in self._shard.select(len(everything))]
+        with exclusive_outputs(sets.values(), self._shard):
+            return self._write(dataset, mine, sets)
+
+    def _write(self, dataset, mine: list, sets: dict) -> dict:
+        from synthrel.data.io import read_image
+        from synthrel.data.synthetic import MANIFEST, write_item
+        from synthrel.generation.conditioning import crop_resize_image, crop_resize_label
+
         done = {name: set() if self.force else Manifest(folder / MANIFEST).done() for name, folder in sets.items()}
         todo = [it for it in mine if it.id not in done[it.set_name]]
         summary = {"output_dir": str(self.output_dir), "sets": {k: str(v) for k, v in sets.items()},

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from synthrel.conventions import LABEL_TO_TRAIN, NUM_LABEL_IDS
-from synthrel.data.base import Item, SegDataset, id_table, pair_by_name
+from synthrel.data.base import Item, SegDataset, id_table, pair_by_name, select_folders
 from synthrel.data.io import read_label, require_dir
 from synthrel.errors import DatasetError, unknown_name
 
@@ -30,6 +30,9 @@ def _first_dir(root: Path, candidates: tuple[str, ...]) -> Path | None:
 
 
 class ACDCDataset(SegDataset):
+    """One condition and split; `scenes` restricts it to those GOPR folders. The relis protocol tests on the
+    train scenes and calibrates on the val scenes (conf/dataset/protocol_splits.yaml)."""
+
     valid_label_ids = id_table(range(NUM_LABEL_IDS))
 
     def __init__(self, root: str | Path, condition: str, split: str = "train", scenes: list[str] | None = None,
@@ -49,9 +52,9 @@ class ACDCDataset(SegDataset):
                                f"holds\n{LAYOUT}")
         img_dir = require_dir(rgb / condition / split, root_key, LAYOUT)
         gt_dir = require_dir(gt / condition / split, root_key, LAYOUT)
-        pattern = [f"{s}/" for s in scenes] if scenes else ["*/"]
-        images = [p for s in pattern for p in img_dir.glob(f"{s}*{IMAGE_SUFFIX}")]
-        labels = [p for s in pattern for p in gt_dir.glob(f"{s}*{LABEL_SUFFIX}")]
+        scenes = select_folders(img_dir, scenes, f"ACDC {condition}/{split} ({name})", "scenes")
+        images = [p for s in scenes for p in img_dir.glob(f"{s}/*{IMAGE_SUFFIX}")]
+        labels = [p for s in scenes for p in gt_dir.glob(f"{s}/*{LABEL_SUFFIX}")]
         pairs = pair_by_name(
             images, labels,
             lambda p: p.name[: -len(IMAGE_SUFFIX)],

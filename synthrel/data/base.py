@@ -17,7 +17,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from synthrel.conventions import IGNORE_INDEX
-from synthrel.data.io import read_image
+from synthrel.data.io import read_image, read_label
 from synthrel.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,55 @@ class SegDataset(Dataset):
                 f"label {path} holds ids {bad.tolist()[:10]} outside the {what} id set "
                 f"(valid: {np.flatnonzero(valid).tolist()}); is this the right label file type?"
             )
+
+
+#: raw label ids from 19 up: in labelIds (vegetation 21, sky 23, person 24, car 26, ...) and IDD level3Ids they
+#: are in nearly every street scene; a trainIds file (0..18, 255) never holds one
+_IDS_BEYOND_TRAIN_IDS = slice(19, 34)
+
+
+def check_label_encoding(dataset: SegDataset, n_files: int = 8, key: str = "stages.evaluate.label_check") -> None:
+    """Refuse label files that look like trainIds under a labelIds (or level3Ids) name: trainIds 0..18 are
+    valid labelIds, so they would be read without error and give a plausible, wrong mIoU (0.76 on the demo).
+
+    Reads up to `n_files` labels spread over the set; none holding any id from 19 up is the tell.
+    """
+    table = getattr(dataset, "valid_label_ids", None)
+    if table is None or not table[_IDS_BEYOND_TRAIN_IDS].any() or not dataset.has_labels:
+        return
+    picks = np.unique(np.linspace(0, len(dataset.items) - 1, min(n_files, len(dataset.items))).astype(int))
+    seen = set()
+    for i in picks:
+        seen.update(np.unique(read_label(dataset.items[i].label)).tolist())
+    if not seen & set(range(19, 34)):
+        raise DatasetError(
+            f"dataset {dataset.name!r} under {dataset.root}: {len(picks)} label file(s) (e.g. "
+            f"{dataset.items[picks[0]].label.name}) hold only ids {sorted(seen)}, none from 19 up (vegetation, sky, "
+            "person, car...): these look like trainIds saved under the raw-id file name, which would be read as "
+            f"the wrong classes. Save the raw ids (labelIds / level3Ids), or set `{key}=false` if these labels "
+            "really hold none of those classes")
+
+
+def select_folders(parent: Path, wanted: Iterable[str] | None, what: str, key: str,
+                   require_all: bool = True) -> list[str]:
+    """Sub-folders (cities, scenes) of `parent` to read: all of them, or the `wanted` ones.
+
+    A protocol split names its folders (e.g. relis' 37 IDD test scenes), so a listed folder that is absent
+    means an incomplete download: an error, or with `require_all=False` a warning (partial data, the demo).
+    """
+    if wanted is None:
+        return sorted(p.name for p in parent.iterdir() if p.is_dir())
+    wanted = [str(w) for w in wanted]
+    missing = [w for w in wanted if not (parent / w).is_dir()]
+    if missing and require_all:
+        raise DatasetError(
+            f"{what}: {len(missing)} of the {len(wanted)} {key} listed are missing under {parent}, e.g. "
+            f"{missing[:5]}; expected a folder per listed entry (incomplete download?)"
+        )
+    if missing:
+        log.warning("%s: %d of the %d %s listed are absent under %s and skipped: %s", what, len(missing),
+                    len(wanted), key, parent, missing)
+    return [w for w in wanted if w not in missing]
 
 
 def id_table(valid_ids: Iterable[int], extra=(IGNORE_INDEX,)) -> np.ndarray:

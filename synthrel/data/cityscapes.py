@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from synthrel.conventions import LABEL_TO_TRAIN, NUM_LABEL_IDS
-from synthrel.data.base import Item, SegDataset, id_table, pair_by_name
+from synthrel.data.base import Item, SegDataset, id_table, pair_by_name, select_folders
 from synthrel.data.io import read_label, require_dir
 
 LAYOUT = """  leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
@@ -17,13 +17,17 @@ LAYOUT = """  leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
 class CityscapesDataset(SegDataset):
     valid_label_ids = id_table(range(NUM_LABEL_IDS))
 
+    """`cities` restricts the split to those city folders (relis protocol: test = frankfurt, calibration =
+    munster + lindau of val; conf/dataset/protocol_splits.yaml); a listed city that is absent is an error."""
+
     def __init__(self, root: str | Path, split: str = "val", cities: list[str] | None = None,
                  name: str = "cityscapes", root_key: str = "datasets.cityscapes.root"):
         root = require_dir(root, root_key, LAYOUT)
         img_dir = require_dir(root / "leftImg8bit" / split, root_key, LAYOUT)
         gt_dir = require_dir(root / "gtFine" / split, root_key, LAYOUT)
-        images = [p for c in (cities or ["*"]) for p in img_dir.glob(f"{c}/*_leftImg8bit.png")]
-        labels = [p for c in (cities or ["*"]) for p in gt_dir.glob(f"{c}/*_gtFine_labelIds.png")]
+        cities = select_folders(img_dir, cities, f"Cityscapes {split} ({name})", "cities")
+        images = [p for c in cities for p in img_dir.glob(f"{c}/*_leftImg8bit.png")]
+        labels = [p for c in cities for p in gt_dir.glob(f"{c}/*_gtFine_labelIds.png")]
         pairs = pair_by_name(
             images, labels,
             lambda p: p.name[: -len("_leftImg8bit.png")],

@@ -40,7 +40,10 @@ LIGHT, SIGN, VEGETATION, TERRAIN, SKY = 19, 20, 21, 22, 23
 PERSON, RIDER, CAR, TRUCK, BUS, CARAVAN, MOTORCYCLE, BICYCLE = 24, 25, 26, 27, 28, 29, 32, 33
 
 TRAIN_CITIES = ("aachen", "bochum")
-VAL_CITIES = ("frankfurt", "lindau", "munster")
+VAL_CITIES = ("frankfurt", "lindau", "munster")  # relis protocol: test = frankfurt, calibration = the others
+# IDD train scenes: two of relis' 37 test scenes and one outside them, so that the idd_test split selects.
+IDD_TRAIN_SCENES = ("265", "431", "1")
+IDD_VAL_SCENES = ("100", "101")
 CAMERA_HEIGHT = 1.5  # metres
 
 # IDD level3Ids for the Cityscapes labelIds the renderer uses: the inverse of IDD_LEVEL3_TO_TRAIN, plus the
@@ -497,6 +500,8 @@ class DemoDataJob:
 
     cityscapes/ (clean train and val), ACDC/ (fog, night, rain, snow; train and val, `n_shift` images each),
     IDD_Segmentation/ (train and val, `n_shift` images each), RoadAnomaly/ (`n_ood` frames).
+    The folders carry the relis protocol splits (conf/dataset/protocol_splits.yaml): Cityscapes val cities
+    frankfurt / munster / lindau, ACDC train and val scenes, IDD train scenes in and out of the 37 test ones.
     """
 
     root: str
@@ -596,7 +601,8 @@ class DemoDataJob:
             write_png(gt / f"{base}_gt_labelTrainIds.png", label_ids_to_train_ids(scene.label_ids))
         elif dataset == "idd":
             scene = render_scene(rng, width, height, style=INDIA_STYLE)
-            folder = str(index // 4 + (0 if split == "train" else 100))
+            scenes = IDD_TRAIN_SCENES if split == "train" else IDD_VAL_SCENES
+            folder = scenes[index % len(scenes)]
             base = f"{index:06d}"
             write_png(self.root / "IDD_Segmentation" / "leftImg8bit" / split / folder / f"{base}_leftImg8bit.png",
                       scene.to_uint8())

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from synthrel.conventions import IDD_ABSENT_TRAIN_IDS, IDD_LEVEL3_TO_TRAIN, IDD_NUM_LEVEL3_IDS
-from synthrel.data.base import Item, SegDataset, id_table, pair_by_name
+from synthrel.data.base import Item, SegDataset, id_table, pair_by_name, select_folders
 from synthrel.data.io import read_label, require_dir
 from synthrel.errors import DatasetError
 
@@ -29,17 +29,21 @@ def _strip(name: str, suffixes: tuple[str, ...]) -> str:
 
 
 class IDDDataset(SegDataset):
+    """One split; `scenes` restricts it to those scene folders (relis protocol: test = 37 listed train scenes,
+    calibration = all val scenes; conf/dataset/protocol_splits.yaml). A listed scene that is absent is an
+    error unless `require_all_scenes` is false (the demo data holds only a few of the 37)."""
+
     absent_classes = IDD_ABSENT_TRAIN_IDS
     valid_label_ids = id_table(range(IDD_NUM_LEVEL3_IDS))
 
     def __init__(self, root: str | Path, split: str = "val", scenes: list[str] | None = None,
-                 name: str = "idd", root_key: str = "datasets.idd.root"):
+                 name: str = "idd", root_key: str = "datasets.idd.root", require_all_scenes: bool = True):
         root = require_dir(root, root_key, LAYOUT)
         img_dir = require_dir(root / "leftImg8bit" / split, root_key, LAYOUT)
         gt_dir = require_dir(root / "gtFine" / split, root_key, LAYOUT)
-        pattern = [f"{s}/" for s in scenes] if scenes else ["*/"]
-        images = [p for s in pattern for suffix in IMAGE_SUFFIXES for p in img_dir.glob(f"{s}*{suffix}")]
-        labels = [p for s in pattern for p in gt_dir.glob(f"{s}*{LABEL_SUFFIX}")]
+        scenes = select_folders(img_dir, scenes, f"IDD {split} ({name})", "scenes", require_all_scenes)
+        images = [p for s in scenes for suffix in IMAGE_SUFFIXES for p in img_dir.glob(f"{s}/*{suffix}")]
+        labels = [p for s in scenes for p in gt_dir.glob(f"{s}/*{LABEL_SUFFIX}")]
         self._require_level3_labels(images, labels, gt_dir)
         pairs = pair_by_name(
             images, labels,

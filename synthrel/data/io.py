@@ -11,12 +11,25 @@ from PIL import Image, UnidentifiedImageError
 from synthrel.errors import DatasetError
 from synthrel.jobs import atomic_path
 
+#: 16-bit greyscale modes: PIL's convert("RGB") clips them (every value above 255 becomes white)
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3); corrupt or truncated files raise DatasetError."""
+    """Read an image file as RGB uint8 (H, W, 3); corrupt or truncated files raise DatasetError.
+
+    16-bit greyscale keeps its high byte, as PIL reduces 16-bit RGB PNGs (its convert("RGB") would clip it to
+    white); 32-bit integer and float images are refused: their value range is not known.
+    """
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode in _SIXTEEN_BIT:
+                grey = (np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
+            if im.mode in ("I", "F"):
+                raise DatasetError(f"image {path} is {'32-bit integer' if im.mode == 'I' else 'float'} (PIL mode "
+                                   f"{im.mode}); expected an 8-bit RGB or greyscale image, or 16-bit greyscale")
             return np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise DatasetError(f"image file not found: {path}") from None

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from synthrel.conventions import IGNORE_INDEX, NUM_CLASSES
+from synthrel.errors import SynthrelError
 from synthrel.jobs import item_rng
 from synthrel.metrics.calibration import N_BINS, confidence_bin_index
 from synthrel.metrics.segmentation import new_confusion
@@ -43,6 +44,10 @@ OOD_RANGES = {"msp": (0.0, 1.0), "max_logit": (-50.0, 50.0), "entropy": (0.0, ma
 OOD_HIGH_IS_ID = {"msp": True, "max_logit": True, "entropy": False}
 OOD_BINS = 10000  # pooled histograms
 OOD_IMAGE_BINS = 100  # per-image histograms
+
+
+class NonFiniteLogitsError(SynthrelError):
+    """A model's logits hold NaN or inf: every metric from them would be a plausible-looking wrong number."""
 
 
 @dataclass
@@ -299,14 +304,24 @@ def evaluate_dataset(segmenter, dataset, *, batch_size: int = 1, num_workers: in
                         collate_fn=_Collate(seed, calib_pixels_per_image), pin_memory=cuda,
                         persistent_workers=False, prefetch_factor=4 if num_workers else None)
     acc = OnePassAccumulator(segmenter.device, calib_pixels_per_image, seed, compile=compile_metrics)
+    nonfinite, ids = [], []  # per image, counted on the device and checked once at the end (no sync per batch)
     with tqdm(total=len(dataset), desc=desc or "evaluate", unit="img") as bar:
         for groups in loader:
             for group in groups:
                 logits, image_features = segmenter.logits_and_features(group["image"], features=features)
+                nonfinite.append((~torch.isfinite(logits)).flatten(1).sum(1))
+                ids.extend(group["ids"])
                 acc.update(logits, _to_device(group["label"], segmenter.device),
                            _to_device(group["ood"], segmenter.device), image_features, group["indices"], group["ids"],
                            picks=group["picks"])
             bar.update(sum(len(g["ids"]) for g in groups))
+    bad = torch.cat(nonfinite).cpu().numpy() if nonfinite else np.zeros(0)
+    if bad.any():
+        names = [i for i, n in zip(ids, bad, strict=True) if n]
+        raise NonFiniteLogitsError(
+            f"model {segmenter.key!r} gave non-finite logits (NaN or inf) on {len(names)} of {len(ids)} image(s), "
+            f"e.g. {names[:3]} ({int(bad.max())} values in the worst); its weights or precision are broken "
+            "(a checkpoint with NaN weights, fp16 overflow: try precision=fp32). Nothing was written")
     return acc.result()
 
 

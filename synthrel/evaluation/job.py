@@ -16,11 +16,12 @@ from pathlib import Path
 import hydra
 
 from synthrel.config import to_plain
-from synthrel.errors import ConfigError, unknown_name
+from synthrel.data.base import check_label_encoding
+from synthrel.errors import ConfigError, DatasetError, unknown_name
 from synthrel.evaluation import NOT_EVALUATED
 from synthrel.evaluation.engine import evaluate_dataset
 from synthrel.evaluation.results import DONE, is_done, job_dir, metric_rows, weights_fingerprint, write_job
-from synthrel.jobs import Manifest, Shard, positive_int, write_json_atomic
+from synthrel.jobs import Manifest, Shard, exclusive_output, positive_int, write_json_atomic
 from synthrel.runtime import resolve_device
 from synthrel.zoo.predictor import PRECISIONS, build_segmenter, check_feature_mode
 from synthrel.zoo.registry import get_entry, zoo_entries
@@ -49,6 +50,7 @@ class EvaluateJob:
     features: str | None = "auto"
     calibrate_methods: list[str] | None = None
     seed: int = 0
+    label_check: bool = True  # refuse labels that look like trainIds under a labelIds name (check_label_encoding)
     shard: str = "0/1"
     force: bool = False
     cache_dir: str | None = None
@@ -103,6 +105,9 @@ class EvaluateJob:
         mine = [pairs[k] for k in self.shard.select(len(pairs))]
         datasets = {name: hydra.utils.instantiate(self.dataset_configs[name])
                     for name in dict.fromkeys(d for _, d in mine)}
+        if self.label_check:
+            for dataset in datasets.values():
+                check_label_encoding(dataset)
         done, skipped = 0, 0
         for key, why in self.not_evaluated.items():
             log.warning("evaluate: %s left out: %s", key, why)
@@ -122,29 +127,36 @@ class EvaluateJob:
             segmenter = build_segmenter(entry, device, self.precision, self.cache_dir,
                                         window_batch=self.window_batch, compile=bool(self.compile))
             for name in todo:
-                dataset, labels = datasets[name], self.labels(name)
-                start = time.perf_counter()
-                out = evaluate_dataset(segmenter, dataset, batch_size=self.batch_size,
-                                       num_workers=self.num_workers,
-                                       calib_pixels_per_image=self.calib_pixels_per_image, seed=self.seed,
-                                       desc=f"{model_key} on {labels['key']}", features=self.features,
-                                       compile_metrics=bool(self.compile))
-                meta = {"model": model_key, "family": entry.family, "dataset": labels["key"],
-                        "domain": labels["domain"], "generator": labels["generator"], "profile": self.profile}
-                table = metric_rows(out, meta, getattr(dataset, "absent_classes", ()))
-                record = {"job": f"{model_key}/{labels['key']}", "n_images": out.n_images,
-                          "device": str(device), "checkpoint": entry.checkpoint, "config": entry.config,
-                          **expected[name], "features": self.features,
-                          "seconds": round(time.perf_counter() - start, 3)}
-                write_job(self._folder(model_key, name), out, table, record)
-                manifest.append(record)
+                with exclusive_output(self._folder(model_key, name)):
+                    self._evaluate_pair(segmenter, entry, model_key, name, datasets[name], expected[name],
+                                        manifest, device)
                 done += 1
-                miou = table.loc[table.metric == "mIoU", "value"]
-                log.info("%s on %s: %d images, mIoU %s", model_key, labels["key"], out.n_images,
-                         f"{100 * miou.iloc[0]:.2f}" if len(miou) else "n/a")
         return {"results_dir": results_dir, "evaluated": done, "skipped": skipped,
                 "shard": str(self.shard), "pairs": len(mine),
                 **({"not_evaluated": self.not_evaluated} if self.not_evaluated else {})}
+
+    def _evaluate_pair(self, segmenter, entry, model_key: str, name: str, dataset, expected: dict,
+                       manifest: Manifest, device) -> None:
+        labels = self.labels(name)
+        start = time.perf_counter()
+        out = evaluate_dataset(segmenter, dataset, batch_size=self.batch_size,
+                               num_workers=self.num_workers,
+                               calib_pixels_per_image=self.calib_pixels_per_image, seed=self.seed,
+                               desc=f"{model_key} on {labels['key']}", features=self.features,
+                               compile_metrics=bool(self.compile))
+        check_evaluable(out, dataset, labels["key"])
+        meta = {"model": model_key, "family": entry.family, "dataset": labels["key"],
+                "domain": labels["domain"], "generator": labels["generator"], "profile": self.profile}
+        table = metric_rows(out, meta, getattr(dataset, "absent_classes", ()))
+        record = {"job": f"{model_key}/{labels['key']}", "n_images": out.n_images,
+                  "device": str(device), "checkpoint": entry.checkpoint, "config": entry.config,
+                  **expected, "features": self.features,
+                  "seconds": round(time.perf_counter() - start, 3)}
+        write_job(self._folder(model_key, name), out, table, record)
+        manifest.append(record)
+        miou = table.loc[table.metric == "mIoU", "value"]
+        log.info("%s on %s: %d images, mIoU %s", model_key, labels["key"], out.n_images,
+                 f"{100 * miou.iloc[0]:.2f}" if len(miou) else "n/a")
 
     def _folder(self, model_key: str, name: str):
         return job_dir(self.output_dir, self.zoo_name, model_key, self.labels(name)["key"])
@@ -165,3 +177,16 @@ class EvaluateJob:
             record = json.loads((self._folder(model_key, name) / DONE).read_text())
             if record["job"] not in recorded:
                 manifest.append(record)
+
+
+def check_evaluable(out, dataset, key: str) -> None:
+    """No number from labels without one evaluable pixel (mIoU would be NaN, written beside valid results);
+    single images without one are named in the log (they add nothing to the metrics)."""
+    if out.confusion is None:
+        return
+    if out.confusion.sum() == 0:
+        raise DatasetError(f"dataset {key!r} under {dataset.root}: no label holds an evaluable pixel (every pixel is "
+                           "void, i.e. trainId 255 after mapping); check the label files and their id encoding")
+    empty = [i for i, cm in zip(out.image_ids, out.per_image_confusion, strict=True) if cm.sum() == 0]
+    if empty:
+        log.warning("%s: %d image(s) without an evaluable pixel (all void), e.g. %s", key, len(empty), empty[:3])

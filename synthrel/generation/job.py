@@ -24,7 +24,15 @@ from synthrel.generation.conditioning import (
     encode_label_ids,
     square_crop_box,
 )
-from synthrel.jobs import BackgroundWriter, Manifest, Shard, item_rng, item_seed, positive_int
+from synthrel.jobs import (
+    BackgroundWriter,
+    Manifest,
+    Shard,
+    exclusive_outputs,
+    item_rng,
+    item_seed,
+    positive_int,
+)
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +162,6 @@ class GenerateJob:
         return items
 
     def run(self) -> dict:
-        from synthrel.data.synthetic import MANIFEST
-
         dataset = instantiate_dataset({"source": self.source}, "source")
         if not hasattr(dataset, "load_label_ids"):
             raise DatasetError(
@@ -165,6 +171,12 @@ class GenerateJob:
         everything = self.plan(dataset)
         mine = [everything[k] for k in self._shard.select(len(everything))]
         sets = sorted({it.out_dir for it in mine})
+        with exclusive_outputs(sets, self._shard):
+            return self._generate(dataset, mine, sets)
+
+    def _generate(self, dataset, mine: list, sets: list[str]) -> dict:
+        from synthrel.data.synthetic import MANIFEST
+
         done = set() if self.force else {(d, i) for d in sets for i in Manifest(Path(d) / MANIFEST).done()}
         todo = [it for it in mine if (it.out_dir, it.id) not in done]
         summary = {"out_dir": str(self.set_dir(self.domains[0])), "set_dirs": sets, "shard": str(self._shard),

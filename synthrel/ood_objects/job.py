@@ -20,7 +20,7 @@ import numpy as np
 
 from synthrel.data.synthetic import MANIFEST, slugify, write_ood_item
 from synthrel.errors import ConfigError, WeightsError, unknown_name
-from synthrel.jobs import Manifest, Shard, item_rng, item_seed, positive_int
+from synthrel.jobs import Manifest, Shard, exclusive_output, item_rng, item_seed, positive_int
 from synthrel.ood_objects.inpainting import (
     COMPILE_MODES,
     DiffusionSettings,
@@ -132,6 +132,10 @@ class InpaintJob:
         return [WorkItem(*pairs[j]) for j in self.shard_spec.select(len(pairs))]
 
     def run(self) -> dict:
+        with exclusive_output(self.out_dir, self.shard_spec):
+            return self._inpaint()
+
+    def _inpaint(self) -> dict:
         from tqdm.auto import tqdm
 
         out_dir = Path(self.out_dir)

@@ -23,7 +23,7 @@ def _ece(z, y, n_bins=15):
                for lo, hi in zip(edges[:-1], edges[1:], strict=True) if ((conf > lo) & (conf <= hi)).any())
 
 
-def _write_sample(folder, rng, t_true, n_images=4, per_image=300):
+def _write_sample(folder, rng, t_true, n_images=4, per_image=300, ids=None):
     n = n_images * per_image
     z = (rng.normal(size=(n, 19)) * 4).astype(np.float32)
     p = _softmax(z.astype(np.float64) / t_true)
@@ -31,7 +31,7 @@ def _write_sample(folder, rng, t_true, n_images=4, per_image=300):
     folder.mkdir(parents=True)
     np.savez(folder / "calib_sample.npz", logits=z, labels=y, image_index=np.repeat(np.arange(n_images), per_image)
              .astype(np.int32), features=rng.random((n_images, 8)).astype(np.float32),
-             image_ids=np.array([f"im{i}" for i in range(n_images)]))
+             image_ids=np.array(ids or [f"{folder.name}_{i}" for i in range(n_images)]))
     return z, y
 
 
@@ -80,5 +80,7 @@ def test_calibrate_job_validates_names(tmp_path):
 def test_stage_config_instantiates(compose_cfg):
     cfg = compose_cfg("+stage=[calibrate]", "domain=rain")
     job = hydra.utils.instantiate(cfg.stages.calibrate, _convert_="all")
-    assert job.targets == ["acdc_rain"]
+    assert job.targets == ["acdc_rain_test"]  # the relis test split; fitted on cityscapes_calib / synthetic
+    assert job.calibration_sets["cityscapes"] == ["cityscapes_calib"]
+    assert not job.allow_overlap and job.per_class_rule == "per_channel"
     assert job.calibration_sets["synthetic"] == [f"synthetic_{cfg.backbone.name}_rain"]

@@ -96,7 +96,7 @@ def test_per_class_fit_splits_by_predicted_class_and_leaves_unpredicted_at_one()
     t0 = fit_temperature_scaler(z0, y0, objective="nll").temperatures[0, 0]
     t1 = fit_temperature_scaler(z1, y1, objective="nll").temperatures[0, 0]
     np.testing.assert_allclose(scaler.temperatures[0], [t0, t1, 1.0], rtol=1e-6)
-    assert scaler.per_class_rule == "per_pred_class"
+    assert scaler.per_class_rule == "per_channel"  # the official code's rule is the default (spec S9)
 
 
 def test_kmeans_deterministic_with_seed_and_hard_assignment_matches_sklearn():

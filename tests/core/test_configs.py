@@ -6,6 +6,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
+from synthrel.config import check_domain
 from synthrel.errors import ConfigError
 from synthrel.run import CONF_DIR, STAGE_ORDER, run_stages
 
@@ -27,6 +28,7 @@ def test_every_experiment_composes_and_resolves(compose_cfg, experiment, profile
     if experiment == "covariate_custom":
         overrides.append("domain.name=volcanic ash")
     cfg = compose_cfg(*overrides)
+    check_domain(cfg, cfg.domain.name)  # the domain agrees with itself and with what the stages need
     OmegaConf.resolve(cfg)  # every interpolation resolves
     assert cfg.stages, experiment
     assert set(cfg.stages) <= set(STAGE_ORDER)

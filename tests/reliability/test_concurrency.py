@@ -1,0 +1,50 @@
+"""Two runs on one output: the second stops with a clear message instead of redoing the work beside the first;
+shards of one folder run side by side; every run gets its own Hydra run folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from reliability_utils import EVALUATE, SUBPROCESS_ENV, base_overrides, run_cli, synthrel_command
+
+from synthrel.jobs import Shard, exclusive_output
+
+ONE_PAIR = ["+stage=[evaluate]", "stages.evaluate.models=[pspnet_r18]", "stages.evaluate.datasets=[cityscapes]",
+            "stages.evaluate.num_workers=0"]
+
+
+def test_a_second_run_on_a_folder_being_written_stops_and_names_the_holder(world, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    pair = artifacts / "results" / "tiny" / "pspnet_r18" / "cityscapes"
+    with exclusive_output(pair):  # this test process is "the first run"
+        proc = run_cli([*base_overrides(world, artifacts), *ONE_PAIR], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert f"another synthrel run is writing {pair}" in proc.stderr
+    assert '"pid":' in proc.stderr and "Wait for it to finish" in proc.stderr
+    assert not (pair / "DONE").exists() and not (pair / "metrics.parquet").exists()
+    # once the first run is gone, the same command runs
+    proc = run_cli([*base_overrides(world, artifacts), *ONE_PAIR], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (pair / "DONE").exists()
+
+
+def test_other_shards_of_a_folder_run_beside_each_other(world, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    evaluate = [o for o in EVALUATE if not o.startswith("stages.evaluate.models")] + ["stages.evaluate.models=[pspnet_r18]"]
+    results = artifacts / "results" / "tiny" / "pspnet_r18"
+    with exclusive_output(results / "cityscapes", Shard(0, 2)):  # shard 0 holds its pairs
+        proc = run_cli([*base_overrides(world, artifacts), *evaluate, "shard=1/2"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {p.parent.name for p in results.glob("*/DONE")} == {"acdc_fog"}  # pair 1 of 3: shard 1/2's only pair
+
+
+def test_runs_started_in_the_same_second_get_their_own_run_folders(world, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    command = synthrel_command([*base_overrides(world, artifacts), "+stage=[evaluate]", "seed=abc"])  # fails fast
+    procs = [subprocess.Popen(command, cwd=tmp_path, env={**os.environ, **SUBPROCESS_ENV},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(3)]
+    for proc in procs:
+        proc.wait(timeout=120)
+    runs = sorted((artifacts / "logs" / "run" / "runs").iterdir())
+    assert len(runs) == 3, runs
