@@ -86,14 +86,18 @@ def touch_cityscapes(root: Path, counts: dict[str, int], split: str = "val") -> 
 @pytest.mark.parametrize("counts, status", [(CITYSCAPES_VAL, "present"),
                                             ({**CITYSCAPES_VAL, "lindau": 58}, "incomplete")])
 def test_cityscapes_val_is_counted_per_city(compose_cfg, tmp_path, empty_hub, counts, status):
+    """The whole val set and the protocol splits (test = frankfurt, calibration = munster + lindau)."""
     touch_cityscapes(tmp_path / "data" / "cityscapes", counts)
-    cfg = compose_cfg("+stage=[evaluate]", "stages.evaluate.datasets=[cityscapes]", "stages.evaluate.models=[pspnet_r18]")
-    need = by_what(collect(cfg, STAGE_ORDER))["dataset cityscapes (val)"]
-    assert need.status == status
+    cfg = compose_cfg("+stage=[evaluate]", "stages.evaluate.datasets=[cityscapes,cityscapes_test,cityscapes_calib]",
+                      "stages.evaluate.models=[pspnet_r18]")
+    needs = by_what(collect(cfg, STAGE_ORDER))
+    whole, test, calib = (needs[f"dataset {n} (val)"] for n in ("cityscapes", "cityscapes_test", "cityscapes_calib"))
+    assert (whole.status, test.status, calib.status) == (status, "present", status)
+    assert test.detail == "267 images"
     if status == "incomplete":
-        assert need.detail == "lindau: 58 images, expected 59" and need.blocking
+        assert whole.detail == calib.detail == "lindau: 58 images, expected 59" and calib.blocking
     else:
-        assert need.detail == "500 images in 3 scenes"
+        assert (whole.detail, calib.detail) == ("500 images in 3 scenes", "233 images in 2 scenes")
 
 
 def test_idd_without_level3_labels_points_to_the_toolkit(compose_cfg, tmp_path, empty_hub):
