@@ -13,7 +13,7 @@ synthrel/eager and the max/mean absolute uint8 pixel difference to the eager pip
     python -m benchmarks.run gen --model inpaint      # the OOD stage's inpainting + refinement (issue #8 item 4)
 
 `--model inpaint` times the OOD-object stage's two diffusion calls on the real SD1.5-inpainting architecture
-(9-channel UNet, PNDM as runwayml/stable-diffusion-inpainting ships it, 512² context patches with a box mask):
+(9-channel UNet, PNDM as stable-diffusion-v1-5/stable-diffusion-inpainting ships it, 512² context patches with a box mask):
 inpainting (strength 1, guidance 15, 50 steps) and refinement (strength 0.65, guidance 7.5, 50 steps), the
 plain pipeline against the same pipeline after `synthrel.ood_objects.inpainting.accelerate_pipeline`.
 
@@ -74,7 +74,7 @@ CASES = {
         vae=dict(VAE_TINY, sample_size=64, scaling_factor=0.13025), size=64, embed_dim=64, pooled_dim=32,
         guidance=10.0, control_scale=0.65, batches=(1, 3), quick_batches=(1, 2)),
 }
-#: runwayml/stable-diffusion-inpainting's scheduler (PNDM, PLMS steps only), which the inpaint stage keeps
+#: stable-diffusion-v1-5/stable-diffusion-inpainting's scheduler (PNDM, PLMS steps only), which the inpaint stage keeps
 PNDM = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
             set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1)
 #: (strength, guidance, steps) of the inpaint stage's two calls (conf/stage/inpaint.yaml)

@@ -47,6 +47,7 @@ class BackboneSchema:
     name: str = MISSING
     pretrained: str = MISSING
     controlnet: str | None = None
+    controlnet_sha256: str | None = None  # of a single-file `controlnet`, checked by the preflight
     vae: str | None = None
     resolution: int = MISSING
     num_inference_steps: int = 25

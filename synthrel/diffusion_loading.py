@@ -71,7 +71,7 @@ def pipeline_class_name(pretrained: str, key: str = "backbone.pretrained") -> st
             state = "is not a diffusers pipeline folder (no model_index.json)" if folder.exists() else "does not exist"
             raise WeightsError(
                 f"Stable Diffusion weights folder {source!r} {state}. Download the base model in diffusers "
-                f"format (e.g. `huggingface-cli download runwayml/stable-diffusion-v1-5`, or "
+                f"format (e.g. `hf download stable-diffusion-v1-5/stable-diffusion-v1-5`, or "
                 f"stabilityai/stable-diffusion-xl-base-1.0 for SDXL) and set `{key}` to its folder or hub id; "
                 "with profile=tiny the tiny models are built by synthrel.tiny.diffusion.ensure_tiny_models."
             )
@@ -82,7 +82,7 @@ def pipeline_class_name(pretrained: str, key: str = "backbone.pretrained") -> st
         raise _missing(
             "Stable Diffusion weights", source, key,
             "It is not in the local Hugging Face cache and could not be downloaded (HF_HUB_OFFLINE?): "
-            f"run `huggingface-cli download {source}` on a machine with internet, or point to a local folder.",
+            f"run `hf download {source}` on a machine with internet, or point to a local folder.",
             e,
         ) from None
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from synthrel.config import check_domain, check_run_keys  # (importing it registers the schemas and resolvers)
 from synthrel.errors import ConfigError
+from synthrel.preflight import gate as preflight_gate
 from synthrel.runtime import setup_runtime
 
 log = logging.getLogger("synthrel")
@@ -69,6 +70,8 @@ def main(cfg: DictConfig) -> None:
 
     check_domain(cfg, HydraConfig.get().runtime.choices.get("domain"))
     log.info("profile=%s task=%s output_dir=%s", cfg.profile.name, cfg.task_name, cfg.paths.output_dir)
+    if preflight_gate(cfg, STAGE_ORDER):  # preflight=true / download: report only
+        return
     summaries = run_stages(cfg)
     out = Path(cfg.paths.output_dir)
     OmegaConf.save(OmegaConf.create(summaries), out / "summary.yaml")

@@ -78,7 +78,7 @@ def build_fid(
         raise WeightsError(
             f"feature_extractor=inception needs the FID Inception-V3 weights ({INCEPTION_WEIGHTS}, from the "
             "torch-fidelity GitHub releases) on disk: set feature_extractor_weights_path=/path/to/"
-            f"{INCEPTION_WEIGHTS} (got {weights_path!r}); nothing is downloaded"
+            f"{INCEPTION_WEIGHTS} (got {weights_path!r}); `preflight=download` fetches it to the default path"
         )
     return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(weights_path), normalize=False)
 

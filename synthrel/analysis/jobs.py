@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from synthrel.analysis.ablation import ablation_for
 from synthrel.analysis.provenance import provenance
 from synthrel.analysis.tables import save_table
 from synthrel.errors import ConfigError, DatasetError
+from synthrel.evaluation import NOT_EVALUATED
 from synthrel.jobs import atomic_path, positive_int, write_json_atomic
 from synthrel.metrics.calibration import CALIBRATION_ECE, ECE_DEFINITIONS
 from synthrel.tracking import Tracker
@@ -100,11 +102,18 @@ class CorrelateJob:
         settings = {"job": {k: v for k, v in dataclasses.asdict(self).items() if k != "logger"},
                     "bootstrap": {**self._bootstrap.__dict__, "method": "percentile", "resampled": "models"},
                     "profile": self.profile, "n_models": int(results["model"].nunique()),
-                    "sources": sorted(set(results["source"])), **provenance(self.run_dir)}
+                    "sources": sorted(set(results["source"])), "not_evaluated": self._not_evaluated(),
+                    **provenance(self.run_dir)}
         write_json_atomic(out / SETTINGS_FILE, settings)
         write_json_atomic(out / OUTPUTS_INDEX, index)
         log.info("correlate: %d tables/figures in %s", len(index), out)
         return {"analysis_dir": str(out), "n_models": settings["n_models"], "n_outputs": len(index)}
+
+    def _not_evaluated(self) -> dict[str, str]:
+        """Zoo models the evaluate stage left out (no weights), with the reason, from each results root."""
+        roots = [self.results_root] if isinstance(self.results_root, str) else list(self.results_root or [])
+        records = [json.loads(p.read_text()) for root in roots for p in sorted((Path(root) / NOT_EVALUATED).glob("*.json"))]
+        return {r["model"]: r["reason"] for r in records}
 
     # -- sections -------------------------------------------------------------------------------------
 

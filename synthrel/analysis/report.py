@@ -115,6 +115,10 @@ def _summary(settings: dict) -> str:
              f"profile `{settings.get('profile', '?')}`",
              f"git `{settings.get('git_sha') or 'unknown'}`",
              f"{settings.get('n_models', '?')} models from {len(settings.get('sources', []))} result tables"]
+    missing = settings.get("not_evaluated") or {}
+    if missing:
+        parts.append(f"{len(missing)} zoo model(s) not evaluated: "
+                     + ", ".join(f"{k} ({why})" for k, why in sorted(missing.items())))
     if boot:
         parts.append(f"Pearson r headline; intervals: {100 * boot['confidence']:.0f}% percentile bootstrap over "
                      f"models, {boot['n_resamples']} resamples, seed {boot['seed']}")

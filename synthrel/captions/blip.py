@@ -33,7 +33,7 @@ class BlipCaptioner:
         except (OSError, ValueError) as e:
             raise WeightsError(
                 f"BLIP captioner {model!r} could not be loaded ({type(e).__name__}: {str(e).splitlines()[0]}). "
-                "Download Salesforce/blip-image-captioning-large (`huggingface-cli download "
+                "Download Salesforce/blip-image-captioning-large (`hf download "
                 "Salesforce/blip-image-captioning-large`) or point to a local folder; with profile=tiny the tiny "
                 "BLIP is built by synthrel.tiny.diffusion.ensure_tiny_models. Set `stages.caption.model`."
             ) from None

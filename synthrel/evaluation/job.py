@@ -11,20 +11,23 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import hydra
 
 from synthrel.config import to_plain
 from synthrel.data.base import check_label_encoding
 from synthrel.errors import ConfigError, DatasetError, unknown_name
+from synthrel.evaluation import NOT_EVALUATED
 from synthrel.evaluation.engine import evaluate_dataset
 from synthrel.evaluation.results import DONE, is_done, job_dir, metric_rows, weights_fingerprint, write_job
-from synthrel.jobs import Manifest, Shard, exclusive_output, positive_int
+from synthrel.jobs import Manifest, Shard, exclusive_output, positive_int, write_json_atomic
 from synthrel.runtime import resolve_device
 from synthrel.zoo.predictor import PRECISIONS, build_segmenter, check_feature_mode
 from synthrel.zoo.registry import get_entry, zoo_entries
 
 log = logging.getLogger(__name__)
+NO_WEIGHTS_DOC = "docs/install.md#manual-weights"
 
 
 @dataclass
@@ -59,9 +62,15 @@ class EvaluateJob:
         self.dataset_labels = to_plain(self.dataset_labels) or {}
         self.datasets = list(to_plain(self.datasets) or [])
         entries = zoo_entries(self.zoo)
-        self.models = list(to_plain(self.models) or entries)
-        for key in self.models:
+        chosen = to_plain(self.models)
+        for key in chosen or []:
             get_entry(self.zoo, key)  # ConfigError listing the valid keys
+        # Models without weights (the paper zoo's 6 without a public checkpoint) are left out, named or not, so
+        # that a sweep over the zoo runs; the reason goes to the log, the summary and the results store (report).
+        self.not_evaluated = {
+            key: f"no public Cityscapes checkpoint: set `zoo.models.{key}.checkpoint` ({NO_WEIGHTS_DOC})"
+            for key in (chosen or entries) if not entries[key].checkpoint and not entries[key].tiny}
+        self.models = [key for key in (chosen or entries) if key not in self.not_evaluated]
         if not self.datasets:
             raise ConfigError(f"`stages.evaluate.datasets` is empty; choose from {', '.join(self.dataset_configs)}")
         for name in self.datasets:
@@ -100,6 +109,11 @@ class EvaluateJob:
             for dataset in datasets.values():
                 check_label_encoding(dataset)
         done, skipped = 0, 0
+        for key, why in self.not_evaluated.items():
+            log.warning("evaluate: %s left out: %s", key, why)
+            write_json_atomic(f"{results_dir}/{NOT_EVALUATED}/{key}.json", {"model": key, "reason": why})
+        for key in self.models:  # weights given since an earlier run: the model is no longer left out
+            Path(f"{results_dir}/{NOT_EVALUATED}/{key}.json").unlink(missing_ok=True)
         for model_key in dict.fromkeys(m for m, _ in mine):
             entry = get_entry(self.zoo, model_key)
             names = [d for m, d in mine if m == model_key]
@@ -119,7 +133,8 @@ class EvaluateJob:
                 done += 1
         # The pairs this job owns (evaluated now or found done): a sweep's aggregation takes exactly these.
         return {"results_dir": results_dir, "evaluated": done, "skipped": skipped, "shard": str(self.shard),
-                "pairs": len(mine), "result_dirs": [str(self._folder(m, d)) for m, d in mine]}
+                "pairs": len(mine), "result_dirs": [str(self._folder(m, d)) for m, d in mine],
+                **({"not_evaluated": self.not_evaluated} if self.not_evaluated else {})}
 
     def _evaluate_pair(self, segmenter, entry, model_key: str, name: str, dataset, expected: dict,
                        manifest: Manifest, device) -> None:

@@ -60,7 +60,7 @@ class InpaintJob:
     out_dir: str
     all_objects: list[str]
     samples_per_object: int
-    inpaint_model: str = "runwayml/stable-diffusion-inpainting"
+    inpaint_model: str = "stable-diffusion-v1-5/stable-diffusion-inpainting"
     grounding_dino: str = "IDEA-Research/grounding-dino-tiny"
     sam: str = "facebook/sam-vit-huge"
     objects: list[str] | None = None
@@ -182,7 +182,7 @@ class InpaintJob:
         if class_name != INPAINT_PIPELINE:
             raise WeightsError(f"`{key}` = {self.inpaint_model!r} is a {class_name}, not an inpainting model "
                                f"({INPAINT_PIPELINE}, UNet with 9 input channels), e.g. "
-                               "runwayml/stable-diffusion-inpainting")
+                               "stable-diffusion-v1-5/stable-diffusion-inpainting")
         pipe = self._load_inpaint_pipeline(generation_dtype(self.dtype, device)).to(device)
         cuda = device.type == "cuda"
         accelerate_pipeline(pipe, compile=self.compile if cuda else None, channels_last=cuda)

@@ -1,7 +1,7 @@
 """Tiny randomly initialised Stable Diffusion pipelines of the real architectures, saved as diffusers folders.
 
 They let every stage run offline through the same `from_pretrained(folder)` code as
-`runwayml/stable-diffusion-v1-5` or `stabilityai/stable-diffusion-xl-base-1.0`: same component classes,
+`stable-diffusion-v1-5/stable-diffusion-v1-5` or `stabilityai/stable-diffusion-xl-base-1.0`: same component classes,
 same folder layout, same scheduler config; only the widths and depths are small. The VAE keeps four blocks so
 the latent is 8x smaller than the image, as in the real models (ControlNet's conditioning encoder assumes 8x).
 """

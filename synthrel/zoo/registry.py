@@ -34,6 +34,7 @@ class ZooEntry:
     stride: tuple[int, int] | None = None
     test_scale: tuple[int, int] | None = None  # (long, short) as in mmseg's Resize(scale=(2048, 1024))
     needs_user_checkpoint: bool = False
+    sha256: str | None = None  # full sha256 of the checkpoint file, checked by the preflight's download
     tiny: str | None = None  # tiny architecture spec: built on demand by synthrel.tiny.segmentation
     note: str | None = None
     builder: dict | None = None  # framework python: Hydra config {_target_: ..., ...} of the model callable
