@@ -35,6 +35,7 @@ JSONs go to $OUT (or --out).
 from __future__ import annotations
 
 import argparse
+import gc
 import re
 import sys
 import tempfile
@@ -141,12 +142,26 @@ def bench_caption(args, device, work: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- ControlNet training
-def _base_pipeline(kind: str, tiny: bool, work: Path):
+def _base_pipeline(kind: str, tiny: bool, work: Path, device=None):
     """The frozen base (UNet, VAE, text encoder(s), tokenizer(s), scheduler) at real size, random weights."""
     from synthrel.tiny.diffusion import _build_pipeline
 
     if tiny:
         return _build_pipeline(kind, 0, work / "tokenizer")
+
+    from benchmarks.gen_bench import CASES
+    from synthrel.tiny.diffusion import _clip_tokenizer
+
+    case = CASES[(kind, False)]
+    tokenizer = _clip_tokenizer(work / "tokenizer")
+    vocab = len(tokenizer)
+    ids = dict(vocab_size=vocab, bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1)
+    torch.manual_seed(0)
+    with torch.device(device):  # random init of 3.5 B parameters (SDXL) is minutes on the host
+        return _real_base(kind, case, tokenizer, ids)
+
+
+def _real_base(kind, case, tokenizer, ids):
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
@@ -156,15 +171,9 @@ def _base_pipeline(kind: str, tiny: bool, work: Path):
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from benchmarks.gen_bench import CASES
     from benchmarks.multigpu import CLIP_L_TEXT
-    from synthrel.tiny.diffusion import SD_SCHEDULER, _clip_tokenizer
+    from synthrel.tiny.diffusion import SD_SCHEDULER
 
-    case = CASES[(kind, False)]
-    tokenizer = _clip_tokenizer(work / "tokenizer")
-    vocab = len(tokenizer)
-    ids = dict(vocab_size=vocab, bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1)
-    torch.manual_seed(0)
     common = dict(vae=AutoencoderKL(**case["vae"]), unet=UNet2DConditionModel(**case["unet"]),
                   scheduler=DDIMScheduler(**SD_SCHEDULER), tokenizer=tokenizer,
                   text_encoder=CLIPTextModel(CLIPTextConfig(**ids, **CLIP_L_TEXT)))
@@ -191,7 +200,7 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
     captions = write_captions(work / f"captions_{kind}.jsonl", ids, seed=0)
     data = ControlNetTrainData(CityscapesDataset(data_root, split="train"), load_captions(captions), resolution,
                                "label_id", 0)
-    base = _base_pipeline(kind, args.tiny, work)
+    base = _base_pipeline(kind, args.tiny, work, device)
     precision = "32" if args.tiny else args.train_precision
     result = None
     for checkpointing in (False, True):
@@ -205,14 +214,18 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
                              enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        out_of_memory = False
         try:
             trainer.fit(module)
         except torch.OutOfMemoryError:
             if checkpointing:
                 raise
+            out_of_memory = True
+        if out_of_memory:  # outside the except block, so that the traceback no longer holds the tensors
             print(f"controlnet_train_{kind}: out of memory at batch {batch}; again with gradient checkpointing",
                   flush=True)
-            del module, trainer
+            del module, trainer, timer
+            gc.collect()
             base.unet.float()  # setup() cast it to the frozen dtype; the next ControlNet is copied from it in fp32
             torch.cuda.empty_cache()
             continue
