@@ -227,6 +227,8 @@ class StageClock:
 
 def run_stage(name: str, run_name: str, entry_key: str, entry: dict, world: Path, roots: dict, counts: dict,
               args, device) -> dict:
+    import pandas as pd
+
     from synthrel.run import run_stages
 
     artifacts = world / f"artifacts_{name}_{run_name}"
@@ -253,12 +255,10 @@ def run_stage(name: str, run_name: str, entry_key: str, entry: dict, world: Path
     evaluate_timed = split["cityscapes"]["evaluate_dataset_s"] + split["ood_objects"]["evaluate_dataset_s"]
     res["evaluate_dataset_share_of_steady"] = round(evaluate_timed / steady, 3)
     res["evaluate_dataset_img_s"] = round(timed / evaluate_timed, 2)
-    res["metric_rows_s"] = round(clock.seconds("metric_rows"), 3)  # all three datasets
+    res["metric_rows_s"] = round(clock.seconds("metric_rows"), 3)  # all four datasets
     results = Path(summary["results_dir"]) / entry_key
     folders = {ds: next(results.glob(f"{ds}*")) for ds in ("cityscapes", "ood_objects")}  # ood_objects_<gen>_<set>
     res["confusion"] = {ds: np.load(folder / "confusion.npy") for ds, folder in folders.items()}
-    import pandas as pd
-
     metrics = {ds: set(pd.read_csv(folder / "metrics.csv").metric) for ds, folder in folders.items()}
     res["ood_metric_rows"] = sorted(metrics["ood_objects"] - metrics["cityscapes"])
     res["results_files"] = sorted(p.name for p in folders["ood_objects"].iterdir())
