@@ -1,0 +1,363 @@
+"""The paper's GPU budget with synthrel: GPU-hours per stage at real size, on 1 GPU and on one 8-GPU node (#20).
+
+    python -m benchmarks.run budget                       # from docs/bench_results/*.json
+    python -m benchmarks.run budget --results DIR --json budget.json
+
+No GPU is used: every throughput is read from a measured JSON (gen_bench, eval_bench --zoo-run, multigpu and
+benchmarks/stage_throughput.py's `throughput_<stage>_<card>.json`), and each row names that file and its card.
+A stage whose JSON is absent is printed as "not measured" and left out of the totals (which then say so); no
+throughput is estimated. The work counts (COUNTS) come from the spec (shared/spec/paper_spec.md), the
+supplementary material and the stage configs; each says where it comes from.
+
+Hours on 1 GPU = units / (units per second) / 3600, stage by stage. On 8 GPUs: the stages that shard (`shard=i/n`
+splits their items, or the (model, dataset) pairs of evaluate) take 1/8 of it; the RbA fine-tunes are
+independent runs, one per GPU (the wall time of ceil(runs / 8) runs); ControlNet training is one DDP run, whose
+8-GPU speed-up was not measured: the table uses the per-GPU efficiency measured on 2 GPUs (multigpu JSON) and
+says so. The 8-GPU total is the sum of the stages' wall times, one stage after the other on the node.
+
+Where a measurement was taken at another size than the paper's, the row says how it is scaled: the zoo's
+evaluation was measured per model on 512x512 images and is scaled by each model's processed pixels (windows in
+slide mode) per image, as `eval_bench --zoo-run` does; a temperature-scaling fit by the number of pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from benchmarks import write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "bench_results"
+ZOO = ROOT / "conf" / "zoo" / "paper40.yaml"
+TARGET_HOURS_8 = 2.0
+GPUS = 8
+
+#: The paper's work, with the source of each number.
+DOMAINS = ("fog", "night", "rain", "snow", "india")
+COUNTS = {
+    "cityscapes_train": (2975, "spec 2.1: Cityscapes train"),
+    "cityscapes_val": (500, "spec 2.1: Cityscapes val (frankfurt 267, lindau 59, munster 174)"),
+    "samples_per_domain": (512, "conf/profile/paper.yaml num_samples (A.2; drawn from the 500 val label maps)"),
+    "all_domains": (28 * 64, "supplementary B: 28 shifts x 64 images (conf/domain/all_domains.yaml); SD1.5 only"),
+    "all_domains_but_rain": (27 * 64, "supplementary B: 27 shifts x 64 images; SD1.5 only"),
+    "ood_objects": (42 * 512, "spec S4: 42 objects x 512 attempts (conf/ood_objects/paper42.yaml, "
+                              "profile ood_samples_per_object); every attempt counted as accepted"),
+    "acdc_per_condition": (400, "conf/dataset/acdc_*.yaml split train (spec 2.1: 400 per condition)"),
+    "idd_val": (981, "conf/dataset/idd.yaml split val (IDD segmentation val: 981 images)"),
+    "road_anomaly": (60, "spec 2.1: Road Anomaly, 60 images"),
+    "smiyc_ra21": (10, "SMIYC RoadAnomaly21 validation images"),
+    "smiyc_ro21": (30, "SMIYC RoadObstacle21 validation images"),
+    "fs_lost_and_found": (100, "Fishyscapes Lost & Found validation images"),
+    "zoo_models": (40, "spec 4 / conf/zoo/paper40.yaml"),
+    "sd15_train": (2100 * 8 * 32, "supplementary A.1: 2100 steps x batch 8 x 32 accumulation (images seen)"),
+    "sdxl_train": (27500 * 8 * 4, "supplementary A.1: 27500 steps x batch 8 x 4 accumulation (images seen)"),
+    "rba_runs": (6, "Table 2: Swin-B and Swin-L x (COCO, ours curated, ours all)"),
+    "rba_steps": (5000, "supplementary A.4 / conf/stage/ood_detection.yaml max_steps (RbA's own config: 2000)"),
+    "rba_models": (8, "Table 2: 2 base RbA models + 6 fine-tuned"),
+    "calib_pixels": (20000, "spec 3.2: pixels per image of the calibration sample"),
+}
+#: evaluated sets: name -> (images, (height, width)); what the 40 models are run on
+SIZE_CS, SIZE_ACDC = (1024, 2048), (1080, 1920)
+
+
+def n(key: str) -> int:
+    return COUNTS[key][0]
+
+
+def evaluation_grid() -> list[tuple[str, int, tuple[int, int]]]:
+    per_domain = n("samples_per_domain")
+    return [
+        ("cityscapes val", n("cityscapes_val"), SIZE_CS),
+        ("ACDC fog/night/rain/snow (train)", 4 * n("acdc_per_condition"), SIZE_ACDC),
+        ("IDD val (mixed 1080p/720p: counted at 1080x1920)", n("idd_val"), SIZE_ACDC),
+        ("synthetic SD1.5, 5 domains", 5 * per_domain, (512, 512)),
+        ("synthetic SDXL, 5 domains", 5 * per_domain, (1024, 1024)),
+        ("synthetic SD1.5 all-domains + all-but-rain", n("all_domains") + n("all_domains_but_rain"), (512, 512)),
+        ("OOD objects (inpainted)", n("ood_objects"), SIZE_CS),
+        ("Road Anomaly + SMIYC RA21", n("road_anomaly") + n("smiyc_ra21"), (720, 1280)),
+        ("SMIYC RO21", n("smiyc_ro21"), SIZE_ACDC),
+        ("FS Lost & Found", n("fs_lost_and_found"), SIZE_CS),
+    ]
+
+
+# ------------------------------------------------------------------------------------------- measurements
+@dataclass
+class Measured:
+    per_s: float  # units per second
+    card: str
+    source: str
+    detail: str = ""
+
+
+def _load(results: Path, name: str) -> dict | None:
+    path = results / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _prefer(paths: list[Path]) -> list[Path]:
+    """H100 files first (the issues' card), then H200, then the rest; newest name last within each."""
+    rank = {"h100": 0, "h200": 1}
+    return sorted(paths, key=lambda p: (min((r for c, r in rank.items() if c in p.name), default=2), p.name))
+
+
+def throughput(results: Path, stage: str, key: str = "per_s") -> Measured | None:
+    """benchmarks/stage_throughput.py's JSON of `stage` (not a tiny or failed run)."""
+    for path in _prefer(list(results.glob(f"throughput_{stage}_*.json"))):
+        d = json.loads(path.read_text())
+        if d.get("tiny") or "error" in d or d.get(key) in (None, 0):
+            continue
+        return Measured(float(d[key]), d["device"], path.name, d.get("note", ""))
+    return None
+
+
+def generation(results: Path, model: str) -> Measured | None:
+    name = {"sd15": "gen_bench_sd15_final_h100.json", "sdxl": "gen_bench_sdxl_compile_vae_h100.json"}[model]
+    d = _load(results, name)
+    if d is None:
+        return None
+    row = next(r for r in d["models"][0]["rows"] if r["batch"] == 8)
+    return Measured(row["synthrel"]["img_per_s"], d["device"], name, "ControlNetSampler, batch 8, compiled")
+
+
+def inpainting(results: Path, call: str) -> Measured | None:
+    d = _load(results, "gen_bench_inpaint_h200.json")
+    if d is None:
+        return None
+    row = next(r for r in d["models"][0]["rows"] if r["batch"] == 1 and r["call"] == call)
+    return Measured(row["synthrel"]["img_per_s"], d["device"], "gen_bench_inpaint_h200.json",
+                    "accelerated pipeline, batch 1 (the stage's default)")
+
+
+def controlnet_training(results: Path, model: str) -> Measured | None:
+    found = throughput(results, f"controlnet_train_{model}")
+    if found is not None or model != "sd15":
+        return found
+    d = _load(results, "multigpu_h200x2_run1.json")
+    if d is None:
+        return None
+    one = d["train"]["one_device"]
+    return Measured(one["images_per_s"], d["devices"][0], "multigpu_h200x2_run1.json",
+                    f"Lightning, batch {one['batch']} x accumulate {one['accumulate']}, {one['precision']}")
+
+
+def ddp_scaling(results: Path) -> Measured | None:
+    """The measured 2-GPU DDP speed-up of ControlNet training (per_s holds the speed-up)."""
+    d = _load(results, "multigpu_h200x2_run1.json")
+    if d is None:
+        return None
+    return Measured(d["train"]["scaling"], " + ".join(d["devices"]), "multigpu_h200x2_run1.json")
+
+
+#: the zoo run's JSONs and their cards (these JSONs predate the device field; cards from docs/benchmarks.md)
+ZOO_RUNS = {"eval_zoo_run_512_h200.json": "NVIDIA H200", "eval_zoo_run_512_convnext_h100.json": "NVIDIA H100 80GB HBM3"}
+
+
+def zoo_seconds_per_image(results: Path) -> tuple[dict[str, float], dict[str, str], dict]:
+    """Seconds per 512x512 image per paper40 model (bf16 eager, batch 8), and the card of each."""
+    seconds, cards, meta = {}, {}, {}
+    for name, card in ZOO_RUNS.items():
+        d = _load(results, name)
+        if d is None:
+            continue
+        run = d["zoo_run"]
+        meta[name] = {"precision": run.get("precision"), "images": run["zoo_images"], "batch": run.get("batch_size")}
+        for key, m in run["models"].items():
+            seconds[key] = m["seconds"] / run["zoo_images"]
+            cards[key] = card
+    return seconds, cards, meta
+
+
+# ------------------------------------------------------------------------------------------------ the table
+@dataclass
+class Row:
+    stage: str
+    work: str
+    units: float
+    unit: str
+    measured: Measured | None
+    spread: str  # shard | ddp | runs
+    seconds_1: float | None = None  # when not units / per_s (evaluate, calibrate: summed per model / set)
+    note: str = ""
+    runs: int = 1
+    wall_8_h: float | None = field(default=None)
+
+    @property
+    def hours_1(self) -> float | None:
+        if self.seconds_1 is not None:
+            return self.seconds_1 / 3600
+        return None if self.measured is None else self.units / self.measured.per_s / 3600
+
+
+def spread_8(row: Row, scaling: Measured | None) -> float | None:
+    """Wall hours of `row` on one node of GPUS GPUs."""
+    hours = row.hours_1
+    if hours is None:
+        return None
+    if row.spread == "shard":
+        return hours / GPUS
+    if row.spread == "runs":  # independent runs, one per GPU
+        return hours / row.runs * math.ceil(row.runs / GPUS)
+    if row.spread == "ddp":
+        if scaling is None:
+            return None
+        efficiency = scaling.per_s / 2  # per GPU, measured on 2 GPUs; assumed to hold on GPUS
+        return hours / (GPUS * efficiency)
+    raise ValueError(row.spread)
+
+
+def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured | None, dict]:
+    from benchmarks.eval_bench import _processed_cost
+
+    per_domain = n("samples_per_domain")
+    synth_sd15 = 5 * per_domain + n("all_domains") + n("all_domains_but_rain")
+    synth_sdxl = 5 * per_domain
+    ood = n("ood_objects")
+    rows = [
+        Row("caption", "BLIP on Cityscapes train + val", n("cityscapes_train") + n("cityscapes_val"), "image",
+            throughput(results, "caption"), "shard"),
+        Row("train_controlnet SD1.5", "2100 steps x 8 x 32 at 512px", n("sd15_train"), "image",
+            controlnet_training(results, "sd15"), "ddp"),
+        Row("train_controlnet SDXL", "27500 steps x 8 x 4 at 1024px", n("sdxl_train"), "image",
+            controlnet_training(results, "sdxl"), "ddp"),
+        Row("generate SD1.5", f"5 domains x {per_domain} + all-domains sets", synth_sd15, "image",
+            generation(results, "sd15"), "shard"),
+        Row("generate SDXL", f"5 domains x {per_domain}", synth_sdxl, "image", generation(results, "sdxl"), "shard"),
+        Row("inpaint", "42 objects x 512, inpainting call", ood, "image", inpainting(results, "inpaint"), "shard"),
+        Row("inpaint: refine", "42 objects x 512, refinement call", ood, "image", inpainting(results, "refine"),
+            "shard"),
+        Row("inpaint: Grounded-SAM", "42 objects x 512 masks", ood, "image", throughput(results, "grounded_sam"),
+            "shard"),
+    ]
+    # evaluate: every model on every set, from the per-model 512x512 measurement scaled by processed pixels
+    seconds, cards, meta = zoo_seconds_per_image(results)
+    from omegaconf import OmegaConf
+
+    from synthrel.zoo.registry import zoo_entries
+
+    entries = zoo_entries(OmegaConf.to_container(OmegaConf.load(zoo_file)))
+    grid = evaluation_grid()
+    images = sum(k for _, k, _ in grid)
+    missing = [key for key in entries if key not in seconds]
+    evaluate = Row("evaluate", f"{len(entries)} models x {images} images ({len(grid)} sets)", len(entries) * images,
+                   "image", None, "shard",
+                   note="per model: s/img measured at 512x512 (bf16 eager, batch 8), x processed pixels per image")
+    by_set = {}
+    if not missing:
+        for key, entry in entries.items():
+            unit = _processed_cost(entry, 512, 512)
+            for name, k, size in grid:
+                by_set[name] = by_set.get(name, 0.0) + k * seconds[key] * _processed_cost(entry, *size) / unit
+        total = sum(by_set.values())
+        card = " / ".join(sorted(set(cards.values())))
+        evaluate.seconds_1 = total
+        evaluate.measured = Measured(evaluate.units / total, card, " + ".join(ZOO_RUNS), "scaled, see note")
+    else:
+        evaluate.note = f"not measured for {', '.join(missing)}"
+    rows.append(evaluate)
+    # calibrate: one global fit per (model, calibration set); fit time scaled by the set's pixels
+    sets = [per_domain] * 10 + [n("cityscapes_val"), n("all_domains"), n("all_domains_but_rain")]
+    calib = throughput(results, "calibrate")
+    fits = Row("calibrate", f"{len(entries)} models x {len(sets)} calibration sets, global TS (ece_grid)",
+               len(entries) * len(sets), "fit", calib, "shard",
+               note="fit time x pixels of the set / pixels of the measured 512-image set")
+    if calib is not None:
+        measured_images = 512
+        fits.seconds_1 = len(entries) * sum(k / measured_images for k in sets) / calib.per_s
+    rows.append(fits)
+    steps = n("rba_runs") * n("rba_steps")
+    for name, label in (("rba_swin_b", "Swin-B"), ("rba_swin_l", "Swin-L")):
+        rows.append(Row(f"ood_detection: RbA {label} fine-tunes", f"3 runs x {n('rba_steps')} steps x batch 16",
+                        steps // 2, "step", throughput(results, name), "runs", runs=n("rba_runs") // 2))
+    rba_images = ood + n("road_anomaly") + n("smiyc_ra21") + n("smiyc_ro21") + n("fs_lost_and_found")
+    for name, label in (("rba_swin_b", "Swin-B"), ("rba_swin_l", "Swin-L")):
+        rows.append(Row(f"ood_detection: RbA {label} scoring", f"4 models x {rba_images} OOD images",
+                        4 * rba_images, "image", throughput(results, name, "predict_img_s"), "shard",
+                        note="measured at 1024x2048 (the smaller sets cost less)"))
+    fid_images = sum(3 * (per_domain + real) for real in [n("acdc_per_condition")] * 4 + [n("idd_val")])
+    rows.append(Row("fid", "5 domains x (SD1.5, SDXL, Cityscapes) vs real, features per pair", fid_images, "image",
+                    throughput(results, "fid_features"), "shard"))
+    scaling = ddp_scaling(results)
+    for row in rows:
+        row.wall_8_h = spread_8(row, scaling)
+    meta["evaluate_hours_1_by_set"] = {k: round(v / 3600, 3) for k, v in by_set.items()}
+    return rows, scaling, meta
+
+
+def summarise(rows: list[Row], scaling: Measured | None) -> dict:
+    """Totals over the measured rows; the target is missed when even they exceed it, unknown when they do not
+    and some stage is not measured."""
+    measured = [r for r in rows if r.hours_1 is not None]
+    unmeasured = [r.stage for r in rows if r.hours_1 is None]
+    total_1 = sum(r.hours_1 for r in measured)
+    total_8 = sum(r.wall_8_h for r in measured if r.wall_8_h is not None)
+    dominant = max(measured, key=lambda r: r.wall_8_h or 0.0) if measured else None
+    return {"total_gpu_hours_1": round(total_1, 2), "total_wall_hours_8": round(total_8, 2),
+            "not_measured": unmeasured, "complete": not unmeasured,
+            "target_wall_hours_8": TARGET_HOURS_8,
+            "target_met": False if total_8 > TARGET_HOURS_8 else (None if unmeasured else True),
+            "dominant_stage": dominant.stage if dominant else None,
+            "dominant_share_8": round(dominant.wall_8_h / total_8, 3) if dominant and total_8 else None,
+            "ddp_scaling_2gpu": None if scaling is None else scaling.per_s}
+
+
+def _fmt(value, digits=2):
+    return "not measured" if value is None else f"{value:.{digits}f}"
+
+
+def table(rows: list[Row], summary: dict, scaling: Measured | None, by_set: dict | None = None) -> str:
+    out = [f"{'stage':36} {'work':>12} {'rate (units/s)':>15} {'1 GPU h':>12} {'8 GPUs h':>12}  card / source",
+           "-" * 130]
+    for r in rows:
+        rate = "not measured" if r.measured is None else f"{r.measured.per_s:.3g} {r.unit}/s"
+        src = "" if r.measured is None else f"{r.measured.card} / {r.measured.source}"
+        out.append(f"{r.stage:36} {r.units:>12,.0f} {rate:>15} {_fmt(r.hours_1):>12} {_fmt(r.wall_8_h):>12}  {src}")
+        out.append(f"{'':36} {r.work}" + (f"; {r.note}" if r.note else ""))
+        if r.stage == "evaluate" and by_set:
+            out.append(f"{'':36} by set (1 GPU h): " + ", ".join(f"{k} {v:.2f}" for k, v in by_set.items()))
+    out.append("-" * 130)
+    lower = " (lower bound: stages not measured are left out)" if summary["not_measured"] else ""
+    out.append(f"total: {summary['total_gpu_hours_1']:.2f} GPU-hours on 1 GPU; {summary['total_wall_hours_8']:.2f} h "
+               f"wall on one {GPUS}-GPU node{lower}")
+    if summary["not_measured"]:
+        out.append(f"not measured: {', '.join(summary['not_measured'])} (run `python -m benchmarks.run throughput`)")
+    met = {True: "met", False: "NOT met" + (" (even without the stages not measured)" if summary["not_measured"]
+                                            else ""), None: "unknown (stages not measured)"}[summary["target_met"]]
+    out.append(f"target: the whole paper in <= {TARGET_HOURS_8:g} h on one {GPUS}-GPU node: {met}")
+    if summary["dominant_stage"]:
+        out.append(f"dominant stage on {GPUS} GPUs: {summary['dominant_stage']} "
+                   f"({100 * summary['dominant_share_8']:.0f} % of the node's wall time)")
+    out.append(f"{GPUS}-GPU column: sharded stages / {GPUS}; RbA fine-tunes one run per GPU; ControlNet training is "
+               "one DDP run at the per-GPU efficiency measured on 2 GPUs "
+               + ("(not measured)" if scaling is None else
+                  f"({scaling.per_s:.3f}x on 2 GPUs = {scaling.per_s / 2:.2f} per GPU, {scaling.card}, "
+                  f"{scaling.source}), assumed to hold on {GPUS} GPUs: not measured on {GPUS}"))
+    out.append("cards differ between rows (each row names its own); work counts and their sources: COUNTS in "
+               "benchmarks/budget.py")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run budget", description=__doc__.split("\n")[0])
+    p.add_argument("--results", default=str(RESULTS), help="folder of the measured JSONs")
+    p.add_argument("--zoo", default=str(ZOO), help="the zoo whose models are evaluated")
+    p.add_argument("--json", default=None, help="also write the table as JSON here (default $OUT/budget.json)")
+    args = p.parse_args(argv)
+    rows, scaling, meta = build_rows(Path(args.results), Path(args.zoo))
+    summary = summarise(rows, scaling)
+    print(table(rows, summary, scaling, meta["evaluate_hours_1_by_set"]), flush=True)
+    res = {"rows": [{**asdict(r), "hours_1": r.hours_1} for r in rows], "summary": summary,
+           "counts": {k: {"value": v, "source": s} for k, (v, s) in COUNTS.items()},
+           "evaluation_grid": [dict(name=a, images=b, size=list(c)) for a, b, c in evaluation_grid()],
+           "zoo_runs": meta}
+    write_result(res, "budget.json", args.json)
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,454 @@
+"""Throughput of the paper's stages that have no benchmark of their own, at real size with random weights (#20).
+
+Each measurement runs synthrel's own code path of the stage on the real architecture (configs written here, from
+the hub models' config.json values; nothing is downloaded) and writes one JSON per stage,
+`throughput_<stage>_<card>.json`, named with its card (`torch.cuda.get_device_name()`), which
+`python -m benchmarks.run budget` reads (copy them to docs/bench_results/). Stages:
+
+- `caption`: the caption stage's `BlipCaptioner` (BLIP-large: ViT-L/16 at 384, BERT-base decoder; beams 8, 5..32
+  new tokens, batch 8, fp32 as the stage runs it) on 1024x2048 frames. Random weights rarely emit the end token,
+  so every caption runs to 32 tokens: an upper bound on decoding (the paper's captions are about 12 words).
+- `controlnet_train_sd15`, `controlnet_train_sdxl`: `ControlNetModule` under a Lightning Trainer, as the
+  train_controlnet stage runs it (frozen base in bf16 when `--train-precision bf16-mixed`, the ControlNet fp32,
+  AdamW, gradient clipping 1.0, batch 8 per step, accumulate 2), on square crops written in the Cityscapes layout
+  (512 / 1024 px); SD1.5 (UNet 320-1280, CLIP ViT-L text) and SDXL (UNet 320-1280 with 10-layer blocks, CLIP
+  ViT-L + OpenCLIP bigG text, fp32 VAE). Out of memory at batch 8: retried with gradient checkpointing (recorded).
+- `grounded_sam`: the inpaint stage's `GroundedSam` (Grounding DINO tiny: Swin-T + BERT-base, 900 queries,
+  images resized to 800; SAM ViT-H at 1024) on 512x512 zooms, batch 1 as the stage's default; detection and
+  segmentation timed apart (random weights find no box, so `segment` is timed on a given box).
+- `rba_swin_b`, `rba_swin_l`: one `RbAFineTuner` optimisation step (Mask2Former with the Cityscapes-semantic
+  checkpoints' config: Swin-B/L at window 12, 100 queries, 10 decoder layers; only the class head and mask MLP
+  train; fp32; batch 16 of 512x1024 crops with an outlier square), and `rba_predict` on one 1024x2048 image.
+- `calibrate`: `fit_temperature_scaler` (ece_grid, 950 temperatures; global and per_class) on one synthetic
+  domain's calibration sample: 512 images x 20,000 pixels x 19 logits.
+- `fid_features`: the FID stage's resize (`resize_batch`, PIL bicubic to 299x299 on the host) and Inception-V3
+  pool features (torchvision's architecture, 2048 features; the stage's torch-fidelity FID Inception has the same
+  layers) on 1024x2048 images, batch 32.
+
+    python -m benchmarks.run throughput                                  # every stage (GPU)
+    python -m benchmarks.run throughput --stages controlnet_train_sdxl
+    python -m benchmarks.run throughput --tiny --stages calibrate caption  # tiny architectures on CPU (smoke)
+
+JSONs go to $OUT (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks import write_result
+
+STAGES = ("caption", "controlnet_train_sd15", "controlnet_train_sdxl", "grounded_sam", "rba_swin_b", "rba_swin_l",
+          "calibrate", "fid_features")
+#: OpenCLIP ViT-bigG/14 text tower (SDXL's text_encoder_2)
+CLIP_G_TEXT = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+                   max_position_embeddings=77, projection_dim=1280, hidden_act="gelu")
+#: Swin backbones of facebook/mask2former-swin-{base,large}-cityscapes-semantic
+SWIN = {"rba_swin_b": dict(embed_dim=128, num_heads=[4, 8, 16, 32]),
+        "rba_swin_l": dict(embed_dim=192, num_heads=[6, 12, 24, 48])}
+
+
+def card_slug(name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'h100'; 'cpu' -> 'cpu'."""
+    found = re.search(r"\b([A-Z]\d{2,4}[A-Z]?)\b", name)
+    return found.group(1).lower() if found else re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_calls(fn, warmup: int, repeats: int, device) -> float:
+    """Mean seconds of `repeats` calls of `fn` after `warmup` calls (device synchronised)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def frames(n: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
+    """Smooth RGB frames (stage_bench's content)."""
+    from benchmarks.stage_bench import _smooth_image
+
+    rng = np.random.default_rng(seed)
+    return [_smooth_image(rng, height, width) for _ in range(n)]
+
+
+def _peak_gib(device):
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
+
+
+# ----------------------------------------------------------------------------------------------- captioning
+def _real_blip(folder: Path) -> Path:
+    """Salesforce/blip-image-captioning-large's architecture with random weights and a 30,524-token vocabulary."""
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    from synthrel.tiny.blip import SPECIAL_TOKENS
+
+    tokens = list(SPECIAL_TOKENS) + [f"w{i}" for i in range(30524 - len(SPECIAL_TOKENS))]
+    (folder / "vocab.txt").write_text("".join(t + "\n" for t in tokens))
+    tokenizer = BertTokenizer.from_pretrained(folder, bos_token="[DEC]", model_max_length=512)
+    ids = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    config = BlipConfig(
+        text_config=dict(vocab_size=len(tokens), hidden_size=768, encoder_hidden_size=1024, intermediate_size=3072,
+                         num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=512,
+                         pad_token_id=ids["[PAD]"], bos_token_id=ids["[DEC]"], eos_token_id=ids["[SEP]"],
+                         sep_token_id=ids["[SEP]"]),
+        vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                           image_size=384, patch_size=16),
+        projection_dim=512)
+    torch.manual_seed(0)
+    BlipForConditionalGeneration(config).save_pretrained(folder)
+    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 384, "width": 384}),
+                  tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def bench_caption(args, device, work: Path) -> dict:
+    from synthrel.captions.blip import BlipCaptioner
+    from synthrel.tiny.blip import build_tiny_blip
+
+    folder = build_tiny_blip(work / "blip") if args.tiny else _real_blip(work / "blip")
+    captioner = BlipCaptioner(str(folder), device)  # the caption stage's defaults: 8 beams, 5..32 new tokens
+    batch = 8
+    images = frames(batch, *((64, 128) if args.tiny else (1024, 2048)))
+    captions = []
+    seconds = timed_calls(lambda: captions.append(captioner(images)), 1, args.repeats, device)
+    tokens = [len(captioner.processor.tokenizer(c).input_ids) for c in captions[-1]]
+    return {"unit": "image", "per_s": batch / seconds, "batch": batch, "s_per_batch": seconds,
+            "settings": {"num_beams": 8, "max_new_tokens": 32, "dtype": "fp32", "image": "1024x2048 -> 384"},
+            "mean_caption_tokens": float(np.mean(tokens)),
+            "note": "random weights: captions run to max_new_tokens (an upper bound on decoding)"}
+
+
+# ----------------------------------------------------------------------------------------- ControlNet training
+def _base_pipeline(kind: str, tiny: bool, work: Path, device=None):
+    """The frozen base (UNet, VAE, text encoder(s), tokenizer(s), scheduler) at real size, random weights."""
+    from synthrel.tiny.diffusion import _build_pipeline
+
+    if tiny:
+        return _build_pipeline(kind, 0, work / "tokenizer")
+
+    from benchmarks.gen_bench import CASES
+    from synthrel.tiny.diffusion import _clip_tokenizer
+
+    case = CASES[(kind, False)]
+    tokenizer = _clip_tokenizer(work / "tokenizer")
+    vocab = len(tokenizer)
+    ids = dict(vocab_size=vocab, bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1)
+    torch.manual_seed(0)
+    with torch.device(device):  # random init of 3.5 B parameters (SDXL) is minutes on the host
+        return _real_base(kind, case, tokenizer, ids)
+
+
+def _real_base(kind, case, tokenizer, ids):
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from benchmarks.multigpu import CLIP_L_TEXT
+    from synthrel.tiny.diffusion import SD_SCHEDULER
+
+    common = dict(vae=AutoencoderKL(**case["vae"]), unet=UNet2DConditionModel(**case["unet"]),
+                  scheduler=DDIMScheduler(**SD_SCHEDULER), tokenizer=tokenizer,
+                  text_encoder=CLIPTextModel(CLIPTextConfig(**ids, **CLIP_L_TEXT)))
+    if kind == "sdxl":
+        return StableDiffusionXLPipeline(**common, tokenizer_2=tokenizer, force_zeros_for_empty_prompt=True,
+                                         text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**ids, **CLIP_G_TEXT)))
+    return StableDiffusionPipeline(**common, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
+    import pytorch_lightning as pl
+
+    from benchmarks.multigpu import step_timer, write_captions, write_cityscapes_layout
+    from synthrel.controlnet.data import ControlNetTrainData, load_captions
+    from synthrel.controlnet.module import ControlNetModule
+    from synthrel.data.cityscapes import CityscapesDataset
+
+    resolution = 32 if args.tiny else {"sd15": 512, "sdxl": 1024}[kind]
+    batch, accumulate = (2, 1) if args.tiny else (8, 2)
+    warmup, steps = (1, 2) if args.tiny else (3, {"sd15": 20, "sdxl": 6}[kind])
+    data_root = work / f"cityscapes_{kind}"
+    ids = write_cityscapes_layout(data_root, "train", 2 * batch, resolution, seed=0)
+    captions = write_captions(work / f"captions_{kind}.jsonl", ids, seed=0)
+    data = ControlNetTrainData(CityscapesDataset(data_root, split="train"), load_captions(captions), resolution,
+                               "label_id", 0)
+    base = _base_pipeline(kind, args.tiny, work, device)
+    precision = "32" if args.tiny else args.train_precision
+    result = None
+    for checkpointing in (False, True):
+        module = ControlNetModule(base, data, conditioning_channels=1, lr=1e-5, batch_size=batch, seed=0,
+                                  gradient_checkpointing=checkpointing, vae_fp32=kind == "sdxl",
+                                  num_workers=0 if args.tiny else 4)
+        timer = step_timer(device.type == "cuda")
+        trainer = pl.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=precision,
+                             max_steps=warmup + steps, accumulate_grad_batches=accumulate, gradient_clip_val=1.0,
+                             callbacks=[timer], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        out_of_memory = False
+        try:
+            trainer.fit(module)
+        except torch.OutOfMemoryError:
+            if checkpointing:
+                raise
+            out_of_memory = True
+        if out_of_memory:  # outside the except block, so that the traceback no longer holds the tensors
+            print(f"controlnet_train_{kind}: out of memory at batch {batch}; again with gradient checkpointing",
+                  flush=True)
+            del module, trainer, timer
+            gc.collect()
+            base.unet.float()  # setup() cast it to the frozen dtype; the next ControlNet is copied from it in fp32
+            torch.cuda.empty_cache()
+            continue
+        rates = timer.rates(warmup, batch * accumulate)
+        result = {"unit": "image", "per_s": rates["images_per_s"], "batch": batch,
+                  "settings": {"resolution": resolution, "precision": precision, "accumulate_grad_batches": accumulate,
+                               "gradient_checkpointing": checkpointing, "optimizer": "AdamW over the ControlNet",
+                               "timed_optimizer_steps": rates.get("timed_steps"),
+                               "first_step_s": rates.get("first_step_s")},
+                  "steps_per_s": rates["steps_per_s"], "peak_gib": _peak_gib(device)}
+        break
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ Grounded-SAM
+def _real_grounded_sam(device):
+    import transformers
+    from transformers import (
+        BertTokenizer,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoProcessor,
+        SamConfig,
+        SamModel,
+        SamProcessor,
+        SamVisionConfig,
+    )
+
+    from synthrel.tiny.grounded_sam import bert_vocab
+
+    dino_images = getattr(transformers, "GroundingDinoImageProcessor", None) or transformers.GroundingDinoImageProcessorPil
+    sam_images = getattr(transformers, "SamImageProcessor", None) or transformers.SamImageProcessorPil
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "vocab.txt").write_text("\n".join(bert_vocab()) + "\n", encoding="utf-8")
+        tokenizer = BertTokenizer.from_pretrained(tmp, do_lower_case=True)
+    torch.manual_seed(0)
+    # the defaults are IDEA-Research/grounding-dino-tiny: Swin-T, BERT-base, d_model 256, 6 + 6 layers, 900 queries
+    dino = GroundingDinoForObjectDetection(GroundingDinoConfig(disable_custom_kernels=True))
+    sam = SamModel(SamConfig(vision_config=SamVisionConfig(  # facebook/sam-vit-huge
+        hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, global_attn_indexes=[7, 15, 23, 31])))
+    return dino, GroundingDinoProcessor(dino_images(), tokenizer), sam, SamProcessor(sam_images())
+
+
+def bench_grounded_sam(args, device, work: Path) -> dict:
+    from synthrel.ood_objects.grounded_sam import GroundedSam
+
+    if args.tiny:
+        from synthrel.tiny.grounded_sam import build_tiny_grounded_sam
+
+        folders = build_tiny_grounded_sam(work / "gsam")
+        detector = GroundedSam.from_pretrained(str(folders["grounding_dino"]), str(folders["sam"]), device)
+    else:
+        detector = GroundedSam(*_real_grounded_sam(device), device=device)
+    size = 64 if args.tiny else 512
+    zoom = frames(1, size, size)
+    box = (size * 0.2, size * 0.2, size * 0.8, size * 0.8)
+    detect_s = timed_calls(lambda: detector.detect(zoom, "polar bear"), 2, args.repeats, device)
+    segment_s = timed_calls(lambda: detector.segment(zoom, [box]), 2, args.repeats, device)
+    return {"unit": "image", "per_s": 1 / (detect_s + segment_s), "batch": 1, "detect_s": detect_s,
+            "segment_s": segment_s, "settings": {"zoom": f"{size}x{size}", "dtype": "fp32",
+                                                 "deformable_attention": "PyTorch (disable_custom_kernels)"},
+            "note": "per image: detect + segment (every image segmented: an upper bound)", "peak_gib": _peak_gib(device)}
+
+
+# ---------------------------------------------------------------------------------------------------- RbA
+def _mask2former_folder(name: str, tiny: bool, folder: Path) -> Path:
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+
+    from synthrel.conventions import CLASS_NAMES
+    from synthrel.tiny.mask2former import tiny_mask2former_config
+
+    if tiny:
+        config = tiny_mask2former_config()
+    else:
+        backbone = SwinConfig(depths=[2, 2, 18, 2], window_size=12, image_size=384, drop_path_rate=0.3,
+                              out_features=["stage1", "stage2", "stage3", "stage4"], **SWIN[name])
+        config = Mask2FormerConfig(backbone_config=backbone, num_labels=len(CLASS_NAMES),
+                                   id2label=dict(enumerate(CLASS_NAMES)),
+                                   label2id={n: i for i, n in enumerate(CLASS_NAMES)})
+    torch.manual_seed(0)
+    Mask2FormerForUniversalSegmentation(config).save_pretrained(folder)
+    return folder
+
+
+def bench_rba(name: str, args, device, work: Path) -> dict:
+    from synthrel.conventions import OOD_LABEL_ID
+    from synthrel.ood_detection.rba import RbAFineTuner, rba_predict
+
+    module = RbAFineTuner(str(_mask2former_folder(name, args.tiny, work / name)), max_steps=5000).to(device)
+    module.train()
+    optimizer = module.configure_optimizers()["optimizer"]
+    batch, (h, w) = (2, (64, 128)) if args.tiny else (16, (512, 1024))
+    rng = np.random.default_rng(0)
+    label = torch.from_numpy(np.kron(rng.integers(0, 19, (batch, h // 32, w // 32)), np.ones((1, 32, 32)))).long()
+    outlier = torch.zeros_like(label)
+    label[:, h // 2: h // 2 + h // 8, w // 3: w // 3 + h // 8] = OOD_LABEL_ID
+    outlier[label == OOD_LABEL_ID] = 1
+    data = {"pixel_values": torch.randn(batch, 3, h, w, device=device), "label": label.to(device),
+            "outlier_mask": outlier.to(device)}
+
+    def step():
+        loss = module.losses(data)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step_s = timed_calls(step, 2, args.repeats, device)
+    peak = _peak_gib(device)
+    image = frames(1, *((64, 128) if args.tiny else (1024, 2048)))[0][None]
+    module.eval()
+    predict_s = timed_calls(lambda: rba_predict(module.model, image, device), 2, args.repeats, device)
+    return {"unit": "step", "per_s": 1 / step_s, "batch": batch, "s_per_step": step_s, "peak_gib": peak,
+            "predict_img_s": 1 / predict_s,
+            "settings": {"crop": f"{h}x{w}", "dtype": "fp32", "trainable": "class head + mask MLP",
+                         "predict_image": "1024x2048" if not args.tiny else "64x128"}}
+
+
+# ------------------------------------------------------------------------------------------------ calibration
+def bench_calibrate(args, device, work: Path) -> dict:
+    from synthrel.calibration.temperature import fit_temperature_scaler
+
+    images, per_image = (4, 500) if args.tiny else (512, 20000)
+    rng = np.random.default_rng(0)
+    n = images * per_image
+    logits = (3 * rng.standard_normal((n, 19))).astype(np.float32)
+    labels = rng.integers(0, 19, n).astype(np.uint8)
+    labels[rng.random(n) < 0.1] = 255
+    image_index = np.repeat(np.arange(images), per_image)
+    fit_temperature_scaler(logits[:1000], labels[:1000], image_index=image_index[:1000], device=device)  # warm-up
+    out = {}
+    for method in ("global", "per_class"):
+        _sync(device)
+        start = time.perf_counter()
+        fit_temperature_scaler(logits, labels, method=method, objective="ece_grid", image_index=image_index,
+                               device=device)
+        _sync(device)
+        out[f"{method}_fit_s"] = time.perf_counter() - start
+    return {"unit": "fit", "per_s": 1 / out["global_fit_s"], "batch": None, **out,
+            "settings": {"images": images, "pixels_per_image": per_image, "objective": "ece_grid (950 T)"},
+            "note": "per_s is global fits per second; per_class_fit_s is the per-class method"}
+
+
+# ------------------------------------------------------------------------------------------------------ FID
+def bench_fid_features(args, device, work: Path) -> dict:
+    from synthrel.analysis.fid import TinyFeatureExtractor, resize_batch
+
+    if args.tiny:
+        net, resolution, batch = TinyFeatureExtractor(), (64, 64), 4
+    else:
+        from torchvision.models import inception_v3
+
+        net, resolution, batch = inception_v3(weights=None, aux_logits=False, init_weights=False), (299, 299), 32
+        net.fc = torch.nn.Identity()
+    net = net.to(device).eval()
+    images = frames(batch, *((64, 128) if args.tiny else (1024, 2048)))
+    resize_s = timed_calls(lambda: resize_batch(images, resolution), 1, args.repeats, device)
+    x = resize_batch(images, resolution).to(device)
+
+    @torch.inference_mode()
+    def forward():
+        return net(x) if args.tiny else net(x.float() / 127.5 - 1)
+
+    forward_s = timed_calls(forward, 2, args.repeats, device)
+    return {"unit": "image", "per_s": batch / (resize_s + forward_s), "batch": batch,
+            "resize_s_per_batch": resize_s, "forward_s_per_batch": forward_s,
+            "settings": {"resolution": list(resolution), "source": "1024x2048", "dtype": "fp32"}}
+
+
+BENCHES = {"caption": bench_caption, "controlnet_train_sd15": lambda *a: bench_controlnet_train("sd15", *a),
+           "controlnet_train_sdxl": lambda *a: bench_controlnet_train("sdxl", *a),
+           "grounded_sam": bench_grounded_sam, "rba_swin_b": lambda *a: bench_rba("rba_swin_b", *a),
+           "rba_swin_l": lambda *a: bench_rba("rba_swin_l", *a), "calibrate": bench_calibrate,
+           "fid_features": bench_fid_features}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run throughput", description=__doc__.split("\n")[0])
+    p.add_argument("--stages", nargs="+", choices=[*STAGES, "all"], default=["all"])
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 3; tiny 1)")
+    p.add_argument("--train-precision", default="bf16-mixed", choices=["bf16-mixed", "16-mixed", "32"],
+                   help="ControlNet training precision (the stage's default is 32, the official code's)")
+    p.add_argument("--tiny", action="store_true", help="tiny architectures on CPU (smoke test)")
+    p.add_argument("--device", default=None, help="default: cuda if available (cpu with --tiny)")
+    p.add_argument("--out", default=None, help="folder for the JSONs (default $OUT)")
+    args = p.parse_args(argv)
+    args.stages = list(STAGES) if "all" in args.stages else args.stages
+    args.repeats = args.repeats or (1 if args.tiny else 3)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="stage_throughput_") as tmp:
+        for stage in args.stages:
+            work = Path(tmp) / stage
+            work.mkdir()
+            start = time.perf_counter()
+            try:
+                res = BENCHES[stage](args, device, work)
+            except Exception as e:  # noqa: BLE001 - one stage failing must not lose the others' measurements
+                res = {"error": f"{type(e).__name__}: {e}"[:500]}
+            res = {"stage": stage, "device": card, "card": card_slug(card), "torch": torch.__version__,
+                   "tiny": args.tiny, "wall_s": round(time.perf_counter() - start, 1),
+                   "command": " ".join(["python -m benchmarks.run throughput", *argv]), **res}
+            results[stage] = res
+            name = f"throughput_{stage}_{card_slug(card)}.json"
+            if args.out:
+                write_result(res, name, Path(args.out) / name)
+            else:
+                write_result(res, name)
+            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items() if k != "command"}
+            print(f"{stage}: {shown}", flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return results
+
+
+if __name__ == "__main__":
+    main()
