@@ -295,6 +295,8 @@ class Collector:
         if cache_key not in self._checked:
             self._checked[cache_key] = check_dataset(spec, check_counts=not self.tiny)
         status, detail, n = self._checked[cache_key]
+        if stage == "forecast" and status == "missing":  # the forecast evaluates the sets on disk, skips the rest
+            status, detail = "skipped", f"not on disk: the forecast skips it ({detail.splitlines()[0] if detail else ''})"
         need = self.add(Need(stage, "dataset", what, root, f"datasets.{name}.root", status, detail))
         need.extra["images"] = n
         if need.blocking and not need.fix:

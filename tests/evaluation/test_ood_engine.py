@@ -32,7 +32,7 @@ class _StubSegmenter:
     def __init__(self, logits: list[np.ndarray]):
         self.table = logits
 
-    def logits_and_features(self, images, with_features=True):
+    def logits_and_features(self, images, features=None):
         index = images[:, 0, 0, 0].long().tolist()
         return torch.from_numpy(np.stack([self.table[i] for i in index])), None
 
@@ -78,7 +78,7 @@ def test_engine_ood_metrics_on_adversarial_images_equal_sklearn():
     images = _adversarial_images(np.random.default_rng(0))
     seg = _StubSegmenter([z for z, _ in images])
     out = evaluate_dataset(seg, _Set([o for _, o in images]), batch_size=3, calib_pixels_per_image=0,
-                           with_features=False)
+                           features=None)
     assert (out.ood["per_image"].shape, out.image_ids) == ((7, 3, 4), [f"im{i}" for i in range(7)])
     # scores: max logit exactly in float32 from numpy; confidence and entropy from the engine's float32
     # formulas (checked against scipy / 40-digit arithmetic in test_accumulation), saturated as the model gives them
