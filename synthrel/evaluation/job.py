@@ -108,6 +108,7 @@ class EvaluateJob:
         if self.label_check:
             for dataset in datasets.values():
                 check_label_encoding(dataset)
+        data = {name: dataset.fingerprint() for name, dataset in datasets.items()}  # once, not once per model
         done, skipped = 0, 0
         for key, why in self.not_evaluated.items():
             log.warning("evaluate: %s left out: %s", key, why)
@@ -117,7 +118,7 @@ class EvaluateJob:
         for model_key in dict.fromkeys(m for m, _ in mine):
             entry = get_entry(self.zoo, model_key)
             names = [d for m, d in mine if m == model_key]
-            expected = {name: self._settings(entry, datasets[name]) for name in names}
+            expected = {name: self._settings(entry, data[name]) for name in names}
             todo = [d for d in names if self.force or not is_done(self._folder(model_key, d), expected[d])]
             skipped += len(names) - len(todo)
             self._record_finished(manifest, model_key, [d for d in names if d not in todo])
@@ -162,9 +163,9 @@ class EvaluateJob:
     def _folder(self, model_key: str, name: str):
         return job_dir(self.output_dir, self.zoo_name, model_key, self.labels(name)["key"])
 
-    def _settings(self, entry, dataset) -> dict:
+    def _settings(self, entry, data_fingerprint: str) -> dict:
         """Everything a pair's numbers depend on, recorded in DONE and compared on a re-run (`is_done`)."""
-        settings = {"weights": weights_fingerprint(entry.checkpoint, entry.config), "data": dataset.fingerprint(),
+        settings = {"weights": weights_fingerprint(entry.checkpoint, entry.config), "data": data_fingerprint,
                     "precision": self.precision, "calib_pixels_per_image": self.calib_pixels_per_image,
                     "seed": self.seed}
         if self.features:  # results with features serve runs without; not the reverse

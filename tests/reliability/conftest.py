@@ -9,6 +9,7 @@ Tests write only under their own artifacts folder (`paths.artifacts_dir`), so th
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,13 @@ def compose_world(world):
                                                             f"paths.output_dir={artifacts}/run"])
 
     return _compose
+
+
+@pytest.fixture
+def demo_copy(world, tmp_path):
+    """A writable copy of the demo Cityscapes val split, evaluated as dataset `demo` (datasets.demo.root)."""
+    source = world / "outputs" / "tiny" / "data" / "cityscapes"
+    root = tmp_path / "cs"
+    for sub in ("leftImg8bit", "gtFine"):
+        shutil.copytree(source / sub / "val", root / sub / "val")
+    return root

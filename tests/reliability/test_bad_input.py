@@ -72,16 +72,6 @@ def artifacts(earlier_outputs, tmp_path):
     assert snapshot(folder) == before, "a failing run changed outputs written before it"
 
 
-@pytest.fixture
-def demo_copy(world, tmp_path):
-    """A writable copy of the demo Cityscapes val split, evaluated as dataset `demo` (datasets.demo.root)."""
-    source = world / "outputs" / "tiny" / "data" / "cityscapes"
-    root = tmp_path / "cs"
-    for sub in ("leftImg8bit", "gtFine"):
-        shutil.copytree(source / sub / "val", root / sub / "val")
-    return root
-
-
 def evaluate_demo(compose_world, artifacts: Path, root: Path):
     cfg = compose_world(artifacts, *EVAL_ONE, "stages.evaluate.datasets=[demo]", f"datasets.demo.root={root}")
     return run_stages(cfg)
