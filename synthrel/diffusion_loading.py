@@ -2,8 +2,8 @@
 
 One code path for every source: `backbone.pretrained` is a hub id (read from the local Hugging Face cache
 when offline) or a local diffusers pipeline folder (model_index.json + component subfolders), which is also
-how the tiny models of `synthrel.tiny.diffusion` are stored. Used by generation, ControlNet training and
-inpainting.
+how the tiny profile's models are stored (written by the tiny_models stage under `profile.models_dir`). Used by
+generation, ControlNet training and inpainting.
 
 ControlNet sources (`backbone.controlnet`):
 - a diffusers folder (config.json + diffusion_pytorch_model.safetensors), as written by `save_pretrained`
@@ -73,7 +73,8 @@ def pipeline_class_name(pretrained: str, key: str = "backbone.pretrained") -> st
                 f"Stable Diffusion weights folder {source!r} {state}. Download the base model in diffusers "
                 f"format (e.g. `hf download stable-diffusion-v1-5/stable-diffusion-v1-5`, or "
                 f"stabilityai/stable-diffusion-xl-base-1.0 for SDXL) and set `{key}` to its folder or hub id; "
-                "with profile=tiny the tiny models are built by synthrel.tiny.diffusion.ensure_tiny_models."
+                "with profile=tiny it is a folder under `profile.models_dir` that the tiny_models stage writes "
+                "(python -m synthrel.run profile=tiny +stage=[tiny_models])."
             )
         return json.loads((folder / "model_index.json").read_text())["_class_name"]
     try:

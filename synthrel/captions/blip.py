@@ -34,8 +34,9 @@ class BlipCaptioner:
             raise WeightsError(
                 f"BLIP captioner {model!r} could not be loaded ({type(e).__name__}: {str(e).splitlines()[0]}). "
                 "Download Salesforce/blip-image-captioning-large (`hf download "
-                "Salesforce/blip-image-captioning-large`) or point to a local folder; with profile=tiny the tiny "
-                "BLIP is built by synthrel.tiny.diffusion.ensure_tiny_models. Set `stages.caption.model`."
+                "Salesforce/blip-image-captioning-large`) or point to a local folder. Set `stages.caption.model`; with "
+                "profile=tiny it is `profile.models.blip`, a folder the tiny_models stage writes "
+                "(python -m synthrel.run profile=tiny +stage=[tiny_models])."
             ) from None
         self.device = device
         tokenizer = self.processor.tokenizer

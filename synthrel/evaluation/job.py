@@ -69,7 +69,7 @@ class EvaluateJob:
         # that a sweep over the zoo runs; the reason goes to the log, the summary and the results store (report).
         self.not_evaluated = {
             key: f"no public Cityscapes checkpoint: set `zoo.models.{key}.checkpoint` ({NO_WEIGHTS_DOC})"
-            for key in (chosen or entries) if not entries[key].checkpoint and not entries[key].tiny}
+            for key in (chosen or entries) if entries[key].needs_weights_file}
         self.models = [key for key in (chosen or entries) if key not in self.not_evaluated]
         if not self.datasets:
             raise ConfigError(f"`stages.evaluate.datasets` is empty; choose from {', '.join(self.dataset_configs)}")

@@ -22,7 +22,7 @@ from synthrel.preflight.download import name_hash_prefix, verify
 from synthrel.preflight.sources import HUB_MODELS, PUBLIC_FILES, RETIRED
 
 #: statuses that let the run start
-READY = ("present", "in HF cache", "built on demand")
+READY = ("present", "in HF cache")
 #: statuses that do not block the run (reported, explained)
 NOT_BLOCKING = READY + ("skipped", "not checked")
 #: stage -> config keys of the folders it writes (an input under one of them is made by that stage)
@@ -149,11 +149,23 @@ class Collector:
             return
         file = Path(path).expanduser()
         if not file.exists():
-            self.add(Need(stage, kind, what, path, key, "missing", fix=fix))
+            self.add(Need(stage, kind, what, path, key, "missing", fix=self.tiny_fix(path) or fix))
             return
         problem = verify(file, sha256) if sha256 and file.is_file() else None
         self.add(Need(stage, kind, what, path, key, "corrupt" if problem else "present", detail=problem or "",
                       sha256=sha256, fix=f"download the file again ({MANUAL_DOC})" if problem else ""))
+
+    def tiny_fix(self, path: str) -> str | None:
+        """On profile=tiny, a missing file under profile.models_dir is written by the tiny_models stage."""
+        models_dir = OmegaConf.select(self.cfg, "profile.models_dir", default=None) if self.tiny else None
+        if not models_dir:
+            return None
+        root = Path(str(models_dir)).expanduser().resolve()
+        target = Path(path).expanduser().resolve()
+        if target != root and root not in target.parents:
+            return None
+        return "the tiny profile's models are written by the tiny_models stage: run it first (python -m synthrel.run " \
+               "profile=tiny +stage=[tiny_models], or add tiny_models to this run's stages)"
 
     # ------------------------------------------------------------------ stages
     def _caption(self, stage, spec):
@@ -195,8 +207,6 @@ class Collector:
         self.model(stage, "SAM", spec.get("sam"), "stages.inpaint.sam", "transformers")
 
     def _ood_detection(self, stage, spec):
-        if spec.get("tiny"):
-            return  # tiny Mask2Formers are built in the stage
         for name, source in ((spec.get("rba") or {}).get("models") or {}).items():
             self.model(stage, f"RbA {name}", source, f"stages.ood_detection.rba.models.{name}", "transformers")
 
@@ -222,10 +232,10 @@ class Collector:
                 continue  # the stage names the unknown key itself
             what, ckey = f"zoo model {key}", f"zoo.models.{key}.checkpoint"
             ckpt = entry.checkpoint
-            if entry.tiny:
-                exists = bool(ckpt) and Path(ckpt).expanduser().exists()
-                self.add(Need(stage, "local", what, ckpt or entry.config, ckey,
-                              "present" if exists else "built on demand"))
+            if entry.framework == "transformers" and not ckpt:  # the config is the weights: a folder or hub id
+                self.model(stage, what, entry.config, f"zoo.models.{key}.config", "transformers")
+            elif entry.framework == "python" and not ckpt:
+                continue  # the builder makes the model; the stage checks it on a test batch
             elif not ckpt:  # the evaluate stage leaves it out and says why; the run goes on
                 self.add(Need(stage, "manual", what, "no public checkpoint", ckey, "skipped",
                               detail=f"left out by the evaluate stage; to include it, train it or set "

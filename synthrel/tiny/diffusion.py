@@ -64,16 +64,6 @@ def build_tiny_sd(out_dir: str | Path, kind: str, seed: int = 0) -> Path:
     return out_dir
 
 
-def ensure_tiny_models(models_dir: str | Path, seed: int = 0) -> dict[str, Path]:
-    """Build every tiny model the tiny profile points to: models_dir/{sd15, sdxl, sd15_inpaint, blip}."""
-    from synthrel.tiny.blip import build_tiny_blip
-
-    models_dir = Path(models_dir)
-    paths = {kind: build_tiny_sd(models_dir / kind, kind, seed) for kind in KINDS}
-    paths["blip"] = build_tiny_blip(models_dir / "blip", seed)
-    return paths
-
-
 def write_clip_tokenizer_files(directory: Path) -> Path:
     """Write a byte-level BPE vocab.json + merges.txt in the CLIP format (whole-word merges for TINY_WORDS).
 

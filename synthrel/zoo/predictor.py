@@ -18,7 +18,6 @@ import contextlib
 import logging
 import warnings
 from abc import ABC, abstractmethod
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -487,16 +486,11 @@ def _processor_mean_std(source: str, cache_dir) -> tuple[list[float], list[float
 
 def build_segmenter(entry: ZooEntry, device="cpu", precision: str = "fp32", cache_dir=None,
                     **speed_options) -> Segmenter:
-    """The adapter of `entry`; tiny entries are built on first use into their folder.
+    """The adapter of `entry`.
 
     `speed_options` (window_batch, channels_last, cudnn_benchmark, reroute_depthwise, host_resize,
     compile) go to the mmseg adapter; transformers models
     ignore them."""
-    if entry.tiny:
-        from synthrel.tiny.segmentation import ensure_tiny_segmenter
-
-        ensure_tiny_segmenter(entry.tiny, Path(entry.config).parent if entry.framework == "mmseg"
-                              else Path(entry.config))
     if entry.framework == "transformers":
         return TransformersSegmenter(entry, device, precision, cache_dir)
     if entry.framework == "python":

@@ -35,7 +35,6 @@ class ZooEntry:
     test_scale: tuple[int, int] | None = None  # (long, short) as in mmseg's Resize(scale=(2048, 1024))
     needs_user_checkpoint: bool = False
     sha256: str | None = None  # full sha256 of the checkpoint file, checked by the preflight's download
-    tiny: str | None = None  # tiny architecture spec: built on demand by synthrel.tiny.segmentation
     note: str | None = None
     builder: dict | None = None  # framework python: Hydra config {_target_: ..., ...} of the model callable
     label_map: str | None = None  # mapping file from the model's own classes to the trainIds
@@ -43,6 +42,12 @@ class ZooEntry:
     @property
     def display_name(self) -> str:
         return self.name or self.key
+
+    @property
+    def needs_weights_file(self) -> bool:
+        """An mmseg entry without a checkpoint: it cannot run (transformers load `config`, a folder or hub id;
+        python builders take `checkpoint` only when given)."""
+        return self.framework == "mmseg" and not self.checkpoint
 
     def require_checkpoint(self) -> str:
         """The checkpoint to load; models without a public one must have it set by the user."""

@@ -1,13 +1,14 @@
-"""`TrainZooJob`: train the tiny demo zoo briefly on the demo train split, each model to its own budget.
+"""`TrainZooJob`: train zoo models briefly from given initial weights, each to its own budget.
 
-Random-init tiny models all score near zero, so the demo's tables and correlations would have no spread.
-Each tiny zoo entry gets a number of optimisation steps (`steps`, 0 keeps the random init); every run starts
-from the deterministic random init of its spec (`ensure_tiny_segmenter(spec, seed=seed)`), never from a
-checkpoint trained earlier, so a re-run after a kill gives the same weights. Images reach the network
-exactly as at inference (the predictor's own channel order, resize to the test scale and normalisation),
-flipped at random, and each model learns through its framework's own loss. The trained weights replace the entry's files
-atomically, in the format the zoo loader reads, and a `train_zoo.json` beside them records the settings:
-a model whose record matches is skipped unless `force`.
+The demo uses it on the tiny profile: random-init tiny models all score near zero, so the demo's tables and
+correlations would have no spread. Each entry to train names an initial-weights folder (`init`: an mmseg
+`config.py` + `checkpoint.pth`, or a transformers `save_pretrained` folder; on profile=tiny the tiny_models
+stage writes them) and a number of optimisation steps (`steps`, 0 keeps the init); every run starts from that
+init, never from a checkpoint trained earlier, so a re-run after a kill gives the same weights. Images reach
+the network exactly as at inference (the predictor's own channel order, resize to the test scale and
+normalisation), flipped at random, and each model learns through its framework's own loss. The trained weights
+replace the entry's files atomically, in the format the zoo loader reads, and a `train_zoo.json` beside them
+records the settings: a model whose record matches is skipped unless `force`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tqdm import tqdm
 
 from synthrel.config import to_plain
 from synthrel.conventions import IGNORE_INDEX
-from synthrel.errors import ConfigError
+from synthrel.errors import ConfigError, WeightsError, unknown_name
 from synthrel.jobs import atomic_path, item_seed, positive_int, write_json_atomic
 from synthrel.runtime import resolve_device
 from synthrel.zoo.predictor import build_segmenter, keep_ratio_size, resize_like_cv2
@@ -43,7 +44,7 @@ RECORD_FILE = "train_zoo.json"
 
 
 def model_folder(entry: ZooEntry) -> Path:
-    """The folder that holds a tiny entry's files (and its training record)."""
+    """The folder that holds a trained entry's files (and its training record)."""
     if entry.framework == "transformers":
         return Path(entry.config)
     return Path(entry.checkpoint).parent
@@ -146,28 +147,31 @@ class _TransformersLoss:
         return self.model(pixel_values=torch.stack(images), labels=torch.stack(labels)).loss
 
 
-def train_tiny_entry(entry: ZooEntry, samples: list[dict], steps: int, *, batch_size: int, lr: float,
-                     weight_decay: float, seed: int, device, desc: str = "") -> dict:
-    """Train tiny `entry` from its seeded random init for `steps` steps; write its files; return the losses."""
-    from synthrel.tiny.segmentation import ensure_tiny_segmenter
+def init_entry(entry: ZooEntry, init: str | Path) -> ZooEntry:
+    """`entry` pointed at the initial weights in folder `init` (same framework, same test settings)."""
+    init = Path(init)
+    if entry.framework == "mmseg":
+        return dataclasses.replace(entry, config=str(init / "config.py"), checkpoint=str(init / "checkpoint.pth"))
+    return dataclasses.replace(entry, config=str(init), checkpoint=None)
 
+
+def train_entry(entry: ZooEntry, init: str | Path, samples: list[dict], steps: int, *, batch_size: int, lr: float,
+                weight_decay: float, seed: int, device, desc: str = "") -> dict:
+    """Train `entry` from the weights in `init` for `steps` steps; write its files; return the losses.
+
+    The data stream is keyed by the init folder's name: entries trained from one init (one architecture at
+    two budgets) see the same batches, so a short budget is the start of the long run."""
+    init = Path(init)
     folder = model_folder(entry)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.train"))
     try:
-        init = ensure_tiny_segmenter(entry.tiny, tmp / "init", seed=seed)
-        if entry.framework == "mmseg":
-            init_entry = dataclasses.replace(entry, config=str(init / "config.py"),
-                                             checkpoint=str(init / "checkpoint.pth"), tiny=None)
-        else:
-            init_entry = dataclasses.replace(entry, config=str(init), checkpoint=None, tiny=None)
-        segmenter = build_segmenter(init_entry, device)  # the zoo's own loading path
+        segmenter = build_segmenter(init_entry(entry, init), device)  # the zoo's own loading path
         model = segmenter.model
         losses = []
         if steps:
             loss_fn = (_MMSegLoss if entry.framework == "mmseg" else _TransformersLoss)(segmenter, samples)
-            # one stream per architecture: a short budget is the start of the long run of the same spec
-            stream = item_seed(seed, 0, f"train_zoo/{entry.tiny}")
+            stream = item_seed(seed, 0, f"train_zoo/{init.name}")
             batches = _Batches(loss_fn.images, loss_fn.labels, stream, batch_size)
             torch.manual_seed(stream)  # dropout / drop-path
             optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -190,8 +194,9 @@ def _write_model(entry: ZooEntry, init: Path, model: torch.nn.Module, scratch: P
     if entry.framework == "mmseg":
         _copy_atomic(init / "config.py", Path(entry.config))
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        meta = torch.load(init / "checkpoint.pth", map_location="cpu", weights_only=False).get("meta") or {}
         with atomic_path(entry.checkpoint) as tmp:
-            torch.save({"state_dict": state, "meta": {"tiny_spec": entry.tiny}}, tmp)
+            torch.save({"state_dict": state, "meta": meta}, tmp)  # the init's meta, as mmseg's own training keeps
         return
     model.save_pretrained(scratch)
     for path in sorted(init.iterdir()):  # the image processor config of the init, then the saved model
@@ -208,11 +213,13 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 
 @dataclass
 class TrainZooJob:
-    """Train every tiny model of `zoo` for its budget in `steps` on the `split` of `dataset`."""
+    """Train the models of `zoo` named in `init`, each from its init folder for its budget in `steps`, on the
+    `split` of `dataset`. Zoo models not named in `init` (the paper zoo) are left alone."""
 
     zoo: dict
     dataset: dict  # a dataset config (`_target_` ...), instantiated with `split`
-    steps: dict  # zoo key -> optimisation steps (0: the random init)
+    steps: dict  # zoo key -> optimisation steps (0: the init itself)
+    init: dict = dataclasses.field(default_factory=dict)  # zoo key -> folder of its initial weights
     split: str = "train"
     batch_size: int = 4
     lr: float = 2e-3
@@ -226,8 +233,13 @@ class TrainZooJob:
         self.zoo = to_plain(self.zoo)
         self.dataset = to_plain(self.dataset)
         self.steps = to_plain(self.steps) or {}
+        self.init = {k: str(v) for k, v in (to_plain(self.init) or {}).items()}
         entries = zoo_entries(self.zoo)
-        self.entries = {k: e for k, e in entries.items() if e.tiny}
+        zoo_name = self.zoo.get("name", "?")
+        for key in self.init:
+            if key not in entries:
+                raise unknown_name("zoo model", key, entries, key=f"stages.train_zoo.init ({zoo_name})")
+        self.entries = {k: e for k, e in entries.items() if k in self.init}
         self.others = [k for k in entries if k not in self.entries]
         positive_int(self.batch_size, "stages.train_zoo.batch_size")
         if self.cpu_threads is not None:
@@ -239,37 +251,47 @@ class TrainZooJob:
         if not isinstance(self.dataset, dict) or "_target_" not in self.dataset:
             raise ConfigError("`stages.train_zoo.dataset` must be a dataset config with a `_target_` "
                               "(e.g. ${datasets.cityscapes})")
-        if not self.entries:
-            return  # a zoo without tiny models: nothing to train (run() says so)
-        zoo_name = self.zoo.get("name", "?")
         for key, steps in self.steps.items():
             if key not in self.entries:
-                raise ConfigError(f"`stages.train_zoo.steps.{key}`: {key!r} is not a tiny model of zoo "
-                                  f"{zoo_name!r}; valid: {', '.join(self.entries)}")
+                raise ConfigError(f"`stages.train_zoo.steps.{key}`: {key!r} is not a model trained here (one with "
+                                  f"`stages.train_zoo.init.{key}`); valid: {', '.join(self.entries) or 'none'}")
             if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
                 raise ConfigError(f"`stages.train_zoo.steps.{key}` must be an integer >= 0, got {steps!r}")
         missing = [k for k in self.entries if k not in self.steps]
         if missing:
-            raise ConfigError(f"`stages.train_zoo.steps` gives no budget for tiny model(s) {missing} of zoo "
-                              f"{zoo_name!r}; add e.g. `stages.train_zoo.steps.{missing[0]}=100` (0: random init)")
+            raise ConfigError(f"`stages.train_zoo.steps` gives no budget for model(s) {missing} of zoo "
+                              f"{zoo_name!r}; add e.g. `stages.train_zoo.steps.{missing[0]}=100` (0: the init)")
         for key, entry in self.entries.items():
+            if entry.framework == "python":
+                raise ConfigError(f"`stages.train_zoo.init.{key}`: train_zoo trains mmseg and transformers models; "
+                                  f"{key!r} is framework python")
             if entry.framework == "mmseg" and not entry.checkpoint:
                 raise ConfigError(f"`zoo.models.{key}.checkpoint` is empty; train_zoo writes the trained weights "
                                   "there")
 
+    def check_inits(self) -> None:
+        for key, folder in self.init.items():
+            marker = Path(folder) / ("checkpoint.pth" if self.entries[key].framework == "mmseg" else "config.json")
+            if not marker.is_file():
+                raise WeightsError(f"`stages.train_zoo.init.{key}`: no initial weights at {folder} ({marker.name} "
+                                   "missing); on profile=tiny the tiny_models stage writes them: "
+                                   "python -m synthrel.run profile=tiny +stage=[tiny_models]")
+
     def params(self, entry: ZooEntry, data: dict) -> dict:
         """Everything the trained weights depend on; equal params mean an equal checkpoint."""
-        return {"spec": entry.tiny, "framework": entry.framework, "steps": self.steps[entry.key],
+        return {"init": self.init[entry.key], "framework": entry.framework, "steps": self.steps[entry.key],
                 "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
                 "seed": self.seed, "test_scale": list(entry.test_scale) if entry.test_scale else None,
                 "data": data}
 
     def run(self) -> dict:
         for key in self.others:
-            log.info("train_zoo: skipping %s (no `tiny` spec: only the tiny demo models are trained)", key)
+            log.info("train_zoo: skipping %s (no `stages.train_zoo.init.%s`)", key, key)
         if not self.entries:
-            log.info("train_zoo: zoo %s has no tiny models; nothing to train", self.zoo.get("name"))
-            return {"trained": [], "skipped": [], "not_tiny": self.others}
+            log.info("train_zoo: no model of zoo %s is named in stages.train_zoo.init; nothing to train",
+                     self.zoo.get("name"))
+            return {"trained": [], "skipped": [], "not_trained": self.others}
+        self.check_inits()
         start = time.perf_counter()
         dataset = hydra.utils.instantiate(self.dataset, split=self.split)
         data = {"split": self.split, "n_images": len(dataset), "sha1": data_fingerprint(dataset)}
@@ -288,9 +310,9 @@ class TrainZooJob:
                 entry = self.entries[key]
                 params = self.params(entry, data)
                 model_start = time.perf_counter()
-                result = train_tiny_entry(entry, samples, params["steps"], batch_size=self.batch_size, lr=self.lr,
-                                          weight_decay=self.weight_decay, seed=self.seed, device=device,
-                                          desc=f"train {key} ({entry.tiny}, {params['steps']} steps)")
+                result = train_entry(entry, self.init[key], samples, params["steps"], batch_size=self.batch_size,
+                                     lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, device=device,
+                                     desc=f"train {key} ({Path(self.init[key]).name}, {params['steps']} steps)")
                 losses = result["losses"]
                 write_json_atomic(model_folder(entry) / RECORD_FILE, {
                     "params": params, "data_root": str(dataset.root), "first_loss": losses[0] if losses else None,
@@ -300,8 +322,8 @@ class TrainZooJob:
                     log.info("train_zoo: %s trained %d steps, loss %.3f -> %.3f", key, len(losses), losses[0],
                              losses[-1])
                 else:
-                    log.info("train_zoo: %s kept at its random init (0 steps)", key)
+                    log.info("train_zoo: %s kept at its init (0 steps)", key)
                 bar.update()
-        return {"trained": todo, "skipped": done, "not_tiny": self.others,
+        return {"trained": todo, "skipped": done, "not_trained": self.others,
                 "seconds": round(time.perf_counter() - start, 1),
                 "models_dir": str(Path(model_folder(next(iter(self.entries.values())))).parent)}

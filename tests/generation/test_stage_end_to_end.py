@@ -4,7 +4,7 @@ import hydra.utils
 from diffusers import ControlNetModel, UNet2DConditionModel
 
 from synthrel.run import run_stages
-from synthrel.tiny.diffusion import ensure_tiny_models
+from synthrel.tiny.job import ensure_tiny_models
 
 
 def test_tiny_caption_then_generate(compose_cfg, cityscapes_writer, tmp_path):

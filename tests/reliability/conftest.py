@@ -29,13 +29,10 @@ def _build_world(root: Path) -> None:
     from synthrel.data.cityscapes import CityscapesDataset
     from synthrel.data.demo import DemoDataJob
     from synthrel.tiny.job import TinyModelsJob
-    from synthrel.tiny.segmentation import ensure_tiny_segmenter
 
     models = root / "outputs" / "tiny" / "models"
     data = root / "outputs" / "tiny" / "data"
-    TinyModelsJob(models_dir=str(models)).run()
-    for key, spec in ZOO_MODELS.items():
-        ensure_tiny_segmenter(spec, models / "zoo" / key)
+    TinyModelsJob(models_dir=str(models), segmenters={f"zoo/{key}": spec for key, spec in ZOO_MODELS.items()}).run()
     DemoDataJob(root=str(data), **DEMO_SIZES).run()
     for backbone in ("sd15", "sdxl"):
         unet = UNet2DConditionModel.from_pretrained(models / backbone, subfolder="unet")

@@ -104,25 +104,25 @@ def test_same_seed_same_outputs(compose_world, world, tmp_path, stage, overrides
 
 
 def test_train_zoo_same_seed_same_weights(world, tmp_path):
+    from synthrel.tiny.segmentation import ensure_tiny_segmenter
     from synthrel.zoo.training import TrainZooJob
 
     dataset = {"_target_": "synthrel.data.cityscapes.CityscapesDataset",
                "root": str(world / "outputs" / "tiny" / "data" / "cityscapes")}
+    init_dir = ensure_tiny_segmenter("pspnet_r18", tmp_path / "init" / "pspnet_r18")
     outs = []
     for run in ("a", "b"):
         folder = tmp_path / run / "pspnet_r18"
         zoo = {"name": "tiny", "models": {"pspnet_r18": {
             "family": "PSPNet", "framework": "mmseg", "config": str(folder / "config.py"),
-            "checkpoint": str(folder / "checkpoint.pth"), "test_mode": "whole", "test_scale": [128, 64],
-            "tiny": "pspnet_r18"}}}
-        summary = TrainZooJob(zoo=zoo, dataset=dataset, steps={"pspnet_r18": 3}, batch_size=2, device="cpu").run()
+            "checkpoint": str(folder / "checkpoint.pth"), "test_mode": "whole", "test_scale": [128, 64]}}}
+        summary = TrainZooJob(zoo=zoo, dataset=dataset, steps={"pspnet_r18": 3}, init={"pspnet_r18": str(init_dir)},
+                              batch_size=2, device="cpu").run()
         assert summary["trained"] == ["pspnet_r18"]
         outs.append(folder)
     assert assert_identical_folders(*outs) >= 2
     # and training changed the seeded init (the comparison is not between two untouched copies)
-    from synthrel.tiny.segmentation import ensure_tiny_segmenter
-
-    init = torch.load(ensure_tiny_segmenter("pspnet_r18", tmp_path / "init") / "checkpoint.pth", weights_only=False)
+    init = torch.load(init_dir / "checkpoint.pth", weights_only=False)
     trained = torch.load(outs[0] / "checkpoint.pth", weights_only=False)
     init, trained = init.get("state_dict", init), trained["state_dict"]
     assert any(not torch.equal(init[k], trained[k]) for k in trained if k in init)

@@ -1,6 +1,7 @@
 """train_zoo: tiny zoo models trained on demo data learn, load through the zoo's loader, resume and repeat."""
 
 import json
+from pathlib import Path
 
 import hydra
 import numpy as np
@@ -11,7 +12,7 @@ from sklearn.metrics import confusion_matrix
 from synthrel.conventions import NUM_CLASSES
 from synthrel.data.cityscapes import CityscapesDataset
 from synthrel.data.demo import DemoDataJob
-from synthrel.errors import ConfigError
+from synthrel.errors import ConfigError, WeightsError
 from synthrel.metrics.segmentation import mean_iou
 from synthrel.tiny.segmentation import ensure_tiny_segmenter
 from synthrel.zoo.predictor import build_segmenter
@@ -31,15 +32,19 @@ def demo_root(tmp_path_factory):
 def _entry(folder, spec, framework="mmseg"):
     if framework == "transformers":
         return {"family": "SegFormer", "framework": "transformers", "config": str(folder), "checkpoint": None,
-                "test_scale": [128, 64], "tiny": spec}
+                "test_scale": [128, 64]}
     return {"family": spec, "framework": "mmseg", "config": str(folder / "config.py"),
-            "checkpoint": str(folder / "checkpoint.pth"), "test_scale": [128, 64], "tiny": spec}
+            "checkpoint": str(folder / "checkpoint.pth"), "test_scale": [128, 64]}
 
 
 def _job(root, demo_root, steps, models, **kwargs):
+    """train_zoo on plain zoo entries, each from the seeded tiny init of its spec under root/init/<spec>."""
+    seed = kwargs.pop("seed", 0)
     zoo = {"name": "t", "models": {k: _entry(root / k, spec, fw) for k, (spec, fw) in models.items()}}
+    init = {k: str(ensure_tiny_segmenter(spec, root / f"init{seed}" / spec, seed=seed))
+            for k, (spec, _) in models.items()}
     dataset = {"_target_": "synthrel.data.cityscapes.CityscapesDataset", "root": str(demo_root)}
-    return TrainZooJob(zoo=zoo, dataset=dataset, steps=steps, batch_size=4, lr=5e-3, seed=kwargs.pop("seed", 0),
+    return TrainZooJob(zoo=zoo, dataset=dataset, steps=steps, init=init, batch_size=4, lr=5e-3, seed=seed,
                        device="cpu", **kwargs)
 
 
@@ -144,16 +149,24 @@ def test_same_seed_gives_identical_checkpoints(tmp_path, demo_root):
 
 
 def test_stage_config_budgets_every_tiny_model_with_spread(compose_cfg, tmp_path):
-    cfg = compose_cfg("profile=tiny", "+stage=train_zoo", f"paths.data_dir={tmp_path}/data")
+    cfg = compose_cfg("profile=tiny", "+stage=[tiny_models,train_zoo]", f"paths.data_dir={tmp_path}/data")
     job = hydra.utils.instantiate(cfg.stages.train_zoo, _convert_="all")
     assert job.dataset["root"] == f"{tmp_path}/data/cityscapes" and job.split == "train"
-    assert set(job.steps) == set(job.entries) == set(zoo_entries(job.zoo))
+    assert set(job.steps) == set(job.entries) == set(job.init) == set(zoo_entries(job.zoo))
     budgets = [job.steps[k] for k in job.entries]
     assert len(job.entries) >= 6 and len(set(budgets)) >= 5
-    by_spec = {}
+    by_init = {}
+    for key in job.entries:
+        by_init.setdefault(job.init[key], set()).add(job.steps[key])
+    assert any(len(b) >= 2 for b in by_init.values())  # one architecture at two budgets
+    # the tiny_models stage writes every folder the zoo, the inits and the forecast's model point to
+    models_dir = Path(cfg.profile.models_dir)
+    written = {str(models_dir / folder) for folder in cfg.stages.tiny_models.segmenters}
     for key, entry in job.entries.items():
-        by_spec.setdefault(entry.tiny, set()).add(job.steps[key])
-    assert any(len(b) >= 2 for b in by_spec.values())  # one architecture at two budgets
+        assert str(model_folder(entry)) in written and job.init[key] in written, key
+    unseen = compose_cfg("profile=tiny", "model=tiny_unseen")
+    assert str(Path(unseen.model.checkpoint).parent) in {str(Path(unseen.profile.models_dir) / f)
+                                                        for f in cfg.stages.tiny_models.segmenters}
 
 
 def test_budget_errors_name_the_config_key(tmp_path, demo_root):
@@ -165,16 +178,31 @@ def test_budget_errors_name_the_config_key(tmp_path, demo_root):
         _job(tmp_path, demo_root, {"psp": -1}, {"psp": MODELS["psp"]})
 
 
-def test_models_without_a_tiny_spec_are_left_alone(tmp_path, demo_root):
+def test_models_without_an_init_are_left_alone(tmp_path, demo_root):
     zoo = {"name": "p", "models": {"real": {"family": "PSPNet", "config": "x.py", "checkpoint": "y.pth"}}}
     job = TrainZooJob(zoo=zoo, dataset={"_target_": "x"}, steps={}, device="cpu")
-    assert job.run() == {"trained": [], "skipped": [], "not_tiny": ["real"]}
+    assert job.run() == {"trained": [], "skipped": [], "not_trained": ["real"]}
+
+
+def test_missing_init_names_the_key_and_the_tiny_models_stage(tmp_path, demo_root):
+    zoo = {"name": "t", "models": {"psp": _entry(tmp_path / "psp", "pspnet_r18")}}
+    job = TrainZooJob(zoo=zoo, dataset={"_target_": "synthrel.data.cityscapes.CityscapesDataset",
+                                        "root": str(demo_root)},
+                      steps={"psp": 1}, init={"psp": str(tmp_path / "nowhere")}, device="cpu")
+    with pytest.raises(WeightsError, match=r"stages\.train_zoo\.init\.psp.*tiny_models"):
+        job.run()
+    with pytest.raises(ConfigError, match=r"nope.*stages\.train_zoo\.init.*valid names: psp"):
+        TrainZooJob(zoo=zoo, dataset={"_target_": "x"}, steps={}, init={"nope": "x"}, device="cpu")
 
 
 @pytest.mark.slow
 def test_default_stage_spreads_the_demo_zoo(compose_cfg, tmp_path):
     """The real stage config on the default demo data: every model learns, to clearly different mIoU."""
-    cfg = compose_cfg("profile=tiny", "+stage=[demo_data,train_zoo]", "device=cpu", f"paths.output_root={tmp_path}")
+    cfg = compose_cfg("profile=tiny", "+stage=[tiny_models,demo_data,train_zoo]", "device=cpu",
+                      f"paths.output_root={tmp_path}")
+    for folder, spec in cfg.stages.tiny_models.segmenters.items():  # the inits the stage writes (not SD and co.)
+        if folder.startswith("init/"):
+            ensure_tiny_segmenter(spec, Path(cfg.profile.models_dir) / folder, seed=cfg.stages.tiny_models.seed)
     hydra.utils.instantiate(cfg.stages.demo_data, _convert_="all").run()
     job = hydra.utils.instantiate(cfg.stages.train_zoo, _convert_="all")
     assert sorted(job.run()["trained"]) == sorted(job.entries)
