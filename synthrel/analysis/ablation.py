@@ -16,19 +16,11 @@ import pandas as pd
 from synthrel.analysis.correlation import REAL_DATASETS, paired_values, pearson_along, predictor_view
 from synthrel.errors import DatasetError
 from synthrel.jobs import item_rng
+from synthrel.metrics.segmentation import mean_iou
 
 log = logging.getLogger(__name__)
 
 CONFUSION_FILENAME = "per_image_confusion.npy"
-
-
-def miou_from_confusion(confusion: np.ndarray) -> np.ndarray:
-    """mIoU of pooled confusion matrices (..., C, C): nanmean over classes of diag / (row + col - diag)."""
-    diag = np.diagonal(confusion, axis1=-2, axis2=-1).astype(np.float64)
-    union = confusion.sum(axis=-1) + confusion.sum(axis=-2) - diag
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, diag / union, np.nan)
-    return np.nanmean(iou, axis=-1)
 
 
 def load_confusions(results: pd.DataFrame, generator: str, domain: str) -> dict[str, np.ndarray]:
@@ -77,7 +69,7 @@ def data_size_ablation(
             continue
         for repeat in range(repeats):
             chosen = item_rng(seed, repeat, f"size={size}").choice(n_images, size=size, replace=False)
-            x = miou_from_confusion(stack[:, chosen].sum(axis=1))
+            x = mean_iou(stack[:, chosen].sum(axis=1))
             rows.append({"size": size, "repeat": repeat, "pearson": float(pearson_along(x, y)),
                          "n_models": len(models), "seed": seed})
     return pd.DataFrame(rows)

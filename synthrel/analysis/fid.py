@@ -136,9 +136,9 @@ def _dataset(spec, dataset_configs: Mapping):
             raise ConfigError(f"stages.fid.pairs: unknown dataset {spec!r}; valid: {', '.join(sorted(dataset_configs))}")
         spec = dataset_configs[spec]
     if isinstance(spec, Mapping) and "_target_" in spec:
-        from hydra.utils import instantiate
+        from synthrel.data.build import build_dataset
 
-        return instantiate(spec, _convert_="all")
+        return build_dataset(spec)
     return spec
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from synthrel.calibration.data import CALIB_SAMPLE_FILE, CalibSample, load_image_ids
+from synthrel.calibration.summary import success_summary
 from synthrel.calibration.temperature import (
     METHODS,
     OBJECTIVES,
@@ -273,23 +274,6 @@ class CalibrateJob:
         table = pd.DataFrame(rows, columns=COLUMNS)
         table["n_shared_images"] = table["n_shared_images"].astype("Int64")
         return table
-
-
-def success_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (calib_set, method, dataset): number of models, success rate (ECE_TS < ECE_raw), mean relative gain."""
-    columns = ["calib_set", "method", "dataset", "domain", "n_models", "success_rate", "mean_rel_improvement"]
-    if table.empty:
-        return pd.DataFrame(columns=columns)
-    keys = ["calib_set", "method", "dataset", "model"]
-    wide = table.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
-    wide = wide.merge(table.drop_duplicates(keys)[keys + ["domain"]], on=keys, how="left")
-    wide["improved"] = (wide["ece_ts"] < wide["ece_raw"]).astype(float)
-    summary = wide.groupby(["calib_set", "method", "dataset"], sort=True, dropna=False).agg(
-        domain=("domain", "first"), n_models=("model", "nunique"), success_rate=("improved", "mean"),
-        mean_rel_improvement=("ece_rel_improvement", "mean"),
-    ).reset_index()
-    return summary[columns]
-
 
 
 def _require_features(sample: CalibSample, model: str, datasets: list[str]) -> None:

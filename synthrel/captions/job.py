@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from synthrel.captions.blip import MODES, BlipCaptioner, ClipInterrogatorCaptioner
+from synthrel.data.build import dataset_by_name
 from synthrel.data.io import read_image
 from synthrel.errors import ConfigError, DatasetError
 from synthrel.jobs import Manifest, exclusive_output, positive_int
@@ -30,18 +31,6 @@ def read_captions(path: str | Path, key: str = "stages.generate.captions") -> di
             f"or set `{key}` to a JSONL file of {{\"id\", \"caption\"}} records"
         )
     return {r["id"]: r["caption"] for r in Manifest(path).read()}
-
-
-def instantiate_dataset(datasets: dict, name: str, split: str | None = None):
-    """Build dataset `name` from the `datasets` config (its `_target_` and arguments), overriding the split."""
-    import hydra.utils
-
-    if name not in datasets:
-        from synthrel.errors import unknown_name
-
-        raise unknown_name("dataset", name, datasets, "stages.caption.dataset")
-    overrides = {"split": split} if split is not None else {}
-    return hydra.utils.instantiate(datasets[name], **overrides, _convert_="all")
 
 
 @dataclass
@@ -101,7 +90,7 @@ class CaptionJob:
         return summary
 
     def _caption_split(self, split: str | None) -> tuple[Path, int, int]:
-        dataset = instantiate_dataset(self.datasets, self.dataset, split)
+        dataset = dataset_by_name(self.datasets, self.dataset, split, key="stages.caption.dataset")
         split = split or "all"
         manifest = Manifest(captions_path(self.output_dir, self.dataset, split))
         done = set() if self.force else manifest.done()

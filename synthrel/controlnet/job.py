@@ -197,11 +197,11 @@ class TrainControlNetJob:
         return summary
 
     def _dataset(self):
-        import hydra
+        from synthrel.data.build import build_dataset
 
         dataset = self.dataset
         if isinstance(dataset, Mapping):
-            dataset = hydra.utils.instantiate(dict(dataset))
+            dataset = build_dataset(dict(dataset))
         if not hasattr(dataset, "load_label_ids"):
             raise ConfigError(f"`{KEY}.dataset` must be a Cityscapes-layout dataset with labelIds maps "
                               f"(synthrel.data.cityscapes.CityscapesDataset), got {type(dataset).__name__}")

@@ -107,9 +107,9 @@ class CorruptJob:
         return items
 
     def run(self) -> dict:
-        import hydra.utils
+        from synthrel.data.build import build_dataset
 
-        dataset = hydra.utils.instantiate(self.source, _convert_="all")
+        dataset = build_dataset(self.source)
         if not hasattr(dataset, "load_label_ids"):
             raise DatasetError(
                 f"source dataset {type(dataset).__name__} (config key `stages.corrupt.source`) cannot give raw "

@@ -13,10 +13,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hydra
-
 from synthrel.config import to_plain
 from synthrel.data.base import check_label_encoding
+from synthrel.data.build import build_dataset
 from synthrel.errors import ConfigError, DatasetError, unknown_name
 from synthrel.evaluation import NOT_EVALUATED
 from synthrel.evaluation.engine import evaluate_dataset
@@ -103,7 +102,7 @@ class EvaluateJob:
         manifest = Manifest(f"{results_dir}/manifest.jsonl", key="job")
         pairs = [(m, d) for m in self.models for d in self.datasets]
         mine = [pairs[k] for k in self.shard.select(len(pairs))]
-        datasets = {name: hydra.utils.instantiate(self.dataset_configs[name])
+        datasets = {name: build_dataset(self.dataset_configs[name])
                     for name in dict.fromkeys(d for _, d in mine)}
         if self.label_check:
             for dataset in datasets.values():

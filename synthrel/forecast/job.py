@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hydra
 import numpy as np
 import pandas as pd
 from hydra.errors import InstantiationException
@@ -25,6 +24,7 @@ from synthrel.analysis.aggregate import load_results
 from synthrel.analysis.provenance import provenance
 from synthrel.analysis.tables import save_table
 from synthrel.config import to_plain
+from synthrel.data.build import build_dataset
 from synthrel.errors import ConfigError, DatasetError, SynthrelError, unknown_name
 from synthrel.evaluation.job import EvaluateJob
 from synthrel.forecast import figures, qualitative, reference
@@ -145,7 +145,7 @@ class ForecastJob:
                 raise ConfigError(f"`stages.forecast.evaluate.datasets` names {name!r}, which is not a dataset; "
                                   f"valid: {', '.join(sorted(configs))}")
             try:
-                found[name] = hydra.utils.instantiate(configs[name])
+                found[name] = build_dataset(configs[name])
             except InstantiationException as e:  # hydra wraps the dataset's own error
                 if not isinstance(e.__cause__, DatasetError):
                     raise

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from synthrel.captions.job import instantiate_dataset, read_captions
+from synthrel.captions.job import read_captions
+from synthrel.data.build import build_dataset
 from synthrel.errors import ConfigError, DatasetError, WeightsError
 from synthrel.generation.conditioning import (
     check_encoding,
@@ -170,7 +171,7 @@ class GenerateJob:
         return items
 
     def run(self) -> dict:
-        dataset = instantiate_dataset({"source": self.source}, "source")
+        dataset = build_dataset(self.source)
         if not hasattr(dataset, "load_label_ids"):
             raise DatasetError(
                 f"source dataset {type(dataset).__name__} (config key `stages.generate.source`) cannot give raw "

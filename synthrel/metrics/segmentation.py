@@ -23,20 +23,34 @@ def update_confusion(confusion: torch.Tensor, pred: torch.Tensor, label: torch.T
     return confusion
 
 
+def _as_float64(confusion) -> np.ndarray:
+    if torch.is_tensor(confusion):
+        return confusion.detach().cpu().double().numpy()
+    return np.asarray(confusion, dtype=np.float64)
+
+
 def iou_per_class(confusion, absent_classes=()) -> np.ndarray:
-    """IoU_c = TP / (row + column - TP) in float64; NaN for an empty union and for `absent_classes`."""
-    cm = torch.as_tensor(confusion).cpu().double().numpy()
-    tp = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - tp
+    """IoU_c = TP / (row + column - TP) in float64; NaN for an empty union and for `absent_classes`.
+
+    `confusion` is one C x C matrix (IoUs of shape (C,)) or a stack (..., C, C) (IoUs of shape (..., C))."""
+    cm = _as_float64(confusion)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    union = cm.sum(-2) + cm.sum(-1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, tp / union, np.nan)
-    iou[list(absent_classes)] = np.nan
+    iou[..., list(absent_classes)] = np.nan
     return iou
 
 
-def mean_iou(confusion, absent_classes=()) -> float:
+def mean_iou(confusion, absent_classes=()):
+    """The nanmean of `iou_per_class` (NaN when no class has a union): a float for one matrix, an array (...)
+    for a stack (..., C, C) (the data-size ablation's subsets)."""
     iou = iou_per_class(confusion, absent_classes)
-    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+    finite = np.isfinite(iou)
+    count = finite.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        miou = np.where(count > 0, np.where(finite, iou, 0.0).sum(-1) / count, np.nan)
+    return float(miou) if miou.ndim == 0 else miou
 
 
 def pixel_accuracy(confusion) -> float:

@@ -166,9 +166,9 @@ class InpaintJob:
 
     def _source(self):
         if isinstance(self.source, dict):
-            import hydra
+            from synthrel.data.build import build_dataset
 
-            return hydra.utils.instantiate(self.source)
+            return build_dataset(self.source)
         return self.source
 
     def _load_models(self):

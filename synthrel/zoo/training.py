@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import hydra
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from synthrel.config import to_plain
 from synthrel.conventions import IGNORE_INDEX
+from synthrel.data.build import build_dataset
 from synthrel.errors import ConfigError, WeightsError, unknown_name
 from synthrel.jobs import atomic_path, item_seed, positive_int, write_json_atomic
 from synthrel.runtime import resolve_device
@@ -293,7 +293,7 @@ class TrainZooJob:
             return {"trained": [], "skipped": [], "not_trained": self.others}
         self.check_inits()
         start = time.perf_counter()
-        dataset = hydra.utils.instantiate(self.dataset, split=self.split)
+        dataset = build_dataset(self.dataset, self.split)
         data = {"split": self.split, "n_images": len(dataset), "sha1": data_fingerprint(dataset)}
         todo = [k for k, e in self.entries.items()
                 if self.force or (read_record(e) or {}).get("params") != self.params(e, data)]

@@ -8,6 +8,7 @@ from sklearn.metrics import confusion_matrix, jaccard_score
 from synthrel.analysis import ablation, figures
 from synthrel.analysis.correlation import Bootstrap, class_layout, correlation_table
 from synthrel.errors import DatasetError
+from synthrel.metrics.segmentation import mean_iou
 
 N_CLASSES = 19
 
@@ -30,9 +31,14 @@ def _miou_sklearn(labels, preds):
     return jaccard_score(y, p, labels=present, average="macro")
 
 
-def test_miou_from_confusion_matches_sklearn():
+def test_ablation_miou_of_a_stack_of_subsets_matches_sklearn():
+    """The ablation pools subsets into a stack (..., C, C) and takes the one mIoU of synthrel.metrics over it."""
     labels, preds, conf = _per_image(np.random.default_rng(0), 5, 0.6)
-    assert ablation.miou_from_confusion(conf.sum(0)) == pytest.approx(_miou_sklearn(labels, preds))
+    assert mean_iou(conf.sum(0)) == pytest.approx(_miou_sklearn(labels, preds))
+    subsets = [[0, 1], [2, 3, 4], [1, 3]]
+    stacked = mean_iou(np.stack([conf[s].sum(0) for s in subsets]))
+    expected = [_miou_sklearn([labels[i] for i in s], [preds[i] for i in s]) for s in subsets]
+    assert stacked.shape == (3,) and stacked == pytest.approx(expected)
 
 
 def test_ablation_full_size_equals_full_set_pcc_and_is_seeded():

@@ -4,29 +4,16 @@ import hydra
 import numpy as np
 import pandas as pd
 import pytest
+from references import ece, softmax
 
 from synthrel.calibration.job import CalibrateJob
 from synthrel.errors import ConfigError
 
 
-def _softmax(z):
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
-def _ece(z, y, n_bins=15):
-    p = _softmax(z.astype(np.float64))
-    conf, acc = p.max(1), (p.argmax(1) == y).astype(float)
-    edges = np.linspace(0, 1, n_bins + 1)
-    return sum(((conf > lo) & (conf <= hi)).mean() * abs(acc[(conf > lo) & (conf <= hi)].mean()
-                                                         - conf[(conf > lo) & (conf <= hi)].mean())
-               for lo, hi in zip(edges[:-1], edges[1:], strict=True) if ((conf > lo) & (conf <= hi)).any())
-
-
 def _write_sample(folder, rng, t_true, n_images=4, per_image=300, ids=None, features=True):
     n = n_images * per_image
     z = (rng.normal(size=(n, 19)) * 4).astype(np.float32)
-    p = _softmax(z.astype(np.float64) / t_true)
+    p = softmax(z.astype(np.float64) / t_true)
     y = (p.cumsum(1) > rng.random((n, 1))).argmax(1).astype(np.uint8)
     folder.mkdir(parents=True)
     np.savez(folder / "calib_sample.npz", logits=z, labels=y, image_index=np.repeat(np.arange(n_images), per_image)
@@ -53,7 +40,7 @@ def test_calibrate_job_fits_reports_and_resumes(tmp_path):
     assert set(table["metric"]) == {"ece_raw", "ece_ts", "ece_rel_improvement"}
     row = table[(table.model == "good") & (table.method == "global-nll")].set_index("metric")["value"]
     z, y = targets["good"]
-    assert row["ece_raw"] == pytest.approx(_ece(z, y), abs=1e-9)
+    assert row["ece_raw"] == pytest.approx(ece(z, y), abs=1e-9)
     assert row["ece_ts"] < row["ece_raw"]  # T_true = 2 is learnable from the synthetic set
     assert row["ece_rel_improvement"] == pytest.approx((row["ece_raw"] - row["ece_ts"]) / row["ece_raw"])
     assert table[table.model == "good"]["domain"].iloc[0] == "rain"

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.special import softmax
+from references import ece, eces_over_temperatures, softmax
 
 from synthrel.calibration.data import CalibSample
 from synthrel.calibration.job import CalibrateJob
@@ -21,37 +21,10 @@ GRID = np.arange(0.5, 10, 0.01)  # relis --min_t 0.5 --max_t 10 --step 0.01
 N_CLASSES = 19
 
 
-def ref_ece(z, y):
-    z = np.asarray(z, np.float64)
-    p = softmax(z, axis=1)
-    conf, correct = p.max(1), (p.argmax(1) == y)
-    edges = np.linspace(0, 1, 16)
-    total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        inside = (conf > lo) & (conf <= hi)
-        if inside.any():
-            total += inside.sum() / len(y) * abs(correct[inside].mean() - conf[inside].mean())
-    return total
-
-
-def ref_eces(z, y, temps, chunk=64):
-    """ref_ece at every temperature, vectorised: bins by searchsorted ((l, u]) and bincount."""
-    z, edges, out = np.asarray(z, np.float64), np.linspace(0, 1, 16), []
-    for start in range(0, len(temps), chunk):
-        t = np.asarray(temps[start:start + chunk])
-        p = softmax(z[None] / t[:, None, None], axis=2)
-        conf, correct = p.max(2), (p.argmax(2) == y[None]).astype(np.float64)
-        bins = np.searchsorted(edges, conf, side="left") - 1 + 15 * np.arange(len(t))[:, None]
-        count = np.bincount(bins.ravel(), minlength=15 * len(t)).reshape(len(t), 15)
-        gap = (np.bincount(bins.ravel(), (correct - conf).ravel(), minlength=15 * len(t)).reshape(len(t), 15))
-        out.append(np.abs(gap).sum(1) / count.sum(1))
-    return np.concatenate(out)
-
-
 def ref_grid_search(z, y):
     """relis' loop: start at T = 1, move only on a strictly lower ECE."""
-    best_t, best = 1.0, ref_ece(z, y)
-    for t, e in zip(GRID, ref_eces(z, y, GRID), strict=True):
+    best_t, best = 1.0, ece(z, y)
+    for t, e in zip(GRID, eces_over_temperatures(z, y, GRID), strict=True):
         if e < best:
             best_t, best = t, e
     return best_t
@@ -60,7 +33,7 @@ def ref_grid_search(z, y):
 def test_vectorised_reference_equals_the_plain_loop():
     z, y = adversarial_pixels(np.random.default_rng(9), n=200)
     temps = GRID[::97]
-    np.testing.assert_allclose(ref_eces(z, y, temps), [ref_ece(z / t, y) for t in temps], atol=1e-12)
+    np.testing.assert_allclose(eces_over_temperatures(z, y, temps), [ece(z / t, y) for t in temps], atol=1e-12)
 
 
 def ref_per_class(z, y):
@@ -128,8 +101,8 @@ def test_calibrate_job_per_class_ts_equals_the_reference_on_the_target(tmp_path,
     t = ref_per_class(zc, yc)
     z = zt.astype(np.float64)
     scaled = z / t[None, :] if rule == "per_channel" else z / t[z.argmax(1)][:, None]
-    assert table.loc["ece_raw", "value"] == pytest.approx(ref_ece(z, yt), abs=1e-9)
-    assert table.loc["ece_ts", "value"] == pytest.approx(ref_ece(scaled, yt), abs=1e-9)
+    assert table.loc["ece_raw", "value"] == pytest.approx(ece(z, yt), abs=1e-9)
+    assert table.loc["ece_ts", "value"] == pytest.approx(ece(scaled, yt), abs=1e-9)
     assert set(table["method"]) == {f"per_class-{rule}"} and set(table["per_class_rule"]) == {rule}
     assert set(table["n_shared_images"]) == {0}
 

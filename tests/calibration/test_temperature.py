@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from references import ece, softmax
 from sklearn.cluster import MiniBatchKMeans
 
 from synthrel.calibration.temperature import (
@@ -14,28 +15,10 @@ from synthrel.calibration.temperature import (
 )
 
 
-def _softmax(z):
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
-def _ece(z, y, n_bins=15):
-    """Top-1 ECE from the definition (relis (l, u] bins)."""
-    p = _softmax(z)
-    conf, acc = p.max(1), (p.argmax(1) == y).astype(float)
-    edges = np.linspace(0, 1, n_bins + 1)
-    total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        inside = (conf > lo) & (conf <= hi)
-        if inside.any():
-            total += inside.mean() * abs(acc[inside].mean() - conf[inside].mean())
-    return total
-
-
 def _draw(rng, n, c, t_true, scale=3.0):
     """Logits whose calibrated probabilities are softmax(z / t_true): labels sampled from them."""
     z = rng.normal(size=(n, c)) * scale
-    p = _softmax(z / t_true)
+    p = softmax(z / t_true)
     y = (p.cumsum(1) > rng.random((n, 1))).argmax(1)
     return z, y
 
@@ -54,9 +37,9 @@ def test_grid_search_equals_brute_force_loop():
     rng = np.random.default_rng(5)
     z, y = _draw(rng, 400, 4, 1.7)
     grid = OFFICIAL_GRID[::7]
-    best_t, best = 1.0, _ece(z, y)  # relis: start at T = 1, update only on a strictly lower ECE
+    best_t, best = 1.0, ece(z, y)  # relis: start at T = 1, update only on a strictly lower ECE
     for t in grid:
-        e = _ece(z / t, y)
+        e = ece(z / t, y)
         if e < best:
             best_t, best = t, e
     got_t, got_ece = grid_search_temperature(z, y, grid)
@@ -67,7 +50,7 @@ def test_grid_search_equals_brute_force_loop():
 def test_grid_search_keeps_one_unless_strictly_beaten():
     rng = np.random.default_rng(6)
     z, y = _draw(rng, 3000, 3, 1.0)
-    assert grid_search_temperature(z, y, np.array([0.5, 9.99])) == (1.0, pytest.approx(_ece(z, y), abs=1e-12))
+    assert grid_search_temperature(z, y, np.array([0.5, 9.99])) == (1.0, pytest.approx(ece(z, y), abs=1e-12))
     assert grid_search_temperature(z, y, np.array([1.0]))[0] == 1.0  # a tie does not replace T = 1
     assert grid_search_temperature(z[:0], y[:0])[0] == 1.0
     z2, y2 = _draw(rng, 3000, 3, 2.0)
