@@ -215,7 +215,7 @@ class FIDJob:
 
     def write_tables(self, out: Path, records: list[dict]) -> dict:
         from synthrel.analysis.correlation import order_domains, order_generators
-        from synthrel.analysis.tables import save_table
+        from synthrel.reporting import save_table
 
         tidy = pd.DataFrame(records)
         tidy = tidy[tidy["feature_extractor"] == self.feature_extractor]

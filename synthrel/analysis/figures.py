@@ -16,8 +16,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from synthrel.analysis.correlation import REAL_DATASETS, Bootstrap, correlate, paired_values
-from synthrel.analysis.tables import format_cell
 from synthrel.jobs import atomic_path
+from synthrel.reporting import format_cell
 
 FORMATS = ("png", "pdf")
 

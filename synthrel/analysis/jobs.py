@@ -13,11 +13,11 @@ import pandas as pd
 from synthrel.analysis import aggregate, calibration, correlation, figures
 from synthrel.analysis.ablation import ablation_for
 from synthrel.analysis.provenance import provenance
-from synthrel.analysis.tables import save_table
 from synthrel.errors import ConfigError, DatasetError
 from synthrel.evaluation import NOT_EVALUATED
 from synthrel.jobs import atomic_path, positive_int, write_json_atomic
 from synthrel.metrics.calibration import CALIBRATION_ECE, ECE_DEFINITIONS
+from synthrel.reporting import save_table
 from synthrel.tracking import Tracker
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ import jinja2
 import pandas as pd
 import yaml
 
-from synthrel.analysis.tables import MISSING, NA_FOOTNOTE, has_missing
 from synthrel.errors import DatasetError
 from synthrel.jobs import write_text_atomic
+from synthrel.reporting import MISSING, NA_FOOTNOTE, has_missing
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from hydra.errors import InstantiationException
 from synthrel.analysis import correlation
 from synthrel.analysis.aggregate import load_results
 from synthrel.analysis.provenance import provenance
-from synthrel.analysis.tables import save_table
 from synthrel.config import to_plain
 from synthrel.data.build import build_dataset
 from synthrel.errors import ConfigError, DatasetError, SynthrelError, unknown_name
@@ -30,6 +29,7 @@ from synthrel.evaluation.job import EvaluateJob
 from synthrel.forecast import figures, qualitative, reference
 from synthrel.forecast.stats import MIN_MODELS, fit_ols, leave_one_out
 from synthrel.jobs import atomic_path, positive_int, write_json_atomic
+from synthrel.reporting import save_table
 from synthrel.runtime import resolve_device
 from synthrel.zoo.predictor import Segmenter, build_segmenter, check_on_batch
 from synthrel.zoo.registry import ZooEntry, zoo_entries

@@ -115,7 +115,7 @@ class OODDetectionJob:
     def write_report_tables(self, table: pd.DataFrame, out: Path, report_dir: Path) -> None:
         """One layout per convention (rows model and score, columns dataset and metric, in %) and their index
         `ood_outputs.json`, which the report stage gathers."""
-        from synthrel.analysis.tables import save_table
+        from synthrel.reporting import save_table
 
         titles = {"rba_pooled": "Table 2 layout: OOD detection pooled over each dataset (RbA convention: AUROC, "
                                 "AP, FPR95 at TPR > 0.95, void left out), %",

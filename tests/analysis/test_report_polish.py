@@ -15,8 +15,8 @@ from scipy import stats
 from synthrel.analysis import correlation, figures
 from synthrel.analysis.jobs import CorrelateJob
 from synthrel.analysis.report import ReportJob
-from synthrel.analysis.tables import MISSING, NA_FOOTNOTE, save_table
 from synthrel.metrics.calibration import ECE_DEFINITIONS
+from synthrel.reporting import MISSING, NA_FOOTNOTE, save_table
 
 
 def test_a_class_that_one_model_segments_is_na_not_a_perfect_correlation():
