@@ -37,10 +37,10 @@ bench: $(STAMP) ## GPU benchmarks side by side with their baselines (BENCH="gen 
 	$(PY) -m benchmarks.run $(BENCH)
 
 lint: $(STAMP) ## ruff
-	.venv/bin/ruff check synthrel tests benchmarks
+	.venv/bin/ruff check synthrel tests benchmarks tools
 
 format: $(STAMP)
-	.venv/bin/ruff format synthrel tests benchmarks
+	.venv/bin/ruff format synthrel tests benchmarks tools
 
 clean: ## remove outputs (not the venv)
 	rm -rf outputs multirun .pytest_cache
