@@ -27,7 +27,7 @@ from synthrel.data.build import build_dataset
 from synthrel.errors import ConfigError, DatasetError, SynthrelError, unknown_name
 from synthrel.evaluation.job import EvaluateJob
 from synthrel.forecast import figures, qualitative, reference
-from synthrel.forecast.stats import MIN_MODELS, fit_ols, leave_one_out
+from synthrel.forecast.stats import forecast_cell
 from synthrel.jobs import atomic_path, positive_int, write_json_atomic
 from synthrel.reporting import save_table
 from synthrel.runtime import resolve_device
@@ -245,25 +245,8 @@ class ForecastJob:
         return pd.DataFrame(rows, columns=columns), pd.DataFrame(loo_rows)
 
     def _cell(self, zoo: pd.DataFrame, x0: float, loo_rows: list, metric: str, domain: str) -> dict:
-        x, y = zoo["x"].to_numpy(), zoo["y"].to_numpy()
-        if len(zoo) < MIN_MODELS or np.ptp(x) == 0:
-            return {"note": f"not forecast: {len(zoo)} zoo model(s); needs {MIN_MODELS} with distinct synthetic "
-                            "values"}
-        fit = fit_ols(x, y)
-        predicted, lo, hi = (float(v) for v in fit.predict(x0, self.level))
-        cell = {"predicted": predicted, "lo": lo, "hi": hi, "slope": fit.slope, "intercept": fit.intercept,
-                "residual_sd": fit.s, "pearson": correlation.pearson_along(x, y).item(), "note": ""}
-        try:
-            loo = leave_one_out(x, y, self.level)
-        except ValueError as e:  # too few models, or one model carries all the spread in x
-            cell["note"] = f"no leave-one-out: {e}"
-        else:
-            cell.update(loo_mae=float(loo["abs_error"].mean()), loo_coverage=float(loo["covered"].mean()))
-            loo_rows += [{"metric": metric, "domain": domain, "model": m, "synthetic": xi, "real": yi,
-                          "predicted": p, "lo": a, "hi": b, "abs_error": e, "covered": bool(c)}
-                         for m, xi, yi, p, a, b, e, c in zip(zoo["model"], x, y, loo["predicted"], loo["lo"],
-                                                             loo["hi"], loo["abs_error"], loo["covered"],
-                                                             strict=True)]
+        cell, loo = forecast_cell(zoo["x"].to_numpy(), zoo["y"].to_numpy(), list(zoo["model"]), x0, self.level)
+        loo_rows += [{"metric": metric, "domain": domain, **row} for row in loo]
         return cell
 
     # -- outputs -------------------------------------------------------------------------------------------

@@ -86,3 +86,30 @@ def leave_one_out(x, y, level: float = 0.9) -> dict[str, np.ndarray]:
     lo, hi = predicted - half, predicted + half
     return {"predicted": predicted, "lo": lo, "hi": hi, "abs_error": np.abs(predicted - y),
             "covered": (lo <= y) & (y <= hi)}
+
+
+def forecast_cell(x, y, models: list[str], x0: float, level: float) -> tuple[dict, list[dict]]:
+    """The forecast of one (metric, domain) cell from the zoo's (synthetic x, real y): the prediction at `x0` with
+    its interval, the fit, Pearson r, and the zoo's leave-one-model-out rows (one per model) with their MAE and
+    coverage; a `note` says why a cell (or its leave-one-out) is missing."""
+    from synthrel.analysis.correlation import pearson_along
+
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) < MIN_MODELS or np.ptp(x) == 0:
+        return {"note": f"not forecast: {len(x)} zoo model(s); needs {MIN_MODELS} with distinct synthetic "
+                        "values"}, []
+    fit = fit_ols(x, y)
+    predicted, lo, hi = (float(v) for v in fit.predict(x0, level))
+    cell = {"predicted": predicted, "lo": lo, "hi": hi, "slope": fit.slope, "intercept": fit.intercept,
+            "residual_sd": fit.s, "pearson": pearson_along(x, y).item(), "note": ""}
+    try:
+        loo = leave_one_out(x, y, level)
+    except ValueError as e:  # too few models, or one model carries all the spread in x
+        cell["note"] = f"no leave-one-out: {e}"
+        return cell, []
+    cell.update(loo_mae=float(loo["abs_error"].mean()), loo_coverage=float(loo["covered"].mean()))
+    rows = [{"model": m, "synthetic": xi, "real": yi, "predicted": p, "lo": a, "hi": b, "abs_error": e,
+             "covered": bool(c)}
+            for m, xi, yi, p, a, b, e, c in zip(models, x, y, loo["predicted"], loo["lo"], loo["hi"],
+                                                 loo["abs_error"], loo["covered"], strict=True)]
+    return cell, rows
