@@ -26,17 +26,23 @@ SWEEP = ["-m", "profile=tiny", "+stage=[evaluate]", "stages.evaluate.models=[seg
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory) -> Path:
-    """A small demo data set in the tiny profile's layout (what `+stage=[demo_data]` writes), copied per test."""
+    """A small demo data set and the two swept zoo models, in the folders that `+stage=[demo_data]` and
+    `+stage=[tiny_models]` write on the tiny profile (only these two segmenters: the sweep reads nothing else),
+    copied per test."""
     from synthrel.data.demo import DemoDataJob
+    from synthrel.tiny.segmentation import ensure_tiny_segmenter
 
-    root = tmp_path_factory.mktemp("demo") / "data"
-    DemoDataJob(root=str(root), n_train=2, n_val=2, n_shift=2, n_ood=2).run()
+    root = tmp_path_factory.mktemp("demo")
+    DemoDataJob(root=str(root / "data"), n_train=2, n_val=2, n_shift=2, n_ood=2).run()
+    for key in ("segformer_b0", "segformer_b0_s20"):
+        ensure_tiny_segmenter("segformer_b0", root / "models" / "zoo" / key)
     return root
 
 
 def _user_folder(tmp_path: Path, demo_data: Path) -> Path:
     cwd = tmp_path / "work"
-    shutil.copytree(demo_data, cwd / "outputs" / "tiny" / "data")
+    shutil.copytree(demo_data / "data", cwd / "outputs" / "tiny" / "data")
+    shutil.copytree(demo_data / "models", cwd / "outputs" / "tiny" / "models")
     return cwd
 
 
