@@ -220,6 +220,20 @@ class Collector:
         self.add(Need(stage, "url", "FID Inception-V3 weights", url, key, "present" if present else "missing",
                       dest=path, sha256=sha256, fix="" if path else f"download {url} and set `{key}` to it"))
 
+    def _forecast(self, stage, spec):
+        """The user's model (conf/model): its weights, as the evaluate stage reads a zoo entry's."""
+        model = spec.get("model") or {}
+        framework, config, ckpt = model.get("framework"), model.get("config"), model.get("checkpoint")
+        if not framework or "???" in (config, ckpt):
+            return  # no model, or one left to the command line: the stage says what is missing
+        what = f"forecast model {model.get('key') or 'my_model'}"
+        if ckpt:
+            self.local(stage, what, str(ckpt), "model.checkpoint", "set `model.checkpoint` to the checkpoint file")
+        if framework == "mmseg" and config and Path(str(config)).expanduser().is_absolute():  # not a shipped name
+            self.local(stage, f"{what} (config)", str(config), "model.config", "set `model.config` to the mmseg config")
+        elif framework == "transformers" and config:
+            self.model(stage, what, str(config), "model.config", "transformers")
+
     def _evaluate(self, stage, spec):
         from synthrel.zoo.registry import zoo_entries
 

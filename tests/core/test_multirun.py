@@ -26,16 +26,17 @@ SWEEP = ["-m", "profile=tiny", "+stage=[evaluate]", "stages.evaluate.models=[seg
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory) -> Path:
-    """A small demo data set and the two swept zoo models, in the folders that `+stage=[demo_data]` and
-    `+stage=[tiny_models]` write on the tiny profile (only these two segmenters: the sweep reads nothing else),
+    """A small demo data set and the zoo models these tests evaluate, in the folders that `+stage=[demo_data]`
+    and `+stage=[tiny_models]` write on the tiny profile (only these segmenters: the tests read nothing else),
     copied per test."""
     from synthrel.data.demo import DemoDataJob
     from synthrel.tiny.segmentation import ensure_tiny_segmenter
 
     root = tmp_path_factory.mktemp("demo")
     DemoDataJob(root=str(root / "data"), n_train=2, n_val=2, n_shift=2, n_ood=2).run()
-    for key in ("segformer_b0", "segformer_b0_s20"):
-        ensure_tiny_segmenter("segformer_b0", root / "models" / "zoo" / key)
+    for key, spec in (("segformer_b0", "segformer_b0"), ("segformer_b0_s20", "segformer_b0"),
+                      ("dlv3p_r18", "dlv3p_r18")):
+        ensure_tiny_segmenter(spec, root / "models" / "zoo" / key)
     return root
 
 

@@ -40,9 +40,14 @@ def readme_forecast_command() -> list[str]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A working folder as after `make demo`: demo data, synthetic sets and (simulated) zoo results."""
+    """A working folder as after `make demo`: demo data, synthetic sets, the forecast's model and (simulated) zoo
+    results."""
+    from synthrel.tiny.segmentation import ensure_tiny_segmenter
+
     root = tmp_path_factory.mktemp("forecast_world")
     build_data(root / "outputs")
+    # conf/model/tiny_unseen.yaml's folder, as the tiny_models stage writes it (conf/stage/tiny_models.yaml)
+    ensure_tiny_segmenter("ccnet_r18", root / "outputs" / "tiny" / "models" / "forecast" / "ccnet_r18_untrained")
     write_results(simulated_zoo(), root / "outputs" / "tiny" / "artifacts" / "results" / "tiny")
     return root
 

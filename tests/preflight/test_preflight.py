@@ -67,6 +67,20 @@ def test_auto_mode_stops_the_run_with_the_readers_message(compose_cfg, tmp_path,
                             "preflight=false"), STAGE_ORDER) is False
 
 
+def test_tiny_profile_folders_are_made_by_tiny_models_or_name_it(compose_cfg, tmp_path, empty_hub):
+    """The tiny profile's models are plain folders: within the demo they are made by its tiny_models stage; a run
+    without that stage that lacks them is told to run it (the zoo, and the forecast's model)."""
+    demo = by_what(collect(compose_cfg("+experiment=demo"), STAGE_ORDER))
+    assert demo["zoo model pspnet_r18"].status == "made by tiny_models"
+    assert demo["zoo model segformer_hf"].status == "made by tiny_models"  # transformers: the folder is the weights
+    assert demo["forecast model ccnet_r18_untrained"].status == "made by tiny_models"
+    alone = collect(compose_cfg("+experiment=forecast", "model=tiny_unseen", "profile=tiny",
+                                "stages.forecast.evaluate.models=[pspnet_r18]"), STAGE_ORDER)
+    missing = {n.what: n for n in alone if n.blocking}
+    assert "forecast model ccnet_r18_untrained" in missing, [(n.what, n.status) for n in alone]
+    assert all("+stage=[tiny_models]" in n.fix for n in missing.values() if "tiny/models" in n.source)
+
+
 def test_retired_hub_id_is_named_with_its_replacement(compose_cfg, empty_hub):
     cfg = compose_cfg("+stage=[inpaint]", "stages.inpaint.inpaint_model=runwayml/stable-diffusion-inpainting")
     need = by_what(collect(cfg, STAGE_ORDER))["inpainting model"]
