@@ -112,6 +112,7 @@ def draw(modules, writes, flow, layers, out: Path) -> None:
     from matplotlib.patches import FancyBboxPatch
 
     plt.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, and the test can read it
+    plt.rcParams["svg.hashsalt"] = "synthrel"  # stable element ids: the same code gives the same file
     stages = list(modules)
     # stage depth in the data flow: 1 + the deepest producer it reads from
     depth: dict[str, int] = {}
@@ -154,7 +155,7 @@ def draw(modules, writes, flow, layers, out: Path) -> None:
         bottom.text(0.08, y, "   ".join(units), fontsize=9, va="center", family="monospace",
                     transform=bottom.transAxes)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format=out.suffix.lstrip(".") or "svg")
+    fig.savefig(out, format=out.suffix.lstrip(".") or "svg", metadata={"Date": None})
     plt.close(fig)
 
 
