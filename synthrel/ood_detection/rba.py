@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from synthrel.conventions import IGNORE_INDEX, OOD_LABEL_ID
+from synthrel.errors import ConfigError
 from synthrel.metrics.ood import rba_score
 
 #: transformers names of the trainable parts (detectron2 RbA: predictor.mask_embed and predictor.class_embed).
@@ -28,16 +29,33 @@ DEFAULT_CHECKPOINTS = {
 }
 
 
-def load_mask2former(name_or_path: str):
-    """Mask2FormerForUniversalSegmentation from a hub id or a local folder (tiny or fine-tuned)."""
-    from transformers import Mask2FormerForUniversalSegmentation
-
+def load_mask2former(name_or_path, arch=None, allow_pickle: bool = False):
+    """An RbA Mask2Former (Mask2FormerForUniversalSegmentation) from a hub id, a save_pretrained folder (tiny,
+    converted or fine-tuned), or a detectron2 checkpoint file (.pth/.pkl, RbA's releases) converted in memory
+    with its architecture `arch` (synthrel.ood_detection.convert.ARCHS or a JSON file). `name_or_path` may also be
+    a mapping {checkpoint, arch, allow_pickle} (a `stages.ood_detection.rba.models` entry)."""
     from synthrel.errors import WeightsError
+    from synthrel.ood_detection.convert import convert_checkpoint, is_checkpoint_file, rba_model_class
 
-    try:
-        model = Mask2FormerForUniversalSegmentation.from_pretrained(name_or_path)
-    except OSError as err:
-        raise WeightsError(f"cannot load Mask2Former {name_or_path!r} (a hub id or a save_pretrained folder): {err}") from err
+    if isinstance(name_or_path, dict):
+        spec = dict(name_or_path)
+        unknown = set(spec) - {"checkpoint", "arch", "allow_pickle"}
+        if unknown or "checkpoint" not in spec:
+            raise ConfigError(f"RbA model entry {spec}: expected keys checkpoint (required), arch, allow_pickle")
+        name_or_path, arch = spec["checkpoint"], spec.get("arch", arch)
+        allow_pickle = spec.get("allow_pickle", allow_pickle)
+    name_or_path = str(name_or_path)
+    if is_checkpoint_file(name_or_path):
+        if arch is None:
+            raise ConfigError(f"{name_or_path} is a detectron2 checkpoint: give its architecture "
+                              "(stages.ood_detection.rba.models.<name>.arch: swin_b_1dl | swin_l_1dl | a JSON file)")
+        model = convert_checkpoint(name_or_path, arch, allow_pickle)
+    else:
+        try:
+            model = rba_model_class().from_pretrained(name_or_path)
+        except OSError as err:
+            raise WeightsError(f"cannot load Mask2Former {name_or_path!r} (a hub id, a save_pretrained folder or a "
+                               f"detectron2 .pth/.pkl): {err}") from err
     if model.config.num_labels != 19:
         raise WeightsError(f"{name_or_path}: expected a Cityscapes model with 19 labels, got {model.config.num_labels}")
     return model
