@@ -307,6 +307,46 @@ def convert_state_dict(src: dict, model, source: str = "state dict") -> dict[str
     return out
 
 
+def to_original_state_dict(model) -> dict[str, torch.Tensor]:
+    """The inverse mapping: a detectron2-style state dict (original key names, q/k/v packed again) of `model`,
+    e.g. for a tiny checkpoint that then loads through `convert_checkpoint` like RbA's releases."""
+    config = model.config
+    decoder = model.model.pixel_level_module.decoder
+    target = model.state_dict()
+    mapping = _rename(_QkvSizes(target), list(config.backbone_config.depths), config.encoder_layers,
+                      model.model.transformer_module.decoder.decoder_layers, decoder.num_feature_levels,
+                      decoder.num_fpn_levels)
+    parts: dict[str, list[tuple[int, torch.Tensor]]] = {}
+    for key, (src_key, rows) in mapping.items():
+        if key in target:
+            parts.setdefault(src_key, []).append((rows.start if rows is not None else 0, target[key]))
+    out = {k: torch.cat([t for _, t in sorted(v, key=lambda p: p[0])]) if len(v) > 1 else v[0][1].clone()
+           for k, v in parts.items()}
+    out["criterion.empty_weight"] = target["criterion.empty_weight"].clone()
+    return out
+
+
+class _QkvSizes(dict):
+    """`_rename` reads the packed qkv / in_proj shapes from the source; here they come from the q_proj rows."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target = target
+
+    def get(self, key, default=None):
+        swin = re.fullmatch(r"backbone\.layers\.(\d+)\.blocks\.(\d+)\.attn\.qkv\.weight", key)
+        if swin:
+            q = self.target[f"model.pixel_level_module.encoder.swin.encoder.layers.{swin[1]}.blocks.{swin[2]}"
+                            ".attention.q_proj.weight"]
+            return torch.empty(3 * q.shape[0], 0)
+        dec = re.fullmatch(r"sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.self_attn"
+                           r"\.in_proj_weight", key)
+        if dec:
+            q = self.target[f"model.transformer_module.decoder.layers.{dec[1]}.self_attn.q_proj.weight"]
+            return torch.empty(3 * q.shape[0], 0)
+        return default
+
+
 # ------------------------------------------------------------------------------------------------ loading
 def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict:
     """The model state dict of a detectron2 checkpoint: `.pth` (torch.save of {"model": ...}, RbA's releases) or

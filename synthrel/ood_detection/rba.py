@@ -121,8 +121,9 @@ class RbAFineTuner(pl.LightningModule):
     """Outlier-exposure fine-tuning of RbA. Batches: dict(pixel_values (B,3,H,W), label (B,H,W) trainIds with
     254 on outliers, outlier_mask (B,H,W) 0 ID / 1 OOD / 255 ignore)."""
 
-    def __init__(self, model_path: str, lr: float = 1e-4, weight_decay: float = 0.05, max_steps: int = 5000,
-                 poly_power: float = 0.9, inlier_upper: float = 0.0, outlier_lower: float = 5.0,
+    def __init__(self, model_path, lr: float = 1e-4, weight_decay: float = 0.05, max_steps: int = 2000,
+                 poly_power: float = 0.9, warmup_iters: int = 0, warmup_factor: float = 1.0,
+                 warmup_method: str = "linear", inlier_upper: float = 0.0, outlier_lower: float = 5.0,
                  outlier_weight: float = 1.0):
         super().__init__()
         self.save_hyperparameters()
@@ -147,6 +148,27 @@ class RbAFineTuner(pl.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        steps, power = self.hparams.max_steps, self.hparams.poly_power
-        poly = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / steps) ** power)
+        hp = self.hparams
+        poly = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: warmup_poly_factor(
+            it, hp.max_steps, hp.poly_power, hp.warmup_iters, hp.warmup_factor, hp.warmup_method))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": poly, "interval": "step"}}
+
+
+def warmup_poly_factor(it: int, max_iters: int, power: float = 0.9, warmup_iters: int = 0,
+                       warmup_factor: float = 1.0, warmup_method: str = "linear",
+                       constant_ending: float = 0.0) -> float:
+    """Mask2Former/detectron2 WarmupPolyLR as a multiplier of the base lr at iteration `it` (RbA: power 0.9,
+    no warmup, constant ending 0)."""
+    if it >= warmup_iters:
+        warm = 1.0
+    elif warmup_method == "constant":
+        warm = warmup_factor
+    elif warmup_method == "linear":
+        alpha = it / warmup_iters
+        warm = warmup_factor * (1 - alpha) + alpha
+    else:
+        raise ConfigError(f"warmup_method {warmup_method!r}: use linear or constant")
+    poly = max(0.0, 1 - it / max_iters) ** power
+    if constant_ending > 0 and warm == 1.0 and poly < constant_ending:
+        return constant_ending
+    return warm * poly

@@ -195,10 +195,15 @@ class Collector:
         self.model(stage, "SAM", spec.get("sam"), "stages.inpaint.sam", "transformers")
 
     def _ood_detection(self, stage, spec):
-        if spec.get("tiny"):
-            return  # tiny Mask2Formers are built in the stage
         for name, source in ((spec.get("rba") or {}).get("models") or {}).items():
-            self.model(stage, f"RbA {name}", source, f"stages.ood_detection.rba.models.{name}", "transformers")
+            key = f"stages.ood_detection.rba.models.{name}"
+            if isinstance(source, dict):  # a detectron2 checkpoint (RbA's release), converted on load
+                fix = ("build the tiny models: python -m synthrel.run profile=tiny +stage=[tiny_models]"
+                       if spec.get("profile") == "tiny" else
+                       f"download RbA's model_final.pth (docs/ood_detection.md) and set `{key}.checkpoint`")
+                self.local(stage, f"RbA {name} checkpoint", source.get("checkpoint"), f"{key}.checkpoint", fix)
+            else:
+                self.model(stage, f"RbA {name}", source, key, "transformers")
 
     def _fid(self, stage, spec):
         if spec.get("feature_extractor") != "inception":
