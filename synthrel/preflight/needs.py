@@ -256,7 +256,14 @@ class Collector:
     # ------------------------------------------------------------------ datasets
     def _datasets(self, stage, spec):
         split_override = spec.get("splits") if isinstance(spec.get("dataset"), str) else None
+        # stages that leave out sets not on disk (evaluate with skip_absent; ood_detection: "not run" cells)
+        optional = bool(spec.get("skip_absent")) or stage == "ood_detection"
         for name, node in self._dataset_refs(spec):
+            root = node.get("root")
+            if optional and root and not Path(str(root)).exists() and not self.made_by(str(root), stage):
+                self.add(Need(stage, "dataset", f"dataset {name}", str(root), f"datasets.{name}.root",
+                              "skipped", detail="not present: left out (Table 2 says 'not run')"))
+                continue
             for split in split_override or [None]:
                 self.dataset(stage, name, node if split is None else {**node, "split": split})
 
