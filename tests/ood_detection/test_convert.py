@@ -255,3 +255,30 @@ def test_released_architectures_are_the_1dl_swins():
 def test_absent_checkpoint_is_named(tmp_path):
     with pytest.raises(Exception, match="model_final.pth"):
         read_checkpoint(tmp_path / "model_final.pth")
+
+
+def test_inverse_mapping_roundtrips(tmp_path):
+    """The tiny profile's checkpoint: a model written back with the original key names converts to itself."""
+    from synthrel.ood_detection.convert import to_original_state_dict
+
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    src = to_original_state_dict(model)
+    assert set(src) == set(original_state_dict(TINY)) - {f"backbone.layers.{i}.blocks.{j}.attn.relative_position_index"
+                                                         for i, d in enumerate(TINY["depths"]) for j in range(d)}
+    again = build_model(TINY)
+    again.load_state_dict(convert_state_dict(src, again), strict=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+
+
+def test_job_does_not_import_the_tiny_package():
+    import ast
+    from pathlib import Path
+
+    import synthrel.ood_detection.job as job
+
+    tree = ast.parse(Path(job.__file__).read_text())
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m and m.startswith("synthrel.tiny") for m in modules)
