@@ -94,7 +94,11 @@ class OODDetectionJob:
         if unexpected:
             raise ConfigError(f"stages.ood_detection.rba.finetune: unknown key(s) {sorted(unexpected)}; "
                               f"valid: {', '.join(sorted(FINETUNE_KEYS))}")
-        self.finetune = {**FINETUNE_DEFAULTS, **(self.rba.get("finetune") or {})}
+        given = dict(self.rba.get("finetune") or {})
+        for key in ("crop_size", "min_sizes", "max_size"):  # null: RbA's recipe value
+            if given.get(key) is None:
+                given.pop(key, None)
+        self.finetune = {**FINETUNE_DEFAULTS, **given}
         ft = self.finetune
         if ft["enabled"]:
             for base in ft["bases"]:
