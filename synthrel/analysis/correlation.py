@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from synthrel.analysis.tables import MISSING, format_cell
 from synthrel.conventions import CLASS_NAMES
 from synthrel.errors import DatasetError
+from synthrel.reporting import MISSING, format_cell
 
 log = logging.getLogger(__name__)
 

@@ -54,6 +54,7 @@ class EvaluateJob:
     force: bool = False
     cache_dir: str | None = None
     profile: str = "paper"
+    skip_absent: bool = False  # leave out datasets whose root folder does not exist (optional OOD benchmarks)
 
     def __post_init__(self):
         self.zoo = to_plain(self.zoo)
@@ -75,6 +76,13 @@ class EvaluateJob:
         for name in self.datasets:
             if name not in self.dataset_configs:
                 raise unknown_name("dataset", name, self.dataset_configs, key="stages.evaluate.datasets")
+        self.absent = []
+        if self.skip_absent:
+            self.absent = [n for n in self.datasets if "root" in self.dataset_configs[n]
+                           and not Path(str(self.dataset_configs[n]["root"])).exists()]
+            for name in self.absent:
+                log.warning("evaluate: %s left out: not present (%s)", name, self.dataset_configs[name]["root"])
+            self.datasets = [n for n in self.datasets if n not in self.absent]
         positive_int(self.batch_size, "stages.evaluate.batch_size")
         positive_int(self.window_batch, "stages.evaluate.window_batch")
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
@@ -132,7 +140,8 @@ class EvaluateJob:
                                         manifest, device)
                 done += 1
         # The pairs this job owns (evaluated now or found done): a sweep's aggregation takes exactly these.
-        return {"results_dir": results_dir, "evaluated": done, "skipped": skipped, "shard": str(self.shard),
+        return {"results_dir": results_dir, "evaluated": done, "skipped": skipped, "absent": self.absent,
+                "shard": str(self.shard),
                 "pairs": len(mine), "result_dirs": [str(self._folder(m, d)) for m, d in mine],
                 **({"not_evaluated": self.not_evaluated} if self.not_evaluated else {})}
 

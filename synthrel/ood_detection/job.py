@@ -27,19 +27,29 @@ from synthrel.errors import ConfigError, DatasetError, unknown_name
 from synthrel.evaluation.results import is_done
 from synthrel.jobs import Manifest, atomic_path, positive_int, write_json_atomic
 from synthrel.metrics.ood import OODAccumulator, dataset_rows, describe_row
+from synthrel.ood_detection.outliers import RBA_MIN_SIZES, SYNTHETIC_MODES
 
 log = logging.getLogger(__name__)
 
 TABLE = "ood_detection"
 COLUMNS = ["model", "family", "dataset", "domain", "generator", "metric", "cls", "value", "n_images", "profile",
            "convention", "score"]
-FINETUNE_KEYS = {"enabled", "base", "outliers", "inlier_dataset", "inlier_split", "outlier_dataset", "coco_root",
-                 "mix_prob", "max_steps", "batch_size", "crop_size", "lr", "weight_decay", "num_workers"}
-FINETUNE_DEFAULTS = dict(enabled=False, base="rba_swin_b", outliers="synthetic", inlier_dataset="cityscapes",
-                         inlier_split="train", outlier_dataset="ood_objects", coco_root=None, mix_prob=0.1,
-                         max_steps=5000, batch_size=16, crop_size=[512, 1024], lr=1e-4, weight_decay=0.05,
-                         num_workers=2)
+FINETUNE_DEFAULTS = dict(
+    enabled=False, bases=["rba_swin_b", "rba_swin_l"],
+    # Table 2's rows: name -> {outliers: synthetic | coco, items: all | curated}
+    variants={"coco": {"outliers": "coco"}, "synthetic_curated": {"outliers": "synthetic", "items": "curated"},
+              "synthetic_all": {"outliers": "synthetic", "items": "all"}},
+    synthetic_mode="whole_image", curated_list=None, inlier_dataset="cityscapes", inlier_split="train",
+    outlier_dataset="ood_objects", coco_root=None, mix_prob=0.1, max_steps=2000, batch_size=16,
+    crop_size=[512, 1024], min_sizes=list(RBA_MIN_SIZES), max_size=4096, flip=True, color_aug=True, lr=1e-4,
+    weight_decay=0.05, poly_power=0.9, warmup_iters=0, grad_clip=0.01, precision="32-true", num_workers=2)
+FINETUNE_KEYS = set(FINETUNE_DEFAULTS)
 OUTLIER_SOURCES = ("synthetic", "coco")
+ITEM_SETS = ("all", "curated")
+
+
+class NotRun(Exception):
+    """A Table 2 cell that cannot be computed with what the user gave (the message is the cell's text)."""
 
 
 def _exact_metrics_in(folder: Path) -> bool:
@@ -57,10 +67,10 @@ class OODDetectionJob:
     dataset_keys: dict = field(default_factory=dict)  # dataset name -> results folder name (default: the name)
     models: list[str] | None = None
     zoo_scores: bool = True
-    rba: dict = field(default_factory=dict)  # {models: {name: hub id or folder}, finetune: {...}}
+    # {models: {name: hub id | folder | {checkpoint, arch}}, datasets: [...] | null, finetune: {...}}
+    rba: dict = field(default_factory=dict)
     seed: int = 0
     profile: str = "paper"
-    tiny: bool = False
     force: bool = False
     device: str = "auto"
     report_dir: str | None = None  # the analysis folder the report stage gathers (tables + ood_outputs.json)
@@ -74,28 +84,45 @@ class OODDetectionJob:
         self.rba = plain(self.rba) or {}
         if not self.datasets:
             raise ConfigError("stages.ood_detection.datasets is empty; e.g. [road_anomaly, ood_objects]")
-        unexpected = set(self.rba) - {"models", "finetune"}
+        unexpected = set(self.rba) - {"models", "finetune", "datasets"}
         if unexpected:
-            raise ConfigError(f"stages.ood_detection.rba: unknown key(s) {sorted(unexpected)}; valid: models, finetune")
+            raise ConfigError(f"stages.ood_detection.rba: unknown key(s) {sorted(unexpected)}; "
+                              "valid: models, datasets, finetune")
         self.rba_models = dict(self.rba.get("models") or {})
+        self.rba_datasets = list(self.rba.get("datasets") or self.datasets)
         unexpected = set(self.rba.get("finetune") or {}) - FINETUNE_KEYS
         if unexpected:
             raise ConfigError(f"stages.ood_detection.rba.finetune: unknown key(s) {sorted(unexpected)}; "
                               f"valid: {', '.join(sorted(FINETUNE_KEYS))}")
-        self.finetune = {**FINETUNE_DEFAULTS, **(self.rba.get("finetune") or {})}
-        if self.finetune["enabled"]:
-            if self.finetune["base"] not in self.rba_models:
-                raise unknown_name("RbA base model", self.finetune["base"], self.rba_models,
-                                   "stages.ood_detection.rba.finetune.base")
-            if self.finetune["outliers"] not in OUTLIER_SOURCES:
-                raise unknown_name("outlier source", self.finetune["outliers"], OUTLIER_SOURCES,
-                                   "stages.ood_detection.rba.finetune.outliers")
-            positive_int(self.finetune["max_steps"], "stages.ood_detection.rba.finetune.max_steps")
-            positive_int(self.finetune["batch_size"], "stages.ood_detection.rba.finetune.batch_size")
+        given = dict(self.rba.get("finetune") or {})
+        for key in ("crop_size", "min_sizes", "max_size"):  # null: RbA's recipe value
+            if given.get(key) is None:
+                given.pop(key, None)
+        self.finetune = {**FINETUNE_DEFAULTS, **given}
+        ft = self.finetune
+        if ft["enabled"]:
+            for base in ft["bases"]:
+                if base not in self.rba_models:
+                    raise unknown_name("RbA base model", base, self.rba_models,
+                                       "stages.ood_detection.rba.finetune.bases")
+            for name, variant in (ft["variants"] or {}).items():
+                key = f"stages.ood_detection.rba.finetune.variants.{name}"
+                if set(variant) - {"outliers", "items"}:
+                    raise ConfigError(f"{key}: unknown key(s) {sorted(set(variant) - {'outliers', 'items'})}; "
+                                      "valid: outliers, items")
+                if variant.get("outliers") not in OUTLIER_SOURCES:
+                    raise unknown_name("outlier source", variant.get("outliers"), OUTLIER_SOURCES, f"{key}.outliers")
+                if variant.get("items", "all") not in ITEM_SETS:
+                    raise unknown_name("item set", variant.get("items"), ITEM_SETS, f"{key}.items")
+            if ft["synthetic_mode"] not in SYNTHETIC_MODES:
+                raise unknown_name("synthetic_mode", ft["synthetic_mode"], SYNTHETIC_MODES,
+                                   "stages.ood_detection.rba.finetune.synthetic_mode")
+            positive_int(ft["max_steps"], "stages.ood_detection.rba.finetune.max_steps")
+            positive_int(ft["batch_size"], "stages.ood_detection.rba.finetune.batch_size")
         if self.rba_models:
-            for name in self.datasets:
+            for name in self.rba_datasets:
                 if name not in self.dataset_configs:
-                    raise unknown_name("dataset", name, self.dataset_configs, "stages.ood_detection.datasets")
+                    raise unknown_name("dataset", name, self.dataset_configs, "stages.ood_detection.rba.datasets")
 
     def key(self, dataset: str) -> str:
         return self.dataset_keys.get(dataset, dataset)
@@ -108,7 +135,7 @@ class OODDetectionJob:
         table = pd.DataFrame(rows, columns=COLUMNS)
         write_table_atomic(table, out, TABLE)
         log.info("ood_detection: %d row(s) for %d model(s) written to %s", len(table), table["model"].nunique(), out)
-        if self.report_dir and len(table):
+        if self.report_dir and (len(table) or self.rba_models):
             self.write_report_tables(table, out, Path(self.report_dir))
         return {"output_dir": str(out), "n_rows": len(table), "models": sorted(table["model"].unique().tolist())}
 
@@ -134,6 +161,14 @@ class OODDetectionJob:
                                       aggfunc="last", dropna=False)
             layout.columns = [f"{d} {m}" for d, m in layout.columns]
             index.append({"kind": "table", "title": title, **save_table(layout, report_dir, f"ood_{convention}")})
+        if self.rba_models:
+            from synthrel.ood_detection.table2 import table2
+
+            layout = table2(table, self.rba_model_info, self.rba_datasets, self.not_run, self.dataset_keys)
+            title = ("Table 2: RbA with outlier exposure, pooled over each OOD set (RbA convention: AUROC, AP, "
+                     "FPR95 at TPR > 0.95), %, beside the paper's numbers (spec 5.2, Road Anomaly)")
+            write_table_atomic(layout.reset_index(names="model").astype(str), out, "table2")
+            index.insert(0, {"kind": "table", "title": title, **save_table(layout, report_dir, "table2", digits=1)})
         index.append({"kind": "data", "title": "OOD detection, every row (tidy)", "csv": str(out / f"{TABLE}.csv")})
         write_json_atomic(report_dir / "ood_outputs.json", index)
 
@@ -163,38 +198,54 @@ class OODDetectionJob:
         return rows
 
     # -------------------------------------------------------------------------------------------- RbA
+    def absent(self, dataset: str) -> str | None:
+        """'not run: <set> not present' when the dataset's root folder does not exist (else None)."""
+        root = (self.dataset_configs.get(dataset) or {}).get("root")
+        if root is not None and not Path(str(root)).exists():
+            return f"not run: {dataset} not present"
+        return None
+
     def rba_rows(self, out: Path) -> list[dict]:
         import hydra
 
         from synthrel.runtime import resolve_device
 
         device = resolve_device(self.device)
-        models = dict(self.rba_models)
-        if self.tiny:
-            from synthrel.tiny.mask2former import build_tiny_mask2former
-
-            for path in set(models.values()):
-                if not Path(path).exists():  # the tiny profile builds its Mask2Former on first use
-                    build_tiny_mask2former(path, seed=self.seed)
+        models = {name: (None, None, path) for name, path in self.rba_models.items()}  # name -> (base, variant, spec)
+        self.not_run: dict[tuple[str, str | None], str] = {}  # (model, dataset or None) -> cell text
         if self.finetune["enabled"]:
-            name, path = self.run_finetune(out, models[self.finetune["base"]], device)
-            models[name] = path
+            for base in self.finetune["bases"]:
+                for variant in self.finetune["variants"]:
+                    name = f"{base}+{variant}"
+                    try:
+                        models[name] = (base, variant, self.run_finetune(out, base, variant, device))
+                    except NotRun as reason:
+                        log.warning("ood_detection: %s %s", name, reason)
+                        self.not_run[(name, None)] = str(reason)
+                        models[name] = (base, variant, None)
+        self.rba_model_info = {name: (base, variant) for name, (base, variant, _) in models.items()}
         manifest = Manifest(out / "rba" / "manifest.jsonl", key="item")
         done = manifest.done()
         rows = []
-        for model, path in models.items():
+        for model, (_, _, spec) in models.items():
+            if spec is None:
+                continue
             loaded = None
-            for dataset in self.datasets:
+            for dataset in self.rba_datasets:
+                reason = self.absent(dataset)
+                if reason:
+                    self.not_run[(model, dataset)] = reason
+                    continue
                 folder = out / "rba" / model / self.key(dataset)
                 item = f"{model}|{self.key(dataset)}"
                 if item not in done or self.force or not _exact_metrics_in(folder):
                     if loaded is None:
                         from synthrel.ood_detection.rba import load_mask2former
 
-                        loaded = load_mask2former(path).to(device)
+                        loaded = load_mask2former(spec).to(device)
                     ds = hydra.utils.instantiate(self.dataset_configs[dataset])
                     self._rba_evaluate(loaded, ds, folder, desc=f"RbA {model} on {dataset}")
-                    manifest.append({"item": item, "model_path": str(path), "seed": self.seed})
+                    manifest.append({"item": item, "model_path": json.dumps(spec, default=str), "seed": self.seed})
                 rows += self._rba_pair_rows(model, dataset, folder)
         return rows
 
@@ -234,43 +285,75 @@ class OODDetectionJob:
         return rows
 
     # --------------------------------------------------------------------------------------- finetune
-    def run_finetune(self, out: Path, base_path: str, device) -> tuple[str, str]:
-        """Fine-tune the base RbA with outliers; returns (model name, saved folder). Skipped when saved."""
+    def outlier_sets(self, variant: dict):
+        """(synthetic set or None, CocoObjects or None) of a variant; NotRun when the user did not give them."""
+        import hydra
+
+        from synthrel.ood_detection.outliers import CocoObjects, ItemSubset, read_item_list
+
         ft = self.finetune
-        name = f"{ft['base']}+{ft['outliers']}"
+        if variant["outliers"] == "coco":
+            if not ft["coco_root"]:
+                raise NotRun("not run: COCO not given")
+            return None, CocoObjects(ft["coco_root"])
+        reason = self.absent(ft["outlier_dataset"])
+        if reason:
+            raise NotRun(reason)
+        synthetic = hydra.utils.instantiate(self.dataset_configs[ft["outlier_dataset"]])
+        if variant.get("items", "all") == "curated":
+            path = ft["curated_list"]
+            if not path or not Path(path).is_file():
+                raise NotRun(f"not run: curated list {path} not found (stages.ood_detection.rba.finetune."
+                             "curated_list; python -m synthrel.ood_detection.curated writes one to edit)")
+            synthetic = ItemSubset(synthetic, read_item_list(path), str(path))
+        return synthetic, None
+
+    def run_finetune(self, out: Path, base: str, variant_name: str, device) -> str:
+        """Fine-tune RbA `base` with the outliers of `variant_name`; returns the saved folder (kept when it was
+        saved with the same settings). Written to a temporary folder, renamed when complete."""
+        ft = self.finetune
+        variant = {"items": "all", **ft["variants"][variant_name]}
+        name = f"{base}+{variant_name}"
         folder = out / "rba_finetuned" / f"{name}-s{self.seed}"
-        if (folder / "config.json").is_file() and not self.force:
-            return name, str(folder)
+        settings = json.loads(json.dumps({**{k: v for k, v in ft.items() if k not in ("variants", "bases")},
+                                          "variant": variant, "base": self.rba_models[base], "seed": self.seed},
+                                         default=str))
+        if not variant["outliers"] == "coco":
+            settings.pop("coco_root")
+        if variant.get("items") != "curated":
+            settings.pop("curated_list")
+        record = folder / "finetune.json"
+        if (folder / "config.json").is_file() and record.is_file() and not self.force:
+            if json.loads(record.read_text()) == settings:
+                return str(folder)
+            log.info("ood_detection: %s was fine-tuned with other settings; fine-tuning again", folder)
+        synthetic, coco = self.outlier_sets(variant)
         import hydra
         import pytorch_lightning as pl
         from pytorch_lightning.loggers import CSVLogger
         from torch.utils.data import DataLoader
 
-        from synthrel.ood_detection.outliers import CocoObjects, OutlierMixDataset, collate_outliers
+        from synthrel.jobs import atomic_dir
+        from synthrel.ood_detection.outliers import OutlierMixDataset, collate_outliers
         from synthrel.ood_detection.rba import RbAFineTuner
 
         pl.seed_everything(self.seed, workers=True)
         inliers = hydra.utils.instantiate(self.dataset_configs[ft["inlier_dataset"]], split=ft["inlier_split"])
-        outliers = coco = None
-        if ft["outliers"] == "synthetic":
-            outliers = hydra.utils.instantiate(self.dataset_configs[ft["outlier_dataset"]])
-        else:
-            coco = CocoObjects(ft["coco_root"])
-        data = OutlierMixDataset(inliers, outliers, coco, mix_prob=ft["mix_prob"], seed=self.seed,
-                                 num_samples=ft["max_steps"] * ft["batch_size"], crop_size=ft["crop_size"])
+        data = OutlierMixDataset(inliers, synthetic, coco, mix_prob=ft["mix_prob"], seed=self.seed,
+                                 num_samples=ft["max_steps"] * ft["batch_size"], crop_size=ft["crop_size"],
+                                 flip=ft["flip"], min_sizes=ft["min_sizes"], max_size=ft["max_size"],
+                                 color_aug=ft["color_aug"], synthetic_mode=ft["synthetic_mode"])
         loader = DataLoader(data, batch_size=ft["batch_size"], num_workers=ft["num_workers"],
                             collate_fn=collate_outliers)
-        module = RbAFineTuner(base_path, lr=ft["lr"], weight_decay=ft["weight_decay"], max_steps=ft["max_steps"])
+        module = RbAFineTuner(self.rba_models[base], lr=ft["lr"], weight_decay=ft["weight_decay"],
+                              max_steps=ft["max_steps"], poly_power=ft["poly_power"], warmup_iters=ft["warmup_iters"])
         trainer = pl.Trainer(max_steps=ft["max_steps"], accelerator="gpu" if device.type == "cuda" else "cpu",
                              devices=1, logger=CSVLogger(str(out / "rba_finetuned"), name=f"{name}-s{self.seed}"),
-                             enable_checkpointing=False, log_every_n_steps=10)
+                             enable_checkpointing=False, log_every_n_steps=10, precision=ft["precision"],
+                             gradient_clip_val=ft["grad_clip"] or None, gradient_clip_algorithm="norm",
+                             enable_progress_bar=False)
         trainer.fit(module, loader)
-        tmp = folder.with_name(f".{folder.name}.tmp")
-        module.model.save_pretrained(tmp)
-        write_json_atomic(tmp / "finetune.json", {**ft, "seed": self.seed, "base_path": base_path})
-        if folder.exists():
-            import shutil
-
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-        return name, str(folder)
+        with atomic_dir(folder) as tmp:
+            module.model.save_pretrained(tmp)
+            write_json_atomic(Path(tmp) / "finetune.json", settings)
+        return str(folder)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from synthrel.conventions import IGNORE_INDEX, OOD_LABEL_ID
+from synthrel.errors import ConfigError
 from synthrel.metrics.ood import rba_score
 
 #: transformers names of the trainable parts (detectron2 RbA: predictor.mask_embed and predictor.class_embed).
@@ -28,16 +29,33 @@ DEFAULT_CHECKPOINTS = {
 }
 
 
-def load_mask2former(name_or_path: str):
-    """Mask2FormerForUniversalSegmentation from a hub id or a local folder (tiny or fine-tuned)."""
-    from transformers import Mask2FormerForUniversalSegmentation
-
+def load_mask2former(name_or_path, arch=None, allow_pickle: bool = False):
+    """An RbA Mask2Former (Mask2FormerForUniversalSegmentation) from a hub id, a save_pretrained folder (tiny,
+    converted or fine-tuned), or a detectron2 checkpoint file (.pth/.pkl, RbA's releases) converted in memory
+    with its architecture `arch` (synthrel.ood_detection.convert.ARCHS or a JSON file). `name_or_path` may also be
+    a mapping {checkpoint, arch, allow_pickle} (a `stages.ood_detection.rba.models` entry)."""
     from synthrel.errors import WeightsError
+    from synthrel.ood_detection.convert import convert_checkpoint, is_checkpoint_file, rba_model_class
 
-    try:
-        model = Mask2FormerForUniversalSegmentation.from_pretrained(name_or_path)
-    except OSError as err:
-        raise WeightsError(f"cannot load Mask2Former {name_or_path!r} (a hub id or a save_pretrained folder): {err}") from err
+    if isinstance(name_or_path, dict):
+        spec = dict(name_or_path)
+        unknown = set(spec) - {"checkpoint", "arch", "allow_pickle"}
+        if unknown or "checkpoint" not in spec:
+            raise ConfigError(f"RbA model entry {spec}: expected keys checkpoint (required), arch, allow_pickle")
+        name_or_path, arch = spec["checkpoint"], spec.get("arch", arch)
+        allow_pickle = spec.get("allow_pickle", allow_pickle)
+    name_or_path = str(name_or_path)
+    if is_checkpoint_file(name_or_path):
+        if arch is None:
+            raise ConfigError(f"{name_or_path} is a detectron2 checkpoint: give its architecture "
+                              "(stages.ood_detection.rba.models.<name>.arch: swin_b_1dl | swin_l_1dl | a JSON file)")
+        model = convert_checkpoint(name_or_path, arch, allow_pickle)
+    else:
+        try:
+            model = rba_model_class().from_pretrained(name_or_path)
+        except OSError as err:
+            raise WeightsError(f"cannot load Mask2Former {name_or_path!r} (a hub id, a save_pretrained folder or a "
+                               f"detectron2 .pth/.pkl): {err}") from err
     if model.config.num_labels != 19:
         raise WeightsError(f"{name_or_path}: expected a Cityscapes model with 19 labels, got {model.config.num_labels}")
     return model
@@ -103,8 +121,9 @@ class RbAFineTuner(pl.LightningModule):
     """Outlier-exposure fine-tuning of RbA. Batches: dict(pixel_values (B,3,H,W), label (B,H,W) trainIds with
     254 on outliers, outlier_mask (B,H,W) 0 ID / 1 OOD / 255 ignore)."""
 
-    def __init__(self, model_path: str, lr: float = 1e-4, weight_decay: float = 0.05, max_steps: int = 5000,
-                 poly_power: float = 0.9, inlier_upper: float = 0.0, outlier_lower: float = 5.0,
+    def __init__(self, model_path, lr: float = 1e-4, weight_decay: float = 0.05, max_steps: int = 2000,
+                 poly_power: float = 0.9, warmup_iters: int = 0, warmup_factor: float = 1.0,
+                 warmup_method: str = "linear", inlier_upper: float = 0.0, outlier_lower: float = 5.0,
                  outlier_weight: float = 1.0):
         super().__init__()
         self.save_hyperparameters()
@@ -129,6 +148,27 @@ class RbAFineTuner(pl.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        steps, power = self.hparams.max_steps, self.hparams.poly_power
-        poly = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / steps) ** power)
+        hp = self.hparams
+        poly = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: warmup_poly_factor(
+            it, hp.max_steps, hp.poly_power, hp.warmup_iters, hp.warmup_factor, hp.warmup_method))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": poly, "interval": "step"}}
+
+
+def warmup_poly_factor(it: int, max_iters: int, power: float = 0.9, warmup_iters: int = 0,
+                       warmup_factor: float = 1.0, warmup_method: str = "linear",
+                       constant_ending: float = 0.0) -> float:
+    """Mask2Former/detectron2 WarmupPolyLR as a multiplier of the base lr at iteration `it` (RbA: power 0.9,
+    no warmup, constant ending 0)."""
+    if it >= warmup_iters:
+        warm = 1.0
+    elif warmup_method == "constant":
+        warm = warmup_factor
+    elif warmup_method == "linear":
+        alpha = it / warmup_iters
+        warm = warmup_factor * (1 - alpha) + alpha
+    else:
+        raise ConfigError(f"warmup_method {warmup_method!r}: use linear or constant")
+    poly = max(0.0, 1 - it / max_iters) ** power
+    if constant_ending > 0 and warm == 1.0 and poly < constant_ending:
+        return constant_ending
+    return warm * poly

@@ -208,7 +208,14 @@ class Collector:
 
     def _ood_detection(self, stage, spec):
         for name, source in ((spec.get("rba") or {}).get("models") or {}).items():
-            self.model(stage, f"RbA {name}", source, f"stages.ood_detection.rba.models.{name}", "transformers")
+            key = f"stages.ood_detection.rba.models.{name}"
+            if isinstance(source, dict):  # a detectron2 checkpoint (RbA's release), converted on load
+                fix = ("build the tiny models: python -m synthrel.run profile=tiny +stage=[tiny_models]"
+                       if spec.get("profile") == "tiny" else
+                       f"download RbA's model_final.pth (docs/ood_detection.md) and set `{key}.checkpoint`")
+                self.local(stage, f"RbA {name} checkpoint", source.get("checkpoint"), f"{key}.checkpoint", fix)
+            else:
+                self.model(stage, f"RbA {name}", source, key, "transformers")
 
     def _fid(self, stage, spec):
         if spec.get("feature_extractor") != "inception":
@@ -275,7 +282,14 @@ class Collector:
     # ------------------------------------------------------------------ datasets
     def _datasets(self, stage, spec):
         split_override = spec.get("splits") if isinstance(spec.get("dataset"), str) else None
+        # stages that leave out sets not on disk (evaluate with skip_absent; ood_detection: "not run" cells)
+        optional = bool(spec.get("skip_absent")) or stage == "ood_detection"
         for name, node in self._dataset_refs(spec):
+            root = node.get("root")
+            if optional and root and not Path(str(root)).exists() and not self.made_by(str(root), stage):
+                self.add(Need(stage, "dataset", f"dataset {name}", str(root), f"datasets.{name}.root",
+                              "skipped", detail="not present: left out (Table 2 says 'not run')"))
+                continue
             for split in split_override or [None]:
                 self.dataset(stage, name, node if split is None else {**node, "split": split})
 

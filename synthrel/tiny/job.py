@@ -47,13 +47,14 @@ class TinyModelsJob:
 
     def run(self) -> dict:
         from synthrel.tiny.grounded_sam import build_tiny_grounded_sam
-        from synthrel.tiny.mask2former import build_tiny_mask2former
+        from synthrel.tiny.mask2former import build_tiny_mask2former, build_tiny_rba
         from synthrel.tiny.segmentation import ensure_tiny_segmenter
 
         models = Path(self.models_dir)
         built = ensure_tiny_models(models, seed=self.seed)
         built.update(build_tiny_grounded_sam(models, seed=self.seed))
         built["mask2former"] = build_tiny_mask2former(models / "mask2former", seed=self.seed)
+        built["rba_1dl"] = build_tiny_rba(models / "rba_1dl", seed=self.seed)
         for folder, spec in self.segmenters.items():
             built[folder] = ensure_tiny_segmenter(spec, models / folder, seed=self.seed)
         log.info("tiny models in %s: %s", self.models_dir, ", ".join(sorted(built)))

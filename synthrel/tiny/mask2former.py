@@ -43,3 +43,32 @@ def build_tiny_mask2former(out_dir: str | Path, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         Mask2FormerForUniversalSegmentation(tiny_mask2former_config()).save_pretrained(tmp)
     return out_dir
+
+
+#: The tiny RbA architecture (synthrel.ood_detection.convert fields): RbA's 1dl layout (1 decoder layer,
+#: res5-only pixel decoder), small widths.
+TINY_RBA_ARCH = dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4, pretrain_img_size=64,
+                     hidden_dim=32, feature_size=32, mask_dim=32, num_queries=8, dec_layers=2, enc_layers=1,
+                     nheads=2, dim_feedforward=64, encoder_feedforward_dim=64, num_feature_levels=1,
+                     num_classes=19, train_num_points=256)
+RBA_CHECKPOINT, RBA_ARCH = "model_final.pth", "arch.json"
+
+
+def build_tiny_rba(out_dir: str | Path, seed: int = 0) -> Path:
+    """A tiny random RbA written as RbA releases it: `model_final.pth` (detectron2 key names, {"model": ...})
+    and its architecture `arch.json`, so the ood_detection stage loads it through the checkpoint converter."""
+    import json
+
+    import torch
+
+    from synthrel.ood_detection.convert import build_model, to_original_state_dict
+
+    out_dir = Path(out_dir)
+    if (out_dir / RBA_CHECKPOINT).is_file() and (out_dir / RBA_ARCH).is_file():
+        return out_dir
+    with atomic_dir(out_dir) as tmp:
+        torch.manual_seed(seed)
+        model = build_model(TINY_RBA_ARCH)
+        torch.save({"model": to_original_state_dict(model), "iteration": 0}, Path(tmp) / RBA_CHECKPOINT)
+        (Path(tmp) / RBA_ARCH).write_text(json.dumps(TINY_RBA_ARCH, indent=1))
+    return out_dir

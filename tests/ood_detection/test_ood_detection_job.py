@@ -13,6 +13,12 @@ from synthrel.data.io import write_jpg, write_png
 from synthrel.errors import DatasetError
 from synthrel.ood_detection.job import OODDetectionJob
 from synthrel.ood_detection.rba import load_mask2former, rba_predict
+from synthrel.tiny.mask2former import build_tiny_rba
+
+
+def _tiny_rba(cfg):
+    """The tiny profile's RbA checkpoint (the tiny_models stage writes it in a real run)."""
+    build_tiny_rba(Path(cfg.profile.models_dir) / "rba_1dl")
 
 
 def test_zoo_rows_need_finished_evaluations(tmp_path):
@@ -38,13 +44,16 @@ def test_rba_evaluation_on_tiny_mask2former_and_resume(tmp_path, compose_cfg):
     cfg = compose_cfg("+stage=[ood_detection]", "profile=tiny", f"datasets.road_anomaly.root={tmp_path}/RoadAnomaly",
                       "stages.ood_detection.datasets=[road_anomaly]", "stages.ood_detection.zoo_scores=false",
                       "~stages.ood_detection.rba.models.rba_swin_l")
+    _tiny_rba(cfg)
     summary = hydra.utils.instantiate(cfg.stages.ood_detection, _convert_="all").run()
     table = pd.read_parquet(f"{summary['output_dir']}/ood_detection.parquet")
     values = table.set_index("metric")["value"]
     assert {"auroc_rba", "ap_rba", "fpr95_rba", "img_auroc_rba"} <= set(values.index)
     assert 0 <= values["auroc_rba"] <= 1 and table["n_images"].max() == 2
     # sklearn on RbA's scores of the same images (the score itself: test_rba_score_hand_worked)
-    model = load_mask2former(cfg.stages.ood_detection.rba.models.rba_swin_b)
+    from omegaconf import OmegaConf
+
+    model = load_mask2former(OmegaConf.to_container(cfg.stages.ood_detection.rba.models.rba_swin_b, resolve=True))
     dataset = hydra.utils.instantiate(cfg.datasets.road_anomaly)
     scores, oods = [], []
     for i in range(len(dataset)):
@@ -82,9 +91,10 @@ def test_finetune_with_coco_paste_then_evaluate(tmp_path, compose_cfg):
     cfg = compose_cfg("+stage=[ood_detection]", "profile=tiny", f"datasets.road_anomaly.root={tmp_path}/RoadAnomaly",
                       f"datasets.cityscapes.root={tmp_path}/cs", "stages.ood_detection.datasets=[road_anomaly]",
                       "stages.ood_detection.zoo_scores=false", "~stages.ood_detection.rba.models.rba_swin_l",
-                      f"{ft}.enabled=true", f"{ft}.outliers=coco", f"{ft}.coco_root={tmp_path}/coco",
-                      f"{ft}.max_steps=2", f"{ft}.batch_size=2", f"{ft}.crop_size=[32,48]", f"{ft}.num_workers=0",
-                      f"{ft}.mix_prob=1.0")
+                      f"{ft}.enabled=true", f"{ft}.bases=[rba_swin_b]", f"{ft}.variants={{coco:{{outliers:coco}}}}",
+                      f"{ft}.coco_root={tmp_path}/coco", f"{ft}.max_steps=2", f"{ft}.batch_size=2",
+                      f"{ft}.crop_size=[32,48]", f"{ft}.min_sizes=[48]", f"{ft}.num_workers=0", f"{ft}.mix_prob=1.0")
+    _tiny_rba(cfg)
     summary = hydra.utils.instantiate(cfg.stages.ood_detection, _convert_="all").run()
     assert set(summary["models"]) == {"rba_swin_b", "rba_swin_b+coco"}
     saved = list((tmp_path / "outputs").rglob("rba_finetuned/rba_swin_b+coco-s0/config.json"))
