@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Table 4 (supplementary C): FID between each synthetic set and its real counterpart (lower is better),
-# with the Cityscapes (no augmentation) baseline row. Standard FID needs torch-fidelity + torchvision and the
-# Inception weights file (weights-inception-2015-12-05-6726825d.pth) on disk:
+# with the Cityscapes (no augmentation) baseline row. Standard FID needs the Inception weights file
+# (weights-inception-2015-12-05-6726825d.pth) on disk (no extra package: docs/install.md, FID):
 #   FID_WEIGHTS=/path/to/weights-inception-2015-12-05-6726825d.pth bash experiments/table4.sh
 # With PROFILE=tiny the random tiny extractor is used (offline; values not comparable to the paper's).
 source "$(dirname "$0")/_common.sh"
