@@ -140,3 +140,19 @@ def test_fog_stage_writes_one_set_per_beta_on_the_corrupt_stage_crops(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "fog/beta0.02/manifest.jsonl").read_text().splitlines()]
     assert [(r["source_id"], r["crop_box"]) for r in sorted(records, key=lambda r: r["index"])] == boxes
     assert job.run()["skipped"] == 6  # resumes
+
+
+@pytest.mark.parametrize("generator, domain, root, label", [
+    ("physics_fog", "fog", "baselines/physics_fog/beta0.01", "physics_fog_beta0.01"),
+    ("hendrycks", "night", "corruptions/darken_s3", "hendrycks"),
+    ("hendrycks", "rain", "corruptions/spatter_s3", "hendrycks"),
+    ("hendrycks", "snow", "corruptions/snow_s3", "hendrycks"),
+])
+def test_generator_configs_point_the_baseline_set_at_the_stage_outputs(compose_cfg, tmp_path, generator, domain,
+                                                                       root, label):
+    cfg = compose_cfg("+stage=[evaluate,physics_fog,corrupt]", "profile=tiny", f"+generator={generator}",
+                      f"domain={domain}", "stages.evaluate.datasets=[baseline]")
+    assert cfg.datasets.baseline.root == f"{cfg.paths.artifacts_dir}/{root}"
+    assert cfg.stages.physics_fog.output_dir == f"{cfg.paths.artifacts_dir}/baselines/physics_fog"
+    labels = cfg.stages.evaluate.dataset_labels.baseline
+    assert (labels.generator, labels.domain) == (label, domain)
