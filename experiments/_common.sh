@@ -11,4 +11,17 @@ COMMON=(profile="$PROFILE" launcher="$LAUNCHER")
 CONF="$(cd "$(dirname "${BASH_SOURCE[0]}")/../conf" && pwd)"   # the recipes run from any folder
 MODELS=$($PYTHON -c "import yaml,sys; print(','.join('[%s]' % k for k in yaml.safe_load(open('$CONF/zoo/$ZOO.yaml'))['models']))")
 REAL_SETS="[cityscapes],[acdc_fog],[acdc_night],[acdc_rain],[acdc_snow],[idd]"
+# Baseline generators (conf/generator/): physics-fog betas, the corruptions of `+generator=hendrycks`, and an
+# external generator (EXTERNAL=tsit). On the tiny profile the external row reads the demo physics-fog set as
+# if another method had written it, so that its path runs offline.
+BETAS=${BETAS:-0.005,0.01,0.02}
+HENDRYCKS=${HENDRYCKS:-fog,snow,darken,spatter}
+if [ "$PROFILE" = tiny ]; then
+  EXTERNAL=${EXTERNAL:-external}; EXTERNAL_DOMAINS=${EXTERNAL_DOMAINS:-fog}
+  EXTERNAL_ARGS=(generator.name=external_demo
+    'generator.images.fog=${paths.artifacts_dir}/baselines/physics_fog/beta0.01/leftImg8bit'
+    'generator.labels=${paths.artifacts_dir}/baselines/physics_fog/beta0.01/gtFine')
+else
+  EXTERNAL=${EXTERNAL:-}; EXTERNAL_DOMAINS=${EXTERNAL_DOMAINS:-fog,night,rain,snow}; EXTERNAL_ARGS=()
+fi
 run() { echo "+ $PYTHON -m synthrel.run $*"; $PYTHON -m synthrel.run "$@"; }

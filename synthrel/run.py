@@ -27,6 +27,7 @@ STAGE_ORDER = (
     "train_controlnet",
     "generate",
     "corrupt",
+    "physics_fog",
     "inpaint",
     "evaluate",
     "calibrate",

@@ -1,7 +1,9 @@
 """FID between a synthetic set and its real counterpart (supplementary Table 4), with torchmetrics.
 
-`feature_extractor: inception` is the standard FID (Inception-V3 pool3, 2048 features). It needs
-torch-fidelity (hence torchvision) and a local weights file, since nothing downloads here.
+`feature_extractor: inception` is the standard FID (Inception-V3 pool3, 2048 features): the TF-compatible
+network of torch-fidelity, rebuilt in synthrel.analysis.inception without torchvision (which cannot be installed
+beside the pinned CPU torch), loaded from a local weights file (torch-fidelity's
+weights-inception-2015-12-05-6726825d.pth); nothing downloads here.
 `feature_extractor: tiny` is a fixed, seeded random conv net passed to torchmetrics as a custom module:
 it runs offline and is deterministic, but its values are NOT comparable with published FIDs.
 Images are resized to one fixed resolution before feature extraction; every setting is recorded.
@@ -20,13 +22,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from synthrel.analysis.inception import INCEPTION_WEIGHTS
 from synthrel.errors import ConfigError, WeightsError
 from synthrel.jobs import Manifest, atomic_path, positive_int, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 EXTRACTORS = ("inception", "tiny")
-INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 
 
 class TinyFeatureExtractor(nn.Module):
@@ -67,20 +69,15 @@ def build_fid(
         return FrechetInceptionDistance(feature=TinyFeatureExtractor(num_features, seed), normalize=False)
     if feature_extractor != "inception":
         raise ConfigError(f"feature_extractor={feature_extractor!r}; valid: {', '.join(EXTRACTORS)}")
-    try:
-        import torch_fidelity  # noqa: F401
-    except ImportError:
-        raise WeightsError(
-            "feature_extractor=inception needs torch-fidelity and torchvision (`pip install torch-fidelity==0.4.0` "
-            "with torch==2.14.1 torchvision==0.29.1, see docs); or use feature_extractor=tiny for a smoke test"
-        ) from None
     if not weights_path or not Path(weights_path).is_file():
         raise WeightsError(
             f"feature_extractor=inception needs the FID Inception-V3 weights ({INCEPTION_WEIGHTS}, from the "
-            "torch-fidelity GitHub releases) on disk: set feature_extractor_weights_path=/path/to/"
+            "torch-fidelity GitHub releases) on disk: set stages.fid.feature_extractor_weights_path=/path/to/"
             f"{INCEPTION_WEIGHTS} (got {weights_path!r}); `preflight=download` fetches it to the default path"
         )
-    return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(weights_path), normalize=False)
+    from synthrel.analysis.inception import FIDInceptionV3
+
+    return FrechetInceptionDistance(feature=FIDInceptionV3.from_file(weights_path), normalize=False)
 
 
 def resize_batch(images: Sequence[np.ndarray], resolution: Sequence[int]) -> torch.Tensor:
@@ -122,10 +119,13 @@ def compute_fid(
             metric.update(resize_batch(batch, resolution).to(device), real=real)
             counts[name] += len(batch)
     value = float(metric.compute())
+    inception = metric.inception if feature_extractor == "inception" else None
     settings = {"feature_extractor": feature_extractor, "resolution": list(resolution), "resize": "PIL bicubic",
                 "num_features": 2048 if feature_extractor == "inception" else num_features,
                 "feature_extractor_weights_path": feature_extractor_weights_path,
-                "extractor_seed": seed if feature_extractor == "tiny" else None}
+                "extractor_seed": seed if feature_extractor == "tiny" else None,
+                "weights_sha256": getattr(inception, "weights_sha256", None),
+                "official_weights": inception.official_weights if inception is not None else None}
     return {"fid": value, **counts, **settings}
 
 

@@ -57,7 +57,7 @@ class TrainControlNetJob:
     gradient_checkpointing: bool = False
     vae_fp32: bool | None = None
     hflip: bool = False
-    max_grad_norm: float | None = 1.0
+    max_grad_norm: float | None = None  # no clipping, as the paper (S2); a number clips the grad norm
     device: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"
@@ -225,7 +225,8 @@ class TrainControlNetJob:
             precision=self.precision,
             max_steps=self.max_steps,
             accumulate_grad_batches=self.accumulate_grad_batches,
-            gradient_clip_val=self.max_grad_norm,
+            gradient_clip_val=self.max_grad_norm,  # None (default): no clipping, as the paper
+            gradient_clip_algorithm="norm" if self.max_grad_norm is not None else None,
             callbacks=[checkpoint],
             logger=self._loggers() or False,
             default_root_dir=run_dir,

@@ -28,14 +28,19 @@ CORRUPTIONS = (
     "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
     "speckle_noise", "gaussian_blur", "spatter", "saturate",
 )
+# Corruptions of synthrel's own, for domains that ImageNet-C does not cover (see `darken`).
+EXTRA_CORRUPTIONS = ("darken",)
 SEVERITIES = (1, 2, 3, 4, 5)
+# ImageNet-C's parameter tables (Hendrycks & Dietterich, `make_imagenet_c.py`), reused by `darken`.
+BRIGHTNESS_SHIFT = (0.1, 0.2, 0.3, 0.4, 0.5)
+CONTRAST_FACTOR = (0.4, 0.3, 0.2, 0.1, 0.05)
 MIN_SIDE = 32  # the library refuses smaller images
 LIBRARY = "imagecorruptions-imaug"
 
 
 def check_corruption(name: str, key: str = "corruptions") -> str:
-    if name not in CORRUPTIONS:
-        raise unknown_name("corruption", name, CORRUPTIONS, key)
+    if name not in CORRUPTIONS + EXTRA_CORRUPTIONS:
+        raise unknown_name("corruption", name, CORRUPTIONS + EXTRA_CORRUPTIONS, key)
     return name
 
 
@@ -66,9 +71,6 @@ def corrupt(image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarra
 
     `seed` (0 <= seed < 2**32) fixes every random draw of the corruption. Returns RGB uint8 of the same shape.
     """
-    from imagecorruptions import corrupt as library_corrupt
-    from imagecorruptions import corruption_dict
-
     check_corruption(name, "name")
     check_severity(severity, "severity")
     image = np.asarray(image)
@@ -77,7 +79,31 @@ def corrupt(image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarra
     if min(image.shape[:2]) < MIN_SIDE:
         raise ValueError(f"corrupt needs images of at least {MIN_SIDE}x{MIN_SIDE} pixels, got {image.shape[:2]}")
     seed = int(seed)
+    if name == "darken":
+        return darken(image, severity)
+    from imagecorruptions import corrupt as library_corrupt
+    from imagecorruptions import corruption_dict
+
     kwargs = {"seed": seed} if "seed" in inspect.signature(corruption_dict[name]).parameters else {}
     with _global_numpy_seed(seed):
         out = library_corrupt(np.ascontiguousarray(image), severity=severity, corruption_name=name, **kwargs)
     return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def darken(image: np.ndarray, severity: int) -> np.ndarray:
+    """Night baseline: ImageNet-C `brightness` with the shift reversed, then ImageNet-C `contrast`, same severity.
+
+    ImageNet-C has no darkening (its `brightness` adds to the HSV value). Here, at severity s: V <- clip(V - b_s, 0, 1)
+    in HSV (b = 0.1..0.5, ImageNet-C's brightness table), back to RGB, then x <- (x - mean) * c_s + mean with the
+    per-channel image mean (c = 0.4..0.05, ImageNet-C's contrast table). Deterministic (no random draw).
+    """
+    from skimage.color import hsv2rgb, rgb2hsv
+
+    check_severity(severity, "severity")
+    x = np.asarray(image, dtype=np.float64) / 255.0
+    hsv = rgb2hsv(x)
+    hsv[..., 2] = np.clip(hsv[..., 2] - BRIGHTNESS_SHIFT[severity - 1], 0, 1)
+    x = hsv2rgb(hsv)
+    means = x.mean(axis=(0, 1), keepdims=True)
+    x = np.clip((x - means) * CONTRAST_FACTOR[severity - 1] + means, 0, 1)
+    return np.round(x * 255.0).astype(np.uint8)

@@ -72,6 +72,15 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
         Image.fromarray(array).save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
 
 
+def write_png16(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a single-channel uint16 array (Cityscapes disparity) as a 16-bit PNG, atomically."""
+    array = np.asarray(array)
+    if array.dtype != np.uint16 or array.ndim != 2:
+        raise TypeError(f"write_png16 expects uint16 (H, W), got {array.dtype} {array.shape} for {path}")
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+
+
 def write_jpg(path: str | os.PathLike, array: np.ndarray, quality: int = 95) -> None:
     with atomic_path(path) as tmp:
         Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="JPEG", quality=quality)

@@ -28,6 +28,7 @@ NOT_BLOCKING = READY + ("skipped", "not checked")
 #: stage -> config keys of the folders it writes (an input under one of them is made by that stage)
 STAGE_OUTPUTS = {"tiny_models": ("models_dir",), "demo_data": ("root",), "caption": ("output_dir",),
                  "train_controlnet": ("output_dir",), "generate": ("out_root",), "corrupt": ("output_dir",),
+                 "physics_fog": ("output_dir",),
                  "inpaint": ("out_dir",)}
 DATASET_KEYS = ("dataset", "datasets", "source", "real", "synthetic")
 MANUAL_DOC = "docs/install.md#manual-weights"

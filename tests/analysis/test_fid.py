@@ -37,9 +37,85 @@ def test_fid_equals_independent_numpy_scipy_computation():
     assert abs(same["fid"]) < 1e-3 < out["fid"]
 
 
-def test_inception_without_weights_says_what_to_install_or_download(tmp_path):
-    with pytest.raises(WeightsError, match="torch-fidelity|feature_extractor_weights_path"):
+def test_inception_without_weights_says_where_to_put_them(tmp_path):
+    with pytest.raises(WeightsError, match=r"stages\.fid\.feature_extractor_weights_path=.*missing\.pth"):
         fid.build_fid("inception", str(tmp_path / "missing.pth"))
+
+
+def _random_inception_weights(path, seed=0):
+    """The real FID Inception-V3 architecture with random weights that keep activations alive (He-normal convs,
+    random BatchNorm statistics), written as a plain state dict like torch-fidelity's weights file."""
+    from synthrel.analysis.inception import FIDInceptionV3
+
+    torch.manual_seed(seed)
+    model = FIDInceptionV3()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        elif isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.1, 0.1)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def _reference_fid_low_rank(f1, f2):
+    """Frechet distance in float64 numpy + scipy.linalg.sqrtm, with fewer images than features: both covariances
+    live in the span of the centred features, so with an orthonormal basis Q of that span (S_i = Q A_i Q^T) the
+    traces of S1 + S2 and of sqrt(S1 S2) are those of the small A_i, where sqrtm is well conditioned."""
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    q, _ = np.linalg.qr(np.concatenate([f1 - mu1, f2 - mu2]).T)
+    a1, a2 = np.cov((f1 - mu1) @ q, rowvar=False), np.cov((f2 - mu2) @ q, rowvar=False)
+    covmean = linalg.sqrtm(a1 @ a2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(a1 + a2) - 2 * np.trace(covmean))
+
+
+@pytest.mark.slow
+def test_inception_fid_on_the_tiny_profile_equals_a_scipy_reference(compose_cfg, tmp_path):
+    """Standard FID path (Inception-V3 pool3, 2048 features) in the pinned environment: no torchvision, weights
+    from a local file; torchmetrics' value against float64 numpy + scipy.linalg.sqrtm on the same features."""
+    from hydra.utils import instantiate
+
+    from synthrel.analysis.inception import FIDInceptionV3
+
+    weights = _random_inception_weights(tmp_path / "random_inception.pth")
+    cfg = compose_cfg("+stage=[fid]", "profile=tiny", "stages.fid.feature_extractor=inception",
+                      f"stages.fid.feature_extractor_weights_path={weights}", "stages.fid.batch_size=4",
+                      "stages.fid.device=cpu")
+    job = instantiate(cfg.stages.fid, _convert_="all")
+    assert job.feature_extractor == "inception" and job.resolution == [299, 299]
+    rng = np.random.default_rng(2)
+    real = [{"id": str(i), "image": im} for i, im in enumerate(_images(rng, 6, 0))]
+    synthetic = [{"id": str(i), "image": im} for i, im in enumerate(_images(rng, 5, 40))]
+    job.pairs = [{"generator": "sd15", "domain": "fog", "real": real, "synthetic": synthetic}]
+    job.output_dir = str(tmp_path / "fid")
+    assert job.run()["n_pairs"] == 1
+    record = json.loads((tmp_path / "fid" / "fid_manifest.jsonl").read_text().splitlines()[0])
+    assert record["num_features"] == 2048 and record["official_weights"] is False
+    assert record["weights_sha256"] and record["feature_extractor_weights_path"] == str(weights)
+
+    model = FIDInceptionV3.from_file(weights)
+    with torch.no_grad():
+        f_real = model(fid.resize_batch([r["image"] for r in real], (299, 299))).double().numpy()
+        f_syn = model(fid.resize_batch([s["image"] for s in synthetic], (299, 299))).double().numpy()
+    assert f_real.shape == (6, 2048) and f_real.std() > 1e-3  # the random network does not collapse
+    reference = _reference_fid_low_rank(f_real, f_syn)
+    assert reference > 0
+    assert record["fid"] == pytest.approx(reference, rel=1e-3)
+
+
+def test_inception_weights_with_foreign_keys_are_named(tmp_path):
+    from synthrel.analysis.inception import FIDInceptionV3
+
+    state = FIDInceptionV3().state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    del state["Mixed_7c.branch_pool.conv.weight"]
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(WeightsError, match=r"bad\.pth.*missing keys: Mixed_7c\.branch_pool\.conv\.weight.*"
+                                           r"unexpected keys: extra\.weight"):
+        FIDInceptionV3.from_file(tmp_path / "bad.pth")
 
 
 def test_fid_job_writes_table4_and_resumes(tmp_path):

@@ -202,3 +202,22 @@ def test_stage_config_composes_with_overrides(compose_cfg, write_cityscapes, tmp
     assert isinstance(dataset, CityscapesDataset) and dataset.items[0].image.parts[-3] == "train"
     assert job.captions == f"{tmp_path}/data/captions/cityscapes_train.jsonl"
     assert job.backbone["pretrained"].endswith("tiny/models/sd15") and job.seed == cfg.seed
+
+
+def test_no_gradient_clipping_by_default_as_the_paper(compose_cfg, write_cityscapes, tiny_models, tiny_cityscapes,
+                                                      tmp_path):
+    """Spec S2: the paper's train.py builds its Trainer without gradient_clip_val; clipping stays an option."""
+    from hydra.utils import instantiate
+
+    write_cityscapes(tmp_path / "data")
+    cfg = compose_cfg("+stage=[train_controlnet]", "profile=tiny", f"paths.data_dir={tmp_path}/data",
+                      f"paths.artifacts_dir={tmp_path}/data")
+    assert cfg.stages.train_controlnet.max_grad_norm is None
+    job = instantiate(cfg.stages.train_controlnet, _convert_="all")
+    assert job.max_grad_norm is None
+    trainer = job._trainer(pl, tmp_path / "run")
+    assert trainer.gradient_clip_val is None and trainer.gradient_clip_algorithm is None
+    assert TrainControlNetJob.max_grad_norm is None  # the dataclass default, for jobs built without Hydra
+    clipped = make_job(tiny_models, tiny_cityscapes, tmp_path / "clip", max_grad_norm=0.5)
+    trainer = clipped._trainer(pl, tmp_path / "clip_run")
+    assert trainer.gradient_clip_val == 0.5 and trainer.gradient_clip_algorithm == "norm"

@@ -114,3 +114,26 @@ def test_errors():
         corrupt(IMAGE[:16], "fog", 3, seed=0)
     with pytest.raises(ValueError, match="RGB uint8"):
         corrupt(IMAGE.astype(np.float32), "fog", 3, seed=0)
+
+
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_darken_equals_a_colorsys_float64_reference(severity):
+    """Night baseline: HSV value lowered by ImageNet-C's brightness shift, then ImageNet-C's contrast, computed
+    here pixel by pixel with the standard library's colorsys."""
+    import colorsys
+
+    shift = (0.1, 0.2, 0.3, 0.4, 0.5)[severity - 1]
+    factor = (0.4, 0.3, 0.2, 0.1, 0.05)[severity - 1]
+    rng = np.random.default_rng(severity)
+    image = rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    dark = np.zeros(image.shape, np.float64)
+    for y in range(32):
+        for x in range(40):
+            h, s, v = colorsys.rgb_to_hsv(*(image[y, x] / 255.0))
+            dark[y, x] = colorsys.hsv_to_rgb(h, s, min(max(v - shift, 0.0), 1.0))
+    means = dark.mean(axis=(0, 1))
+    expected = np.round(np.clip((dark - means) * factor + means, 0, 1) * 255).astype(np.uint8)
+    out = corrupt(image, "darken", severity, seed=0)
+    assert np.abs(out.astype(int) - expected).max() <= 1  # HSV round trips differ by float rounding only
+    assert (out == expected).mean() > 0.99
+    assert out.mean() < image.mean()

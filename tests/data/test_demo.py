@@ -40,9 +40,11 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
     assert files(again) == files(first) == files(other)
     _, mismatch, errors = filecmp.cmpfiles(first, again, [str(p) for p in files(first)], shallow=False)
     assert mismatch == [] and errors == []
-    images = [p for p in files(first) if p.suffix in (".png", ".jpg") and not set(p.parts) & {"gt", "gtFine"}
-              and ".labels" not in p.parent.name]
+    images = [p for p in files(first) if p.suffix in (".png", ".jpg")
+              and not set(p.parts) & {"gt", "gtFine", "disparity"} and ".labels" not in p.parent.name]
     assert len(images) == 1 + 1 + 4 * 2 + 2 + 1
+    stereo = [p for p in files(first) if set(p.parts) & {"disparity", "camera"}]
+    assert len(stereo) == 2 * 2  # a disparity map and a camera file per Cityscapes image (train + val)
     assert all((first / p).read_bytes() != (other / p).read_bytes() for p in images)
 
 

@@ -153,3 +153,10 @@ def test_every_recipe_runs_with_profile_tiny(workdir, recipe):
             key, path = line.strip().split(": ", 1)
             if key.endswith(("_dir", "report")):
                 assert Path(path).exists(), f"{recipe}: {key} {path} missing"
+    # the baseline generators' rows (conf/generator/: physics fog per beta, Hendrycks per domain, external)
+    analysis = workdir / "outputs" / "tiny" / "artifacts" / "analysis"
+    table = {"table1": analysis / "correlation" / "table1_mIoU.md", "table4": analysis / "table4" / "table4_fid.md"}
+    if recipe in table:
+        rows = {line.split("|")[1].strip() for line in table[recipe].read_text().splitlines() if line.startswith("|")}
+        assert {"hendrycks", "physics_fog_beta0.005", "physics_fog_beta0.01", "physics_fog_beta0.02",
+                "external_demo"} <= rows, rows

@@ -20,12 +20,15 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+FOCAL_PER_WIDTH = 0.9  # pinhole focal length in pixels per image width (fx = fy)
+
+
 class Canvas:
     """Z-buffered painting of label, depth and colour; shapes are polygons in pixel coordinates."""
 
     def __init__(self, rng: np.random.Generator, width: int, height: int, horizon: float, vanish_x: float):
         self.rng, self.w, self.h = rng, width, height
-        self.f = 0.9 * width
+        self.f = FOCAL_PER_WIDTH * width
         self.horizon, self.vanish_x = horizon, vanish_x
         self.label = np.zeros((height, width), np.uint8)
         self.depth = np.full((height, width), np.inf, np.float32)

@@ -13,10 +13,10 @@ from tqdm import tqdm
 
 from synthrel.conventions import IDD_LEVEL3_TO_TRAIN, OOD_LABEL_ID, TRAIN_TO_LABEL, label_ids_to_train_ids
 from synthrel.data import weather
-from synthrel.data.demo.canvas import CARAVAN, STATIC, TERRAIN, to_uint8
+from synthrel.data.demo.canvas import CARAVAN, FOCAL_PER_WIDTH, STATIC, TERRAIN, to_uint8
 from synthrel.data.demo.scene import INDIA_STYLE, render_scene
 from synthrel.data.demo.weather import apply_condition
-from synthrel.data.io import write_jpg, write_png
+from synthrel.data.io import write_jpg, write_png, write_png16
 from synthrel.errors import ConfigError
 from synthrel.jobs import item_rng, positive_int, write_json_atomic, write_text_atomic
 
@@ -27,6 +27,22 @@ VAL_CITIES = ("frankfurt", "lindau", "munster")  # relis protocol: test = frankf
 # IDD train scenes: two of relis' 37 test scenes and one outside them, so that the idd_test split selects.
 IDD_TRAIN_SCENES = ("265", "431", "1")
 IDD_VAL_SCENES = ("100", "101")
+STEREO_BASELINE = 0.209313  # metres, Cityscapes' stereo baseline (the demo camera is a pinhole with this rig)
+
+
+def stereo_files(depth: np.ndarray, width: int, height: int) -> tuple[np.ndarray, dict]:
+    """Cityscapes disparity PNG values and camera JSON for a metric depth map (inf = sky: no disparity, 0).
+
+    p = round(256 d + 1) with d = baseline * fx / depth pixels, as Cityscapes encodes it (d = (p - 1) / 256).
+    """
+    fx = FOCAL_PER_WIDTH * width
+    with np.errstate(divide="ignore"):
+        disparity = STEREO_BASELINE * fx / depth.astype(np.float64)
+    raw = np.where(np.isfinite(depth) & (depth > 0), np.round(disparity * 256.0 + 1.0), 0)
+    camera = {"extrinsic": {"baseline": STEREO_BASELINE, "pitch": 0.0, "roll": 0.0, "x": 0.0, "y": 0.0, "yaw": 0.0,
+                            "z": 0.0},
+              "intrinsic": {"fx": fx, "fy": fx, "u0": width / 2, "v0": height / 2}}  # u0/v0: nominal, unused
+    return np.clip(raw, 0, 65535).astype(np.uint16), camera
 
 
 # IDD level3Ids for the Cityscapes labelIds the renderer uses: the inverse of IDD_LEVEL3_TO_TRAIN, plus the
@@ -133,6 +149,10 @@ class DemoDataJob:
             gt = self.root / "cityscapes" / "gtFine" / split / city
             write_png(gt / f"{base}_gtFine_labelIds.png", scene.label_ids)
             write_png(gt / f"{base}_gtFine_labelTrainIds.png", label_ids_to_train_ids(scene.label_ids))
+            # stereo depth for the physics-based fog baseline (no random draw: the other files are unchanged)
+            raw, camera = stereo_files(scene.depth, width, height)
+            write_png16(self.root / "cityscapes" / "disparity" / split / city / f"{base}_disparity.png", raw)
+            write_json_atomic(self.root / "cityscapes" / "camera" / split / city / f"{base}_camera.json", camera)
         elif dataset.startswith("acdc_"):
             condition = dataset[len("acdc_"):]
             scene = render_scene(rng, width, height)
