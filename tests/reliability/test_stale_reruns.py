@@ -1,0 +1,179 @@
+"""A re-run skips an item only when everything that produced it is unchanged (issue #24 item 1).
+
+Each item stage records its result-affecting settings and the identity of each item's inputs in the item's
+manifest record; a re-run into the same output folder with any of them changed stops before writing anything,
+naming the changed keys and how to proceed (force=true or another output folder). With force=true the items are
+redone with the new settings, and old items the new run does not make are removed. Evaluate and calibrate (whole
+results, cheap) recompute instead and log what changed; train_controlnet refuses like the item stages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from reliability_utils import GENERATE, run_cli, stage_overrides
+
+from synthrel.data.synthetic import SyntheticDataset
+from synthrel.jobs import SettingsChangedError
+from synthrel.run import run_stages
+
+GENERATE_TWO = [*GENERATE, "profile.num_samples=2"]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every output file's bytes (logs, run folders and locks aside: they say who ran last)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not {"logs", "run"} & set(p.relative_to(folder).parts[:1])
+            and not p.name.startswith(".synthrel.lock")}
+
+
+def latest(manifest: Path) -> dict[str, dict]:
+    records = {}
+    for line in manifest.read_text().splitlines():
+        record = json.loads(line)
+        records[record["id"]] = record
+    return {id: r for id, r in records.items() if not r.get("removed")}
+
+
+def refused(error: BaseException) -> SettingsChangedError:
+    while error is not None and not isinstance(error, SettingsChangedError):
+        error = error.__cause__
+    assert error is not None
+    return error
+
+
+@pytest.fixture(scope="module")
+def generated(world, tmp_path_factory):
+    """Artifacts holding a finished 2-item fog set (the baseline every generate test re-runs on)."""
+    from hydra import compose, initialize_config_dir
+
+    from synthrel.run import CONF_DIR
+
+    artifacts = tmp_path_factory.mktemp("generated")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*stage_overrides(world, artifacts, GENERATE_TWO),
+                                                       f"paths.output_dir={artifacts}/run"])
+    assert run_stages(cfg)["generate"]["generated"] == 2
+    return artifacts
+
+
+@pytest.fixture
+def copy_of(generated, tmp_path):
+    folder = tmp_path / "artifacts"
+    shutil.copytree(generated, folder)
+    return folder
+
+
+def _copy_dir(source: Path, target: Path) -> str:
+    shutil.copytree(source, target)
+    return str(target)
+
+
+# (override(s) given on the re-run, or a function of (world, tmp_path) giving them; key the error must name)
+GENERATE_CHANGES = {
+    "guidance_scale": (["backbone.guidance_scale=5.0"], "guidance_scale 8.0 -> 5.0"),
+    "num_inference_steps": (["backbone.num_inference_steps=3"], "num_inference_steps 2 -> 3"),
+    "resolution": (["backbone.resolution=128"], "resolution 64 -> 128"),
+    "eta": (["backbone.eta=0.5"], "eta 0.0 -> 0.5"),
+    "controlnet_conditioning_scale": (["backbone.controlnet_conditioning_scale=0.5"],
+                                      "controlnet_conditioning_scale 1.0 -> 0.5"),
+    "negative_prompt": (["stages.generate.negative_prompt=blurry"], "negative_prompt '' -> 'blurry'"),
+    "prompt_template": (["domain.prompt='<caption>, at fog'"], r"prompt '.*, in fog' -> '.*, at fog'"),
+    "domain_text": (["domain.prompt='<caption>, in thick fog'"], r"prompt '.*, in fog' -> '.*, in thick fog'"),
+    "seed": (["seed=1"], "seed 0 -> 1"),
+    "precision": (["backbone.dtype=fp32"], "dtype 'fp16' -> 'fp32'"),
+    "write_original": (["stages.generate.write_original=false"], "write_original True -> False"),
+    "controlnet_weights": (lambda world, tmp: [f"backbone.controlnet={_copy_dir(world / 'controlnet_sd15', tmp / 'cn')}"],
+                           r"controlnet '.*controlnet_sd15:dir:\w+' -> '.*/cn:dir:\w+'"),
+    "base_weights": (lambda world, tmp: [
+        f"backbone.pretrained={_copy_dir(world / 'outputs' / 'tiny' / 'models' / 'sd15', tmp / 'sd15')}"],
+                     r"pretrained '.*/sd15:dir:\w+' -> '.*/sd15:dir:\w+'"),
+    "captions": (lambda world, tmp: [f"stages.generate.captions={_other_captions(world, tmp)}"],
+                 r"prompt 'a city street number \d+, in fog' -> 'a foggy avenue \d+, in fog'"),
+    "label_maps": (lambda world, tmp: [f"datasets.cityscapes.root={_copy_dir(world / 'outputs' / 'tiny' / 'data' / 'cityscapes', tmp / 'cs')}"],
+                   r"label_map '.*/cityscapes/gtFine/.*' -> '.*/cs/gtFine/.*'"),
+}
+
+
+def _other_captions(world: Path, tmp: Path) -> Path:
+    path = tmp / "captions.jsonl"
+    records = [json.loads(line) for line in (world / "captions_val.jsonl").read_text().splitlines()]
+    path.write_text("".join(json.dumps({**r, "caption": r["caption"].replace("a city street number", "a foggy avenue")})
+                            + "\n" for r in records))
+    return path
+
+
+@pytest.mark.parametrize("setting", sorted(GENERATE_CHANGES))
+def test_generate_refuses_a_rerun_with_any_result_affecting_setting_changed(world, compose_world, copy_of, tmp_path,
+                                                                           setting):
+    import re
+
+    overrides, expected = GENERATE_CHANGES[setting]
+    if callable(overrides):
+        overrides = overrides(world, tmp_path)
+    before = snapshot(copy_of)
+    cfg = compose_world(copy_of, *GENERATE_TWO, *overrides)
+    with pytest.raises(Exception) as caught:
+        run_stages(cfg)
+    message = str(refused(caught.value))
+    assert re.search(expected, message), f"{expected!r} not in: {message}"
+    assert "holds 2 item(s) made with other settings" in message
+    assert "force=true" in message and "`stages.generate.out_root`" in message
+    assert snapshot(copy_of) == before, "a refused run changed the set"
+
+
+def test_generate_reruns_skip_unchanged_items_and_force_redoes_them_through_the_cli(world, copy_of, tmp_path):
+    """Through `python -m synthrel.run`: the same settings skip (and say so), a changed setting stops naming it,
+    force=true redoes every item with it, and items an older seed made are removed, not left in the set."""
+    fog = copy_of / "synthetic" / "sd15" / "fog"
+    before = snapshot(copy_of)
+    base = stage_overrides(world, copy_of, GENERATE_TWO)
+
+    same = run_cli(base, cwd=tmp_path)
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert "2 item(s) skipped in set" in same.stdout + same.stderr
+    assert snapshot(copy_of) == before
+
+    changed = run_cli([*base, "backbone.guidance_scale=3.0"], cwd=tmp_path)
+    assert changed.returncode != 0
+    assert "guidance_scale 8.0 -> 3.0" in changed.stderr and "force=true" in changed.stderr
+    assert snapshot(copy_of) == before, "a refused run changed the set"
+
+    forced = run_cli([*base, "backbone.guidance_scale=3.0", "force=true"], cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    records = latest(fog / "manifest.jsonl")
+    assert len(records) == 2 and {r["guidance_scale"] for r in records.values()} == {3.0}
+    after = snapshot(copy_of)
+    images = [k for k in before if k.startswith("synthetic/sd15/fog/leftImg8bit/")]
+    assert len(images) == 2 and all(after[k] != before[k] for k in images), "force=true did not redo the images"
+
+    reseeded = run_cli([*base, "backbone.guidance_scale=3.0", "seed=5", "force=true"], cwd=tmp_path)
+    assert reseeded.returncode == 0, reseeded.stderr[-2000:]
+    records = latest(fog / "manifest.jsonl")
+    assert {r["job_seed"] for r in records.values()} == {5}
+    dataset = SyntheticDataset(fog)
+    assert len(dataset) == 2 and {it.id for it in dataset.items} == set(records)
+    listed = {p.name.removesuffix("_leftImg8bit.png") for p in (fog / "leftImg8bit").rglob("*.png")}
+    assert listed == set(records), "images of the old seed were left in the set"
+
+
+def test_generate_redoes_nothing_when_a_label_file_is_only_read(world, compose_world, tmp_path):
+    """A rewritten label map (same path, new content) is a changed input; an untouched one is not."""
+    data = Path(_copy_dir(world / "outputs" / "tiny" / "data" / "cityscapes", tmp_path / "cs"))
+    artifacts = tmp_path / "artifacts"
+    args = [*GENERATE_TWO, f"datasets.cityscapes.root={data}"]
+    run_stages(compose_world(artifacts, *args))
+    fog = artifacts / "synthetic" / "sd15" / "fog"
+    again = run_stages(compose_world(artifacts, *args))["generate"]
+    assert again["generated"] == 0 and again["skipped"] == 2
+    used = {r["source_id"] for r in latest(fog / "manifest.jsonl").values()}
+    label = next(p for p in data.rglob("*_gtFine_labelIds.png") if p.name.removesuffix("_gtFine_labelIds.png") in used)
+    stat = label.stat()
+    os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # rewritten, as a label fix would
+    with pytest.raises(Exception) as caught:
+        run_stages(compose_world(artifacts, *args))
+    assert f"label_map '{label.resolve()}:" in str(refused(caught.value))
