@@ -177,3 +177,56 @@ def test_generate_redoes_nothing_when_a_label_file_is_only_read(world, compose_w
     with pytest.raises(Exception) as caught:
         run_stages(compose_world(artifacts, *args))
     assert f"label_map '{label.resolve()}:" in str(refused(caught.value))
+
+
+# ------------------------------------------------------------------------------------------------ calibrate
+def _calib_sample(path: Path, seed: int, temperature: float, n: int = 1200) -> None:
+    """Logits whose labels are drawn from softmax(z / temperature): TS should learn `temperature`."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    z = (rng.normal(size=(n, 19)) * 4).astype(np.float32)
+    p = np.exp(z / temperature - (z / temperature).max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    y = (p.cumsum(1) > rng.random((n, 1))).argmax(1).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, logits=z, labels=y, image_index=np.repeat(np.arange(4), n // 4).astype(np.int32),
+             features=rng.random((4, 8)).astype(np.float32),
+             image_ids=np.array([f"{path.parent.name}_{seed}_{i}" for i in range(4)]))
+
+
+def test_calibrate_refits_when_its_samples_or_settings_change(tmp_path, caplog):
+    """Calibrate recomputes like evaluate (cheap, whole records): a re-evaluated calibration set or target, or a
+    changed seed, is fitted / measured again, and the log says which changed; an unchanged re-run fits nothing."""
+    import logging
+
+    from synthrel.calibration.job import CalibrateJob
+
+    root = tmp_path / "results" / "tiny"
+    _calib_sample(root / "m" / "synth" / "calib_sample.npz", 0, 2.0)
+    _calib_sample(root / "m" / "real" / "calib_sample.npz", 1, 2.0)
+
+    def job(**kw):
+        return CalibrateJob(results_root=str(root), output_dir=str(tmp_path / "calib"),
+                            calibration_sets={"s": ["synth"]}, targets=["real"], objective="nll", **kw)
+
+    assert job().run()["fitted"] == 1
+    assert job().run()["fitted"] == 0
+    record = json.loads(next((tmp_path / "calib").rglob("m.json")).read_text())
+    temperature = record["scaler"]
+    _calib_sample(root / "m" / "synth" / "calib_sample.npz", 2, 0.5)  # evaluated again: another sample
+    caplog.set_level(logging.INFO, logger="synthrel.calibration.job")
+    assert job().run()["fitted"] == 1
+    assert "fitting again, changed since the last run: calib_samples" in caplog.text
+    record = json.loads(next((tmp_path / "calib").rglob("m.json")).read_text())
+    assert record["scaler"] != temperature  # fitted on the new sample, not reused
+    ece_before = record["targets"]["real"]["ece_raw"]
+    _calib_sample(root / "m" / "real" / "calib_sample.npz", 3, 1.0)  # the target evaluated again
+    caplog.clear()
+    assert job().run()["fitted"] == 0
+    assert "target real evaluated again since its ECE was measured" in caplog.text
+    record = json.loads(next((tmp_path / "calib").rglob("m.json")).read_text())
+    assert record["targets"]["real"]["ece_raw"] != ece_before
+    caplog.clear()
+    assert job(seed=3).run()["fitted"] == 1
+    assert "seed 0 -> 3" in caplog.text
