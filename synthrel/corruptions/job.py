@@ -20,7 +20,15 @@ from tqdm.auto import tqdm
 
 from synthrel.corruptions.apply import MIN_SIDE, check_corruption, check_severity, corrupt, library_version
 from synthrel.errors import ConfigError, DatasetError
-from synthrel.jobs import Shard, exclusive_outputs, item_rng, item_seed, path_identity, plan_resume, positive_int
+from synthrel.jobs import (
+    Shard,
+    exclusive_outputs,
+    item_rng,
+    item_seed,
+    path_identity,
+    plan_resume,
+    positive_int,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +142,8 @@ class CorruptJob:
 
     def _write(self, dataset, everything: list, mine: list, sets: dict) -> dict:
         from synthrel.data.io import read_image
-        from synthrel.data.synthetic import write_item
+        from synthrel.data.synthetic import latest_records, remove_items, write_item
         from synthrel.generation.conditioning import crop_resize_image, crop_resize_label
-
-        from synthrel.data.synthetic import latest_records, remove_items
 
         common = self.settings()
         plans, settings = {}, {}

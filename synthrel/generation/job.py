@@ -26,7 +26,6 @@ from synthrel.generation.conditioning import (
 )
 from synthrel.jobs import (
     BackgroundWriter,
-    Manifest,
     Shard,
     exclusive_outputs,
     item_rng,

@@ -20,7 +20,15 @@ import numpy as np
 
 from synthrel.data.synthetic import check_unique_keys, slugify, write_ood_item
 from synthrel.errors import ConfigError, WeightsError, unknown_name
-from synthrel.jobs import Shard, exclusive_output, item_rng, item_seed, path_identity, plan_resume, positive_int
+from synthrel.jobs import (
+    Shard,
+    exclusive_output,
+    item_rng,
+    item_seed,
+    path_identity,
+    plan_resume,
+    positive_int,
+)
 from synthrel.ood_objects.inpainting import (
     COMPILE_MODES,
     DiffusionSettings,
