@@ -12,7 +12,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from synthrel.config import check_domain, check_run_keys, check_stage_keys  # (importing it registers the schemas and resolvers)
+from synthrel.config import (  # (importing it registers the schemas and resolvers)
+    check_domain,
+    check_run_keys,
+    check_stage_keys,
+)
 from synthrel.errors import ConfigError
 from synthrel.preflight import gate as preflight_gate
 from synthrel.runtime import setup_runtime
