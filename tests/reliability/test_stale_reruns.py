@@ -230,3 +230,47 @@ def test_calibrate_refits_when_its_samples_or_settings_change(tmp_path, caplog):
     caplog.clear()
     assert job(seed=3).run()["fitted"] == 1
     assert "seed 0 -> 3" in caplog.text
+
+
+# ------------------------------------------------------------------------------------ corrupt and caption
+CORRUPT = ["+stage=[corrupt]", "stages.corrupt.corruptions=[fog,gaussian_noise]", "stages.corrupt.severities=[2]",
+           "profile.num_samples=2", "stages.corrupt.resolution=64"]
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("seed=3", "seed 0 -> 3"),
+    ("stages.corrupt.resolution=96", "resolution 64 -> 96"),
+    ("stages.corrupt.write_original=true", "write_original False -> True"),
+])
+def test_corrupt_refuses_a_rerun_with_changed_settings_and_force_redoes(compose_world, tmp_path, override, expected):
+    """Type and severity name the set folder (fog_s2); the seed, the crop size and the written files are checked
+    per item. force=true redoes the items, and those of the old seed are removed from the set."""
+    artifacts = tmp_path / "artifacts"
+    assert run_stages(compose_world(artifacts, *CORRUPT))["corrupt"]["written"] == 4
+    assert run_stages(compose_world(artifacts, *CORRUPT))["corrupt"]["skipped"] == 4
+    before = snapshot(artifacts)
+    with pytest.raises(Exception) as caught:
+        run_stages(compose_world(artifacts, *CORRUPT, override))
+    message = str(refused(caught.value))
+    assert expected in message and "corrupt: set " in message and "`stages.corrupt.output_dir`" in message
+    assert snapshot(artifacts) == before
+    assert run_stages(compose_world(artifacts, *CORRUPT, override, "force=true"))["corrupt"]["written"] == 4
+    for name in ("fog_s2", "gaussian_noise_s2"):
+        folder = artifacts / "corruptions" / name
+        records = latest(folder / "manifest.jsonl")
+        assert len(SyntheticDataset(folder)) == len(records) == 2
+        assert len(list((folder / "leftImg8bit").rglob("*.png"))) == 2  # no image of the old settings left
+
+
+def test_caption_refuses_a_rerun_with_another_captioner_setting(compose_world, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    caption = ["+stage=[caption]", "stages.caption.splits=[val]", "stages.caption.num_beams=1",
+               "stages.caption.max_new_tokens=6"]
+    first = run_stages(compose_world(artifacts, *caption))["caption"]
+    assert first["captioned"] == 4 and run_stages(compose_world(artifacts, *caption))["caption"]["skipped"] == 4
+    before = snapshot(artifacts)
+    with pytest.raises(Exception) as caught:
+        run_stages(compose_world(artifacts, *caption, "stages.caption.num_beams=2"))
+    message = str(refused(caught.value))
+    assert "caption: captions file" in message and "num_beams 1 -> 2" in message and "4 item(s)" in message
+    assert snapshot(artifacts) == before
