@@ -212,3 +212,35 @@ register_schemas()
 for _name, _resolver in (("synthrel.real", _real), ("synthrel.real_counterpart", real_counterpart)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)
+
+
+def check_stage_keys(cfg) -> None:
+    """Before any stage is built: every key under `stages.<stage>` is one its job takes (a misspelt key would
+    otherwise end in a TypeError after earlier stages ran), and a custom domain that a stage reads has a name."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    stages = cfg.get("stages") or {}
+    domain = cfg.get("domain")
+    if domain is not None and OmegaConf.is_missing(domain, "name"):
+        readers = [name for name in stages if "${domain." in OmegaConf.to_yaml(stages[name])]
+        if readers:
+            raise ConfigError(f"`domain.name` is not set: a custom domain needs a name (its synthetic folder and "
+                              f"the default prompt word; read by stage(s) {', '.join(readers)}), e.g. "
+                              "domain=custom domain.name=sandstorm")
+    for name in stages:
+        target = OmegaConf.select(stages[name], "_target_")
+        if not target:
+            continue
+        try:
+            parameters = inspect.signature(get_class(target)).parameters
+        except (ImportError, ValueError, TypeError):
+            continue  # Hydra reports an unknown target itself
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            continue
+        valid = sorted(p for p in parameters if not p.startswith("_"))
+        unknown = sorted(k for k in stages[name] if not str(k).startswith("_") and k not in parameters)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(f'`stages.{name}.{k}`' for k in unknown)}; valid keys of "
+                              f"stages.{name}: {', '.join(valid)}")

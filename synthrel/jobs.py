@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -317,3 +318,144 @@ def exclusive_output(folder: str | os.PathLike, shard: Shard | None = None) -> I
         yield
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------- fingerprints
+# One home for "is this output still what the current settings would produce?". Each stage declares the settings
+# that change its result (and the identities of its inputs); they are recorded beside the result (evaluate's DONE,
+# a manifest record's `settings`, calibrate's item record, train_controlnet's training.json) and compared on a
+# re-run. A result is skipped only when every declared value is unchanged.
+
+SETTINGS_KEY = "settings"
+
+
+class SettingsChangedError(ConfigError):
+    """An output folder holds results made with other settings; the message names them and how to proceed."""
+
+
+def path_identity(path) -> str | None:
+    """Identity of an input: a file by resolved path, size and modification time; a folder by those of every file
+    under it (hidden ones aside); anything else (a hub id, a URL) by itself. None stays None."""
+    if path is None:
+        return None
+    local = Path(str(path).removeprefix("file://")).expanduser()
+    if local.is_file():
+        stat = local.stat()
+        return f"{local.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    if local.is_dir():
+        digest = hashlib.sha256(str(local.resolve()).encode())
+        for file in sorted(p for p in local.rglob("*") if p.is_file()):
+            rel = file.relative_to(local)
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            stat = file.stat()
+            digest.update(f"|{rel}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        return f"{local.resolve()}:dir:{digest.hexdigest()[:16]}"
+    return str(path)
+
+
+def plain_settings(settings: dict) -> dict:
+    """`settings` as they read back from JSON (tuples become lists, numpy scalars numbers), so that a recorded
+    and a current value compare equal when they are."""
+    return json.loads(json.dumps(settings, sort_keys=True, default=_json_default))
+
+
+def changed_settings(recorded: dict | None, expected: dict) -> dict[str, tuple]:
+    """{key: (recorded value, current value)} for every key of `expected` whose recorded value differs."""
+    recorded = recorded or {}
+    expected = plain_settings(expected)
+    return {key: (recorded.get(key), value) for key, value in expected.items() if recorded.get(key) != value}
+
+
+def describe_changes(changed: dict[str, tuple]) -> str:
+    """'guidance_scale 8.0 -> 5.0; seed 0 -> 1' (long values shortened)."""
+    def short(value) -> str:
+        text = repr(value)
+        return text if len(text) <= 200 else text[:90] + "..." + text[-90:]
+
+    return "; ".join(f"{key} {short(old)} -> {short(new)}" for key, (old, new) in changed.items())
+
+
+@dataclass
+class ResumePlan:
+    """What a re-run of an item stage does: `todo` ids (new, or redone with `force`), `skipped` ids (recorded with
+    the same settings) and `obsolete` ids (recorded with other settings, not made by any shard of this run; the
+    stage removes them when `force`)."""
+
+    todo: list[str]
+    skipped: list[str]
+    obsolete: list[str]
+
+
+def plan_resume(stage: str, where: str, records: dict[str, dict], common: dict, inputs: dict[str, dict], *,
+                force: bool, elsewhere: str, planned: set[str] | None = None) -> ResumePlan:
+    """Decide, per item, to skip or (re)do it, and refuse a folder whose items were made with other settings.
+
+    `records`: the latest record per id found in the output (each with its `settings`); `common`: the stage's
+    result-affecting settings; `inputs`: this run's ids -> their own inputs (source file identities, caption...).
+    `planned`: every id of the whole run (all shards); records outside it are checked on `common` only.
+    An item is skipped only when its record holds exactly {**common, **inputs[id]}. Records made with other
+    settings stop the run with SettingsChangedError (a set must come from one configuration), unless `force`:
+    then this run's items are redone and the other records are returned as `obsolete`. The log says why each
+    item is skipped or (re)done.
+    """
+    common = plain_settings(common)
+    planned = set(inputs) if planned is None else planned
+    todo, skipped, stale = [], [], {}
+    for id, own in inputs.items():
+        record = records.get(id)
+        if record is None:
+            todo.append(id)
+            continue
+        changed = _record_changes(record, {**common, **own})
+        if changed:
+            stale[id] = changed
+            todo.append(id)
+        elif force:
+            todo.append(id)
+        else:
+            skipped.append(id)
+    for id, record in records.items():
+        if id in inputs or (id in planned and force):
+            continue  # another shard's item: with force, that shard redoes it
+        changed = _record_changes(record, common)
+        if changed:
+            stale[id] = changed
+    obsolete = sorted(id for id in stale if id not in planned)
+    if stale and not force:
+        reasons: dict[str, tuple[int, str]] = {}
+        for id, changed in stale.items():
+            text = describe_changes(changed)
+            count, example = reasons.get(text, (0, id))
+            reasons[text] = (count + 1, example)
+        detail = "\n".join(f"  {n} item(s), e.g. {example!r}: {text}" for text, (n, example) in reasons.items())
+        raise SettingsChangedError(
+            f"{stage}: {where} holds {len(stale)} item(s) made with other settings than this run's:\n{detail}\n"
+            f"A set must come from one configuration, so nothing was written. To proceed, either restore those "
+            f"settings, or set force=true (redo this run's items with the new settings and remove the old items "
+            f"it does not make), or write another output folder ({elsewhere})")
+    new = sum(1 for id in todo if id not in records)
+    if skipped:
+        log.info("%s: %d item(s) skipped in %s: done with these settings", stage, len(skipped), where)
+    if new:
+        log.info("%s: %d new item(s) for %s", stage, new, where)
+    if stale:
+        log.info("%s: force=true: redoing %d item(s) and removing %d of %s made with other settings (e.g. %s: %s)",
+                 stage, len([i for i in stale if i in inputs]), len(obsolete), where, next(iter(stale)),
+                 describe_changes(next(iter(stale.values()))))
+    forced = len(todo) - new - len([i for i in stale if i in inputs])
+    if forced:
+        log.info("%s: force=true: redoing %d finished item(s) of %s", stage, forced, where)
+    for id in skipped:
+        log.debug("%s: %s skipped: done with these settings", stage, id)
+    for id in todo:
+        log.debug("%s: %s to do: %s", stage, id, "new" if id not in records else
+                  describe_changes(stale[id]) if id in stale else "force=true")
+    return ResumePlan(todo=todo, skipped=skipped, obsolete=obsolete)
+
+
+def _record_changes(record: dict, expected: dict) -> dict[str, tuple]:
+    recorded = record.get(SETTINGS_KEY)
+    if recorded is None:
+        return {"settings": ("none recorded (an older synthrel)", "this run's")}
+    return changed_settings(recorded, expected)

@@ -12,7 +12,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from synthrel.config import check_domain, check_run_keys  # (importing it registers the schemas and resolvers)
+from synthrel.config import (  # (importing it registers the schemas and resolvers)
+    check_domain,
+    check_run_keys,
+    check_stage_keys,
+)
 from synthrel.errors import ConfigError
 from synthrel.preflight import gate as preflight_gate
 from synthrel.runtime import setup_runtime
@@ -53,6 +57,7 @@ def run_stages(cfg: DictConfig) -> dict[str, dict]:
     unknown = [name for name in stages if name not in STAGE_ORDER]
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown} under `stages`; valid names: {', '.join(STAGE_ORDER)}")
+    check_stage_keys(cfg)
     summaries = {}
     for name in sorted(stages, key=STAGE_ORDER.index):
         start = time.perf_counter()
@@ -66,6 +71,7 @@ def run_stages(cfg: DictConfig) -> dict[str, dict]:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     check_run_keys(cfg)
+    check_stage_keys(cfg)
     setup_runtime(cfg.get("cpu_threads"))
     from hydra.core.hydra_config import HydraConfig
 

@@ -219,12 +219,27 @@ def correlation_table(
     per_class: bool = False,
     real_datasets: Mapping[str, str] = REAL_DATASETS,
     bootstrap: Bootstrap = Bootstrap(),
+    notes: list[str] | None = None,
 ) -> pd.DataFrame:
     """Tidy table: one row per (metric, cls, generator, domain) with the three coefficients and intervals.
 
     With `per_class`, `metrics` are per-class metrics (cls = class name, e.g. IoU) and every class present
     is correlated separately (Table 5); otherwise the dataset-level rows (cls == "") are used (Table 1).
+
+    No row is dropped silently: a generator with results for a domain keeps its row, with NaN coefficients
+    (n/a in the tables) when fewer than MIN_INFORMATIVE models have both its value and the real one; a warning
+    (logged, and appended to `notes`) names the models missing on either side, and a domain whose real set has
+    no results at all.
     """
+    warned: set[tuple] = set()
+
+    def warn(key: tuple, message: str) -> None:
+        if key not in warned:
+            warned.add(key)
+            log.warning("%s", message)
+            if notes is not None:
+                notes.append(message)
+
     view = predictor_view(results)
     if generators is None:
         generators = order_generators(view["generator"].unique())
@@ -243,13 +258,41 @@ def correlation_table(
             cell = sub[sub["cls"] == cls]
             for generator in generators:
                 for domain in domains:
-                    pairs = _pairs(cell, domain, generator, real_datasets)
-                    if pairs.empty:
+                    predictor = _predictor_rows(cell, domain, generator, real_datasets)
+                    if predictor.empty:
+                        continue  # this generator made nothing for this domain: no row to show
+                    real_name = real_datasets[domain]
+                    real_models = set(cell.loc[cell["dataset"] == real_name, "model"])
+                    if not real_models:
+                        warn((metric, domain, "real"), f"correlation: no {metric} result on the real set "
+                             f"{real_name!r}, so the {domain!r} column is left out (evaluate the zoo on it)")
                         continue
+                    pairs = _pairs(cell, domain, generator, real_datasets)
+                    _warn_unmatched(warn, metric, generator, domain, real_name, set(predictor["model"]),
+                                    real_models, len(pairs))
                     stats_row = correlate(pairs["x"], pairs["y"], bootstrap)
                     rows.append({"metric": metric, "cls": cls, "generator": generator, "domain": domain,
                                  "real_dataset": real_datasets[domain], **stats_row})
     return pd.DataFrame(rows)
+
+
+def _warn_unmatched(warn, metric: str, generator: str, domain: str, real_name: str, predictor: set,
+                    real: set, n_pairs: int) -> None:
+    """Name the models one side lacks; say when the cell is n/a for want of models in common."""
+    only_predictor, only_real = sorted(predictor - real), sorted(real - predictor)
+    if not only_predictor and not only_real and n_pairs >= MIN_INFORMATIVE:
+        return
+    def some(names):
+        return ", ".join(names[:10]) + (f" (+{len(names) - 10} more)" if len(names) > 10 else "")
+    parts = [f"correlation {metric} {generator}->{domain}: {n_pairs} model(s) in common with the real results "
+             f"on {real_name!r}"]
+    if n_pairs < MIN_INFORMATIVE:
+        parts.append(f"fewer than {MIN_INFORMATIVE}, shown as {MISSING}")
+    if only_predictor:
+        parts.append(f"without a real result: {some(only_predictor)}")
+    if only_real:
+        parts.append(f"without a {generator} result: {some(only_real)}")
+    warn((metric, generator, domain), "; ".join(parts) + " (check that both were evaluated with the same zoo)")
 
 
 def shift_layout(tidy: pd.DataFrame, metric: str, value: str = "pearson", cls: str = "") -> pd.DataFrame:

@@ -15,7 +15,7 @@ from synthrel.analysis.ablation import ablation_for
 from synthrel.analysis.provenance import provenance
 from synthrel.errors import ConfigError, DatasetError
 from synthrel.evaluation import NOT_EVALUATED
-from synthrel.jobs import atomic_path, positive_int, write_json_atomic
+from synthrel.jobs import atomic_path, exclusive_output, positive_int, write_json_atomic
 from synthrel.metrics.calibration import CALIBRATION_ECE, ECE_DEFINITIONS
 from synthrel.reporting import save_table
 from synthrel.tracking import Tracker
@@ -88,8 +88,13 @@ class CorrelateJob:
         return results
 
     def run(self) -> dict:
+        with exclusive_output(self.output_dir):
+            return self._run()
+
+    def _run(self) -> dict:
         out = Path(self.output_dir)
         out.mkdir(parents=True, exist_ok=True)
+        self._notes: list[str] = []  # warnings of the analysis (models missing on one side...), kept in settings
         results = self.load()
         index: list[dict] = []
         with Tracker.from_config(self.logger, job_type="correlate") as tracker:
@@ -103,6 +108,7 @@ class CorrelateJob:
                     "bootstrap": {**self._bootstrap.__dict__, "method": "percentile", "resampled": "models"},
                     "profile": self.profile, "n_models": int(results["model"].nunique()),
                     "sources": sorted(set(results["source"])), "not_evaluated": self._not_evaluated(),
+                    "warnings": self._notes,
                     **provenance(self.run_dir)}
         write_json_atomic(out / SETTINGS_FILE, settings)
         write_json_atomic(out / OUTPUTS_INDEX, index)
@@ -119,7 +125,8 @@ class CorrelateJob:
 
     def _shift_tables(self, results, out, index, tracker) -> None:
         tidy = correlation.correlation_table(results, self.metrics, self.domains, self.generators,
-                                             real_datasets=self.real_datasets, bootstrap=self._bootstrap)
+                                             real_datasets=self.real_datasets, bootstrap=self._bootstrap,
+                                             notes=self._notes)
         if tidy.empty:
             log.warning("no (predictor, real) pairs found for metrics %s in domains %s", self.metrics, self.domains)
             return
@@ -144,7 +151,7 @@ class CorrelateJob:
             return
         tidy = correlation.correlation_table(results, self.class_metrics, self.domains, self.generators,
                                              per_class=True, real_datasets=self.real_datasets,
-                                             bootstrap=self._bootstrap)
+                                             bootstrap=self._bootstrap, notes=self._notes)
         if tidy.empty:
             return
         self._save_frame(tidy, out / "class_correlations", index, "Per-class correlations (tidy)", tracker)

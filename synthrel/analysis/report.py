@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from synthrel.errors import DatasetError
-from synthrel.jobs import write_text_atomic
+from synthrel.jobs import exclusive_output, write_text_atomic
 from synthrel.reporting import MISSING, NA_FOOTNOTE, has_missing
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,10 @@ class ReportJob:
     def run(self) -> dict:
         analysis = Path(self.analysis_dir)
         out = Path(self.output_dir or analysis)
+        with exclusive_output(out):
+            return self._write(analysis, out)
+
+    def _write(self, analysis: Path, out: Path) -> dict:
         index = gather_index(analysis)
         settings = read_settings(analysis)
         profile = settings.get("profile", self.profile)
@@ -119,6 +123,9 @@ def _summary(settings: dict) -> str:
     if missing:
         parts.append(f"{len(missing)} zoo model(s) not evaluated: "
                      + ", ".join(f"{k} ({why})" for k, why in sorted(missing.items())))
+    warnings = settings.get("warnings") or []
+    if warnings:
+        parts.append(f"{len(warnings)} warning(s) of the analysis: " + " | ".join(warnings))
     if boot:
         parts.append(f"Pearson r headline; intervals: {100 * boot['confidence']:.0f}% percentile bootstrap over "
                      f"models, {boot['n_resamples']} resamples, seed {boot['seed']}")

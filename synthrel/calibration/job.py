@@ -34,7 +34,18 @@ from synthrel.calibration.temperature import (
     fit_temperature_scaler,
 )
 from synthrel.errors import ConfigError, DatasetError, unknown_name
-from synthrel.jobs import Manifest, atomic_path, positive_int, write_json_atomic
+from synthrel.jobs import (
+    SETTINGS_KEY,
+    Manifest,
+    atomic_path,
+    changed_settings,
+    describe_changes,
+    exclusive_output,
+    path_identity,
+    plain_settings,
+    positive_int,
+    write_json_atomic,
+)
 from synthrel.metrics.calibration import top1_ece
 
 log = logging.getLogger(__name__)
@@ -193,6 +204,16 @@ class CalibrateJob:
         from synthrel.runtime import resolve_device
 
         device = resolve_device(self.device)
+        with exclusive_output(self.output_dir):
+            return self._run(device)
+
+    def fit_settings(self, model: str, keys: list[str]) -> dict:
+        """What a fit depends on: the calibration samples (the evaluate stage's files) and the fit settings."""
+        return {"calib_samples": {k: path_identity(self._sample_path(model, k)) for k in keys},
+                "objective": self.objective, "per_class_rule": self.per_class_rule, "n_clusters": self.n_clusters,
+                "seed": self.seed}
+
+    def _run(self, device) -> dict:
         out = Path(self.output_dir)
         manifest = Manifest(out / "manifest.jsonl", key="item")
         done = manifest.done()
@@ -207,14 +228,28 @@ class CalibrateJob:
             item = f"{'+'.join(keys)}|{self.method_tag(method)}|{model}"
             path = out / "+".join(keys) / self.method_tag(method) / f"{model}.json"
             record = json.loads(path.read_text()) if path.is_file() and item in done and not self.force else None
-            if record is None or record.get("version") != RECORD_VERSION:
-                record = self._fit(model, name, keys, method, device)
+            expected = self.fit_settings(model, keys)
+            changed = changed_settings((record or {}).get(SETTINGS_KEY), expected) if record else {}
+            if changed:
+                log.info("calibrate %s: fitting again, changed since the last run: %s", item, describe_changes(changed))
+            if record is None or record.get("version") != RECORD_VERSION or changed:
+                record = {**self._fit(model, name, keys, method, device), SETTINGS_KEY: plain_settings(expected)}
                 fitted += 1
+            dropped = False
+            for target, result in list(record["targets"].items()):
+                sample = path_identity(self._sample_path(model, target))
+                if result.get("sample") != sample:  # the target was evaluated again (or by an older synthrel)
+                    log.info("calibrate %s: target %s evaluated again since its ECE was measured; measuring again",
+                             item, target)
+                    del record["targets"][target]
+                    dropped = True
             missing = [t for t in self.targets if t not in record["targets"]]
-            if missing or item not in done or self.force:
+            if missing or dropped or item not in done or self.force:
                 scaler = TemperatureScaler.from_dict(record["scaler"])
                 for target in missing:
-                    record["targets"][target] = self._evaluate(scaler, model, target, record["calib_image_ids"])
+                    record["targets"][target] = {
+                        **self._evaluate(scaler, model, target, record["calib_image_ids"]),
+                        "sample": path_identity(self._sample_path(model, target))}
                 write_json_atomic(path, record)
                 manifest.append({"item": item, "path": str(path.relative_to(out)), "seed": self.seed})
         table = self._table(out, manifest)

@@ -12,7 +12,7 @@ from synthrel.captions.blip import MODES, BlipCaptioner, ClipInterrogatorCaption
 from synthrel.data.build import dataset_by_name
 from synthrel.data.io import read_image
 from synthrel.errors import ConfigError, DatasetError
-from synthrel.jobs import Manifest, exclusive_output, positive_int
+from synthrel.jobs import Manifest, exclusive_output, path_identity, plan_resume, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +89,24 @@ class CaptionJob:
                 summary["skipped"] += skipped
         return summary
 
+    def settings(self) -> dict:
+        """What a caption depends on besides its image (recorded per caption, compared on a re-run)."""
+        if self.mode == "blip":
+            return {"mode": self.mode, "model": path_identity(self.model), "num_beams": self.num_beams,
+                    "min_new_tokens": self.min_new_tokens, "max_new_tokens": self.max_new_tokens}
+        return {"mode": self.mode, "clip_model_name": self.clip_model_name}
+
     def _caption_split(self, split: str | None) -> tuple[Path, int, int]:
         dataset = dataset_by_name(self.datasets, self.dataset, split, key="stages.caption.dataset")
         split = split or "all"
         manifest = Manifest(captions_path(self.output_dir, self.dataset, split))
-        done = set() if self.force else manifest.done()
-        todo = [item for item in dataset.items if item.id not in done]
+        common = self.settings()
+        inputs = {item.id: {"image": path_identity(item.image)} for item in dataset.items}
+        records = {r["id"]: r for r in manifest.read() if r["id"] in inputs}  # captions of other images: unused
+        plan = plan_resume("caption", f"captions file {manifest.path}", records, common, inputs, force=self.force,
+                           elsewhere="`stages.caption.output_dir`")
+        todo_ids = set(plan.todo)
+        todo = [item for item in dataset.items if item.id in todo_ids]
         skipped = len(dataset.items) - len(todo)
         if todo:
             captioner = self._get_captioner()
@@ -106,7 +118,8 @@ class CaptionJob:
                         if not caption:
                             raise RuntimeError(f"the captioner returned an empty caption for {item.image}")
                         manifest.append({"id": item.id, "caption": caption, "image": str(item.image),
-                                         "model": self.model if self.mode == "blip" else self.clip_model_name})
+                                         "model": self.model if self.mode == "blip" else self.clip_model_name,
+                                         "settings": {**common, **inputs[item.id]}})
                     bar.update(len(batch))
         log.info("captions of %s/%s: %d new, %d already done -> %s", self.dataset, split, len(todo), skipped,
                  manifest.path)

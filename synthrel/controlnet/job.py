@@ -10,6 +10,7 @@ uninterrupted one; a finished run is skipped unless `force` or a larger `max_ste
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -21,7 +22,18 @@ from typing import Any
 
 from synthrel.errors import ConfigError, unknown_name
 from synthrel.generation.conditioning import ENCODINGS, encoding_channels
-from synthrel.jobs import Manifest, positive_int, write_json_atomic
+from synthrel.jobs import (
+    SETTINGS_KEY,
+    Manifest,
+    SettingsChangedError,
+    changed_settings,
+    describe_changes,
+    exclusive_output,
+    path_identity,
+    plain_settings,
+    positive_int,
+    write_json_atomic,
+)
 from synthrel.tracking import instantiate_loggers, one_wandb_run
 
 log = logging.getLogger(__name__)
@@ -31,7 +43,7 @@ STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
 KEY = "stages.train_controlnet"
 #: The settings that define the data stream and the model; a resumed run must keep them.
 RUN_IDENTITY = ("pretrained", "conditioning", "resolution", "batch_size", "accumulate_grad_batches", "world_size",
-                "seed", "hflip", "num_images")
+                "seed", "hflip", "num_images", "lr", "precision", "max_grad_norm")
 
 
 @dataclass
@@ -142,15 +154,14 @@ class TrainControlNetJob:
                    "checkpoint_dir": str(self.checkpoint_dir)}
         done = self._finished_steps()
         if done >= self.max_steps and not self.force:
-            log.info("ControlNet in %s already trained for %d steps (>= max_steps %d): skipped; force=true retrains",
-                     self.final_dir, done, self.max_steps)
+            self._check_finished_settings()
+            log.info("ControlNet in %s already trained for %d steps (>= max_steps %d) with these settings: skipped; "
+                     "force=true retrains", self.final_dir, done, self.max_steps)
             return {**summary, "global_step": done, "skipped": True}
 
         import pytorch_lightning as pl
 
         from synthrel.controlnet.data import ControlNetTrainData, load_captions
-        from synthrel.controlnet.module import ControlNetModule
-        from synthrel.diffusion_loading import is_sdxl, load_base_pipeline
 
         dataset = self._dataset()
         train_data = ControlNetTrainData(
@@ -164,6 +175,17 @@ class TrainControlNetJob:
                     "batch_size": self.batch_size, "accumulate_grad_batches": self.accumulate_grad_batches,
                     "world_size": trainer.world_size, "seed": self.seed, "hflip": self.hflip,
                     "num_images": len(train_data)}
+        identity.update(lr=self.lr, precision=self.precision, max_grad_norm=self.max_grad_norm)
+        with contextlib.ExitStack() as lock:
+            if trainer.is_global_zero:  # the other DDP ranks write nothing here: no lock, no deadlock
+                lock.enter_context(exclusive_output(self.output_dir))
+            return self._train(pl, trainer, train_data, dataset, identity, pretrained, run_dir, summary)
+
+    def _train(self, pl, trainer, train_data, dataset, identity: dict, pretrained: str, run_dir: Path,
+               summary: dict) -> dict:
+        from synthrel.controlnet.module import ControlNetModule
+        from synthrel.diffusion_loading import is_sdxl, load_base_pipeline
+
         ckpt_path = self._resume_checkpoint()
         self._check_identity(identity, resuming=ckpt_path is not None, is_zero=trainer.is_global_zero)
         sdxl = is_sdxl(pretrained)
@@ -189,12 +211,31 @@ class TrainControlNetJob:
                        resumed_from=ckpt_path, skipped=False, run_dir=str(run_dir))
         if trainer.is_global_zero:
             self._save_final(module.controlnet, {**identity, **summary, "max_steps": self.max_steps, "lr": self.lr,
+                                                 SETTINGS_KEY: plain_settings(self.settings()),
                                                  "dataset": dataset.name, "captions": str(self.captions),
                                                  "precision": self.precision, "max_grad_norm": self.max_grad_norm,
                                                  "crop_seed": "synthrel.jobs.item_seed(seed, position, 'crop')",
                                                  "shuffle_seed": "synthrel.jobs.item_seed(seed, epoch, 'shuffle')",
                                                  "noise_seed": "synthrel.jobs.item_seed(seed, position, 'diffusion')"})
         return summary
+
+    def settings(self) -> dict:
+        """What the trained weights depend on (recorded in final/training.json; a finished run is reused only while
+        they are unchanged). Not max_steps: a larger one continues the run, a smaller one keeps the longer run."""
+        return {"pretrained": path_identity(self.backbone["pretrained"]), "vae": path_identity(self.backbone.get("vae")),
+                "conditioning": self.conditioning, "resolution": self.resolution, "batch_size": self.batch_size,
+                "accumulate_grad_batches": self.accumulate_grad_batches, "lr": self.lr, "precision": self.precision,
+                "max_grad_norm": self.max_grad_norm, "hflip": self.hflip, "seed": self.seed,
+                "captions": path_identity(self.captions)}
+
+    def _check_finished_settings(self) -> None:
+        record = json.loads((self.final_dir / "training.json").read_text())
+        changed = changed_settings(record.get(SETTINGS_KEY), self.settings())
+        if changed:
+            raise SettingsChangedError(
+                f"train_controlnet: the ControlNet in {self.final_dir} was trained with other settings than this "
+                f"run's: {describe_changes(changed)}. It is not reused; set force=true to train again with the new "
+                f"settings (replaces it), or use another `{KEY}.output_dir`")
 
     def _dataset(self):
         from synthrel.data.build import build_dataset

@@ -20,7 +20,15 @@ from tqdm.auto import tqdm
 
 from synthrel.corruptions.apply import MIN_SIDE, check_corruption, check_severity, corrupt, library_version
 from synthrel.errors import ConfigError, DatasetError
-from synthrel.jobs import Manifest, Shard, exclusive_outputs, item_rng, item_seed, positive_int
+from synthrel.jobs import (
+    Shard,
+    exclusive_outputs,
+    item_rng,
+    item_seed,
+    path_identity,
+    plan_resume,
+    positive_int,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +127,36 @@ class CorruptJob:
         everything = self.plan(dataset)
         mine = [everything[k] for k in self._shard.select(len(everything))]
         with exclusive_outputs(sets.values(), self._shard):
-            return self._write(dataset, mine, sets)
+            return self._write(dataset, everything, mine, sets)
 
-    def _write(self, dataset, mine: list, sets: dict) -> dict:
+    def settings(self) -> dict:
+        """What every corrupted item depends on besides its own inputs (recorded per item, compared on a re-run)."""
+        return {"library": library_version(), "resolution": self.resolution, "write_original": self.write_original,
+                "seed": self.seed}
+
+    @staticmethod
+    def item_inputs(it: CorruptionItem, dataset) -> dict:
+        source = dataset.items[it.source_index]
+        return {"corruption": it.corruption, "severity": it.severity, "source_image": path_identity(source.image),
+                "label_map": path_identity(source.label), "crop_box": list(it.crop_box), "noise_seed": it.seed}
+
+    def _write(self, dataset, everything: list, mine: list, sets: dict) -> dict:
         from synthrel.data.io import read_image
-        from synthrel.data.synthetic import MANIFEST, write_item
+        from synthrel.data.synthetic import latest_records, remove_items, write_item
         from synthrel.generation.conditioning import crop_resize_image, crop_resize_label
 
-        done = {name: set() if self.force else Manifest(folder / MANIFEST).done() for name, folder in sets.items()}
-        todo = [it for it in mine if it.id not in done[it.set_name]]
+        common = self.settings()
+        plans, settings = {}, {}
+        for name, folder in sets.items():  # every set is checked before anything is written or removed
+            inputs = {it.id: self.item_inputs(it, dataset) for it in mine if it.set_name == name}
+            plans[name] = plan_resume("corrupt", f"set {folder}", latest_records(folder), common, inputs,
+                                      force=self.force, elsewhere="`stages.corrupt.output_dir`",
+                                      planned={it.id for it in everything if it.set_name == name})
+            settings.update({id: {**common, **own} for id, own in inputs.items()})
+        for name, plan in plans.items():
+            remove_items(sets[name], plan.obsolete)
+        todo_ids = {(name, id) for name, plan in plans.items() for id in plan.todo}
+        todo = [it for it in mine if (it.set_name, it.id) in todo_ids]
         summary = {"output_dir": str(self.output_dir), "sets": {k: str(v) for k, v in sets.items()},
                    "shard": str(self._shard), "written": 0, "skipped": len(mine) - len(todo)}
         meta = {"library": library_version(), "resolution": self.resolution, "job_seed": self.seed}
@@ -145,7 +174,8 @@ class CorruptJob:
                            label_ids, original=clean if self.write_original else None,
                            meta={**meta, "source_id": it.source_id, "source_index": it.source_index,
                                  "crop_box": list(it.crop_box), "corruption": it.corruption,
-                                 "severity": it.severity, "index": it.index, "seed": it.seed})
+                                 "severity": it.severity, "index": it.index, "seed": it.seed,
+                                 "settings": settings[it.id]})
                 summary["written"] += 1
                 bar.update(1)
         log.info("corrupt %s: wrote %d, skipped %d existing items of shard %s under %s", dataset.name,

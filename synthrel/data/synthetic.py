@@ -48,9 +48,46 @@ def _check_label_ids(label_ids: np.ndarray, image: np.ndarray, what: str) -> np.
     return label_ids
 
 
+REMOVED = "removed"  # a manifest record {"id": ..., "removed": true}: the item was deleted (force=true, new settings)
+
+
 def _latest_records(manifest: Manifest) -> dict[str, dict]:
-    """The last record per id (a forced re-run appends a newer record for the same id)."""
-    return {r["id"]: r for r in manifest.read()}
+    """The last record per id (a forced re-run appends a newer record for the same id); removed items left out."""
+    latest = {r["id"]: r for r in manifest.read()}
+    return {id: r for id, r in latest.items() if not r.get(REMOVED)}
+
+
+def latest_records(root: str | Path) -> dict[str, dict]:
+    """The items a set folder holds: its manifest's last record per id, removed ones left out."""
+    return _latest_records(Manifest(Path(root) / MANIFEST))
+
+
+def remove_items(root: str | Path, ids) -> int:
+    """Delete items of a synthetic or OOD-object set (their files, then a `removed` manifest record each), e.g.
+    items made with other settings that a forced re-run does not make again. Returns how many were removed."""
+    root = Path(root)
+    manifest = Manifest(root / MANIFEST)
+    latest = _latest_records(manifest)
+    removed = 0
+    for id in ids:
+        rec = latest.get(id)
+        if rec is None:
+            continue
+        if "object_slug" in rec:
+            slug = rec["object_slug"]
+            paths = [root / "images" / slug / f"{id}.png", root / "labels" / slug / f"{id}_labelIds.png",
+                     root / "masks" / slug / f"{id}_mask.png"]
+        else:
+            split, city = rec.get("split", "val"), rec.get("city", "")
+            paths = [root / "leftImg8bit" / split / city / f"{id}{IMAGE_SUFFIX}",
+                     root / "gtFine" / split / city / f"{id}{LABEL_SUFFIX}",
+                     root / "gtFine" / split / city / f"{id}{TRAIN_SUFFIX}",
+                     root / "original" / split / city / f"{id}{IMAGE_SUFFIX}"]
+        manifest.append({"id": id, REMOVED: True})  # first: a kill in between leaves no listed item without files
+        for path in paths:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def slugify(name: str) -> str:

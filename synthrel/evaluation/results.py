@@ -24,7 +24,7 @@ import pandas as pd
 
 from synthrel.conventions import CLASS_NAMES
 from synthrel.evaluation.engine import EvalOutputs
-from synthrel.jobs import atomic_path, write_json_atomic
+from synthrel.jobs import atomic_path, changed_settings, describe_changes, path_identity, write_json_atomic
 from synthrel.metrics.calibration import ece_from_bins
 from synthrel.metrics.ood import dataset_rows
 from synthrel.metrics.segmentation import iou_per_class, mean_iou, pixel_accuracy
@@ -51,23 +51,16 @@ def is_done(folder, expected: dict | None = None) -> bool:
     if (Path(folder) / LEGACY_OOD_HISTOGRAMS).is_file():
         log.info("%s: OOD metrics from the histograms of an older synthrel; evaluating again", folder)
         return False
-    record = json.loads(marker.read_text())
-    changed = {key: (record.get(key), value) for key, value in (expected or {}).items() if record.get(key) != value}
+    changed = changed_settings(json.loads(marker.read_text()), expected or {})
     if changed:
-        log.info("%s: evaluating again, changed since the last run: %s", folder,
-                 "; ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items()))
+        log.info("%s: evaluating again, changed since the last run: %s", folder, describe_changes(changed))
         return False
     return True
 
 
 def weights_fingerprint(checkpoint: str | None, config: str) -> str:
     """Identity of a model's weights: a local file by path, size and modification time; a URL by itself."""
-    source = checkpoint or config
-    path = Path(str(source).removeprefix("file://"))
-    if path.is_file():
-        stat = path.stat()
-        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    return str(source)
+    return path_identity(checkpoint or config)
 
 
 def metric_rows(out: EvalOutputs, meta: dict, absent_classes=()) -> pd.DataFrame:

@@ -27,11 +27,12 @@ from synthrel.generation.conditioning import (
 )
 from synthrel.jobs import (
     BackgroundWriter,
-    Manifest,
     Shard,
     exclusive_outputs,
     item_rng,
     item_seed,
+    path_identity,
+    plan_resume,
     positive_int,
 )
 
@@ -181,26 +182,60 @@ class GenerateJob:
         mine = [everything[k] for k in self._shard.select(len(everything))]
         sets = sorted({it.out_dir for it in mine})
         with exclusive_outputs(sets, self._shard):
-            return self._generate(dataset, mine, sets)
+            return self._generate(dataset, everything, mine, sets)
 
-    def _generate(self, dataset, mine: list, sets: list[str]) -> dict:
-        from synthrel.data.synthetic import MANIFEST
+    def settings(self) -> dict:
+        """The settings every item's pixels depend on (recorded in each manifest record, compared on a re-run);
+        not the speed options (batch_size, sampler, compile), which change pixels by float rounding only."""
+        return {"backbone": self.backbone, "pretrained": path_identity(self.pretrained),
+                "controlnet": path_identity(self.controlnet_source()), "vae": path_identity(self.vae),
+                "negative_prompt": self.negative_prompt, "resolution": self.resolution,
+                "num_inference_steps": self.num_inference_steps, "scheduler": self.scheduler, "eta": self.eta,
+                "guidance_scale": self.guidance_scale,
+                "controlnet_conditioning_scale": self.controlnet_conditioning_scale,
+                "conditioning": self.conditioning, "dtype": self.dtype,
+                "write_original": self.write_original, "seed": self.seed}
 
-        done = set() if self.force else {(d, i) for d in sets for i in Manifest(Path(d) / MANIFEST).done()}
-        todo = [it for it in mine if (it.out_dir, it.id) not in done]
-        summary = {"out_dir": str(self.set_dir(self.domains[0])), "set_dirs": sets, "shard": str(self._shard),
-                   "generated": 0, "skipped": len(mine) - len(todo)}
-        if not todo:
-            log.info("generate %s: all %d items of shard %s exist in %s", self.backbone, len(mine), self._shard,
-                     ", ".join(sets))
-            return summary
+    def item_inputs(self, it: GenerationItem, dataset, captions: dict[str, str]) -> dict:
+        """An item's own inputs: its prompt (template, caption and domain text), its label map (and source image
+        when the original is written), crop and noise seed."""
+        source = dataset.items[it.source_index]
+        return {"prompt": self.prompt(captions[it.source_id], it.domain), "label_map": path_identity(source.label),
+                "source_image": path_identity(source.image) if self.write_original else None,
+                "crop_box": list(it.crop_box), "noise_seed": it.noise_seed}
+
+    def _generate(self, dataset, everything: list, mine: list, sets: list[str]) -> dict:
+        from synthrel.data.synthetic import latest_records, remove_items
+
         captions = read_captions(self.captions)
-        missing = sorted({it.source_id for it in todo} - set(captions))
+        missing = sorted({it.source_id for it in mine} - set(captions))
         if missing:
             raise DatasetError(
                 f"captions file {self.captions} has no caption for {len(missing)} source image(s), e.g. "
                 f"{missing[0]!r}: re-run the caption stage on the source split or set `stages.generate.captions`"
             )
+        common = self.settings()
+        self._item_settings = {}
+        plans = {}
+        for folder in sets:  # every set is checked before anything is written or removed
+            inputs = {it.id: self.item_inputs(it, dataset, captions) for it in mine if it.out_dir == folder}
+            plans[folder] = plan_resume(
+                "generate", f"set {folder}", latest_records(folder), common, inputs, force=self.force,
+                elsewhere="`stages.generate.out_root`, or `paths.artifacts_dir`",
+                planned={it.id for it in everything if it.out_dir == folder})
+            self._item_settings.update({id: {**common, **own} for id, own in inputs.items()})
+        for folder, plan in plans.items():
+            if plan.obsolete:
+                remove_items(folder, plan.obsolete)
+        todo_ids = {(folder, id) for folder, plan in plans.items() for id in plan.todo}
+        todo = [it for it in mine if (it.out_dir, it.id) in todo_ids]
+        summary = {"out_dir": str(self.set_dir(self.domains[0])), "set_dirs": sets, "shard": str(self._shard),
+                   "generated": 0, "skipped": len(mine) - len(todo),
+                   "removed": sum(len(plan.obsolete) for plan in plans.values())}
+        if not todo:
+            log.info("generate %s: all %d items of shard %s exist in %s with these settings", self.backbone,
+                     len(mine), self._shard, ", ".join(sets))
+            return summary
         generator = _Generator(self)
         desc = f"generate {self.backbone}/{self.set_name if self.pooled else ','.join(self.domains)}"
         # PNG encoding and writing run beside the next batch's sampling
@@ -300,7 +335,8 @@ class _Generator:
         for k, it in enumerate(batch):
             meta = {**self.meta, "source_id": it.source_id, "source_index": it.source_index,
                     "crop_box": list(it.crop_box), "caption": captions[it.source_id], "prompt": prompts[k],
-                    "domain": it.domain, "index": it.index, "seed": it.noise_seed}
+                    "domain": it.domain, "index": it.index, "seed": it.noise_seed,
+                    "settings": job._item_settings[it.id]}
             records.append(dict(root=it.out_dir, id=it.id, city=it.city, image=images[k], label_ids=labels[k],
                                 original=originals[k] if job.write_original else None, meta=meta))
         return records

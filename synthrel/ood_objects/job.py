@@ -18,9 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from synthrel.data.synthetic import MANIFEST, check_unique_keys, slugify, write_ood_item
+from synthrel.data.synthetic import check_unique_keys, slugify, write_ood_item
 from synthrel.errors import ConfigError, WeightsError, unknown_name
-from synthrel.jobs import Manifest, Shard, exclusive_output, item_rng, item_seed, positive_int
+from synthrel.jobs import (
+    Shard,
+    exclusive_output,
+    item_rng,
+    item_seed,
+    path_identity,
+    plan_resume,
+    positive_int,
+)
 from synthrel.ood_objects.inpainting import (
     COMPILE_MODES,
     DiffusionSettings,
@@ -139,16 +147,25 @@ class InpaintJob:
     def _inpaint(self) -> dict:
         from tqdm.auto import tqdm
 
+        from synthrel.data.synthetic import latest_records, remove_items
+
         out_dir = Path(self.out_dir)
         items = self.work_items()
-        done = set() if self.force else Manifest(out_dir / MANIFEST).done()
-        pending = [it for it in items if it.id not in done]
+        source = self._source()
+        common = self.settings(source)
+        inputs = {it.id: {"object": it.object_name} for it in items}
+        planned = {WorkItem(name, k).id for name in self.selected_objects for k in range(self.samples_per_object)}
+        plan = plan_resume("inpaint", f"OOD-object set {out_dir}", latest_records(out_dir), common, inputs,
+                           force=self.force, elsewhere="`stages.inpaint.out_dir`", planned=planned)
+        remove_items(out_dir, plan.obsolete)
+        self._item_settings = {id: {**common, **own} for id, own in inputs.items()}
+        todo = set(plan.todo)
+        pending = [it for it in items if it.id in todo]
         summary = {"out_dir": str(out_dir), "shard": str(self.shard_spec), "items": len(items),
                    "skipped": len(items) - len(pending), "accepted": 0, "rejected": 0}
         if not pending:
             log.info("inpaint: all %d items of shard %s already in %s", len(items), self.shard_spec, out_dir)
             return summary
-        source = self._source()
         models = self._load_models()
         bar = tqdm(total=len(items), initial=len(items) - len(pending),
                    desc=f"inpaint OOD objects ({out_dir.name})")
@@ -163,6 +180,20 @@ class InpaintJob:
         bar.close()
         log.info("inpaint: %s", summary)
         return summary
+
+    def settings(self, source) -> dict:
+        """What every item depends on besides its object (recorded per item, compared on a re-run): the models,
+        the source images, every diffusion, detection and filter setting, the seed."""
+        fingerprint = getattr(source, "fingerprint", None)
+        return {"inpaint_model": path_identity(self.inpaint_model), "grounding_dino": path_identity(self.grounding_dino),
+                "sam": path_identity(self.sam), "source": fingerprint() if fingerprint else type(source).__name__,
+                "patch_size": self.patch_size, "prompt": self.prompt, "guidance_scale": self.guidance_scale,
+                "num_inference_steps": self.num_inference_steps, "refine": self.refine,
+                "refine_prompt": self.refine_prompt, "refine_strength": self.refine_strength,
+                "refine_guidance_scale": self.refine_guidance_scale, "refine_steps": self.refine_steps,
+                "box_threshold": self.box_threshold, "text_threshold": self.text_threshold, "nms_iou": self.nms_iou,
+                "min_detection_score": self.min_detection_score, "min_mask_box_ratio": self.min_mask_box_ratio,
+                "dtype": self.dtype, "seed": self.seed}
 
     def _source(self):
         if isinstance(self.source, dict):
@@ -238,7 +269,7 @@ class InpaintJob:
         for item, image, labels, mask, meta, placement, (detection, segmentation) in zip(
                 batch, composites, label_ids, masks, metas, placements, found, strict=True):
             status, reason, stats = self._judge(name, mask, placement, detection, segmentation)
-            meta = {**meta, **stats, "reason": reason}
+            meta = {**meta, **stats, "reason": reason, "settings": self._item_settings[item.id]}
             records.append(write_ood_item(out_dir, item.id, name, image, labels, mask, status, meta))
         return records
 

@@ -221,3 +221,28 @@ def test_no_gradient_clipping_by_default_as_the_paper(compose_cfg, write_citysca
     clipped = make_job(tiny_models, tiny_cityscapes, tmp_path / "clip", max_grad_norm=0.5)
     trainer = clipped._trainer(pl, tmp_path / "clip_run")
     assert trainer.gradient_clip_val == 0.5 and trainer.gradient_clip_algorithm == "norm"
+
+
+def test_a_finished_run_is_not_reused_when_its_settings_changed(tiny_models, tiny_cityscapes, tmp_path):
+    """A trained ControlNet is skipped only while what trained it is unchanged; else the run stops naming the
+    changed settings (lr, captions...) and force=true trains again with them."""
+    from synthrel.jobs import SettingsChangedError, exclusive_output
+
+    out = tmp_path / "out"
+    make_job(tiny_models, tiny_cityscapes, out).run()
+    assert make_job(tiny_models, tiny_cityscapes, out).run()["skipped"]
+    with pytest.raises(SettingsChangedError, match=r"lr 0\.0001 -> 0\.001.*force=true"):
+        make_job(tiny_models, tiny_cityscapes, out, lr=1e-3).run()
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text(tiny_cityscapes["captions"].read_text().replace('"caption": "', '"caption": "foggy '))
+    with pytest.raises(SettingsChangedError, match=r"captions '.*' -> '.*captions\.jsonl:"):
+        make_job(tiny_models, tiny_cityscapes, out, captions=str(captions)).run()
+    before = json.loads((out / "final" / "training.json").read_text())
+    with exclusive_output(out):  # another run (rank 0 of another job) holds the folder
+        with pytest.raises(Exception, match=f"another synthrel run is writing {out}"):
+            make_job(tiny_models, tiny_cityscapes, out, lr=1e-3, force=True).run()
+    retrained = make_job(tiny_models, tiny_cityscapes, out, lr=1e-3, force=True).run()
+    assert not retrained["skipped"]
+    after = json.loads((out / "final" / "training.json").read_text())
+    assert before["lr"] == 1e-4 and after["lr"] == after["settings"]["lr"] == 1e-3
+    assert make_job(tiny_models, tiny_cityscapes, out, lr=1e-3).run()["skipped"]

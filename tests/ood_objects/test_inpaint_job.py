@@ -10,6 +10,7 @@ from synthrel.data.cityscapes import CityscapesDataset
 from synthrel.data.io import read_image, read_label
 from synthrel.data.synthetic import OODObjectsDataset
 from synthrel.errors import ConfigError, DatasetError, WeightsError
+from synthrel.jobs import SettingsChangedError
 from synthrel.ood_objects.grounded_sam import Detection, Segmentation
 from synthrel.ood_objects.job import InpaintJob
 from synthrel.ood_objects.placement import Box, Placement
@@ -140,8 +141,11 @@ def test_rejects_are_recorded_with_their_reason(tiny_models, cityscapes_root, tm
         assert (tmp_path / "images" / "lion" / f"{rec['id']}.png").exists()  # kept for inspection
     with pytest.raises(DatasetError, match="empty"):
         OODObjectsDataset(tmp_path)  # rejected items are never read back
-    summary = make_job(tiny_models, cityscapes_root, tmp_path, objects=["lion"], samples_per_object=2).run()
+    summary = make_job(tiny_models, cityscapes_root, tmp_path, objects=["lion"], samples_per_object=2,
+                       box_threshold=1.01).run()
     assert summary["skipped"] == 2  # a rejected item counts as done
+    with pytest.raises(SettingsChangedError, match="2 item.*box_threshold 1.01 -> 0.0"):  # not while thresholds change
+        make_job(tiny_models, cityscapes_root, tmp_path, objects=["lion"], samples_per_object=2).run()
 
 
 @pytest.mark.parametrize("score,area,expected", [

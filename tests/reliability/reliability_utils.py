@@ -42,7 +42,7 @@ def stage_overrides(world: Path, artifacts: Path, stage: list[str]) -> list[str]
     extra = []
     if any(o.startswith("+stage=") and "generate" in o for o in stage):
         extra = [f"backbone.controlnet={world}/controlnet_sd15", f"stages.generate.captions={world}/captions_val.jsonl"]
-    return [*base_overrides(world, artifacts), *stage, *extra]
+    return [*base_overrides(world, artifacts), *extra, *stage]  # the test's own values win
 
 
 def synthrel_command(overrides: list[str]) -> list[str]:

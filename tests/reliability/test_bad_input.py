@@ -183,7 +183,9 @@ def test_checkpoint_of_another_architecture(world, compose_world, artifacts):
 
 
 def test_controlnet_of_the_wrong_backbone(world, compose_world, artifacts):
-    cfg = compose_world(artifacts, *GENERATE_SMALL, "profile.num_samples=3")
+    # force=true: without it the run stops earlier, because the set on disk was made with the other ControlNet
+    # (tests/reliability/test_stale_reruns.py); the mismatch must still be caught when the user forces a redo
+    cfg = compose_world(artifacts, *GENERATE_SMALL, "profile.num_samples=3", "force=true")
     cfg.backbone.controlnet = str(world / "controlnet_sdxl")
     with expect_error(WeightsError, r"controlnet_sdxl.*\(config key `backbone.controlnet`\) does not match "
                                            r"the base model .*sd15.*cross_attention_dim"):

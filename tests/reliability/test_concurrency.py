@@ -48,3 +48,39 @@ def test_runs_started_in_the_same_second_get_their_own_run_folders(world, tmp_pa
         proc.wait(timeout=120)
     runs = sorted((artifacts / "logs" / "run" / "runs").iterdir())
     assert len(runs) == 3, runs
+
+
+def test_calibrate_and_analysis_outputs_are_locked_while_another_run_writes_them(tmp_path):
+    """calibrate, correlate and report stop at once, naming the folder, while another run holds it (and write
+    nothing); once it is released they run."""
+    import json
+
+    import numpy as np
+    import pytest
+
+    from synthrel.analysis.jobs import CorrelateJob
+    from synthrel.analysis.report import ReportJob
+    from synthrel.calibration.job import CalibrateJob
+    from synthrel.jobs import OutputBusyError
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "results"
+    for key in ("synth", "real"):
+        folder = root / "m" / key
+        folder.mkdir(parents=True)
+        np.savez(folder / "calib_sample.npz", logits=rng.normal(size=(400, 19)).astype(np.float32),
+                 labels=rng.integers(0, 19, 400).astype(np.uint8), image_index=np.repeat(np.arange(4), 100),
+                 features=np.zeros((4, 8), np.float32), image_ids=np.array([f"{key}{i}" for i in range(4)]))
+    calib = CalibrateJob(results_root=str(root), output_dir=str(tmp_path / "calib"),
+                         calibration_sets={"s": ["synth"]}, targets=["real"], objective="nll")
+    analysis = tmp_path / "analysis"
+    jobs = {tmp_path / "calib": calib,
+            analysis: CorrelateJob(output_dir=str(analysis), results_root=str(root), profile="tiny"),
+            tmp_path / "report": ReportJob(analysis_dir=str(analysis), output_dir=str(tmp_path / "report"))}
+    for folder, job in jobs.items():
+        with exclusive_output(folder):
+            with pytest.raises(OutputBusyError, match=f"another synthrel run is writing {folder}: .*\"pid\""):
+                job.run()
+        assert [p.name for p in folder.iterdir()] == [".synthrel.lock"], "a refused run wrote its outputs"
+    assert calib.run()["fitted"] == 1
+    assert json.loads(next((tmp_path / "calib").rglob("m.json")).read_text())["model"] == "m"
