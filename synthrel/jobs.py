@@ -79,11 +79,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
             raise
     except OSError as e:
-        if e.errno not in DISK_FULL_ERRNOS or isinstance(e, DiskFullError):
+        error = _as_disk_full(e, path)
+        if error is e:
             raise
-        raise DiskFullError(e.errno, f"no space left on the device of output folder {path.parent} while writing "
-                                     f"{path.name} ({e.strerror}); free space or point the output elsewhere, then "
-                                     "re-run: files written before are kept and the job resumes") from e
+        raise error from e
+
+
+def _as_disk_full(error: OSError, path: Path) -> OSError:
+    """`error` itself, or, for a full disk or quota, a DiskFullError naming the output folder and file."""
+    if error.errno not in DISK_FULL_ERRNOS or isinstance(error, DiskFullError):
+        return error
+    return DiskFullError(error.errno, f"no space left on the device of output folder {path.parent} while writing "
+                                      f"{path.name} ({error.strerror}); free space or point the output elsewhere, "
+                                      "then re-run: files written before are kept and the job resumes")
 
 
 @contextlib.contextmanager
@@ -164,13 +172,23 @@ class Manifest:
     def append(self, record: dict) -> None:
         if self.key not in record:
             raise KeyError(f"manifest record lacks its key {self.key!r}: {record}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._drop_truncated_tail()
         line = json.dumps(record, sort_keys=True, default=_json_default) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._drop_truncated_tail()
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            error = _as_disk_full(e, self.path)
+            if error is e:
+                raise
+            # a full disk may have taken part of the line: drop it now (truncating needs no space), as the next
+            # append would, so that the manifest keeps only whole records
+            with contextlib.suppress(OSError):
+                self._drop_truncated_tail()
+            raise error from e
 
     def _drop_truncated_tail(self) -> None:
         if not self.path.exists() or self.path.stat().st_size == 0:

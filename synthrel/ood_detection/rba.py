@@ -23,10 +23,6 @@ from synthrel.metrics.ood import rba_score
 TRAINABLE_PREFIXES = ("class_predictor.", "model.transformer_module.decoder.mask_predictor.mask_embedder.")
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # Mask2Former's PIXEL_MEAN / PIXEL_STD (RGB, 0-255)
 IMAGENET_STD = (58.395, 57.12, 57.375)
-DEFAULT_CHECKPOINTS = {
-    "rba_swin_b": "facebook/mask2former-swin-base-cityscapes-semantic",
-    "rba_swin_l": "facebook/mask2former-swin-large-cityscapes-semantic",
-}
 
 
 def load_mask2former(name_or_path, arch=None, allow_pickle: bool = False):

@@ -36,10 +36,6 @@ HUB_MODELS: dict[str, HubModel] = {
     "Salesforce/blip-image-captioning-large": HubModel("transformers", 1.9 * GB, "BLIP captioner (large)"),
     "IDEA-Research/grounding-dino-tiny": HubModel("transformers", 0.7 * GB, "Grounding DINO (Swin-T)"),
     "facebook/sam-vit-huge": HubModel("transformers", 2.6 * GB, "Segment Anything ViT-H"),
-    "facebook/mask2former-swin-base-cityscapes-semantic": HubModel(
-        "transformers", 0.43 * GB, "Mask2Former Swin-B, Cityscapes semantic (RbA base)"),
-    "facebook/mask2former-swin-large-cityscapes-semantic": HubModel(
-        "transformers", 0.86 * GB, "Mask2Former Swin-L, Cityscapes semantic (RbA base)"),
 }
 
 #: ids that no longer resolve, with their maintained replacement (RunwayML deleted its repositories in 2024-09).

@@ -1,7 +1,8 @@
 """A tiny randomly initialised Mask2Former (Swin backbone, 19 Cityscapes labels) saved with save_pretrained.
 
-Same classes and folder layout as `facebook/mask2former-swin-base-cityscapes-semantic`, so RbA code loads it
-through the same `Mask2FormerForUniversalSegmentation.from_pretrained(folder)` call.
+Same classes and folder layout as a Cityscapes-semantic Mask2Former saved with save_pretrained (e.g. an RbA
+checkpoint converted by `python -m synthrel.ood_detection.convert ... --out`), so RbA code loads it through the
+same `from_pretrained(folder)` call.
 """
 
 from __future__ import annotations

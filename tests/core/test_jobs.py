@@ -1,5 +1,6 @@
 """Job conventions: atomic writes, kill-safe manifests, shards, per-item seeds."""
 
+import errno
 import json
 import os
 import threading
@@ -8,9 +9,11 @@ import time
 import numpy as np
 import pytest
 
+import synthrel.jobs
 from synthrel.errors import ConfigError
 from synthrel.jobs import (
     BackgroundWriter,
+    DiskFullError,
     Manifest,
     Shard,
     atomic_dir,
@@ -41,6 +44,23 @@ def test_manifest_ignores_and_repairs_a_truncated_last_line(tmp_path):
     m.append({"id": "b", "seed": 2})
     assert [r["id"] for r in m.read()] == ["a", "b"]
     assert m.path.read_text().count("\n") == 2
+
+
+def test_manifest_on_a_full_disk_names_the_folder_and_keeps_whole_records(tmp_path, monkeypatch):
+    m = Manifest(tmp_path / "manifest.jsonl")
+    m.append({"id": "a", "seed": 1})
+
+    def full_disk(fd):  # only part of the line reached the disk
+        os.ftruncate(fd, os.fstat(fd).st_size - 5)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(synthrel.jobs.os, "fsync", full_disk)
+    with pytest.raises(DiskFullError, match=f"output folder {tmp_path} while writing manifest.jsonl"):
+        m.append({"id": "b", "seed": 2})
+    assert m.path.read_text() == '{"id": "a", "seed": 1}\n'
+    monkeypatch.undo()
+    m.append({"id": "b", "seed": 2})
+    assert [r["id"] for r in m.read()] == ["a", "b"]
 
 
 def test_manifest_record_needs_its_key(tmp_path):

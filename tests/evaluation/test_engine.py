@@ -95,7 +95,7 @@ def test_finished_job_is_skipped_unless_forced(job_setup, tmp_path):
     done = tmp_path / "res" / "tz" / "psp" / "cityscapes" / "DONE"
     stamp = done.stat().st_mtime_ns
     assert EvaluateJob(**kwargs).run() == {"results_dir": str(tmp_path / "res" / "tz"), "evaluated": 0,
-                                           "skipped": 1, "shard": "0/1", "pairs": 1,
+                                           "skipped": 1, "absent": [], "shard": "0/1", "pairs": 1,
                                            "result_dirs": [str(done.parent)]}
     assert done.stat().st_mtime_ns == stamp
     assert EvaluateJob(**{**kwargs, "force": True}).run()["evaluated"] == 1

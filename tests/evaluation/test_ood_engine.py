@@ -18,6 +18,7 @@ from synthrel.evaluation import engine
 from synthrel.evaluation.engine import OOD_SCORES, evaluate_dataset
 from synthrel.evaluation.results import metric_rows
 from synthrel.metrics.ood import IMAGE_METRICS, POOLED_METRICS
+from synthrel.tiny.segmentation import ensure_tiny_segmenter
 from synthrel.zoo.predictor import build_segmenter
 from synthrel.zoo.registry import get_entry
 
@@ -122,6 +123,8 @@ def test_evaluate_stage_tiny_profile_ood_rows_equal_sklearn(tmp_path, compose_cf
     differently)."""
     data = tmp_path / "data"
     DemoDataJob(root=str(data), image_size=[96, 48], n_train=1, n_val=1, n_shift=1, n_ood=4).run()
+    # conf/zoo/tiny.yaml's pspnet_r18 folder, as the tiny_models stage writes it (conf/stage/tiny_models.yaml)
+    ensure_tiny_segmenter("pspnet_r18", tmp_path / "models" / "zoo" / "pspnet_r18")
     overrides = ["profile=tiny", "device=cpu", f"paths.data_dir={data}", f"paths.artifacts_dir={tmp_path}/art",
                  f"profile.models_dir={tmp_path}/models"]
     cfg = compose_cfg("+stage=[evaluate,ood_detection]", *overrides, "stages.evaluate.models=[pspnet_r18]",

@@ -3,6 +3,7 @@ one job never draw the same sample and together make exactly the unsharded job."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,10 @@ from synthrel.run import run_stages
 
 TEXT_SUFFIXES = (".csv", ".json", ".jsonl", ".md", ".txt")
 VOLATILE = ("logs", "report", "figures")  # logs and rendered figures/reports (with dates and timings)
+#: an input identity of a file inside the run's output folder (synthrel.jobs.path_identity: path:size:mtime_ns),
+#: e.g. calibrate's `settings.calib_samples` and `targets.<set>.sample`: the files' mtimes differ between the two
+#: runs by construction; path and size are still compared
+OUT_FILE_IDENTITY = re.compile(r"(<out>/[^\"\s:]+):(\d+):\d+")
 
 
 def comparable(folder: Path) -> dict[str, Path]:
@@ -33,7 +38,8 @@ def _rows(text: str, jsonl: bool, timing_keys) -> list:
 def assert_identical_folders(a: Path, b: Path, *, roots: tuple[Path, Path] | None = None,
                              timing_keys=("seconds",)) -> int:
     """Same files; arrays, tensors, images and tables bit-identical (text with the run's output folder `roots`
-    masked and the timing fields dropped). Returns the number of files compared."""
+    and the mtimes of identities of files under it masked, and the timing fields dropped). Returns the number of
+    files compared."""
     root_a, root_b = (str(r) for r in (roots or (a, b)))
 
     files_a, files_b = comparable(a), comparable(b)
@@ -49,7 +55,8 @@ def assert_identical_folders(a: Path, b: Path, *, roots: tuple[Path, Path] | Non
             ta, tb = load_file(pa), load_file(pb)
             assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), rel
         elif pa.suffix in TEXT_SUFFIXES:
-            ta, tb = pa.read_text().replace(root_a, "<out>"), pb.read_text().replace(root_b, "<out>")
+            ta, tb = (OUT_FILE_IDENTITY.sub(r"\1:\2:<mtime>", p.read_text().replace(root, "<out>"))
+                      for p, root in ((pa, root_a), (pb, root_b)))
             if pa.suffix in (".json", ".jsonl"):
                 jsonl = pa.suffix == ".jsonl"
                 assert _rows(ta, jsonl, timing_keys) == _rows(tb, jsonl, timing_keys), rel
