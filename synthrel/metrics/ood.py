@@ -60,6 +60,15 @@ def _after(x: torch.Tensor, fill: float = 0) -> torch.Tensor:
     return torch.cat([x[:, 1:], torch.full_like(x[:, :1], fill)], 1)
 
 
+def _row_cumsum(x: torch.Tensor) -> torch.Tensor:
+    """Inclusive int32 cumsum along dim 1 as one scan of the flattened rows minus each row's offset: torch scans a
+    long inner dim of a few rows with a handful of GPU blocks, the flattened tensor with a device-wide scan."""
+    dtype = torch.int32 if x.numel() < 2**31 else torch.int64
+    flat = x.reshape(-1).cumsum(0, dtype=dtype).view(x.shape)
+    offsets = torch.cat([flat.new_zeros(1), flat[:-1, -1]])  # what the rows above add up to
+    return flat - offsets[:, None]
+
+
 def _curve_metrics(tps: torch.Tensor, fps: torch.Tensor, strict_fpr95: bool) -> dict[str, torch.Tensor]:
     """AUROC, AP, FPR95, trapezoid AUPR with OOD positive (aupr_in) and with ID positive (aupr_out), per row.
 
@@ -117,13 +126,13 @@ def _image_curves(scores: torch.Tensor, is_ood: torch.Tensor, counted: torch.Ten
     rows, n = scores.shape
     scores = torch.where(scores == 0, 0.0, scores.float())  # -0.0 ties with +0.0, as in sklearn
     ordered, order = torch.sort(scores, dim=1, descending=True, stable=True)
-    tps = is_ood.gather(1, order).int().cumsum(1, dtype=torch.int32)
+    tps = _row_cumsum(is_ood.gather(1, order))
     index = torch.arange(n, dtype=torch.int32, device=scores.device)
     fps = index + 1 - tps
     ends = torch.ones_like(ordered, dtype=torch.bool)
     ends[:, :-1] = ordered[:, 1:] != ordered[:, :-1]  # the last element of each run of ties
     # runs to their position; every other element to its own slot past the row (no two writes to one address)
-    target = torch.where(ends, ends.cumsum(1, dtype=torch.int32) - 1, n + index).long()
+    target = torch.where(ends, _row_cumsum(ends) - 1, n + index).long()
 
     def at_runs(c: torch.Tensor) -> torch.Tensor:
         return c[:, -1:].expand(rows, 2 * n).contiguous().scatter_(1, target, c)[:, :n]
@@ -134,7 +143,7 @@ def _image_curves(scores: torch.Tensor, is_ood: torch.Tensor, counted: torch.Ten
     metrics = torch.where(scores.isnan().any(dim=1, keepdim=True), torch.nan, metrics)
     if counted is None:
         return metrics, None
-    run_ids = at_runs(fps - (~counted).gather(1, order).int().cumsum(1, dtype=torch.int32))  # counted ID so far
+    run_ids = at_runs(fps - _row_cumsum((~counted).gather(1, order)))  # counted ID so far
     pos, neg = run_tps - _before(run_tps), run_ids - _before(run_ids)
     keep = (index < ends.sum(1, keepdim=True)) & ((pos > 0) | (neg > 0))
     return metrics, (at_runs(ordered), pos, neg, keep)
