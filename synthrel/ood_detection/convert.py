@@ -182,6 +182,15 @@ def _rename(src: dict, n_blocks: list[int], n_enc: int, n_dec: int, levels: int,
         for p in ("weight", "bias"):
             m[f"{t}.{p}"] = (f"{s}.{p}", None)
 
+    def split_qkv(weight, bias, t):
+        """One fused q/k/v projection (3 x size rows) -> t.q_proj, t.k_proj, t.v_proj."""
+        w = src.get(weight)
+        size = w.shape[0] // 3 if w is not None else 0
+        for k, name in enumerate(("q_proj", "k_proj", "v_proj")):
+            rows = slice(k * size, (k + 1) * size)
+            m[f"{t}.{name}.weight"] = (weight, rows)
+            m[f"{t}.{name}.bias"] = (bias, rows)
+
     wb(f"{bb}.patch_embed.proj", f"{sw}.swin.embeddings.patch_embeddings.projection")
     wb(f"{bb}.patch_embed.norm", f"{sw}.swin.embeddings.norm")
     for i, depth in enumerate(n_blocks):
@@ -191,12 +200,7 @@ def _rename(src: dict, n_blocks: list[int], n_enc: int, n_dec: int, levels: int,
             wb(f"{s}.norm2", f"{t}.layernorm_after")
             m[f"{t}.attention.relative_position_bias.relative_position_bias_table"] = (
                 f"{s}.attn.relative_position_bias_table", None)
-            qkv = src.get(f"{s}.attn.qkv.weight")
-            size = qkv.shape[0] // 3 if qkv is not None else 0
-            for k, name in enumerate(("q_proj", "k_proj", "v_proj")):
-                rows = slice(k * size, (k + 1) * size)
-                m[f"{t}.attention.{name}.weight"] = (f"{s}.attn.qkv.weight", rows)
-                m[f"{t}.attention.{name}.bias"] = (f"{s}.attn.qkv.bias", rows)
+            split_qkv(f"{s}.attn.qkv.weight", f"{s}.attn.qkv.bias", f"{t}.attention")
             wb(f"{s}.attn.proj", f"{t}.attention.o_proj")
             wb(f"{s}.mlp.fc1", f"{t}.mlp.fc1")
             wb(f"{s}.mlp.fc2", f"{t}.mlp.fc2")
@@ -230,12 +234,7 @@ def _rename(src: dict, n_blocks: list[int], n_enc: int, n_dec: int, levels: int,
     for i in range(n_dec):
         t = f"{tt}.decoder.layers.{i}"
         sa = f"{pr}.transformer_self_attention_layers.{i}"
-        w = src.get(f"{sa}.self_attn.in_proj_weight")
-        size = w.shape[0] // 3 if w is not None else 0
-        for k, name in enumerate(("q_proj", "k_proj", "v_proj")):
-            rows = slice(k * size, (k + 1) * size)
-            m[f"{t}.self_attn.{name}.weight"] = (f"{sa}.self_attn.in_proj_weight", rows)
-            m[f"{t}.self_attn.{name}.bias"] = (f"{sa}.self_attn.in_proj_bias", rows)
+        split_qkv(f"{sa}.self_attn.in_proj_weight", f"{sa}.self_attn.in_proj_bias", f"{t}.self_attn")
         wb(f"{sa}.self_attn.out_proj", f"{t}.self_attn.out_proj")
         wb(f"{sa}.norm", f"{t}.self_attn_layer_norm")
         ca = f"{pr}.transformer_cross_attention_layers.{i}"
