@@ -95,14 +95,9 @@ class CorruptJob:
 
     def plan(self, dataset) -> list[CorruptionItem]:
         """All items of all sets (before sharding), sample-major so that consecutive items share a crop."""
-        from synthrel.generation.conditioning import square_crop_box
-
         items = []
         for j in range(self.num_samples):
-            source_index = int(item_rng(self.seed, j, "corrupt/source").integers(len(dataset)))
-            source = dataset.items[source_index]
-            height, width = _image_size(source.image)
-            box = square_crop_box(height, width, item_rng(self.seed, j, "corrupt/crop"))
+            source_index, source, box = sample_crop(dataset, self.seed, j)
             for corruption in self.corruptions:
                 for severity in self.severities:
                     name = set_name(corruption, severity)
@@ -181,6 +176,16 @@ class CorruptJob:
         log.info("corrupt %s: wrote %d, skipped %d existing items of shard %s under %s", dataset.name,
                  summary["written"], summary["skipped"], self._shard, self.output_dir)
         return summary
+
+
+def sample_crop(dataset, seed: int, j: int):
+    """Sample j's (source index, source item, square crop box), drawn from (seed, j) alone: every corruption set
+    and the physics-fog sets take the same crop of the same image for j."""
+    from synthrel.generation.conditioning import square_crop_box
+
+    source_index = int(item_rng(seed, j, "corrupt/source").integers(len(dataset)))
+    source = dataset.items[source_index]
+    return source_index, source, square_crop_box(*_image_size(source.image), item_rng(seed, j, "corrupt/crop"))
 
 
 def _image_size(path: Path) -> tuple[int, int]:

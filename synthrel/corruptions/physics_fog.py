@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from synthrel.errors import ConfigError, DatasetError
-from synthrel.jobs import Manifest, Shard, exclusive_outputs, item_rng, positive_int
+from synthrel.jobs import Manifest, Shard, exclusive_outputs, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +156,11 @@ class PhysicsFogJob:
 
     def plan(self, dataset) -> list[dict]:
         """Sample j: the corrupt stage's source image and crop for j (same seeds), once per beta."""
-        from synthrel.corruptions.job import _image_size
-        from synthrel.generation.conditioning import square_crop_box
+        from synthrel.corruptions.job import sample_crop
 
         items = []
         for j in range(self.num_samples):
-            source_index = int(item_rng(self.seed, j, "corrupt/source").integers(len(dataset)))
-            source = dataset.items[source_index]
-            box = square_crop_box(*_image_size(source.image), item_rng(self.seed, j, "corrupt/crop"))
+            source_index, source, box = sample_crop(dataset, self.seed, j)
             for beta in self.betas:
                 name = set_name(beta)
                 items.append({"id": f"physics_fog_{name}_{j:05d}_{source.id}", "set": name, "beta": float(beta),
