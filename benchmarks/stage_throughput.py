@@ -10,7 +10,7 @@ the hub models' config.json values; nothing is downloaded) and writes one JSON p
   so every caption runs to 32 tokens: an upper bound on decoding (the paper's captions are about 12 words).
 - `controlnet_train_sd15`, `controlnet_train_sdxl`: `ControlNetModule` under a Lightning Trainer, as the
   train_controlnet stage runs it (frozen base in bf16 when `--train-precision bf16-mixed`, the ControlNet fp32,
-  AdamW, gradient clipping 1.0, batch 8 per step, accumulate 2), on square crops written in the Cityscapes layout
+  AdamW, no gradient clipping as the stage's default, batch 8 per step, accumulate 2), on square crops written in the Cityscapes layout
   (512 / 1024 px); SD1.5 (UNet 320-1280, CLIP ViT-L text) and SDXL (UNet 320-1280 with 10-layer blocks, CLIP
   ViT-L + OpenCLIP bigG text, fp32 VAE). Out of memory at batch 8: retried with gradient checkpointing (recorded).
 - `grounded_sam`: the inpaint stage's `GroundedSam` (Grounding DINO tiny: Swin-T + BERT-base, 900 queries,
@@ -209,7 +209,7 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
                                   num_workers=0 if args.tiny else 4)
         timer = step_timer(device.type == "cuda")
         trainer = pl.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=precision,
-                             max_steps=warmup + steps, accumulate_grad_batches=accumulate, gradient_clip_val=1.0,
+                             max_steps=warmup + steps, accumulate_grad_batches=accumulate, gradient_clip_val=None,
                              callbacks=[timer], logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0)
         if device.type == "cuda":
@@ -232,6 +232,7 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
         rates = timer.rates(warmup, batch * accumulate)
         result = {"unit": "image", "per_s": rates["images_per_s"], "batch": batch,
                   "settings": {"resolution": resolution, "precision": precision, "accumulate_grad_batches": accumulate,
+                               "gradient_clip_val": None,
                                "gradient_checkpointing": checkpointing, "optimizer": "AdamW over the ControlNet",
                                "timed_optimizer_steps": rates.get("timed_steps"),
                                "first_step_s": rates.get("first_step_s")},
