@@ -68,7 +68,7 @@ def _rss_gib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
-def update_probe(seg, dataset, batch_size: int, repeats: int = 3, compile: bool = False) -> dict:
+def update_probe(seg, dataset, batch_size: int, repeats: int = 3) -> dict:
     """Milliseconds per image of `OODAccumulator.update` alone (scores from the model's logits, on its device)."""
     from synthrel.evaluation.engine import OOD_SCORES, class_scores
     from synthrel.metrics.ood import OODAccumulator
@@ -80,7 +80,7 @@ def update_probe(seg, dataset, batch_size: int, repeats: int = 3, compile: bool 
     oods = torch.from_numpy(np.stack([s["ood"] for s in samples])).to(seg.device)
     _, conf, max_logit, entropy = class_scores(logits.float())
     scores = torch.stack([-conf, -max_logit, entropy])
-    acc = OODAccumulator(OOD_SCORES, seg.device, compile=compile)
+    acc = OODAccumulator(OOD_SCORES, seg.device)
     acc.update(scores, oods)  # warm-up
     _sync(seg.device)
     start = time.perf_counter()
@@ -128,7 +128,7 @@ def bench_pass(args, device) -> dict:
     res["logits_only_img_s"] = round(args.n_images / best["logits_only"], 3)
     res["ood_accumulation_share_of_pass"] = round(max(best["pass"] - best["logits_only"], 0.0) / best["pass"], 4)
     res["peak_gib"] = _peak_gib(device) if device.type == "cuda" else _rss_gib()
-    res.update(update_probe(seg, dataset, args.batch_size, compile=args.compile))
+    res.update(update_probe(seg, dataset, args.batch_size))
     res["ood_update_share_of_pass"] = round(res["ood_update_ms_per_img"] * res["pass_img_s"] / 1000, 4)
     res["rows"] = {k: round(float(v), 6) for k, v in out.ood["pooled"]["msp"].items()}
     print(f"{res['model']} {args.size[0]}x{args.size[1]} {args.precision}{' compiled' if args.compile else ''} on "

@@ -105,6 +105,7 @@ def _real_blip(folder: Path) -> Path:
 
     from synthrel.tiny.blip import SPECIAL_TOKENS
 
+    folder.mkdir(parents=True, exist_ok=True)
     tokens = list(SPECIAL_TOKENS) + [f"w{i}" for i in range(30524 - len(SPECIAL_TOKENS))]
     (folder / "vocab.txt").write_text("".join(t + "\n" for t in tokens))
     tokenizer = BertTokenizer.from_pretrained(folder, bos_token="[DEC]", model_max_length=512)

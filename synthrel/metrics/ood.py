@@ -277,13 +277,13 @@ class OODAccumulator:
     `update(scores, oods)`: scores (S, B, H, W) float32 (higher = more OOD) in the order of `score_names`,
     oods (B, H, W) with 0 ID, 1 OOD, anything else void. Per-image rows stay on the device until `result()`;
     each image's sort gives both its GenVal metrics and its runs of tied scores for the pooled counts (selecting
-    those runs waits for the device once per score and batch). `compile`: the per-image curves through
-    torch.compile (fused elementwise arithmetic; recompiled per image size).
+    those runs waits for the device once per score and batch). The curves run eager even under
+    `stages.evaluate.compile`: compiled they took 14.8 ms per 4 images of 1024x2048 on an H100, eager 4.7 ms
+    (docs/benchmarks.md, "OOD curves under torch.compile").
     """
 
-    def __init__(self, score_names, device="cpu", compile: bool = False):
+    def __init__(self, score_names, device="cpu"):
         self.score_names = tuple(score_names)
-        self.curves = torch.compile(_image_curves, dynamic=False) if compile else _image_curves
         self.pooled = {name: PooledOODCounts(device) for name in self.score_names}
         self.per_image: list[torch.Tensor] = []
         self.image_counts: list[torch.Tensor] = []
@@ -297,7 +297,7 @@ class OODAccumulator:
         counted = is_ood | (oods == ID_LABEL)
         rows = []
         for name, score in zip(self.score_names, scores, strict=True):  # one score at a time: less memory
-            metrics, (values, pos, neg, keep) = self.curves(score.reshape(batch, -1), is_ood, counted)
+            metrics, (values, pos, neg, keep) = _image_curves(score.reshape(batch, -1), is_ood, counted)
             rows.append(metrics)
             self.pooled[name].add_counts(values[keep], pos[keep], neg[keep])
         self.per_image.append(torch.stack(rows, dim=1))

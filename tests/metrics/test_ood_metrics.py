@@ -192,21 +192,6 @@ def test_row_names_say_their_convention_and_score():
     assert [describe_row(m) for m in ("mIoU", "ece_paper", "pixel_acc", "IoU", "img_auroc_")] == [None] * 5
 
 
-@pytest.mark.slow
-def test_compiled_accumulator_equals_sklearn():
-    """The per-image curves through torch.compile (as `stages.evaluate.compile` runs them), ties and void."""
-    rng = np.random.default_rng(8)
-    oods = rng.choice(np.array([0, 1, 255], np.uint8), (2, 24, 32), p=[0.6, 0.3, 0.1])
-    scores = np.round(rng.normal(size=(1, 2, 24, 32)) + (oods == 1), 1).astype(np.float32)
-    acc = OODAccumulator(["s"], compile=True)
-    acc.update(torch.from_numpy(scores), torch.from_numpy(oods))
-    out = acc.result()
-    for i in range(2):
-        ref = genval_reference(-scores[0, i].ravel(), (oods[i].ravel() == 1).astype(int))
-        np.testing.assert_allclose(out["per_image"][i, 0], [ref[m] for m in IMAGE_METRICS], atol=1e-12)
-    assert out["pooled"]["s"] == pytest.approx(rba_reference(scores.ravel(), oods.ravel()), abs=1e-12)
-
-
 def test_rba_score_hand_worked():
     class_l = torch.tensor([0.0, 1.0, -1.0, 2.0]).view(1, 4, 1, 1)
     expected = -(np.tanh(0.0) + np.tanh(1.0) + np.tanh(-1.0) + np.tanh(2.0))  # = -tanh(2) = -0.96403
