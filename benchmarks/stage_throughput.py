@@ -10,7 +10,8 @@ the hub models' config.json values; nothing is downloaded) and writes one JSON p
   so every caption runs to 32 tokens: an upper bound on decoding (the paper's captions are about 12 words).
 - `controlnet_train_sd15`, `controlnet_train_sdxl`: `ControlNetModule` under a Lightning Trainer, as the
   train_controlnet stage runs it (frozen base in bf16 when `--train-precision bf16-mixed`, the ControlNet fp32,
-  AdamW, no gradient clipping as the stage's default, batch 8 per step, accumulate 2), on square crops written in the Cityscapes layout
+  AdamW, no gradient clipping as the stage's default; batch 8 per step, accumulate 2, or `--train-batch`,
+  `--train-accumulate`, `--train-checkpointing`, `--train-compile`), on square crops written in the Cityscapes layout
   (512 / 1024 px); SD1.5 (UNet 320-1280, CLIP ViT-L text) and SDXL (UNet 320-1280 with 10-layer blocks, CLIP
   ViT-L + OpenCLIP bigG text, fp32 VAE). Out of memory at batch 8: retried with gradient checkpointing (recorded).
 - `grounded_sam`: the inpaint stage's `GroundedSam` (Grounding DINO tiny: Swin-T + BERT-base, 900 queries,
@@ -194,7 +195,7 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
     from synthrel.data.cityscapes import CityscapesDataset
 
     resolution = 32 if args.tiny else {"sd15": 512, "sdxl": 1024}[kind]
-    batch, accumulate = (2, 1) if args.tiny else (8, 2)
+    batch, accumulate = (2, 1) if args.tiny else (args.train_batch, args.train_accumulate)
     warmup, steps = (1, 2) if args.tiny else (3, {"sd15": 20, "sdxl": 6}[kind])
     data_root = work / f"cityscapes_{kind}"
     ids = write_cityscapes_layout(data_root, "train", 2 * batch, resolution, seed=0)
@@ -204,9 +205,11 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
     base = _base_pipeline(kind, args.tiny, work, device)
     precision = "32" if args.tiny else args.train_precision
     result = None
-    for checkpointing in (False, True):
+    tries = {"auto": (False, True), "on": (True,), "off": (False,)}[args.train_checkpointing]
+    for checkpointing in tries:
         module = ControlNetModule(base, data, conditioning_channels=1, lr=1e-5, batch_size=batch, seed=0,
                                   gradient_checkpointing=checkpointing, vae_fp32=kind == "sdxl",
+                                  compile=args.train_compile,
                                   num_workers=0 if args.tiny else 4)
         timer = step_timer(device.type == "cuda")
         trainer = pl.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=precision,
@@ -219,7 +222,7 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
         try:
             trainer.fit(module)
         except torch.OutOfMemoryError:
-            if checkpointing:
+            if checkpointing or args.train_checkpointing == "off":
                 raise
             out_of_memory = True
         if out_of_memory:  # outside the except block, so that the traceback no longer holds the tensors
@@ -234,7 +237,8 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
         result = {"unit": "image", "per_s": rates["images_per_s"], "batch": batch,
                   "settings": {"resolution": resolution, "precision": precision, "accumulate_grad_batches": accumulate,
                                "gradient_clip_val": None,
-                               "gradient_checkpointing": checkpointing, "optimizer": "AdamW over the ControlNet",
+                               "gradient_checkpointing": checkpointing, "compile": args.train_compile,
+                               "optimizer": "AdamW over the ControlNet",
                                "timed_optimizer_steps": rates.get("timed_steps"),
                                "first_step_s": rates.get("first_step_s")},
                   "steps_per_s": rates["steps_per_s"], "peak_gib": _peak_gib(device)}
@@ -411,6 +415,11 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 3; tiny 1)")
     p.add_argument("--train-precision", default="bf16-mixed", choices=["bf16-mixed", "16-mixed", "32"],
                    help="ControlNet training precision (the stage's default is 32, the official code's)")
+    p.add_argument("--train-batch", type=int, default=8, help="ControlNet training batch per step")
+    p.add_argument("--train-accumulate", type=int, default=2, help="ControlNet training accumulation steps")
+    p.add_argument("--train-checkpointing", default="auto", choices=["auto", "on", "off"],
+                   help="gradient checkpointing; auto: off, on only after an out-of-memory error")
+    p.add_argument("--train-compile", action="store_true", help="ControlNet training with compile=true")
     p.add_argument("--tiny", action="store_true", help="tiny architectures on CPU (smoke test)")
     p.add_argument("--device", default=None, help="default: cuda if available (cpu with --tiny)")
     p.add_argument("--out", default=None, help="folder for the JSONs (default $OUT)")

@@ -68,6 +68,7 @@ class TrainControlNetJob:
     precision: str = "32"
     gradient_checkpointing: bool = False
     vae_fp32: bool | None = None
+    compile: bool = False
     hflip: bool = False
     max_grad_norm: float | None = None  # no clipping, as the paper (S2); a number clips the grad norm
     device: str = "auto"
@@ -196,7 +197,8 @@ class TrainControlNetJob:
             base, train_data,
             conditioning_channels=encoding_channels(self.conditioning),
             lr=self.lr, batch_size=self.batch_size, seed=self.seed,
-            gradient_checkpointing=self.gradient_checkpointing, vae_fp32=vae_fp32, num_workers=self.num_workers,
+            gradient_checkpointing=self.gradient_checkpointing, vae_fp32=vae_fp32, compile=self.compile,
+            num_workers=self.num_workers,
             sample_every_n_steps=self.sample_every_n_steps, num_sample_images=self.num_sample_images,
             sample_inference_steps=self.sample_inference_steps,
             guidance_scale=float(self.backbone.get("guidance_scale", 7.5)),

@@ -51,6 +51,7 @@ class ControlNetModule(pl.LightningModule):
         controlnet=None,
         gradient_checkpointing: bool = False,
         vae_fp32: bool = False,
+        compile: bool = False,
         num_workers: int = 0,
         sample_every_n_steps: int = 0,
         num_sample_images: int = 4,
@@ -90,6 +91,7 @@ class ControlNetModule(pl.LightningModule):
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.vae_fp32 = bool(vae_fp32)
+        self.compile_networks = bool(compile)
         self.num_workers = int(num_workers)
         self.sample_every_n_steps = int(sample_every_n_steps)
         self.num_sample_images = int(num_sample_images)
@@ -122,6 +124,10 @@ class ControlNetModule(pl.LightningModule):
         if self.text_encoder_2 is not None:
             self.text_encoder_2.to(dtype=weight_dtype)
         self.vae.to(dtype=torch.float32 if self.vae_fp32 else weight_dtype)
+        if self.compile_networks:
+            # In place (nn.Module.compile): state_dict keys, checkpoints and save_pretrained stay unchanged.
+            self.unet.compile()
+            self.controlnet.compile()
 
     def configure_optimizers(self):
         # diffusers' defaults: betas (0.9, 0.999), weight decay 1e-2, eps 1e-8 (also torch's AdamW defaults).
