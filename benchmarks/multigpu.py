@@ -1,14 +1,20 @@
-"""Multi-GPU benchmark (issue #11): DDP ControlNet training and sharded generation, 2 GPUs against 1.
+"""Multi-GPU benchmark (issues #11, #20): DDP ControlNet training, sharded generation and the sharded zoo
+evaluation sweep, 2 GPUs against 1.
 
     python -m benchmarks.multigpu all                  # 2 GPUs: train + generate (estimated 5-8 min on 2x H100)
     python -m benchmarks.multigpu train --steps 200    # DDP training only
     python -m benchmarks.multigpu generate --images 64 # sharded generation only
     python -m benchmarks.multigpu generate --shard-devices 0,0   # both shards on one GPU
+    python -m benchmarks.multigpu evaluate             # 2 GPUs: zoo sweep, shard 0/1 vs 0/2 + 1/2 (est. 3-5 min)
     python -m benchmarks.multigpu all --tiny --cpu     # tiny models, 2 CPU processes over gloo (about 1 min)
+    python -m benchmarks.multigpu evaluate --tiny --cpu    # tiny zoo sweep on 2 CPU processes (about 20 s)
 
-Models are the real SD1.5 architectures (UNet, ControlNet, VAE of benchmarks/gen_bench.py's CASES, a CLIP
-ViT-L text encoder) with random weights, saved once as diffusers folders under --workdir and loaded through
-synthrel's own loaders; the data is a random 512x512 Cityscapes-layout folder with captions.
+`all` is train + generate (one device call); `evaluate` runs on its own.
+
+train and generate: the models are the real SD1.5 architectures (UNet, ControlNet, VAE of
+benchmarks/gen_bench.py's CASES, a CLIP ViT-L text encoder) with random weights, saved once as diffusers folders
+under --workdir and loaded through synthrel's own loaders; the data is a random 512x512 Cityscapes-layout
+folder with captions.
 
 train: `synthrel.controlnet.module.ControlNetModule` under Lightning, N optimizer steps with the same global
 batch on 1 GPU (batch b x accumulate 2) and on 2 GPUs (DDP, batch b per GPU): steps/s and images/s over the
@@ -19,6 +25,17 @@ generate: `synthrel.generation.job.GenerateJob` (shard 0/1 on GPU 0; shards 0/2 
 with CUDA_VISIBLE_DEVICES=0 and 1, or as --shard-devices says, writing into one folder and its shared
 manifest, starting together once both have loaded the model): images/s of each and their ratio, and whether
 the union of the shards equals the one-GPU run (ids, manifest records, labels, max pixel difference).
+evaluate (#20 item 4): the evaluate stage as `python -m synthrel.run +stage=[evaluate] shard=i/n` runs it
+(benchmarks/stage_bench.py's composition, through `synthrel.run.run_stages`) over a zoo of paper40 mmseg
+architectures with random weights read from checkpoint files (tiny: the tiny architectures) on stage_bench's
+PNG data (Cityscapes-layout val and the inpainted OOD-object set), kept under --workdir while its settings
+hold: shard 0/1 in one process on GPU 0, then shards 0/2 and 1/2 in two processes (CUDA_VISIBLE_DEVICES as
+--shard-devices says) into one results folder, starting the stage together once both have imported and
+composed. Images/s and pairs/s over the stage (first
+start to last end) and over the processes' whole life, their ratios, each shard's pairs, model builds and
+time, and whether the union of the shards equals the one-GPU run (the same (model, dataset) folders and
+manifest jobs, the same DONE settings, confusion matrices and metric rows within the stated tolerance: exact
+for fp32 on CPU).
 
 Every measured run is its own process: Lightning's DDP launcher re-runs the same worker command for rank 1.
 JSON goes to $OUT/multigpu.json when OUT is set (or to --json).
@@ -42,18 +59,26 @@ from benchmarks import write_result
 REPO = Path(__file__).resolve().parents[1]
 CITY = "benchcity"
 DOMAIN = "fog"
+EVAL_DATASETS = ("cityscapes", "ood_objects")
 #: SD1.5's text encoder (CLIP ViT-L/14 text tower) with the tiny tokenizer's vocabulary (weights are random).
 CLIP_L_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                    max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu")
 
-#: Settings per mode. Real: SD1.5 sizes on GPUs; tiny: the tiny test architectures on CPU processes.
+#: Settings per mode. Real: SD1.5 sizes and paper40 zoo models at Cityscapes size on GPUs; tiny: the tiny test
+#: architectures on CPU processes. max_flip_fraction / max_metric_diff: the evaluate union's tolerance (bf16 on
+#: GPUs: cuDNN autotuning may pick other kernels per process; fp32 on CPU: exact).
 MODES = {
     "real": dict(resolution=512, train_images=64, val_images=16, steps=200, warmup=10, batch=8, parity_steps=20,
                  parity_batch=2, lr=1e-5, precision="bf16-mixed", images=64, gen_batch=8, gen_steps=25,
-                 num_workers=4, train_budget_s=120, timeout_s=420),
+                 num_workers=4, train_budget_s=120, timeout_s=420,
+                 eval_models=["segformer_b0", "pspnet_r18", "dlv3p_r18", "bisenetv2_fcn", "semfpn_r50", "icnet_r18"],
+                 eval_images=64, eval_size=[1024, 2048], eval_precision="bf16", eval_batch=4, window_batch=16,
+                 max_flip_fraction=1e-3, max_metric_diff=1e-3),
     "tiny": dict(resolution=32, train_images=8, val_images=4, steps=4, warmup=1, batch=2, parity_steps=4,
                  parity_batch=2, lr=1e-4, precision="32", images=4, gen_batch=2, gen_steps=2, num_workers=0,
-                 train_budget_s=None, timeout_s=180),
+                 train_budget_s=None, timeout_s=180,
+                 eval_models=["segformer_b0", "dlv3p_r18", "pspnet_r18"], eval_images=4, eval_size=[64, 128],
+                 eval_precision="fp32", eval_batch=2, window_batch=16, max_flip_fraction=0.0, max_metric_diff=0.0),
 }
 
 
@@ -282,6 +307,36 @@ def generate_worker(spec: dict) -> None:
                                                     end=time.time(), batches=batches)))
 
 
+def evaluate_worker(spec: dict) -> None:
+    """One evaluate stage run (one shard) through `run_stages` on the config the CLI composes. Shards start the
+    stage together (a file barrier after imports and composition); the job's model builds and dataset passes
+    are timed by stage_bench's StageClock."""
+    from benchmarks.stage_bench import StageClock, compose_stage
+    from synthrel.run import run_stages
+
+    cfg = compose_stage(Path(spec["world"]), spec["roots"], Path(spec["artifacts"]), spec["zoo"], spec["datasets"],
+                        spec["settings"], spec["device"], spec["tiny"], spec["shard"])
+    device = torch.device(spec["device"])
+    clock = StageClock(device)
+    barrier(Path(spec["barrier"]), spec["shard"], spec["parties"])
+    with clock.installed():
+        begin = time.time()
+        summary = run_stages(cfg)["evaluate"]
+        end = time.time()
+    results_dir = Path(summary["results_dir"])
+    stage = cfg.stages.evaluate
+    Path(spec["result"]).write_text(json.dumps(dict(
+        shard=spec["shard"], card=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        stage_settings={k: stage[k] for k in ("device", "precision", "batch_size", "window_batch", "num_workers",
+                                              "compile", "calib_pixels_per_image", "features", "seed", "force")},
+        stage_start=begin, stage_end=end, results_dir=str(results_dir), evaluated=summary["evaluated"],
+        pairs=[str(Path(d).relative_to(results_dir)) for d in summary["result_dirs"]],
+        model_builds=sum(e[0] == "build_segmenter" for e in clock.events),
+        model_build_s=round(clock.seconds("build_segmenter"), 2),
+        evaluate_dataset_s=round(clock.seconds("evaluate_dataset"), 2), write_job_s=round(clock.seconds("write_job"), 2),
+        peak_gib=round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None)))
+
+
 def barrier(directory: Path, name: str, parties: int, poll_s: float = 0.05) -> None:
     """Wait until `parties` processes have arrived (one file each in `directory`)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -299,7 +354,7 @@ def worker_main(spec_path: str) -> None:
         import torch
 
         torch.set_num_threads(spec["threads"])
-    {"train": train_worker, "generate": generate_worker}[spec["kind"]](spec)
+    {"train": train_worker, "generate": generate_worker, "evaluate": evaluate_worker}[spec["kind"]](spec)
 
 
 # ---------------------------------------------------------------------------------------------- launching
@@ -503,10 +558,154 @@ def bench_generate(args, paths: dict, run_dir: Path) -> dict:
     return report
 
 
+# ---------------------------------------------------------------------------------------------- evaluate
+def prepare_world(workdir: Path, args) -> dict:
+    """stage_bench's world for the sweep: its PNG data (Cityscapes-layout val and the OOD-object set, no warm-up
+    sets) and every zoo model with random weights (seed 0) as a checkpoint file. Kept between invocations while
+    its settings are the same (recorded in `.done` with the zoo and the data roots)."""
+    import shutil
+
+    from benchmarks.stage_bench import entry_config, random_zoo_model, write_world
+
+    world = workdir / "evaluate" / ("tiny" if args.tiny else "real")
+    settings = dict(models=list(args.eval_models), images=args.eval_images, size=list(args.eval_size), seed=0)
+    marker = world / ".done"
+    if marker.is_file():
+        done = json.loads(marker.read_text())
+        if done["settings"] == settings:
+            return done
+    shutil.rmtree(world, ignore_errors=True)
+    roots = write_world(world, args.eval_images, args.eval_images, 0, tuple(args.eval_size), seed=0)
+    models = {}
+    for key in args.eval_models:
+        _, models[key] = random_zoo_model(key, args.tiny, entry_config(key, args.tiny, world / "configs"),
+                                          world / "checkpoints" / f"{key}.pth", torch.device("cpu"), seed=0)
+    done = dict(settings=settings, world=str(world), roots={k: str(v) for k, v in roots.items()},
+                zoo={"name": "multigpu", "models": models})
+    marker.write_text(json.dumps(done))
+    return done
+
+
+def compare_results(single: Path, sharded: Path) -> dict:
+    """The sharded run's results folder against the one-device run's: the same (model, dataset) folders with
+    DONE and manifest jobs, the same DONE records (timing aside), the same metric rows, and the differences of
+    the confusion matrices (changed pixels: half the summed |difference|) and of the metric values."""
+    import numpy as np
+    import pandas as pd
+
+    def pairs(root: Path) -> list[str]:
+        return sorted(str(p.parent.relative_to(root)) for p in root.glob("*/*/DONE"))
+
+    def manifest(root: Path) -> tuple[list[str], int]:
+        jobs, bad = [], 0
+        for line in (root / "manifest.jsonl").read_text().splitlines():
+            try:
+                jobs.append(json.loads(line)["job"])
+            except (json.JSONDecodeError, KeyError):
+                bad += 1
+        return jobs, bad
+
+    def done(folder: Path) -> dict:
+        return {k: v for k, v in json.loads((folder / "DONE").read_text()).items() if k != "seconds"}
+
+    a, b = pairs(single), pairs(sharded)
+    common = sorted(set(a) & set(b))
+    (jobs_a, _), (jobs_b, bad) = manifest(single), manifest(sharded)
+    cm_diff, pixels, metric_diff, images = 0, 0, 0.0, 0
+    same_done, same_rows, identical = True, True, 0
+    for pair in common:
+        ca, cb = (np.load(root / pair / "confusion.npy").astype(np.int64) for root in (single, sharded))
+        cm_diff += int(np.abs(ca - cb).sum())
+        pixels += int(ca.sum())
+        same_done &= done(single / pair) == done(sharded / pair)
+        images += done(sharded / pair)["n_images"]
+        ta, tb = (pd.read_parquet(root / pair / "metrics.parquet") for root in (single, sharded))
+        if not ta.drop(columns="value").equals(tb.drop(columns="value")):
+            same_rows = False
+            continue
+        va, vb = ta["value"].to_numpy(), tb["value"].to_numpy()
+        nan = np.isnan(va)
+        if not np.array_equal(nan, np.isnan(vb)):
+            metric_diff = float("inf")
+            continue
+        metric_diff = max(metric_diff, float(np.abs(va[~nan] - vb[~nan]).max(initial=0.0)))
+        identical += bool(np.array_equal(ca, cb)) and bool(np.array_equal(va[~nan], vb[~nan]))
+    return dict(pairs=len(a), same_pairs=a == b, images=images, manifest_lines=len(jobs_b), bad_manifest_lines=bad,
+                same_manifest_jobs=sorted(jobs_a) == sorted(jobs_b), same_done_records=same_done,
+                same_metric_rows=same_rows, identical_pairs=identical, confusion_abs_diff=cm_diff,
+                changed_pixel_fraction=float(f"{cm_diff / 2 / pixels:.4g}") if pixels else None,
+                max_metric_diff=float(f"{metric_diff:.4g}"))
+
+
+def bench_evaluate(args, workdir: Path, run_dir: Path) -> dict:
+    """The zoo sweep as shard 0/1 on one device and as shards 0/2 + 1/2 on two, and the union check."""
+    import shutil
+
+    cpu = args.cpu
+    start = time.perf_counter()
+    world = prepare_world(workdir, args)
+    report = {"phases_s": {"prepare_evaluate": round(time.perf_counter() - start, 1)}}
+    pairs = len(args.eval_models) * len(EVAL_DATASETS)
+    images = pairs * args.eval_images
+    settings = dict(precision=args.eval_precision, batch_size=args.eval_batch, window_batch=args.window_batch,
+                    num_workers=args.num_workers, compile=False)
+    base = dict(kind="evaluate", world=world["world"], roots=world["roots"], zoo=world["zoo"],
+                datasets=list(EVAL_DATASETS), settings=settings, device="cpu" if cpu else "cuda", tiny=args.tiny,
+                threads=1 if cpu else None)
+    report["settings"] = dict(models=list(args.eval_models), datasets=list(EVAL_DATASETS), pairs=pairs,
+                              images_per_dataset=args.eval_images, image_size=list(args.eval_size),
+                              seeds=dict(weights=0, data=0), shard_devices="cpu" if cpu else args.shard_devices)
+    results = {}
+    for name, shards in (("one_device", ["0/1"]), ("two_devices", ["0/2", "1/2"])):
+        artifacts = run_dir / f"eval_{name}"
+        for stale in (artifacts, run_dir / f"eval_barrier_{name}"):
+            shutil.rmtree(stale, ignore_errors=True)
+        specs = [dict(base, shard=s, artifacts=str(artifacts), result=str(run_dir / f"eval_{name}_{k}.json"),
+                      barrier=str(run_dir / f"eval_barrier_{name}"), parties=len(shards)) for k, s in enumerate(shards)]
+        devices = ["0"] if len(shards) == 1 else args.shard_devices.split(",")
+        print(f"[evaluate {name}] starting", flush=True)
+        launched, start = time.time(), time.perf_counter()
+        procs = [launch(spec, device_env(cpu, device, 1)) for spec, device in zip(specs, devices, strict=True)]
+        wait(procs, args.timeout_s, f"evaluate {name}")
+        wall = time.perf_counter() - start
+        shard_results = [json.loads(Path(s["result"]).read_text()) for s in specs]
+        results[name] = Path(shard_results[0]["results_dir"])
+        stage_s = max(r["stage_end"] for r in shard_results) - min(r["stage_start"] for r in shard_results)
+        report[name] = dict(
+            images=images, pairs=pairs, stage_s=round(stage_s, 2), images_per_s=round(images / stage_s, 3),
+            pairs_per_s=round(pairs / stage_s, 4), process_wall_s=round(wall, 1),
+            images_per_s_with_start=round(images / wall, 3),
+            shards=[dict(shard=r["shard"], card=r["card"], pairs=r["pairs"], evaluated=r["evaluated"],
+                         model_builds=r["model_builds"], model_build_s=r["model_build_s"],
+                         evaluate_dataset_s=r["evaluate_dataset_s"], write_job_s=r["write_job_s"],
+                         stage_s=round(r["stage_end"] - r["stage_start"], 2),
+                         start_to_stage_s=round(r["stage_start"] - launched, 1), peak_gib=r["peak_gib"])
+                    for r in shard_results])
+        report["settings"]["stage"] = shard_results[0]["stage_settings"]  # as composed: the same for every run
+        report["phases_s"][f"evaluate_{name}"] = round(wall, 1)
+        print(f"[evaluate {name}] {json.dumps(report[name])}", flush=True)
+    one, two = report["one_device"], report["two_devices"]
+    report["ratio"] = round(two["images_per_s"] / one["images_per_s"], 3)
+    report["ratio_with_start"] = round(one["process_wall_s"] / two["process_wall_s"], 3)
+    union = compare_results(results["one_device"], results["two_devices"])
+    union.update(max_flip_fraction=args.max_flip_fraction, max_metric_diff_allowed=args.max_metric_diff,
+                 tolerance=f"changed pixels <= {args.max_flip_fraction:g} of the evaluated ones and every metric "
+                           f"value within {args.max_metric_diff:g} (0: identical)")
+    union["ok"] = (union["same_pairs"] and union["pairs"] == pairs and union["images"] == images
+                   and union["manifest_lines"] == pairs and union["bad_manifest_lines"] == 0
+                   and union["same_manifest_jobs"] and union["same_done_records"] and union["same_metric_rows"]
+                   and union["changed_pixel_fraction"] is not None
+                   and union["changed_pixel_fraction"] <= args.max_flip_fraction
+                   and union["max_metric_diff"] <= args.max_metric_diff)
+    report["union"] = union
+    print(f"[evaluate] ratio {report['ratio']}; union {json.dumps(union)}", flush=True)
+    return report
+
+
 # ---------------------------------------------------------------------------------------------- main
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.multigpu", description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", choices=("train", "generate", "all"))
+    parser.add_argument("which", choices=("train", "generate", "evaluate", "all"), help="all: train + generate")
     parser.add_argument("--tiny", action="store_true", help="tiny architectures and sizes")
     parser.add_argument("--cpu", action="store_true", help="CPU processes (gloo) instead of GPUs (NCCL)")
     parser.add_argument("--workdir", default=os.environ.get("SYNTHREL_BENCH_DIR", "/tmp/synthrel_multigpu"),
@@ -522,7 +721,7 @@ def parse_args(argv):
                         help="throughput runs; 32 compares their weights directly instead of separate parity runs")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--lr", type=float)
-    parser.add_argument("--num-workers", type=int, help="DataLoader workers per rank")
+    parser.add_argument("--num-workers", type=int, help="DataLoader workers per rank (evaluate: per shard)")
     parser.add_argument("--train-budget-s", type=float, help="stop a throughput run after this long (Lightning max_time)")
     parser.add_argument("--parity-steps", type=int)
     parser.add_argument("--parity-batch", type=int, help="per-device batch of the fp32 parity runs")
@@ -533,6 +732,15 @@ def parse_args(argv):
     parser.add_argument("--gen-steps", type=int, help="DDIM steps")
     parser.add_argument("--shard-devices", default="0,1", help="CUDA devices of shards 0/2 and 1/2 (0,0: one GPU)")
     parser.add_argument("--max-pixel-diff", type=int, default=2, help="allowed uint8 difference sharded vs not")
+    parser.add_argument("--eval-models", nargs="+", help="zoo keys of the evaluate sweep (paper40, or tiny.yaml)")
+    parser.add_argument("--eval-images", type=int, help="images of each evaluated dataset")
+    parser.add_argument("--eval-size", type=int, nargs=2, metavar=("H", "W"), help="size of the evaluated images")
+    parser.add_argument("--eval-precision", choices=("fp32", "bf16", "fp16"), help="stages.evaluate.precision")
+    parser.add_argument("--eval-batch", type=int, help="stages.evaluate.batch_size")
+    parser.add_argument("--window-batch", type=int, help="stages.evaluate.window_batch")
+    parser.add_argument("--max-flip-fraction", type=float,
+                        help="evaluate union: allowed share of pixels whose class differs, sharded vs not")
+    parser.add_argument("--max-metric-diff", type=float, help="evaluate union: allowed |difference| of a metric value")
     parser.add_argument("--timeout-s", type=float, help="per measured configuration")
     args = parser.parse_args(argv)
     if len(args.shard_devices.split(",")) != 2:
@@ -541,7 +749,26 @@ def parse_args(argv):
     for key, value in defaults.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    if args.which == "evaluate":
+        known = mmseg_zoo_keys(args.tiny)
+        unknown = [key for key in args.eval_models if key not in known]
+        if unknown:
+            parser.error(f"--eval-models {' '.join(unknown)}: not a model of the {'tiny' if args.tiny else 'paper40'}"
+                         f" zoo that builds from an mmseg config; choose from {', '.join(known)}")
     return args
+
+
+def mmseg_zoo_keys(tiny: bool) -> list[str]:
+    """The zoo keys the evaluate sweep can build with random weights: paper40's mmseg entries, or the tiny
+    architectures written from an mmseg config (synthrel.tiny.segmentation.MMSEG_SPECS)."""
+    from omegaconf import OmegaConf
+
+    from synthrel.tiny.segmentation import MMSEG_SPECS
+
+    if tiny:
+        return list(MMSEG_SPECS)
+    models = OmegaConf.load(REPO / "conf" / "zoo" / "paper40.yaml").models
+    return [key for key, entry in models.items() if entry.framework == "mmseg"]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -551,7 +778,8 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     args = parse_args(argv)
     if not args.cpu:
-        needed = 2 if args.which != "generate" else 1 + max(int(d) for d in args.shard_devices.split(","))
+        sharded = 1 + max(int(d) for d in args.shard_devices.split(","))
+        needed = 2 if args.which in ("train", "all") else sharded
         if torch.cuda.device_count() < needed:
             raise SystemExit(f"benchmarks.multigpu {args.which} needs {needed} GPUs (found "
                              f"{torch.cuda.device_count()}); use --cpu for CPU processes")
@@ -559,16 +787,21 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = Path(args.workdir)
     run_dir = workdir / "runs" / ("tiny" if args.tiny else "real")
     run_dir.mkdir(parents=True, exist_ok=True)
-    prep_start = time.perf_counter()
-    paths = prepare(workdir, vars(args), args.tiny)
-    result = dict(args=vars(args), phases_s={"prepare": round(time.perf_counter() - prep_start, 1)})
+    result = dict(args=vars(args), phases_s={})
     result.update(environment())
+    if args.which != "evaluate":
+        prep_start = time.perf_counter()
+        paths = prepare(workdir, vars(args), args.tiny)
+        result["phases_s"]["prepare"] = round(time.perf_counter() - prep_start, 1)
     if args.which in ("train", "all"):
         result["train"] = bench_train(args, paths, run_dir)
         result["phases_s"].update(result["train"].pop("phases_s"))
     if args.which in ("generate", "all"):
         result["generate"] = bench_generate(args, paths, run_dir)
         result["phases_s"].update(result["generate"].pop("phases_s"))
+    if args.which == "evaluate":
+        result["evaluate"] = bench_evaluate(args, workdir, run_dir)
+        result["phases_s"].update(result["evaluate"].pop("phases_s"))
     result["total_s"] = round(time.perf_counter() - started, 1)
     print(summary_table(result), flush=True)
     path = write_result(result, "multigpu.json", args.json)
@@ -606,8 +839,18 @@ def summary_table(result: dict) -> str:
         u = gen["union"]
         rows.append(["generate union", None, None, None,
                      f"ids {u['ids']} same={u['same_ids']}, max px diff {u['max_pixel_diff']}, ok={u['ok']}"])
+    ev = result.get("evaluate")
+    if ev:
+        for name in ("one_device", "two_devices"):
+            rows.append([f"evaluate {name} ({ev[name]['pairs']} pairs)", None, ev[name]["pairs_per_s"],
+                         ev[name]["images_per_s"], ev["ratio"] if name == "two_devices" else None])
+        u = ev["union"]
+        rows.append(["evaluate union", None, None, None,
+                     f"pairs {u['pairs']} same={u['same_pairs']}, changed px {u['changed_pixel_fraction']}, "
+                     f"max metric diff {u['max_metric_diff']}, ok={u['ok']}"])
     phases = ", ".join(f"{k} {v} s" for k, v in result["phases_s"].items())
-    return (tabulate(rows, headers=["run", "global batch", "steps/s", "images/s", "ratio / check"])
+    return (tabulate(rows, headers=["run", "global batch", "steps/s (evaluate: pairs/s)", "images/s",
+                                    "ratio / check"])
             + f"\nphases: {phases}; total {result['total_s']} s")
 
 

@@ -86,7 +86,8 @@ def _label_ids(rng, height: int, width: int, block: int) -> np.ndarray:
 
 
 def write_world(root: Path, n_city: int, n_ood: int, n_warmup: int, size: tuple[int, int], seed: int = 0) -> dict:
-    """Cityscapes val (+ a `warm` split) and an OOD-object set (+ a warm-up one) under `root`; their roots."""
+    """Cityscapes val (+ a `warm` split) and an OOD-object set (+ a warm-up one, when `n_warmup`) under `root`;
+    their roots."""
     from synthrel.data.io import write_png
 
     h, w = size
@@ -100,8 +101,9 @@ def write_world(root: Path, n_city: int, n_ood: int, n_warmup: int, size: tuple[
             write_png(city / "gtFine" / split / CITY / f"{stem}_gtFine_labelIds.png", _label_ids(rng, h, w, block))
     roots = {"cityscapes": city}
     for name, n in (("ood_objects", n_ood), ("warm_ood", n_warmup)):
-        roots[name] = root / name
-        _write_ood_set(roots[name], n, rng, h, w, block)
+        if n:
+            roots[name] = root / name
+            _write_ood_set(roots[name], n, rng, h, w, block)
     return roots
 
 
@@ -126,62 +128,84 @@ def _write_ood_set(ood: Path, n: int, rng, h: int, w: int, block: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- models
-def _zoo_entry(name: str, tiny: bool, config_file: str, checkpoint: Path) -> dict:
-    """The zoo entry of benchmark model `name` (paper40's, or tiny.yaml's for its tiny stand-in), with the
-    random-weights checkpoint."""
+def _entry(key: str, tiny: bool) -> dict:
+    """Zoo entry `key` of paper40.yaml, or of tiny.yaml with `tiny`, unresolved."""
     from omegaconf import OmegaConf
 
-    zoo, key = ("tiny", TINY_MODELS[name]) if tiny else ("paper40", name)
-    entry = OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/zoo/{zoo}.yaml").models[key], resolve=False)
-    entry.pop("tiny", None)
-    return {**entry, "config": config_file, "checkpoint": str(checkpoint), "needs_user_checkpoint": False}
+    zoo = OmegaConf.load(ROOT / f"conf/zoo/{'tiny' if tiny else 'paper40'}.yaml")
+    return OmegaConf.to_container(zoo.models[key], resolve=False)
 
 
-def build_model(name: str, tiny: bool, world: Path, device) -> tuple[object, dict]:
-    """mmseg's model with random weights (seed 0), saved as a checkpoint file; returns it and its zoo entry."""
-    from benchmarks.eval_bench import model_config
+def entry_config(key: str, tiny: bool, folder: Path) -> str:
+    """The mmseg config of zoo entry `key`: paper40's shipped one, or tiny `key`'s written to `folder` (the tiny
+    zoo's own config file is made by the tiny_models stage, which the benchmarks do not run)."""
+    if not tiny:
+        return _entry(key, tiny)["config"]
+    from synthrel.tiny.segmentation import tiny_mmseg_config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{key}.py"
+    tiny_mmseg_config(key).dump(str(path))
+    return str(path)
+
+
+def random_zoo_model(key: str, tiny: bool, config_file: str, checkpoint: Path, device, seed: int = 0):
+    """mmseg's model of `config_file` with random weights (`seed`), saved to `checkpoint`; returns it and zoo
+    entry `key` (paper40's, or tiny.yaml's) pointing at both files."""
     from synthrel.zoo.mmcv_shim import install
     from synthrel.zoo.registry import load_mmseg_config
 
     install()
-    config_file, _ = model_config(name, tiny)
-    torch.manual_seed(0)
-    baseline = build_baseline(load_mmseg_config(config_file), device)
-    checkpoint = world / "checkpoints" / f"{name}.pth"
+    torch.manual_seed(seed)
+    model = build_baseline(load_mmseg_config(config_file), device)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {k: v.cpu() for k, v in baseline.state_dict().items()}}, checkpoint)
-    return baseline, _zoo_entry(name, tiny, config_file, checkpoint)
+    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, checkpoint)
+    entry = {k: v for k, v in _entry(key, tiny).items() if k != "tiny"}
+    return model, {**entry, "config": config_file, "checkpoint": str(checkpoint), "needs_user_checkpoint": False}
+
+
+def build_model(name: str, tiny: bool, world: Path, device) -> tuple[object, dict]:
+    """Benchmark model `name` (or its tiny stand-in) with random weights (seed 0) as a checkpoint file."""
+    from benchmarks.eval_bench import model_config
+
+    config_file, _ = model_config(name, tiny)
+    return random_zoo_model(TINY_MODELS[name] if tiny else name, tiny, config_file,
+                            world / "checkpoints" / f"{name}.pth", device)
 
 
 # ------------------------------------------------------------------------------------------------- the stage
-def compose_stage(world: Path, roots: dict, artifacts: Path, entry_key: str, entry: dict, run: dict, args):
-    """The config `python -m synthrel.run +stage=[evaluate] ...` composes, with the benchmark's zoo of one
-    model and its warm-up datasets set on the composed tree (as a local zoo yaml and dataset yaml would)."""
+def compose_stage(world: Path, roots: dict, artifacts: Path, zoo: dict, datasets: list[str], settings: dict,
+                  device: str, tiny: bool, shard: str = "0/1"):
+    """The config `python -m synthrel.run +stage=[evaluate] shard=<shard> ...` composes, evaluating the
+    benchmark's `zoo` ({"name", "models"}) on `datasets` with `settings` as stages.evaluate overrides; the zoo
+    and the warm-up datasets named in `datasets` are set on the composed tree (as a local zoo yaml and dataset
+    yaml would)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
     from synthrel.run import CONF_DIR
 
     overrides = [
-        "+stage=[evaluate]", f"device={args.device}", f"paths.root_dir={world}", f"paths.artifacts_dir={artifacts}",
-        f"paths.log_dir={artifacts}/logs", f"paths.output_dir={artifacts}/run", f"paths.cache_dir={world}/cache",
-        f"datasets.cityscapes.root={roots['cityscapes']}", f"datasets.ood_objects.root={roots['ood_objects']}",
-        "stages.evaluate.datasets=[warm_city,warm_ood,cityscapes,ood_objects]",
-        f"stages.evaluate.models=[{entry_key}]",
-        f"stages.evaluate.num_workers={args.num_workers}", "stages.evaluate.features=auto", "force=true",
-        *[f"stages.evaluate.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in run.items()],
+        "+stage=[evaluate]", f"device={device}", f"shard={shard}", f"paths.root_dir={world}",
+        f"paths.artifacts_dir={artifacts}", f"paths.log_dir={artifacts}/logs", f"paths.output_dir={artifacts}/run",
+        f"paths.cache_dir={world}/cache", f"datasets.cityscapes.root={roots['cityscapes']}",
+        f"datasets.ood_objects.root={roots['ood_objects']}", f"stages.evaluate.datasets=[{','.join(datasets)}]",
+        f"stages.evaluate.models=[{','.join(zoo['models'])}]", "stages.evaluate.features=auto", "force=true",
+        *[f"stages.evaluate.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items()],
     ]
-    if args.tiny:
+    if tiny:
         overrides.append("profile.calib_pixels_per_image=500")  # 64 x 128 images: fewer pixels than 20k
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     with open_dict(cfg):
-        cfg.zoo = OmegaConf.create({"name": "stage_bench", "models": {entry_key: entry}})
-        cfg.datasets.warm_city = OmegaConf.create({"_target_": "synthrel.data.cityscapes.CityscapesDataset",
-                                                   "root": str(roots["cityscapes"]), "split": "warm",
-                                                   "name": "warm_city"})
-        cfg.datasets.warm_ood = OmegaConf.create({"_target_": "synthrel.data.synthetic.OODObjectsDataset",
-                                                    "root": str(roots["warm_ood"]), "name": "warm_ood"})
+        cfg.zoo = OmegaConf.create(zoo)
+        if "warm_city" in datasets:
+            cfg.datasets.warm_city = OmegaConf.create({"_target_": "synthrel.data.cityscapes.CityscapesDataset",
+                                                       "root": str(roots["cityscapes"]), "split": "warm",
+                                                       "name": "warm_city"})
+        if "warm_ood" in datasets:
+            cfg.datasets.warm_ood = OmegaConf.create({"_target_": "synthrel.data.synthetic.OODObjectsDataset",
+                                                      "root": str(roots["warm_ood"]), "name": "warm_ood"})
     return cfg
 
 
@@ -232,7 +256,9 @@ def run_stage(name: str, run_name: str, entry_key: str, entry: dict, world: Path
     from synthrel.run import run_stages
 
     artifacts = world / f"artifacts_{name}_{run_name}"
-    cfg = compose_stage(world, roots, artifacts, entry_key, entry, RUNS[run_name], args)
+    cfg = compose_stage(world, roots, artifacts, {"name": "stage_bench", "models": {entry_key: entry}},
+                        ["warm_city", "warm_ood", "cityscapes", "ood_objects"],
+                        {**RUNS[run_name], "num_workers": args.num_workers}, args.device, args.tiny)
     clock = StageClock(device)
     _peak_reset(device)
     with clock.installed():
