@@ -40,6 +40,7 @@ class TrainSchema:
     batch_size: int = MISSING
     accumulate_grad_batches: int = MISSING
     lr: float = MISSING
+    gradient_checkpointing: bool = False
 
 
 @dataclass
