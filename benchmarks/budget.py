@@ -33,7 +33,7 @@ from benchmarks import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "bench_results"
-ZOO = ROOT / "conf" / "zoo" / "paper40.yaml"
+ZOO = ROOT / "synthrel" / "conf" / "zoo" / "paper40.yaml"
 TARGET_HOURS_8 = 2.0
 GPUS = 8
 
@@ -42,22 +42,22 @@ DOMAINS = ("fog", "night", "rain", "snow", "india")
 COUNTS = {
     "cityscapes_train": (2975, "spec 2.1: Cityscapes train"),
     "cityscapes_val": (500, "spec 2.1: Cityscapes val (frankfurt 267, lindau 59, munster 174)"),
-    "samples_per_domain": (512, "conf/profile/paper.yaml num_samples (A.2; drawn from the 500 val label maps)"),
-    "all_domains": (28 * 64, "supplementary B: 28 shifts x 64 images (conf/domain/all_domains.yaml); SD1.5 only"),
+    "samples_per_domain": (512, "synthrel/conf/profile/paper.yaml num_samples (A.2; drawn from the 500 val label maps)"),
+    "all_domains": (28 * 64, "supplementary B: 28 shifts x 64 images (synthrel/conf/domain/all_domains.yaml); SD1.5 only"),
     "all_domains_but_rain": (27 * 64, "supplementary B: 27 shifts x 64 images; SD1.5 only"),
-    "ood_objects": (42 * 512, "spec S4: 42 objects x 512 attempts (conf/ood_objects/paper42.yaml, "
+    "ood_objects": (42 * 512, "spec S4: 42 objects x 512 attempts (synthrel/conf/ood_objects/paper42.yaml, "
                               "profile ood_samples_per_object); every attempt counted as accepted"),
-    "acdc_per_condition": (400, "conf/dataset/acdc_*.yaml split train (spec 2.1: 400 per condition)"),
-    "idd_val": (981, "conf/dataset/idd.yaml split val (IDD segmentation val: 981 images)"),
+    "acdc_per_condition": (400, "synthrel/conf/dataset/acdc_*.yaml split train (spec 2.1: 400 per condition)"),
+    "idd_val": (981, "synthrel/conf/dataset/idd.yaml split val (IDD segmentation val: 981 images)"),
     "road_anomaly": (60, "spec 2.1: Road Anomaly, 60 images"),
     "smiyc_ra21": (10, "SMIYC RoadAnomaly21 validation images"),
     "smiyc_ro21": (30, "SMIYC RoadObstacle21 validation images"),
     "fs_lost_and_found": (100, "Fishyscapes Lost & Found validation images"),
-    "zoo_models": (40, "spec 4 / conf/zoo/paper40.yaml"),
+    "zoo_models": (40, "spec 4 / synthrel/conf/zoo/paper40.yaml"),
     "sd15_train": (2100 * 8 * 32, "supplementary A.1: 2100 steps x batch 8 x 32 accumulation (images seen)"),
     "sdxl_train": (27500 * 8 * 4, "supplementary A.1: 27500 steps x batch 8 x 4 accumulation (images seen)"),
     "rba_runs": (6, "Table 2: Swin-B and Swin-L x (COCO, ours curated, ours all)"),
-    "rba_steps": (5000, "supplementary A.4 / conf/stage/ood_detection.yaml max_steps (RbA's own config: 2000)"),
+    "rba_steps": (5000, "supplementary A.4 / synthrel/conf/stage/ood_detection.yaml max_steps (RbA's own config: 2000)"),
     "rba_models": (8, "Table 2: 2 base RbA models + 6 fine-tuned"),
     "calib_pixels": (20000, "spec 3.2: pixels per image of the calibration sample"),
 }

@@ -379,7 +379,7 @@ def zoo_run(args, device) -> dict:
     from synthrel.zoo.predictor import MMSegSegmenter
     from synthrel.zoo.registry import zoo_entries
 
-    zoo = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/zoo/paper40.yaml"))
+    zoo = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "synthrel/conf/zoo/paper40.yaml"))
     entries = zoo_entries(zoo)
     keys = args.zoo_models or list(entries)
     dataset = RandomSegmentationSet(args.zoo_images, 512, 512, distinct=None, seed=1, ood=False)

@@ -77,7 +77,7 @@ CASES = {
 #: stable-diffusion-v1-5/stable-diffusion-inpainting's scheduler (PNDM, PLMS steps only), which the inpaint stage keeps
 PNDM = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
             set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1)
-#: (strength, guidance, steps) of the inpaint stage's two calls (conf/stage/inpaint.yaml)
+#: (strength, guidance, steps) of the inpaint stage's two calls (synthrel/conf/stage/inpaint.yaml)
 INPAINT_CALLS = {"inpaint": (1.0, 15.0, 50), "refine": (0.65, 7.5, 50)}
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

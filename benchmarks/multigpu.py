@@ -767,7 +767,7 @@ def mmseg_zoo_keys(tiny: bool) -> list[str]:
 
     if tiny:
         return list(MMSEG_SPECS)
-    models = OmegaConf.load(REPO / "conf" / "zoo" / "paper40.yaml").models
+    models = OmegaConf.load(REPO / "synthrel" / "conf" / "zoo" / "paper40.yaml").models
     return [key for key, entry in models.items() if entry.framework == "mmseg"]
 
 

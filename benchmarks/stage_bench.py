@@ -1,7 +1,7 @@
 """The evaluate stage as users run it, against mmseg's own loop, in one process (#20 item 2).
 
 `python -m synthrel.run +stage=[evaluate] ...` is timed through its own entry (`synthrel.run.run_stages` on a
-config composed from conf/ as the CLI composes it): the zoo entry's random weights are read from a checkpoint
+config composed from synthrel/conf/ as the CLI composes it): the zoo entry's random weights are read from a checkpoint
 file, every image and label is a PNG read from disk in the real layouts (Cityscapes
 `leftImg8bit/val/<city>/*_leftImg8bit.png` + `gtFine/val/<city>/*_gtFine_labelIds.png`, and the inpaint stage's
 OOD-object set `images/<object>/<id>.png` + labels + masks + manifest, so its OOD rows are computed), and the
@@ -132,7 +132,7 @@ def _entry(key: str, tiny: bool) -> dict:
     """Zoo entry `key` of paper40.yaml, or of tiny.yaml with `tiny`, unresolved."""
     from omegaconf import OmegaConf
 
-    zoo = OmegaConf.load(ROOT / f"conf/zoo/{'tiny' if tiny else 'paper40'}.yaml")
+    zoo = OmegaConf.load(ROOT / f"synthrel/conf/zoo/{'tiny' if tiny else 'paper40'}.yaml")
     return OmegaConf.to_container(zoo.models[key], resolve=False)
 
 

@@ -4,14 +4,14 @@
 set -euo pipefail
 PYTHON=${PYTHON:-python}
 PROFILE=${PROFILE:-paper}
-LAUNCHER=${LAUNCHER:-local}          # local | submitit_local | slurm (conf/launcher/)
+LAUNCHER=${LAUNCHER:-local}          # local | submitit_local | slurm (synthrel/conf/launcher/)
 ZOO=${ZOO:-$([ "$PROFILE" = tiny ] && echo tiny || echo paper40)}
 COMMON=(profile="$PROFILE" launcher="$LAUNCHER")
 # One evaluate job per model: "[ann_r101],[ann_r50],..." (a Hydra sweep over single-model lists).
 CONF="$(cd "$(dirname "${BASH_SOURCE[0]}")/../conf" && pwd)"   # the recipes run from any folder
 MODELS=$($PYTHON -c "import yaml,sys; print(','.join('[%s]' % k for k in yaml.safe_load(open('$CONF/zoo/$ZOO.yaml'))['models']))")
 REAL_SETS="[cityscapes],[acdc_fog],[acdc_night],[acdc_rain],[acdc_snow],[idd]"
-# Baseline generators (conf/generator/): physics-fog betas, the corruptions of `+generator=hendrycks`, and an
+# Baseline generators (synthrel/conf/generator/): physics-fog betas, the corruptions of `+generator=hendrycks`, and an
 # external generator (EXTERNAL=tsit). On the tiny profile the external row reads the demo physics-fog set as
 # if another method had written it, so that its path runs offline.
 BETAS=${BETAS:-0.005,0.01,0.02}

@@ -2,7 +2,7 @@
 # Fig. 14 (supplementary B): (a) per-class TS vs standard TS, both fitted on synthetic data;
 # (b) standard TS fitted on Cityscapes vs on synthetic data. Bars per model, ordered by robustness.
 # Cityscapes temperatures are fitted on its relis calibration split (munster + lindau) and everything is
-# tested on the real test split of each domain (conf/dataset/protocol_splits.yaml).
+# tested on the real test split of each domain (synthrel/conf/dataset/protocol_splits.yaml).
 source "$(dirname "$0")/_common.sh"
 # (a) synthetic set, both methods
 run -m "${COMMON[@]}" +experiment=calibration task_name=fig14a_calibrate domain=fog,night,rain,snow,india \

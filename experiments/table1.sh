@@ -14,9 +14,9 @@ run -m "${COMMON[@]}" +stage=[evaluate] task_name=table1_eval_real "stages.evalu
 run -m "${COMMON[@]}" +stage=[evaluate] task_name=table1_eval_synthetic "stages.evaluate.models=$MODELS" \
     stages.evaluate.datasets=[synthetic] backbone=sd15,sdxl domain=fog,night,rain,snow,india
 
-# 3b. Baseline generators (Table 1's comparison rows, conf/generator/): physics-based fog (Koschmieder over
+# 3b. Baseline generators (Table 1's comparison rows, synthrel/conf/generator/): physics-based fog (Koschmieder over
 #     Cityscapes stereo depth, one row per beta), Hendrycks' corruptions matched to each domain, and an external
-#     generator's images (EXTERNAL=tsit TSIT_DIR=<folders>: conf/generator/tsit.yaml).
+#     generator's images (EXTERNAL=tsit TSIT_DIR=<folders>: synthrel/conf/generator/tsit.yaml).
 run "${COMMON[@]}" +stage=[physics_fog] task_name=table1_physics_fog
 run "${COMMON[@]}" +stage=[corrupt] task_name=table1_corrupt "stages.corrupt.corruptions=[$HENDRYCKS]"
 run -m "${COMMON[@]}" +stage=[evaluate] task_name=table1_eval_baselines "stages.evaluate.models=$MODELS" \
@@ -26,7 +26,7 @@ run -m "${COMMON[@]}" +stage=[evaluate] task_name=table1_eval_baselines "stages.
 if [ -n "$EXTERNAL" ]; then
   run -m "${COMMON[@]}" +stage=[evaluate] task_name=table1_eval_baselines "stages.evaluate.models=$MODELS" \
       stages.evaluate.datasets=[baseline] "+generator=$EXTERNAL" "${EXTERNAL_ARGS[@]}" "domain=$EXTERNAL_DOMAINS"
-else echo "external generator row: not run (set EXTERNAL=tsit and TSIT_DIR, see conf/generator/tsit.yaml)"; fi
+else echo "external generator row: not run (set EXTERNAL=tsit and TSIT_DIR, see synthrel/conf/generator/tsit.yaml)"; fi
 
 # 4. Correlate (Pearson headline, Spearman/Kendall, bootstrap CIs) and write the report.
 #    -> outputs/artifacts/analysis/correlation/table1_mIoU.{csv,md,tex}, table1_mIoU_ci.md, report.{md,html}

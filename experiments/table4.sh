@@ -22,6 +22,6 @@ run -m "${COMMON[@]}" +stage=[fid] task_name=table4 "${FID[@]}" +generator=physi
 if [ -n "$EXTERNAL" ]; then
   run -m "${COMMON[@]}" +stage=[fid] task_name=table4 "${FID[@]}" "+generator=$EXTERNAL" "${EXTERNAL_ARGS[@]}" \
       "domain=$EXTERNAL_DOMAINS" "$BASELINE_PAIR"
-else echo "external generator row: not run (set EXTERNAL=tsit and TSIT_DIR, see conf/generator/tsit.yaml)"; fi
+else echo "external generator row: not run (set EXTERNAL=tsit and TSIT_DIR, see synthrel/conf/generator/tsit.yaml)"; fi
 run profile="$PROFILE" +stage=[report] task_name=table4
 # -> outputs/artifacts/analysis/table4/table4_fid.{csv,md,tex}, fid.csv (every setting), report.{md,html}

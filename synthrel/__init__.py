@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 __version__ = "0.1.0"
 
-# `${synthrel.cwd:}`: the directory the command runs in (conf/paths/default.yaml). Hydra's `${hydra:runtime.cwd}`
+# `${synthrel.cwd:}`: the directory the command runs in (synthrel/conf/paths/default.yaml). Hydra's `${hydra:runtime.cwd}`
 # cannot be resolved while Hydra computes `hydra.sweep.dir`, so every multirun failed with it (Hydra #1786,
 # #2247). Registered on import of the package, so submitit and SLURM workers, which import synthrel when they
 # unpickle the job, resolve it too.

@@ -25,8 +25,8 @@ from synthrel.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: Built-in shift domains (conf/domain/<name>.yaml) and the dataset key of their real counterpart; the relis
-#: protocol splits of each are `<key>_test` and `<key>_calib` (conf/dataset/protocol_splits.yaml).
+#: Built-in shift domains (synthrel/conf/domain/<name>.yaml) and the dataset key of their real counterpart; the relis
+#: protocol splits of each are `<key>_test` and `<key>_calib` (synthrel/conf/dataset/protocol_splits.yaml).
 REAL_COUNTERPARTS = {"fog": "acdc_fog", "night": "acdc_night", "rain": "acdc_rain", "snow": "acdc_snow",
                      "india": "idd"}
 REAL_PARTS = ("all", "test", "calib")

@@ -41,7 +41,7 @@ STAGE_ORDER = (
     "forecast",
     "report",
 )
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def run_stages(cfg: DictConfig) -> dict[str, dict]:

@@ -8,7 +8,7 @@ Every run rewrites the tidy tables `calibration.{parquet,csv}` (one row per mode
 target and metric: ece_raw, ece_ts, ece_rel_improvement) and `calibration_summary.{parquet,csv}` (success
 rate = share of models with ECE_TS < ECE_raw, and the mean relative improvement).
 
-Calibration and test images must be disjoint (the relis protocol splits, conf/dataset/protocol_splits.yaml):
+Calibration and test images must be disjoint (the relis protocol splits, synthrel/conf/dataset/protocol_splits.yaml):
 each record keeps the image ids of its calibration set and of every target, the table has the number of
 images they share (`n_shared_images`), and a run whose sets share images stops before fitting anything
 unless `allow_overlap` is set.
@@ -182,7 +182,7 @@ class CalibrateJob:
                             f"{len(shared)} image(s) (model {model}), e.g. {shared[:3]}: temperatures would be "
                             "tested on images they were fitted on. Use disjoint splits (the relis protocol: "
                             "cityscapes_calib / acdc_<condition>_calib / idd_calib to fit, the _test sets to "
-                            "test; conf/dataset/protocol_splits.yaml), or accept it with "
+                            "test; synthrel/conf/dataset/protocol_splits.yaml), or accept it with "
                             "stages.calibrate.allow_overlap=true"
                         )
                     log.warning("calibrate: %s and %s share %d image(s) (allow_overlap=true)", name, target,

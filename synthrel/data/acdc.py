@@ -31,7 +31,7 @@ def _first_dir(root: Path, candidates: tuple[str, ...]) -> Path | None:
 
 class ACDCDataset(SegDataset):
     """One condition and split; `scenes` restricts it to those GOPR folders. The relis protocol tests on the
-    train scenes and calibrates on the val scenes (conf/dataset/protocol_splits.yaml)."""
+    train scenes and calibrates on the val scenes (synthrel/conf/dataset/protocol_splits.yaml)."""
 
     valid_label_ids = id_table(range(NUM_LABEL_IDS))
 

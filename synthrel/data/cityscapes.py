@@ -18,7 +18,7 @@ class CityscapesDataset(SegDataset):
     valid_label_ids = id_table(range(NUM_LABEL_IDS))
 
     """`cities` restricts the split to those city folders (relis protocol: test = frankfurt, calibration =
-    munster + lindau of val; conf/dataset/protocol_splits.yaml); a listed city that is absent is an error."""
+    munster + lindau of val; synthrel/conf/dataset/protocol_splits.yaml); a listed city that is absent is an error."""
 
     def __init__(self, root: str | Path, split: str = "val", cities: list[str] | None = None,
                  name: str = "cityscapes", root_key: str = "datasets.cityscapes.root"):

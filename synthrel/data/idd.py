@@ -30,7 +30,7 @@ def _strip(name: str, suffixes: tuple[str, ...]) -> str:
 
 class IDDDataset(SegDataset):
     """One split; `scenes` restricts it to those scene folders (relis protocol: test = 37 listed train scenes,
-    calibration = all val scenes; conf/dataset/protocol_splits.yaml). A listed scene that is absent is an
+    calibration = all val scenes; synthrel/conf/dataset/protocol_splits.yaml). A listed scene that is absent is an
     error unless `require_all_scenes` is false (the demo data holds only a few of the 37)."""
 
     absent_classes = IDD_ABSENT_TRAIN_IDS

@@ -71,12 +71,12 @@ class ForecastJob:
         if not self.model.get("framework"):
             raise ConfigError("no model to forecast: choose one with model=mmseg (model.config=<config.py> "
                               "model.checkpoint=<checkpoint>), model=transformers (model.config=<hub id or folder>) "
-                              "or model=python (model.builder._target_=<package.function>); see conf/model")
+                              "or model=python (model.builder._target_=<package.function>); see synthrel/conf/model")
         unset = [f"model.{k}" for k, v in self.model.items() if v == "???"]
         unset += ["model.builder._target_"] if (self.model.get("builder") or {}).get("_target_") == "???" else []
         if unset:
             raise ConfigError(f"model={self.model['framework']} needs {', '.join(f'{k}=...' for k in unset)} on the "
-                              f"command line (conf/model/{self.model['framework']}.yaml says what each is)")
+                              f"command line (synthrel/conf/model/{self.model['framework']}.yaml says what each is)")
         if not 0 < self.level < 1:
             raise ConfigError(f"`stages.forecast.level` must be in (0, 1), got {self.level}")
         if not self.reference and not self.results_root:

@@ -62,7 +62,7 @@ class WorkItem:
 
 @dataclass
 class InpaintJob:
-    """Config: conf/stage/inpaint.yaml (`stages.inpaint`)."""
+    """Config: synthrel/conf/stage/inpaint.yaml (`stages.inpaint`)."""
 
     source: Any  # a dataset with Cityscapes labelIds (CityscapesDataset) or its config
     out_dir: str

@@ -1,7 +1,7 @@
 """Preflight: before the first stage, list every weight and dataset the composed run reads, say what is
 missing and how to fix it, and (`preflight=download`) fetch the public pieces.
 
-Config key `preflight` (conf/config.yaml):
+Config key `preflight` (synthrel/conf/config.yaml):
 - `auto` (default): check, write the report to the run folder, stop with the report if something is missing;
 - `true`: print the report and exit (status 1 if something is missing), without running any stage;
 - `download`: fetch what is missing and public, print the report, exit (status 1 if something is still missing);

@@ -2,7 +2,7 @@
 
 Weights come from the stage configs (hub ids, local folders, zoo checkpoint URLs); datasets from every dataset
 config a stage names (a `_target_` reader config, or a name under `datasets.*` in a key called `dataset`,
-`datasets`, `source`, `real` or `synthetic`), so a dataset added to conf/dataset is checked without code here.
+`datasets`, `source`, `real` or `synthetic`), so a dataset added to synthrel/conf/dataset is checked without code here.
 An input that an earlier stage of the same run writes is not required to exist yet.
 """
 
@@ -229,7 +229,7 @@ class Collector:
                       dest=path, sha256=sha256, fix="" if path else f"download {url} and set `{key}` to it"))
 
     def _forecast(self, stage, spec):
-        """The user's model (conf/model): its weights, as the evaluate stage reads a zoo entry's."""
+        """The user's model (synthrel/conf/model): its weights, as the evaluate stage reads a zoo entry's."""
         model = spec.get("model") or {}
         framework, config, ckpt = model.get("framework"), model.get("config"), model.get("checkpoint")
         if not framework or "???" in (config, ckpt):

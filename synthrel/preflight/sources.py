@@ -1,6 +1,6 @@
 """The recorded list of every Hugging Face hub id that synthrel uses by default, and of ids known to be gone.
 
-One place: tests/preflight/test_sources.py checks every default id in conf/ and synthrel/ against `HUB_MODELS`,
+One place: tests/preflight/test_sources.py checks every default id in synthrel/conf/ and synthrel/ against `HUB_MODELS`,
 so a repository that moves on the hub (as runwayml/* did in 2024-09) is fixed here and shows up in one test.
 
 Sizes are approximate (parameter count x 4 bytes of the fp32 safetensors that `from_pretrained` reads, without

@@ -2,8 +2,8 @@
 
 Each builder saves a randomly initialised model of the real architecture with `save_pretrained` (or an
 mmseg config + checkpoint) and skips a folder that is already complete, so the stages then load them through
-the same code path as real weights: the profile (conf/profile/tiny.yaml), the demo zoo (conf/zoo/tiny.yaml)
-and the forecast's model (conf/model/tiny_unseen.yaml) only name the folders written here. Nothing outside
+the same code path as real weights: the profile (synthrel/conf/profile/tiny.yaml), the demo zoo (synthrel/conf/zoo/tiny.yaml)
+and the forecast's model (synthrel/conf/model/tiny_unseen.yaml) only name the folders written here. Nothing outside
 synthrel/tiny imports this package (tests/core/test_layering.py checks it).
 """
 

@@ -1,1 +1,1 @@
-"""Segmentation model zoo: registry (conf/zoo/*.yaml), Segmenter adapters (mmseg, transformers), weights."""
+"""Segmentation model zoo: registry (synthrel/conf/zoo/*.yaml), Segmenter adapters (mmseg, transformers), weights."""

@@ -1,10 +1,10 @@
-"""The model zoo: a config group (`conf/zoo/*.yaml`) of named segmentation models.
+"""The model zoo: a config group (`synthrel/conf/zoo/*.yaml`) of named segmentation models.
 
 Each entry says which framework runs it (`mmseg`, `transformers`, or `python`: a user's callable named by
 `builder._target_`), where its config and weights are, and how it is tested. mmseg configs are named relative
 to mmseg's shipped `.mim/configs`, to synthrel's own `synthrel/zoo/configs` (Cityscapes variants of models
 mmseg ships only for ADE20K), or by path. A model trained on another label set names a mapping file
-(`label_map`, synthrel.zoo.labels). The `model` config group (conf/model) builds one entry from the command
+(`label_map`, synthrel.zoo.labels). The `model` config group (synthrel/conf/model) builds one entry from the command
 line, so a user's own model runs through the same code as the zoo.
 """
 

@@ -23,7 +23,7 @@ LAYERS = [
     ("analysis", {"analysis", "forecast"}),
     ("entry", {"preflight", "run"}),
 ]
-#: The tiny profile: its models are written by its stage (synthrel/tiny/job.py) into folders that conf/ points to;
+#: The tiny profile: its models are written by its stage (synthrel/tiny/job.py) into folders that synthrel/conf/ points to;
 #: production code never imports it.
 PROFILE = "tiny"
 

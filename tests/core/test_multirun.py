@@ -1,5 +1,5 @@
-"""Hydra multirun as a user types it (README, conf/stage/evaluate.yaml), from a folder that is not the repository
-and with no path override, through each launcher of conf/launcher/: local, submitit_local and slurm (through
+"""Hydra multirun as a user types it (README, synthrel/conf/stage/evaluate.yaml), from a folder that is not the repository
+and with no path override, through each launcher of synthrel/conf/launcher/: local, submitit_local and slurm (through
 tests/core/fake_slurm.py: the real sbatch script, run by stand-ins for sbatch/srun/sacct)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled", "TQDM_DISABLE": "1",
        "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-# The sweep of conf/stage/evaluate.yaml's comment: one (model, dataset) pair per job.
+# The sweep of synthrel/conf/stage/evaluate.yaml's comment: one (model, dataset) pair per job.
 SWEEP = ["-m", "profile=tiny", "+stage=[evaluate]", "stages.evaluate.models=[segformer_b0],[segformer_b0_s20]",
          "stages.evaluate.datasets=[acdc_fog]"]
 
@@ -112,7 +112,7 @@ def test_slurm_sweep_writes_the_batch_script_and_runs_through_it(tmp_path, demo_
     assert len(scripts) == 1, "one array job for the sweep"
     script = scripts[0].read_text()
     flags = dict(re.findall(r"^#SBATCH --([\w-]+)=(.*)$", script, re.M))
-    # conf/launcher/slurm.yaml, as submitit writes it
+    # synthrel/conf/launcher/slurm.yaml, as submitit writes it
     assert flags["array"] == "0-1%2"  # array_parallelism 64, capped by submitit at the 2 jobs
     assert flags["partition"] == "gpu" and flags["account"] == "proj42"
     assert flags["gpus-per-node"] == "1" and flags["cpus-per-task"] == "8" and flags["nodes"] == "1"

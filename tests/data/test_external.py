@@ -69,7 +69,7 @@ def test_missing_folder_names_the_config_key(tmp_path):
 
 
 def test_registered_by_one_yaml_file(compose_cfg, tmp_path):
-    """conf/generator/tsit.yaml: the example registration; the `baseline` dataset and its evaluate labels."""
+    """synthrel/conf/generator/tsit.yaml: the example registration; the `baseline` dataset and its evaluate labels."""
     from hydra.utils import instantiate
 
     images, labels = _write(tmp_path)

@@ -153,7 +153,7 @@ def test_every_recipe_runs_with_profile_tiny(workdir, recipe):
             key, path = line.strip().split(": ", 1)
             if key.endswith(("_dir", "report")):
                 assert Path(path).exists(), f"{recipe}: {key} {path} missing"
-    # the baseline generators' rows (conf/generator/: physics fog per beta, Hendrycks per domain, external)
+    # the baseline generators' rows (synthrel/conf/generator/: physics fog per beta, Hendrycks per domain, external)
     analysis = workdir / "outputs" / "tiny" / "artifacts" / "analysis"
     table = {"table1": analysis / "correlation" / "table1_mIoU.md", "table4": analysis / "table4" / "table4_fid.md"}
     if recipe in table:

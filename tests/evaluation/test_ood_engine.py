@@ -123,7 +123,7 @@ def test_evaluate_stage_tiny_profile_ood_rows_equal_sklearn(tmp_path, compose_cf
     differently)."""
     data = tmp_path / "data"
     DemoDataJob(root=str(data), image_size=[96, 48], n_train=1, n_val=1, n_shift=1, n_ood=4).run()
-    # conf/zoo/tiny.yaml's pspnet_r18 folder, as the tiny_models stage writes it (conf/stage/tiny_models.yaml)
+    # synthrel/conf/zoo/tiny.yaml's pspnet_r18 folder, as the tiny_models stage writes it (synthrel/conf/stage/tiny_models.yaml)
     ensure_tiny_segmenter("pspnet_r18", tmp_path / "models" / "zoo" / "pspnet_r18")
     overrides = ["profile=tiny", "device=cpu", f"paths.data_dir={data}", f"paths.artifacts_dir={tmp_path}/art",
                  f"profile.models_dir={tmp_path}/models"]

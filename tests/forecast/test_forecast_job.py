@@ -27,7 +27,7 @@ from synthrel.run import CONF_DIR, run_stages
 REPO = Path(__file__).resolve().parents[2]
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled", "TQDM_DISABLE": "1",
        "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-MODEL = "ccnet_r18_untrained"  # conf/model/tiny_unseen.yaml
+MODEL = "ccnet_r18_untrained"  # synthrel/conf/model/tiny_unseen.yaml
 
 
 def readme_forecast_command() -> list[str]:
@@ -46,7 +46,7 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("forecast_world")
     build_data(root / "outputs")
-    # conf/model/tiny_unseen.yaml's folder, as the tiny_models stage writes it (conf/stage/tiny_models.yaml)
+    # synthrel/conf/model/tiny_unseen.yaml's folder, as the tiny_models stage writes it (synthrel/conf/stage/tiny_models.yaml)
     ensure_tiny_segmenter("ccnet_r18", root / "outputs" / "tiny" / "models" / "forecast" / "ccnet_r18_untrained")
     write_results(simulated_zoo(), root / "outputs" / "tiny" / "artifacts" / "results" / "tiny")
     return root

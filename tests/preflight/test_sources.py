@@ -1,4 +1,4 @@
-"""Every default hub id in conf/ and synthrel/ is one of the recorded ids (synthrel/preflight/sources.py), and no
+"""Every default hub id in synthrel/conf/ and synthrel/ is one of the recorded ids (synthrel/preflight/sources.py), and no
 retired id is used anywhere: a repository that moves on the hub is fixed in one place."""
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ def files(*folders: str, suffixes=(".py", ".yaml")) -> list[Path]:
 
 
 def test_every_hub_id_written_in_conf_and_code_is_recorded():
-    found = {m.group(1): p for p in files("conf", "synthrel") for m in HUB_ID.finditer(p.read_text())}
+    found = {m.group(1): p for p in files("synthrel") for m in HUB_ID.finditer(p.read_text())}
     assert len(found) >= 5, "the scan found too few hub ids to be looking at the right text"
     unknown = {i: str(p.relative_to(REPO)) for i, p in found.items() if i not in HUB_MODELS}
     assert not unknown, f"hub ids not in synthrel/preflight/sources.py HUB_MODELS: {unknown}"
 
 
 def test_no_retired_id_is_used_in_code_conf_or_docs():
-    texts = files("conf", "synthrel", "benchmarks", "docs", "experiments", suffixes=(".py", ".yaml", ".md", ".sh"))
+    texts = files("synthrel", "benchmarks", "docs", "experiments", suffixes=(".py", ".yaml", ".md", ".sh"))
     texts.append(REPO / "README.md")
     used = [(str(p.relative_to(REPO)), i) for p in texts for i in RETIRED
             if i in p.read_text() and not p.name == "install.md"]  # install.md explains the rename

@@ -13,7 +13,7 @@ from synthrel.tiny.segmentation import ensure_tiny_segmenter
 from synthrel.zoo.predictor import build_segmenter
 from synthrel.zoo.registry import ZooEntry, get_entry, load_mmseg_config, zoo_entries
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "zoo"
+CONF = Path(__file__).resolve().parents[2] / "synthrel" / "conf" / "zoo"
 PAPER40 = yaml.safe_load((CONF / "paper40.yaml").read_text())
 ENTRIES = zoo_entries(PAPER40)
 A5_NAMES = (  # supplementary A.5

@@ -61,7 +61,7 @@ class DemoDataJob:
 
     cityscapes/ (clean train and val), ACDC/ (fog, night, rain, snow; train and val, `n_shift` images each),
     IDD_Segmentation/ (train and val, `n_shift` images each), RoadAnomaly/ (`n_ood` frames).
-    The folders carry the relis protocol splits (conf/dataset/protocol_splits.yaml): Cityscapes val cities
+    The folders carry the relis protocol splits (synthrel/conf/dataset/protocol_splits.yaml): Cityscapes val cities
     frankfurt / munster / lindau, ACDC train and val scenes, IDD train scenes in and out of the 37 test ones.
     """
 
