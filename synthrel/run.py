@@ -1,6 +1,9 @@
-"""Entry point: `python -m synthrel.run +experiment=covariate_fog` (or `+stage=[generate,evaluate]`).
+"""Entry point: `synthrel +experiment=covariate_fog` or `python -m synthrel.run +experiment=covariate_fog`
+(or `+stage=[generate,evaluate]`).
 
 Every selected stage under `stages` is instantiated from its `_target_` and run, in pipeline order.
+Module level imports only Hydra and the config schemas: `--help`, `--cfg` and shell completion never reach
+`main`'s body, so torch, pandas and the FID code load there, when a run starts (benchmarks/cli_startup.py).
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ from synthrel.config import (  # (importing it registers the schemas and resolve
     check_stage_keys,
 )
 from synthrel.errors import ConfigError
-from synthrel.preflight import gate as preflight_gate
-from synthrel.runtime import setup_runtime
 
 log = logging.getLogger("synthrel")
 
@@ -70,6 +71,9 @@ def run_stages(cfg: DictConfig) -> dict[str, dict]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
+    from synthrel.preflight import gate as preflight_gate
+    from synthrel.runtime import setup_runtime
+
     check_run_keys(cfg)
     check_stage_keys(cfg)
     setup_runtime(cfg.get("cpu_threads"))
