@@ -6,19 +6,27 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TQDM_MININTERVAL ?= 5
 
-.PHONY: help install demo test test-full test-fast bench lint format clean
+.PHONY: help install lock demo test test-full test-fast bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# TORCH_INDEX: where torch==2.13.0+cpu comes from when no local index has it, e.g.
+# make install TORCH_INDEX="--extra-index-url https://download.pytorch.org/whl/cpu" (docs/install.md)
+TORCH_INDEX ?=
+$(STAMP): pyproject.toml requirements.lock
 	python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0   # pinned: the CPU wheel on disk, never an unpinned CUDA build
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q $(TORCH_INDEX) -r requirements.lock   # the locked set, exactly (CPU torch)
+	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP) ## build the project-local .venv
+install: $(STAMP) ## build the project-local .venv from requirements.lock
+
+lock: ## rewrite requirements.lock from pyproject.toml's ranges, keeping today's pins (pip-tools; UPGRADE="--upgrade" or "-P numpy" to move)
+	python3 -m venv /tmp/synthrel-lock && /tmp/synthrel-lock/bin/pip install -q pip-tools
+	/tmp/synthrel-lock/bin/pip-compile -q --extra dev --strip-extras --no-emit-index-url --no-emit-find-links $(UPGRADE) -o requirements.lock pyproject.toml
+	rm -rf build synthrel.egg-info
 
 demo: $(STAMP) ## run the whole pipeline on the tiny profile (demo data, tiny models) and print the report path
 	$(PY) -m synthrel.run +experiment=demo
