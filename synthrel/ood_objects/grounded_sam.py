@@ -8,6 +8,7 @@ processors expect; the official script fed RGB to a BGR interface, so both model
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,28 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union, torch.zeros_like(inter))
 
 
+@functools.cache
+def torchvision_ops():
+    """`torchvision.ops` where torchvision imports (GPU images), else None: beside the locked CPU torch pip can
+    only take a torchvision build whose import fails (docs/install.md), so an installed but broken one counts
+    as absent."""
+    try:
+        import torchvision.ops
+    except (ImportError, RuntimeError):
+        return None
+    return torchvision.ops
+
+
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy non-maximum suppression as torchvision.ops.nms (torchvision is not installable here).
+    """Non-maximum suppression: torchvision.ops.nms where torchvision imports, else `greedy_nms`."""
+    ops = torchvision_ops()
+    if ops is None:
+        return greedy_nms(boxes, scores, iou_threshold)
+    return ops.nms(boxes.float(), scores.float(), iou_threshold)
+
+
+def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy non-maximum suppression as torchvision.ops.nms, the fallback where torchvision is absent.
 
     Returns the indices of the kept boxes by decreasing score; a box is dropped when its IoU with a kept,
     higher-scoring box is above `iou_threshold`.
