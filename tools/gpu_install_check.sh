@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Install synthrel's wheel into a GPU image's own torch environment, offline, and run the demo's first stages on
+# CUDA from an empty folder (issue #32; docs/install.md, "GPU image").
+#
+#   tools/gpu_install_check.sh            # needs dist/synthrel-*.whl and .whl/ (the wheels of tools/gpu_carry.txt)
+#
+# It installs into $PYTHON's own environment (the image's python3, as a user installs into theirs; the machine is
+# fresh for every lease): the image's torch, numpy, ... are used as installed, and the check fails if the
+# install replaced torch.
+# opencv-python is not carried (the image's opencv-python-headless provides the same cv2), so the wheels go in
+# with --no-deps after a full dry-run resolve, and `pip check` may only report that one requirement.
+# Env: PYTHON (default python3), WHL (default .whl), STAGES (default [tiny_models,demo_data,train_zoo]), DEVICE
+# (default cuda; cpu to try the script on a CPU machine).
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+WHL=${WHL:-.whl}
+STAGES=${STAGES:-[tiny_models,demo_data,train_zoo]}
+DEVICE=${DEVICE:-cuda}
+WHEEL=$(ls dist/synthrel-*.whl)
+WORK=$(mktemp -d)
+
+torch_before=$("$PYTHON" -c 'import torch; print(torch.__version__, torch.__file__)')
+echo "image torch: $torch_before"
+PIP=("$PYTHON" -m pip --disable-pip-version-check)
+BIN=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+
+echo "== full resolve against the image and the carried wheels (dry run)"
+"${PIP[@]}" install --dry-run --no-index --find-links "$WHL" "$WHEEL" 2>&1 | tail -5 || true
+
+echo "== install"
+mapfile -t carried < <(find "$WHL" -maxdepth 1 -name "*.whl" 2>/dev/null)
+"${PIP[@]}" install -q --no-index --no-deps "${carried[@]}" "$WHEEL"
+problems=$("${PIP[@]}" check 2>&1 | grep -v "requires opencv-python, which is not installed" || true)
+if [ -n "$problems" ] && [ "$problems" != "No broken requirements found." ]; then
+    echo "pip check: $problems"; exit 1
+fi
+
+torch_after=$("$PYTHON" -c 'import torch; print(torch.__version__, torch.__file__)')
+if [ "$torch_after" != "$torch_before" ]; then
+    echo "FAIL: torch changed: $torch_before -> $torch_after"; exit 1
+fi
+"$PYTHON" - <<'EOF'
+import importlib.metadata as md, sys, cv2, torch, synthrel
+print("python", sys.version.split()[0], "| torch", torch.__version__, "cuda", torch.cuda.is_available(),
+      torch.cuda.get_device_name() if torch.cuda.is_available() else "-", "| cv2", cv2.__version__)
+print("synthrel", synthrel.__version__, "from", synthrel.__file__)
+for name in ["transformers", "diffusers", "huggingface-hub", "numpy", "pandas", "scipy", "hydra-core",
+             "mmsegmentation", "mmengine", "mmcv-lite", "torchvision", "torchmetrics", "pytorch-lightning"]:
+    try:
+        print(f"  {name} {md.version(name)}")
+    except md.PackageNotFoundError:
+        print(f"  {name} absent")
+EOF
+
+cd "$WORK"   # an empty folder: nothing is read from a checkout
+export HF_HUB_OFFLINE=1 WANDB_MODE=disabled TQDM_MININTERVAL=5
+"$BIN/synthrel" --cfg job +experiment=demo > cfg_job.yaml && echo "--cfg job: $(wc -l < cfg_job.yaml) lines"
+"$BIN/synthrel" profile=tiny "+stage=$STAGES" device=$DEVICE
+ls "$WORK/outputs/tiny"
+echo "OK: synthrel installed over torch $torch_after and ran $STAGES on $DEVICE in $WORK"
