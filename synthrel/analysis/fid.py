@@ -1,8 +1,9 @@
 """FID between a synthetic set and its real counterpart (supplementary Table 4), with torchmetrics.
 
-`feature_extractor: inception` is the standard FID (Inception-V3 pool3, 2048 features): the TF-compatible
-network of torch-fidelity, rebuilt in synthrel.analysis.inception without torchvision (which cannot be installed
-beside the pinned CPU torch), loaded from a local weights file (torch-fidelity's
+`feature_extractor: inception` is the standard FID (Inception-V3 pool3, 2048 features): torch-fidelity's
+TF-compatible network where torch-fidelity imports (GPU images, with torchvision), else its rebuild in
+synthrel.analysis.inception without torchvision (which cannot be installed beside the locked CPU torch; tested
+equal: tests/analysis/test_fid_torch_fidelity.py), loaded from a local weights file (torch-fidelity's
 weights-inception-2015-12-05-6726825d.pth); nothing downloads here.
 `feature_extractor: tiny` is a fixed, seeded random conv net passed to torchmetrics as a custom module:
 it runs offline and is deterministic, but its values are NOT comparable with published FIDs.
@@ -77,7 +78,37 @@ def build_fid(
         )
     from synthrel.analysis.inception import FIDInceptionV3
 
-    return FrechetInceptionDistance(feature=FIDInceptionV3.from_file(weights_path), normalize=False)
+    checked = FIDInceptionV3.from_file(weights_path)  # keys, shapes and sha256 checked, with a clear error
+    maintained = torch_fidelity_inception()
+    if maintained is None:
+        return FrechetInceptionDistance(feature=checked, normalize=False)
+    return FrechetInceptionDistance(feature=FidelityInception(maintained, checked), normalize=False)
+
+
+def torch_fidelity_inception():
+    """torch-fidelity's FeatureExtractorInceptionV3 where it imports (it needs torchvision, present on GPU
+    images), else None: synthrel.analysis.inception is the fallback, tested equal to it."""
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except (ImportError, RuntimeError):  # absent, or a torchvision that does not match torch
+        return None
+    return FeatureExtractorInceptionV3
+
+
+class FidelityInception(nn.Module):
+    """torch-fidelity's FID Inception (pool3, 2048 features of uint8 images) loaded from the file `checked` was
+    read from, carrying its weights path, sha256 and `official_weights` for the FID record."""
+
+    def __init__(self, extractor_class, checked):
+        super().__init__()
+        self.net = extractor_class("inception-v3-compat", ["2048"], feature_extractor_weights_path=checked.weights_path)
+        self.net.requires_grad_(False).eval()
+        self.weights_path, self.weights_sha256 = checked.weights_path, checked.weights_sha256
+        self.official_weights = checked.official_weights
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        (features,) = self.net(images)
+        return features.reshape(len(images), -1)
 
 
 def resize_batch(images: Sequence[np.ndarray], resolution: Sequence[int]) -> torch.Tensor:
