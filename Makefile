@@ -25,7 +25,7 @@ install: $(STAMP) ## build the project-local .venv from requirements.lock
 
 lock: ## rewrite requirements.lock from pyproject.toml's ranges, keeping today's pins (pip-tools; UPGRADE="--upgrade" or "-P numpy" to move)
 	python3 -m venv /tmp/synthrel-lock && /tmp/synthrel-lock/bin/pip install -q pip-tools
-	/tmp/synthrel-lock/bin/pip-compile -q --extra dev --strip-extras --no-emit-index-url --no-emit-find-links $(UPGRADE) -o requirements.lock pyproject.toml
+	/tmp/synthrel-lock/bin/pip-compile -q --extra dev --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links $(UPGRADE) -o requirements.lock pyproject.toml
 	rm -rf build synthrel.egg-info
 
 demo: $(STAMP) ## run the whole pipeline on the tiny profile (demo data, tiny models) and print the report path
