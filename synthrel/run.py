@@ -6,7 +6,6 @@ Every selected stage under `stages` is instantiated from its `_target_` and run,
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import hydra
@@ -58,13 +57,30 @@ def run_stages(cfg: DictConfig) -> dict[str, dict]:
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown} under `stages`; valid names: {', '.join(STAGE_ORDER)}")
     check_stage_keys(cfg)
-    summaries = {}
+    from synthrel.runstats import check_released, count_images, measure, write_stage_table
+
+    summaries, stats = {}, []
     for name in sorted(stages, key=STAGE_ORDER.index):
-        start = time.perf_counter()
         log.info("stage %s: starting", name)
-        job = hydra.utils.instantiate(stages[name], _convert_="all")
-        summaries[name] = job.run() or {}
-        log.info("stage %s: done in %.1f s %s", name, time.perf_counter() - start, summaries[name])
+        with measure(name) as stage_stats:
+            job = hydra.utils.instantiate(stages[name], _convert_="all")
+            summaries[name] = job.run() or {}
+            del job  # the stage's models go with it: measure() collects them and empties the CUDA cache
+        stage_stats.images = count_images(summaries[name])
+        stats.append(stage_stats)
+        summaries[name]["stage_stats"] = {k: v for k, v in vars(stage_stats).items() if k != "stage"}
+        log.info("stage %s: done in %.1f s %s", name, stage_stats.wall_s, summaries[name])
+    table = cfg.get("stage_table") or {}
+    if table.get("enabled"):
+        write_stage_table(stats, cfg.paths.output_dir, str(cfg.get("device", "auto")))
+    leaks = check_released(stats, float(table.get("release_margin_mb", 256)))
+    if leaks:
+        message = "GPU memory not released between stages:\n  " + "\n  ".join(leaks)
+        if table.get("enabled"):
+            from synthrel.runstats import MemoryNotReleasedError
+
+            raise MemoryNotReleasedError(message)
+        log.warning("%s", message)
     return summaries
 
 
@@ -77,6 +93,9 @@ def main(cfg: DictConfig) -> None:
 
     check_domain(cfg, HydraConfig.get().runtime.choices.get("domain"))
     log.info("profile=%s task=%s output_dir=%s", cfg.profile.name, cfg.task_name, cfg.paths.output_dir)
+    from synthrel.runstats import environment
+
+    log.info("%s", environment(cfg))  # fails here, before any stage, when CUDA is asked for but absent
     if preflight_gate(cfg, STAGE_ORDER):  # preflight=true / download: report only
         return
     summaries = run_stages(cfg)
