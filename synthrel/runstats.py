@@ -125,6 +125,10 @@ def environment(cfg) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ stage table
+def gib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f}"
+
+
 def measured_rates() -> dict:
     """The benchmark rates shipped with the package (synthrel/measured_rates.json): row name -> rate, card, source,
     1-GPU hours at the paper's work counts (benchmarks/budget.py's rows)."""
@@ -142,7 +146,6 @@ def stage_table(stats: list[StageStats], device: str) -> tuple[str, dict]:
     Each stage's peak counts what earlier stages left allocated, so the run's peak is the largest stage peak and
     stays at one stage's own need only while `check_released` finds nothing.
     """
-    gib = (lambda b: "-" if b is None else f"{b / 2**30:.2f}")
     lines = [f"stage table ({device})", "",
              "| stage | wall s | images | images/s | GPU peak GiB | GPU after - before MiB | benchmark (same work) |",
              "|---|---:|---:|---:|---:|---:|---|"]
