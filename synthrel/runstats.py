@@ -84,7 +84,7 @@ def measure(stage: str):
 
 def count_images(summary: dict) -> int | None:
     """The images a stage summary reports (its first integer count key), None when it reports none."""
-    for key in ("images", "num_images", "written", "generated", "captioned", "pairs_images", "samples"):
+    for key in ("images", "captioned", "generated", "written", "items"):  # caption, generate, corrupt, inpaint
         value = summary.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
