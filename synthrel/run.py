@@ -72,7 +72,8 @@ def run_stages(cfg: DictConfig) -> dict[str, dict]:
         log.info("stage %s: done in %.1f s %s", name, stage_stats.wall_s, summaries[name])
     table = cfg.get("stage_table") or {}
     if table.get("enabled"):
-        write_stage_table(stats, cfg.paths.output_dir, str(cfg.get("device", "auto")))
+        write_stage_table(stats, cfg.paths.output_dir, str(cfg.get("device", "auto")),
+                          OmegaConf.select(cfg, "backbone.name"))
     leaks = check_released(stats, float(table.get("release_margin_mb", 256)))
     if leaks:
         message = "GPU memory not released between stages:\n  " + "\n  ".join(leaks)

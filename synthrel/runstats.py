@@ -135,23 +135,30 @@ def measured_rates() -> dict:
     return json.loads(resources.files("synthrel").joinpath(RATES_FILE).read_text())["rows"]
 
 
-def rates_of(stage: str) -> dict[str, dict]:
-    """The measured budget rows of pipeline stage `stage` (generate: SD1.5 and SDXL; inpaint: its three calls)."""
-    return {name: r for name, r in measured_rates().items() if r["stage"] == stage and r["per_s"]}
+BACKBONE_LABELS = {"sd15": "SD1.5", "sdxl": "SDXL"}  # the budget's row names: "generate SD1.5", ...
 
 
-def stage_table(stats: list[StageStats], device: str) -> tuple[str, dict]:
+def rates_of(stage: str, backbone: str | None = None) -> dict[str, dict]:
+    """The measured budget rows of pipeline stage `stage` (inpaint: its three calls); for generate and
+    train_controlnet the row of `backbone` (sd15 | sdxl) only, when given."""
+    rows = {name: r for name, r in measured_rates().items() if r["stage"] == stage and r["per_s"]}
+    if backbone is not None and stage in ("generate", "train_controlnet"):
+        rows = {k: r for k, r in rows.items() if k.endswith(f" {BACKBONE_LABELS.get(backbone, backbone)}")}
+    return rows
+
+
+def stage_table(stats: list[StageStats], device: str, backbone: str | None = None) -> tuple[str, dict]:
     """Markdown table of the stages (wall, images/s, peak memory, the benchmark's rate for the stage) and its JSON.
 
     Each stage's peak counts what earlier stages left allocated, so the run's peak is the largest stage peak and
     stays at one stage's own need only while `check_released` finds nothing.
     """
-    lines = [f"stage table ({device})", "",
+    lines = [f"stage table ({device}; benchmark rates: the paper-size work of `python -m benchmarks.run budget`)", "",
              "| stage | wall s | images | images/s | GPU peak GiB | GPU after - before MiB | benchmark (same work) |",
              "|---|---:|---:|---:|---:|---:|---|"]
     rows = []
     for s in stats:
-        bench = rates_of(s.stage)
+        bench = rates_of(s.stage, backbone)
         bench_text = "; ".join(f"{name}: {r['per_s']:.3g} {r['unit']}/s ({r['card']}, {r['source']})"
                                for name, r in bench.items()) or "-"
         grown = (None if s.cuda_after_bytes is None else (s.cuda_after_bytes - (s.cuda_before_bytes or 0)) / MiB)
@@ -168,9 +175,9 @@ def stage_table(stats: list[StageStats], device: str) -> tuple[str, dict]:
                               "run_peak_bytes": run_peak_bytes}
 
 
-def write_stage_table(stats: list[StageStats], out_dir: str | Path, device: str) -> Path:
+def write_stage_table(stats: list[StageStats], out_dir: str | Path, device: str, backbone: str | None = None) -> Path:
     """Write stage_table.md / stage_table.json into the run folder and log the table."""
-    text, data = stage_table(stats, device)
+    text, data = stage_table(stats, device, backbone)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "stage_table.md").write_text(text + "\n")

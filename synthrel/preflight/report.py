@@ -72,12 +72,9 @@ def gpu_hours(cfg: DictConfig, stages: list[str]) -> dict[str, str]:
         return {}
     from synthrel.runstats import rates_of
 
-    backbone = {"sd15": "SD1.5", "sdxl": "SDXL"}.get(str(OmegaConf.select(cfg, "backbone.name")))
     out = {}
     for stage in stages:
-        rows = rates_of(stage)
-        if stage in ("generate", "train_controlnet"):  # one row per backbone: this run's
-            rows = {k: r for k, r in rows.items() if k.endswith(f" {backbone}")}
+        rows = rates_of(stage, str(OmegaConf.select(cfg, "backbone.name")))
         if rows:
             hours = sum(r["hours_1"] for r in rows.values())
             out[stage] = f"~{hours:.2f} h on 1 GPU (" + "; ".join(

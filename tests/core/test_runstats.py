@@ -42,6 +42,8 @@ def test_stage_table_on_cpu_has_no_memory_figures_and_quotes_the_benchmarks(tmp_
     assert set(generate["benchmark"]) == {"generate SD1.5", "generate SDXL"}
     assert generate["benchmark"]["generate SDXL"]["per_s"] == rates["generate SDXL"]["per_s"]
     assert f"{rates['generate SD1.5']['per_s']:.3g} image/s" in text
+    _, sdxl = stage_table(stats, "cpu", backbone="sdxl")
+    assert set(sdxl["stages"][0]["benchmark"]) == {"generate SDXL"}  # the run's backbone only
     line = next(li for li in text.splitlines() if li.startswith("| correlate"))
     assert line.split("|")[5].strip() == "-"  # GPU peak column
 
