@@ -43,7 +43,7 @@ STAGE_ORDER = (
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
-def run_stages(cfg: DictConfig) -> dict[str, dict]:
+def run_stages(cfg: DictConfig) -> RunSummaries:
     """Instantiate and run the stages of `cfg.stages` in pipeline order; return their summaries."""
     check_run_keys(cfg)
     stages = cfg.get("stages") or {}
@@ -68,7 +68,6 @@ def run_stages(cfg: DictConfig) -> dict[str, dict]:
             del job  # the stage's models go with it: measure() collects them and empties the CUDA cache
         stage_stats.images = count_images(summaries[name])
         stats.append(stage_stats)
-        summaries[name]["stage_stats"] = {k: v for k, v in vars(stage_stats).items() if k != "stage"}
         log.info("stage %s: done in %.1f s %s", name, stage_stats.wall_s, summaries[name])
     table = cfg.get("stage_table") or {}
     if table.get("enabled"):
@@ -82,7 +81,20 @@ def run_stages(cfg: DictConfig) -> dict[str, dict]:
 
             raise MemoryNotReleasedError(message)
         log.warning("%s", message)
-    return summaries
+    return RunSummaries(summaries, stats)
+
+
+class RunSummaries(dict):
+    """The stages' summaries (stage -> its job's summary), and `stats`: each stage's wall time and GPU memory."""
+
+    def __init__(self, summaries: dict, stats: list):
+        super().__init__(summaries)
+        self.stats = stats
+
+    def with_stats(self) -> dict:
+        """Each summary with its stage's `stage_stats` (what summary.yaml holds)."""
+        by_stage = {s.stage: {k: v for k, v in vars(s).items() if k != "stage"} for s in self.stats}
+        return {name: {**summary, "stage_stats": by_stage.get(name)} for name, summary in self.items()}
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -101,7 +113,7 @@ def main(cfg: DictConfig) -> None:
         return
     summaries = run_stages(cfg)
     out = Path(cfg.paths.output_dir)
-    OmegaConf.save(OmegaConf.create(summaries), out / "summary.yaml")
+    OmegaConf.save(OmegaConf.create(summaries.with_stats()), out / "summary.yaml")
     print(f"\nsynthrel: {cfg.task_name} finished; logs and summary in {out}")
     for name, summary in summaries.items():
         for key, value in summary.items():

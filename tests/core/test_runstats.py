@@ -88,7 +88,9 @@ def _cfg(tmp_path, keep_mb: int, enabled: bool):
 def test_run_stages_records_memory_per_stage_and_fails_a_stage_that_keeps_it(tmp_path, fake_cuda):
     from synthrel.run import run_stages
 
-    summary = run_stages(_cfg(tmp_path, keep_mb=10, enabled=True))["generate"]["stage_stats"]
+    summaries = run_stages(_cfg(tmp_path, keep_mb=10, enabled=True))
+    assert summaries == {"generate": {"generated": 4}}  # the stage's own summary, unchanged
+    summary = summaries.with_stats()["generate"]["stage_stats"]
     assert (summary["cuda_before_bytes"], summary["cuda_after_bytes"]) == (0, 10 * MiB)
     assert summary["cuda_peak_bytes"] == 10 * MiB + GiB and summary["images"] == 4
     table = json.loads((tmp_path / "stage_table.json").read_text())
@@ -101,7 +103,7 @@ def test_run_stages_records_memory_per_stage_and_fails_a_stage_that_keeps_it(tmp
 def test_cpu_run_records_wall_time_without_memory(tmp_path):
     from synthrel.run import run_stages
 
-    summary = run_stages(_cfg(tmp_path, keep_mb=0, enabled=False))["generate"]["stage_stats"]
+    summary = run_stages(_cfg(tmp_path, keep_mb=0, enabled=False)).with_stats()["generate"]["stage_stats"]
     assert summary["wall_s"] >= 0 and summary["cuda_peak_bytes"] is None and summary["cuda_after_bytes"] is None
 
 
