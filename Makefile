@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TQDM_MININTERVAL ?= 5
 
-.PHONY: help install lock demo test test-full test-fast bench lint format clean
+.PHONY: help install lock demo gpu-check test test-full test-fast bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,10 @@ lock: ## rewrite requirements.lock from pyproject.toml's ranges, keeping today's
 
 demo: $(STAMP) ## run the whole pipeline on the tiny profile (demo data, tiny models) and print the report path
 	$(PY) -m synthrel.run +experiment=demo
+
+gpu-check: $(STAMP) ## on a GPU: every stage through the CLI (SD1.5, then SDXL), stage table in the run folder; fails without CUDA
+	$(PY) -m synthrel.run +experiment=gpu_check
+	$(PY) -m synthrel.run +experiment=gpu_check backbone=sdxl
 
 test: $(STAMP) ## run the whole test suite, as CI does (fails when no test is collected)
 	$(PY) -m pytest -q -n 2

@@ -353,15 +353,38 @@ def table(rows: list[Row], summary: dict, scaling: Measured | None, by_set: dict
     return "\n".join(out)
 
 
+#: the package-data copy of the rates that the pipeline quotes (preflight's GPU time, gpu_check's stage table):
+#: the package is installed as a wheel and cannot read docs/bench_results at run time
+RATES = ROOT / "synthrel" / "measured_rates.json"
+
+
+def rates_data(rows: list[Row], summary: dict) -> dict:
+    """What RATES holds: each row's rate, card, source and 1-GPU hours at the paper's work counts, by row."""
+    out = {}
+    for r in rows:
+        m = r.measured
+        out[r.stage] = {"stage": r.stage.split()[0].rstrip(":"), "work": r.work, "units": r.units, "unit": r.unit,
+                        "per_s": None if m is None else round(m.per_s, 6), "card": None if m is None else m.card,
+                        "source": None if m is None else m.source,
+                        "hours_1": None if r.hours_1 is None else round(r.hours_1, 4)}
+    return {"written_by": "python -m benchmarks.run budget --write-rates (from docs/bench_results)",
+            "rows": out, "total_gpu_hours_1": summary["total_gpu_hours_1"], "not_measured": summary["not_measured"]}
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m benchmarks.run budget", description=__doc__.split("\n")[0])
     p.add_argument("--results", default=str(RESULTS), help="folder of the measured JSONs")
     p.add_argument("--zoo", default=str(ZOO), help="the zoo whose models are evaluated")
     p.add_argument("--json", default=None, help="also write the table as JSON here (default $OUT/budget.json)")
+    p.add_argument("--write-rates", action="store_true", help=f"rewrite {RATES.relative_to(ROOT)} (package data: "
+                   "the rates preflight and +experiment=gpu_check quote) from these results")
     args = p.parse_args(argv)
     rows, scaling, meta = build_rows(Path(args.results), Path(args.zoo))
     summary = summarise(rows, scaling)
+    if args.write_rates:
+        RATES.write_text(json.dumps(rates_data(rows, summary), indent=1) + "\n")
+        print(f"wrote {RATES}", flush=True)
     print(table(rows, summary, scaling, meta["evaluate_hours_1_by_set"]), flush=True)
     res = {"rows": [{**asdict(r), "hours_1": r.hours_1} for r in rows], "summary": summary,
            "counts": {k: {"value": v, "source": s} for k, (v, s) in COUNTS.items()},

@@ -129,6 +129,9 @@ def check_run_keys(cfg) -> None:
     force = cfg.get("force", False)
     if not isinstance(force, bool):
         raise ConfigError(f"`force` is {force!r}; expected true or false")
+    margin = (cfg.get("stage_table") or {}).get("release_margin_mb", 0)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
+        raise ConfigError(f"`stage_table.release_margin_mb` is {margin!r}; expected a number of MiB >= 0")
 def real_counterpart(name) -> str | None:
     """Dataset key of the real counterpart of domain `name`, None for a custom domain."""
     return REAL_COUNTERPARTS.get(str(name))

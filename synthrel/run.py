@@ -9,7 +9,6 @@ Module level imports only Hydra and the config schemas: `--help`, `--cfg` and sh
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import hydra
@@ -45,7 +44,7 @@ STAGE_ORDER = (
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
-def run_stages(cfg: DictConfig) -> dict[str, dict]:
+def run_stages(cfg: DictConfig) -> RunSummaries:
     """Instantiate and run the stages of `cfg.stages` in pipeline order; return their summaries."""
     check_run_keys(cfg)
     stages = cfg.get("stages") or {}
@@ -59,14 +58,44 @@ def run_stages(cfg: DictConfig) -> dict[str, dict]:
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown} under `stages`; valid names: {', '.join(STAGE_ORDER)}")
     check_stage_keys(cfg)
-    summaries = {}
+    from synthrel.runstats import check_released, count_images, measure, write_stage_table
+
+    summaries, stats = {}, []
     for name in sorted(stages, key=STAGE_ORDER.index):
-        start = time.perf_counter()
         log.info("stage %s: starting", name)
-        job = hydra.utils.instantiate(stages[name], _convert_="all")
-        summaries[name] = job.run() or {}
-        log.info("stage %s: done in %.1f s %s", name, time.perf_counter() - start, summaries[name])
-    return summaries
+        with measure(name) as stage_stats:
+            job = hydra.utils.instantiate(stages[name], _convert_="all")
+            summaries[name] = job.run() or {}
+            del job  # the stage's models go with it: measure() collects them and empties the CUDA cache
+        stage_stats.images = count_images(summaries[name])
+        stats.append(stage_stats)
+        log.info("stage %s: done in %.1f s %s", name, stage_stats.wall_s, summaries[name])
+    table = cfg.get("stage_table") or {}
+    if table.get("enabled"):
+        write_stage_table(stats, cfg.paths.output_dir, str(cfg.get("device", "auto")),
+                          OmegaConf.select(cfg, "backbone.name"))
+    leaks = check_released(stats, float(table.get("release_margin_mb", 256)))
+    if leaks:
+        message = "GPU memory not released between stages:\n  " + "\n  ".join(leaks)
+        if table.get("enabled"):
+            from synthrel.runstats import MemoryNotReleasedError
+
+            raise MemoryNotReleasedError(message)
+        log.warning("%s", message)
+    return RunSummaries(summaries, stats)
+
+
+class RunSummaries(dict):
+    """The stages' summaries (stage -> its job's summary), and `stats`: each stage's wall time and GPU memory."""
+
+    def __init__(self, summaries: dict, stats: list):
+        super().__init__(summaries)
+        self.stats = stats
+
+    def with_stats(self) -> dict:
+        """Each summary with its stage's `stage_stats` (what summary.yaml holds)."""
+        by_stage = {s.stage: {k: v for k, v in vars(s).items() if k != "stage"} for s in self.stats}
+        return {name: {**summary, "stage_stats": by_stage.get(name)} for name, summary in self.items()}
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -81,11 +110,14 @@ def main(cfg: DictConfig) -> None:
 
     check_domain(cfg, HydraConfig.get().runtime.choices.get("domain"))
     log.info("profile=%s task=%s output_dir=%s", cfg.profile.name, cfg.task_name, cfg.paths.output_dir)
+    from synthrel.runstats import environment
+
+    log.info("%s", environment(cfg))  # fails here, before any stage, when CUDA is asked for but absent
     if preflight_gate(cfg, STAGE_ORDER):  # preflight=true / download: report only
         return
     summaries = run_stages(cfg)
     out = Path(cfg.paths.output_dir)
-    OmegaConf.save(OmegaConf.create(summaries), out / "summary.yaml")
+    OmegaConf.save(OmegaConf.create(summaries.with_stats()), out / "summary.yaml")
     print(f"\nsynthrel: {cfg.task_name} finished; logs and summary in {out}")
     for name, summary in summaries.items():
         for key, value in summary.items():

@@ -65,6 +65,24 @@ def gpu_estimates(cfg: DictConfig, stages: list[str]) -> dict[str, str]:
     return out
 
 
+def gpu_hours(cfg: DictConfig, stages: list[str]) -> dict[str, str]:
+    """Stage -> estimated hours on one GPU at the paper's work counts, from the measured rates that
+    `python -m benchmarks.run budget` uses (synthrel/measured_rates.json, written by its --write-rates)."""
+    if OmegaConf.select(cfg, "profile.tiny", default=False):
+        return {}
+    from synthrel.runstats import rates_of
+
+    out = {}
+    for stage in stages:
+        rows = rates_of(stage, str(OmegaConf.select(cfg, "backbone.name")))
+        if rows:
+            hours = sum(r["hours_1"] for r in rows.values())
+            out[stage] = f"~{hours:.2f} h on 1 GPU (" + "; ".join(
+                f"{r['work']}: {r['units']:,.0f} {r['unit']}s at {r['per_s']:.3g}/s, {r['card']}, {r['source']}"
+                for r in rows.values()) + ")"
+    return out
+
+
 def _line(need: Need) -> str:
     size = f"{'' if need.exact_size else '~'}{human(need.size)}, " if need.size else ""
     tag = f"  [{size}preflight=download]" if need.downloadable else ""
@@ -104,6 +122,11 @@ def render(needs: list[Need], cfg: DictConfig, stages: list[str], offline: bool,
     if gpu:
         lines.append("GPU memory (estimates):")
         lines += [f"  {stage:<16} {text}" for stage, text in gpu.items()]
+    hours = gpu_hours(cfg, stages)
+    if hours:
+        lines.append("GPU time (estimates at the paper's work counts, measured rates of `python -m benchmarks.run "
+                     "budget`):")
+        lines += [f"  {stage:<16} {text}" for stage, text in hours.items()]
     blocking = [n for n in needs if n.blocking]
     if blocking:
         lines.append(f"NOT READY: {len(blocking)} item(s) missing or broken; "

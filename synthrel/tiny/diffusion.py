@@ -44,11 +44,12 @@ TINY_WORDS = (
 COMPLETE_MARKER = "model_index.json"
 
 
-def build_tiny_sd(out_dir: str | Path, kind: str, seed: int = 0) -> Path:
-    """Build the tiny `kind` pipeline into `out_dir` (skipped when already complete); return the folder.
+def build_tiny_sd(out_dir: str | Path, kind: str, seed: int = 0, size: str = "tiny", device=None) -> Path:
+    """Build the `kind` pipeline into `out_dir` (skipped when already complete); return the folder.
 
-    The folder is written to a temporary sibling and renamed into place, so a kill never leaves a
-    half-written folder that a later run would take as complete.
+    size: tiny, or real (the hub model's widths, synthrel/tiny/real_configs.py; random init on `device`, since
+    3.5 B parameters (SDXL) take minutes to initialise on a host). The folder is written to a temporary sibling
+    and renamed into place, so a kill never leaves a half-written folder that a later run would take as complete.
     """
     if kind not in KINDS:
         from synthrel.errors import unknown_name
@@ -58,9 +59,9 @@ def build_tiny_sd(out_dir: str | Path, kind: str, seed: int = 0) -> Path:
     if (out_dir / COMPLETE_MARKER).is_file():
         return out_dir
     with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory() as scratch:
-        pipe = _build_pipeline(kind, seed, Path(scratch) / "tokenizer_src")
+        pipe = _build_pipeline(kind, seed, Path(scratch) / "tokenizer_src", size, device)
         pipe.save_pretrained(tmp, safe_serialization=True)
-    log.info("built tiny %s pipeline in %s", kind, out_dir)
+    log.info("built %s %s pipeline in %s", size, kind, out_dir)
     return out_dir
 
 
@@ -105,9 +106,15 @@ def _clip_tokenizer(directory: Path):
     return CLIPTokenizer.from_pretrained(directory, model_max_length=77, pad_token="<|endoftext|>")
 
 
-def _text_config(vocab_size: int, projection_dim: int | None = None):
+def _text_config(vocab_size: int, projection_dim: int | None = None, real: dict | None = None):
+    """A tiny CLIP text config, or the `real` tower's (CLIP's 49,408-row embedding; the local tokenizer's ids)."""
     from transformers import CLIPTextConfig
 
+    if real is not None:
+        from synthrel.tiny.real_configs import CLIP_VOCAB
+
+        return CLIPTextConfig(**real, vocab_size=max(CLIP_VOCAB, vocab_size), bos_token_id=vocab_size - 2,
+                              eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
     return CLIPTextConfig(
         vocab_size=vocab_size,
         hidden_size=32,
@@ -123,9 +130,13 @@ def _text_config(vocab_size: int, projection_dim: int | None = None):
     )
 
 
-def _vae():
+def _vae(kind: str, size: str):
     from diffusers import AutoencoderKL
 
+    if size == "real":
+        from synthrel.tiny.real_configs import VAES
+
+        return AutoencoderKL(**VAES[kind])
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -140,9 +151,13 @@ def _vae():
     )
 
 
-def _unet(kind: str):
+def _unet(kind: str, size: str):
     from diffusers import UNet2DConditionModel
 
+    if size == "real":
+        from synthrel.tiny.real_configs import UNETS
+
+        return UNet2DConditionModel(**UNETS[kind])
     common = dict(
         sample_size=8,
         block_out_channels=(32, 64),
@@ -172,7 +187,7 @@ def _unet(kind: str):
     )
 
 
-def _build_pipeline(kind: str, seed: int, tokenizer_dir: Path):
+def _build_pipeline(kind: str, seed: int, tokenizer_dir: Path, size: str = "tiny", device=None):
     import torch
     from diffusers import (
         DDIMScheduler,
@@ -182,17 +197,24 @@ def _build_pipeline(kind: str, seed: int, tokenizer_dir: Path):
     )
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    from synthrel.tiny.real_configs import CLIP_G_TEXT, CLIP_L_TEXT, check_size
+
+    real = check_size(size) == "real"
     torch.manual_seed(seed)
     tokenizer = _clip_tokenizer(tokenizer_dir)
     vocab_size = len(tokenizer)
-    unet = _unet(kind)
-    vae = _vae()
+    with torch.device(device or "cpu"):
+        unet = _unet(kind, size)
+        vae = _vae(kind, size)
+        text_encoder = CLIPTextModel(_text_config(vocab_size, real=CLIP_L_TEXT if real else None))
+        text_encoder_2 = (CLIPTextModelWithProjection(_text_config(vocab_size, 32, CLIP_G_TEXT if real else None))
+                          if kind == "sdxl" else None)
     scheduler = DDIMScheduler(**SD_SCHEDULER)
     if kind == "sdxl":
         return StableDiffusionXLPipeline(
             vae=vae,
-            text_encoder=CLIPTextModel(_text_config(vocab_size)),
-            text_encoder_2=CLIPTextModelWithProjection(_text_config(vocab_size, projection_dim=32)),
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
             tokenizer=tokenizer,
             tokenizer_2=tokenizer,
             unet=unet,
@@ -202,7 +224,7 @@ def _build_pipeline(kind: str, seed: int, tokenizer_dir: Path):
     pipeline_class = StableDiffusionInpaintPipeline if kind == "sd15_inpaint" else StableDiffusionPipeline
     return pipeline_class(
         vae=vae,
-        text_encoder=CLIPTextModel(_text_config(vocab_size)),
+        text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
         scheduler=scheduler,

@@ -18,14 +18,16 @@ from synthrel.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def ensure_tiny_models(models_dir: str | Path, seed: int = 0) -> dict[str, Path]:
-    """The tiny generators and captioner the profile points to: models_dir/{sd15, sdxl, sd15_inpaint, blip}."""
+def ensure_tiny_models(models_dir: str | Path, seed: int = 0, size: str = "tiny", device=None,
+                       kinds=None) -> dict[str, Path]:
+    """The generators and captioner the profile points to: models_dir/{sd15, sdxl, sd15_inpaint, blip}
+    (`kinds`: a subset of the diffusion models; default all)."""
     from synthrel.tiny.blip import build_tiny_blip
     from synthrel.tiny.diffusion import KINDS, build_tiny_sd
 
     models_dir = Path(models_dir)
-    paths = {kind: build_tiny_sd(models_dir / kind, kind, seed) for kind in KINDS}
-    paths["blip"] = build_tiny_blip(models_dir / "blip", seed)
+    paths = {kind: build_tiny_sd(models_dir / kind, kind, seed, size, device) for kind in kinds or KINDS}
+    paths["blip"] = build_tiny_blip(models_dir / "blip", seed, size, device)
     return paths
 
 
@@ -33,29 +35,48 @@ def ensure_tiny_models(models_dir: str | Path, seed: int = 0) -> dict[str, Path]
 class TinyModelsJob:
     models_dir: str
     seed: int = 0
-    #: tiny segmentation models: folder under `models_dir` -> architecture (synthrel.tiny.segmentation.SPECS)
+    #: segmentation models: folder under `models_dir` -> architecture (synthrel.tiny.segmentation SPECS, REAL_SPECS)
     segmenters: dict[str, str] = field(default_factory=dict)
+    #: tiny, or real: the paper's architectures at their real size (synthrel/tiny/real_configs.py, smoke profile)
+    size: str = "tiny"
+    #: where random weights are drawn: cpu, or the run's GPU (seconds instead of minutes for real sizes)
+    build_device: str = "cpu"
+    #: diffusion models to build (null: sd15, sdxl, sd15_inpaint)
+    diffusion: list[str] | None = None
 
     def __post_init__(self):
         from synthrel.config import to_plain
-        from synthrel.tiny.segmentation import SPECS
+        from synthrel.tiny.diffusion import KINDS
+        from synthrel.tiny.real_configs import check_size
+        from synthrel.tiny.segmentation import REAL_SPECS, SPECS
 
+        check_size(self.size)
         self.segmenters = dict(to_plain(self.segmenters) or {})
+        valid = REAL_SPECS if self.size == "real" else SPECS
         for folder, spec in self.segmenters.items():
-            if spec not in SPECS:
-                raise ConfigError(f"`stages.tiny_models.segmenters.{folder}` is {spec!r}; valid: {', '.join(SPECS)}")
+            if spec not in valid:
+                raise ConfigError(f"`stages.tiny_models.segmenters.{folder}` is {spec!r}; valid with size "
+                                  f"{self.size}: {', '.join(valid)}")
+        self.diffusion = list(to_plain(self.diffusion) or KINDS)
+        for kind in self.diffusion:
+            if kind not in KINDS:
+                raise ConfigError(f"`stages.tiny_models.diffusion` has {kind!r}; valid: {', '.join(KINDS)}")
 
     def run(self) -> dict:
         from synthrel.tiny.grounded_sam import build_tiny_grounded_sam
         from synthrel.tiny.mask2former import build_tiny_mask2former, build_tiny_rba
         from synthrel.tiny.segmentation import ensure_tiny_segmenter
 
+        from synthrel.runtime import resolve_device
+
         models = Path(self.models_dir)
-        built = ensure_tiny_models(models, seed=self.seed)
-        built.update(build_tiny_grounded_sam(models, seed=self.seed))
-        built["mask2former"] = build_tiny_mask2former(models / "mask2former", seed=self.seed)
-        built["rba_1dl"] = build_tiny_rba(models / "rba_1dl", seed=self.seed)
+        device = resolve_device(self.build_device)
+        size, seed = self.size, self.seed
+        built = ensure_tiny_models(models, seed, size, device, self.diffusion)
+        built.update(build_tiny_grounded_sam(models, seed, size, device))
+        built["mask2former"] = build_tiny_mask2former(models / "mask2former", seed, size, device)
+        built["rba_1dl"] = build_tiny_rba(models / "rba_1dl", seed, size, device)
         for folder, spec in self.segmenters.items():
-            built[folder] = ensure_tiny_segmenter(spec, models / folder, seed=self.seed)
-        log.info("tiny models in %s: %s", self.models_dir, ", ".join(sorted(built)))
-        return {"models_dir": str(self.models_dir), "segmenters": sorted(self.segmenters)}
+            built[folder] = ensure_tiny_segmenter(spec, models / folder, seed, device)
+        log.info("%s models in %s: %s", size, self.models_dir, ", ".join(sorted(built)))
+        return {"models_dir": str(self.models_dir), "size": size, "segmenters": sorted(self.segmenters)}

@@ -14,10 +14,18 @@ from synthrel.jobs import atomic_dir
 COMPLETE_MARKER = "config.json"
 
 
-def tiny_mask2former_config():
+def tiny_mask2former_config(size: str = "tiny"):
     from transformers import Mask2FormerConfig, SwinConfig
 
     from synthrel.conventions import CLASS_NAMES
+
+    labels = dict(num_labels=len(CLASS_NAMES), id2label=dict(enumerate(CLASS_NAMES)),
+                  label2id={name: i for i, name in enumerate(CLASS_NAMES)})
+    if size == "real":
+        from synthrel.tiny.real_configs import MASK2FORMER_SWIN_B
+
+        backbone = SwinConfig(**MASK2FORMER_SWIN_B, out_features=["stage1", "stage2", "stage3", "stage4"])
+        return Mask2FormerConfig(backbone_config=backbone, **labels)
 
     backbone = SwinConfig(
         embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,
@@ -32,7 +40,7 @@ def tiny_mask2former_config():
     )
 
 
-def build_tiny_mask2former(out_dir: str | Path, seed: int = 0) -> Path:
+def build_tiny_mask2former(out_dir: str | Path, seed: int = 0, size: str = "tiny", device=None) -> Path:
     """Write the tiny model to `out_dir` (kept when already complete) via a temporary sibling and a rename."""
     import torch
     from transformers import Mask2FormerForUniversalSegmentation
@@ -42,7 +50,9 @@ def build_tiny_mask2former(out_dir: str | Path, seed: int = 0) -> Path:
         return out_dir
     with atomic_dir(out_dir) as tmp:
         torch.manual_seed(seed)
-        Mask2FormerForUniversalSegmentation(tiny_mask2former_config()).save_pretrained(tmp)
+        with torch.device(device or "cpu"):
+            model = Mask2FormerForUniversalSegmentation(tiny_mask2former_config(size))
+        model.save_pretrained(tmp)
     return out_dir
 
 
@@ -55,21 +65,25 @@ TINY_RBA_ARCH = dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], 
 RBA_CHECKPOINT, RBA_ARCH = "model_final.pth", "arch.json"
 
 
-def build_tiny_rba(out_dir: str | Path, seed: int = 0) -> Path:
+def build_tiny_rba(out_dir: str | Path, seed: int = 0, size: str = "tiny", device=None) -> Path:
     """A tiny random RbA written as RbA releases it: `model_final.pth` (detectron2 key names, {"model": ...})
     and its architecture `arch.json`, so the ood_detection stage loads it through the checkpoint converter."""
     import json
 
     import torch
 
-    from synthrel.ood_detection.convert import build_model, to_original_state_dict
+    from synthrel.ood_detection.convert import ARCHS, build_model, to_original_state_dict
+    from synthrel.tiny.real_configs import RBA_RELEASE
+
+    arch = ARCHS[RBA_RELEASE] if size == "real" else TINY_RBA_ARCH
 
     out_dir = Path(out_dir)
     if (out_dir / RBA_CHECKPOINT).is_file() and (out_dir / RBA_ARCH).is_file():
         return out_dir
     with atomic_dir(out_dir) as tmp:
         torch.manual_seed(seed)
-        model = build_model(TINY_RBA_ARCH)
+        with torch.device(device or "cpu"):
+            model = build_model(arch)
         torch.save({"model": to_original_state_dict(model), "iteration": 0}, Path(tmp) / RBA_CHECKPOINT)
-        (Path(tmp) / RBA_ARCH).write_text(json.dumps(TINY_RBA_ARCH, indent=1))
+        (Path(tmp) / RBA_ARCH).write_text(json.dumps(arch, indent=1))
     return out_dir

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from synthrel.tiny.real_configs import MMSEG_REAL
+
 log = logging.getLogger(__name__)
 
 TINY_TEST_SCALE = (128, 64)  # (long, short): tiny test images are at most 128 x 64
@@ -45,6 +47,8 @@ MMSEG_SPECS = {
 }
 TRANSFORMERS_SPECS = ("segformer_hf",)
 SPECS = (*MMSEG_SPECS, *TRANSFORMERS_SPECS)
+#: real-size specs: the shipped config as it is (synthrel/tiny/real_configs.py MMSEG_REAL), random init
+REAL_SPECS = tuple(f"real:{name}" for name in MMSEG_REAL)
 CONFIG_FILE = "config.py"
 CHECKPOINT_FILE = "checkpoint.pth"
 
@@ -66,22 +70,36 @@ def tiny_mmseg_config(spec: str):
     return Config(cfg.to_dict())
 
 
-def ensure_tiny_segmenter(spec: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Build tiny `spec` into `out_dir` unless complete; written to a temporary sibling, then renamed."""
-    if spec not in SPECS:
+def real_mmseg_config(spec: str):
+    """The mmengine Config of `real:<name>`: the shipped config, standalone, without pretrained weights."""
+    from mmengine.config import Config
+
+    from synthrel.zoo.registry import load_mmseg_config
+
+    cfg = load_mmseg_config(MMSEG_REAL[spec.removeprefix("real:")])
+    cfg.model.pretrained = None
+    if cfg.model.get("backbone", {}).get("init_cfg"):
+        cfg.model.backbone.init_cfg = None
+    return Config(cfg.to_dict())
+
+
+def ensure_tiny_segmenter(spec: str, out_dir: str | Path, seed: int = 0, device=None) -> Path:
+    """Build `spec` (tiny, or `real:<name>` at real size) into `out_dir` unless complete; written to a temporary
+    sibling, then renamed."""
+    if spec not in SPECS + REAL_SPECS:
         from synthrel.errors import unknown_name
 
-        raise unknown_name("tiny segmentation model", spec, SPECS)
+        raise unknown_name("tiny segmentation model", spec, SPECS + REAL_SPECS)
     out_dir = Path(out_dir)
-    marker = CHECKPOINT_FILE if spec in MMSEG_SPECS else "config.json"
+    marker = CHECKPOINT_FILE if spec not in TRANSFORMERS_SPECS else "config.json"
     if (out_dir / marker).is_file():
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
     try:
         torch.manual_seed(seed)
-        if spec in MMSEG_SPECS:
-            _write_mmseg(spec, tmp)
+        if spec not in TRANSFORMERS_SPECS:
+            _write_mmseg(spec, tmp, device)
         else:
             _write_transformers_segformer(tmp)
         if out_dir.exists():
@@ -93,14 +111,14 @@ def ensure_tiny_segmenter(spec: str, out_dir: str | Path, seed: int = 0) -> Path
     return out_dir
 
 
-def _write_mmseg(spec: str, folder: Path) -> None:
+def _write_mmseg(spec: str, folder: Path, device=None) -> None:
     from synthrel.zoo.mmcv_shim import install
 
     install()
     from mmseg.apis import init_model
 
-    cfg = tiny_mmseg_config(spec)
-    model = init_model(cfg, checkpoint=None, device="cpu")
+    cfg = real_mmseg_config(spec) if spec in REAL_SPECS else tiny_mmseg_config(spec)
+    model = init_model(cfg, checkpoint=None, device=str(device or "cpu"))
     _randomise_norm_stats(model)
     cfg.dump(str(folder / CONFIG_FILE))
     torch.save({"state_dict": model.state_dict(), "meta": {"tiny_spec": spec}}, folder / CHECKPOINT_FILE)
