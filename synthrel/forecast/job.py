@@ -27,6 +27,8 @@ from synthrel.data.build import build_dataset
 from synthrel.errors import ConfigError, DatasetError, SynthrelError, unknown_name
 from synthrel.evaluation.job import EvaluateJob
 from synthrel.forecast import figures, qualitative, reference
+from synthrel.forecast.atc import METRIC as ATC_METRIC
+from synthrel.forecast.atc import atc_rows
 from synthrel.forecast.stats import forecast_cell, metric_range
 from synthrel.jobs import atomic_path, positive_int, write_json_atomic
 from synthrel.reporting import save_table
@@ -41,7 +43,9 @@ USER_ZOO = "forecast"  # results of forecast models: <evaluate.output_dir>/forec
 OUTPUTS_INDEX = "forecast_outputs.json"
 SETTINGS_FILE = "forecast_settings.json"
 #: predictor kinds of `stages.forecast.predictors` (synthetic, the forecast itself, always runs)
-PREDICTORS = ("synthetic", "clean", "corruptions", "synthetic+clean")
+PREDICTORS = ("synthetic", "clean", "corruptions", "synthetic+clean", "atc")
+ATC = "ATC (Cityscapes val -> real images)"
+ATC_FORECASTS = ("mIoU", "pixel_acc")  # accuracy-type metrics, the ones ATC's estimate of pixel accuracy predicts
 CLEAN = "cityscapes (clean)"  # accuracy on the line: the in-distribution Cityscapes val result as predictor
 
 
@@ -111,6 +115,7 @@ class ForecastJob:
         del segmenter
         summary = self._evaluator(list(datasets)).run()
         mine = load_results(Path(summary["results_dir"]) / self.key)
+        mine = pd.concat([mine, atc_rows(Path(summary["results_dir"]) / self.key)], ignore_index=True)
         mine = mine[mine["dataset"].isin([self._labels(d)["key"] for d in datasets])]
         forecasts, loo = self.forecast(table, mine)
         index = self._write(forecasts, loo, table, mine, out) + index
@@ -276,12 +281,15 @@ class ForecastJob:
         sets = {"synthetic": [(self.generator, (self.generator,))],
                 "clean": [(CLEAN, (correlation.BASELINE,))],
                 "corruptions": [(g, (g,)) for g in correlation.order_generators(others)],
-                "synthetic+clean": [(f"{self.generator} + {CLEAN}", (self.generator, correlation.BASELINE))]}
+                "synthetic+clean": [(f"{self.generator} + {CLEAN}", (self.generator, correlation.BASELINE))],
+                "atc": [(ATC, ("atc",))] if metric in ATC_FORECASTS else []}
         return [item for kind in ["synthetic", *[k for k in self.predictors if k != "synthetic"]]
                 for item in sets[kind]]
 
     def _values(self, results: pd.DataFrame, metric: str, domain: str, generator: str) -> pd.Series:
         """Per-model values of a predictor set (non-finite ones kept: forecast_cell names them)."""
+        if generator == "atc":  # ATC's estimate of the pixel accuracy on the real set itself
+            return _real_values(results, ATC_METRIC, self.real_datasets[domain]).rename(generator)
         return correlation.predictor_values(results, metric, domain, generator,
                                             real_datasets=self.real_datasets).rename(generator)
 

@@ -120,7 +120,7 @@ def test_job_compares_the_predictors_and_says_where_synthetic_is_not_better(job,
     forecasts, loo = job.forecast(zoo[zoo["model"] != "sim0"], mine)
     comparison = job.comparison
     names = ["sd15", CLEAN, "corruption:fog_s3", f"sd15 + {CLEAN}"]
-    for (metric, domain), cell in comparison.groupby(["metric", "domain"]):
+    for _, cell in comparison.groupby(["metric", "domain"]):
         assert list(cell["predictor"]) == names
         assert cell["best"].sum() == 1
         assert cell.loc[cell["best"], "predictor"].item() in ("sd15", f"sd15 + {CLEAN}")  # informative ones
@@ -160,7 +160,7 @@ def test_predictors_select_what_runs_and_unknown_ones_are_refused(job):
     try:
         job.forecast(zoo[zoo["model"] != "sim0"], mine)
     finally:
-        job.predictors = ["clean", "corruptions", "synthetic+clean"]
+        job.predictors = ["clean", "corruptions", "synthetic+clean", "atc"]
     assert set(job.comparison["predictor"]) == {"sd15", CLEAN}
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
