@@ -60,7 +60,9 @@ def atc_rows(root: str | Path, targets=None) -> pd.DataFrame:
         if not is_done(source.parent):
             continue
         with np.load(source) as sample:
-            t = threshold(max_softmax(sample["logits"]), sample["logits"].argmax(axis=1) == sample["labels"])
+            logits = sample["logits"]  # each access of an npz member reads it again
+            t = threshold(max_softmax(logits), logits.argmax(axis=1) == sample["labels"])
+            del logits
         for folder in sorted(p for p in source.parent.parent.iterdir() if p.is_dir() and p.name != SOURCE):
             if not ((folder / SAMPLE).is_file() and (folder / "metrics.parquet").is_file() and is_done(folder)):
                 continue
