@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from scipy import stats
 
 from synthrel.errors import ConfigError
-from synthrel.forecast.job import CLEAN
+from synthrel.forecast.job import CLEAN, _rank
 from synthrel.forecast.stats import fit_linear, forecast_cell, leave_one_out
 from synthrel.run import CONF_DIR
 
@@ -81,8 +81,12 @@ def test_the_comparison_ranks_an_informative_predictor_above_an_uninformative_on
         good, noise = rng.uniform(0.2, 0.7, 12), rng.uniform(0.2, 0.7, 12)
         y = 0.1 + 0.8 * good + rng.normal(0, 0.03, 12)
         models = [f"m{i}" for i in range(12)]
-        mae = [forecast_cell(x, y, models, 0.5, LEVEL, bounds=(0, 1))[0]["loo_mae"] for x in (good, noise)]
-        right.append(mae[0] < mae[1])
+        cells = [{"metric": "mIoU", "domain": "fog", "predictor": name,
+                  **forecast_cell(x, y, models, 0.5, LEVEL, bounds=(0, 1))[0]}
+                 for name, x in (("sd15", good), (CLEAN, noise))]
+        ranked = _rank(pd.DataFrame(cells), "sd15")  # the job's ranking
+        right.append(ranked.loc[ranked["best"], "predictor"].item() == "sd15")
+        assert ranked.loc[ranked["best"], "loo_mae"].item() == ranked["loo_mae"].min()
     assert np.mean(right) >= 0.95
 
 
