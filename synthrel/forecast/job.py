@@ -237,23 +237,24 @@ class ForecastJob:
         metrics = [m for pattern in self.metrics for m in present if fnmatch.fnmatchcase(m, pattern)]
         rows, loo_rows, comparison = [], [], []
         for metric in dict.fromkeys(metrics):
+            zoo_rows, my_rows = ((r[r["metric"].isin([metric, ATC_METRIC]) & (r["cls"] == "")]) for r in (table, mine))
             for domain, real in self.real_datasets.items():
-                y = _real_values(table, metric, real)
-                user_x = correlation.predictor_values(mine, metric, domain, self.generator,
+                y = _real_values(zoo_rows, metric, real)
+                user_x = correlation.predictor_values(my_rows, metric, domain, self.generator,
                                                       real_datasets=self.real_datasets)
                 if y.empty or self.key not in user_x.index:
                     continue
-                actual = _real_values(mine, metric, real)
+                actual = _real_values(my_rows, metric, real)
                 row = {"model": self.key, "metric": metric, "domain": domain, "generator": self.generator,
                        "real_dataset": real, "level": self.level, "synthetic": float(user_x[self.key]),
                        "actual": float(actual.iloc[0]) if len(actual) else np.nan}
-                for name, generators in self._predictor_sets(table, metric, domain):
-                    zoo_x = pd.concat([self._values(table, metric, domain, g) for g in generators], axis=1,
+                for name, generators in self._predictor_sets(zoo_rows, metric, domain):
+                    zoo_x = pd.concat([self._values(zoo_rows, metric, domain, g) for g in generators], axis=1,
                                       join="inner")
                     zoo = zoo_x.join(y.rename("y"), how="inner")
                     if zoo.empty:
                         continue
-                    user = pd.concat([self._values(mine, metric, domain, g) for g in generators], axis=1,
+                    user = pd.concat([self._values(my_rows, metric, domain, g) for g in generators], axis=1,
                                      join="inner")
                     x0 = user.loc[self.key].to_numpy() if self.key in user.index else np.zeros(0)
                     cell, loo = forecast_cell(zoo.iloc[:, :-1].to_numpy(), zoo["y"].to_numpy(), list(zoo.index),
