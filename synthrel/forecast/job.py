@@ -125,7 +125,8 @@ class ForecastJob:
             "reference_provenance": {k: meta.get(k) for k in ("synthrel_version", "git_sha", "created", "sha256",
                                                                "profile", "zoo")},
             "method": f"OLS real ~ synthetic per (domain, metric) over the reference zoo; {100 * self.level:.0f}% "
-                      "t prediction interval; leave-one-model-out MAE and coverage",
+                      "t prediction interval (bounded metrics clipped to [0, 1]); leave-one-model-out MAE, coverage "
+                      f"and width; predictors compared the same way: synthetic, {', '.join(self.predictors)}",
             "profile": self.profile, "n_models": int(table["model"].nunique()), "sources": [str(reference_path)],
             **provenance(self.run_dir)})
         write_json_atomic(out / OUTPUTS_INDEX, index)
