@@ -28,6 +28,7 @@ def forecast_scatter(table: pd.DataFrame, cells: pd.DataFrame, model_name: str, 
     for ax, (_, cell) in zip(axes, cells.iterrows(), strict=False):
         zoo = paired_values(table, cell["metric"], cell["domain"], cell["generator"], real_datasets=real_datasets)
         x, y = zoo["x"].to_numpy(), zoo["y"].to_numpy()
+        x, y = x[np.isfinite(x) & np.isfinite(y)], y[np.isfinite(x) & np.isfinite(y)]  # as the fit (forecast_cell)
         fit = fit_ols(x, y)
         lo_x, hi_x = min(x.min(), cell["synthetic"]), max(x.max(), cell["synthetic"])
         pad = 0.05 * (hi_x - lo_x or 1.0)

@@ -27,7 +27,9 @@ from synthrel.data.build import build_dataset
 from synthrel.errors import ConfigError, DatasetError, SynthrelError, unknown_name
 from synthrel.evaluation.job import EvaluateJob
 from synthrel.forecast import figures, qualitative, reference
-from synthrel.forecast.stats import forecast_cell
+from synthrel.forecast.atc import METRIC as ATC_METRIC
+from synthrel.forecast.atc import atc_rows
+from synthrel.forecast.stats import forecast_cell, metric_range
 from synthrel.jobs import atomic_path, positive_int, write_json_atomic
 from synthrel.reporting import save_table
 from synthrel.runtime import resolve_device
@@ -40,6 +42,11 @@ SECTION = "Forecast"
 USER_ZOO = "forecast"  # results of forecast models: <evaluate.output_dir>/forecast/<model key>/<dataset>
 OUTPUTS_INDEX = "forecast_outputs.json"
 SETTINGS_FILE = "forecast_settings.json"
+#: predictor kinds of `stages.forecast.predictors` (synthetic, the forecast itself, always runs)
+PREDICTORS = ("synthetic", "clean", "corruptions", "synthetic+clean", "atc")
+ATC = "ATC (Cityscapes val -> real images)"
+ATC_FORECASTS = ("mIoU", "pixel_acc")  # accuracy-type metrics, the ones ATC's estimate of pixel accuracy predicts
+CLEAN = "cityscapes (clean)"  # accuracy on the line: the in-distribution Cityscapes val result as predictor
 
 
 @dataclass
@@ -54,6 +61,7 @@ class ForecastJob:
     generator: str = "sd15"
     metrics: list[str] = field(default_factory=lambda: ["mIoU", "ece"])
     level: float = 0.9
+    predictors: list[str] = field(default_factory=lambda: list(PREDICTORS[1:]))
     zoo: dict | None = None  # the reference zoo's entries, for the qualitative figures
     qualitative_models: list[str] | None = None  # None: the zoo's strongest and weakest; []: no Fig. 15/16
     qualitative_images: int = 2  # inpainted images in Fig. 16 (Fig. 15: one per domain)
@@ -65,6 +73,11 @@ class ForecastJob:
         self.evaluate = dict(to_plain(self.evaluate) or {})
         self.real_datasets = dict(to_plain(self.real_datasets) or {})
         self.metrics = list(to_plain(self.metrics) or [])
+        self.predictors = list(to_plain(self.predictors) or [])
+        for name in self.predictors:
+            if name not in PREDICTORS:
+                raise unknown_name("predictor", name, PREDICTORS, key="stages.forecast.predictors")
+        self.comparison = pd.DataFrame()
         self.zoo = to_plain(self.zoo) or {}
         self.qualitative_models = to_plain(self.qualitative_models)
         positive_int(self.qualitative_images, "stages.forecast.qualitative_images")
@@ -102,6 +115,7 @@ class ForecastJob:
         del segmenter
         summary = self._evaluator(list(datasets)).run()
         mine = load_results(Path(summary["results_dir"]) / self.key)
+        mine = pd.concat([mine, atc_rows(Path(summary["results_dir"]) / self.key)], ignore_index=True)
         mine = mine[mine["dataset"].isin([self._labels(d)["key"] for d in datasets])]
         forecasts, loo = self.forecast(table, mine)
         index = self._write(forecasts, loo, table, mine, out) + index
@@ -111,7 +125,8 @@ class ForecastJob:
             "reference_provenance": {k: meta.get(k) for k in ("synthrel_version", "git_sha", "created", "sha256",
                                                                "profile", "zoo")},
             "method": f"OLS real ~ synthetic per (domain, metric) over the reference zoo; {100 * self.level:.0f}% "
-                      "t prediction interval; leave-one-model-out MAE and coverage",
+                      "t prediction interval (bounded metrics clipped to [0, 1]); leave-one-model-out MAE, coverage "
+                      f"and width; predictors compared the same way: synthetic, {', '.join(self.predictors)}",
             "profile": self.profile, "n_models": int(table["model"].nunique()), "sources": [str(reference_path)],
             **provenance(self.run_dir)})
         write_json_atomic(out / OUTPUTS_INDEX, index)
@@ -216,72 +231,112 @@ class ForecastJob:
         return list(dict.fromkeys(ranked[:1] + ranked[-1:]))
 
     def forecast(self, table: pd.DataFrame, mine: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """One row per (metric, domain) with the forecast, and one per (metric, domain, zoo model) of LOO."""
+        """One row per (metric, domain) with the synthetic forecast, and one per (metric, domain, zoo model) of LOO;
+        every predictor's forecast and LOO summary go to `self.comparison` (one row per (metric, domain,
+        predictor))."""
         present = sorted(set(table.loc[table["cls"] == "", "metric"]))
         metrics = [m for pattern in self.metrics for m in present if fnmatch.fnmatchcase(m, pattern)]
-        rows, loo_rows = [], []
+        rows, loo_rows, comparison = [], [], []
         for metric in dict.fromkeys(metrics):
+            zoo_rows, my_rows = ((r[r["metric"].isin([metric, ATC_METRIC]) & (r["cls"] == "")]) for r in (table, mine))
             for domain, real in self.real_datasets.items():
-                zoo = correlation.paired_values(table, metric, domain, self.generator,
-                                                real_datasets=self.real_datasets)
-                x_user = correlation.predictor_values(mine, metric, domain, self.generator,
+                y = _real_values(zoo_rows, metric, real)
+                user_x = correlation.predictor_values(my_rows, metric, domain, self.generator,
                                                       real_datasets=self.real_datasets)
-                if zoo.empty or self.key not in x_user.index:
+                if y.empty or self.key not in user_x.index:
                     continue
-                actual = mine.loc[(mine["metric"] == metric) & (mine["cls"] == "") & (mine["dataset"] == real),
-                                  "value"]
+                actual = _real_values(my_rows, metric, real)
                 row = {"model": self.key, "metric": metric, "domain": domain, "generator": self.generator,
-                       "real_dataset": real, "n_models": len(zoo), "level": self.level,
-                       "synthetic": float(x_user[self.key]),
+                       "real_dataset": real, "level": self.level, "synthetic": float(user_x[self.key]),
                        "actual": float(actual.iloc[0]) if len(actual) else np.nan}
-                rows.append({**row, **self._cell(zoo, row["synthetic"], loo_rows, metric, domain)})
-        columns = ["model", "metric", "domain", "generator", "real_dataset", "n_models", "level", "synthetic",
-                   "predicted", "lo", "hi", "actual", "slope", "intercept", "residual_sd", "pearson", "loo_mae",
-                   "loo_coverage", "note"]
+                for name, generators in self._predictor_sets(zoo_rows, metric, domain):
+                    zoo_x = pd.concat([self._values(zoo_rows, metric, domain, g) for g in generators], axis=1,
+                                      join="inner")
+                    zoo = zoo_x.join(y.rename("y"), how="inner")
+                    if zoo.empty:
+                        continue
+                    user = pd.concat([self._values(my_rows, metric, domain, g) for g in generators], axis=1,
+                                     join="inner")
+                    x0 = user.loc[self.key].to_numpy() if self.key in user.index else np.zeros(0)
+                    cell, loo = forecast_cell(zoo.iloc[:, :-1].to_numpy(), zoo["y"].to_numpy(), list(zoo.index),
+                                              x0, self.level, metric_range(metric), names=list(generators))
+                    loo_rows += [{"metric": metric, "domain": domain, "predictor": name, **r} for r in loo]
+                    comparison.append({**row, "predictor": name, "predictor_sets": " + ".join(generators),
+                                       "synthetic": x0[0] if len(x0) == 1 else np.nan, **cell})
+                    if name == self.generator:
+                        rows.append({**row, **cell})
+        columns = ["model", "metric", "domain", "generator", "real_dataset", "n_models", "n_nonfinite", "level",
+                   "synthetic", "predicted", "lo", "hi", "extrapolation", "clipped", "actual", "slope", "intercept",
+                   "residual_sd", "pearson", "loo_mae", "loo_coverage", "loo_width", "note"]
         if not rows:
             raise DatasetError(f"no (domain, metric) cell has both zoo pairs and the model's synthetic value "
                                f"(metrics {self.metrics}, generator {self.generator!r}, domains "
                                f"{sorted(self.real_datasets)}); check the reference and the evaluated sets")
+        self.comparison = _rank(pd.DataFrame(comparison).rename(columns={"synthetic": "x"}), self.generator)
         return pd.DataFrame(rows, columns=columns), pd.DataFrame(loo_rows)
 
-    def _cell(self, zoo: pd.DataFrame, x0: float, loo_rows: list, metric: str, domain: str) -> dict:
-        cell, loo = forecast_cell(zoo["x"].to_numpy(), zoo["y"].to_numpy(), list(zoo["model"]), x0, self.level)
-        loo_rows += [{"metric": metric, "domain": domain, **row} for row in loo]
-        return cell
+    def _predictor_sets(self, table: pd.DataFrame, metric: str, domain: str) -> list[tuple[str, tuple[str, ...]]]:
+        """(name, predictor generators) of the selected `predictors` that the reference has for this cell."""
+        view = correlation.predictor_view(table)
+        others = sorted(set(view["generator"]) - {correlation.REAL, self.generator, correlation.BASELINE,
+                                                  *correlation.GENERATOR_ORDER})
+        sets = {"synthetic": [(self.generator, (self.generator,))],
+                "clean": [(CLEAN, (correlation.BASELINE,))],
+                "corruptions": [(g, (g,)) for g in correlation.order_generators(others)],
+                "synthetic+clean": [(f"{self.generator} + {CLEAN}", (self.generator, correlation.BASELINE))],
+                "atc": [(ATC, ("atc",))] if metric in ATC_FORECASTS else []}
+        return [item for kind in ["synthetic", *[k for k in self.predictors if k != "synthetic"]]
+                for item in sets[kind]]
+
+    def _values(self, results: pd.DataFrame, metric: str, domain: str, generator: str) -> pd.Series:
+        """Per-model values of a predictor set (non-finite ones kept: forecast_cell names them)."""
+        if generator == "atc":  # ATC's estimate of the pixel accuracy on the real set itself
+            return _real_values(results, ATC_METRIC, self.real_datasets[domain]).rename(generator)
+        return correlation.predictor_values(results, metric, domain, generator,
+                                            real_datasets=self.real_datasets).rename(generator)
 
     # -- outputs -------------------------------------------------------------------------------------------
 
     def _write(self, forecasts, loo, table, mine, out: Path) -> list[dict]:
         index = []
         level = f"{100 * self.level:.0f}%"
-        for frame, stem, title in ((forecasts, "forecast", f"Forecast of {self.key} (tidy, fractions)"),
-                                   (loo, "forecast_loo", "Leave-one-model-out forecasts of the zoo (tidy)")):
+        for frame, stem, title in (
+                (forecasts, "forecast", f"Forecast of {self.key} (tidy, fractions)"),
+                (self.comparison, "forecast_predictors", f"Forecast of {self.key} from every predictor, with its "
+                                                         "leave-one-model-out error, coverage and width (tidy)"),
+                (loo, "forecast_loo", "Leave-one-model-out forecasts of the zoo, every predictor (tidy)")):
             for suffix, write in ((".parquet", lambda f, p: f.to_parquet(p, index=False)),
                                   (".csv", lambda f, p: f.to_csv(p, index=False))):
                 with atomic_path(out / f"{stem}{suffix}") as tmp:
                     write(frame, tmp)
             index.append({"kind": "data", "title": title, "csv": str(out / f"{stem}.csv"), "section": SECTION})
-        shown = forecasts.assign(
-            interval=[("-" if np.isnan(a) else f"[{100 * a:.1f}, {100 * b:.1f}]")
-                      for a, b in zip(forecasts["lo"], forecasts["hi"], strict=True)])
-        for column in ("synthetic", "predicted", "actual", "loo_mae"):
-            shown[column] = 100 * shown[column]
-        shown["loo_coverage"] = 100 * shown["loo_coverage"]
-        layout = shown[
-            ["metric", "domain", "real_dataset", "synthetic", "predicted", "interval", "actual", "n_models", "pearson", "loo_mae",
-             "loo_coverage"]].rename(columns={
-                "synthetic": f"on {self.generator} (%)", "predicted": "forecast real (%)",
-                "interval": f"{level} prediction interval", "actual": "measured real (%)", "n_models": "zoo models",
-                "pearson": "zoo r", "loo_mae": "zoo LOO MAE (pts)", "loo_coverage": f"zoo LOO coverage of {level} (%)"})
+        layout = _shown(forecasts, level).rename(columns={"x": f"on {self.generator} (%)"}).drop(columns="predictor")
         if layout["measured real (%)"].isna().all():
             layout = layout.drop(columns="measured real (%)")
-        if forecasts["note"].fillna("").astype(bool).any():
-            layout["note"] = forecasts["note"].fillna("")
         paths = save_table(layout, out, "forecast_table", index=False)
         index.append({"kind": "table", "section": SECTION, **paths,
                       "title": f"Forecast of {self.entry.display_name} on real data from its {self.generator} "
                                f"results: OLS over the reference zoo, {level} t prediction interval, leave-one-"
-                               "model-out error and coverage of the zoo"})
+                               "model-out error and coverage of the zoo; bounded metrics clipped to [0, 100] %; "
+                               "`extrapolation`: your model lies outside the zoo's range of synthetic values"})
+        worse = self.comparison[self.comparison["verdict"].astype(bool)] if len(self.comparison) else []
+        layout = _shown(self.comparison, level).rename(columns={"x": "your value on the predictor (%)"})
+        layout.insert(layout.columns.get_loc("zoo LOO MAE (pts)") + 1, "best by LOO MAE",
+                      np.where(self.comparison["best"], "best", ""))
+        layout.insert(layout.columns.get_loc("best by LOO MAE") + 2, f"zoo LOO mean {level} interval width (pts)",
+                      100 * self.comparison["loo_width"])
+        if layout["measured real (%)"].isna().all():
+            layout = layout.drop(columns="measured real (%)")
+        if len(worse):
+            layout["verdict"] = self.comparison["verdict"]
+        paths = save_table(layout, out, "forecast_predictors_table", index=False)
+        verdict = ("Synthetic is NOT better than clean Cityscapes val (LOO MAE) for: "
+                   + ", ".join(f"{r.domain} {r.metric}" for r in worse.itertuples()) if len(worse)
+                   else "synthetic beats clean Cityscapes val by LOO MAE wherever both were run")
+        index.append({"kind": "table", "section": SECTION, **paths,
+                      "title": f"Which predictor to trust: per domain and metric, every predictor's leave-one-model-"
+                               f"out MAE, {level} coverage and interval width over the zoo (best by LOO MAE marked), "
+                               f"and its forecast of {self.entry.display_name}. {verdict}"})
         for metric, cells in forecasts.dropna(subset=["predicted"]).groupby("metric", sort=False):
             paths = figures.forecast_scatter(table, cells, self.entry.display_name, self.real_datasets,
                                              out / f"forecast_{metric}")
@@ -290,3 +345,51 @@ class ForecastJob:
                                    f"{self.entry.display_name} (star: forecast with interval"
                                    + ("; cross: measured)" if forecasts["actual"].notna().any() else ")")})
         return index
+
+
+def _real_values(results: pd.DataFrame, metric: str, real: str) -> pd.Series:
+    """Per-model dataset-level values of `metric` on the real set `real` (non-finite ones kept)."""
+    rows = results[(results["metric"] == metric) & (results["cls"] == "") & (results["dataset"] == real)]
+    dupes = sorted(set(rows["model"][rows["model"].duplicated()]))
+    if dupes:
+        raise DatasetError(f"{metric} on {real}: several rows for model(s) {dupes}; each model needs one value per "
+                           "set: restrict results_root")
+    return rows.set_index("model")["value"].astype(float)
+
+
+def _shown(frame: pd.DataFrame, level: str) -> pd.DataFrame:
+    """A forecast or comparison frame as the report shows it: percentages, the interval as text, flags."""
+    frame = frame.reindex(columns=[*frame.columns, *(c for c in ("predictor", "x", "synthetic") if c not in frame)])
+    x = frame["x"].fillna(frame["synthetic"])
+    shown = pd.DataFrame({
+        "metric": frame["metric"], "domain": frame["domain"], "real_dataset": frame["real_dataset"],
+        "predictor": frame["predictor"], "x": 100 * x, "forecast real (%)": 100 * frame["predicted"],
+        f"{level} prediction interval": ["-" if np.isnan(a) else f"[{100 * a:.1f}, {100 * b:.1f}]"
+                                         for a, b in zip(frame["lo"], frame["hi"], strict=True)],
+        "extrapolation": np.where(frame["extrapolation"].fillna(False).astype(bool), "extrapolation", ""),
+        "measured real (%)": 100 * frame["actual"], "zoo models": frame["n_models"], "zoo r": frame["pearson"],
+        "zoo LOO MAE (pts)": 100 * frame["loo_mae"], f"zoo LOO coverage of {level} (%)": 100 * frame["loo_coverage"]})
+    if not shown["extrapolation"].astype(bool).any():
+        shown = shown.drop(columns="extrapolation")
+    if frame["note"].fillna("").astype(bool).any():
+        shown["note"] = frame["note"].fillna("")
+    return shown
+
+
+def _rank(comparison: pd.DataFrame, synthetic: str) -> pd.DataFrame:
+    """Mark each cell's best predictor by LOO MAE (`best`), and say in `verdict` where synthetic is not better
+    than clean Cityscapes val."""
+    comparison = comparison.reindex(columns=[*comparison.columns, *(
+        c for c in ("loo_mae", "loo_coverage", "loo_width", "pearson") if c not in comparison)])
+    comparison = comparison.assign(best=False, verdict="")
+    for _, cell in comparison.groupby(["metric", "domain"], sort=False):
+        mae = cell["loo_mae"].dropna()
+        if len(mae):
+            comparison.loc[mae.idxmin(), "best"] = True
+        by_name = cell.set_index("predictor")["loo_mae"]
+        if {synthetic, CLEAN} <= set(by_name.index) and not by_name[[synthetic, CLEAN]].isna().any() \
+                and by_name[synthetic] >= by_name[CLEAN]:
+            comparison.loc[cell.index[cell["predictor"] == synthetic], "verdict"] = (
+                f"synthetic is not better than clean Cityscapes val here (LOO MAE {100 * by_name[synthetic]:.2f} "
+                f"vs {100 * by_name[CLEAN]:.2f} pts)")
+    return comparison

@@ -1,7 +1,8 @@
 """The reference results table: a zoo's results as one shareable, versioned file pair.
 
 `reference.parquet` holds the evaluate stage's long table (one row per model, dataset, metric, class) of every
-model of the zoo on synthetic and real sets; `reference.json` beside it says what made it: models with their
+model of the zoo on synthetic and real sets, with the ATC estimates of the real sets (`atc_acc`,
+synthrel.forecast.atc) that the forecast's predictor comparison needs; `reference.json` beside it says what made it: models with their
 checkpoints, configs and weight fingerprints, datasets with domain, generator, split and image count, the
 profile, the synthrel version and git SHA, and the table's sha256. Someone without real datasets forecasts
 from a table that someone else published (`stages.forecast.reference=<path>/reference.parquet`).
@@ -22,6 +23,7 @@ from synthrel.analysis.aggregate import RESULT_COLUMNS, load_results
 from synthrel.analysis.provenance import git_sha, package_versions
 from synthrel.errors import DatasetError
 from synthrel.evaluation.results import DONE
+from synthrel.forecast.atc import atc_rows
 from synthrel.jobs import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ def build_reference(results_root: str | Path, dataset_configs: dict | None = Non
     """The zoo's results under `results_root` and their provenance (dataset splits from the dataset configs)."""
     root = Path(results_root)
     table = load_results(root)
+    table = pd.concat([table, atc_rows(root)], ignore_index=True) if len(table) else table  # ATC's predictor
     models = {}
     for marker in sorted(root.rglob(DONE)):
         record = json.loads(marker.read_text())

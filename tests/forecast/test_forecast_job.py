@@ -19,8 +19,10 @@ from forecast_world import DOMAINS, build_data, simulated_zoo, write_results
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from scipy import stats
+from scipy.special import softmax
 
 from synthrel.errors import ConfigError, DatasetError
+from synthrel.forecast.atc import atc_rows
 from synthrel.forecast.reference import PROVENANCE_FILE, TABLE_FILE, read_reference, write_reference
 from synthrel.run import CONF_DIR, run_stages
 
@@ -60,12 +62,15 @@ def cli_run(world):
     return world / "outputs" / "tiny" / "artifacts"
 
 
-def _expected(zoo: pd.DataFrame, mine: pd.DataFrame, metric: str, domain: str, level: float = 0.9):
-    """Forecast, interval and LOO errors recomputed from the raw tables with scipy and brute force."""
+def _expected(zoo: pd.DataFrame, mine: pd.DataFrame, metric: str, domain: str, level: float = 0.9,
+              predictor: str | None = None):
+    """Forecast, interval and LOO errors recomputed from the raw tables with scipy and brute force; the forecast
+    and the intervals clipped to [0, 1] (all metrics here are fractions: docs/forecast.md)."""
+    predictor = predictor or f"synthetic_sd15_{domain}"
     cell = zoo[zoo["metric"] == metric]
-    x = cell[cell["dataset"] == f"synthetic_sd15_{domain}"].set_index("model")["value"].sort_index()
+    x = cell[cell["dataset"] == predictor].set_index("model")["value"].sort_index()
     y = cell[cell["dataset"] == DOMAINS[domain]].set_index("model")["value"].reindex(x.index)
-    x0 = mine.loc[(mine["metric"] == metric) & (mine["dataset"] == f"synthetic_sd15_{domain}"), "value"].item()
+    x0 = mine.loc[(mine["metric"] == metric) & (mine["dataset"] == predictor), "value"].item()
 
     def interval(xs, ys, at):
         fit = stats.linregress(xs, ys)
@@ -74,7 +79,7 @@ def _expected(zoo: pd.DataFrame, mine: pd.DataFrame, metric: str, domain: str, l
         half = stats.t.ppf(0.5 + level / 2, n - 2) * s * np.sqrt(1 + 1 / n + (at - xs.mean()) ** 2 /
                                                                ((xs - xs.mean()) ** 2).sum())
         y0 = fit.intercept + fit.slope * at
-        return y0, y0 - half, y0 + half
+        return tuple(np.clip([y0, y0 - half, y0 + half], 0, 1))
 
     x, y = x.to_numpy(), y.to_numpy()
     loo = [interval(np.delete(x, i), np.delete(y, i), x[i]) for i in range(len(x))]
@@ -98,8 +103,31 @@ def test_readme_command_forecasts_an_unseen_model_and_a_published_reference_repe
         np.testing.assert_allclose([row["loo_mae"], row["loo_coverage"]], [mae, coverage], rtol=1e-9)
         measured = mine.loc[(mine["metric"] == row["metric"]) & (mine["dataset"] == row["real_dataset"]), "value"]
         assert row["actual"] == pytest.approx(measured.item())  # the demo data has the real sets: checked too
+    # every predictor's forecast and LOO validation (#39); clean Cityscapes val is uninformative in this zoo
+    comparison = pd.read_csv(cli_run / "analysis" / "forecast" / "forecast_predictors.csv")
+    assert set(comparison["predictor"]) == {"sd15", "cityscapes (clean)", "sd15 + cityscapes (clean)"}
+    for _, row in comparison[comparison["predictor"] == "cityscapes (clean)"].iterrows():
+        predicted, lo, hi, x0, mae, coverage = _expected(zoo, mine, row["metric"], row["domain"],
+                                                         predictor="cityscapes")
+        np.testing.assert_allclose([row["predicted"], row["lo"], row["hi"], row["x"], row["loo_mae"],
+                                    row["loo_coverage"]], [predicted, lo, hi, x0, mae, coverage], rtol=1e-9)
+    # ATC's estimates from the evaluate stage's real output folders (Cityscapes val -> each labeled real set)
+    results = cli_run / "results" / "forecast" / MODEL
+    atc = atc_rows(results).set_index("dataset")["value"]
+    assert set(DOMAINS.values()) <= set(atc.index)
+    with np.load(results / "cityscapes" / "calib_sample.npz") as source, \
+            np.load(results / "acdc_fog" / "calib_sample.npz") as target:
+        conf = softmax(source["logits"].astype(np.float64), axis=1).max(axis=1)
+        k = int((source["logits"].argmax(axis=1) == source["labels"]).sum())
+        t = -np.inf if k == len(conf) else np.sort(conf)[len(conf) - k - 1]  # k above t (without ties)
+        assert atc["acdc_fog"] == pytest.approx(np.mean(softmax(target["logits"].astype(np.float64), axis=1)
+                                                        .max(axis=1) > t), abs=1e-12)
+    synthetic = comparison[comparison["predictor"] == "sd15"].set_index(["metric", "domain"])
+    clean = comparison[comparison["predictor"] == "cityscapes (clean)"].set_index(["metric", "domain"])
+    assert (synthetic["loo_mae"] < clean["loo_mae"]).all()
     report = (cli_run / "analysis" / "forecast" / "report.md").read_text()
     assert "## Forecast" in report and "forecast_mIoU.png" in report and "90% prediction interval" in report
+    assert "Which predictor to trust" in report and "best by LOO MAE" in report
     assert "forecast_fig15_predictions.png" in report  # the simulated zoo has no weights: the model alone
     assert (cli_run / "analysis" / "forecast" / "forecast_ece.png").stat().st_size > 0
     table, meta = read_reference(cli_run / "reference" / "tiny" / TABLE_FILE)
