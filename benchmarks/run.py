@@ -1,4 +1,5 @@
-"""Benchmark dispatcher: `python -m benchmarks.run gen|eval|write|all|stage|throughput|budget|calib|multigpu [options]`.
+"""Benchmark dispatcher:
+`python -m benchmarks.run gen|eval|write|all|stage|throughput|budget|calib|ood_memory|multigpu [options]`.
 
 `gen` runs benchmarks/gen_bench.py (ControlNet sampling), `eval` benchmarks/eval_bench.py (segmentation
 inference), `write` benchmarks/write_bench.py (the generate stage's writes), `ood` benchmarks/ood_bench.py (the
@@ -6,7 +7,8 @@ exact OOD metrics' cost); `all` runs them with their default options. Not part o
 (benchmarks/stage_bench.py, the evaluate stage as users run it, against mmseg's loop), `throughput`
 (benchmarks/stage_throughput.py, the stages without a benchmark of their own, at real size), `budget`
 (benchmarks/budget.py, the paper's GPU-hours from the measured JSONs; no GPU), `calib`
-(benchmarks/calib_bench.py, the temperature grid search's ECE sweep against its previous implementation) and
+(benchmarks/calib_bench.py, the temperature grid search's ECE sweep against its previous implementation),
+`ood_memory` (benchmarks/ood_memory.py, the pooled exact OOD metric's peak memory against sklearn's) and
 `multigpu` (two GPUs).
 """
 
@@ -21,7 +23,7 @@ BENCHMARKS = {"gen": "benchmarks.gen_bench", "eval": "benchmarks.eval_bench", "w
 # Not part of `all`: two GPUs, minutes per model, or no benchmark at all (budget reads the measured JSONs).
 EXTRA = {"multigpu": "benchmarks.multigpu", "stage": "benchmarks.stage_bench",
          "throughput": "benchmarks.stage_throughput", "budget": "benchmarks.budget",
-         "calib": "benchmarks.calib_bench"}
+         "calib": "benchmarks.calib_bench", "ood_memory": "benchmarks.ood_memory"}
 
 
 def run(name: str, argv: list[str]) -> dict:

@@ -69,7 +69,8 @@ def _row_cumsum(x: torch.Tensor) -> torch.Tensor:
     return flat - offsets[:, None]
 
 
-def _curve_metrics(tps: torch.Tensor, fps: torch.Tensor, strict_fpr95: bool) -> dict[str, torch.Tensor]:
+def _curve_metrics(tps: torch.Tensor, fps: torch.Tensor, strict_fpr95: bool, totals=None, lead: int = 0,
+                   trail: int = 0) -> dict[str, torch.Tensor]:
     """AUROC, AP, FPR95, trapezoid AUPR with OOD positive (aupr_in) and with ID positive (aupr_out), per row.
 
     tps / fps (R, K) integers: OOD / ID pixels scoring >= each of sklearn's thresholds (the distinct scores, in
@@ -79,27 +80,35 @@ def _curve_metrics(tps: torch.Tensor, fps: torch.Tensor, strict_fpr95: bool) -> 
     rounding only, but decides which point is FPR95's. With ID positive and the score negated, the thresholds are
     the same runs of ties in reverse order, each counting the totals minus the pixels above it; sklearn's final
     point (recall 0, precision 1) follows the last run.
+
+    A window of a longer curve (the pooled table, in chunks): `totals` (R, 2) the rows' OOD and ID totals (default:
+    the last column), `lead` / `trail` (0 or 1) context columns before / after the window, which give its first
+    and last columns their neighbours; sums then cover the window's columns only, and FPR95 is NaN where no kept
+    point of the window reaches 95 % TPR.
     """
     corner = torch.zeros_like(tps, dtype=torch.bool)
     for c in (tps, fps):
         step = c - _before(c)
         corner |= _after(step) != step  # the last column holds the totals: its step after is 0
     corner[:, 0] = True
-    n_pos, n_neg = tps[:, -1:].double(), fps[:, -1:].double()
+    n_pos, n_neg = (tps[:, -1:], fps[:, -1:]) if totals is None else (totals[:, :1], totals[:, 1:])
+    n_pos, n_neg = n_pos.double(), n_neg.double()
     tps, fps = tps.double(), fps.double()
     tpr, fpr = tps / n_pos, fps / n_neg  # as sklearn divides
     tpr_above = _before(tpr)
     d_tpr = tpr - tpr_above
-    auroc = ((fpr - _before(fpr)) * (tpr + tpr_above)).sum(1) / 2
-    reached = corner & ((tpr > 0.95) if strict_fpr95 else (tpr >= 0.95))
-    fpr95 = fpr.gather(1, reached.int().argmax(dim=1, keepdim=True))[:, 0]  # the first kept point reached
+    window = slice(lead, tps.shape[1] - trail)
+    auroc = ((fpr - _before(fpr)) * (tpr + tpr_above))[:, window].sum(1) / 2
+    reached = (corner & ((tpr > 0.95) if strict_fpr95 else (tpr >= 0.95)))[:, window]
+    fpr95 = fpr[:, window].gather(1, reached.int().argmax(dim=1, keepdim=True))[:, 0]  # the first kept point reached
+    fpr95 = torch.where(reached.any(1), fpr95, torch.nan)
     precision = tps / (tps + fps)  # every column counts at least one pixel
-    ap = (d_tpr * precision).sum(1)
-    aupr_in = (d_tpr * (precision + _before(precision, 1.0))).sum(1) / 2
+    ap = (d_tpr * precision)[:, window].sum(1)
+    aupr_in = (d_tpr * (precision + _before(precision, 1.0)))[:, window].sum(1) / 2
     id_tp = n_neg - _before(fps)  # ID positive: this run and every run below it
     id_all = id_tp + n_pos - _before(tps)
     recall_id, precision_id = id_tp / n_neg, torch.where(id_all > 0, id_tp / id_all, 1.0)
-    aupr_out = ((recall_id - _after(recall_id)) * (precision_id + _after(precision_id, 1.0))).sum(1) / 2
+    aupr_out = ((recall_id - _after(recall_id)) * (precision_id + _after(precision_id, 1.0)))[:, window].sum(1) / 2
     undefined = (n_pos[:, 0] == 0) | (n_neg[:, 0] == 0)
     return {name: torch.where(undefined, torch.nan, value) for name, value in
             (("auroc", auroc), ("ap", ap), ("fpr95", fpr95), ("aupr_in", aupr_in), ("aupr_out", aupr_out))}
@@ -182,6 +191,8 @@ class PooledOODCounts:
 
     #: pending entries are merged into the table once they reach this many or a quarter of the table
     MIN_MERGE = 1 << 22
+    #: thresholds per window of the curve in `metrics()` (about 100 bytes each while it runs)
+    CURVE_CHUNK = 1 << 18
 
     def __init__(self, device="cpu"):
         self.device = torch.device(device)
@@ -247,13 +258,34 @@ class PooledOODCounts:
         return len(self.keys)
 
     def metrics(self) -> dict[str, float]:
+        """RbA's pooled metrics from the table, its curve computed in windows of CURVE_CHUNK thresholds (from the
+        highest score down), so that the curve takes O(CURVE_CHUNK) memory besides the table."""
         self._merge()
         if len(self.keys) and (self.keys[0] < _infinite_keys()[0] or self.keys[-1] > _infinite_keys()[1]):
             raise ValueError("OOD scores contain NaN: the model's logits are not finite")
         if not len(self.keys):
             return {m: float("nan") for m in POOLED_METRICS}
-        got = _curve_metrics(self.pos.flip(0).cumsum(0)[None], self.neg.flip(0).cumsum(0)[None], strict_fpr95=True)
-        return {m: float(got[m][0]) for m in POOLED_METRICS}
+        n = len(self.keys)
+        totals = torch.stack([self.pos.sum(), self.neg.sum()]).view(1, 2)
+        above = torch.zeros(2, dtype=torch.int64, device=self.device)  # OOD / ID pixels above the window
+        sums = {"auroc": 0.0, "ap": 0.0}
+        fpr95 = torch.tensor(torch.nan, dtype=torch.float64, device=self.device)
+        for start in range(0, n, self.CURVE_CHUNK):
+            stop = min(start + self.CURVE_CHUNK, n)
+            trail = int(stop < n)
+            # descending positions start..stop (+ the next threshold) are table rows n-1-start down to n-stop(-1)
+            rows = slice(n - stop - trail, n - start)
+            counts = torch.stack([self.pos[rows], self.neg[rows]]).flip(1).cumsum(1) + above[:, None]
+            lead = int(start > 0)
+            if lead:
+                counts = torch.cat([above[:, None], counts], 1)
+            got = _curve_metrics(counts[:1], counts[1:], strict_fpr95=True, totals=totals, lead=lead, trail=trail)
+            for m in sums:
+                sums[m] = sums[m] + got[m][0]
+            fpr95 = torch.where(fpr95.isnan(), got["fpr95"][0], fpr95)
+            above = counts[:, -1 - trail]
+            del counts, got
+        return {"auroc": float(sums["auroc"]), "ap": float(sums["ap"]), "fpr95": float(fpr95)}
 
 
 def pooled_ood_metrics(scores, labels, ignore: int = 255) -> dict[str, float]:

@@ -95,10 +95,13 @@ def test_fpr95_conventions_differ_on_a_hand_worked_case():
     assert pooled_ood_metrics(scores, labels)["fpr95"] == pytest.approx(1.0)  # TPR > 0.95 only at the end
 
 
+@pytest.mark.parametrize("curve_chunk", [1, 2, 37, PooledOODCounts.CURVE_CHUNK])
 @pytest.mark.parametrize("decimals", [0, 1, 3, None])
-def test_pooled_counts_over_batches_equal_sklearn(decimals, monkeypatch):
-    """Many small batches, merged every few updates (MIN_MERGE lowered), void excluded."""
+def test_pooled_counts_over_batches_equal_sklearn(decimals, curve_chunk, monkeypatch):
+    """Many small batches, merged every few updates (MIN_MERGE lowered), void excluded; the curve in windows of
+    1, 2 and 37 thresholds or in one."""
     monkeypatch.setattr(PooledOODCounts, "MIN_MERGE", 64)
+    monkeypatch.setattr(PooledOODCounts, "CURVE_CHUNK", curve_chunk)
     rng = np.random.default_rng(7)
     counts, all_scores, all_labels = PooledOODCounts(), [], []
     for _ in range(25):
@@ -115,6 +118,23 @@ def test_pooled_counts_over_batches_equal_sklearn(decimals, monkeypatch):
     keep = labels <= 1
     assert counts.n_distinct == len(np.unique(scores[keep]))
     assert counts.metrics()["auroc"] == pytest.approx(brute_force_auroc(scores[keep], labels[keep] == 1), abs=1e-12)
+
+
+@pytest.mark.parametrize("curve_chunk", [1, 2, 3, 4, 5])
+def test_pooled_windows_keep_sklearn_drop_intermediate_fpr95(curve_chunk, monkeypatch):
+    """Runs of identical tie groups (1 OOD + 2 ID per value: equal steps, so sklearn drops those points) with
+    FPR95's point in every position of a window: the windowed curve finds the same kept point and sums."""
+    monkeypatch.setattr(PooledOODCounts, "CURVE_CHUNK", curve_chunk)
+    rng = np.random.default_rng(3)
+    for n_runs, void in ((100, 0.0), (101, 0.0), (40, 0.05)):
+        labels = np.tile(np.array([1, 0, 0], np.uint8), n_runs)
+        scores = np.repeat(np.arange(n_runs, dtype=np.float32), 3)
+        scores[-6:] = n_runs + rng.random(6)  # a few distinct top scores, then equal steps down to the end
+        labels[rng.random(labels.size) < void] = 255
+        ref = rba_reference(scores, labels)
+        assert pooled_ood_metrics(scores, labels) == pytest.approx(ref, abs=1e-12)
+        if not void:
+            assert ref["fpr95"] == 1.0  # TPR > 0.95 first at a dropped point: FPR95 is the last point's
 
 
 def test_pooled_metrics_with_saturated_confidence_and_max_logit():
