@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         rng = np.random.default_rng(0)
         labels = np.where(rng.random(n) < 0.05, 1, 0).astype(np.uint8)
         labels[rng.random(n) < 0.1] = 255
-        scores = rng.standard_normal(n, dtype=np.float32) * 5 + 2 * (labels == 1)
+        scores = (rng.standard_normal(n, dtype=np.float32) * 5 + 2 * (labels == 1)).astype(np.float32)
         np.save(Path(tmp) / "labels.npy", labels)
         np.save(Path(tmp) / "scores.npy", scores)
         res = {"pixels": n, "distinct_scores": len(np.unique(scores)), "counted_pixels": int((labels != 255).sum()),

@@ -1,6 +1,7 @@
 """Exact OOD (anomaly) detection metrics in the paper's two conventions (spec section 3.4), on torch tensors.
 
-Every score is oriented higher = more OOD, float32 as the models give it. sklearn evaluates its ROC and PR curves
+Every score is oriented higher = more OOD, float32 as the models give it; the metrics compute in the scores' dtype
+(`score_dtype`: float64 stays float64, half precision widens exactly to float32). sklearn evaluates its ROC and PR curves
 at each distinct score value (the end of each run of tied scores); the functions here do the same from exact
 counts, so that they equal sklearn on the same scores up to float64 summation order (~1e-15):
 
@@ -13,8 +14,8 @@ counts, so that they equal sklearn on the same scores up to float64 summation or
   average_precision_score, FPR95 = FPR at the first point of the ``drop_intermediate`` ROC curve with
   TPR > 0.95 (strict); only labels 0 (ID) and 1 (OOD) count.
 
-Pooled exactness in bounded memory (`PooledOODCounts`): each float32 score maps to an order-preserving int32
-key (its bit pattern, negative values with the 31 magnitude bits flipped, -0.0 as +0.0), so equal keys are
+Pooled exactness in bounded memory (`PooledOODCounts`): each float32 (float64) score maps to an order-preserving
+int32 (int64) key (its bit pattern, negative values with the magnitude bits flipped, -0.0 as +0.0), so equal keys are
 equal floats and key order is score order. Batches arrive as (key, OOD count, ID count) entries: in the engine
 each image's runs of tied scores from the per-image sort (`OODAccumulator`), otherwise one `torch.unique` per
 batch (`PooledOODCounts.update`). The entries are merged into one sorted table on their device once they reach
@@ -22,8 +23,8 @@ a quarter of it: sorted among themselves, added in place where the table has the
 sorted positions otherwise (amortised O(n log n) over the dataset). The table takes 20 bytes per *distinct*
 float32 score value, never per pixel: at most min(pixels, float32 values in the score's range); e.g. max softmax
 lies in [1/19, 1], which holds fewer than 5 * 2^23 float32 values, so its table stays under 0.9 GB whatever the
-dataset size. A merge briefly holds the old and the new table and an int64 position per entry (measurements:
-docs/benchmarks.md). Metrics from exact per-value counts are sklearn's, which evaluates its curves at the same
+dataset size. A merge briefly holds the old and the new table and an int64 position per entry; `metrics()` walks
+the curve in windows of `CURVE_CHUNK` thresholds (measurements against sklearn: docs/benchmarks.md). Metrics from exact per-value counts are sklearn's, which evaluates its curves at the same
 distinct values.
 
 Images or datasets without OOD pixels or without ID pixels have no ROC curve (sklearn warns and returns NaN or
@@ -44,9 +45,18 @@ POOLED_METRICS = ("auroc", "ap", "fpr95")
 ID_LABEL, OOD_LABEL = 0, 1
 
 
+def score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the metrics compute scores in: float64 stays float64; float32, float16 and bfloat16 are float32
+    (half precision widens exactly); integer and boolean scores become float64 (exact up to 2^53)."""
+    if dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return torch.float32
+    return torch.float64
+
+
 def rba_score(class_scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """RbA "rejected by all": -sum_c tanh(l_c) over the per-pixel mask-classification class scores l_c."""
-    return -torch.tanh(class_scores.float()).sum(dim=dim)
+    """RbA "rejected by all": -sum_c tanh(l_c) over the per-pixel mask-classification class scores l_c, in
+    `score_dtype` (float32 for the models' float32 or bf16 scores, float64 for float64)."""
+    return -torch.tanh(class_scores.to(score_dtype(class_scores.dtype))).sum(dim=dim)
 
 
 # ------------------------------------------------------------------------------------- curve arithmetic
@@ -118,7 +128,8 @@ def _curve_metrics(tps: torch.Tensor, fps: torch.Tensor, strict_fpr95: bool, tot
 def image_ood_metrics(scores: torch.Tensor, is_ood: torch.Tensor) -> torch.Tensor:
     """GenVal per-image metrics: (R, 4) float64 [auroc, fpr95, aupr_in, aupr_out] of R rows of pixel scores.
 
-    scores (R, N) float32, higher = more OOD; is_ood (R, N) bool (every other pixel is ID). One sort per row on
+    scores (R, N), higher = more OOD, compared in `score_dtype` (float64 stays float64); is_ood (R, N) bool (every
+    other pixel is ID). One sort per row on
     the tensors' device, no host sync. Rows without OOD or without ID pixels, or with a NaN score, give NaN.
     """
     return _image_curves(scores, is_ood)[0]
@@ -133,7 +144,7 @@ def _image_curves(scores: torch.Tensor, is_ood: torch.Tensor, counted: torch.Ten
     of the row padded with the row's totals.
     """
     rows, n = scores.shape
-    scores = torch.where(scores == 0, 0.0, scores.float())  # -0.0 ties with +0.0, as in sklearn
+    scores = torch.where(scores == 0, 0.0, scores.to(score_dtype(scores.dtype)))  # -0.0 ties with +0.0 (sklearn)
     ordered, order = torch.sort(scores, dim=1, descending=True, stable=True)
     tps = _row_cumsum(is_ood.gather(1, order))
     index = torch.arange(n, dtype=torch.int32, device=scores.device)
@@ -159,8 +170,9 @@ def _image_curves(scores: torch.Tensor, is_ood: torch.Tensor, counted: torch.Ten
 
 
 def per_image_ood_metrics(scores, labels) -> dict[str, float]:
-    """GenVal metrics of one image (any array-like scores, higher = more OOD; label 1 OOD, everything else ID)."""
-    scores = torch.as_tensor(np.asarray(scores, dtype=np.float32)).reshape(1, -1)
+    """GenVal metrics of one image (any array-like scores, higher = more OOD, compared in their dtype as
+    `score_dtype` says: float64 stays float64; label 1 OOD, everything else ID)."""
+    scores = torch.as_tensor(np.asarray(scores)).reshape(1, -1)
     labels = torch.as_tensor(np.asarray(labels)).reshape(1, -1)
     if scores.shape != labels.shape:
         raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} must have the same pixels")
@@ -169,22 +181,32 @@ def per_image_ood_metrics(scores, labels) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------- pooled
+_KEY_DTYPES = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
 def float_keys(scores: torch.Tensor) -> torch.Tensor:
-    """Order-preserving int32 keys of float32 scores: a < b exactly when key(a) < key(b); -0.0 and +0.0 share 0."""
-    bits = torch.where(scores == 0, 0.0, scores.float()).contiguous().view(torch.int32)
-    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    """Order-preserving integer keys of scores in `score_dtype`, int32 for float32 and int64 for float64: a < b
+    exactly when key(a) < key(b); -0.0 and +0.0 share 0. Negative values get their magnitude bits flipped in place
+    (one temporary of the keys' size)."""
+    dtype = score_dtype(scores.dtype)
+    keys = torch.where(scores == 0, 0.0, scores.to(dtype)).view(_KEY_DTYPES[dtype])
+    sign = keys >> (8 * keys.element_size() - 1)  # -1 for negative values, 0 otherwise
+    return keys.bitwise_xor_(sign.bitwise_and_(torch.iinfo(keys.dtype).max))
 
 
 @functools.cache
-def _infinite_keys() -> tuple[int, int]:
-    """The keys of -inf and +inf: NaN scores have keys outside them."""
-    return tuple(float_keys(torch.tensor([-np.inf, np.inf], dtype=torch.float32)).tolist())
+def _infinite_keys(dtype: torch.dtype) -> tuple[int, int]:
+    """The keys of -inf and +inf in `dtype`: NaN scores have keys outside them."""
+    return tuple(float_keys(torch.tensor([-np.inf, np.inf], dtype=dtype)).tolist())
 
 
 class PooledOODCounts:
-    """Exact OOD / ID pixel counts per distinct float32 score value, merged batch by batch on `device`.
+    """Exact OOD / ID pixel counts per distinct score value of `dtype` (float32 or float64), merged batch by batch
+    on `device`.
 
-    `update(scores, labels)`: labels 1 (OOD) and 0 (ID) count, every other label (void) is left out.
+    `update(scores, labels)`: labels 1 (OOD) and 0 (ID) count, every other label (void) is left out. Scores of
+    another dtype are taken if `dtype` holds them exactly (float16 or bfloat16 into float32, float32 into
+    float64); float64 scores into a float32 table raise rather than round.
     `metrics()`: the RbA dataset-level AUROC, AP and FPR95 (TPR > 0.95), equal to sklearn on the
     concatenated scores. Memory: see the module docstring.
     """
@@ -194,52 +216,70 @@ class PooledOODCounts:
     #: thresholds per window of the curve in `metrics()` (about 100 bytes each while it runs)
     CURVE_CHUNK = 1 << 18
 
-    def __init__(self, device="cpu"):
-        self.device = torch.device(device)
-        self.keys = torch.zeros(0, dtype=torch.int32, device=self.device)
+    def __init__(self, device="cpu", dtype: torch.dtype = torch.float32):
+        if dtype not in _KEY_DTYPES:
+            raise ValueError(f"PooledOODCounts counts float32 or float64 scores, not {dtype}")
+        self.device, self.dtype = torch.device(device), dtype
+        self.keys = torch.zeros(0, dtype=_KEY_DTYPES[dtype], device=self.device)
         self.pos = torch.zeros(0, dtype=torch.int64, device=self.device)
         self.neg = torch.zeros_like(self.pos)
         self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.pending_size = 0
 
     def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
-        """Count the pixels of float32 `scores` by their `labels` (1 OOD, 0 ID, anything else left out)."""
-        scores, labels = scores.reshape(-1), labels.reshape(-1)
-        counted = (labels == ID_LABEL) | (labels == OOD_LABEL)
-        code = float_keys(scores).long() * 2 + (labels == OOD_LABEL).long()
-        values, counts = torch.unique(code[counted], sorted=True, return_counts=True)
-        is_ood = (values & 1).bool()
-        self._add((values >> 1).int(), torch.where(is_ood, counts, 0), torch.where(is_ood, 0, counts))
+        """Count the pixels of `scores` by their `labels` (1 OOD, 0 ID, anything else left out): one `unique` of
+        the OOD pixels' keys and one of the ID pixels'."""
+        keys, labels = self._keys(scores.reshape(-1)), labels.reshape(-1)
+        for label in (OOD_LABEL, ID_LABEL):
+            values, counts = torch.unique(keys[labels == label], sorted=True, return_counts=True)
+            self._add(values, *((counts, None) if label == OOD_LABEL else (None, counts)))
 
     def add_counts(self, scores: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> None:
-        """Add `pos` OOD and `neg` ID pixels at each float32 score of `scores` (values may repeat)."""
-        self._add(float_keys(scores), pos.long(), neg.long())
+        """Add `pos` OOD and `neg` ID pixels at each score of `scores` (values may repeat)."""
+        self._add(self._keys(scores), pos.long(), neg.long())
 
-    def _add(self, keys: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> None:
+    def _keys(self, scores: torch.Tensor) -> torch.Tensor:
+        if not scores.is_floating_point() or torch.promote_types(scores.dtype, self.dtype) != self.dtype:
+            raise ValueError(f"a PooledOODCounts of {self.dtype} scores takes only scores it holds exactly, not "
+                             f"{scores.dtype}: create it with dtype={score_dtype(scores.dtype)}")
+        return float_keys(scores.to(self.dtype))
+
+    def _add(self, keys: torch.Tensor, pos: torch.Tensor | None, neg: torch.Tensor | None) -> None:
+        """Queue counts at `keys` (None: no pixels of that kind)."""
         self.pending.append((keys, pos, neg))
         self.pending_size += len(keys)
         if self.pending_size >= max(self.MIN_MERGE, len(self.keys) // 4):
             self._merge()
 
     def _merge(self) -> None:
-        """Reduce the pending entries to sorted unique keys, add the counts of keys the table has in place and
-        insert the others at their sorted positions: a merge needs the old and the new table and one int64
-        position per old entry (about 48 bytes per distinct value) besides the pending entries (a quarter of
-        the table at most, or MIN_MERGE)."""
+        """Reduce the pending entries to sorted unique keys (each entry's counts added at its keys' positions,
+        one entry at a time), add the counts of keys the table has in place and insert the others at their sorted
+        positions: a merge needs the old and the new table and one int64 position per old entry (about 48 bytes
+        per distinct value) besides the pending entries (a quarter of the table at most, or MIN_MERGE)."""
         if not self.pending:
             return
-        keys, inverse = torch.unique(torch.cat([p[0] for p in self.pending]), sorted=True, return_inverse=True)
-        pos = torch.zeros(len(keys), dtype=torch.int64, device=self.device).index_add_(
-            0, inverse, torch.cat([p[1] for p in self.pending]).long())
-        neg = torch.zeros_like(pos).index_add_(0, inverse, torch.cat([p[2] for p in self.pending]).long())
-        self.pending, self.pending_size = [], 0
-        del inverse
+        keys = torch.unique(torch.cat([p[0] for p in self.pending]), sorted=True)
+        pos = torch.zeros(len(keys), dtype=torch.int64, device=self.device)
+        neg = torch.zeros_like(pos)
+        while self.pending:
+            entry_keys, *counts = self.pending.pop()
+            at = torch.searchsorted(keys, entry_keys)
+            for total, add in zip((pos, neg), counts, strict=True):
+                if add is not None:
+                    total.index_add_(0, at, add.long())
+            del entry_keys, counts, at
+        self.pending_size = 0
+        if not len(self.keys):
+            self.keys, self.pos, self.neg = keys, pos, neg
+            return
         at = torch.searchsorted(self.keys, keys)  # where each key is or would be in the table
-        known = self.keys[at.clamp(max=max(len(self.keys) - 1, 0))] == keys if len(self.keys) else at < 0
-        self.pos.index_add_(0, at[known], pos[known])
-        self.neg.index_add_(0, at[known], neg[known])
-        new = ~known
-        keys, pos, neg, at = keys[new], pos[new], neg[new], at[new]
+        known = self.keys[at.clamp(max=len(self.keys) - 1)] == keys
+        if known.any():  # only then copy the new keys out
+            self.pos.index_add_(0, at[known], pos[known])
+            self.neg.index_add_(0, at[known], neg[known])
+            new = ~known
+            keys, pos, neg, at = keys[new], pos[new], neg[new], at[new]
+        del known
         if not len(keys):
             return
         # final positions: each old entry moves up by the new keys below it, each new key by the old ones below
@@ -261,7 +301,8 @@ class PooledOODCounts:
         """RbA's pooled metrics from the table, its curve computed in windows of CURVE_CHUNK thresholds (from the
         highest score down), so that the curve takes O(CURVE_CHUNK) memory besides the table."""
         self._merge()
-        if len(self.keys) and (self.keys[0] < _infinite_keys()[0] or self.keys[-1] > _infinite_keys()[1]):
+        low, high = _infinite_keys(self.dtype)
+        if len(self.keys) and (self.keys[0] < low or self.keys[-1] > high):
             raise ValueError("OOD scores contain NaN: the model's logits are not finite")
         if not len(self.keys):
             return {m: float("nan") for m in POOLED_METRICS}
@@ -289,16 +330,17 @@ class PooledOODCounts:
 
 
 def pooled_ood_metrics(scores, labels, ignore: int = 255) -> dict[str, float]:
-    """RbA dataset-level metrics of concatenated float32 scores: labels 1 OOD, 0 ID, `ignore` left out."""
-    scores = torch.as_tensor(np.asarray(scores, dtype=np.float32)).reshape(-1)
+    """RbA dataset-level metrics of concatenated scores, counted in their `score_dtype` (float64 stays float64):
+    labels 1 OOD, 0 ID, `ignore` left out."""
+    scores = torch.as_tensor(np.asarray(scores)).reshape(-1)
     labels = torch.as_tensor(np.asarray(labels)).reshape(-1)
     if scores.shape != labels.shape:
         raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} must have the same pixels")
     unexpected = (labels != ID_LABEL) & (labels != OOD_LABEL) & (labels != ignore)
     if unexpected.any():
         raise ValueError(f"labels must be 0 (ID), 1 (OOD) or {ignore} (ignore); got {labels[unexpected].unique().tolist()}")
-    counts = PooledOODCounts()
-    counts.update(scores, labels)
+    counts = PooledOODCounts(dtype=score_dtype(scores.dtype))
+    counts.update(scores.to(counts.dtype), labels)
     return counts.metrics()
 
 
@@ -306,7 +348,8 @@ def pooled_ood_metrics(scores, labels, ignore: int = 255) -> dict[str, float]:
 class OODAccumulator:
     """Both conventions for named scores over a dataset: per-image GenVal metrics and pooled RbA counts.
 
-    `update(scores, oods)`: scores (S, B, H, W) float32 (higher = more OOD) in the order of `score_names`,
+    `update(scores, oods)`: scores (S, B, H, W) of `dtype` (float32 from the engine; higher = more OOD) in the
+    order of `score_names`,
     oods (B, H, W) with 0 ID, 1 OOD, anything else void. Per-image rows stay on the device until `result()`;
     each image's sort gives both its GenVal metrics and its runs of tied scores for the pooled counts (selecting
     those runs waits for the device once per score and batch). The curves run eager even under
@@ -314,9 +357,9 @@ class OODAccumulator:
     (docs/benchmarks.md, "OOD curves under torch.compile").
     """
 
-    def __init__(self, score_names, device="cpu"):
+    def __init__(self, score_names, device="cpu", dtype: torch.dtype = torch.float32):
         self.score_names = tuple(score_names)
-        self.pooled = {name: PooledOODCounts(device) for name in self.score_names}
+        self.pooled = {name: PooledOODCounts(device, dtype) for name in self.score_names}
         self.per_image: list[torch.Tensor] = []
         self.image_counts: list[torch.Tensor] = []
 
