@@ -10,7 +10,8 @@ interpreter and the libraries count for no one:
   `roc_curve`, `auc`, `average_precision_score`;
 - `synthrel`: `pooled_ood_metrics(scores, labels)` (labels 0 / 1 / 255, void left out inside);
 - `synthrel_batched`: `PooledOODCounts` fed `--batches` equal batches, as the evaluate stage feeds it, then
-  `metrics()`; `metrics_only` is the peak of that final `metrics()` call alone.
+  `metrics()`; `metrics_only` is the peak of that final `metrics()` call alone (it reads low where the allocator
+  reuses blocks the merges freed).
 
     python -m benchmarks.run ood_memory                    # 8 M pixels on the CPU (~1 min)
     python -m benchmarks.run ood_memory --pixels 30e6      # the size (needs ~8 GB free)
