@@ -1,9 +1,9 @@
 """Exact OOD (anomaly) detection metrics in the paper's two conventions (spec section 3.4), on torch tensors.
 
-Every score is oriented higher = more OOD, float32 as the models give it; the metrics compute in the scores' dtype
-(`score_dtype`: float64 stays float64, half precision widens exactly to float32). sklearn evaluates its ROC and PR curves
-at each distinct score value (the end of each run of tied scores); the functions here do the same from exact
-counts, so that they equal sklearn on the same scores up to float64 summation order (~1e-15):
+Every score is oriented higher = more OOD, float32 as the models give it; the metrics compute in the scores'
+dtype (`score_dtype`: float64 stays float64, half precision widens exactly to float32). sklearn evaluates its ROC
+and PR curves at each distinct score value (the end of each run of tied scores); the functions here do the same
+from exact counts, so that they equal sklearn on the same scores up to float64 summation order (~1e-15):
 
 - ``"genval"``, per image (valeoai/GenVal ``ood_detection/metrics.py``, spec 3.4 A): AUROC = auc(roc_curve)
   with ``drop_intermediate=True``, FPR95 = fpr[argmax(tpr >= 0.95)] on that curve, "aupr_in" = trapezoid
@@ -15,8 +15,8 @@ counts, so that they equal sklearn on the same scores up to float64 summation or
   TPR > 0.95 (strict); only labels 0 (ID) and 1 (OOD) count.
 
 Pooled exactness in bounded memory (`PooledOODCounts`): each float32 (float64) score maps to an order-preserving
-int32 (int64) key (its bit pattern, negative values with the magnitude bits flipped, -0.0 as +0.0), so equal keys are
-equal floats and key order is score order. Batches arrive as (key, OOD count, ID count) entries: in the engine
+int32 (int64) key (its bit pattern, negative values with the magnitude bits flipped, -0.0 as +0.0), so equal keys
+are equal floats and key order is score order. Batches arrive as (key, OOD count, ID count) entries: in the engine
 each image's runs of tied scores from the per-image sort (`OODAccumulator`), otherwise one `torch.unique` per
 batch (`PooledOODCounts.update`). The entries are merged into one sorted table on their device once they reach
 a quarter of it: sorted among themselves, added in place where the table has their key, inserted at their
@@ -24,8 +24,9 @@ sorted positions otherwise (amortised O(n log n) over the dataset). The table ta
 float32 score value, never per pixel: at most min(pixels, float32 values in the score's range); e.g. max softmax
 lies in [1/19, 1], which holds fewer than 5 * 2^23 float32 values, so its table stays under 0.9 GB whatever the
 dataset size. A merge briefly holds the old and the new table and an int64 position per entry; `metrics()` walks
-the curve in windows of `CURVE_CHUNK` thresholds (measurements against sklearn: docs/benchmarks.md). Metrics from exact per-value counts are sklearn's, which evaluates its curves at the same
-distinct values.
+the curve in windows of `CURVE_CHUNK` thresholds, so the peak stays below sklearn's on the same scores
+(measurements: docs/benchmarks.md). Metrics from exact per-value counts are sklearn's, which evaluates its curves
+at the same distinct values.
 
 Images or datasets without OOD pixels or without ID pixels have no ROC curve (sklearn warns and returns NaN or
 degenerate values); their metrics here are NaN.
@@ -110,7 +111,7 @@ def _curve_metrics(tps: torch.Tensor, fps: torch.Tensor, strict_fpr95: bool, tot
     window = slice(lead, tps.shape[1] - trail)
     auroc = ((fpr - _before(fpr)) * (tpr + tpr_above))[:, window].sum(1) / 2
     reached = (corner & ((tpr > 0.95) if strict_fpr95 else (tpr >= 0.95)))[:, window]
-    fpr95 = fpr[:, window].gather(1, reached.int().argmax(dim=1, keepdim=True))[:, 0]  # the first kept point reached
+    fpr95 = fpr[:, window].gather(1, reached.int().argmax(dim=1, keepdim=True))[:, 0]  # first kept point reached
     fpr95 = torch.where(reached.any(1), fpr95, torch.nan)
     precision = tps / (tps + fps)  # every column counts at least one pixel
     ap = (d_tpr * precision)[:, window].sum(1)
@@ -129,8 +130,8 @@ def image_ood_metrics(scores: torch.Tensor, is_ood: torch.Tensor) -> torch.Tenso
     """GenVal per-image metrics: (R, 4) float64 [auroc, fpr95, aupr_in, aupr_out] of R rows of pixel scores.
 
     scores (R, N), higher = more OOD, compared in `score_dtype` (float64 stays float64); is_ood (R, N) bool (every
-    other pixel is ID). One sort per row on
-    the tensors' device, no host sync. Rows without OOD or without ID pixels, or with a NaN score, give NaN.
+    other pixel is ID). One sort per row on the tensors' device, no host sync. Rows without OOD or without ID
+    pixels, or with a NaN score, give NaN.
     """
     return _image_curves(scores, is_ood)[0]
 
@@ -223,7 +224,7 @@ class PooledOODCounts:
         self.keys = torch.zeros(0, dtype=_KEY_DTYPES[dtype], device=self.device)
         self.pos = torch.zeros(0, dtype=torch.int64, device=self.device)
         self.neg = torch.zeros_like(self.pos)
-        self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.pending: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = []
         self.pending_size = 0
 
     def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
