@@ -162,8 +162,9 @@ def _ulps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a.view(np.int32).astype(np.int64) - b.view(np.int32).astype(np.int64))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("scores", [engine.class_scores, engine.class_scores_by_plane])
-def test_max_softmax_is_torch_softmax_on_confident_logits(scores):
+def test_max_softmax_is_torch_softmax_on_confident_logits(scores, device):
     """Top-1 margins 5-50 (issue #34): the confidence has torch.softmax's float32 arithmetic (1 / sum of exp(l - max)
     in class order), so exactly as many pixels saturate at 1.0 as with torch.softmax and with that arithmetic
     written in numpy; values within 2 float32 steps of both (exp rounding). Against float64 softmax it stays within
@@ -173,8 +174,8 @@ def test_max_softmax_is_torch_softmax_on_confident_logits(scores):
     logits = torch.randn(2, N_CLASSES, 40, 64, generator=gen)
     margin = 5 + 45 * torch.rand(2, 1, 40, 64, generator=gen)
     logits.scatter_add_(1, torch.randint(0, N_CLASSES, (2, 1, 40, 64), generator=gen), margin)
-    conf = scores(logits)[1].numpy()
-    torch_conf = torch.softmax(logits, dim=1).amax(1).numpy()
+    conf = scores(logits.to(device))[1].cpu().numpy()
+    torch_conf = torch.softmax(logits.to(device), dim=1).amax(1).cpu().numpy()
     numpy_conf = float32_max_softmax(logits.numpy())
     exact = softmax(logits.double().numpy(), axis=1).max(1)
     assert 0.3 < (conf == 1).mean() < 0.95
