@@ -1,4 +1,5 @@
-"""Benchmark dispatcher: `python -m benchmarks.run gen|eval|write|all|stage|throughput|budget|calib|startup|multigpu [options]`.
+"""Benchmark dispatcher:
+`python -m benchmarks.run gen|eval|write|all|stage|throughput|budget|calib|startup|ood_memory|multigpu [options]`.
 
 `gen` runs benchmarks/gen_bench.py (ControlNet sampling), `eval` benchmarks/eval_bench.py (segmentation
 inference), `write` benchmarks/write_bench.py (the generate stage's writes), `ood` benchmarks/ood_bench.py (the
@@ -7,8 +8,8 @@ exact OOD metrics' cost); `all` runs them with their default options. Not part o
 (benchmarks/stage_throughput.py, the stages without a benchmark of their own, at real size), `budget`
 (benchmarks/budget.py, the paper's GPU-hours from the measured JSONs; no GPU), `calib`
 (benchmarks/calib_bench.py, the temperature grid search's ECE sweep against its previous implementation),
-`startup` (benchmarks/cli_startup.py, how fast `synthrel --help` and `--cfg job` answer; CPU) and `multigpu`
-(two GPUs).
+`startup` (benchmarks/cli_startup.py, how fast `synthrel --help` and `--cfg job` answer; CPU), `ood_memory`
+(benchmarks/ood_memory.py, the pooled exact OOD metric's peak memory against sklearn's) and `multigpu` (two GPUs).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ BENCHMARKS = {"gen": "benchmarks.gen_bench", "eval": "benchmarks.eval_bench", "w
 # Not part of `all`: two GPUs, minutes per model, or no benchmark at all (budget reads the measured JSONs).
 EXTRA = {"multigpu": "benchmarks.multigpu", "stage": "benchmarks.stage_bench",
          "throughput": "benchmarks.stage_throughput", "budget": "benchmarks.budget",
-         "calib": "benchmarks.calib_bench", "startup": "benchmarks.cli_startup"}
+         "calib": "benchmarks.calib_bench", "startup": "benchmarks.cli_startup",
+         "ood_memory": "benchmarks.ood_memory"}
 
 
 def run(name: str, argv: list[str]) -> dict:

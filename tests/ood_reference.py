@@ -1,5 +1,5 @@
-"""Independent references for the OOD metrics tests: sklearn called as GenVal and RbA call it, and a brute-force
-pairwise AUROC in float64."""
+"""Independent references for the OOD metrics tests: sklearn called as GenVal and RbA call it, a brute-force
+pairwise AUROC in float64, and max softmax with torch.softmax's float32 arithmetic written in numpy."""
 
 import numpy as np
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
@@ -28,3 +28,15 @@ def brute_force_auroc(scores: np.ndarray, is_ood: np.ndarray) -> float:
     s = scores.astype(np.float64)
     diff = s[is_ood][:, None] - s[~is_ood][None, :]
     return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+
+
+def float32_max_softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Max softmax with the arithmetic of torch.softmax over a non-last dim (and so of GenVal's float32 MSP), in
+    numpy: exp(l_c - max) in float64 rounded to float32, added in float32 class by class from class 0, and the
+    float32 reciprocal of that sum (the top class's exp is 1)."""
+    z = np.moveaxis(np.asarray(logits, np.float32), axis, 0).astype(np.float64)
+    weights = np.exp(z - z.max(0)).astype(np.float32)
+    total = np.zeros(weights.shape[1:], np.float32)
+    for w in weights:
+        total = total + w
+    return np.float32(1) / total

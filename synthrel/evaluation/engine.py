@@ -12,12 +12,13 @@ into (pinned) tensors and draw the calibration pixels on the host; no other bool
 batch. Counts are integer histograms of int32 values (on CUDA `torch.histc`, whose per-block shared-memory
 bins take native int32 atomics; on the CPU `bincount`), and the float64 confidence sums of the ECE bins are
 `scatter_add_`-ed into copies of the bins spread by pixel position, so that no two neighbouring pixels (one
-warp) add to one address whatever the confidence distribution. Eager, the per-pixel scores are the library reductions over
-the class axis (`class_scores`); compiled, the same scores plane by plane (`class_scores_by_plane`), which
-may move a handful of pixels to a neighbouring bin. The OOD metrics (`OODAccumulator`, compiled separately)
-take each image's scores after the statistics; handing each image's runs of tied scores to the pooled counts
-waits for the device once per score and batch (their number is data-dependent). Ignore pixels of the calibration
-draw are dropped once, in `result()`.
+warp) add to one address whatever the confidence distribution. The per-pixel scores come from one function,
+`softmax_scores` (max softmax as `torch.softmax` computes it); eager, the max and argmax are the library reduction
+over the class axis (`class_scores`), compiled, element-wise over the class planes (`class_scores_by_plane`).
+Inductor's fused exp may still move a handful of pixels to a neighbouring bin. The OOD metrics (`OODAccumulator`,
+compiled separately) take each image's scores after the statistics; handing each image's runs of tied scores to
+the pooled counts waits for the device once per score and batch (their number is data-dependent). Ignore pixels
+of the calibration draw are dropped once, in `result()`.
 """
 
 from __future__ import annotations
@@ -186,46 +187,54 @@ def batch_statistics(logits: torch.Tensor, labels: torch.Tensor | None, oods: to
     return out
 
 
-def class_scores(logits: torch.Tensor, with_entropy: bool = True) -> tuple[torch.Tensor, ...]:
-    """Per pixel of (B, C, H, W) float logits: top-1 class (int32, the first of tied maxima), its softmax
-    confidence exp(max - logsumexp), the max logit, and the softmax entropy (None unless `with_entropy`).
+def softmax_scores(logits: torch.Tensor, max_logit: torch.Tensor, pred: torch.Tensor,
+                   with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Max softmax and softmax entropy per pixel of (B, C, H, W) float logits, given their max and argmax: the
+    one formula of the eager and the compiled paths, so that `stages.evaluate.compile` does not change MSP.
 
-    Entropy, with x_c = l_c - max <= 0, e_c = exp(x_c) and S = 1 + r, r = sum of e_c over the classes other
-    than the top one: log1p(r) - sum_c e_c x_c / S, two non-negative terms, so it keeps its relative precision
-    for confident pixels (margin 50: ~1e-19), where log S - sum p l cancels to rounding noise in float32."""
-    lse = torch.logsumexp(logits, dim=1)
-    max_logit, pred = logits.max(dim=1)
-    entropy = None
-    if with_entropy:
-        shifted = logits - max_logit.unsqueeze(1)
-        weights = torch.exp(shifted)
-        rest = weights.scatter(1, pred.unsqueeze(1), 0.0).sum(dim=1)
-        entropy = torch.log1p(rest) - (weights * shifted).sum(dim=1) / (1 + rest)
-    return pred.int(), torch.exp(max_logit - lse), max_logit, entropy
-
-
-def class_scores_by_plane(logits: torch.Tensor, with_entropy: bool = True) -> tuple[torch.Tensor, ...]:
-    """`class_scores` as element-wise operations over the C contiguous (B, H, W) class planes.
-
-    Compiled, this is one pointwise kernel that reads each logit once, coalesced; inductor's reduction over the
-    strided class axis of `class_scores` read the planes scattered and took 2-3 ms per four 2-Mpx images on an
-    H200 (docs/benchmarks.md). Eager, `class_scores` is the faster one. With e_c = exp(l_c - max) and
-    S = sum e_c: confidence 1 / S, entropy log1p(S - 1) - sum e_c (l_c - max) / S, with S - 1 summed over the
-    classes other than the top one (see `class_scores`).
+    Max softmax as `torch.softmax` computes it, and so as GenVal's float32 MSP: 1 / S, S = sum_c exp(l_c - max)
+    added class by class from class 0 in float32, the order of ATen's softmax over a non-last dim (CPU and CUDA).
+    exp(max - logsumexp) rounded far more confident pixels to exactly 1.0 (issue #34: 26.1 % against 16.6 %).
+    Entropy, with x_c = l_c - max <= 0, e_c = exp(x_c) and r = sum of e_c over the classes other than the top
+    one: log1p(r) - sum_c e_c x_c / S, two non-negative terms, so it keeps its relative precision for confident
+    pixels (margin 50: ~1e-19), where log S - sum p l cancels to rounding noise in float32. Every operation runs
+    on the (B, H, W) class planes, in class order: compiled, one pointwise kernel that reads each logit once and
+    writes no (B, C, H, W) temporary (whole-tensor exp and unbind made inductor store one); eager on the CPU as fast
+    as the whole-tensor operations.
     """
-    planes = logits.unbind(1)
-    max_logit, pred = planes[0], torch.zeros_like(planes[0], dtype=torch.int32)
-    for c, plane in enumerate(planes[1:], 1):
-        better = plane > max_logit  # strictly: the first of tied maxima wins, as in torch.max
-        max_logit, pred = torch.where(better, plane, max_logit), torch.where(better, c, pred)
-    shifted = [plane - max_logit for plane in planes]
+    shifted = [plane - max_logit for plane in logits.unbind(1)]
     weights = [torch.exp(x) for x in shifted]
     total = sum(weights)
     entropy = None
     if with_entropy:
         rest = sum(torch.where(pred == c, 0.0, w) for c, w in enumerate(weights))
         entropy = torch.log1p(rest) - sum(w * x for w, x in zip(weights, shifted, strict=True)) / total
-    return pred, 1 / total, max_logit, entropy
+    return 1 / total, entropy
+
+
+def class_scores(logits: torch.Tensor, with_entropy: bool = True) -> tuple[torch.Tensor, ...]:
+    """Per pixel of (B, C, H, W) float logits: top-1 class (int32, the first of tied maxima), its softmax
+    confidence and the softmax entropy (None unless `with_entropy`) by `softmax_scores`, and the max logit."""
+    max_logit, pred = logits.max(dim=1)
+    conf, entropy = softmax_scores(logits, max_logit, pred, with_entropy)
+    return pred.int(), conf, max_logit, entropy
+
+
+def class_scores_by_plane(logits: torch.Tensor, with_entropy: bool = True) -> tuple[torch.Tensor, ...]:
+    """`class_scores` with the max and argmax as element-wise operations over the C contiguous (B, H, W) class
+    planes: the same values (`softmax_scores` then takes the same inputs).
+
+    Compiled, this is one pointwise kernel that reads each logit once, coalesced; inductor's reduction over the
+    strided class axis read the planes scattered and took 2-3 ms per four 2-Mpx images on an H200
+    (docs/benchmarks.md). Eager, `class_scores` is the faster one.
+    """
+    planes = logits.unbind(1)
+    max_logit, pred = planes[0], torch.zeros_like(planes[0], dtype=torch.int32)
+    for c, plane in enumerate(planes[1:], 1):
+        better = plane > max_logit  # strictly: the first of tied maxima wins, as in torch.max
+        max_logit, pred = torch.where(better, plane, max_logit), torch.where(better, c, pred)
+    conf, entropy = softmax_scores(logits, max_logit, pred, with_entropy)
+    return pred, conf, max_logit, entropy
 
 
 def calibration_picks(seed: int, indices, height: int, width: int, k: int) -> np.ndarray:

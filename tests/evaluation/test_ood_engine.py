@@ -109,6 +109,27 @@ def test_engine_ood_metrics_on_adversarial_images_equal_sklearn():
                                np.nanmean(out.ood["per_image"][:, 2, 1]), rtol=1e-12)
 
 
+def test_eager_and_compiled_statistics_write_the_same_ood_rows(monkeypatch):
+    """`stages.evaluate.compile` does not change the OOD rows (issue #34): the eager and the compiled per-batch
+    statistics take max softmax and entropy from one function (`softmax_scores`), so on confident adversarial
+    logits (a third of the pixels saturated at 1.0) they write the same MSP, entropy and max-logit rows, bit for
+    bit. Compiled with the aot_eager backend (dynamo's graph, ATen kernels): inductor's fused exp may round a
+    last bit differently, which is the only difference left on the GPU."""
+    images = _adversarial_images(np.random.default_rng(1))
+    seg = _StubSegmenter([z for z, _ in images])
+    dataset = _Set([o for _, o in images])
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend="aot_eager", **kw))
+    outs = [evaluate_dataset(seg, dataset, batch_size=3, calib_pixels_per_image=0, features=None,
+                             compile_metrics=compiled) for compiled in (False, True)]
+    rows = [metric_rows(out, {"model": "stub"}).set_index("metric")["value"] for out in outs]
+    assert rows[0].index.str.endswith("_msp").sum() == len(IMAGE_METRICS) + len(POOLED_METRICS)
+    pd.testing.assert_series_equal(rows[0], rows[1])
+    np.testing.assert_array_equal(outs[0].ood["per_image"], outs[1].ood["per_image"])
+    conf = engine.class_scores(torch.from_numpy(images[0][0])[None])[1]
+    assert (conf == 1).float().mean() > 0.3
+
+
 def _float64_scores(logits: np.ndarray) -> dict[str, np.ndarray]:
     """-max softmax, -max logit, softmax entropy of (19, H, W) logits, float64, with scipy."""
     z = logits.astype(np.float64)

@@ -95,10 +95,13 @@ def test_fpr95_conventions_differ_on_a_hand_worked_case():
     assert pooled_ood_metrics(scores, labels)["fpr95"] == pytest.approx(1.0)  # TPR > 0.95 only at the end
 
 
+@pytest.mark.parametrize("curve_chunk", [1, 2, 37, PooledOODCounts.CURVE_CHUNK])
 @pytest.mark.parametrize("decimals", [0, 1, 3, None])
-def test_pooled_counts_over_batches_equal_sklearn(decimals, monkeypatch):
-    """Many small batches, merged every few updates (MIN_MERGE lowered), void excluded."""
+def test_pooled_counts_over_batches_equal_sklearn(decimals, curve_chunk, monkeypatch):
+    """Many small batches, merged every few updates (MIN_MERGE lowered), void excluded; the curve in windows of
+    1, 2 and 37 thresholds or in one."""
     monkeypatch.setattr(PooledOODCounts, "MIN_MERGE", 64)
+    monkeypatch.setattr(PooledOODCounts, "CURVE_CHUNK", curve_chunk)
     rng = np.random.default_rng(7)
     counts, all_scores, all_labels = PooledOODCounts(), [], []
     for _ in range(25):
@@ -117,6 +120,23 @@ def test_pooled_counts_over_batches_equal_sklearn(decimals, monkeypatch):
     assert counts.metrics()["auroc"] == pytest.approx(brute_force_auroc(scores[keep], labels[keep] == 1), abs=1e-12)
 
 
+@pytest.mark.parametrize("curve_chunk", [1, 2, 3, 4, 5])
+def test_pooled_windows_keep_sklearn_drop_intermediate_fpr95(curve_chunk, monkeypatch):
+    """Runs of identical tie groups (1 OOD + 2 ID per value: equal steps, so sklearn drops those points) with
+    FPR95's point in every position of a window: the windowed curve finds the same kept point and sums."""
+    monkeypatch.setattr(PooledOODCounts, "CURVE_CHUNK", curve_chunk)
+    rng = np.random.default_rng(3)
+    for n_runs, void in ((100, 0.0), (101, 0.0), (40, 0.05)):
+        labels = np.tile(np.array([1, 0, 0], np.uint8), n_runs)
+        scores = np.repeat(np.arange(n_runs, dtype=np.float32), 3)
+        scores[-6:] = n_runs + rng.random(6)  # a few distinct top scores, then equal steps down to the end
+        labels[rng.random(labels.size) < void] = 255
+        ref = rba_reference(scores, labels)
+        assert pooled_ood_metrics(scores, labels) == pytest.approx(ref, abs=1e-12)
+        if not void:
+            assert ref["fpr95"] == 1.0  # TPR > 0.95 first at a dropped point: FPR95 is the last point's
+
+
 def test_pooled_metrics_with_saturated_confidence_and_max_logit():
     """Max softmax of confident logits (most pixels 1.0 in float32) and large max logits, negated."""
     rng = np.random.default_rng(11)
@@ -129,13 +149,44 @@ def test_pooled_metrics_with_saturated_confidence_and_max_logit():
         assert got == pytest.approx(rba_reference(score, labels), abs=1e-12)
 
 
-def test_float_keys_order_like_the_floats():
+def test_float64_scores_are_compared_in_float64():
+    """Scores 1e-12 apart (one float32 value): per-image and pooled metrics of float64 input equal sklearn on the
+    float64 scores to 1e-12 (a float32 cast would tie them all: AUROC 0.5); float16 widens exactly to float32; a
+    float32 table refuses float64 scores rather than round them."""
+    rng = np.random.default_rng(4)
+    labels = rng.choice(np.array([0, 1, 255], np.uint8), 4000, p=[0.7, 0.2, 0.1])
+    scores = 1.0 + 1e-12 * (rng.normal(size=labels.size) + 1.5 * (labels == 1))
+    assert len(np.unique(scores.astype(np.float32))) == 1
+    mask = (labels == 1).astype(int)
+    ref = genval_reference(-scores, mask)
+    assert ref["auroc"] > 0.8
+    assert per_image_ood_metrics(scores, labels) == pytest.approx(ref, abs=1e-12)
+    got = image_ood_metrics(torch.from_numpy(scores)[None], torch.from_numpy(labels == 1)[None])[0].numpy()
+    np.testing.assert_allclose(got, [ref[m] for m in IMAGE_METRICS], rtol=0, atol=1e-12)
+    assert pooled_ood_metrics(scores, labels) == pytest.approx(rba_reference(scores, labels), abs=1e-12)
+    counts = PooledOODCounts(dtype=torch.float64)
+    counts.update(torch.from_numpy(scores[:1000]), torch.from_numpy(labels[:1000]))
+    counts.add_counts(torch.from_numpy(scores[1000:].astype(np.float32)), torch.ones(3000), torch.zeros(3000))
+    with pytest.raises(ValueError, match="dtype=torch.float64"):
+        PooledOODCounts().update(torch.from_numpy(scores), torch.from_numpy(labels))
+    half = np.round(rng.normal(size=labels.size), 2).astype(np.float16)
+    assert pooled_ood_metrics(half, labels) == pytest.approx(rba_reference(half.astype(np.float32), labels), abs=1e-12)
+    assert per_image_ood_metrics(half, labels) == pytest.approx(genval_reference(-half.astype(np.float32), mask),
+                                                                abs=1e-12)
+    assert rba_score(torch.full((1, 3), 0.5, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_keys_order_like_the_floats(dtype):
     rng = np.random.default_rng(2)
     x = np.r_[rng.normal(size=500) * 10.0 ** rng.integers(-40, 38, 500), 0.0, -0.0, np.inf, -np.inf, 1e-45,
-              -1e-45, 3.4e38, -3.4e38].astype(np.float32)
-    keys = float_keys(torch.from_numpy(x)).numpy().astype(np.int64)
-    xi, xj = x[:, None].astype(np.float64), x[None, :].astype(np.float64)
-    np.testing.assert_array_equal(np.sign(keys[:, None] - keys[None, :]), (xi > xj).astype(int) - (xi < xj))
+              -1e-45, 3.4e38, -3.4e38].astype(dtype)
+    if dtype == np.float64:
+        x = np.r_[x, 5e-324, -5e-324, 1.7e308, -1.7e308, 1 + 2e-16, 1.0]
+    keys = float_keys(torch.from_numpy(x)).numpy()
+    assert keys.dtype == (np.int32 if dtype == np.float32 else np.int64)
+    ki, kj, xi, xj = keys[:, None], keys[None, :], x[:, None], x[None, :]
+    np.testing.assert_array_equal((ki > kj).astype(int) - (ki < kj), (xi > xj).astype(int) - (xi < xj))
 
 
 def test_missing_class_gives_nan_and_bad_labels_raise():
