@@ -30,7 +30,7 @@ else echo "external generator row: not run (set EXTERNAL=tsit and TSIT_DIR, see 
 
 # 4. Correlate (Pearson headline, Spearman/Kendall, bootstrap CIs) and write the report.
 #    -> outputs/artifacts/analysis/correlation/table1_mIoU.{csv,md,tex}, table1_mIoU_ci.md, report.{md,html}
-run profile="$PROFILE" +experiment=correlation stages.correlate.metrics=[mIoU]
+run profile="$PROFILE" real_split="$REAL_SPLIT" +experiment=correlation stages.correlate.metrics=[mIoU]
 # The same from sweep folders only (no shared results root):
 #   python -m synthrel.run +experiment=correlation stages.correlate.results_root=null \
 #       'stages.correlate.sweep_dirs=[outputs/logs/table1_eval_real/multiruns/<date>,outputs/logs/table1_eval_synthetic/multiruns/<date>]'

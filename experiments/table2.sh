@@ -16,7 +16,7 @@ run -m "${COMMON[@]}" +experiment=ood_objects task_name=table2_ood_objects backb
 run -m "${COMMON[@]}" +stage=[evaluate] task_name=table2_ood_real "stages.evaluate.models=$MODELS" \
     stages.evaluate.skip_absent=true "stages.evaluate.datasets=[road_anomaly],[smiyc_ra21],[smiyc_ro21],[fs_lost_and_found]"
 # 3. PCC of each OOD metric, synthetic OOD objects vs Road Anomaly.
-run profile="$PROFILE" +experiment=correlation task_name=table2 stages.correlate.class_metrics=[] \
+run profile="$PROFILE" real_split="$REAL_SPLIT" +experiment=correlation task_name=table2 stages.correlate.class_metrics=[] \
     "stages.correlate.metrics=[auroc_msp,ap_msp,fpr95_msp,auroc_max_logit,ap_max_logit,fpr95_max_logit,auroc_entropy,ap_entropy,fpr95_entropy]" \
     stages.correlate.domains=[ood_objects] '+stages.correlate.real_datasets.ood_objects=road_anomaly' \
     stages.correlate.generators=[sd15]
