@@ -307,6 +307,35 @@ def shift_layout(tidy: pd.DataFrame, metric: str, value: str = "pearson", cls: s
     return table
 
 
+#: Table 2's OOD sets (domain labels of stages.evaluate.dataset_labels): the curated items and every accepted one.
+OOD_SETS = {"ood_objects_curated": "curated", "ood_objects": "automatic (all accepted)"}
+
+
+def ood_layout(tidy: pd.DataFrame, generator: str, value: str = "pearson") -> pd.DataFrame:
+    """Table 2 PCC layout: rows = '<metric> (<convention>)' of the OOD metrics (rba_pooled, genval_per_image),
+    columns = the OOD-object sets present (curated, automatic); the real OOD set is the domain's real_datasets."""
+    from synthrel.metrics.ood import describe_row
+
+    sub = tidy[(tidy["generator"] == generator) & tidy["domain"].isin(list(OOD_SETS)) & (tidy["cls"] == "")]
+    rows = []
+    for (metric, domain), cell in sub.groupby(["metric", "domain"], sort=False):
+        described = describe_row(metric)
+        if described is None or described[1] is None:
+            continue
+        convention, score = described
+        rows.append({"convention": convention, "score": score, "metric": metric, "set": OOD_SETS[domain],
+                     "value": float(cell[value].iloc[0])})
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows).sort_values(["convention", "score", "metric"], kind="stable")
+    frame["row"] = frame["metric"] + " (" + frame["convention"] + ")"
+    table = frame.pivot(index="row", columns="set", values="value")
+    table = table.reindex(index=list(dict.fromkeys(frame["row"])),
+                          columns=[c for c in OOD_SETS.values() if c in table.columns])
+    table.index.name, table.columns.name = "metric (convention)", None
+    return table
+
+
 def class_layout(tidy: pd.DataFrame, metric: str, generator: str, value: str = "pearson") -> pd.DataFrame:
     """Table 5 layout: rows = the 19 Cityscapes classes (trainId order), columns = shifts."""
     sub = tidy[(tidy["metric"] == metric) & (tidy["generator"] == generator) & (tidy["cls"] != "")]

@@ -140,6 +140,7 @@ class CorrelateJob:
             log.warning("no (predictor, real) pairs found for metrics %s in domains %s", self.metrics, self.domains)
             return
         self._save_frame(tidy, out / "correlations", index, "All correlations (tidy)", tracker)
+        self._ood_tables(tidy, out, index, tracker)
         for metric in tidy["metric"].unique():
             title = f"Table 1 layout: Pearson r of per-model {_defined(metric)}, predictor set vs real shifted data"
             self._save_layout(correlation.shift_layout(tidy, metric), out, f"table1_{metric}", title, index, tracker)
@@ -154,6 +155,19 @@ class CorrelateJob:
                 paths = figures.scatter_synthetic_vs_real(results, metric, generator, domains, stem,
                                                           self.real_datasets)
                 self._add_figure(paths, f"Fig. 3 style: {metric} on {generator} vs real, per domain", index, tracker)
+
+    def _ood_tables(self, tidy, out, index, tracker) -> None:
+        """Table 2's PCC: the curated and the automatic OOD-object sets, in both OOD conventions."""
+        for generator in tidy["generator"].unique():
+            layout = correlation.ood_layout(tidy, generator)
+            if layout.empty:
+                continue
+            reals = sorted({self.real_datasets[d] for d in correlation.OOD_SETS if d in self.real_datasets})
+            title = (f"Table 2: Pearson r over the zoo between each OOD metric on the {generator} OOD-object set and "
+                     f"on {', '.join(reals)}; columns: curated items (ood_objects_curated) and every accepted "
+                     "item (automatic, ood_objects); conventions: rba_pooled = pooled over the set's pixels (RbA), "
+                     "genval_per_image = mean of per-image metrics (GenVal, img_ rows)")
+            self._save_layout(layout, out, f"table2_pcc_{_slug(generator)}", title, index, tracker)
 
     def _class_tables(self, results, out, index, tracker) -> None:
         if not self.class_metrics:
