@@ -21,7 +21,7 @@ def ood_zoo(n_models=8, seed=0):
     for m in range(n_models):
         model = f"fam{m % 3}-m{m}"
         sets = [("road_anomaly", "road_anomaly", "real", 0.0)] + [(d, key, "sd15", noise)
-                                                                  for (d, key), noise in zip(SETS.items(), (0.02, 0.1))]
+                                                                  for (d, key), noise in zip(SETS.items(), (0.02, 0.1), strict=True)]
         for domain, dataset, generator, noise in sets:
             for metric in METRICS:
                 rows.append({"model": model, "family": model.split("-")[0], "dataset": dataset, "domain": domain,
@@ -45,7 +45,7 @@ def test_table2_pcc_names_the_set_and_the_convention_of_each_value(tmp_path):
     for metric in METRICS:
         real = zoo[(zoo["dataset"] == "road_anomaly") & (zoo["metric"] == metric)].set_index("model")["value"]
         convention = "genval_per_image" if metric.startswith("img_") else "rba_pooled"
-        for column, key in zip(table.columns, SETS.values()):
+        for column, key in zip(table.columns, SETS.values(), strict=True):
             synth = zoo[(zoo["dataset"] == key) & (zoo["metric"] == metric)].set_index("model")["value"]
             reference = stats.pearsonr(synth.loc[real.index], real)[0]
             assert table.loc[f"{metric} ({convention})", column] == pytest.approx(reference, abs=1e-12)
