@@ -28,13 +28,13 @@ log = logging.getLogger(__name__)
 TINY_NOTICE = "Tiny profile: random tiny models and generated demo data; numbers are not the paper's."
 #: The real data of the reported results, per `real_split` (synthrel.config.REAL_SPLITS), first line of the box.
 REAL_DATA = {
-    "test": "each real set's relis test split (paper protocol): cityscapes_test (Cityscapes val frankfurt), "
-            "acdc_<condition>_test (the ACDC train scenes), idd_test (the 37 IDD train scenes relis lists)",
-    "all": "the whole real sets (real_split=all, a deviation from the paper's protocol): cityscapes (all of "
-           "Cityscapes val), acdc_<condition> (ACDC train), idd (IDD val, which is relis' calibration split)",
+    "test": "each real set's relis test split (paper protocol): `cityscapes_test` (Cityscapes val frankfurt), "
+            "`acdc_<condition>_test` (the ACDC train scenes), `idd_test` (the 37 IDD train scenes relis lists)",
+    "all": "the whole real sets (real_split=all, a deviation from the paper's protocol): `cityscapes` (all of "
+           "Cityscapes val), `acdc_<condition>` (ACDC train), `idd` (IDD val, which is relis' calibration split)",
 }
 CALIBRATION_DATA = ("temperatures are fitted on synthetic sets and on the relis calibration splits only "
-                    "(cityscapes_calib = munster + lindau, acdc_<condition>_calib = ACDC val, idd_calib = IDD val)")
+                    "(`cityscapes_calib` = munster + lindau, `acdc_<condition>_calib` = ACDC val, `idd_calib` = IDD val)")
 
 HTML_TEMPLATE = jinja2.Template(
     """<!DOCTYPE html>
