@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks import write_result
+from synthrel.ood_detection.job import RBA_SCHEDULES
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "bench_results"
@@ -57,7 +58,8 @@ COUNTS = {
     "sd15_train": (2100 * 8 * 32, "supplementary A.1: 2100 steps x batch 8 x 32 accumulation (images seen)"),
     "sdxl_train": (27500 * 8 * 4, "supplementary A.1: 27500 steps x batch 8 x 4 accumulation (images seen)"),
     "rba_runs": (6, "Table 2: Swin-B and Swin-L x (COCO, ours curated, ours all)"),
-    "rba_steps": (5000, "supplementary A.4 / synthrel/conf/stage/ood_detection.yaml max_steps (RbA's own config: 2000)"),
+    "rba_steps": (RBA_SCHEDULES["supplementary"], "supplementary A.4 / synthrel/conf/stage/ood_detection.yaml "
+                  "schedule: supplementary (schedule=rba_official, RbA's own config: 2000)"),
     "rba_models": (8, "Table 2: 2 base RbA models + 6 fine-tuned"),
     "calib_pixels": (20000, "spec 3.2: pixels per image of the calibration sample"),
 }

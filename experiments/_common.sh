@@ -6,11 +6,15 @@ PYTHON=${PYTHON:-python}
 PROFILE=${PROFILE:-paper}
 LAUNCHER=${LAUNCHER:-local}          # local | submitit_local | slurm (synthrel/conf/launcher/)
 ZOO=${ZOO:-$([ "$PROFILE" = tiny ] && echo tiny || echo paper40)}
-COMMON=(profile="$PROFILE" launcher="$LAUNCHER")
+# Real data of every reported result: test (each real set's relis test split <set>_test, the paper's protocol) |
+# all (the whole sets; the report's protocol box names it). README, "Protocol splits".
+REAL_SPLIT=${REAL_SPLIT:-test}
+COMMON=(profile="$PROFILE" launcher="$LAUNCHER" real_split="$REAL_SPLIT")
 # One evaluate job per model: "[ann_r101],[ann_r50],..." (a Hydra sweep over single-model lists).
-CONF="$(cd "$(dirname "${BASH_SOURCE[0]}")/../conf" && pwd)"   # the recipes run from any folder
+CONF="$(cd "$(dirname "${BASH_SOURCE[0]}")/../synthrel/conf" && pwd)"   # the recipes run from any folder
 MODELS=$($PYTHON -c "import yaml,sys; print(','.join('[%s]' % k for k in yaml.safe_load(open('$CONF/zoo/$ZOO.yaml'))['models']))")
-REAL_SETS="[cityscapes],[acdc_fog],[acdc_night],[acdc_rain],[acdc_snow],[idd]"
+REAL_SUFFIX=$([ "$REAL_SPLIT" = all ] || echo _test)   # one evaluate job per real set, as REAL_SPLIT reports it
+REAL_SETS="[cityscapes$REAL_SUFFIX],[acdc_fog$REAL_SUFFIX],[acdc_night$REAL_SUFFIX],[acdc_rain$REAL_SUFFIX],[acdc_snow$REAL_SUFFIX],[idd$REAL_SUFFIX]"
 # Baseline generators (synthrel/conf/generator/): physics-fog betas, the corruptions of `+generator=hendrycks`, and an
 # external generator (EXTERNAL=tsit). On the tiny profile the external row reads the demo physics-fog set as
 # if another method had written it, so that its path runs offline.

@@ -8,12 +8,12 @@ source "$(dirname "$0")/_common.sh"
 run -m "${COMMON[@]}" +experiment=calibration task_name=fig14a_calibrate domain=fog,night,rain,snow,india \
     "stages.calibrate.methods=[global,per_class]" \
     '~stages.calibrate.calibration_sets.cityscapes'
-run profile="$PROFILE" +experiment=correlation task_name=fig14a stages.correlate.metrics=[ece_paper] \
+run profile="$PROFILE" real_split="$REAL_SPLIT" +experiment=correlation task_name=fig14a stages.correlate.metrics=[ece_paper] \
     stages.correlate.class_metrics=[]
 # (b) Cityscapes (cityscapes_calib) vs synthetic, standard TS (the calibrate stage's default sets)
 run -m "${COMMON[@]}" +experiment=calibration task_name=fig14b_calibrate domain=fog,night,rain,snow,india \
     stages.calibrate.methods=[global]
-run profile="$PROFILE" +experiment=correlation task_name=fig14b stages.correlate.metrics=[ece_paper] \
+run profile="$PROFILE" real_split="$REAL_SPLIT" +experiment=correlation task_name=fig14b stages.correlate.metrics=[ece_paper] \
     stages.correlate.class_metrics=[]
 # -> outputs/artifacts/analysis/fig14{a,b}/fig6_ece_improvement.{png,pdf}
 # Both analyses read the whole calibration root: use a separate zoo name or paths.output_root per variant

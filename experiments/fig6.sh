@@ -7,7 +7,7 @@ source "$(dirname "$0")/_common.sh"
 run -m "${COMMON[@]}" +experiment=calibration task_name=fig6_calibrate domain=fog,night,rain,snow,india \
     "stages.calibrate.methods=[global,per_class]" \
     '+stages.calibrate.calibration_sets.real=[${synthrel.real:calib}]'
-run profile="$PROFILE" +experiment=correlation task_name=fig6 stages.correlate.metrics=[ece_paper] \
+run profile="$PROFILE" real_split="$REAL_SPLIT" +experiment=correlation task_name=fig6 stages.correlate.metrics=[ece_paper] \
     stages.correlate.class_metrics=[]
 # -> outputs/artifacts/analysis/fig6/fig6_ece_improvement.{png,pdf} (one panel per domain, bars per
 #    calibration set x method) and table3_calibration_success.*

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Table 1: PCC over the zoo between mIoU on generated data (SD1.5, SDXL; Cityscapes val as baseline) and
+# Table 1: PCC over the zoo between mIoU on generated data (SD1.5, SDXL; Cityscapes as baseline) and
 # mIoU on the real shifted data (ACDC fog/night/rain/snow, IDD for india). Also gives Fig. 3 and Table 5.
+# Real data: each set's relis test split (cityscapes_test, acdc_<condition>_test, idd_test); REAL_SPLIT=all: the
+# whole sets (README, "Protocol splits").
 source "$(dirname "$0")/_common.sh"
 
 # 1. Synthetic sets: one job per backbone x domain (needs captions + ControlNets: +experiment=train_controlnet).
 run -m "${COMMON[@]}" +stage=[generate] task_name=table1_generate backbone=sd15,sdxl domain=fog,night,rain,snow,india
 
-# 2. Zoo on the real sets: models x datasets.
+# 2. Zoo on the real sets (their test splits, REAL_SETS in _common.sh): models x datasets.
 run -m "${COMMON[@]}" +stage=[evaluate] task_name=table1_eval_real "stages.evaluate.models=$MODELS" \
     "stages.evaluate.datasets=$REAL_SETS"
 
@@ -30,7 +32,7 @@ else echo "external generator row: not run (set EXTERNAL=tsit and TSIT_DIR, see 
 
 # 4. Correlate (Pearson headline, Spearman/Kendall, bootstrap CIs) and write the report.
 #    -> outputs/artifacts/analysis/correlation/table1_mIoU.{csv,md,tex}, table1_mIoU_ci.md, report.{md,html}
-run profile="$PROFILE" +experiment=correlation stages.correlate.metrics=[mIoU]
+run profile="$PROFILE" real_split="$REAL_SPLIT" +experiment=correlation stages.correlate.metrics=[mIoU]
 # The same from sweep folders only (no shared results root):
 #   python -m synthrel.run +experiment=correlation stages.correlate.results_root=null \
 #       'stages.correlate.sweep_dirs=[outputs/logs/table1_eval_real/multiruns/<date>,outputs/logs/table1_eval_synthetic/multiruns/<date>]'

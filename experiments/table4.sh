@@ -12,10 +12,10 @@ else FID=(stages.fid.feature_extractor=inception "stages.fid.feature_extractor_w
 run -m "${COMMON[@]}" +stage=[fid] task_name=table4 "${FID[@]}" backbone=sd15,sdxl domain=night,rain,snow,fog
 # Cityscapes val (no augmentation) vs real.
 run -m "${COMMON[@]}" +stage=[fid] task_name=table4 "${FID[@]}" domain=night,rain,snow,fog \
-    '+stages.fid.pairs=[{generator: cityscapes, domain: ${domain.name}, real: ${domain.real_dataset}, synthetic: cityscapes}]'
+    '+stages.fid.pairs=[{generator: cityscapes, domain: ${domain.name}, real: ${synthrel.real:reported}, synthetic: ${synthrel.reported:cityscapes}}]'
 # Baseline generators vs real (their sets are written by table1.sh step 3b): Hendrycks' corruptions per domain,
 # physics-based fog per beta, and the external generator (EXTERNAL=tsit).
-BASELINE_PAIR='+stages.fid.pairs=[{generator: ${generator.name}, domain: ${domain.name}, real: ${domain.real_dataset}, synthetic: baseline}]'
+BASELINE_PAIR='+stages.fid.pairs=[{generator: ${generator.name}, domain: ${domain.name}, real: ${synthrel.real:reported}, synthetic: baseline}]'
 run -m "${COMMON[@]}" +stage=[fid] task_name=table4 "${FID[@]}" +generator=hendrycks domain=night,rain,snow,fog "$BASELINE_PAIR"
 run -m "${COMMON[@]}" +stage=[fid] task_name=table4 "${FID[@]}" +generator=physics_fog domain=fog "generator.beta=$BETAS" \
     "$BASELINE_PAIR"
@@ -23,5 +23,5 @@ if [ -n "$EXTERNAL" ]; then
   run -m "${COMMON[@]}" +stage=[fid] task_name=table4 "${FID[@]}" "+generator=$EXTERNAL" "${EXTERNAL_ARGS[@]}" \
       "domain=$EXTERNAL_DOMAINS" "$BASELINE_PAIR"
 else echo "external generator row: not run (set EXTERNAL=tsit and TSIT_DIR, see synthrel/conf/generator/tsit.yaml)"; fi
-run profile="$PROFILE" +stage=[report] task_name=table4
+run profile="$PROFILE" real_split="$REAL_SPLIT" +stage=[report] task_name=table4
 # -> outputs/artifacts/analysis/table4/table4_fid.{csv,md,tex}, fid.csv (every setting), report.{md,html}

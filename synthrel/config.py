@@ -6,9 +6,10 @@ Stage jobs validate their own values (names, ranges) in their dataclasses.
 
 A domain's synthetic folder, prompt and real counterpart all follow from `domain.name`: the built-in shift
 domains get their real counterpart from REAL_COUNTERPARTS, any other name is a custom domain without one.
-Stage configs ask for the counterpart with `${synthrel.real:all|test|calib}` (the whole set or its relis
-protocol split), which refuses, naming the fix, when the domain has none; `check_domain` resolves the stages
-before any of them runs, so a contradictory command stops at once.
+Stage configs ask for the counterpart with `${synthrel.real:all|test|calib|reported}` (the whole set, its relis
+protocol split, or the set results are reported on: `real_split`), which refuses, naming the fix, when the
+domain has none; `check_domain` resolves the stages before any of them runs, so a contradictory command stops
+at once. Fixed real sets name the reported one with `${synthrel.reported:<set>}` (`acdc_fog` -> `acdc_fog_test`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ log = logging.getLogger(__name__)
 #: protocol splits of each are `<key>_test` and `<key>_calib` (synthrel/conf/dataset/protocol_splits.yaml).
 REAL_COUNTERPARTS = {"fog": "acdc_fog", "night": "acdc_night", "rain": "acdc_rain", "snow": "acdc_snow",
                      "india": "idd"}
-REAL_PARTS = ("all", "test", "calib")
+REAL_PARTS = ("all", "test", "calib", "reported")
+#: `real_split`: the real data every reported result is measured on. test (default, the paper's protocol):
+#: each real set's relis test split `<set>_test`; all: the whole sets (a deviation, named in the report).
+REAL_SPLITS = ("test", "all")
 #: The prompt of every built-in domain: "<domain>" is the domain word.
 DOMAIN_PROMPT = "<caption>, in <domain>"
 
@@ -132,6 +136,28 @@ def check_run_keys(cfg) -> None:
     margin = (cfg.get("stage_table") or {}).get("release_margin_mb", 0)
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
         raise ConfigError(f"`stage_table.release_margin_mb` is {margin!r}; expected a number of MiB >= 0")
+    real_split_of(cfg)
+
+
+def real_split_of(cfg) -> str:
+    """The checked `real_split` of a config (test when absent)."""
+    split = cfg.get("real_split", "test")
+    if split not in REAL_SPLITS:
+        raise ConfigError(f"`real_split` is {split!r}; expected {' or '.join(REAL_SPLITS)} (test: each real set's "
+                          "relis test split <set>_test, the paper's protocol; all: the whole sets)")
+    return split
+
+
+def reported_set(key: str, split: str) -> str:
+    """The dataset key a result on real set `key` is reported on: `<key>_test`, or `key` for real_split=all."""
+    return key if split == "all" else f"{key}_test"
+
+
+def _reported(key: str, *, _root_) -> str:
+    """`${synthrel.reported:acdc_fog}`: the real set `acdc_fog` as `real_split` reports it."""
+    return reported_set(str(key), real_split_of(_root_))
+
+
 def real_counterpart(name) -> str | None:
     """Dataset key of the real counterpart of domain `name`, None for a custom domain."""
     return REAL_COUNTERPARTS.get(str(name))
@@ -148,12 +174,15 @@ def no_counterpart_error(name: str) -> ConfigError:
 
 
 def _real(part: str, *, _root_) -> str:
-    """`${synthrel.real:test}`: the domain's real counterpart (all) or its relis split (test / calib)."""
+    """`${synthrel.real:test}`: the domain's real counterpart (all), its relis split (test / calib), or the set
+    results are reported on (reported: test or all, following `real_split`)."""
     if part not in REAL_PARTS:
         raise ConfigError(f"${{synthrel.real:{part}}}: valid parts are {', '.join(REAL_PARTS)}")
     real = _root_.domain.real_dataset
     if real is None:
         raise no_counterpart_error(_root_.domain.name)
+    if part == "reported":
+        return reported_set(real, real_split_of(_root_))
     return real if part == "all" else f"{real}_{part}"
 
 
@@ -213,7 +242,8 @@ def register_schemas() -> None:
 
 
 register_schemas()
-for _name, _resolver in (("synthrel.real", _real), ("synthrel.real_counterpart", real_counterpart)):
+for _name, _resolver in (("synthrel.real", _real), ("synthrel.real_counterpart", real_counterpart),
+                         ("synthrel.reported", _reported)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)
 

@@ -39,6 +39,7 @@ STAGE_ORDER = (
     "fid",
     "correlate",
     "forecast",
+    "qualitative",
     "report",
 )
 CONF_DIR = Path(__file__).resolve().parent / "conf"

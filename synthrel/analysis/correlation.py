@@ -27,6 +27,8 @@ METHODS = ("pearson", "spearman", "kendall")
 SHIFT_DOMAINS = ("fog", "night", "rain", "snow", "india")
 REAL_DATASETS = {"fog": "acdc_fog", "night": "acdc_night", "rain": "acdc_rain", "snow": "acdc_snow", "india": "idd"}
 BASELINE = "cityscapes"
+#: Results of the Cityscapes row: all of val (real_split=all) or its relis test split (frankfurt, the default).
+BASELINE_DATASETS = (BASELINE, f"{BASELINE}_test")
 REAL = "real"
 GENERATOR_ORDER = ("sd15", "sdxl", BASELINE)
 # Fewest distinct (x, y) points a correlation is reported from: through two points Pearson r is always ±1 (a
@@ -124,9 +126,10 @@ def correlate(x, y, bootstrap: Bootstrap = Bootstrap()) -> dict:
 
 
 def predictor_view(results: pd.DataFrame) -> pd.DataFrame:
-    """Results with the Cityscapes rows labelled as the in-domain baseline predictor (generator 'cityscapes')."""
+    """Results with the Cityscapes rows (BASELINE_DATASETS) labelled as the in-domain baseline predictor
+    (generator 'cityscapes'); a table must hold one of them (CorrelateJob keeps the one `real_split` reports)."""
     view = results.copy()
-    view.loc[view["dataset"] == BASELINE, "generator"] = BASELINE
+    view.loc[view["dataset"].isin(BASELINE_DATASETS), "generator"] = BASELINE
     return view
 
 
@@ -301,6 +304,35 @@ def shift_layout(tidy: pd.DataFrame, metric: str, value: str = "pearson", cls: s
     table = sub.pivot(index="generator", columns="domain", values=value)
     table = table.reindex(index=order_generators(table.index), columns=order_domains(table.columns))
     table.columns.name = None
+    return table
+
+
+#: Table 2's OOD sets (domain labels of stages.evaluate.dataset_labels): the curated items and every accepted one.
+OOD_SETS = {"ood_objects_curated": "curated", "ood_objects": "automatic (all accepted)"}
+
+
+def ood_layout(tidy: pd.DataFrame, generator: str, value: str = "pearson") -> pd.DataFrame:
+    """Table 2 PCC layout: rows = '<metric> (<convention>)' of the OOD metrics (rba_pooled, genval_per_image),
+    columns = the OOD-object sets present (curated, automatic); the real OOD set is the domain's real_datasets."""
+    from synthrel.metrics.ood import describe_row
+
+    sub = tidy[(tidy["generator"] == generator) & tidy["domain"].isin(list(OOD_SETS)) & (tidy["cls"] == "")]
+    rows = []
+    for (metric, domain), cell in sub.groupby(["metric", "domain"], sort=False):
+        described = describe_row(metric)
+        if described is None or described[1] is None:
+            continue
+        convention, score = described
+        rows.append({"convention": convention, "score": score, "metric": metric, "set": OOD_SETS[domain],
+                     "value": float(cell[value].iloc[0])})
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows).sort_values(["convention", "score", "metric"], kind="stable")
+    frame["row"] = frame["metric"] + " (" + frame["convention"] + ")"
+    table = frame.pivot(index="row", columns="set", values="value")
+    table = table.reindex(index=list(dict.fromkeys(frame["row"])),
+                          columns=[c for c in OOD_SETS.values() if c in table.columns])
+    table.index.name, table.columns.name = "metric (convention)", None
     return table
 
 

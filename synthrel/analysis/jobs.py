@@ -43,6 +43,7 @@ class CorrelateJob:
     class_metrics: list[str] = field(default_factory=lambda: ["IoU"])
     domains: list[str] = field(default_factory=lambda: list(correlation.SHIFT_DOMAINS))
     real_datasets: dict[str, str] = field(default_factory=lambda: dict(correlation.REAL_DATASETS))
+    baseline_dataset: str = correlation.BASELINE   # the Cityscapes row's set (one of correlation.BASELINE_DATASETS)
     generators: list[str] | None = None
     bootstrap: dict = field(default_factory=lambda: {"n_resamples": 2000, "confidence": 0.95})
     ablation: dict = field(default_factory=lambda: {"sizes": [], "repeats": 10, "generators": ["sd15"]})
@@ -54,6 +55,9 @@ class CorrelateJob:
     def __post_init__(self):
         if not self.results_root and not self.sweep_dirs:
             raise ConfigError("stages.correlate needs `results_root` or `sweep_dirs` (Hydra multirun folders)")
+        if self.baseline_dataset not in correlation.BASELINE_DATASETS:
+            raise ConfigError(f"stages.correlate.baseline_dataset is {self.baseline_dataset!r}; expected one of "
+                              f"{list(correlation.BASELINE_DATASETS)}")
         unknown = [d for d in self.domains if d not in self.real_datasets]
         if unknown:
             raise ConfigError(f"stages.correlate.domains {unknown} have no entry in `real_datasets` "
@@ -72,6 +76,7 @@ class CorrelateJob:
         positive_int(self.ablation.get("repeats", 10), "stages.correlate.ablation.repeats")
 
     def load(self) -> pd.DataFrame:
+        self._notes: list[str] = []  # warnings of the analysis (models missing on one side...), kept in settings
         tables = []
         if self.results_root:
             tables.append(aggregate.load_results(self.results_root))
@@ -85,7 +90,12 @@ class CorrelateJob:
         if profiles != [self.profile]:
             raise ConfigError(f"results were made with profile {profiles} but this run has profile="
                               f"{self.profile!r}; run the analysis with profile={profiles[0]}")
-        return results
+        other = results["dataset"].isin(set(correlation.BASELINE_DATASETS) - {self.baseline_dataset})
+        if other.any():
+            self._notes.append(f"Cityscapes results of {sorted(set(results.loc[other, 'dataset']))} left out: the "
+                               f"Cityscapes row is {self.baseline_dataset} (stages.correlate.baseline_dataset)")
+            log.warning("%s", self._notes[-1])
+        return results[~other]
 
     def run(self) -> dict:
         with exclusive_output(self.output_dir):
@@ -94,7 +104,6 @@ class CorrelateJob:
     def _run(self) -> dict:
         out = Path(self.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self._notes: list[str] = []  # warnings of the analysis (models missing on one side...), kept in settings
         results = self.load()
         index: list[dict] = []
         with Tracker.from_config(self.logger, job_type="correlate") as tracker:
@@ -131,6 +140,7 @@ class CorrelateJob:
             log.warning("no (predictor, real) pairs found for metrics %s in domains %s", self.metrics, self.domains)
             return
         self._save_frame(tidy, out / "correlations", index, "All correlations (tidy)", tracker)
+        self._ood_tables(tidy, out, index, tracker)
         for metric in tidy["metric"].unique():
             title = f"Table 1 layout: Pearson r of per-model {_defined(metric)}, predictor set vs real shifted data"
             self._save_layout(correlation.shift_layout(tidy, metric), out, f"table1_{metric}", title, index, tracker)
@@ -145,6 +155,19 @@ class CorrelateJob:
                 paths = figures.scatter_synthetic_vs_real(results, metric, generator, domains, stem,
                                                           self.real_datasets)
                 self._add_figure(paths, f"Fig. 3 style: {metric} on {generator} vs real, per domain", index, tracker)
+
+    def _ood_tables(self, tidy, out, index, tracker) -> None:
+        """Table 2's PCC: the curated and the automatic OOD-object sets, in both OOD conventions."""
+        for generator in tidy["generator"].unique():
+            layout = correlation.ood_layout(tidy, generator)
+            if layout.empty:
+                continue
+            reals = sorted({self.real_datasets[d] for d in correlation.OOD_SETS if d in self.real_datasets})
+            title = (f"Table 2: Pearson r over the zoo between each OOD metric on the {generator} OOD-object set and "
+                     f"on {', '.join(reals)}; columns: curated items (ood_objects_curated) and every accepted "
+                     "item (automatic, ood_objects); conventions: rba_pooled = pooled over the set's pixels (RbA), "
+                     "genval_per_image = mean of per-image metrics (GenVal, img_ rows)")
+            self._save_layout(layout, out, f"table2_pcc_{_slug(generator)}", title, index, tracker)
 
     def _class_tables(self, results, out, index, tracker) -> None:
         if not self.class_metrics:

@@ -19,24 +19,35 @@ import jinja2
 import pandas as pd
 import yaml
 
-from synthrel.errors import DatasetError
+from synthrel.errors import ConfigError, DatasetError
 from synthrel.jobs import exclusive_output, write_text_atomic
 from synthrel.reporting import MISSING, NA_FOOTNOTE, has_missing
 
 log = logging.getLogger(__name__)
 
 TINY_NOTICE = "Tiny profile: random tiny models and generated demo data; numbers are not the paper's."
+#: The real data of the reported results, per `real_split` (synthrel.config.REAL_SPLITS), first line of the box.
+REAL_DATA = {
+    "test": "each real set's relis test split (paper protocol): `cityscapes_test` (Cityscapes val frankfurt), "
+            "`acdc_<condition>_test` (the ACDC train scenes), `idd_test` (the 37 IDD train scenes relis lists)",
+    "all": "the whole real sets (real_split=all, a deviation from the paper's protocol): `cityscapes` (all of "
+           "Cityscapes val), `acdc_<condition>` (ACDC train), `idd` (IDD val, which is relis' calibration split)",
+}
+CALIBRATION_DATA = ("temperatures are fitted on synthetic sets and on the relis calibration splits only "
+                    "(`cityscapes_calib` = munster + lindau, `acdc_<condition>_calib` = ACDC val, `idd_calib` = IDD val)")
 
 HTML_TEMPLATE = jinja2.Template(
     """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}.notice{background:#fff3cd;padding:.6em;font-weight:bold}
-img{max-width:100%}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}</style></head>
+.protocol{border:2px solid #888;padding:.4em .8em;margin:1em 0}img{max-width:100%}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}</style></head>
 <body>
 {% if notice %}<p class="notice">{{ notice }}</p>
 {% endif %}<h1>{{ title }}</h1>
 <p>{{ summary }}</p>
+<div class="protocol"><b>Protocol</b><ul>{% for name, text in protocol %}<li><b>{{ name }}</b>: {{ text }}</li>
+{% endfor %}</ul></div>
 {% for section in sections %}{% if section.name %}<h2>{{ section.name }}</h2>
 {% endif %}{% for item in section.tables %}<h3>{{ item.title }}</h3>
 {{ item.html | safe }}
@@ -63,6 +74,9 @@ class ReportJob:
     output_dir: str | None = None
     profile: str = "paper"
     title: str = "synthrel analysis"
+    real_split: str = "test"
+    # further lines of the protocol box (name -> text: conventions, deviations); null values are left out
+    protocol: dict | None = None
 
     def run(self) -> dict:
         analysis = Path(self.analysis_dir)
@@ -75,11 +89,20 @@ class ReportJob:
         settings = read_settings(analysis)
         profile = settings.get("profile", self.profile)
         notice = TINY_NOTICE if "tiny" in {profile, self.profile} else None
+        box = protocol_box(self.real_split, self.protocol)
         md_path, html_path = out / "report.md", out / "report.html"
-        write_text_atomic(md_path, render_markdown(index, settings, self.title, notice, analysis, out))
-        write_text_atomic(html_path, render_html(index, settings, self.title, notice, analysis, out))
+        write_text_atomic(md_path, render_markdown(index, settings, self.title, notice, analysis, out, box))
+        write_text_atomic(html_path, render_html(index, settings, self.title, notice, analysis, out, box))
         log.info("report: %s", md_path)
         return {"report": str(md_path), "report_html": str(html_path), "report_dir": str(out)}
+
+
+def protocol_box(real_split: str, extra: dict | None = None) -> list[tuple[str, str]]:
+    """(name, text) lines of the report's protocol box: the real data, the calibration data, then `extra`."""
+    if real_split not in REAL_DATA:
+        raise ConfigError(f"stages.report.real_split is {real_split!r}; expected one of {sorted(REAL_DATA)}")
+    lines = [("Real data", REAL_DATA[real_split]), ("Calibration data", CALIBRATION_DATA)]
+    return lines + [(str(k), str(v)) for k, v in (extra or {}).items() if v is not None]
 
 
 def gather_index(analysis: Path) -> list[dict]:
@@ -132,9 +155,11 @@ def _summary(settings: dict) -> str:
     return "; ".join(parts) + "."
 
 
-def render_markdown(index, settings, title, notice, analysis: Path, out: Path) -> str:
+def render_markdown(index, settings, title, notice, analysis: Path, out: Path, box=()) -> str:
     lines = [notice, ""] if notice else []
     lines += [f"# {title}", "", _summary(settings), ""]
+    if box:
+        lines += ["> **Protocol**", ">"] + [f"> - **{name}**: {text}" for name, text in box] + [""]
     for name, items in sections(index):
         tables = [i for i in items if i["kind"] == "table"]
         figures = [i for i in items if i["kind"] == "figure"]
@@ -157,7 +182,7 @@ def render_markdown(index, settings, title, notice, analysis: Path, out: Path) -
     return "\n".join(lines)
 
 
-def render_html(index, settings, title, notice, analysis: Path, out: Path) -> str:
+def render_html(index, settings, title, notice, analysis: Path, out: Path, box=()) -> str:
     def table_entry(item):
         table = pd.read_csv(item["csv"], keep_default_na=True)
         return {"title": item["title"], "files": {k: _rel(item[k], out) for k in ("csv", "md", "tex")},
@@ -171,5 +196,5 @@ def render_html(index, settings, title, notice, analysis: Path, out: Path) -> st
                            for i in items if i["kind"] == "figure"]}
               for name, items in sections(index)]
     data = [{"title": i["title"], "csv": _rel(i["csv"], out)} for i in index if i["kind"] == "data"]
-    return HTML_TEMPLATE.render(title=title, notice=notice, summary=_summary(settings), sections=groups,
+    return HTML_TEMPLATE.render(title=title, notice=notice, summary=_summary(settings), protocol=box, sections=groups,
                                 data=data, settings=yaml.safe_dump(settings, sort_keys=False))

@@ -202,16 +202,30 @@ def write_ood_item(root: str | Path, id: str, object_name: str, image: np.ndarra
     return record
 
 
+def read_item_list(path: str | Path) -> list[str]:
+    """Item ids of a list file: one per line, blank lines and `#` comments ignored."""
+    ids = [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()]
+    ids = [i for i in ids if i]
+    if not ids:
+        raise DatasetError(f"item list {path} is empty (one accepted item id a line)")
+    return ids
+
+
 class OODObjectsDataset(SegDataset):
     """The inpainted OOD-object set: label = trainIds (the object ignored), ood = 1 on the object mask,
-    0 on valid Cityscapes pixels, 255 on void pixels."""
+    0 on valid Cityscapes pixels, 255 on void pixels. With `item_list` (a file of item ids, e.g. Table 2's
+    curated list) only the accepted items it lists; a listed id that is not an accepted item is an error."""
 
     valid_label_ids = id_table([*range(NUM_LABEL_IDS), OOD_LABEL_ID])
     valid_mask_values = id_table((0,), extra=(255,))
 
     def __init__(self, root: str | Path, objects: list[str] | None = None, name: str = "ood_objects",
-                 root_key: str = "datasets.ood_objects.root"):
+                 root_key: str = "datasets.ood_objects.root", item_list: str | None = None):
         root = require_dir(root, root_key, OOD_LAYOUT)
+        if item_list is not None and not Path(item_list).is_file():
+            raise DatasetError(f"{name}: item list {item_list} does not exist (datasets.{name}.item_list; "
+                               "python -m synthrel.ood_detection.curated writes one to edit)")
+        listed = set(read_item_list(item_list)) if item_list is not None else None
         manifest = Manifest(root / MANIFEST)
         if not manifest.path.exists():
             raise DatasetError(f"OOD-object set {root} has no {MANIFEST}; it is written by the inpaint stage "
@@ -230,6 +244,12 @@ class OODObjectsDataset(SegDataset):
                 raise DatasetError(f"{manifest.path} lists accepted item {id!r} but {absent[0]} does not exist")
             self._label_of_mask[paths[2]] = paths[1]
             items.append(Item(id, paths[0], label=paths[1], ood=paths[2], meta=rec))
+        if listed is not None:
+            unknown = sorted(listed - {it.id for it in items})
+            if unknown:
+                raise DatasetError(f"item list {item_list}: {len(unknown)} id(s) are not accepted items of {root}: "
+                                   f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
+            items = [it for it in items if it.id in listed]
         items.sort(key=lambda it: it.id)
         super().__init__(name, items, root)
 

@@ -3,7 +3,8 @@
 ATC predicts a model's accuracy on a target domain from its confidences there, without target labels: on
 labeled source data it fits the threshold t for which the share of pixels with confidence above t equals the
 source pixel accuracy, and it predicts the target pixel accuracy as the share of target pixels with confidence
-above t. Confidence is the max softmax of the logits (ATC-MC). Source is Cityscapes val; the pixels are the
+above t. Confidence is the max softmax of the logits (ATC-MC). Source is Cityscapes as `real_split` reports it
+(`cityscapes_test`, or all of val under real_split=all); the pixels are the
 evaluate stage's seeded per-image sample (`calib_sample.npz`, `profile.calib_pixels_per_image` per image, void
 pixels left out), read for the source and for each real target set. The forecast stage uses the ATC estimate
 (`atc_acc` rows) as one more predictor of pixel accuracy and mIoU, mapped to the metric linearly over the zoo.
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 METRIC = "atc_acc"
 SAMPLE = "calib_sample.npz"
-SOURCE = "cityscapes"  # the labeled source set (the dataset key of Cityscapes val)
+#: the labeled source set, as real_split reports Cityscapes: its test split (frankfurt), else all of val
+SOURCES = ("cityscapes_test", "cityscapes")
 CHUNK = 1 << 20  # pixels per softmax chunk (float64: 19 x 8 MB)
 
 
@@ -56,14 +58,17 @@ def atc_rows(root: str | Path, targets=None) -> pd.DataFrame:
     on the model's Cityscapes val sample, predicted from its target sample (its labels unused). `targets`: the
     target dataset keys (None: every real set except the source)."""
     rows = []
-    for source in sorted(Path(root).rglob(f"{SOURCE}/{SAMPLE}")):
-        if not is_done(source.parent):
+    model_dirs = sorted({p.parent.parent for name in SOURCES for p in Path(root).rglob(f"{name}/{SAMPLE}")})
+    for model_dir in model_dirs:
+        source = next((model_dir / name / SAMPLE for name in SOURCES if (model_dir / name / SAMPLE).is_file()
+                       and is_done(model_dir / name)), None)
+        if source is None:
             continue
         with np.load(source) as sample:
             logits = sample["logits"]  # each access of an npz member reads it again
             t = threshold(max_softmax(logits), logits.argmax(axis=1) == sample["labels"])
             del logits
-        for folder in sorted(p for p in source.parent.parent.iterdir() if p.is_dir() and p.name != SOURCE):
+        for folder in sorted(p for p in source.parent.parent.iterdir() if p.is_dir() and p.name not in SOURCES):
             if not ((folder / SAMPLE).is_file() and (folder / "metrics.parquet").is_file() and is_done(folder)):
                 continue
             meta = pd.read_parquet(folder / "metrics.parquet").iloc[0]

@@ -34,13 +34,17 @@ log = logging.getLogger(__name__)
 TABLE = "ood_detection"
 COLUMNS = ["model", "family", "dataset", "domain", "generator", "metric", "cls", "value", "n_images", "profile",
            "convention", "score"]
+#: Fine-tuning iterations by schedule: the paper's supplementary A.4 (the default) and RbA's own config
+#: (ckpts/swin_b_1dl_rba_ood_coco/config.yaml MAX_ITER). `max_steps` set explicitly overrides either.
+RBA_SCHEDULES = {"supplementary": 5000, "rba_official": 2000}
 FINETUNE_DEFAULTS = dict(
     enabled=False, bases=["rba_swin_b", "rba_swin_l"],
     # Table 2's rows: name -> {outliers: synthetic | coco, items: all | curated}
     variants={"coco": {"outliers": "coco"}, "synthetic_curated": {"outliers": "synthetic", "items": "curated"},
               "synthetic_all": {"outliers": "synthetic", "items": "all"}},
     synthetic_mode="whole_image", curated_list=None, inlier_dataset="cityscapes", inlier_split="train",
-    outlier_dataset="ood_objects", coco_root=None, mix_prob=0.1, max_steps=2000, batch_size=16,
+    outlier_dataset="ood_objects", coco_root=None, mix_prob=0.1, schedule="supplementary", max_steps=None,
+    batch_size=16,
     crop_size=[512, 1024], min_sizes=list(RBA_MIN_SIZES), max_size=4096, flip=True, color_aug=True, lr=1e-4,
     weight_decay=0.05, poly_power=0.9, warmup_iters=0, grad_clip=0.01, precision="32-true", num_workers=2)
 FINETUNE_KEYS = set(FINETUNE_DEFAULTS)
@@ -100,6 +104,11 @@ class OODDetectionJob:
                 given.pop(key, None)
         self.finetune = {**FINETUNE_DEFAULTS, **given}
         ft = self.finetune
+        if ft["schedule"] not in RBA_SCHEDULES:
+            raise unknown_name("RbA fine-tuning schedule", ft["schedule"], RBA_SCHEDULES,
+                               "stages.ood_detection.rba.finetune.schedule")
+        if ft["max_steps"] is None:
+            ft["max_steps"] = RBA_SCHEDULES[ft["schedule"]]
         if ft["enabled"]:
             for base in ft["bases"]:
                 if base not in self.rba_models:

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from synthrel.conventions import IGNORE_INDEX, OOD_LABEL_ID
+from synthrel.data.synthetic import read_item_list  # noqa: F401  (re-exported: the job reads lists here)
 from synthrel.errors import DatasetError
 from synthrel.jobs import item_rng
 
@@ -216,15 +217,6 @@ def collate_outliers(samples: list[dict]) -> dict:
         "label": torch.as_tensor(np.stack([s["label"] for s in samples])).long(),
         "outlier_mask": torch.as_tensor(np.stack([s["outlier_mask"] for s in samples])).long(),
     }
-
-
-def read_item_list(path: str | Path) -> list[str]:
-    """Item ids of a list file: one per line, blank lines and `#` comments ignored."""
-    ids = [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()]
-    ids = [i for i in ids if i]
-    if not ids:
-        raise DatasetError(f"item list {path} is empty (one accepted item id a line)")
-    return ids
 
 
 class ItemSubset(Dataset):

@@ -30,8 +30,14 @@ def _calibration(zoo, root: Path):
     return table
 
 
+def as_test_splits(zoo):
+    """The zoo's real rows under the relis test-split names the default `real_split=test` reports."""
+    real = zoo["generator"].eq("real")
+    return zoo.assign(dataset=zoo["dataset"].where(~real, zoo["dataset"] + "_test"))
+
+
 def test_correlate_and_report_from_composed_config(compose_cfg, tmp_path):
-    zoo = make_zoo(n_models=5, domains=("fog", "night"))
+    zoo = as_test_splits(make_zoo(n_models=5, domains=("fog", "night")))
     root = write_zoo(zoo, tmp_path / "artifacts" / "results" / "tiny")
     calib = _calibration(zoo, tmp_path / "artifacts" / "calibration")
     rng = np.random.default_rng(0)
@@ -65,6 +71,12 @@ def test_correlate_and_report_from_composed_config(compose_cfg, tmp_path):
     lines = report.read_text().splitlines()
     assert lines[0] == TINY_NOTICE
     assert "![" in report.read_text() and "Table 1 layout" in report.read_text()
+    # one protocol box, right after the summary, naming the real split
+    box = [line for line in lines if line.startswith(">")]
+    assert box[0] == "> **Protocol**" and lines.index(box[0]) < lines.index("## Tables")
+    assert any("**Real data**: each real set's relis test split" in b and "cityscapes_test" in b for b in box)
+    assert any("**Calibration data**" in b and "cityscapes_calib" in b for b in box)
+    assert any("**OOD conventions**" in b for b in box)
     html = report.with_suffix(".html").read_text()
     assert TINY_NOTICE.replace("'", "&#39;") in html and "<img src=" in html and "<table" in html
     # the CSV logger of the default `logger=csv` got the metrics
@@ -96,3 +108,42 @@ def test_report_on_paper_profile_has_no_tiny_notice(tmp_path):
           "tex": str(tmp_path / "t.tex")}]))
     report = Path(ReportJob(analysis_dir=str(tmp_path), profile="paper", title="X").run()["report"])
     assert report.read_text().splitlines()[0] == "# X"
+
+
+def test_the_cityscapes_row_and_the_protocol_box_follow_real_split(compose_cfg, tmp_path):
+    """A results root holding Cityscapes in both splits: the Cityscapes row of Table 1 is the one `real_split`
+    reports (independent reference: Pearson r of the chosen rows with scipy), the other is left out with a note."""
+    from scipy import stats
+
+    whole = make_zoo(n_models=6, domains=("fog",))
+    test = as_test_splits(whole)
+    test = test.assign(value=test["value"].where(test["dataset"] != "cityscapes_test",
+                                                 test["value"] ** 2))  # another Cityscapes value per model
+    both = pd.concat([test, whole[whole["generator"] == "real"]], ignore_index=True)  # real sets in both splits
+    root = write_zoo(both, tmp_path / "r")
+    for split, real, baseline in (("test", "acdc_fog_test", "cityscapes_test"), ("all", "acdc_fog", "cityscapes")):
+        cfg = compose_cfg("+stage=[correlate,report]", "profile=tiny", f"real_split={split}", "logger=none",
+                          f"task_name=t_{split}", f"stages.correlate.results_root={root}",
+                          "stages.correlate.domains=[fog]", "stages.correlate.metrics=[mIoU]",
+                          "stages.correlate.bootstrap.n_resamples=50", "stages.correlate.class_metrics=[]",
+                          "stages.correlate.ablation.sizes=[]", "stages.correlate.generators=[cityscapes]")
+        stages = _stages(cfg)
+        out = Path(stages["correlate"].run()["analysis_dir"])
+        miou = both[(both["metric"] == "mIoU") & (both["cls"] == "")]
+        x = miou[miou["dataset"] == baseline].set_index("model")["value"]
+        y = miou[miou["dataset"] == real].set_index("model")["value"].loc[x.index]
+        table1 = pd.read_csv(out / "table1_mIoU.csv", index_col=0)
+        assert table1.loc["cityscapes", "fog"] == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
+        other = {"cityscapes", "cityscapes_test"} - {baseline}
+        notes = json.loads((out / "settings.json").read_text())["warnings"]
+        assert any(f"Cityscapes results of {sorted(other)} left out" in n for n in notes)
+        text = Path(stages["report"].run()["report"]).read_text()
+        assert ("real_split=all, a deviation" in text) == (split == "all")
+
+
+def test_a_protocol_box_with_an_unknown_split_is_refused(tmp_path):
+    from synthrel.analysis.report import ReportJob
+
+    (tmp_path / "outputs.json").write_text("[]")
+    with pytest.raises(ConfigError, match="stages.report.real_split is 'calib'"):
+        ReportJob(analysis_dir=str(tmp_path), real_split="calib").run()

@@ -25,6 +25,7 @@ def test_unmatched_model_names_show_as_na_with_a_warning(tmp_path):
     root = write_zoo(zoo, tmp_path / "artifacts" / "results" / "tiny")
     proc = subprocess.run(
         [sys.executable, "-m", "synthrel.run", "+stage=[correlate,report]", "profile=tiny", "task_name=corr",
+         "real_split=all",  # the helper zoo holds the whole real sets
          f"paths.root_dir={tmp_path}", f"paths.artifacts_dir={tmp_path}/artifacts", f"paths.log_dir={tmp_path}/logs",
          f"stages.correlate.results_root={root}", "stages.correlate.domains=[fog,night]",
          "stages.correlate.metrics=[mIoU]", "stages.correlate.class_metrics=[]", "stages.correlate.ablation.sizes=[]",

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from synthrel.config import check_domain
 from synthrel.run import CONF_DIR
 
-EXPERIMENTS = CONF_DIR.parent / "experiments"
+EXPERIMENTS = CONF_DIR.parents[1] / "experiments"
 # Spec 2.1, written out: the real calibration and test splits of every domain.
 SPEC_SPLITS = {"fog": ("acdc_fog_calib", "acdc_fog_test"), "night": ("acdc_night_calib", "acdc_night_test"),
                "rain": ("acdc_rain_calib", "acdc_rain_test"), "snow": ("acdc_snow_calib", "acdc_snow_test"),

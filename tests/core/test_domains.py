@@ -57,7 +57,7 @@ def test_renamed_builtin_is_refused_where_the_run_needs_its_real_data(compose_cf
 def test_renaming_to_another_builtin_is_that_domain(compose_cfg):
     cfg = compose_cfg("+experiment=covariate_fog", "domain.name=night")
     check_domain(cfg, "fog")
-    assert cfg.domain.real_dataset == "acdc_night" and "acdc_night" in cfg.stages.evaluate.datasets
+    assert cfg.domain.real_dataset == "acdc_night" and "acdc_night_test" in cfg.stages.evaluate.datasets
 
 
 @pytest.mark.parametrize("override, message", [

@@ -89,3 +89,83 @@ def test_a_listed_scene_or_city_that_is_missing_is_an_error(tiny_cfg):
         IDDDataset(tiny_cfg.datasets.idd.root, split="train", scenes=RELIS_IDD_TEST_SCENES)
     with pytest.raises(DatasetError, match=r"cities listed are missing.*\['bremen'\]"):
         CityscapesDataset(tiny_cfg.datasets.cityscapes.root, split="val", cities=["frankfurt", "bremen"])
+
+
+# -- one protocol for every table and figure (#34 item 3) ------------------------------------------------------
+
+# Written out from the spec (2.1): the real counterpart of each shift and its relis test split.
+REAL_OF = {"fog": "acdc_fog", "night": "acdc_night", "rain": "acdc_rain", "snow": "acdc_snow", "india": "idd"}
+
+
+def resolved(cfg, key):
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+@pytest.mark.parametrize("split, suffix", [([], "_test"), (["real_split=all"], "")])
+def test_every_reported_result_reads_the_same_real_split(compose_cfg, split, suffix):
+    """Table 1 / Fig. 3 / Table 5 (covariate_* evaluate + correlate), FID, calibration targets and the forecast
+    all name <set>_test by default; real_split=all switches every one of them to the whole sets."""
+    for domain, real in REAL_OF.items():
+        cfg = compose_cfg(f"+experiment=covariate_{domain}", "+stage=[fid]", *split)
+        assert resolved(cfg, "stages.evaluate.datasets") == ["synthetic", real + suffix, "cityscapes" + suffix]
+        assert resolved(cfg, "stages.correlate.real_datasets") == {d: r + suffix for d, r in REAL_OF.items()}
+        assert resolved(cfg, "stages.correlate.baseline_dataset") == "cityscapes" + suffix
+        assert [p["real"] for p in resolved(cfg, "stages.fid.pairs")] == [real + suffix]
+        cfg = compose_cfg("+experiment=calibration", f"domain={domain}", *split)
+        assert resolved(cfg, "stages.calibrate.targets") == [real + suffix]
+        evaluated = resolved(cfg, "stages.evaluate.datasets")
+        assert real + suffix in evaluated and f"{real}_calib" in evaluated and "cityscapes_calib" in evaluated
+        # temperatures are fitted on calibration splits and synthetic sets only
+        fitted = [k for keys in resolved(cfg, "stages.calibrate.calibration_sets").values() for k in keys]
+        assert not any(k.endswith("_test") or k in REAL_OF.values() or k == "cityscapes" for k in fitted)
+    cfg = compose_cfg("+experiment=forecast", *split)
+    assert resolved(cfg, "stages.forecast.real_datasets") == {**{d: r + suffix for d, r in REAL_OF.items()},
+                                                             "ood_objects": "road_anomaly"}
+    assert {r + suffix for r in REAL_OF.values()} <= set(resolved(cfg, "stages.forecast.evaluate.datasets"))
+    cfg = compose_cfg("+stage=[evaluate,report]", *split)
+    assert resolved(cfg, "stages.evaluate.datasets") == ["cityscapes" + suffix] + [
+        REAL_OF[d] + suffix for d in ("fog", "night", "rain", "snow", "india")] + ["synthetic"]
+    assert cfg.stages.report.real_split == ("all" if split else "test")
+
+
+@pytest.mark.parametrize("split, suffix", [([], "_test"), (["real_split=all"], "")])
+def test_the_demo_reads_the_same_real_split(compose_cfg, split, suffix):
+    cfg = compose_cfg("+experiment=demo", *split)
+    evaluated = resolved(cfg, "stages.evaluate.datasets")
+    reals = [r + suffix for r in ("cityscapes", *REAL_OF.values())]
+    assert evaluated[:6] == reals and "cityscapes_calib" in evaluated
+    others = {r + s for r in ("cityscapes", *REAL_OF.values()) for s in ("", "_test")} - set(reals)
+    assert not others & set(evaluated)  # no second copy of a real set in another split
+    assert resolved(cfg, "stages.calibrate.targets") == reals[1:]
+    pairs = resolved(cfg, "stages.fid.pairs")
+    assert [p["real"] for p in pairs] == reals[1:] + [f"acdc_fog{suffix}"]
+    assert pairs[-1]["synthetic"] == f"cityscapes{suffix}"
+
+
+def test_a_real_split_other_than_test_or_all_is_refused(compose_cfg):
+    from synthrel.config import check_domain, check_run_keys
+    from synthrel.errors import ConfigError
+
+    cfg = compose_cfg("+experiment=covariate_fog", "real_split=calib")
+    with pytest.raises(ConfigError, match=r"`real_split` is 'calib'; expected test or all"):
+        check_run_keys(cfg)
+    with pytest.raises(ConfigError, match=r"`real_split` is 'calib'.*config key `stages.evaluate"):
+        check_domain(cfg, "fog")
+
+
+def test_demo_test_splits_hold_enough_images_for_every_table(tmp_path):
+    """The demo data's default sizes (synthrel/conf/stage/demo_data.yaml) give every test split at least 4
+    images, for mIoU/ECE (Table 1, 3, 5), FID (Table 4) and the forecast."""
+    from hydra import compose, initialize_config_dir
+
+    from synthrel.run import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"paths.root_dir={tmp_path}", "profile=tiny",
+                                                       "+stage=[demo_data]", "stages.demo_data.image_size=[64,32]"])
+    hydra.utils.instantiate(cfg.stages.demo_data).run()
+    for name in ("cityscapes_test", *(f"{r}_test" for r in REAL_OF.values())):
+        assert len(build(cfg, name)) >= 4, name

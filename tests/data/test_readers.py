@@ -265,3 +265,22 @@ def test_ood_objects_need_a_manifest(tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(DatasetError, match="no manifest.jsonl.*inpaint stage"):
         OODObjectsDataset(tmp_path)
+
+
+def test_ood_objects_item_list_keeps_the_listed_accepted_items(tmp_path):
+    """Table 2's curated set: the accepted items a list names (comments and blanks ignored); a listed id that is
+    not an accepted item (here a rejected one) and a missing list are errors naming the list."""
+    label_ids, mask = label([7, 7, 7, 7], size=(W, H)), np.zeros((H, W), np.uint8)
+    mask[:, 0] = 1
+    for k, status in enumerate(("accepted", "accepted", "accepted", "rejected")):
+        write_ood_item(tmp_path, f"zebra_{k:04d}", "zebra", rgb(k), label_ids, mask, status=status)
+    listed = tmp_path / "curated.txt"
+    listed.write_text("# curated\nzebra_0002  # zebra\n\nzebra_0000\n")
+    ds = OODObjectsDataset(tmp_path, item_list=str(listed), name="ood_objects_curated")
+    assert ds.ids() == ["zebra_0000", "zebra_0002"] and ds.name == "ood_objects_curated"
+    assert OODObjectsDataset(tmp_path).ids() == ["zebra_0000", "zebra_0001", "zebra_0002"]  # automatic: all accepted
+    listed.write_text("zebra_0000\nzebra_0003\n")
+    with pytest.raises(DatasetError, match=r"curated.txt: 1 id\(s\) are not accepted items .*zebra_0003"):
+        OODObjectsDataset(tmp_path, item_list=str(listed))
+    with pytest.raises(DatasetError, match=r"item list .*absent.txt does not exist.*datasets.ood_objects_curated"):
+        OODObjectsDataset(tmp_path, item_list=str(tmp_path / "absent.txt"), name="ood_objects_curated")

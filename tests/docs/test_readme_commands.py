@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMMAND = "python -m synthrel.run"
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline", "TQDM_DISABLE": "1",
        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-RECIPE_ORDER = ("table1", "table5", "fig3", "table2", "table3", "table4", "fig6", "fig14")
+RECIPE_ORDER = ("table1", "table5", "fig3", "table2", "table3", "table4", "fig6", "fig14", "fig15_16")
 
 def readme_commands(text: str) -> list[list[str]]:
     """The `python -m synthrel.run` commands of a Markdown text, in document order: lines of ```bash blocks
@@ -155,6 +155,12 @@ def test_every_recipe_runs_with_profile_tiny(workdir, recipe):
                 assert Path(path).exists(), f"{recipe}: {key} {path} missing"
     # the baseline generators' rows (synthrel/conf/generator/: physics fog per beta, Hendrycks per domain, external)
     analysis = workdir / "outputs" / "tiny" / "artifacts" / "analysis"
+    if recipe == "table2":  # the PCC of the curated and the automatic OOD set, in both OOD conventions
+        pcc = (analysis / "table2" / "table2_pcc_sd15.md").read_text()
+        assert "curated" in pcc and "automatic" in pcc and "(rba_pooled)" in pcc and "(genval_per_image)" in pcc, pcc
+    if recipe == "fig15_16":
+        assert {p.name for p in (analysis / "fig15_16").glob("fig1[56]_*.png")} == {
+            "fig15_predictions.png", "fig16_ood_confidence.png"}
     table = {"table1": analysis / "correlation" / "table1_mIoU.md", "table4": analysis / "table4" / "table4_fid.md"}
     if recipe in table:
         rows = {line.split("|")[1].strip() for line in table[recipe].read_text().splitlines() if line.startswith("|")}

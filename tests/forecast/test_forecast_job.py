@@ -132,7 +132,7 @@ def test_readme_command_forecasts_an_unseen_model_and_a_published_reference_repe
     assert (cli_run / "analysis" / "forecast" / "forecast_ece.png").stat().st_size > 0
     table, meta = read_reference(cli_run / "reference" / "tiny" / TABLE_FILE)
     assert meta["profile"] == "tiny" and sorted(meta["models"]) == sorted(zoo["model"].unique())
-    assert meta["datasets"]["acdc_fog"]["split"] == "train" and meta["synthrel_version"]
+    assert meta["datasets"]["acdc_fog_test"]["split"] == "train" and meta["synthrel_version"]
     assert len(table) == len(zoo)
 
     # a user with the published table only (no zoo results, no real data) gets the same forecast

@@ -1,49 +1,58 @@
-"""experiments/table2.sh exactly as written, PROFILE=tiny, from an empty folder after the README's tiny set-up
-(`make test-full`, about 2 minutes on one CPU): every row of Table 2 in the table, with the "not run" cells of what
-the demo data lacks (COCO, SMIYC, Fishyscapes)."""
+"""experiments/table2.sh as it composes: the zoo's OOD PCC on the curated and the automatic OOD-object set, both
+OOD conventions, against Road Anomaly (the full run is tests/docs/test_readme_commands.py, `full` tier)."""
 
-import os
+import re
+import shlex
 import subprocess
-import sys
-from pathlib import Path
 
-import pandas as pd
-import pytest
+from omegaconf import OmegaConf
 
-REPO = Path(__file__).resolve().parents[2]
-ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline", "TQDM_DISABLE": "1",
-       "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "PYTHON": sys.executable,
-       "PROFILE": "tiny"}
+from synthrel.metrics.ood import describe_row
+from synthrel.run import CONF_DIR
+
+SCRIPT = CONF_DIR.parents[1] / "experiments" / "table2.sh"
 
 
-def _run(argv, cwd):
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=1800, env={**os.environ, **ENV})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc
+def script_runs(marker: str) -> list[list[str]]:
+    """Overrides of each `run ...` line of the recipe that contains `marker`, with its shell variables expanded
+    where the recipe sets them (POOLED, PER_IMAGE) and the rest ($PROFILE, $MODELS, ...) left out."""
+    text = re.sub(r"\\\n\s*", " ", SCRIPT.read_text())
+    values = dict(re.findall(r"^(POOLED|PER_IMAGE)=(\S+)$", text, re.M))
+    runs = []
+    for line in text.splitlines():
+        if line.startswith("run ") and marker in line:
+            for name, value in values.items():
+                line = line.replace(f"${name}", value)
+            runs.append([t for t in shlex.split(line)[1:] if "$" not in t and t != "-m"])
+    return runs
 
 
-@pytest.mark.full
-def test_table2_recipe_on_tiny(tmp_path):
-    _run([sys.executable, "-m", "synthrel.run", "profile=tiny", "+stage=[tiny_models,demo_data,train_zoo]"], tmp_path)
-    _run(["bash", str(REPO / "experiments" / "table2.sh")], tmp_path)
-    analysis = tmp_path / "outputs/tiny/artifacts/analysis/table2_rba"
-    table = pd.read_csv(analysis / "table2.csv", index_col=0)
-    rows = [f"RbA ({b}){s}" for b in ("Swin-B", "Swin-L")
-            for s in (", no OE", " + COCO data", " + Ours (curated)", " + Ours (all)")]
-    assert sorted(table.index) == sorted(rows)
-    for row in rows:
-        for metric in ("AUROC", "AP", "FPR95"):
-            cell = table.loc[row, f"road_anomaly {metric}"]
-            if "COCO" in row:
-                assert cell == "not run: COCO not given"
-            else:
-                assert 0 <= float(cell) <= 100
-            for absent in ("smiyc_ra21", "smiyc_ro21", "fs_lost_and_found"):
-                assert table.loc[row, f"{absent} {metric}"].startswith("not run: ")
-    assert float(table.loc["RbA (Swin-B), no OE", "paper AP"]) == 78.4
-    assert "Table 2" in (analysis / "report.md").read_text()
-    curated = (tmp_path / "outputs/tiny/artifacts/ood_objects/paper42/curated.txt").read_text()
-    assert len([line for line in curated.splitlines() if not line.startswith("#")]) >= 1
-    finetuned = tmp_path / "outputs/tiny/artifacts/ood_detection/tiny/rba_finetuned"
-    assert {p.name for p in finetuned.iterdir() if not p.name.startswith(".")} >= {
-        f"rba_swin_{b}+synthetic_{v}-s0" for b in "bl" for v in ("all", "curated")}
+def test_the_recipe_correlates_both_ood_sets_in_both_conventions(compose_cfg):
+    (overrides,) = script_runs("+experiment=correlation")
+    cfg = compose_cfg(*overrides, "profile=tiny")
+    correlate = OmegaConf.to_container(cfg.stages.correlate, resolve=True)
+    assert correlate["domains"] == ["ood_objects_curated", "ood_objects"]
+    assert {d: correlate["real_datasets"][d] for d in correlate["domains"]} == {
+        "ood_objects_curated": "road_anomaly", "ood_objects": "road_anomaly"}
+    conventions = {describe_row(m) for m in correlate["metrics"]}
+    assert {c for c, _ in conventions} == {"rba_pooled", "genval_per_image"}
+    assert {s for _, s in conventions} == {"msp", "max_logit", "entropy"}
+
+
+def test_the_recipe_scores_the_zoo_on_the_curated_items(compose_cfg, tmp_path):
+    (overrides,) = script_runs("task_name=table2_ood_curated")
+    listed = tmp_path / "curated.txt"
+    cfg = compose_cfg(*overrides, "profile=tiny", f"datasets.ood_objects_curated.item_list={listed}")
+    evaluate = OmegaConf.to_container(cfg.stages.evaluate, resolve=True)
+    assert evaluate["datasets"] == ["ood_objects_curated"]
+    label = evaluate["dataset_labels"]["ood_objects_curated"]
+    assert label["domain"] == "ood_objects_curated" and label["key"] == "ood_objects_curated_sd15_paper42"
+    assert cfg.datasets.ood_objects_curated.root == cfg.datasets.ood_objects.root  # a subset of the same set
+    # the fine-tune's curated rows read the same list by default
+    cfg = compose_cfg("+stage=[ood_detection]", f"datasets.ood_objects_curated.item_list={listed}")
+    assert cfg.stages.ood_detection.rba.finetune.curated_list == str(listed)
+
+
+def test_the_recipe_is_valid_bash():
+    assert subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True).returncode == 0
+    assert subprocess.run(["bash", "-n", str(SCRIPT.with_name("fig15_16.sh"))], capture_output=True).returncode == 0

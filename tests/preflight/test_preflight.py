@@ -158,7 +158,7 @@ def test_sweep_reports_every_job_and_fails(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "synthrel preflight: covariate_fog" in result.stdout and "synthrel preflight: covariate_night" in result.stdout
-    assert "dataset acdc_night (train)" in result.stdout
+    assert "dataset acdc_night_test (train)" in result.stdout  # the relis test split (real_split=test)
     assert "PreflightError" in result.stderr
     reports = sorted((tmp_path / "outputs" / "logs").rglob("preflight.txt"))
     assert len(reports) == 2 and "synthrel preflight: covariate_night" in reports[1].read_text()
