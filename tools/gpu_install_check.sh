@@ -28,7 +28,7 @@ echo "== full resolve against the image and the carried wheels (dry run)"
 "${PIP[@]}" install --dry-run --no-index --find-links "$WHL" "$WHEEL" 2>&1 | tail -5 || true
 
 echo "== install"
-mapfile -t carried < <(find "$WHL" -maxdepth 1 -name "*.whl" 2>/dev/null)
+mapfile -t carried < <(find "$WHL" -maxdepth 1 -type f -name "*.whl" 2>/dev/null)
 "${PIP[@]}" install -q --no-index --no-deps "${carried[@]}" "$WHEEL"
 problems=$("${PIP[@]}" check 2>&1 | grep -v "requires opencv-python, which is not installed" || true)
 if [ -n "$problems" ] && [ "$problems" != "No broken requirements found." ]; then
