@@ -53,11 +53,17 @@ def cuda_in_use() -> bool:
 
 
 def release_memory() -> None:
-    """Collect the stage's dropped objects, then return the cached blocks to the driver."""
+    """Collect the stage's dropped objects, free cuBLAS's per-handle workspaces (32 MiB each for cuBLAS and
+    cuBLASLt on Hopper, held as allocated memory until cleared; measured on an H100: 65 and 99 MiB left after
+    train_zoo and generate without this), then return the cached blocks to the driver."""
     gc.collect()
     if cuda_in_use():
         import torch
 
+        torch.cuda.synchronize()
+        clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # absent from CPU builds
+        if clear_workspaces is not None:
+            clear_workspaces()
         torch.cuda.empty_cache()
 
 

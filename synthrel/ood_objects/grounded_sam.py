@@ -70,7 +70,7 @@ def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) 
         if suppressed[i]:
             continue
         keep.append(i)
-        suppressed |= iou[i] > iou_threshold
+        suppressed |= iou[i].double() > iou_threshold  # torchvision: the float IoU against the double threshold
     return order[torch.tensor(keep, dtype=torch.long)]
 
 
