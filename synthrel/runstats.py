@@ -60,7 +60,6 @@ def release_memory() -> None:
     if cuda_in_use():
         import torch
 
-        torch.cuda.synchronize()
         clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # absent from CPU builds
         if clear_workspaces is not None:
             clear_workspaces()
