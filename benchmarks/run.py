@@ -6,7 +6,8 @@ exact OOD metrics' cost); `all` runs them with their default options. Not part o
 (benchmarks/stage_bench.py, the evaluate stage as users run it, against mmseg's loop), `throughput`
 (benchmarks/stage_throughput.py, the stages without a benchmark of their own, at real size), `budget`
 (benchmarks/budget.py, the paper's GPU-hours from the measured JSONs; no GPU), `calib`
-(benchmarks/calib_bench.py, the temperature grid search's ECE sweep against its previous implementation) and
+(benchmarks/calib_bench.py, the temperature grid search's ECE sweep against its previous implementation),
+`verify` (benchmarks/verify_bench.py, what a resume's size / hash check of the outputs it skips costs) and
 `multigpu` (two GPUs).
 """
 
@@ -21,7 +22,7 @@ BENCHMARKS = {"gen": "benchmarks.gen_bench", "eval": "benchmarks.eval_bench", "w
 # Not part of `all`: two GPUs, minutes per model, or no benchmark at all (budget reads the measured JSONs).
 EXTRA = {"multigpu": "benchmarks.multigpu", "stage": "benchmarks.stage_bench",
          "throughput": "benchmarks.stage_throughput", "budget": "benchmarks.budget",
-         "calib": "benchmarks.calib_bench"}
+         "calib": "benchmarks.calib_bench", "verify": "benchmarks.verify_bench"}
 
 
 def run(name: str, argv: list[str]) -> dict:
