@@ -171,18 +171,25 @@ class Manifest:
         if not self.path.exists():
             return []
         records = []
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
                 if not line.endswith("\n"):
                     break  # truncated by a kill: the item will be redone
                 if not line.strip():
                     continue
                 try:
-                    records.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError:
                     # a line cut by a killed shard, then continued by another shard's append: skip it,
                     # its items are redone (the intact record of the other shard is re-appended too)
                     log.warning("%s: skipping a corrupt manifest line: %.80s", self.path, line)
+                    continue
+                if not isinstance(record, dict) or self.key not in record:
+                    raise ArtifactError(
+                        f"{self.path}, line {number}: expected a manifest record (a JSON object with key "
+                        f"{self.key!r}), found {line.strip()[:80]!r}. This file is written by synthrel: remove the "
+                        "line (its item is then redone), or the file and re-run with force=true")
+                records.append(record)
         return records
 
     def done(self) -> set[str]:
@@ -627,13 +634,17 @@ def _artifact_error(path, expected: str, repair: str, error: BaseException | Non
     return ArtifactError(f"{path}: cannot be read as {expected}{why}. {repair}")
 
 
-def read_json_artifact(path: str | os.PathLike, expected: str, repair: str, keys=()) -> dict:
-    """A JSON object (a DONE record, a calibration result...) holding `keys`."""
+def read_json_artifact(path: str | os.PathLike, expected: str, repair: str, keys=(), kind: type = dict):
+    """A JSON object (a DONE record, a calibration result...) holding `keys`, or with kind=list a JSON list."""
     path = Path(path)
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise _artifact_error(path, expected, repair, error) from error
+    if kind is list:
+        if not isinstance(obj, list):
+            raise _artifact_error(path, f"{expected} (a JSON list; found {type(obj).__name__})", repair)
+        return obj
     if not isinstance(obj, dict) or any(k not in obj for k in keys):
         found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise _artifact_error(path, f"{expected} (a JSON object with {list(keys)}; found {found})", repair)

@@ -89,3 +89,15 @@ def test_a_corrupt_done_record_is_evaluated_again_and_json_and_tables_name_the_f
     with pytest.raises(ArtifactError, match=r"metrics.parquet: cannot be read as a table \(a parquet table\) "
                                             r"\(Arrow\w+: .*\)\. rerun it"):
         read_parquet_artifact(pair / "metrics.parquet", "a table", "rerun it")
+
+
+def test_a_manifest_line_without_its_key_names_the_file_and_line(tmp_path):
+    from synthrel.jobs import Manifest
+
+    manifest = Manifest(tmp_path / "manifest.jsonl", key="job")
+    manifest.append({"job": "m/a"})
+    with open(manifest.path, "a") as f:
+        f.write('{"id": "m/b"}\n')
+    with pytest.raises(ArtifactError, match=rf"{manifest.path}, line 2: expected a manifest record \(a JSON object "
+                                            r"with key 'job'\), found '\{\"id\": \"m/b\"\}'\..*remove the line"):
+        manifest.read()
