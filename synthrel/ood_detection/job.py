@@ -340,7 +340,7 @@ class OODDetectionJob:
             settings.pop("curated_list")
         record = folder / "finetune.json"
         if (folder / "config.json").is_file() and record.is_file() and not self.force:
-            if json.loads(record.read_text()) == settings:
+            if read_json_artifact(record, "a fine-tuning record", "Fine-tune again with force=true") == settings:
                 return str(folder)
             log.info("ood_detection: %s was fine-tuned with other settings; fine-tuning again", folder)
         synthetic, coco = self.outlier_sets(variant)
