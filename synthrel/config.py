@@ -114,7 +114,7 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 def check_run_keys(cfg) -> None:
     """The top-level keys every stage reads, checked before any model loads, each error naming its key."""
     from synthrel.errors import ConfigError
-    from synthrel.jobs import Shard
+    from synthrel.jobs import Shard, check_verify
 
     device = cfg.get("device", "auto")
     if not isinstance(device, str) or not _DEVICE.fullmatch(device):
@@ -129,6 +129,7 @@ def check_run_keys(cfg) -> None:
     force = cfg.get("force", False)
     if not isinstance(force, bool):
         raise ConfigError(f"`force` is {force!r}; expected true or false")
+    check_verify(cfg.get("verify", "hash"))
 def real_counterpart(name) -> str | None:
     """Dataset key of the real counterpart of domain `name`, None for a custom domain."""
     return REAL_COUNTERPARTS.get(str(name))
