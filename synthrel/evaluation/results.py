@@ -10,7 +10,8 @@ OOD rows (datasets with OOD masks), per score s in msp / max_logit / entropy (sy
 every pixel counts) over the images that hold both OOD and ID pixels, whose number is the row's `n_images`;
 `n_images_without_ood` and `n_images_only_ood` count the images left out of those means
 (`synthrel.metrics.ood.dataset_rows`). Every file is written atomically and DONE last,
-so a folder without DONE is an interrupted job that is redone.
+so a folder without DONE is an interrupted job that is redone. DONE records each file's size and SHA-256
+(`files`): a job whose files were since deleted, truncated or changed is redone too (`is_done`).
 """
 
 from __future__ import annotations
