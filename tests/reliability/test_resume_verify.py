@@ -179,3 +179,42 @@ def test_a_set_whose_writer_stopped_is_refused_until_the_writer_finishes_it(worl
     assert not list(fog.glob(".synthrel.incomplete*"))
     proc = run_cli(stage_overrides(world, copy_of, EVAL_SYNTHETIC), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_calibrate_fits_again_a_result_that_was_truncated_or_changed(tmp_path, caplog):
+    from synthrel.calibration.job import CalibrateJob
+
+    root = tmp_path / "results" / "tiny"
+    rng = np.random.default_rng(0)
+    for key in ("synth", "real"):
+        path = root / "m" / key / "calib_sample.npz"
+        path.parent.mkdir(parents=True)
+        np.savez(path, logits=(rng.normal(size=(400, 19)) * 3).astype(np.float32),
+                 labels=rng.integers(0, 19, 400).astype(np.uint8), image_index=np.repeat(np.arange(4), 100),
+                 features=np.zeros((4, 8), np.float32), image_ids=np.array([f"{key}{i}" for i in range(4)]))
+
+    def job(**kw):
+        return CalibrateJob(results_root=str(root), output_dir=str(tmp_path / "calib"),
+                            calibration_sets={"s": ["synth"]}, targets=["real"], objective="nll", **kw)
+
+    assert job().run()["fitted"] == 1
+    result = next((tmp_path / "calib").rglob("m.json"))
+    written = result.read_bytes()
+    entry = _records(tmp_path / "calib" / "manifest.jsonl")[-1]
+    assert entry["files"] == {str(result.relative_to(tmp_path / "calib")): {
+        "size": len(written), "sha256": sha256_file(result)}}
+    assert job().run()["fitted"] == 0
+
+    result.write_bytes(written[:50])  # truncated: not valid JSON either
+    with caplog.at_level("WARNING"):
+        assert job().run()["fitted"] == 1
+    assert "fitting again, its result file is missing, truncated or changed" in caplog.text and "50 bytes" in caplog.text
+    assert result.read_bytes() == written
+
+    assert b'"n_calib_pixels": 400' in written
+    result.write_bytes(written.replace(b'"n_calib_pixels": 400', b'"n_calib_pixels": 401'))  # same size
+    assert job(verify="size").run()["fitted"] == 0  # sizes only: not seen
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert job().run()["fitted"] == 1
+    assert "SHA-256 differs" in caplog.text and result.read_bytes() == written
