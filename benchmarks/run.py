@@ -1,5 +1,5 @@
 """Benchmark dispatcher:
-`python -m benchmarks.run gen|eval|write|all|stage|throughput|budget|calib|startup|ood_memory|multigpu [options]`.
+`python -m benchmarks.run gen|eval|write|all|stage|throughput|budget|calib|startup|ood_memory|verify|multigpu [options]`.
 
 `gen` runs benchmarks/gen_bench.py (ControlNet sampling), `eval` benchmarks/eval_bench.py (segmentation
 inference), `write` benchmarks/write_bench.py (the generate stage's writes), `ood` benchmarks/ood_bench.py (the
@@ -9,7 +9,9 @@ exact OOD metrics' cost); `all` runs them with their default options. Not part o
 (benchmarks/budget.py, the paper's GPU-hours from the measured JSONs; no GPU), `calib`
 (benchmarks/calib_bench.py, the temperature grid search's ECE sweep against its previous implementation),
 `startup` (benchmarks/cli_startup.py, how fast `synthrel --help` and `--cfg job` answer; CPU), `ood_memory`
-(benchmarks/ood_memory.py, the pooled exact OOD metric's peak memory against sklearn's) and `multigpu` (two GPUs).
+(benchmarks/ood_memory.py, the pooled exact OOD metric's peak memory against sklearn's), `verify`
+(benchmarks/verify_bench.py, what a resume's size / hash check of the outputs it skips costs) and `multigpu`
+(two GPUs).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ BENCHMARKS = {"gen": "benchmarks.gen_bench", "eval": "benchmarks.eval_bench", "w
 EXTRA = {"multigpu": "benchmarks.multigpu", "stage": "benchmarks.stage_bench",
          "throughput": "benchmarks.stage_throughput", "budget": "benchmarks.budget",
          "calib": "benchmarks.calib_bench", "startup": "benchmarks.cli_startup",
-         "ood_memory": "benchmarks.ood_memory"}
+         "ood_memory": "benchmarks.ood_memory", "verify": "benchmarks.verify_bench"}
 
 
 def run(name: str, argv: list[str]) -> dict:

@@ -118,7 +118,7 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 def check_run_keys(cfg) -> None:
     """The top-level keys every stage reads, checked before any model loads, each error naming its key."""
     from synthrel.errors import ConfigError
-    from synthrel.jobs import Shard
+    from synthrel.jobs import Shard, check_verify
 
     device = cfg.get("device", "auto")
     if not isinstance(device, str) or not _DEVICE.fullmatch(device):
@@ -137,6 +137,7 @@ def check_run_keys(cfg) -> None:
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
         raise ConfigError(f"`stage_table.release_margin_mb` is {margin!r}; expected a number of MiB >= 0")
     real_split_of(cfg)
+    check_verify(cfg.get("verify", "hash"))
 
 
 def real_split_of(cfg) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthrel.errors import ConfigError, SynthrelError
+from synthrel.errors import ConfigError, DatasetError, SynthrelError
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,25 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def staged_outputs(folder: str | os.PathLike, last=()) -> Iterator[Path]:
+    """Yield an empty hidden folder inside `folder`: on success every file written there moves into `folder`
+    (one rename each, the names in `last` after the others), on an error none does and `folder` keeps what it
+    held. Outputs that belong together (a stage's tables, figures and index) appear together or not at all."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=folder, prefix=".staging."))
+    try:
+        yield stage
+        files = sorted((p for p in stage.rglob("*") if p.is_file()), key=lambda p: (p.name in last, str(p)))
+        for path in files:
+            target = folder / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -152,18 +171,25 @@ class Manifest:
         if not self.path.exists():
             return []
         records = []
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
                 if not line.endswith("\n"):
                     break  # truncated by a kill: the item will be redone
                 if not line.strip():
                     continue
                 try:
-                    records.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError:
                     # a line cut by a killed shard, then continued by another shard's append: skip it,
                     # its items are redone (the intact record of the other shard is re-appended too)
                     log.warning("%s: skipping a corrupt manifest line: %.80s", self.path, line)
+                    continue
+                if not isinstance(record, dict) or self.key not in record:
+                    raise ArtifactError(
+                        f"{self.path}, line {number}: expected a manifest record (a JSON object with key "
+                        f"{self.key!r}), found {line.strip()[:80]!r}. This file is written by synthrel: remove the "
+                        "line (its item is then redone), or the file and re-run with force=true")
+                records.append(record)
         return records
 
     def done(self) -> set[str]:
@@ -318,7 +344,7 @@ def exclusive_output(folder: str | os.PathLike, shard: Shard | None = None) -> I
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    suffix = "" if shard is None or shard.count == 1 else f".{shard.index}-of-{shard.count}"
+    suffix = _shard_suffix(shard)
     path = folder / f".synthrel.lock{suffix}"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_current_umask())
     try:
@@ -331,8 +357,7 @@ def exclusive_output(folder: str | os.PathLike, shard: Shard | None = None) -> I
                 f"another synthrel run is writing {what}: {holder}. Wait for it to finish (a re-run then skips "
                 "what it wrote), or write elsewhere (e.g. paths.output_root=<other folder>)") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime(
-            "%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}).encode(), 0)
+        os.pwrite(fd, _holder().encode(), 0)
         yield
     finally:
         os.close(fd)
@@ -477,3 +502,192 @@ def _record_changes(record: dict, expected: dict) -> dict[str, tuple]:
     if recorded is None:
         return {"settings": ("none recorded (an older synthrel)", "this run's")}
     return changed_settings(recorded, expected)
+
+
+# ----------------------------------------------------------------------------------------- output records
+# Every output a stage records (a manifest line, evaluate's DONE) carries each file's size and SHA-256, so that a
+# re-run skips only files that are still what was written: a missing, truncated or changed file is redone.
+# `verify`: "size" compares sizes only (no read); "hash" also re-hashes every file (measured cheap:
+# benchmarks/verify_bench.py, docs/reliability.md).
+VERIFY_MODES = ("size", "hash")
+FILES_KEY = "files"
+
+
+def check_verify(mode: str, key: str = "verify") -> str:
+    if mode not in VERIFY_MODES:
+        raise ConfigError(f"`{key}` is {mode!r}; valid: {', '.join(VERIFY_MODES)} (size: compare the recorded sizes "
+                          "of the outputs a re-run skips; hash: also their SHA-256)")
+    return mode
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def file_records(root: str | os.PathLike, paths) -> dict[str, dict]:
+    """{path relative to `root`: {"size", "sha256"}} of files just written (read back from the page cache)."""
+    root = Path(root)
+    out = {}
+    for path in paths:
+        path = Path(path)
+        out[str(path.relative_to(root))] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    return out
+
+
+def damaged_files(root: str | os.PathLike, recorded: dict[str, dict], verify: str = "size") -> dict[str, str]:
+    """{relative path: why} for each recorded file that is missing, has another size, or (verify="hash")
+    other bytes than when it was written. Empty: every file is as recorded."""
+    root = Path(root)
+    damaged = {}
+    for rel, want in recorded.items():
+        path = root / rel
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            damaged[rel] = "missing"
+            continue
+        if size != want["size"]:
+            damaged[rel] = f"{size} bytes, {want['size']} when written (truncated or changed)"
+        elif verify == "hash" and sha256_file(path) != want["sha256"]:
+            damaged[rel] = "changed since it was written (SHA-256 differs)"
+    return damaged
+
+
+def describe_damage(damaged: dict[str, str], limit: int = 3) -> str:
+    text = "; ".join(f"{rel}: {why}" for rel, why in list(damaged.items())[:limit])
+    return text + (f"; and {len(damaged) - limit} more" if len(damaged) > limit else "")
+
+
+# ----------------------------------------------------------------------------------- sets being written
+# A writer that adds items to a set (generate, inpaint, corrupt) marks it incomplete for as long as it writes:
+# `.synthrel.incomplete[.i-of-n]` holds its command and pid, and is removed when the writer finishes. A kill or an
+# error leaves it, so that no stage reads a partial set as the set's result (`check_readable`).
+INCOMPLETE = ".synthrel.incomplete"
+
+
+class IncompleteOutputError(SynthrelError):
+    """A set is held by a writer, or its last writer stopped before finishing it."""
+
+
+def _shard_suffix(shard: Shard | None) -> str:
+    return "" if shard is None or shard.count == 1 else f".{shard.index}-of-{shard.count}"
+
+
+def _holder() -> str:
+    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                       "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)})
+
+
+@contextlib.contextmanager
+def writing(folder: str | os.PathLike, shard: Shard | None = None) -> Iterator[None]:
+    """Mark `folder` incomplete while the block writes into it; the mark stays if the block fails."""
+    folder = Path(folder)
+    marker = folder / f"{INCOMPLETE}{_shard_suffix(shard)}"
+    write_text_atomic(marker, _holder() + "\n")
+    yield
+    # an unsharded writer has finished the whole set: the marks of shards of an earlier sharded run go too
+    for done in [marker] if _shard_suffix(shard) else folder.glob(f"{INCOMPLETE}*"):
+        done.unlink(missing_ok=True)
+
+
+def check_readable(folder: str | os.PathLike, what: str) -> None:
+    """Refuse to read `folder` while another run writes it (its output lock is held) or when its last writer
+    stopped before finishing (an incomplete mark): the error names the writer's command and pid."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for lock in sorted(folder.glob(".synthrel.lock*")):
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+                raise IncompleteOutputError(
+                    f"{what} {folder} is being written by another synthrel run: {holder}. Wait for it to finish, "
+                    "then run this command again") from None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+    for marker in sorted(folder.glob(f"{INCOMPLETE}*")):
+        holder = marker.read_text(errors="replace").strip() or "unknown"
+        raise IncompleteOutputError(
+            f"{what} {folder} is incomplete: its writer stopped before finishing ({marker.name}: {holder}). Run "
+            "that command again to finish the set (it resumes and skips what is done), then run this one")
+
+
+# -------------------------------------------------------------------------------------- artifact readers
+# One reader per kind of file synthrel writes: a corrupt or unexpected file becomes an ArtifactError that names
+# the file, what was expected and how to repair it, instead of a parser's traceback.
+
+
+class ArtifactError(DatasetError):
+    """A file synthrel wrote earlier is unreadable or not what it should hold."""
+
+
+def _artifact_error(path, expected: str, repair: str, error: BaseException | None = None) -> ArtifactError:
+    why = f" ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})" if error else ""
+    return ArtifactError(f"{path}: cannot be read as {expected}{why}. {repair}")
+
+
+def read_json_artifact(path: str | os.PathLike, expected: str, repair: str, keys=(), kind: type = dict):
+    """A JSON object (a DONE record, a calibration result...) holding `keys`, or with kind=list a JSON list."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _artifact_error(path, expected, repair, error) from error
+    if kind is list:
+        if not isinstance(obj, list):
+            raise _artifact_error(path, f"{expected} (a JSON list; found {type(obj).__name__})", repair)
+        return obj
+    if not isinstance(obj, dict) or any(k not in obj for k in keys):
+        found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise _artifact_error(path, f"{expected} (a JSON object with {list(keys)}; found {found})", repair)
+    return obj
+
+
+def read_parquet_artifact(path: str | os.PathLike, expected: str, repair: str, columns=()):
+    """A parquet table holding `columns`."""
+    import pandas as pd
+    import pyarrow as pa
+
+    path = Path(path)
+    try:
+        table = pd.read_parquet(path)
+    except (OSError, pa.ArrowException, ValueError) as error:
+        raise _artifact_error(path, f"{expected} (a parquet table)", repair, error) from error
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise _artifact_error(path, f"{expected} (columns {list(columns)}; missing {missing})", repair)
+    return table
+
+
+def load_npy_artifact(path: str | os.PathLike, expected: str, repair: str) -> np.ndarray:
+    path = Path(path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise _artifact_error(path, f"{expected} (a .npy array)", repair, error) from error
+
+
+def load_npz_artifact(path: str | os.PathLike, expected: str, repair: str, keys=(),
+                      only=None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file holding `keys` (all of them, or those of `only`), read in full: a truncated
+    member fails here, not later."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in keys if k not in f.files]
+            if missing:
+                raise _artifact_error(path, f"{expected} (arrays {list(keys)}; missing {missing}, found "
+                                            f"{sorted(f.files)})", repair)
+            return {name: f[name] for name in (f.files if only is None else only)}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        raise _artifact_error(path, f"{expected} (an .npz archive)", repair, error) from error

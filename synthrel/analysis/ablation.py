@@ -15,7 +15,7 @@ import pandas as pd
 
 from synthrel.analysis.correlation import REAL_DATASETS, paired_values, pearson_along, predictor_view
 from synthrel.errors import DatasetError
-from synthrel.jobs import item_rng
+from synthrel.jobs import item_rng, load_npy_artifact
 from synthrel.metrics.segmentation import mean_iou
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ def load_confusions(results: pd.DataFrame, generator: str, domain: str) -> dict[
     for model, source in zip(rows["model"], rows["source"], strict=True):
         path = Path(source).parent / CONFUSION_FILENAME
         if path.exists():
-            confusions[model] = np.load(path)
+            confusions[model] = load_npy_artifact(path, "per-image confusion matrices", "Re-run the evaluate "
+                                                  "stage on this (model, dataset) pair with force=true")
         else:
             missing.append(str(path))
     if missing:

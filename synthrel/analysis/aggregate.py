@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from synthrel.errors import DatasetError
+from synthrel.jobs import ArtifactError, read_parquet_artifact
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,19 @@ def find_tables(roots: str | os.PathLike | Iterable[str | os.PathLike], filename
     return sorted(files)
 
 
+TABLE_REPAIR = ("Run the stage that wrote it again (evaluate or calibrate: a re-run redoes damaged results), or "
+                "remove the file from the results root")
+
+
 def read_table(path: Path, required: Sequence[str] = RESULT_COLUMNS) -> pd.DataFrame:
-    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, keep_default_na=False)
+    if path.suffix == ".parquet":
+        df = read_parquet_artifact(path, "a results table", TABLE_REPAIR)
+    else:
+        try:
+            df = pd.read_csv(path, keep_default_na=False)
+        except (OSError, ValueError, UnicodeDecodeError) as error:
+            raise ArtifactError(f"{path}: cannot be read as a results table (a CSV file; {type(error).__name__}: "
+                                f"{error}). {TABLE_REPAIR}") from error
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DatasetError(f"{path}: missing column(s) {missing}; a results table needs {list(required)}")

@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from synthrel.analysis.correlation import REAL_DATASETS, Bootstrap, correlate, paired_values
+from synthrel.errors import DatasetError
 from synthrel.jobs import atomic_path
 from synthrel.reporting import format_cell
 
@@ -63,7 +64,7 @@ def scatter_synthetic_vs_real(
     panels = [(d, paired_values(results, metric, d, generator, real_datasets=real_datasets)) for d in domains]
     panels = [(d, p) for d, p in panels if len(p)]
     if not panels:
-        raise ValueError(f"no paired {metric} values for generator {generator!r} in domains {list(domains)}")
+        raise _no_pairs(results, metric, generator, domains, real_datasets)
     fig, axes = _grid(len(panels))
     for ax, (domain, pairs) in zip(axes, panels, strict=False):
         x, y = 100 * pairs["x"].to_numpy(), 100 * pairs["y"].to_numpy()
@@ -79,6 +80,24 @@ def scatter_synthetic_vs_real(
         ax.grid(alpha=0.3)
     fig.suptitle(f"{metric}: {generator} vs real (n={max(len(p) for _, p in panels)} models)")
     return save_figure(fig, out_stem)
+
+
+def _no_pairs(results: pd.DataFrame, metric: str, generator: str, domains: Sequence[str],
+              real_datasets: Mapping[str, str]) -> DatasetError:
+    """The error for a Fig. 3 without one model on both sides: the model names and files of each side."""
+    def side(rows: pd.DataFrame) -> str:
+        models = sorted(set(rows["model"].astype(str)))
+        sources = sorted(set(rows["source"].astype(str))) if "source" in rows else []
+        return f"{models[:5]}{' ...' if len(models) > 5 else ''} (from {sources[:2]}{' ...' if len(sources) > 2 else ''})"
+
+    cell = results[(results["metric"] == metric) & (results["cls"] == "")]
+    predictor = cell[cell["generator"] == generator]
+    real = cell[cell["dataset"].isin([real_datasets[d] for d in domains if d in real_datasets])]
+    return DatasetError(
+        f"correlate: no model has {metric} results both on {generator} and on the real sets of {list(domains)}: "
+        f"{generator} has models {side(predictor)}, the real sets have {side(real)}. The model names must match: "
+        "evaluate the same zoo on both (the evaluate stage names models by their zoo key), or point results_root "
+        "at the results of one zoo")
 
 
 def ece_improvement_figure(

@@ -15,7 +15,14 @@ from synthrel.analysis.ablation import ablation_for
 from synthrel.analysis.provenance import provenance
 from synthrel.errors import ConfigError, DatasetError
 from synthrel.evaluation import NOT_EVALUATED
-from synthrel.jobs import atomic_path, exclusive_output, positive_int, write_json_atomic
+from synthrel.jobs import (
+    atomic_path,
+    exclusive_output,
+    positive_int,
+    read_json_artifact,
+    staged_outputs,
+    write_json_atomic,
+)
 from synthrel.metrics.calibration import CALIBRATION_ECE, ECE_DEFINITIONS
 from synthrel.reporting import save_table
 from synthrel.tracking import Tracker
@@ -102,9 +109,13 @@ class CorrelateJob:
             return self._run()
 
     def _run(self) -> dict:
-        out = Path(self.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
         results = self.load()
+        # every table, figure and the index are written into a staging folder and published together: an error in
+        # any section leaves the outputs of the last successful run as they were
+        with staged_outputs(self.output_dir, last=(OUTPUTS_INDEX,)) as stage:
+            return self._write(results, stage)
+
+    def _write(self, results: pd.DataFrame, out: Path) -> dict:
         index: list[dict] = []
         with Tracker.from_config(self.logger, job_type="correlate") as tracker:
             tracker.log_hyperparams({"seed": self.seed, "profile": self.profile, **self._bootstrap.__dict__})
@@ -120,14 +131,18 @@ class CorrelateJob:
                     "warnings": self._notes,
                     **provenance(self.run_dir)}
         write_json_atomic(out / SETTINGS_FILE, settings)
+        # the index names the files where they are published
+        index = json.loads(json.dumps(index).replace(json.dumps(str(out))[1:-1], json.dumps(self.output_dir)[1:-1]))
         write_json_atomic(out / OUTPUTS_INDEX, index)
-        log.info("correlate: %d tables/figures in %s", len(index), out)
-        return {"analysis_dir": str(out), "n_models": settings["n_models"], "n_outputs": len(index)}
+        log.info("correlate: %d tables/figures in %s", len(index), self.output_dir)
+        return {"analysis_dir": str(self.output_dir), "n_models": settings["n_models"], "n_outputs": len(index)}
 
     def _not_evaluated(self) -> dict[str, str]:
         """Zoo models the evaluate stage left out (no weights), with the reason, from each results root."""
         roots = [self.results_root] if isinstance(self.results_root, str) else list(self.results_root or [])
-        records = [json.loads(p.read_text()) for root in roots for p in sorted((Path(root) / NOT_EVALUATED).glob("*.json"))]
+        records = [read_json_artifact(p, "a record of a zoo model left out by the evaluate stage", "Run the "
+                                      "evaluate stage again (it rewrites these records)", keys=("model", "reason"))
+                   for root in roots for p in sorted((Path(root) / NOT_EVALUATED).glob("*.json"))]
         return {r["model"]: r["reason"] for r in records}
 
     # -- sections -------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ with a `section` (e.g. the forecast) get a section of their own after the correl
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import pandas as pd
 import yaml
 
 from synthrel.errors import ConfigError, DatasetError
-from synthrel.jobs import exclusive_output, write_text_atomic
+from synthrel.jobs import exclusive_output, read_json_artifact, write_text_atomic
 from synthrel.reporting import MISSING, NA_FOOTNOTE, has_missing
 
 log = logging.getLogger(__name__)
@@ -105,20 +104,23 @@ def protocol_box(real_split: str, extra: dict | None = None) -> list[tuple[str, 
     return lines + [(str(k), str(v)) for k, v in (extra or {}).items() if v is not None]
 
 
+REPAIR = "Run the stage that wrote it again (correlate, fid or forecast: each rewrites its outputs)"
+
+
 def gather_index(analysis: Path) -> list[dict]:
     files = sorted(analysis.glob("*outputs.json"))
     if not files:
         raise DatasetError(f"{analysis}: no outputs.json; run the correlate stage (or FID job) first")
-    return [item for f in files for item in json.loads(f.read_text())]
+    return [item for f in files for item in read_json_artifact(f, "an index of analysis outputs", REPAIR, kind=list)]
 
 
 def read_settings(analysis: Path) -> dict:
     """settings.json, with each `<job>_settings.json` under its job name (its profile, git SHA and model count
     fill in when the correlate stage did not run)."""
     path = analysis / "settings.json"
-    settings = json.loads(path.read_text()) if path.exists() else {}
+    settings = read_json_artifact(path, "the analysis settings", REPAIR) if path.exists() else {}
     for extra in sorted(analysis.glob("*_settings.json")):
-        sub = json.loads(extra.read_text())
+        sub = read_json_artifact(extra, "the settings of an analysis job", REPAIR)
         settings[extra.stem.removesuffix("_settings")] = sub
         for key in ("profile", "git_sha", "n_models", "sources"):
             if key in sub:

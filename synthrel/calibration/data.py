@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from synthrel.errors import DatasetError
+from synthrel.jobs import load_npz_artifact
 
 CALIB_SAMPLE_FILE = "calib_sample.npz"
 REQUIRED_KEYS = ("logits", "labels", "image_index", "features", "image_ids")
+REPAIR = "Re-run the evaluate stage on this (model, dataset) pair with force=true"
 
 
 @dataclass
@@ -32,18 +34,15 @@ class CalibSample:
         path = Path(path)
         if not path.is_file():
             raise DatasetError(f"calibration sample {path} is missing: run the evaluate stage on this dataset first")
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in REQUIRED_KEYS if k not in f.files]
-            if missing:
-                raise DatasetError(f"{path} lacks {missing}; it has {f.files}. Re-run the evaluate stage on this "
-                                   "(model, dataset) with force=true")
-            sample = cls(
-                logits=f["logits"],
-                labels=f["labels"],
-                image_index=f["image_index"].astype(np.int64),
-                features=f["features"],
-                image_ids=f["image_ids"],
-            )
+        f = load_npz_artifact(path, "a calibration sample of the evaluate stage", REPAIR, REQUIRED_KEYS,
+                              only=REQUIRED_KEYS)
+        sample = cls(
+            logits=f["logits"],
+            labels=f["labels"],
+            image_index=f["image_index"].astype(np.int64),
+            features=f["features"],
+            image_ids=f["image_ids"],
+        )
         if sample.logits.ndim != 2 or not len(sample.logits) == len(sample.labels) == len(sample.image_index):
             raise DatasetError(
                 f"{path}: logits {sample.logits.shape}, labels {sample.labels.shape} and image_index "
@@ -86,8 +85,6 @@ def load_image_ids(path: str | Path) -> set[str]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"calibration sample {path} is missing: run the evaluate stage on this dataset first")
-    with np.load(path, allow_pickle=False) as f:
-        if "image_ids" not in f.files:
-            raise DatasetError(f"{path} has no image_ids (written by an older synthrel); re-run the evaluate "
-                               "stage on this (model, dataset) with force=true")
-        return set(f["image_ids"].tolist())
+    f = load_npz_artifact(path, "a calibration sample of the evaluate stage with image ids", REPAIR,
+                          ("image_ids",), only=("image_ids",))
+    return set(f["image_ids"].tolist())

@@ -16,7 +16,6 @@ unless `allow_overlap` is set.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,15 +34,23 @@ from synthrel.calibration.temperature import (
 )
 from synthrel.errors import ConfigError, DatasetError, unknown_name
 from synthrel.jobs import (
+    FILES_KEY,
     SETTINGS_KEY,
+    ArtifactError,
     Manifest,
     atomic_path,
     changed_settings,
+    check_verify,
+    damaged_files,
     describe_changes,
+    describe_damage,
     exclusive_output,
+    file_records,
     path_identity,
     plain_settings,
     positive_int,
+    read_json_artifact,
+    read_parquet_artifact,
     write_json_atomic,
 )
 from synthrel.metrics.calibration import top1_ece
@@ -100,9 +107,11 @@ class CalibrateJob:
     seed: int = 0
     profile: str = "paper"
     force: bool = False
+    verify: str = "hash"  # what a re-run checks of the fits it skips: size | hash (synthrel.jobs.VERIFY_MODES)
     device: str = "auto"
 
     def __post_init__(self):
+        check_verify(self.verify, "stages.calibrate.verify")
         self.calibration_sets = normalise_sets(self.calibration_sets)
         if isinstance(self.targets, str):
             self.targets = [self.targets]
@@ -193,7 +202,8 @@ class CalibrateJob:
         meta = {"family": None, "domain": None, "generator": None, "profile": self.profile, "n_images": None}
         table = Path(self.results_root) / model / key / "metrics.parquet"
         if table.is_file():
-            df = pd.read_parquet(table)
+            df = read_parquet_artifact(table, "a metrics table", "Re-run the evaluate stage on this (model, "
+                                       "dataset) pair (it redoes damaged pairs)")
             for column in meta:
                 if column in df.columns and len(df):
                     meta[column] = df[column].iloc[0]
@@ -216,7 +226,7 @@ class CalibrateJob:
     def _run(self, device) -> dict:
         out = Path(self.output_dir)
         manifest = Manifest(out / "manifest.jsonl", key="item")
-        done = manifest.done()
+        latest = {r["item"]: r for r in manifest.read()}
         models = self.find_models()
         self.check_disjoint(models)
         items = [(m, name, keys, method) for m in models for name, keys in self.calibration_sets.items()
@@ -227,12 +237,13 @@ class CalibrateJob:
             bar.set_description(f"calibrate {model} on {name} ({method})")
             item = f"{'+'.join(keys)}|{self.method_tag(method)}|{model}"
             path = out / "+".join(keys) / self.method_tag(method) / f"{model}.json"
-            record = json.loads(path.read_text()) if path.is_file() and item in done and not self.force else None
+            record = None if self.force else self._recorded(out, latest.get(item))
             expected = self.fit_settings(model, keys)
             changed = changed_settings((record or {}).get(SETTINGS_KEY), expected) if record else {}
             if changed:
                 log.info("calibrate %s: fitting again, changed since the last run: %s", item, describe_changes(changed))
-            if record is None or record.get("version") != RECORD_VERSION or changed:
+            fitted_now = record is None or record.get("version") != RECORD_VERSION or bool(changed)
+            if fitted_now:
                 record = {**self._fit(model, name, keys, method, device), SETTINGS_KEY: plain_settings(expected)}
                 fitted += 1
             dropped = False
@@ -244,14 +255,15 @@ class CalibrateJob:
                     del record["targets"][target]
                     dropped = True
             missing = [t for t in self.targets if t not in record["targets"]]
-            if missing or dropped or item not in done or self.force:
+            if missing or dropped or fitted_now or self.force:
                 scaler = TemperatureScaler.from_dict(record["scaler"])
                 for target in missing:
                     record["targets"][target] = {
                         **self._evaluate(scaler, model, target, record["calib_image_ids"]),
                         "sample": path_identity(self._sample_path(model, target))}
                 write_json_atomic(path, record)
-                manifest.append({"item": item, "path": str(path.relative_to(out)), "seed": self.seed})
+                manifest.append({"item": item, "path": str(path.relative_to(out)), "seed": self.seed,
+                                 FILES_KEY: file_records(out, [path])})
         table = self._table(out, manifest)
         write_table_atomic(table, out, TABLE)
         summary = success_summary(table)
@@ -261,6 +273,23 @@ class CalibrateJob:
         return {"output_dir": str(out), "n_models": len(models), "fitted": fitted,
                 "success_rate": {f"{r.calib_set}|{r.method}|{r.dataset}": float(r.success_rate)
                                  for r in summary.itertuples()}}
+
+    def _recorded(self, out: Path, entry: dict | None) -> dict | None:
+        """The fit a manifest entry recorded, or None (fit again) when its file is missing, truncated, changed
+        (sizes; with verify=hash also SHA-256) or unreadable; the log says which."""
+        if entry is None:
+            return None
+        damaged = damaged_files(out, entry.get(FILES_KEY) or {}, self.verify)
+        if damaged:
+            log.warning("calibrate %s: fitting again, its result file is missing, truncated or changed: %s",
+                        entry["item"], describe_damage(damaged))
+            return None
+        try:
+            return read_json_artifact(out / entry["path"], "a calibration result", "It is fitted again",
+                                      keys=("model", "targets", "scaler"))
+        except ArtifactError as error:
+            log.warning("calibrate %s: fitting again: %s", entry["item"], error)
+            return None
 
     def _fit(self, model: str, name: str, keys: list[str], method: str, device) -> dict:
         sample = CalibSample.concat([CalibSample.load(self._sample_path(model, k)) for k in keys])
@@ -294,7 +323,8 @@ class CalibrateJob:
         latest = {r["item"]: r for r in manifest.read()}
         rows = []
         for record in latest.values():
-            item = json.loads((out / record["path"]).read_text())
+            item = read_json_artifact(out / record["path"], "a calibration result", "Run the calibrate stage "
+                                      "again: it fits damaged items again", keys=("model", "targets"))
             for target, res in item["targets"].items():
                 meta = self._target_meta(item["model"], target)
                 n_images = meta.pop("n_images") or res["n_images"]

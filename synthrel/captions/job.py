@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +24,40 @@ def captions_path(captions_dir: str | Path, dataset: str, split: str) -> Path:
 
 
 def read_captions(path: str | Path, key: str = "stages.generate.captions") -> dict[str, str]:
-    """Captions keyed by image id; a missing file says to run the caption stage."""
+    """Captions keyed by image id, from a JSONL file of {"id", "caption"} records (the caption stage's output, or
+    the user's own: a last line without its newline is read as well). A missing file, a line that is not such a
+    record or a last line cut short stops with the file, the line and how to repair it."""
     path = Path(path)
+    expected = f'a JSON object with string keys "id" and "caption" per line (config key `{key}`)'
     if not path.is_file():
         raise DatasetError(
             f"captions file {path} does not exist: run the caption stage first (`+stage=[caption]`) "
             f"or set `{key}` to a JSONL file of {{\"id\", \"caption\"}} records"
         )
-    return {r["id"]: r["caption"] for r in Manifest(path).read()}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"captions file {path} is not UTF-8 text ({error}); expected {expected}") from None
+    captions = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if not line.endswith("\n"):
+                raise DatasetError(
+                    f"captions file {path}: the last line ({number}) has no newline and is not a complete JSON "
+                    "record: the file was cut short (e.g. a killed caption run). Re-run the caption stage (it "
+                    "resumes) or complete the line") from None
+            raise DatasetError(f"captions file {path}, line {number}: not JSON ({line.strip()[:80]!r}); "
+                               f"expected {expected}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str) \
+                or not isinstance(record.get("caption"), str):
+            found = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise DatasetError(f"captions file {path}, line {number}: found {found}; expected {expected}")
+        captions[record["id"]] = record["caption"]  # a forced re-run appends newer captions: the last one wins
+    return captions
 
 
 @dataclass

@@ -11,7 +11,6 @@ replays an interrupted epoch from its first batch).
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from synthrel.captions.job import read_captions
 from synthrel.data.io import read_image
 from synthrel.errors import DatasetError
 from synthrel.generation.conditioning import (
@@ -36,25 +36,7 @@ log = logging.getLogger(__name__)
 
 def load_captions(path: str | Path) -> dict[str, str]:
     """Read a captions JSONL file ({"id", "caption"} per line) written by the caption stage."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(
-            f"captions file {str(path)!r} not found (config key `stages.train_controlnet.captions`); "
-            "run the caption stage first (`+stage=[caption]`) or point the key at a JSONL of {\"id\", \"caption\"}"
-        )
-    captions = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                captions[str(record["id"])] = str(record["caption"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DatasetError(
-                    f"captions file {path}, line {number}: expected a JSON object with keys `id` and `caption`"
-                ) from None
-    return captions
+    return read_captions(path, "stages.train_controlnet.captions")
 
 
 class ControlNetTrainData(Dataset):

@@ -11,7 +11,6 @@ uninterrupted one; a finished run is skipped unless `force` or a larger `max_ste
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import tempfile
@@ -32,11 +31,13 @@ from synthrel.jobs import (
     path_identity,
     plain_settings,
     positive_int,
+    read_json_artifact,
     write_json_atomic,
 )
 from synthrel.tracking import instantiate_loggers, one_wandb_run
 
 log = logging.getLogger(__name__)
+RETRAIN = "Train again with force=true (or remove the output folder)"
 
 PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed")
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
@@ -135,7 +136,8 @@ class TrainControlNetJob:
 
     def _finished_steps(self) -> int:
         record = self.final_dir / "training.json"
-        return json.loads(record.read_text())["global_step"] if record.is_file() else 0
+        return read_json_artifact(record, "a ControlNet training record", RETRAIN,
+                                  keys=("global_step",))["global_step"] if record.is_file() else 0
 
     def _resume_checkpoint(self) -> str | None:
         if self.force or self.resume == "never":
@@ -231,7 +233,7 @@ class TrainControlNetJob:
                 "captions": path_identity(self.captions)}
 
     def _check_finished_settings(self) -> None:
-        record = json.loads((self.final_dir / "training.json").read_text())
+        record = read_json_artifact(self.final_dir / "training.json", "a ControlNet training record", RETRAIN)
         changed = changed_settings(record.get(SETTINGS_KEY), self.settings())
         if changed:
             raise SettingsChangedError(
@@ -294,7 +296,7 @@ class TrainControlNetJob:
         """A resumed run must keep what defines the data stream and the model, or it is not the same run."""
         path = Path(self.output_dir) / "train_config.json"
         if resuming and path.is_file():
-            recorded = json.loads(path.read_text())
+            recorded = read_json_artifact(path, "a ControlNet run identity", RETRAIN)
             changed = [k for k in RUN_IDENTITY if recorded.get(k) != identity[k]]
             if changed:
                 k = changed[0]

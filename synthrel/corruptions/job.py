@@ -12,6 +12,7 @@ order of the sets or the number of samples asked for, and a re-run resumes from 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,14 @@ from synthrel.corruptions.apply import MIN_SIDE, check_corruption, check_severit
 from synthrel.errors import ConfigError, DatasetError
 from synthrel.jobs import (
     Shard,
+    check_verify,
     exclusive_outputs,
     item_rng,
     item_seed,
     path_identity,
     plan_resume,
     positive_int,
+    writing,
 )
 
 log = logging.getLogger(__name__)
@@ -70,10 +73,12 @@ class CorruptJob:
     seed: int = 0
     shard: str = "0/1"
     force: bool = False
+    verify: str = "hash"  # what a re-run checks of the items it skips: size | hash (synthrel.jobs.VERIFY_MODES)
     _shard: Shard = field(init=False, repr=False)
 
     def __post_init__(self):
         self._shard = Shard.parse(self.shard)
+        check_verify(self.verify, "stages.corrupt.verify")
         positive_int(self.num_samples, "stages.corrupt.num_samples")
         positive_int(self.resolution, "stages.corrupt.resolution")
         if self.resolution < MIN_SIDE:
@@ -137,14 +142,15 @@ class CorruptJob:
 
     def _write(self, dataset, everything: list, mine: list, sets: dict) -> dict:
         from synthrel.data.io import read_image
-        from synthrel.data.synthetic import latest_records, remove_items, write_item
+        from synthrel.data.synthetic import remove_items, verified_records, write_item
         from synthrel.generation.conditioning import crop_resize_image, crop_resize_label
 
         common = self.settings()
         plans, settings = {}, {}
         for name, folder in sets.items():  # every set is checked before anything is written or removed
             inputs = {it.id: self.item_inputs(it, dataset) for it in mine if it.set_name == name}
-            plans[name] = plan_resume("corrupt", f"set {folder}", latest_records(folder), common, inputs,
+            plans[name] = plan_resume("corrupt", f"set {folder}",
+                                      verified_records(folder, inputs, self.verify, "corrupt"), common, inputs,
                                       force=self.force, elsewhere="`stages.corrupt.output_dir`",
                                       planned={it.id for it in everything if it.set_name == name})
             settings.update({id: {**common, **own} for id, own in inputs.items()})
@@ -156,7 +162,10 @@ class CorruptJob:
                    "shard": str(self._shard), "written": 0, "skipped": len(mine) - len(todo)}
         meta = {"library": library_version(), "resolution": self.resolution, "job_seed": self.seed}
         crop_key, crop = None, None
-        with tqdm(total=len(mine), initial=summary["skipped"], desc=f"corrupt {dataset.name}") as bar:
+        with contextlib.ExitStack() as marks, tqdm(total=len(mine), initial=summary["skipped"],
+                                                   desc=f"corrupt {dataset.name}") as bar:
+            for folder in sets.values():  # readers refuse these sets until this run has finished them
+                marks.enter_context(writing(folder, self._shard))
             for it in todo:
                 if crop_key != (it.source_index, it.crop_box):
                     crop_key = (it.source_index, it.crop_box)

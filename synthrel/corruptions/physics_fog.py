@@ -18,6 +18,7 @@ synthetic layout (`synthrel.data.synthetic.write_item`), read back by `Synthetic
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from synthrel.errors import ConfigError, DatasetError
-from synthrel.jobs import Manifest, Shard, exclusive_outputs, positive_int
+from synthrel.jobs import Shard, check_verify, exclusive_outputs, positive_int, writing
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +131,12 @@ class PhysicsFogJob:
     seed: int = 0
     shard: str = "0/1"
     force: bool = False
+    verify: str = "hash"  # what a re-run checks of the items it skips: size | hash (synthrel.jobs.VERIFY_MODES)
     _shard: Shard = field(init=False, repr=False)
 
     def __post_init__(self):
         self._shard = Shard.parse(self.shard)
+        check_verify(self.verify, "stages.physics_fog.verify")
         positive_int(self.num_samples, "stages.physics_fog.num_samples")
         positive_int(self.resolution, "stages.physics_fog.resolution")
         if not isinstance(self.betas, list | tuple) or not self.betas:
@@ -183,15 +186,20 @@ class PhysicsFogJob:
 
     def _write(self, dataset, mine: list[dict], sets: dict) -> dict:
         from synthrel.data.io import read_image
-        from synthrel.data.synthetic import MANIFEST, write_item
+        from synthrel.data.synthetic import verified_records, write_item
         from synthrel.generation.conditioning import crop_resize_image, crop_resize_label
 
-        done = {name: set() if self.force else Manifest(folder / MANIFEST).done() for name, folder in sets.items()}
+        done = {name: set() if self.force else set(verified_records(
+            folder, [it["id"] for it in mine if it["set"] == name], self.verify, "physics_fog"))
+            for name, folder in sets.items()}
         todo = [it for it in mine if it["id"] not in done[it["set"]]]
         summary = {"output_dir": str(self.output_dir), "sets": {k: str(v) for k, v in sets.items()},
                    "shard": str(self._shard), "written": 0, "skipped": len(mine) - len(todo)}
         cache_key, cache = None, None
-        with tqdm(total=len(mine), initial=summary["skipped"], desc=f"physics fog {dataset.name}") as bar:
+        with contextlib.ExitStack() as marks, tqdm(total=len(mine), initial=summary["skipped"],
+                                                   desc=f"physics fog {dataset.name}") as bar:
+            for folder in sets.values():  # readers refuse these sets until this run has finished them
+                marks.enter_context(writing(folder, self._shard))
             for it in todo:
                 if cache_key != it["source_index"]:
                     cache_key = it["source_index"]

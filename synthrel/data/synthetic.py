@@ -8,6 +8,7 @@ files were being written when the job was killed is never read.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from synthrel.conventions import (
 from synthrel.data.base import Item, SegDataset, id_table, pair_by_name
 from synthrel.data.io import read_label, require_dir, write_png
 from synthrel.errors import ConfigError, DatasetError
-from synthrel.jobs import Manifest
+from synthrel.jobs import Manifest, check_readable, damaged_files, describe_damage, file_records
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -62,6 +65,56 @@ def latest_records(root: str | Path) -> dict[str, dict]:
     return _latest_records(Manifest(Path(root) / MANIFEST))
 
 
+def item_paths(root: str | Path, rec: dict) -> list[Path]:
+    """The files of a recorded item of a synthetic or OOD-object set (whether it wrote an original or not)."""
+    root, id = Path(root), rec["id"]
+    if "object_slug" in rec:
+        slug = rec["object_slug"]
+        return [root / "images" / slug / f"{id}.png", root / "labels" / slug / f"{id}_labelIds.png",
+                root / "masks" / slug / f"{id}_mask.png"]
+    split, city = rec.get("split", "val"), rec.get("city", "")
+    return [root / "leftImg8bit" / split / city / f"{id}{IMAGE_SUFFIX}",
+            root / "gtFine" / split / city / f"{id}{LABEL_SUFFIX}",
+            root / "gtFine" / split / city / f"{id}{TRAIN_SUFFIX}",
+            root / "original" / split / city / f"{id}{IMAGE_SUFFIX}"]
+
+
+def item_damage(root: str | Path, rec: dict, verify: str = "size") -> dict[str, str]:
+    """{file: why} for the files of a recorded item that are missing, truncated or changed (see
+    `synthrel.jobs.damaged_files`). A record of an older synthrel lacks sizes: its images must exist and decode."""
+    if "files" in rec:
+        return damaged_files(root, rec["files"], verify)
+    from PIL import Image
+
+    root, damaged = Path(root), {}
+    paths = item_paths(root, rec)
+    for path in paths[:3] if "object_slug" in rec else paths[:2]:  # the original and trainIds may not exist
+        try:
+            with Image.open(path) as im:
+                im.load()
+        except FileNotFoundError:
+            damaged[str(path.relative_to(root))] = "missing"
+        except (OSError, SyntaxError) as error:
+            damaged[str(path.relative_to(root))] = f"does not decode ({error})"
+    return damaged
+
+
+def verified_records(root: str | Path, ids, verify: str, stage: str) -> dict[str, dict]:
+    """`latest_records` of a set for a re-run: records of `ids` whose files are missing, truncated or changed are
+    left out (the stage redoes those items), and the log names each of them."""
+    records = latest_records(root)
+    damaged = {id: why for id in ids if id in records and (why := item_damage(root, records[id], verify))}
+    if damaged:
+        log.warning("%s: redoing %d item(s) of %s whose files are missing, truncated or changed since they were "
+                    "written (verify=%s)", stage, len(damaged), root, verify)
+        for id, why in damaged.items():
+            log.warning("%s: redoing %s: %s", stage, id, describe_damage(why))
+    if any("files" not in records[id] for id in ids if id in records):
+        log.info("%s: %s holds records of an older synthrel without file sizes: their images were checked by "
+                 "decoding them (run once with force=true to record sizes and hashes)", stage, root)
+    return {id: rec for id, rec in records.items() if id not in damaged}
+
+
 def remove_items(root: str | Path, ids) -> int:
     """Delete items of a synthetic or OOD-object set (their files, then a `removed` manifest record each), e.g.
     items made with other settings that a forced re-run does not make again. Returns how many were removed."""
@@ -73,16 +126,7 @@ def remove_items(root: str | Path, ids) -> int:
         rec = latest.get(id)
         if rec is None:
             continue
-        if "object_slug" in rec:
-            slug = rec["object_slug"]
-            paths = [root / "images" / slug / f"{id}.png", root / "labels" / slug / f"{id}_labelIds.png",
-                     root / "masks" / slug / f"{id}_mask.png"]
-        else:
-            split, city = rec.get("split", "val"), rec.get("city", "")
-            paths = [root / "leftImg8bit" / split / city / f"{id}{IMAGE_SUFFIX}",
-                     root / "gtFine" / split / city / f"{id}{LABEL_SUFFIX}",
-                     root / "gtFine" / split / city / f"{id}{TRAIN_SUFFIX}",
-                     root / "original" / split / city / f"{id}{IMAGE_SUFFIX}"]
+        paths = item_paths(root, rec)
         manifest.append({"id": id, REMOVED: True})  # first: a kill in between leaves no listed item without files
         for path in paths:
             path.unlink(missing_ok=True)
@@ -129,12 +173,14 @@ def write_item(root: str | Path, id: str, city: str, image: np.ndarray, label_id
     """
     root = Path(root)
     label_ids = _check_label_ids(label_ids, image, f"synthetic item {id!r}")
-    write_png(root / "leftImg8bit" / split / city / f"{id}{IMAGE_SUFFIX}", np.asarray(image, dtype=np.uint8))
-    write_png(root / "gtFine" / split / city / f"{id}{LABEL_SUFFIX}", label_ids)
-    write_png(root / "gtFine" / split / city / f"{id}{TRAIN_SUFFIX}", label_ids_to_train_ids(label_ids))
-    if original is not None:
-        write_png(root / "original" / split / city / f"{id}{IMAGE_SUFFIX}", np.asarray(original, dtype=np.uint8))
     record = {**(meta or {}), "id": id, "city": city, "split": split}
+    paths = item_paths(root, record)
+    write_png(paths[0], np.asarray(image, dtype=np.uint8))
+    write_png(paths[1], label_ids)
+    write_png(paths[2], label_ids_to_train_ids(label_ids))
+    if original is not None:
+        write_png(paths[3], np.asarray(original, dtype=np.uint8))
+    record["files"] = file_records(root, paths if original is not None else paths[:3])
     Manifest(root / MANIFEST).append(record)
     return record
 
@@ -147,6 +193,7 @@ class SyntheticDataset(SegDataset):
     def __init__(self, root: str | Path, split: str = "val", name: str = "synthetic",
                  root_key: str = "datasets.synthetic.root"):
         root = require_dir(root, root_key, SYNTHETIC_LAYOUT)
+        check_readable(root, "synthetic set")
         img_dir = root / "leftImg8bit" / split
         gt_dir = root / "gtFine" / split
         manifest = Manifest(root / MANIFEST)
@@ -194,10 +241,12 @@ def write_ood_item(root: str | Path, id: str, object_name: str, image: np.ndarra
     label_ids = _check_label_ids(label_ids, image, f"OOD item {id!r}").copy()
     on_object = np.asarray(mask) > 0
     label_ids[on_object] = OOD_LABEL_ID
-    write_png(root / "images" / slug / f"{id}.png", np.asarray(image, dtype=np.uint8))
-    write_png(root / "labels" / slug / f"{id}_labelIds.png", label_ids)
-    write_png(root / "masks" / slug / f"{id}_mask.png", on_object.astype(np.uint8) * 255)
     record = {**(meta or {}), "id": id, "object": object_name, "object_slug": slug, "status": status}
+    paths = item_paths(root, record)
+    write_png(paths[0], np.asarray(image, dtype=np.uint8))
+    write_png(paths[1], label_ids)
+    write_png(paths[2], on_object.astype(np.uint8) * 255)
+    record["files"] = file_records(root, paths)
     Manifest(root / MANIFEST).append(record)
     return record
 
@@ -222,6 +271,7 @@ class OODObjectsDataset(SegDataset):
     def __init__(self, root: str | Path, objects: list[str] | None = None, name: str = "ood_objects",
                  root_key: str = "datasets.ood_objects.root", item_list: str | None = None):
         root = require_dir(root, root_key, OOD_LAYOUT)
+        check_readable(root, "OOD-object set")
         if item_list is not None and not Path(item_list).is_file():
             raise DatasetError(f"{name}: item list {item_list} does not exist (datasets.{name}.item_list; "
                                "python -m synthrel.ood_detection.curated writes one to edit)")

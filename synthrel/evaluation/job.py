@@ -7,7 +7,6 @@ only while its weights, its data files and every setting that changes its number
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,8 +18,15 @@ from synthrel.data.build import build_dataset
 from synthrel.errors import ConfigError, DatasetError, unknown_name
 from synthrel.evaluation import NOT_EVALUATED
 from synthrel.evaluation.engine import evaluate_dataset
-from synthrel.evaluation.results import DONE, is_done, job_dir, metric_rows, weights_fingerprint, write_job
-from synthrel.jobs import Manifest, Shard, exclusive_output, positive_int, write_json_atomic
+from synthrel.evaluation.results import (
+    is_done,
+    job_dir,
+    metric_rows,
+    read_done,
+    weights_fingerprint,
+    write_job,
+)
+from synthrel.jobs import Manifest, Shard, check_verify, exclusive_output, positive_int, write_json_atomic
 from synthrel.runtime import resolve_device
 from synthrel.zoo.predictor import PRECISIONS, build_segmenter, check_feature_mode
 from synthrel.zoo.registry import get_entry, zoo_entries
@@ -52,6 +58,7 @@ class EvaluateJob:
     label_check: bool = True  # refuse labels that look like trainIds under a labelIds name (check_label_encoding)
     shard: str = "0/1"
     force: bool = False
+    verify: str = "hash"  # what a re-run checks of the pairs it skips: size | hash (synthrel.jobs.VERIFY_MODES)
     cache_dir: str | None = None
     profile: str = "paper"
     skip_absent: bool = False  # leave out datasets whose root folder does not exist (optional OOD benchmarks)
@@ -97,6 +104,7 @@ class EvaluateJob:
             self.features = "windows" if cluster else None
         check_feature_mode(self.features, "stages.evaluate.features")
         self.shard = Shard.parse(self.shard)
+        check_verify(self.verify, "stages.evaluate.verify")
 
     def labels(self, name: str) -> dict:
         """domain, generator and folder key of dataset `name` (default: its own name, real data)."""
@@ -126,7 +134,7 @@ class EvaluateJob:
             entry = get_entry(self.zoo, model_key)
             names = [d for m, d in mine if m == model_key]
             expected = {name: self._settings(entry, data[name]) for name in names}
-            todo = [d for d in names if self.force or not is_done(self._folder(model_key, d), expected[d])]
+            todo = [d for d in names if self.force or not is_done(self._folder(model_key, d), expected[d], self.verify)]
             skipped += len(names) - len(todo)
             self._record_finished(manifest, model_key, [d for d in names if d not in todo])
             if not todo:
@@ -184,7 +192,7 @@ class EvaluateJob:
         """Append the DONE record of finished pairs the manifest lacks (a kill between DONE and the append)."""
         recorded = manifest.done() if finished else set()
         for name in finished:
-            record = json.loads((self._folder(model_key, name) / DONE).read_text())
+            record = read_done(self._folder(model_key, name))
             if record["job"] not in recorded:
                 manifest.append(record)
 

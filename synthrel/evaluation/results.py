@@ -10,12 +10,12 @@ OOD rows (datasets with OOD masks), per score s in msp / max_logit / entropy (sy
 every pixel counts) over the images that hold both OOD and ID pixels, whose number is the row's `n_images`;
 `n_images_without_ood` and `n_images_only_ood` count the images left out of those means
 (`synthrel.metrics.ood.dataset_rows`). Every file is written atomically and DONE last,
-so a folder without DONE is an interrupted job that is redone.
+so a folder without DONE is an interrupted job that is redone. DONE records each file's size and SHA-256
+(`files`): a job whose files were since deleted, truncated or changed is redone too (`is_done`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -24,7 +24,20 @@ import pandas as pd
 
 from synthrel.conventions import CLASS_NAMES
 from synthrel.evaluation.engine import EvalOutputs
-from synthrel.jobs import atomic_path, changed_settings, describe_changes, path_identity, write_json_atomic
+from synthrel.jobs import (
+    FILES_KEY,
+    ArtifactError,
+    atomic_path,
+    changed_settings,
+    damaged_files,
+    describe_changes,
+    describe_damage,
+    file_records,
+    path_identity,
+    read_json_artifact,
+    read_parquet_artifact,
+    write_json_atomic,
+)
 from synthrel.metrics.calibration import ece_from_bins
 from synthrel.metrics.ood import dataset_rows
 from synthrel.metrics.segmentation import iou_per_class, mean_iou, pixel_accuracy
@@ -41,19 +54,45 @@ def job_dir(root, zoo: str, model: str, dataset_key: str) -> Path:
     return Path(root) / zoo / model / dataset_key
 
 
-def is_done(folder, expected: dict | None = None) -> bool:
+REPAIR = "Evaluate this (model, dataset) pair again: re-run the evaluate stage on it (it redoes damaged pairs)"
+
+
+def read_done(folder) -> dict:
+    """A pair's DONE record (ArtifactError naming the file when it is not a JSON record)."""
+    return read_json_artifact(Path(folder) / DONE, "an evaluate DONE record", REPAIR, keys=("job",))
+
+
+def is_done(folder, expected: dict | None = None, verify: str = "size") -> bool:
     """A finished job; with `expected` (setting -> value, e.g. weights and dataset fingerprints, precision,
     seed), only if its DONE record holds the same values, so a changed checkpoint, dataset or setting is
-    evaluated again instead of leaving a stale number in the tables. The log names what changed."""
+    evaluated again instead of leaving a stale number in the tables; and only while every result file is as
+    DONE recorded it (size; with verify="hash" also SHA-256). The log names what changed."""
     marker = Path(folder) / DONE
     if not marker.is_file():
         return False
     if (Path(folder) / LEGACY_OOD_HISTOGRAMS).is_file():
         log.info("%s: OOD metrics from the histograms of an older synthrel; evaluating again", folder)
         return False
-    changed = changed_settings(json.loads(marker.read_text()), expected or {})
+    try:
+        record = read_done(folder)
+    except ArtifactError as error:
+        log.warning("evaluating again: %s", error)
+        return False
+    changed = changed_settings(record, expected or {})
     if changed:
         log.info("%s: evaluating again, changed since the last run: %s", folder, describe_changes(changed))
+        return False
+    if FILES_KEY in record:
+        damaged = damaged_files(folder, record[FILES_KEY], verify)
+    else:  # DONE of an older synthrel: the metrics table must at least read
+        try:
+            read_parquet_artifact(Path(folder) / "metrics.parquet", "a metrics table", REPAIR, COLUMNS)
+            damaged = {}
+        except ArtifactError as error:
+            damaged = {"metrics.parquet": str(error)}
+    if damaged:
+        log.warning("%s: evaluating again, result files missing, truncated or changed since they were written: %s",
+                    folder, describe_damage(damaged))
         return False
     return True
 
@@ -109,12 +148,17 @@ def write_job(folder, out: EvalOutputs, table: pd.DataFrame, record: dict) -> No
         table.to_parquet(tmp, index=False)
     with atomic_path(folder / "metrics.csv") as tmp:
         table.to_csv(tmp, index=False)
-    write_json_atomic(folder / DONE, record)
+    names = [*(("confusion.npy", "per_image_confusion.npy") if out.confusion is not None else ()),
+             *(("calib_sample.npz",) if out.calib is not None else ()),
+             *(("ood_per_image.npz",) if out.ood is not None else ()), "metrics.parquet", "metrics.csv"]
+    written = [folder / name for name in names]
+    write_json_atomic(folder / DONE, {**record, FILES_KEY: file_records(folder, written)})
 
 
 def load_results(root) -> pd.DataFrame:
     """All finished jobs' metric rows under `root` (any depth), as one table."""
-    tables = [pd.read_parquet(p) for p in sorted(Path(root).rglob("metrics.parquet")) if is_done(p.parent)]
+    tables = [read_parquet_artifact(p, "a metrics table", REPAIR, COLUMNS)
+              for p in sorted(Path(root).rglob("metrics.parquet")) if is_done(p.parent)]
     if not tables:
         return pd.DataFrame(columns=COLUMNS)
     return pd.concat(tables, ignore_index=True)

@@ -11,7 +11,6 @@ from a table that someone else published (`stages.forecast.reference=<path>/refe
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,9 +21,9 @@ import synthrel
 from synthrel.analysis.aggregate import RESULT_COLUMNS, load_results
 from synthrel.analysis.provenance import git_sha, package_versions
 from synthrel.errors import DatasetError
-from synthrel.evaluation.results import DONE
+from synthrel.evaluation.results import DONE, read_done
 from synthrel.forecast.atc import atc_rows
-from synthrel.jobs import atomic_path, write_json_atomic
+from synthrel.jobs import atomic_path, read_json_artifact, read_parquet_artifact, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ def build_reference(results_root: str | Path, dataset_configs: dict | None = Non
     table = pd.concat([table, atc_rows(root)], ignore_index=True) if len(table) else table  # ATC's predictor
     models = {}
     for marker in sorted(root.rglob(DONE)):
-        record = json.loads(marker.read_text())
+        record = read_done(marker.parent)
         key = record.get("job", "").split("/")[0] or marker.parent.parent.name
         models.setdefault(key, {k: record.get(k) for k in ("checkpoint", "config", "weights", "precision")})
     families = table.groupby("model")["family"].first().to_dict()
@@ -96,14 +95,15 @@ def read_reference(path: str | Path) -> tuple[pd.DataFrame, dict]:
         raise DatasetError(f"reference table {path} not found (config key `stages.forecast.reference`)")
     if not meta_path.is_file():
         raise DatasetError(f"reference table {path} has no provenance file {meta_path.name} beside it")
-    meta = json.loads(meta_path.read_text())
+    meta = read_json_artifact(meta_path, "a reference provenance record", "Download or publish the reference "
+                              "again (its table and provenance file together)")
     if meta.get("format_version") != FORMAT_VERSION:
         raise DatasetError(f"{meta_path}: reference format version {meta.get('format_version')!r}; this synthrel "
                            f"({synthrel.__version__}) reads version {FORMAT_VERSION}")
     if meta.get("sha256") != _sha256(path):
         raise DatasetError(f"{path} does not match the sha256 recorded in {meta_path.name}: the table was changed "
                            "or the wrong provenance file lies beside it")
-    table = pd.read_parquet(path)
+    table = read_parquet_artifact(path, "a reference table", "Download or publish the reference again")
     missing = [c for c in RESULT_COLUMNS if c not in table.columns]
     if missing:
         raise DatasetError(f"{path}: missing column(s) {missing}; a reference table needs {list(RESULT_COLUMNS)}")

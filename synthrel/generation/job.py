@@ -8,6 +8,7 @@ number of samples asked for or the order of the domains, and a re-run resumes wh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +29,14 @@ from synthrel.generation.conditioning import (
 from synthrel.jobs import (
     BackgroundWriter,
     Shard,
+    check_verify,
     exclusive_outputs,
     item_rng,
     item_seed,
     path_identity,
     plan_resume,
     positive_int,
+    writing,
 )
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,7 @@ class GenerateJob:
     seed: int = 0
     shard: str = "0/1"
     force: bool = False
+    verify: str = "hash"  # what a re-run checks of the items it skips: size | hash (synthrel.jobs.VERIFY_MODES)
     device: str = "auto"
     _shard: Shard = field(init=False, repr=False)
 
@@ -100,6 +104,7 @@ class GenerateJob:
         if self.sampler not in ("fast", "diffusers"):
             raise ConfigError(f"`stages.generate.sampler` is {self.sampler!r}; valid: fast, diffusers")
         self._shard = Shard.parse(self.shard)
+        check_verify(self.verify, "stages.generate.verify")
         for key in ("num_samples", "samples_per_domain_all", "resolution", "num_inference_steps", "batch_size"):
             positive_int(getattr(self, key), f"stages.generate.{key}")
         if self.resolution % 8:
@@ -205,7 +210,7 @@ class GenerateJob:
                 "crop_box": list(it.crop_box), "noise_seed": it.noise_seed}
 
     def _generate(self, dataset, everything: list, mine: list, sets: list[str]) -> dict:
-        from synthrel.data.synthetic import latest_records, remove_items
+        from synthrel.data.synthetic import remove_items, verified_records
 
         captions = read_captions(self.captions)
         missing = sorted({it.source_id for it in mine} - set(captions))
@@ -220,7 +225,8 @@ class GenerateJob:
         for folder in sets:  # every set is checked before anything is written or removed
             inputs = {it.id: self.item_inputs(it, dataset, captions) for it in mine if it.out_dir == folder}
             plans[folder] = plan_resume(
-                "generate", f"set {folder}", latest_records(folder), common, inputs, force=self.force,
+                "generate", f"set {folder}", verified_records(folder, inputs, self.verify, "generate"), common,
+                inputs, force=self.force,
                 elsewhere="`stages.generate.out_root`, or `paths.artifacts_dir`",
                 planned={it.id for it in everything if it.out_dir == folder})
             self._item_settings.update({id: {**common, **own} for id, own in inputs.items()})
@@ -232,20 +238,26 @@ class GenerateJob:
         summary = {"out_dir": str(self.set_dir(self.domains[0])), "set_dirs": sets, "shard": str(self._shard),
                    "generated": 0, "skipped": len(mine) - len(todo),
                    "removed": sum(len(plan.obsolete) for plan in plans.values())}
-        if not todo:
-            log.info("generate %s: all %d items of shard %s exist in %s with these settings", self.backbone,
-                     len(mine), self._shard, ", ".join(sets))
-            return summary
-        generator = _Generator(self)
+        generator = _Generator(self) if todo else None  # a model that fails to load leaves the sets as they were
+        with contextlib.ExitStack() as marks:
+            for folder in sets:  # readers refuse these sets until this run has finished them (a no-op run too)
+                marks.enter_context(writing(folder, self._shard))
+            if not todo:
+                log.info("generate %s: all %d items of shard %s exist in %s with these settings", self.backbone,
+                         len(mine), self._shard, ", ".join(sets))
+                return summary
+            self._write_all(generator, todo, dataset, captions, summary, len(mine))
+        return summary
+
+    def _write_all(self, generator, todo: list, dataset, captions, summary: dict, total: int) -> None:
         desc = f"generate {self.backbone}/{self.set_name if self.pooled else ','.join(self.domains)}"
         # PNG encoding and writing run beside the next batch's sampling
-        with tqdm(total=len(mine), initial=summary["skipped"], desc=desc) as bar, BackgroundWriter() as writer:
+        with tqdm(total=total, initial=summary["skipped"], desc=desc) as bar, BackgroundWriter() as writer:
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start:start + self.batch_size]
                 writer.submit(_write_items, generator.generate(batch, dataset, captions))
                 summary["generated"] += len(batch)
                 bar.update(len(batch))
-        return summary
 
 
 def _write_items(records: list[dict]) -> None:

@@ -24,8 +24,16 @@ from tqdm.auto import tqdm
 
 from synthrel.calibration.job import write_table_atomic
 from synthrel.errors import ConfigError, DatasetError, unknown_name
-from synthrel.evaluation.results import is_done
-from synthrel.jobs import Manifest, atomic_path, positive_int, write_json_atomic
+from synthrel.evaluation.results import REPAIR, is_done
+from synthrel.jobs import (
+    ArtifactError,
+    Manifest,
+    atomic_path,
+    positive_int,
+    read_json_artifact,
+    read_parquet_artifact,
+    write_json_atomic,
+)
 from synthrel.metrics.ood import OODAccumulator, dataset_rows, describe_row
 from synthrel.ood_detection.outliers import RBA_MIN_SIZES, SYNTHETIC_MODES
 
@@ -59,7 +67,13 @@ class NotRun(Exception):
 def _exact_metrics_in(folder: Path) -> bool:
     """RbA metrics.json of this version (older ones held histogram metrics, without `rows`: evaluated again)."""
     path = folder / "metrics.json"
-    return path.is_file() and "rows" in json.loads(path.read_text())
+    if not path.is_file():
+        return False
+    try:
+        return "rows" in read_json_artifact(path, "RbA metrics", "It is evaluated again")
+    except ArtifactError as error:
+        log.warning("evaluating again: %s", error)
+        return False
 
 
 @dataclass
@@ -192,7 +206,8 @@ class OODDetectionJob:
         for model in models:
             for dataset in self.datasets:
                 folder = root / model / self.key(dataset)
-                table = pd.read_parquet(folder / "metrics.parquet") if is_done(folder) else None
+                table = read_parquet_artifact(folder / "metrics.parquet", "a metrics table", REPAIR) \
+                    if is_done(folder) else None
                 if table is not None:
                     table = table[table["metric"].map(describe_row).notna()]
                 if table is None or table.empty:
@@ -283,7 +298,8 @@ class OODDetectionJob:
         write_json_atomic(folder / "metrics.json", {"rows": [list(r) for r in dataset_rows(result)]})
 
     def _rba_pair_rows(self, model: str, dataset: str, folder: Path) -> list[dict]:
-        result = json.loads((folder / "metrics.json").read_text())
+        result = read_json_artifact(folder / "metrics.json", "RbA metrics", "Run the ood_detection stage again: "
+                                    "it evaluates damaged pairs again", keys=("rows",))
         meta = {"model": model, "family": "RbA", "dataset": self.key(dataset), "domain": None,
                 "generator": None, "profile": self.profile}
         rows = []
@@ -333,7 +349,7 @@ class OODDetectionJob:
             settings.pop("curated_list")
         record = folder / "finetune.json"
         if (folder / "config.json").is_file() and record.is_file() and not self.force:
-            if json.loads(record.read_text()) == settings:
+            if read_json_artifact(record, "a fine-tuning record", "Fine-tune again with force=true") == settings:
                 return str(folder)
             log.info("ood_detection: %s was fine-tuned with other settings; fine-tuning again", folder)
         synthetic, coco = self.outlier_sets(variant)

@@ -22,12 +22,14 @@ from synthrel.data.synthetic import check_unique_keys, slugify, write_ood_item
 from synthrel.errors import ConfigError, WeightsError, unknown_name
 from synthrel.jobs import (
     Shard,
+    check_verify,
     exclusive_output,
     item_rng,
     item_seed,
     path_identity,
     plan_resume,
     positive_int,
+    writing,
 )
 from synthrel.ood_objects.inpainting import (
     COMPILE_MODES,
@@ -90,6 +92,7 @@ class InpaintJob:
     seed: int = 0
     shard: str = "0/1"
     force: bool = False
+    verify: str = "hash"  # what a re-run checks of the items it skips: size | hash (synthrel.jobs.VERIFY_MODES)
     device: str = "auto"
     dtype: str = "fp16"
     compile: str | None = None  # torch.compile of the inpainting UNet (a COMPILE_MODES entry) on CUDA
@@ -130,6 +133,7 @@ class InpaintJob:
             raise ConfigError(f"`{key}.compile` must be null or one of {', '.join(COMPILE_MODES)}, "
                               f"got {self.compile!r}")
         self.shard_spec = Shard.parse(self.shard)
+        check_verify(self.verify, f"{key}.verify")
 
     @property
     def selected_objects(self) -> list[str]:
@@ -145,9 +149,8 @@ class InpaintJob:
             return self._inpaint()
 
     def _inpaint(self) -> dict:
-        from tqdm.auto import tqdm
 
-        from synthrel.data.synthetic import latest_records, remove_items
+        from synthrel.data.synthetic import remove_items, verified_records
 
         out_dir = Path(self.out_dir)
         items = self.work_items()
@@ -155,7 +158,8 @@ class InpaintJob:
         common = self.settings(source)
         inputs = {it.id: {"object": it.object_name} for it in items}
         planned = {WorkItem(name, k).id for name in self.selected_objects for k in range(self.samples_per_object)}
-        plan = plan_resume("inpaint", f"OOD-object set {out_dir}", latest_records(out_dir), common, inputs,
+        plan = plan_resume("inpaint", f"OOD-object set {out_dir}",
+                           verified_records(out_dir, inputs, self.verify, "inpaint"), common, inputs,
                            force=self.force, elsewhere="`stages.inpaint.out_dir`", planned=planned)
         remove_items(out_dir, plan.obsolete)
         self._item_settings = {id: {**common, **own} for id, own in inputs.items()}
@@ -165,8 +169,17 @@ class InpaintJob:
                    "skipped": len(items) - len(pending), "accepted": 0, "rejected": 0}
         if not pending:
             log.info("inpaint: all %d items of shard %s already in %s", len(items), self.shard_spec, out_dir)
-            return summary
+            with writing(out_dir, self.shard_spec):  # clears the mark a kill after the last item left
+                return summary
         models = self._load_models()
+        with writing(out_dir, self.shard_spec):  # readers refuse the set until this run has finished it
+            self._inpaint_pending(pending, items, source, models, out_dir, summary)
+        log.info("inpaint: %s", summary)
+        return summary
+
+    def _inpaint_pending(self, pending, items, source, models, out_dir: Path, summary: dict) -> None:
+        from tqdm.auto import tqdm
+
         bar = tqdm(total=len(items), initial=len(items) - len(pending),
                    desc=f"inpaint OOD objects ({out_dir.name})")
         for _, group in groupby(pending, key=lambda it: it.object_name):
@@ -178,8 +191,6 @@ class InpaintJob:
                     if self.on_item is not None:
                         self.on_item(record)
         bar.close()
-        log.info("inpaint: %s", summary)
-        return summary
 
     def settings(self, source) -> dict:
         """What every item depends on besides its object (recorded per item, compared on a re-run): the models,

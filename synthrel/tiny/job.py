@@ -63,11 +63,10 @@ class TinyModelsJob:
                 raise ConfigError(f"`stages.tiny_models.diffusion` has {kind!r}; valid: {', '.join(KINDS)}")
 
     def run(self) -> dict:
+        from synthrel.runtime import resolve_device
         from synthrel.tiny.grounded_sam import build_tiny_grounded_sam
         from synthrel.tiny.mask2former import build_tiny_mask2former, build_tiny_rba
         from synthrel.tiny.segmentation import ensure_tiny_segmenter
-
-        from synthrel.runtime import resolve_device
 
         models = Path(self.models_dir)
         device = resolve_device(self.build_device)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import logging
 import shutil
 import tempfile
@@ -33,7 +32,7 @@ from synthrel.config import to_plain
 from synthrel.conventions import IGNORE_INDEX
 from synthrel.data.build import build_dataset
 from synthrel.errors import ConfigError, WeightsError, unknown_name
-from synthrel.jobs import atomic_path, item_seed, positive_int, write_json_atomic
+from synthrel.jobs import atomic_path, item_seed, positive_int, read_json_artifact, write_json_atomic
 from synthrel.runtime import resolve_device
 from synthrel.zoo.predictor import build_segmenter, keep_ratio_size, resize_like_cv2
 from synthrel.zoo.registry import ZooEntry, zoo_entries
@@ -53,7 +52,8 @@ def model_folder(entry: ZooEntry) -> Path:
 def read_record(entry: ZooEntry) -> dict | None:
     """The training record of `entry` (None: never trained by train_zoo)."""
     path = model_folder(entry) / RECORD_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json_artifact(path, "a train_zoo training record", "Train the model again with force=true") \
+        if path.is_file() else None
 
 
 def data_fingerprint(dataset) -> str:

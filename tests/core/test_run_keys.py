@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
     ("seed=-3", "`seed` is -3"),
     ("shard=2/2", "shard 2/2 is out of range (config key `shard`)"),
     ("force=maybe", "`force` is 'maybe'; expected true or false"),
+    ("verify=md5", "`verify` is 'md5'; valid: size, hash"),
 ])
 def test_bad_top_level_keys_fail_before_any_stage_runs(tmp_path, override, message):
     env = {**os.environ, "SYNTHREL_OUTPUTS": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}

@@ -213,3 +213,27 @@ def test_batched_run_matches_the_item_by_item_run(reference, tiny_models, citysc
         path = Path("images") / rec["object_slug"] / f"{id}.png"
         diff = np.abs(read_image(tmp_path / path).astype(int) - read_image(reference[0] / path).astype(int))
         assert diff.max() <= 2
+
+
+def test_a_rerun_redoes_exactly_the_items_whose_files_were_deleted_or_changed(reference, tiny_models,
+                                                                              cityscapes_root, tmp_path, caplog):
+    """Issue #35 item 1: each record carries its files' sizes and SHA-256; a re-run redoes a damaged item only."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(reference[0], out)
+    recs = by_id(records(out))
+    deleted, changed = sorted(recs)[:2]
+    mask = out / "masks" / recs[deleted]["object_slug"] / f"{deleted}_mask.png"
+    mask.unlink()
+    image = out / "images" / recs[changed]["object_slug"] / f"{changed}.png"
+    data = bytearray(image.read_bytes())
+    data[-20] ^= 0xFF  # same size, other bytes
+    image.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        summary = make_job(tiny_models, cityscapes_root, out).run()
+    assert summary["skipped"] == 2 and summary["accepted"] == 2
+    assert f"redoing {deleted}: masks/" in caplog.text and f"redoing {changed}: images/" in caplog.text
+    assert "SHA-256 differs" in caplog.text
+    assert files(out) == files(reference[0])
+    assert len(records(out)) == 6 and len(OODObjectsDataset(out)) == 4

@@ -26,7 +26,7 @@ import synthrel.data.io
 import synthrel.evaluation.results
 import synthrel.jobs
 from synthrel.data.synthetic import SyntheticDataset
-from synthrel.jobs import DiskFullError
+from synthrel.jobs import DiskFullError, IncompleteOutputError
 from synthrel.run import run_stages
 
 SYNTHETIC = Path("synthetic/sd15/fog")
@@ -83,14 +83,16 @@ def test_generate_on_a_full_disk_keeps_earlier_items_and_resumes(compose_world, 
         run_stages(compose_world(artifacts, *GENERATE_4))
     assert len(written) == 5
     assert_kept(before, snapshot(out))
-    assert len(manifest_records(out / "manifest.jsonl")) == 3
-    assert len(SyntheticDataset(out)) == 3 and assert_pngs_decode(out)
+    assert len(manifest_records(out / "manifest.jsonl")) == 3 and assert_pngs_decode(out)
+    with pytest.raises(IncompleteOutputError, match="is incomplete: its writer stopped"):
+        SyntheticDataset(out)  # the stopped run's set is refused until a re-run finishes it (issue #35 item 2)
     assert not [p for p in out.rglob("*") if ".tmp" in p.name], "a temporary file was left behind"
 
     disk_full_after(10**9, synthrel.data.io)  # space freed
     summary = run_stages(compose_world(artifacts, *GENERATE_4))["generate"]
     assert summary["skipped"] == 3 and summary["generated"] == 1
     assert_same_pngs(out, reference / SYNTHETIC)
+    assert len(SyntheticDataset(out)) == 4  # finished: readable again
 
 
 def test_evaluate_on_a_full_disk_keeps_finished_pairs(compose_world, tmp_path, disk_full_after):
@@ -145,5 +147,6 @@ def test_generate_cli_on_a_real_full_filesystem(world, compose_world, small_file
     assert "DiskFullError" in result.stderr and f"output folder {out}" in result.stderr, result.stderr[-3000:]
     assert_kept(before, snapshot(out))
     records = manifest_records(out / "manifest.jsonl")
-    assert 2 < len(records) < 60 and len(SyntheticDataset(out)) == len(records)
-    assert_pngs_decode(out)
+    assert 2 < len(records) < 60 and assert_pngs_decode(out)
+    with pytest.raises(IncompleteOutputError, match="is incomplete: its writer stopped"):
+        SyntheticDataset(out)

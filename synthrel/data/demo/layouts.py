@@ -18,7 +18,7 @@ from synthrel.data.demo.scene import INDIA_STYLE, render_scene
 from synthrel.data.demo.weather import apply_condition
 from synthrel.data.io import write_jpg, write_png, write_png16
 from synthrel.errors import ConfigError
-from synthrel.jobs import item_rng, positive_int, write_json_atomic, write_text_atomic
+from synthrel.jobs import item_rng, positive_int, read_json_artifact, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ class DemoDataJob:
 
     def run(self) -> dict:
         marker = self.root / self.MARKER
-        previous = json.loads(marker.read_text()) if marker.exists() else None
+        previous = read_json_artifact(marker, "the demo data's completion record", "Remove it, or re-run with "
+                                      "force=true") if marker.exists() else None
         if previous and previous.get("status") == "complete" and previous["params"] == self.params and not self.force:
             log.info("demo data already complete under %s (seed %s); skipping", self.root, self.seed)
             return {"data_dir": str(self.root), "skipped": True}
