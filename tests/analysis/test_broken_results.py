@@ -18,7 +18,8 @@ def _correlate(tmp_path: Path, root: Path) -> subprocess.CompletedProcess:
          f"paths.root_dir={tmp_path}", f"paths.artifacts_dir={tmp_path}/artifacts", f"paths.log_dir={tmp_path}/logs",
          f"stages.correlate.results_root={root}", "stages.correlate.domains=[fog]", "stages.correlate.metrics=[mIoU]",
          "stages.correlate.ablation.sizes=[]", "stages.correlate.bootstrap.n_resamples=20",
-         "stages.correlate.calibration_root=null", "preflight=false"],
+         "stages.correlate.calibration_root=null", "preflight=false",
+         "real_split=all"],  # analysis_zoo names the real sets as whole sets (acdc_fog)
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"})
 

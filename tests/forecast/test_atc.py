@@ -63,7 +63,7 @@ def _job(folder, model, dataset, generator, logits, labels):
     pd.DataFrame([{"model": model, "family": "Sim", "dataset": dataset, "domain": dataset, "generator": generator,
                    "metric": "mIoU", "cls": "", "value": 0.5, "n_images": 3, "profile": "tiny"}],
                  columns=COLUMNS).to_parquet(folder / "metrics.parquet")
-    (folder / "DONE").write_text(json.dumps({}))
+    (folder / "DONE").write_text(json.dumps({"job": f"{model}/{dataset}"}))
 
 
 def test_atc_rows_from_result_folders_equal_the_brute_force(tmp_path):
