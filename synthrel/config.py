@@ -14,6 +14,7 @@ before any of them runs, so a contradictory command stops at once.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -129,6 +130,69 @@ def check_run_keys(cfg) -> None:
     force = cfg.get("force", False)
     if not isinstance(force, bool):
         raise ConfigError(f"`force` is {force!r}; expected true or false")
+    check_values(cfg)
+
+
+#: The lists whose empty value a stage documents (in its config file); any other empty list is refused, because
+#: the jobs read an empty selection as "nothing" or, through `x or default`, as "everything".
+EMPTY_MEANS = {
+    "tags": "no tags",
+    "stages.correlate.sweep_dirs": "no multirun folders beside results_root",
+    "stages.correlate.class_metrics": "no per-class table",
+    "stages.correlate.ablation.sizes": "no data-size ablation",
+    "stages.forecast.qualitative_models": "no qualitative figures",
+}
+
+
+def _literals(node, key: str):
+    """(key, value) of every literal leaf under `node`; interpolations are skipped (their source is a literal)."""
+    if isinstance(node, DictConfig):
+        for name in node.keys():
+            child = f"{key}.{name}" if key else str(name)
+            if OmegaConf.is_interpolation(node, name) or OmegaConf.is_missing(node, name):
+                continue
+            yield from _literals(node._get_node(name), child)
+    elif isinstance(node, ListConfig):
+        yield key, node
+        for index in range(len(node)):
+            if not OmegaConf.is_interpolation(node, index):
+                yield from _literals(node._get_node(index), f"{key}[{index}]")
+    else:
+        yield key, node._value() if hasattr(node, "_value") else node
+
+
+def check_values(cfg) -> None:
+    """One walk over the composed config before any stage: a non-finite float anywhere, or an empty list that
+    no stage gives a meaning (EMPTY_MEANS), stops the run naming the key."""
+    for key, value in _literals(cfg, ""):
+        if key == "hydra" or key.startswith("hydra."):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"`{key}` is {value}; expected a finite number")
+        if isinstance(value, ListConfig) and len(value) == 0 and re.sub(r"\[\d+\]", "", key) not in EMPTY_MEANS:
+            raise ConfigError(
+                f"`{key}` is an empty list; give at least one entry, or null where the stage documents what "
+                f"null selects (lists that may be empty: {', '.join(sorted(EMPTY_MEANS))})")
+
+
+def check_shard_used(cfg) -> None:
+    """`shard=i/n` (n > 1) splits the work of the stages that shard; a run where none of the selected stages does
+    would do the whole work in every shard process, so it stops, and stages that ignore it are logged."""
+    from synthrel.jobs import Shard
+
+    if Shard.parse(cfg.get("shard")).count == 1:
+        return
+    stages = cfg.get("stages") or {}
+    ignoring = [name for name in stages if "shard" not in stages[name]]
+    if not ignoring:
+        return
+    if len(ignoring) == len(stages):
+        raise ConfigError(
+            f"`shard={cfg.shard}` is not used by stage(s) {', '.join(ignoring)}: they do not shard and would do "
+            f"all their work in every shard process; remove `shard` (stages that shard: corrupt, evaluate, "
+            f"generate, inpaint, physics_fog)")
+    log.warning("`shard=%s` is ignored by stage(s) %s: they do not shard and do all their work in this process",
+                cfg.shard, ", ".join(ignoring))
 def real_counterpart(name) -> str | None:
     """Dataset key of the real counterpart of domain `name`, None for a custom domain."""
     return REAL_COUNTERPARTS.get(str(name))

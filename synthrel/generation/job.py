@@ -156,7 +156,7 @@ class GenerateJob:
             for j in range(self.samples_per_domain):
                 source_index = int(item_rng(self.seed, j, stream + "/source").integers(len(dataset)))
                 item = dataset.items[source_index]
-                height, width = _image_size(item.image)
+                height, width = dataset.check_pair_size(source_index)
                 box = square_crop_box(height, width, item_rng(self.seed, j, stream + "/crop"))
                 items.append(GenerationItem(
                     id=f"{slugify(domain)}_{j:05d}_{item.id}",
@@ -253,13 +253,6 @@ def _write_items(records: list[dict]) -> None:
 
     for record in records:
         write_item(**record)
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.height, im.width
 
 
 class _Generator:
