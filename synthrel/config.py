@@ -17,6 +17,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -309,3 +310,76 @@ def check_stage_keys(cfg) -> None:
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(f'`stages.{name}.{k}`' for k in unknown)}; valid keys of "
                               f"stages.{name}: {', '.join(valid)}")
+
+
+LOCAL_FILE = "local/default.yaml"
+LOCAL_HEADER = "# @package _global_"
+
+
+def local_config_file() -> Path | None:
+    """The `local/default.yaml` that Hydra's search path selected for this run (the primary config's
+    `optional local: default`), or None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.runtime.choices.get("local") is None:
+        return None
+    for source in hydra_cfg.runtime.config_sources:
+        if source.provider != "hydra" and source.schema == "file" and (Path(source.path) / LOCAL_FILE).is_file():
+            return Path(source.path) / LOCAL_FILE
+    return None
+
+
+#: Mappings of named values (not configs) where a local file may add an entry, beside the mappings of named
+#: configs (datasets, zoo.models), which are recognised by their values.
+OPEN_MAPPINGS = ("profile.models",)
+
+
+def _open_mapping(node, key: str) -> bool:
+    """A mapping of named entries: a local file may add entries to it."""
+    return key in OPEN_MAPPINGS or (isinstance(node, DictConfig)
+                                    and all(isinstance(node._get_node(k), DictConfig) for k in node.keys()))
+
+
+def check_local_file(path: Path, base: DictConfig) -> None:
+    """A local config file sets keys that the config without it (`base`) has: without its package header its
+    keys would land under `local.` where nothing reads them, and a misspelt key would be added unread."""
+    head = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not head or head[0] != LOCAL_HEADER:
+        raise ConfigError(f"local config file {path} lacks its package header: expected `{LOCAL_HEADER}` as its "
+                          f"first line (without it every key lands under `local.` and no stage reads it)")
+    data = OmegaConf.load(path)
+
+    def walk(node, known, key: str) -> None:
+        for name in node.keys():
+            if name == "defaults" and not key:
+                continue
+            child = f"{key}.{name}" if key else str(name)
+            if name not in known:
+                if _open_mapping(known, key):
+                    continue
+                valid = ", ".join(sorted(str(k) for k in known.keys()))
+                raise ConfigError(f"local config file {path}: unknown key `{child}` (no config has it); valid keys "
+                                  f"{'under `' + key + '`' if key else 'at the top level'}: {valid}")
+            value, expected = node._get_node(name), known._get_node(name)
+            if isinstance(value, DictConfig) and isinstance(expected, DictConfig):
+                walk(value, expected, child)
+
+    walk(data, base, "")
+
+
+def check_local_config() -> None:
+    """In a `python -m synthrel.run` process: validate the local config file against the config composed without
+    it (the same overrides, `~local`)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    path = local_config_file()
+    if path is None:
+        return
+    given = HydraConfig.get().overrides
+    overrides = [o for o in [*given.hydra, *given.task] if not o.lstrip("~+").startswith("local")]
+    base = GlobalHydra.instance().config_loader().load_configuration(
+        "config", [*overrides, "~local"], RunMode.RUN, validate_sweep_overrides=False)
+    check_local_file(path, base)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from synthrel.config import (  # (importing it registers the schemas and resolvers)
     check_domain,
+    check_local_config,
     check_run_keys,
     check_shard_used,
     check_stage_keys,
@@ -105,6 +106,7 @@ def main() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
+    check_local_config()
     check_run_keys(cfg)
     check_stage_keys(cfg)
     check_shard_used(cfg)

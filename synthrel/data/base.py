@@ -177,9 +177,13 @@ def check_label_encoding(dataset: SegDataset, n_files: int = 8, key: str = "stag
     if table is None or not table[_IDS_BEYOND_TRAIN_IDS].any() or not dataset.has_labels:
         return
     picks = np.unique(np.linspace(0, len(dataset.items) - 1, min(n_files, len(dataset.items))).astype(int))
-    seen = set()
+    seen, evaluable = set(), False
     for i in picks:
-        seen.update(np.unique(read_label(dataset.items[i].label)).tolist())
+        path = dataset.items[i].label
+        seen.update(np.unique(read_label(path)).tolist())
+        evaluable = evaluable or bool((dataset.load_label(path) != IGNORE_INDEX).any())
+    if not evaluable:
+        return  # void labels (no class at all): the evaluation refuses them as "no evaluable pixel"
     if not seen & set(range(19, 34)):
         raise DatasetError(
             f"dataset {dataset.name!r} under {dataset.root}: {len(picks)} label file(s) (e.g. "
