@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_bad_top_level_keys_fail_before_any_stage_runs(tmp_path, override, message):
     env = {**os.environ, "SYNTHREL_OUTPUTS": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
     proc = subprocess.run([sys.executable, "-m", "synthrel.run", "profile=tiny", "+stage=[evaluate]", override],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "stage evaluate: starting" not in proc.stderr + proc.stdout
@@ -41,7 +41,7 @@ def test_bad_top_level_keys_fail_before_any_stage_runs(tmp_path, override, messa
 def test_stage_key_errors_name_the_key_before_any_stage_runs(tmp_path, overrides, message):
     env = {**os.environ, "SYNTHREL_OUTPUTS": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
     proc = subprocess.run([sys.executable, "-m", "synthrel.run", "profile=tiny", *overrides],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr[-2000:]
     assert "stages.generate.set_name" not in proc.stderr
@@ -64,7 +64,7 @@ def test_stage_key_errors_name_the_key_before_any_stage_runs(tmp_path, overrides
 def test_settings_that_would_be_ignored_or_misread_are_refused_naming_the_key(tmp_path, overrides, message):
     env = {**os.environ, "SYNTHREL_OUTPUTS": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
     proc = subprocess.run([sys.executable, "-m", "synthrel.run", "profile=tiny", *overrides],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr[-2000:]
     assert "starting" not in proc.stderr + proc.stdout
@@ -86,7 +86,7 @@ def test_a_local_config_file_with_a_key_that_lands_nowhere_is_refused(tmp_path, 
     env = {**os.environ, "SYNTHREL_OUTPUTS": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
     proc = subprocess.run([sys.executable, "-m", "synthrel.run", "profile=tiny", "+stage=[evaluate]",
                            f"hydra.searchpath=[file://{tmp_path}/conf]"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert f"local config file {local}" in proc.stderr and message in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "tiny" / "models").exists()
@@ -101,6 +101,6 @@ def test_a_valid_local_config_file_is_read(tmp_path):
     env = {**os.environ, "SYNTHREL_OUTPUTS": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
     proc = subprocess.run([sys.executable, "-m", "synthrel.run", "profile=tiny", "+stage=[calibrate]",
                            f"hydra.searchpath=[file://{tmp_path}/conf]", "preflight=true"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ready: everything this run reads is present" in proc.stdout + proc.stderr
