@@ -104,3 +104,25 @@ def test_a_valid_local_config_file_is_read(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ready: everything this run reads is present" in proc.stdout + proc.stderr
+
+
+def test_shard_beside_a_stage_that_shards_is_logged_as_ignored_by_the_others(compose_cfg, caplog):
+    from synthrel.config import check_shard_used
+
+    check_shard_used(compose_cfg("profile=tiny", "+stage=[evaluate,calibrate,correlate]", "shard=1/2"))
+    assert "`shard=1/2` is ignored by stage(s) calibrate, correlate" in caplog.text
+    caplog.clear()
+    check_shard_used(compose_cfg("profile=tiny", "+stage=[calibrate]"))  # 0/1: nothing to say
+    assert not caplog.text
+
+
+def test_lists_documented_as_possibly_empty_pass_and_nested_non_finite_values_are_named(compose_cfg):
+    from synthrel.config import check_values
+    from synthrel.errors import ConfigError
+
+    check_values(compose_cfg("profile=tiny", "+stage=[correlate,forecast]", "stages.correlate.ablation.sizes=[]",
+                             "stages.correlate.class_metrics=[]", "stages.forecast.qualitative_models=[]"))
+    with pytest.raises(ConfigError, match=r"`stages.correlate.bootstrap.confidence` is inf; expected a finite"):
+        check_values(compose_cfg("profile=tiny", "+stage=[correlate]", "stages.correlate.bootstrap.confidence=inf"))
+    with pytest.raises(ConfigError, match=r"`stages.fid.resolution\[1\]` is nan"):
+        check_values(compose_cfg("profile=tiny", "+stage=[fid]", "stages.fid.resolution=[64,nan]"))

@@ -82,7 +82,8 @@ def test_ddp_on_two_processes_trains_what_one_process_trains(tiny_tree, run_synt
     beyond = float((diffs > ATOL).double().mean())
     assert beyond <= MAX_BEYOND, f"{beyond:.2%} of the weights differ by more than {ATOL}"
     # The comparison can fail: the zero convolutions started at 0 and moved by about lr x steps = 2e-4 (Adam); a
-    # DDP run on another stream (hflip) draws other gradient signs for a large share of the elements (4e-4 away).
+    # run on another stream moves most elements otherwise (seed=1: 89 % of the elements beyond ATOL, against
+    # 0.03 % for this DDP run; a DDP run with hflip ended 4e-4 away).
     moved = max(float(v.abs().max()) for k, v in weights["single"].items() if k.startswith("controlnet_down_blocks"))
     assert moved > 100 * ATOL
     checkpoint = torch.load(tiny_tree / "controlnet_ddp/checkpoints/last.ckpt", weights_only=False)
