@@ -139,6 +139,7 @@ def check_run_keys(cfg) -> None:
 EMPTY_MEANS = {
     "tags": "no tags",
     "stages.correlate.sweep_dirs": "no multirun folders beside results_root",
+    "stages.correlate.metrics": "no dataset-level table (class metrics only: experiments/table5.sh)",
     "stages.correlate.class_metrics": "no per-class table",
     "stages.correlate.ablation.sizes": "no data-size ablation",
     "stages.forecast.qualitative_models": "no qualitative figures",
@@ -147,7 +148,9 @@ EMPTY_MEANS = {
 
 def _literals(node, key: str):
     """(key, value) of every literal leaf under `node`; interpolations are skipped (their source is a literal)."""
-    if isinstance(node, DictConfig):
+    if isinstance(node, DictConfig | ListConfig) and node._is_none():
+        yield key, None  # a typed list or dict set to null
+    elif isinstance(node, DictConfig):
         for name in node.keys():
             child = f"{key}.{name}" if key else str(name)
             if OmegaConf.is_interpolation(node, name) or OmegaConf.is_missing(node, name):
