@@ -312,8 +312,9 @@ class _Generator:
             mid = (low + high) // 2
             low, high = (mid, high) if fits(" ".join(words[:mid])) else (low, mid)
         if not fits(" ".join(words[:low])):
-            raise ConfigError(f"the prompt {job.prompt('', domain)!r} alone has more than {limit} tokens, the text "
-                              f"encoder's limit (config keys `domain.prompt`, `domain.domains`); shorten it")
+            raise ConfigError(f"the prompt template `stages.generate.prompt_template` (domain.prompt) with domain "
+                              f"{domain!r} alone has more than {limit} tokens, the text encoder's limit: "
+                              f"{job.prompt('', domain)!r}; shorten it")
         short = " ".join(words[:low])
         if caption not in self._warned:
             self._warned.add(caption)
