@@ -13,6 +13,7 @@ before any of them runs, so a contradictory command stops at once.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
@@ -191,12 +192,15 @@ def check_shard_used(cfg) -> None:
     if not ignoring:
         return
     if len(ignoring) == len(stages):
+        sharding = [p.stem for p in sorted((Path(__file__).parent / "conf" / "stage").glob("*.yaml"))
+                    if re.search(r"^shard:", p.read_text(), re.M)]
         raise ConfigError(
             f"`shard={cfg.shard}` is not used by stage(s) {', '.join(ignoring)}: they do not shard and would do "
-            f"all their work in every shard process; remove `shard` (stages that shard: corrupt, evaluate, "
-            f"generate, inpaint, physics_fog)")
+            f"all their work in every shard process; remove `shard` (stages that shard: {', '.join(sharding)})")
     log.warning("`shard=%s` is ignored by stage(s) %s: they do not shard and do all their work in this process",
                 cfg.shard, ", ".join(ignoring))
+
+
 def real_counterpart(name) -> str | None:
     """Dataset key of the real counterpart of domain `name`, None for a custom domain."""
     return REAL_COUNTERPARTS.get(str(name))
@@ -347,8 +351,9 @@ def _open_mapping(node, key: str) -> bool:
 def check_local_file(path: Path, base: DictConfig) -> None:
     """A local config file sets keys that the config without it (`base`) has: without its package header its
     keys would land under `local.` where nothing reads them, and a misspelt key would be added unread."""
-    head = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not head or head[0] != LOCAL_HEADER:
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    header = itertools.takewhile(lambda line: line.startswith("#"), lines)  # the lines Hydra reads it from
+    if not any(re.fullmatch(r"#\s*@package\s+_global_", line) for line in header):
         raise ConfigError(f"local config file {path} lacks its package header: expected `{LOCAL_HEADER}` as its "
                           f"first line (without it every key lands under `local.` and no stage reads it)")
     data = OmegaConf.load(path)
