@@ -14,9 +14,12 @@ at once. Fixed real sets name the reported one with `${synthrel.reported:<set>}`
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -138,6 +141,7 @@ def check_run_keys(cfg) -> None:
         raise ConfigError(f"`stage_table.release_margin_mb` is {margin!r}; expected a number of MiB >= 0")
     real_split_of(cfg)
     check_verify(cfg.get("verify", "hash"))
+    check_values(cfg)
 
 
 def real_split_of(cfg) -> str:
@@ -157,6 +161,72 @@ def reported_set(key: str, split: str) -> str:
 def _reported(key: str, *, _root_) -> str:
     """`${synthrel.reported:acdc_fog}`: the real set `acdc_fog` as `real_split` reports it."""
     return reported_set(str(key), real_split_of(_root_))
+
+
+#: The lists whose empty value a stage documents (in its config file); any other empty list is refused, because
+#: the jobs read an empty selection as "nothing" or, through `x or default`, as "everything".
+EMPTY_MEANS = {
+    "tags": "no tags",
+    "stages.correlate.sweep_dirs": "no multirun folders beside results_root",
+    "stages.correlate.metrics": "no dataset-level table (class metrics only: experiments/table5.sh)",
+    "stages.correlate.class_metrics": "no per-class table",
+    "stages.correlate.ablation.sizes": "no data-size ablation",
+    "stages.forecast.qualitative_models": "no qualitative figures",
+}
+
+
+def _literals(node, key: str):
+    """(key, value) of every literal leaf under `node`; interpolations are skipped (their source is a literal)."""
+    if isinstance(node, DictConfig | ListConfig) and node._is_none():
+        yield key, None  # a typed list or dict set to null
+    elif isinstance(node, DictConfig):
+        for name in node.keys():
+            child = f"{key}.{name}" if key else str(name)
+            if OmegaConf.is_interpolation(node, name) or OmegaConf.is_missing(node, name):
+                continue
+            yield from _literals(node._get_node(name), child)
+    elif isinstance(node, ListConfig):
+        yield key, node
+        for index in range(len(node)):
+            if not OmegaConf.is_interpolation(node, index):
+                yield from _literals(node._get_node(index), f"{key}[{index}]")
+    else:
+        yield key, node._value() if hasattr(node, "_value") else node
+
+
+def check_values(cfg) -> None:
+    """One walk over the composed config before any stage: a non-finite float anywhere, or an empty list that
+    no stage gives a meaning (EMPTY_MEANS), stops the run naming the key."""
+    for key, value in _literals(cfg, ""):
+        if key == "hydra" or key.startswith("hydra."):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"`{key}` is {value}; expected a finite number")
+        if isinstance(value, ListConfig) and len(value) == 0 and re.sub(r"\[\d+\]", "", key) not in EMPTY_MEANS:
+            raise ConfigError(
+                f"`{key}` is an empty list; give at least one entry, or null where the stage documents what "
+                f"null selects (lists that may be empty: {', '.join(sorted(EMPTY_MEANS))})")
+
+
+def check_shard_used(cfg) -> None:
+    """`shard=i/n` (n > 1) splits the work of the stages that shard; a run where none of the selected stages does
+    would do the whole work in every shard process, so it stops, and stages that ignore it are logged."""
+    from synthrel.jobs import Shard
+
+    if Shard.parse(cfg.get("shard")).count == 1:
+        return
+    stages = cfg.get("stages") or {}
+    ignoring = [name for name in stages if "shard" not in stages[name]]
+    if not ignoring:
+        return
+    if len(ignoring) == len(stages):
+        sharding = [p.stem for p in sorted((Path(__file__).parent / "conf" / "stage").glob("*.yaml"))
+                    if re.search(r"^shard:", p.read_text(), re.M)]
+        raise ConfigError(
+            f"`shard={cfg.shard}` is not used by stage(s) {', '.join(ignoring)}: they do not shard and would do "
+            f"all their work in every shard process; remove `shard` (stages that shard: {', '.join(sharding)})")
+    log.warning("`shard=%s` is ignored by stage(s) %s: they do not shard and do all their work in this process",
+                cfg.shard, ", ".join(ignoring))
 
 
 def real_counterpart(name) -> str | None:
@@ -279,3 +349,77 @@ def check_stage_keys(cfg) -> None:
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(f'`stages.{name}.{k}`' for k in unknown)}; valid keys of "
                               f"stages.{name}: {', '.join(valid)}")
+
+
+LOCAL_FILE = "local/default.yaml"
+LOCAL_HEADER = "# @package _global_"
+
+
+def local_config_file() -> Path | None:
+    """The `local/default.yaml` that Hydra's search path selected for this run (the primary config's
+    `optional local: default`), or None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.runtime.choices.get("local") is None:
+        return None
+    for source in hydra_cfg.runtime.config_sources:
+        if source.provider != "hydra" and source.schema == "file" and (Path(source.path) / LOCAL_FILE).is_file():
+            return Path(source.path) / LOCAL_FILE
+    return None
+
+
+#: Mappings of named values (not configs) where a local file may add an entry, beside the mappings of named
+#: configs (datasets, zoo.models), which are recognised by their values.
+OPEN_MAPPINGS = ("profile.models",)
+
+
+def _open_mapping(node, key: str) -> bool:
+    """A mapping of named entries: a local file may add entries to it."""
+    return key in OPEN_MAPPINGS or (isinstance(node, DictConfig)
+                                    and all(isinstance(node._get_node(k), DictConfig) for k in node.keys()))
+
+
+def check_local_file(path: Path, base: DictConfig) -> None:
+    """A local config file sets keys that the config without it (`base`) has: without its package header its
+    keys would land under `local.` where nothing reads them, and a misspelt key would be added unread."""
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    header = itertools.takewhile(lambda line: line.startswith("#"), lines)  # the lines Hydra reads it from
+    if not any(re.fullmatch(r"#\s*@package\s+_global_", line) for line in header):
+        raise ConfigError(f"local config file {path} lacks its package header: expected `{LOCAL_HEADER}` as its "
+                          f"first line (without it every key lands under `local.` and no stage reads it)")
+    data = OmegaConf.load(path)
+
+    def walk(node, known, key: str) -> None:
+        for name in node.keys():
+            if name == "defaults" and not key:
+                continue
+            child = f"{key}.{name}" if key else str(name)
+            if name not in known:
+                if _open_mapping(known, key):
+                    continue
+                valid = ", ".join(sorted(str(k) for k in known.keys()))
+                raise ConfigError(f"local config file {path}: unknown key `{child}` (no config has it); valid keys "
+                                  f"{'under `' + key + '`' if key else 'at the top level'}: {valid}")
+            value, expected = node._get_node(name), known._get_node(name)
+            if isinstance(value, DictConfig) and isinstance(expected, DictConfig):
+                walk(value, expected, child)
+
+    walk(data, base, "")
+
+
+def check_local_config() -> None:
+    """In a `python -m synthrel.run` process: validate the local config file against the config composed without
+    it (the same overrides, `~local`)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    path = local_config_file()
+    if path is None:
+        return
+    given = HydraConfig.get().overrides
+    overrides = [o for o in [*given.hydra, *given.task] if not o.lstrip("~+").startswith("local")]
+    base = GlobalHydra.instance().config_loader().load_configuration(
+        "config", [*overrides, "~local"], RunMode.RUN, validate_sweep_overrides=False)
+    check_local_file(path, base)

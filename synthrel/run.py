@@ -9,6 +9,7 @@ Module level imports only Hydra and the config schemas: `--help`, `--cfg` and sh
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -16,7 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from synthrel.config import (  # (importing it registers the schemas and resolvers)
     check_domain,
+    check_local_config,
     check_run_keys,
+    check_shard_used,
     check_stage_keys,
 )
 from synthrel.errors import ConfigError
@@ -59,6 +62,7 @@ def run_stages(cfg: DictConfig) -> RunSummaries:
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown} under `stages`; valid names: {', '.join(STAGE_ORDER)}")
     check_stage_keys(cfg)
+    check_shard_used(cfg)
     from synthrel.runstats import check_released, count_images, measure, write_stage_table
 
     summaries, stats = {}, []
@@ -99,13 +103,47 @@ class RunSummaries(dict):
         return {name: {**summary, "stage_stats": by_stage.get(name)} for name, summary in self.items()}
 
 
+def stage_typos(args: list[str]) -> list[str]:
+    """Names in a `+stage=[...]` command-line override that no stage config has (Hydra's own error for a list
+    override lists no options). Overrides Hydra cannot parse are left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    known = {p.stem for p in (CONF_DIR / "stage").glob("*.yaml")}
+    unknown = []
+    for arg in args:
+        if not arg.lstrip("+~").startswith("stage="):
+            continue
+        try:
+            (override,) = OverridesParser.create().parse_overrides([arg])
+        except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
+            continue
+        values = override.sweep_iterator() if override.is_sweep_override() else [override.value()]
+        for value in values:
+            for name in value if isinstance(value, list) else [value]:
+                if isinstance(name, str) and name not in known and name not in unknown:
+                    unknown.append(name)
+    return unknown
+
+
+def main() -> None:
+    """The `synthrel` command: stage names are checked before Hydra composes, then the run."""
+    own_folder = any(arg.startswith(("hydra.searchpath", "--config-dir", "-cd")) for arg in sys.argv[1:])
+    typos = [] if own_folder else stage_typos(sys.argv[1:])  # a user's config folder may add stages
+    if typos:
+        sys.exit(f"synthrel: unknown stage(s) {', '.join(typos)} in `+stage=[...]`; valid stages: "
+                 f"{', '.join(STAGE_ORDER)}")
+    hydra_main()
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     from synthrel.preflight import gate as preflight_gate
     from synthrel.runtime import setup_runtime
 
+    check_local_config()
     check_run_keys(cfg)
     check_stage_keys(cfg)
+    check_shard_used(cfg)
     setup_runtime(cfg.get("cpu_threads"))
     from hydra.core.hydra_config import HydraConfig
 

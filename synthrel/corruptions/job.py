@@ -194,11 +194,5 @@ def sample_crop(dataset, seed: int, j: int):
 
     source_index = int(item_rng(seed, j, "corrupt/source").integers(len(dataset)))
     source = dataset.items[source_index]
-    return source_index, source, square_crop_box(*_image_size(source.image), item_rng(seed, j, "corrupt/crop"))
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.height, im.width
+    size = dataset.check_pair_size(source_index)  # a label of another size would give wrong crops
+    return source_index, source, square_crop_box(*size, item_rng(seed, j, "corrupt/crop"))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from torch.utils.data import Dataset
 
 from synthrel.conventions import IGNORE_INDEX
@@ -32,6 +33,26 @@ class Item:
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
 
+def checked_size(label: np.ndarray, path: Path, size: tuple[int, int], image: Path) -> np.ndarray:
+    """`label` when it is (H, W) = `size`, the size of `image`; else an error naming both files."""
+    if label.shape != tuple(size):
+        raise DatasetError(
+            f"size mismatch: label {path} is {label.shape[1]}x{label.shape[0]} but its image {image} is "
+            f"{size[1]}x{size[0]} (W x H); expected the same size"
+        )
+    return label
+
+
+def _by_key(paths: Iterable[Path], key: Callable[[Path], str], what: str, kind: str) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(paths):
+        other = found.setdefault(key(path), path)
+        if other != path:
+            raise DatasetError(f"{what}: {kind}s {other} and {path} have the same item id {key(path)!r}; expected "
+                               "one file per id (rename or remove one of them)")
+    return found
+
+
 def pair_by_name(
     images: Iterable[Path],
     labels: Iterable[Path],
@@ -39,9 +60,10 @@ def pair_by_name(
     label_key: Callable[[Path], str],
     what: str,
 ) -> list[tuple[str, Path, Path]]:
-    """Pair images and labels by their common key; an unpaired file on either side is an error."""
-    by_image = {image_key(p): p for p in images}
-    by_label = {label_key(p): p for p in labels}
+    """Pair images and labels by their common key; an unpaired file, or two files with one key (the same name in
+    two city folders: item ids would collide), is an error."""
+    by_image = _by_key(images, image_key, what, "image")
+    by_label = _by_key(labels, label_key, what, "label")
     missing_label = sorted(set(by_image) - set(by_label))
     missing_image = sorted(set(by_label) - set(by_image))
     if missing_label:
@@ -110,19 +132,25 @@ class SegDataset(Dataset):
         image = read_image(item.image)
         sample = {"id": item.id, "image": image, "label": None, "ood": None}
         if item.label is not None:
-            sample["label"] = self._checked(self.load_label(item.label), item.label, image)
+            sample["label"] = checked_size(self.load_label(item.label), item.label, image.shape[:2], item.image)
         if item.ood is not None:
-            sample["ood"] = self._checked(self.load_ood(item.ood), item.ood, image)
+            sample["ood"] = checked_size(self.load_ood(item.ood), item.ood, image.shape[:2], item.image)
         return sample
 
-    @staticmethod
-    def _checked(label: np.ndarray, path: Path, image: np.ndarray) -> np.ndarray:
-        if label.shape != image.shape[:2]:
-            raise DatasetError(
-                f"size mismatch: label {path} is {label.shape[1]}x{label.shape[0]} but its image is "
-                f"{image.shape[1]}x{image.shape[0]} (W x H); expected the same size"
-            )
-        return label
+    def image_size(self, index: int) -> tuple[int, int]:
+        """(H, W) of item `index`'s image, from its header."""
+        with Image.open(self.items[index].image) as im:
+            return im.height, im.width
+
+    def check_pair_size(self, index: int) -> tuple[int, int]:
+        """(H, W) of item `index`, read from the headers, once its label is known to be of its image's size
+        (a stage that plans crops from the image size checks this before it writes anything)."""
+        item = self.items[index]
+        with Image.open(item.label) as im:
+            label_size = im.height, im.width
+        size = self.image_size(index)
+        checked_size(np.broadcast_to(np.uint8(0), label_size), item.label, size, item.image)
+        return size
 
     def check_ids(self, raw: np.ndarray, path: Path, valid: np.ndarray, what: str) -> None:
         """Raise if `raw` holds ids outside `valid` (a boolean table over 0..255)."""
@@ -149,9 +177,13 @@ def check_label_encoding(dataset: SegDataset, n_files: int = 8, key: str = "stag
     if table is None or not table[_IDS_BEYOND_TRAIN_IDS].any() or not dataset.has_labels:
         return
     picks = np.unique(np.linspace(0, len(dataset.items) - 1, min(n_files, len(dataset.items))).astype(int))
-    seen = set()
+    seen, evaluable = set(), False
     for i in picks:
-        seen.update(np.unique(read_label(dataset.items[i].label)).tolist())
+        path = dataset.items[i].label
+        seen.update(np.unique(read_label(path)).tolist())
+        evaluable = evaluable or bool((dataset.load_label(path) != IGNORE_INDEX).any())
+    if not evaluable:
+        return  # void labels (no class at all): the evaluation refuses them as "no evaluable pixel"
     if not seen & set(range(19, 34)):
         raise DatasetError(
             f"dataset {dataset.name!r} under {dataset.root}: {len(picks)} label file(s) (e.g. "

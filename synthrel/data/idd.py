@@ -12,7 +12,7 @@ import numpy as np
 
 from synthrel.conventions import IDD_ABSENT_TRAIN_IDS, IDD_LEVEL3_TO_TRAIN, IDD_NUM_LEVEL3_IDS
 from synthrel.data.base import Item, SegDataset, id_table, pair_by_name, select_folders
-from synthrel.data.io import read_label, require_dir
+from synthrel.data.io import read_label, require_dir, require_split
 from synthrel.errors import DatasetError
 
 IMAGE_SUFFIXES = ("_leftImg8bit.png", "_leftImg8bit.jpg")
@@ -39,8 +39,9 @@ class IDDDataset(SegDataset):
     def __init__(self, root: str | Path, split: str = "val", scenes: list[str] | None = None,
                  name: str = "idd", root_key: str = "datasets.idd.root", require_all_scenes: bool = True):
         root = require_dir(root, root_key, LAYOUT)
-        img_dir = require_dir(root / "leftImg8bit" / split, root_key, LAYOUT)
-        gt_dir = require_dir(root / "gtFine" / split, root_key, LAYOUT)
+        split_key = f"datasets.{name}.split"
+        img_dir = require_split(root / "leftImg8bit", split, split_key, root_key, LAYOUT)
+        gt_dir = require_split(root / "gtFine", split, split_key, root_key, LAYOUT)
         scenes = select_folders(img_dir, scenes, f"IDD {split} ({name})", "scenes", require_all_scenes)
         images = [p for s in scenes for suffix in IMAGE_SUFFIXES for p in img_dir.glob(f"{s}/*{suffix}")]
         labels = [p for s in scenes for p in gt_dir.glob(f"{s}/*{LABEL_SUFFIX}")]

@@ -94,3 +94,14 @@ def require_dir(path: str | os.PathLike, key: str, layout: str) -> Path:
             f"dataset root {str(path)!r} does not exist; set `{key}` to the folder that holds\n{layout}"
         )
     return path
+
+
+def require_split(parent: Path, split: str, split_key: str, root_key: str, layout: str) -> Path:
+    """`parent/<split>`; a split missing from a folder that exists is a wrong split, named with the splits found
+    (not a missing download)."""
+    path = parent / str(split)
+    if not path.is_dir() and parent.is_dir():
+        found = sorted(p.name for p in parent.iterdir() if p.is_dir())
+        raise DatasetError(f"split {split!r} (config key `{split_key}`) is not under {parent}; splits found there: "
+                           f"{', '.join(found) or 'none'}")
+    return require_dir(path, root_key, layout)

@@ -161,7 +161,7 @@ class GenerateJob:
             for j in range(self.samples_per_domain):
                 source_index = int(item_rng(self.seed, j, stream + "/source").integers(len(dataset)))
                 item = dataset.items[source_index]
-                height, width = _image_size(item.image)
+                height, width = dataset.check_pair_size(source_index)
                 box = square_crop_box(height, width, item_rng(self.seed, j, stream + "/crop"))
                 items.append(GenerationItem(
                     id=f"{slugify(domain)}_{j:05d}_{item.id}",
@@ -267,13 +267,6 @@ def _write_items(records: list[dict]) -> None:
         write_item(**record)
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.height, im.width
-
-
 class _Generator:
     """The loaded ControlNet pipeline of a GenerateJob and the per-batch generation."""
 
@@ -313,26 +306,48 @@ class _Generator:
             log.info("generate: the fast sampler covers DDIM, eta 0, guidance > 1 and an empty negative prompt; "
                      "using the diffusers pipeline")
 
-    def _check_length(self, prompt: str) -> None:
-        tokenizer = self.pipe.tokenizer
-        n = len(tokenizer(prompt).input_ids)
-        if n > tokenizer.model_max_length and prompt not in self._warned:
-            self._warned.add(prompt)
-            log.warning("prompt has %d tokens > %d: CLIP truncates it and drops the domain suffix: %r",
-                        n, tokenizer.model_max_length, prompt)
+    def fit_prompt(self, caption: str, domain: str) -> tuple[str, str | None]:
+        """The prompt of (caption, domain) within the text encoder's token limit, and the caption it holds when
+        that had to be shortened (else None). Words are cut from the caption's end, never from the template or
+        the domain phrase: CLIP would otherwise truncate the prompt's end, which is the shift itself."""
+        job, tokenizer = self.job, self.pipe.tokenizer
+        limit = tokenizer.model_max_length
+
+        def fits(text: str) -> bool:
+            return len(tokenizer(job.prompt(text, domain)).input_ids) <= limit
+
+        if fits(caption):
+            return job.prompt(caption, domain), None
+        words = caption.split()
+        low, high = 0, len(words)  # words[:low] fits, words[:high] does not
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (mid, high) if fits(" ".join(words[:mid])) else (low, mid)
+        if not fits(" ".join(words[:low])):
+            raise ConfigError(f"the prompt template `stages.generate.prompt_template` (domain.prompt) with domain "
+                              f"{domain!r} alone has more than {limit} tokens, the text encoder's limit: "
+                              f"{job.prompt('', domain)!r}; shorten it")
+        short = " ".join(words[:low])
+        if caption not in self._warned:
+            self._warned.add(caption)
+            log.warning("caption shortened from %d to %d words so that the prompt keeps its domain phrase within "
+                        "%d tokens (recorded as caption_shortened in the manifest): %r", len(words), low, limit,
+                        job.prompt(short, domain))
+        return job.prompt(short, domain), short
 
     def generate(self, batch: list[GenerationItem], dataset, captions: dict[str, str]) -> list[dict]:
         """The batch's images with their label maps and manifest records: `write_item` arguments per item."""
         from synthrel.data.io import read_image
 
         job, torch = self.job, self.torch
-        labels, hints, prompts, originals = [], [], [], []
+        labels, hints, prompts, originals, shortened = [], [], [], [], []
         for it in batch:
             label = crop_resize_label(dataset.load_label_ids(it.source_index), it.crop_box, job.resolution)
             labels.append(label)
             hints.append(encode_label_ids(label, job.conditioning, self.channels))
-            prompts.append(job.prompt(captions[it.source_id], it.domain))
-            self._check_length(prompts[-1])
+            prompt, short = self.fit_prompt(captions[it.source_id], it.domain)
+            prompts.append(prompt)
+            shortened.append(short)
             if job.write_original:
                 image = read_image(dataset.items[it.source_index].image)
                 originals.append(crop_resize_image(image, it.crop_box, job.resolution))
@@ -347,6 +362,7 @@ class _Generator:
         for k, it in enumerate(batch):
             meta = {**self.meta, "source_id": it.source_id, "source_index": it.source_index,
                     "crop_box": list(it.crop_box), "caption": captions[it.source_id], "prompt": prompts[k],
+                    "caption_shortened": shortened[k],
                     "domain": it.domain, "index": it.index, "seed": it.noise_seed,
                     "settings": job._item_settings[it.id]}
             records.append(dict(root=it.out_dir, id=it.id, city=it.city, image=images[k], label_ids=labels[k],

@@ -62,7 +62,7 @@ def _allocate(args: list[str]) -> None:
         if task:
             env.update(SLURM_ARRAY_JOB_ID=job_id, SLURM_ARRAY_TASK_ID=task)
         pickle = Path(folder_pattern.replace("%j", full_id)) / f"{full_id}_submitted.pkl"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600
         while not pickle.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         rc = subprocess.run(["bash", str(script)], env=env).returncode

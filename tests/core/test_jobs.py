@@ -136,7 +136,7 @@ def test_background_writer_blocks_when_max_pending_writes_wait():
     third.join(0.3)
     assert third.is_alive()  # back-pressure: two writes wait, the third submit waits for the first
     release.set()
-    third.join(5)
+    third.join(120)
     assert not third.is_alive()
     writer.close()
 

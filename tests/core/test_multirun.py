@@ -86,7 +86,7 @@ def test_aggregate_takes_only_the_sweeps_jobs_each_with_its_own_overrides(tmp_pa
     _run(cwd, *SWEEP)
     sweep = _check_sweep(cwd)
     proc = subprocess.run([sys.executable, "-m", "synthrel.analysis.aggregate", str(sweep), "--out", "t.parquet"],
-                          cwd=cwd, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=120)
+                          cwd=cwd, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_parquet(cwd / "t.parquet")
     results = cwd / "outputs/tiny/artifacts/results/tiny"

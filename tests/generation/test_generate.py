@@ -2,7 +2,6 @@
 
 import io
 import json
-import logging
 import shutil
 
 import numpy as np
@@ -129,16 +128,19 @@ def test_unpooled_domains_get_one_set_each(tiny_models, source_data, tmp_path):
         assert rec["domain"] == word and rec["prompt"].endswith(f", in {word}")
 
 
-def test_sdxl_controlnet_generation_and_long_prompt_warning(tiny_models, source_data, tmp_path, caplog):
+def test_sdxl_controlnet_generation_and_a_template_too_long_for_the_text_encoder(tiny_models, source_data, tmp_path):
+    """A template whose own words push the domain phrase past the 77 tokens is refused (CLIP would cut the shift;
+    a long caption is shortened instead: tests/reliability/test_inputs.py)."""
     out = tmp_path / "xl"
-    with caplog.at_level(logging.WARNING, logger="synthrel.generation.job"):
-        make_job(tiny_models, source_data, out, backbone="sdxl", num_samples=1, guidance_scale=10.0,
-                 controlnet_conditioning_scale=0.65,
+    with pytest.raises(ConfigError, match=r"`stages.generate.prompt_template` \(domain.prompt\) with domain 'xl' "
+                                          r"alone has more than 77 tokens"):
+        make_job(tiny_models, source_data, out, backbone="sdxl", num_samples=1,
                  prompt_template="<caption> " + "street " * 80 + ", in <domain>").run()
+    make_job(tiny_models, source_data, out, backbone="sdxl", num_samples=1, guidance_scale=10.0,
+             controlnet_conditioning_scale=0.65).run()
     (rec,) = manifest(out)
     image = np.asarray(Image.open(next(out.glob("leftImg8bit/val/*/*.png"))))
-    assert image.shape == (RES, RES, 3) and rec["guidance_scale"] == 10.0
-    assert any("drops the domain suffix" in r.message for r in caplog.records)
+    assert image.shape == (RES, RES, 3) and rec["guidance_scale"] == 10.0 and rec["caption_shortened"] is None
 
 
 def test_missing_captions_say_to_run_the_caption_stage(tiny_models, source_data, tmp_path):

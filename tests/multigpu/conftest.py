@@ -36,7 +36,7 @@ def synthrel_run(*overrides: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def finish(procs: list[subprocess.Popen], timeout_s: float = 240) -> None:
+def finish(procs: list[subprocess.Popen], timeout_s: float = 900) -> None:
     """Wait for every process; on failure show its output."""
     for proc in procs:
         out, _ = proc.communicate(timeout=timeout_s)

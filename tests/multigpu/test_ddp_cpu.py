@@ -18,8 +18,17 @@ from safetensors.torch import load_file
 
 from synthrel.run import run_stages
 
-STEPS, ACCUMULATE, PER_RANK = 2, 2, 2
-ATOL = 1e-5  # fp32 rounding of a batch of 4 against two all-reduced batches of 2, after Adam (lr 1e-4)
+STEPS, ACCUMULATE, PER_RANK, LR = 2, 2, 2, 1e-4
+# Why the two runs cannot be compared element by element at fp32 rounding (issue #35: 1e-5 failed on another
+# machine): the gradients of a batch of 4 and of two all-reduced batches of 2 differ by fp32 rounding, ~1e-9 here,
+# and Adam amplifies a difference near a zero gradient. Its step is lr * m/(sqrt(v) + eps) with eps = 1e-8; at g ~ 0
+# its slope is about lr * 0.5 / eps = 5e3, so a 4e-9 rounding difference in an element whose gradient is ~0 moves
+# that weight by 2e-5 (measured on a 2-core box: 4 of 1.09 M elements beyond 1e-5, max 2.2e-5, in trunk convs that
+# get their first nonzero gradient at step 2). This does not depend on load or threads (both runs use one thread):
+# it depends on which elements sit near zero and on the CPU's kernels. So the test asks what rounding allows:
+ATOL = 1e-6          # nearly every element agrees to fp32 rounding after Adam (measured: 99.97 %)
+MAX_BEYOND = 1e-3    # share of elements allowed beyond ATOL: those with a gradient within rounding of zero
+BOUND = 2 * LR * STEPS  # and none beyond what Adam can move a weight in STEPS steps (|step| <= lr * ~1)
 
 
 def test_each_rank_draws_its_places_of_every_global_batch(tiny_tree):
@@ -51,7 +60,7 @@ def train_overrides(root: Path, name: str, devices: int, batch_size: int) -> lis
             "device=cpu", "logger=none", "backbone.resolution=32", f"{key}.output_dir={root}/controlnet_{name}",
             f"{key}.devices={devices}", f"{key}.strategy={'ddp' if devices > 1 else 'auto'}",
             f"{key}.batch_size={batch_size}", f"{key}.accumulate_grad_batches={ACCUMULATE}", f"{key}.max_steps={STEPS}",
-            f"{key}.lr=1e-4", f"{key}.num_workers=0", f"{key}.sample_every_n_steps=0",
+            f"{key}.lr={LR}", f"{key}.num_workers=0", f"{key}.sample_every_n_steps=0",
             f"{key}.checkpoint_every_n_steps=1"]
 
 
@@ -68,12 +77,15 @@ def test_ddp_on_two_processes_trains_what_one_process_trains(tiny_tree, run_synt
     weights = {name: load_file(tiny_tree / f"controlnet_{name}/final/diffusion_pytorch_model.safetensors")
                for name in ("single", "ddp")}
     assert weights["single"].keys() == weights["ddp"].keys()
-    for key, value in weights["single"].items():
-        torch.testing.assert_close(weights["ddp"][key], value, rtol=0, atol=ATOL, msg=key)
-    # The comparison can fail: the zero convolutions started at 0 and moved by about lr x steps = 2e-4 (Adam),
-    # and a DDP run on another stream (hflip) ends 4e-4 away; this one ends ~3e-7 away.
+    diffs = torch.cat([(weights["ddp"][key] - value).abs().flatten() for key, value in weights["single"].items()])
+    assert float(diffs.max()) <= BOUND
+    beyond = float((diffs > ATOL).double().mean())
+    assert beyond <= MAX_BEYOND, f"{beyond:.2%} of the weights differ by more than {ATOL}"
+    # The comparison can fail: the zero convolutions started at 0 and moved by about lr x steps = 2e-4 (Adam); a
+    # run on another stream moves most elements otherwise (seed=1: 89 % of the elements beyond ATOL, against
+    # 0.03 % for this DDP run; a DDP run with hflip ended 4e-4 away).
     moved = max(float(v.abs().max()) for k, v in weights["single"].items() if k.startswith("controlnet_down_blocks"))
-    assert moved > 10 * ATOL
+    assert moved > 100 * ATOL
     checkpoint = torch.load(tiny_tree / "controlnet_ddp/checkpoints/last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == STEPS
     for key, value in weights["ddp"].items():

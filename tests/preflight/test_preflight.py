@@ -155,7 +155,7 @@ def test_sweep_reports_every_job_and_fails(tmp_path):
            "TQDM_DISABLE": "1"}
     result = subprocess.run([sys.executable, "-m", "synthrel.run", "-m", "+experiment=covariate_fog,covariate_night",
                              "preflight=true", f"paths.root_dir={tmp_path}"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert "synthrel preflight: covariate_fog" in result.stdout and "synthrel preflight: covariate_night" in result.stdout
     assert "dataset acdc_night_test (train)" in result.stdout  # the relis test split (real_split=test)

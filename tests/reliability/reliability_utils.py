@@ -49,7 +49,7 @@ def synthrel_command(overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "synthrel.run", *overrides]
 
 
-def run_cli(overrides: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(overrides: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python -m synthrel.run <overrides>` as a user runs it; stdout + stderr captured as text."""
     return subprocess.run(synthrel_command(overrides), cwd=cwd, env={**os.environ, **SUBPROCESS_ENV},
                           capture_output=True, text=True, timeout=timeout)
@@ -80,7 +80,7 @@ class Cli:
         return code
 
 
-def run_and_kill(start, manifest: Path, after_records: int, delay: float, timeout: float = 120) -> dict:
+def run_and_kill(start, manifest: Path, after_records: int, delay: float, timeout: float = 600) -> dict:
     """Start the job (`start()` gives a Cli), wait until `manifest` holds `after_records` records,
     wait `delay` s more, then SIGKILL it. Returns the records at the kill and whether the job had ended."""
     proc = start()

@@ -45,7 +45,7 @@ def test_runs_started_in_the_same_second_get_their_own_run_folders(world, tmp_pa
     procs = [subprocess.Popen(command, cwd=tmp_path, env={**os.environ, **SUBPROCESS_ENV},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(3)]
     for proc in procs:
-        proc.wait(timeout=120)
+        proc.wait(timeout=600)
     runs = sorted((artifacts / "logs" / "run" / "runs").iterdir())
     assert len(runs) == 3, runs
 

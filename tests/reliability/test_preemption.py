@@ -52,7 +52,7 @@ def test_preempted_submitit_job_is_requeued_and_resumes(world, reference, tmp_pa
     job = executor.submit(StageRun([*stage_overrides(world, tmp_path, GENERATE), f"paths.output_dir={tmp_path}/run"],
                                    pid_file))
     manifest = tmp_path / SYNTHETIC / "manifest.jsonl"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600
     while count_records(manifest) < 2:
         assert not job.done(), f"the job ended before its preemption: {job.stderr()}"
         assert time.monotonic() < deadline, "the job made no progress"
