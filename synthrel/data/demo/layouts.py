@@ -68,6 +68,9 @@ class DemoDataJob:
     root: str
     seed: int = 0
     image_size: list[int] = field(default_factory=lambda: [256, 128])
+    #: per dataset (cityscapes, acdc, idd, road_anomaly): [W, H] instead of image_size (the smoke profile's
+    #: real resolutions: ACDC 1920x1080 beside Cityscapes 2048x1024)
+    sizes: dict = field(default_factory=dict)
     n_train: int = 24
     n_val: int = 12
     n_shift: int = 8
@@ -76,6 +79,7 @@ class DemoDataJob:
 
     MARKER = ".synthrel_demo_data.json"
     SUBDIRS = ("cityscapes", "ACDC", "IDD_Segmentation", "RoadAnomaly")
+    FAMILIES = ("cityscapes", "acdc", "idd", "road_anomaly")
 
     def __post_init__(self):
         for key in ("n_train", "n_val", "n_shift", "n_ood"):
@@ -84,12 +88,21 @@ class DemoDataJob:
                                             for v in self.image_size):
             raise ConfigError(f"`stages.demo_data.image_size` must be [W, H] with integers >= 32, "
                               f"got {self.image_size!r}")
+        from synthrel.config import to_plain
+
+        self.sizes = {k: list(v) for k, v in (to_plain(self.sizes) or {}).items()}
+        for key, size in self.sizes.items():
+            if key not in self.FAMILIES:
+                raise ConfigError(f"`stages.demo_data.sizes.{key}`: unknown dataset; valid: {', '.join(self.FAMILIES)}")
+            if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 32 for v in size):
+                raise ConfigError(f"`stages.demo_data.sizes.{key}` must be [W, H] with integers >= 32, got {size!r}")
         self.root = Path(self.root)
 
     @property
     def params(self) -> dict:
-        return {"seed": self.seed, "image_size": list(self.image_size), "n_train": self.n_train,
-                "n_val": self.n_val, "n_shift": self.n_shift, "n_ood": self.n_ood}
+        params = {"seed": self.seed, "image_size": list(self.image_size), "n_train": self.n_train,
+                  "n_val": self.n_val, "n_shift": self.n_shift, "n_ood": self.n_ood}
+        return {**params, "sizes": self.sizes} if self.sizes else params
 
     def run(self) -> dict:
         marker = self.root / self.MARKER
@@ -116,7 +129,6 @@ class DemoDataJob:
             shutil.rmtree(path)
 
     def _write_all(self) -> dict:
-        width, height = self.image_size
         counts = {}
         jobs = [("cityscapes", split, n) for split, n in (("train", self.n_train), ("val", self.n_val))]
         jobs += [(f"acdc_{cond}", split, self.n_shift) for cond in weather.CONDITIONS for split in ("train", "val")]
@@ -125,6 +137,8 @@ class DemoDataJob:
         total = sum(n for *_, n in jobs)
         with tqdm(total=total, desc=f"demo data (seed {self.seed})", unit="img") as bar:
             for dataset, split, n in jobs:
+                width, height = self.sizes.get(dataset.split("_")[0] if dataset.startswith("acdc_") else dataset,
+                                               self.image_size)
                 for index in range(n):
                     self._write_one(dataset, split, index, width, height)
                     bar.update()
