@@ -135,3 +135,26 @@ def test_demo_data_rejects_an_unknown_dataset_size(tmp_path):
 
     with pytest.raises(ConfigError, match=r"stages.demo_data.sizes.kitti.*cityscapes, acdc, idd, road_anomaly"):
         DemoDataJob(root=str(tmp_path), sizes={"kitti": [64, 32]})
+
+
+def test_a_real_size_zoo_model_is_written_as_the_zoo_loads_it(tmp_path):
+    """real:pspnet_r18 (the cheapest of the smoke zoo): the shipped config standalone, its random weights loaded
+    by the zoo's own checkpoint path, unchanged; the paper's test scale kept."""
+    from synthrel.tiny.segmentation import ensure_tiny_segmenter
+    from synthrel.zoo.predictor import build_segmenter
+    from synthrel.zoo.registry import ZooEntry
+
+    folder = ensure_tiny_segmenter("real:pspnet_r18", tmp_path / "pspnet_r18")
+    entry = ZooEntry(key="pspnet_r18", family="PSPNet", config=str(folder / "config.py"),
+                     checkpoint=str(folder / "checkpoint.pth"))
+    model = build_segmenter(entry).model
+    saved = torch.load(folder / "checkpoint.pth", map_location="cpu", weights_only=False)["state_dict"]
+    loaded = model.state_dict()
+    assert set(saved) == set(loaded)
+    assert all(torch.equal(saved[k].cpu(), loaded[k].cpu()) for k in saved)
+    assert saved["backbone.layer4.1.conv2.weight"].shape == (512, 512, 3, 3)  # ResNet-18's last block, full width
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(folder / "config.py"))
+    assert [tuple(s["scale"]) for s in cfg.test_pipeline if s["type"] == "Resize"] == [(2049, 1025)]
+    assert cfg.model.test_cfg.mode == "slide" and tuple(cfg.model.test_cfg.crop_size) == (769, 769)
