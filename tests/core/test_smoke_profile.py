@@ -158,3 +158,14 @@ def test_a_real_size_zoo_model_is_written_as_the_zoo_loads_it(tmp_path):
     cfg = Config.fromfile(str(folder / "config.py"))
     assert [tuple(s["scale"]) for s in cfg.test_pipeline if s["type"] == "Resize"] == [(2049, 1025)]
     assert cfg.model.test_cfg.mode == "slide" and tuple(cfg.model.test_cfg.crop_size) == (769, 769)
+
+
+def test_demo_data_files_do_not_depend_on_the_number_of_workers(tmp_path):
+    from synthrel.data.demo import DemoDataJob
+
+    kwargs = dict(image_size=[64, 32], sizes={"idd": [48, 40]}, n_train=2, n_val=1, n_shift=1, n_ood=1)
+    DemoDataJob(root=str(tmp_path / "one"), **kwargs).run()
+    DemoDataJob(root=str(tmp_path / "two"), workers=2, **kwargs).run()
+    one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert one == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
+    assert all((tmp_path / "one" / p).read_bytes() == (tmp_path / "two" / p).read_bytes() for p in one)
