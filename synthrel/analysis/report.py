@@ -26,6 +26,14 @@ from synthrel.reporting import MISSING, NA_FOOTNOTE, has_missing
 log = logging.getLogger(__name__)
 
 TINY_NOTICE = "Tiny profile: random tiny models and generated demo data; numbers are not the paper's."
+SMOKE_NOTICE = ("Smoke profile: the paper's architectures with random weights, on a few generated images; "
+                "numbers are not the paper's.")
+NOTICES = {"tiny": TINY_NOTICE, "smoke": SMOKE_NOTICE}
+
+
+def profile_notice(*profiles) -> str | None:
+    """The first line a report on random models carries (tiny or smoke profile), else None."""
+    return next((NOTICES[p] for p in profiles if p in NOTICES), None)
 
 HTML_TEMPLATE = jinja2.Template(
     """<!DOCTYPE html>
@@ -74,7 +82,7 @@ class ReportJob:
         index = gather_index(analysis)
         settings = read_settings(analysis)
         profile = settings.get("profile", self.profile)
-        notice = TINY_NOTICE if "tiny" in {profile, self.profile} else None
+        notice = profile_notice(profile, self.profile)
         md_path, html_path = out / "report.md", out / "report.html"
         write_text_atomic(md_path, render_markdown(index, settings, self.title, notice, analysis, out))
         write_text_atomic(html_path, render_html(index, settings, self.title, notice, analysis, out))

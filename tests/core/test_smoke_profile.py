@@ -169,3 +169,20 @@ def test_demo_data_files_do_not_depend_on_the_number_of_workers(tmp_path):
     one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
     assert one == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
     assert all((tmp_path / "one" / p).read_bytes() == (tmp_path / "two" / p).read_bytes() for p in one)
+
+
+def test_reports_on_random_models_say_so_on_their_first_line():
+    from synthrel.analysis.report import SMOKE_NOTICE, TINY_NOTICE, profile_notice
+
+    assert profile_notice("smoke", "smoke") == SMOKE_NOTICE and "random weights" in SMOKE_NOTICE
+    assert profile_notice("tiny", None) == TINY_NOTICE
+    assert profile_notice("paper", "paper") is None
+
+
+def test_preflight_gives_real_size_gpu_estimates_on_the_smoke_profile(compose_cfg):
+    from synthrel.preflight.report import gpu_estimates
+
+    smoke = gpu_estimates(compose_cfg("+experiment=gpu_check", "profile=smoke"), ["generate"])
+    assert "all stages" not in smoke and "generate" in smoke
+    tiny = gpu_estimates(compose_cfg("+experiment=gpu_check"), ["generate"])
+    assert tiny == {"all stages": "tiny models: run on CPU, < 1 GB"}
