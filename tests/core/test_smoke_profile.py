@@ -104,14 +104,14 @@ def test_gpu_check_on_the_smoke_profile_has_the_paper_settings_at_real_size(comp
     assert compose_cfg("+experiment=gpu_check", "profile=smoke", "backbone=sdxl").stages.generate.resolution == 1024
     assert stages.generate.num_samples == 2 and stages.inpaint.patch_size == 512
     assert list(stages.fid.resolution) == [299, 299]
+    paper = compose_cfg("profile=paper", "+stage=[caption,train_controlnet,generate,evaluate,inpaint]")
     for stage, key in [("caption", "num_beams"), ("caption", "max_new_tokens"), ("caption", "batch_size"),
                        ("train_controlnet", "batch_size"), ("train_controlnet", "accumulate_grad_batches"),
                        ("train_controlnet", "num_workers"), ("train_controlnet", "precision"),
                        ("generate", "batch_size"), ("generate", "compile"), ("evaluate", "batch_size"),
                        ("evaluate", "num_workers"), ("evaluate", "precision"), ("evaluate", "compile"),
                        ("inpaint", "num_inference_steps"), ("inpaint", "dtype")]:
-        default = OmegaConf.select(compose_cfg("profile=paper", f"+stage=[{stage}]"), f"stages.{stage}.{key}")
-        assert stages[stage][key] == default, (stage, key)  # the stage's own default, which the paper runs
+        assert stages[stage][key] == paper.stages[stage][key], (stage, key)  # the stages' defaults, as the paper runs
     assert list(cfg.zoo.models) == ["segformer_b5", "pspnet_r18", "dlv3p_r101"]
     assert dict(stages.train_zoo.init) == {"pspnet_r18": f"{cfg.profile.models_dir}/init/pspnet_r18"}
     assert cfg.backbone.pretrained == f"{cfg.profile.models_dir}/sd15"
