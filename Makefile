@@ -31,9 +31,9 @@ lock: ## rewrite requirements.lock from pyproject.toml's ranges, keeping today's
 demo: $(STAMP) ## run the whole pipeline on the tiny profile (demo data, tiny models) and print the report path
 	$(PY) -m synthrel.run +experiment=demo
 
-gpu-check: $(STAMP) ## on a GPU: every stage through the CLI (SD1.5, then SDXL), stage table in the run folder; fails without CUDA
-	$(PY) -m synthrel.run +experiment=gpu_check
-	$(PY) -m synthrel.run +experiment=gpu_check backbone=sdxl
+gpu-check: $(STAMP) ## on a GPU: every stage through the CLI at real size (profile=smoke; SD1.5, then SDXL), stage table in the run folder; fails without CUDA
+	$(PY) -m synthrel.run +experiment=gpu_check profile=smoke
+	$(PY) -m synthrel.run +experiment=gpu_check profile=smoke backbone=sdxl
 
 test: $(STAMP) ## run the whole test suite, as CI does (fails when no test is collected)
 	$(PY) -m pytest -q -n 2

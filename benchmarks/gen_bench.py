@@ -33,35 +33,26 @@ from contextlib import nullcontext
 import torch
 
 from benchmarks import write_result
+from synthrel.tiny.real_configs import SD15_UNET, SD_VAE, SDXL_UNET, SDXL_VAE  # real-size recipes
 
 #: Large bf16/fp16 matrix products on the H100 measured at about this rate (shared/bench/README.md).
 H100_TFLOPS = 798.0
 
 SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                  clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
-VAE_REAL = dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2)
 VAE_TINY = dict(block_out_channels=(32, 32, 64, 64), down_block_types=("DownEncoderBlock2D",) * 4,
                 up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=1)
 TINY_UNET = dict(block_out_channels=(32, 64), layers_per_block=2, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=32)
 
 #: Each case: UNet config, VAE config, image size, text embedding width, pooled width (SDXL), guidance,
-#: conditioning scale, batch sizes (full, quick). The real ones are those of shared/bench/gen_bench.py.
+#: conditioning scale, batch sizes (full, quick). The real ones: synthrel/tiny/real_configs.py.
 CASES = {
     ("sd15", False): dict(
-        unet=dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8, block_out_channels=(320, 640, 1280, 1280),
-                  layers_per_block=2),
-        vae=dict(VAE_REAL, sample_size=512), size=512, embed_dim=768, pooled_dim=None, guidance=8.0, control_scale=1.0,
+        unet=SD15_UNET, vae=SD_VAE, size=512, embed_dim=768, pooled_dim=None, guidance=8.0, control_scale=1.0,
         batches=(1, 8, 16, 32), quick_batches=(1, 8)),
     ("sdxl", False): dict(
-        unet=dict(sample_size=128, cross_attention_dim=2048, attention_head_dim=(5, 10, 20),
-                  block_out_channels=(320, 640, 1280), layers_per_block=2, transformer_layers_per_block=(1, 2, 10),
-                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                  up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                  addition_embed_type="text_time", addition_time_embed_dim=256,
-                  projection_class_embeddings_input_dim=2816, use_linear_projection=True),
-        vae=dict(VAE_REAL, sample_size=1024, scaling_factor=0.13025), size=1024, embed_dim=2048, pooled_dim=1280,
+        unet=SDXL_UNET, vae=SDXL_VAE, size=1024, embed_dim=2048, pooled_dim=1280,
         guidance=10.0, control_scale=0.65, batches=(1, 4, 8), quick_batches=(1, 4)),
     ("sd15", True): dict(
         unet=dict(TINY_UNET, sample_size=8, cross_attention_dim=32, attention_head_dim=8),

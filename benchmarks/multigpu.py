@@ -55,15 +55,12 @@ from pathlib import Path
 import torch
 
 from benchmarks import write_result
+from synthrel.tiny.real_configs import CLIP_L_TEXT  # SD1.5's text encoder (CLIP ViT-L/14 text tower)
 
 REPO = Path(__file__).resolve().parents[1]
 CITY = "benchcity"
 DOMAIN = "fog"
 EVAL_DATASETS = ("cityscapes", "ood_objects")
-#: SD1.5's text encoder (CLIP ViT-L/14 text tower) with the tiny tokenizer's vocabulary (weights are random).
-CLIP_L_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                   max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu")
-
 #: Settings per mode. Real: SD1.5 sizes and paper40 zoo models at Cityscapes size on GPUs; tiny: the tiny test
 #: architectures on CPU processes. max_flip_fraction / max_metric_diff: the evaluate union's tolerance (bf16 on
 #: GPUs: cuDNN autotuning may pick other kernels per process; fp32 on CPU: exact).

@@ -47,12 +47,10 @@ import numpy as np
 import torch
 
 from benchmarks import write_result
+from synthrel.tiny.real_configs import CLIP_G_TEXT, SAM_VIT_H  # the real-size recipes (one home)
 
 STAGES = ("caption", "controlnet_train_sd15", "controlnet_train_sdxl", "grounded_sam", "rba_swin_b", "rba_swin_l",
           "calibrate", "fid_features")
-#: OpenCLIP ViT-bigG/14 text tower (SDXL's text_encoder_2)
-CLIP_G_TEXT = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-                   max_position_embeddings=77, projection_dim=1280, hidden_act="gelu")
 #: Swin backbones of facebook/mask2former-swin-{base,large}-cityscapes-semantic
 SWIN = {"rba_swin_b": dict(embed_dim=128, num_heads=[4, 8, 16, 32]),
         "rba_swin_l": dict(embed_dim=192, num_heads=[6, 12, 24, 48])}
@@ -270,8 +268,7 @@ def _real_grounded_sam(device):
     torch.manual_seed(0)
     # the defaults are IDEA-Research/grounding-dino-tiny: Swin-T, BERT-base, d_model 256, 6 + 6 layers, 900 queries
     dino = GroundingDinoForObjectDetection(GroundingDinoConfig(disable_custom_kernels=True))
-    sam = SamModel(SamConfig(vision_config=SamVisionConfig(  # facebook/sam-vit-huge
-        hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, global_attn_indexes=[7, 15, 23, 31])))
+    sam = SamModel(SamConfig(vision_config=SamVisionConfig(**SAM_VIT_H)))  # facebook/sam-vit-huge
     return dino, GroundingDinoProcessor(dino_images(), tokenizer), sam, SamProcessor(sam_images())
 
 

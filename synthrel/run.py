@@ -66,6 +66,7 @@ def run_stages(cfg: DictConfig) -> RunSummaries:
     from synthrel.runstats import check_released, count_images, measure, write_stage_table
 
     summaries, stats = {}, []
+    table = cfg.get("stage_table") or {}
     for name in sorted(stages, key=STAGE_ORDER.index):
         log.info("stage %s: starting", name)
         with measure(name) as stage_stats:
@@ -75,10 +76,9 @@ def run_stages(cfg: DictConfig) -> RunSummaries:
         stage_stats.images = count_images(summaries[name])
         stats.append(stage_stats)
         log.info("stage %s: done in %.1f s %s", name, stage_stats.wall_s, summaries[name])
-    table = cfg.get("stage_table") or {}
-    if table.get("enabled"):
-        write_stage_table(stats, cfg.paths.output_dir, str(cfg.get("device", "auto")),
-                          OmegaConf.select(cfg, "backbone.name"))
+        if table.get("enabled"):  # after every stage: a run that fails or is killed later keeps its rows
+            write_stage_table(stats, cfg.paths.output_dir, str(cfg.get("device", "auto")),
+                              OmegaConf.select(cfg, "backbone.name"))
     leaks = check_released(stats, float(table.get("release_margin_mb", 256)))
     if leaks:
         message = "GPU memory not released between stages:\n  " + "\n  ".join(leaks)

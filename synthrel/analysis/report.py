@@ -35,6 +35,15 @@ REAL_DATA = {
 CALIBRATION_DATA = ("temperatures are fitted on synthetic sets and on the relis calibration splits only "
                     "(`cityscapes_calib` = munster + lindau, `acdc_<condition>_calib` = ACDC val, `idd_calib` = IDD val)")
 
+SMOKE_NOTICE = ("Smoke profile: the paper's architectures with random weights, on a few generated images; "
+                "numbers are not the paper's.")
+NOTICES = {"tiny": TINY_NOTICE, "smoke": SMOKE_NOTICE}
+
+
+def profile_notice(*profiles) -> str | None:
+    """The first line a report on random models carries (tiny or smoke profile), else None."""
+    return next((NOTICES[p] for p in profiles if p in NOTICES), None)
+
 HTML_TEMPLATE = jinja2.Template(
     """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -87,7 +96,7 @@ class ReportJob:
         index = gather_index(analysis)
         settings = read_settings(analysis)
         profile = settings.get("profile", self.profile)
-        notice = TINY_NOTICE if "tiny" in {profile, self.profile} else None
+        notice = profile_notice(profile, self.profile)
         box = protocol_box(self.real_split, self.protocol)
         md_path, html_path = out / "report.md", out / "report.html"
         write_text_atomic(md_path, render_markdown(index, settings, self.title, notice, analysis, out, box))

@@ -29,7 +29,8 @@ def human(n: float | None) -> str:
 
 def gpu_estimates(cfg: DictConfig, stages: list[str]) -> dict[str, str]:
     """Stage -> estimated peak GPU memory, with what the figure rests on."""
-    if OmegaConf.select(cfg, "profile.tiny", default=False):
+    if OmegaConf.select(cfg, "profile.tiny", default=False) and OmegaConf.select(
+            cfg, "profile.model_size", default="tiny") != "real":  # the smoke profile's models are real-size
         return {"all stages": "tiny models: run on CPU, < 1 GB"}
     out = {}
     for stage in stages:

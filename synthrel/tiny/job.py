@@ -37,6 +37,8 @@ class TinyModelsJob:
     seed: int = 0
     #: segmentation models: folder under `models_dir` -> architecture (synthrel.tiny.segmentation SPECS, REAL_SPECS)
     segmenters: dict[str, str] = field(default_factory=dict)
+    #: the same for size real (REAL_SPECS)
+    real_segmenters: dict[str, str] = field(default_factory=dict)
     #: tiny, or real: the paper's architectures at their real size (synthrel/tiny/real_configs.py, smoke profile)
     size: str = "tiny"
     #: where random weights are drawn: cpu, or the run's GPU (seconds instead of minutes for real sizes)
@@ -51,12 +53,11 @@ class TinyModelsJob:
         from synthrel.tiny.segmentation import REAL_SPECS, SPECS
 
         check_size(self.size)
-        self.segmenters = dict(to_plain(self.segmenters) or {})
-        valid = REAL_SPECS if self.size == "real" else SPECS
+        key, valid = ("real_segmenters", REAL_SPECS) if self.size == "real" else ("segmenters", SPECS)
+        self.segmenters = dict(to_plain(getattr(self, key)) or {})
         for folder, spec in self.segmenters.items():
             if spec not in valid:
-                raise ConfigError(f"`stages.tiny_models.segmenters.{folder}` is {spec!r}; valid with size "
-                                  f"{self.size}: {', '.join(valid)}")
+                raise ConfigError(f"`stages.tiny_models.{key}.{folder}` is {spec!r}; valid: {', '.join(valid)}")
         self.diffusion = list(to_plain(self.diffusion) or KINDS)
         for kind in self.diffusion:
             if kind not in KINDS:

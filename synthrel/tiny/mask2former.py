@@ -84,6 +84,7 @@ def build_tiny_rba(out_dir: str | Path, seed: int = 0, size: str = "tiny", devic
         torch.manual_seed(seed)
         with torch.device(device or "cpu"):
             model = build_model(arch)
-        torch.save({"model": to_original_state_dict(model), "iteration": 0}, Path(tmp) / RBA_CHECKPOINT)
+        # host tensors, as in a released file
+        torch.save({"model": to_original_state_dict(model.cpu()), "iteration": 0}, Path(tmp) / RBA_CHECKPOINT)
         (Path(tmp) / RBA_ARCH).write_text(json.dumps(arch, indent=1))
     return out_dir

@@ -121,6 +121,7 @@ def _write_mmseg(spec: str, folder: Path, device=None) -> None:
     model = init_model(cfg, checkpoint=None, device=str(device or "cpu"))
     _randomise_norm_stats(model)
     cfg.dump(str(folder / CONFIG_FILE))
+    model.cpu()  # host tensors, as in mmseg's released files
     torch.save({"state_dict": model.state_dict(), "meta": {"tiny_spec": spec}}, folder / CHECKPOINT_FILE)
 
 

@@ -260,7 +260,7 @@ class TrainZooJob:
         missing = [k for k in self.entries if k not in self.steps]
         if missing:
             raise ConfigError(f"`stages.train_zoo.steps` gives no budget for model(s) {missing} of zoo "
-                              f"{zoo_name!r}; add e.g. `stages.train_zoo.steps.{missing[0]}=100` (0: the init)")
+                              f"{zoo_name!r} (its `train_steps`); add e.g. `zoo.train_steps.{missing[0]}=100` (0: the init)")
         for key, entry in self.entries.items():
             if entry.framework == "python":
                 raise ConfigError(f"`stages.train_zoo.init.{key}`: train_zoo trains mmseg and transformers models; "

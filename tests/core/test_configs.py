@@ -19,7 +19,7 @@ def test_required_experiments_exist():
     assert set(REQUIRED) <= set(EXPERIMENTS)
 
 
-@pytest.mark.parametrize("profile", ["paper", "tiny"])
+@pytest.mark.parametrize("profile", ["paper", "tiny", "smoke"])
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_resolves(compose_cfg, experiment, profile):
     if experiment == "demo" and profile == "paper":

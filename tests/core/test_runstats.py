@@ -128,3 +128,20 @@ def test_release_margin_is_checked(compose_cfg):
 
     with pytest.raises(ConfigError, match="stage_table.release_margin_mb"):
         check_run_keys(compose_cfg("stage_table.release_margin_mb=-1"))
+
+
+class FailingJob:
+    def run(self):
+        raise RuntimeError("stage broke")
+
+
+def test_the_stage_table_keeps_the_stages_done_before_one_fails(tmp_path):
+    """gpu_check on a one-shot GPU job: a failing (or killed) later stage leaves the earlier rows on disk."""
+    from synthrel.run import run_stages
+
+    cfg = _cfg(tmp_path, keep_mb=0, enabled=True)
+    cfg.stages.evaluate = {"_target_": f"{__name__}.FailingJob"}  # after generate in pipeline order
+    with pytest.raises(RuntimeError, match="stage broke"):
+        run_stages(cfg)
+    table = json.loads((tmp_path / "stage_table.json").read_text())
+    assert [row["stage"] for row in table["stages"]] == ["generate"]

@@ -68,6 +68,11 @@ class DemoDataJob:
     root: str
     seed: int = 0
     image_size: list[int] = field(default_factory=lambda: [256, 128])
+    #: per dataset (cityscapes, acdc, idd, road_anomaly): [W, H] instead of image_size (the smoke profile's
+    #: real resolutions: ACDC 1920x1080 beside Cityscapes 2048x1024)
+    sizes: dict = field(default_factory=dict)
+    #: processes rendering images (each image has its own seeded generator: the files do not depend on it)
+    workers: int = 1
     n_train: int = 24
     n_val: int = 12
     n_shift: int = 8
@@ -76,20 +81,30 @@ class DemoDataJob:
 
     MARKER = ".synthrel_demo_data.json"
     SUBDIRS = ("cityscapes", "ACDC", "IDD_Segmentation", "RoadAnomaly")
+    FAMILIES = ("cityscapes", "acdc", "idd", "road_anomaly")
 
     def __post_init__(self):
-        for key in ("n_train", "n_val", "n_shift", "n_ood"):
+        for key in ("n_train", "n_val", "n_shift", "n_ood", "workers"):
             positive_int(getattr(self, key), f"stages.demo_data.{key}")
         if len(self.image_size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 32
                                             for v in self.image_size):
             raise ConfigError(f"`stages.demo_data.image_size` must be [W, H] with integers >= 32, "
                               f"got {self.image_size!r}")
+        from synthrel.config import to_plain
+
+        self.sizes = {k: list(v) for k, v in (to_plain(self.sizes) or {}).items()}
+        for key, size in self.sizes.items():
+            if key not in self.FAMILIES:
+                raise ConfigError(f"`stages.demo_data.sizes.{key}`: unknown dataset; valid: {', '.join(self.FAMILIES)}")
+            if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 32 for v in size):
+                raise ConfigError(f"`stages.demo_data.sizes.{key}` must be [W, H] with integers >= 32, got {size!r}")
         self.root = Path(self.root)
 
     @property
     def params(self) -> dict:
-        return {"seed": self.seed, "image_size": list(self.image_size), "n_train": self.n_train,
-                "n_val": self.n_val, "n_shift": self.n_shift, "n_ood": self.n_ood}
+        params = {"seed": self.seed, "image_size": list(self.image_size), "n_train": self.n_train,
+                  "n_val": self.n_val, "n_shift": self.n_shift, "n_ood": self.n_ood}
+        return {**params, "sizes": self.sizes} if self.sizes else params
 
     def run(self) -> dict:
         marker = self.root / self.MARKER
@@ -117,22 +132,34 @@ class DemoDataJob:
             shutil.rmtree(path)
 
     def _write_all(self) -> dict:
-        width, height = self.image_size
         counts = {}
         jobs = [("cityscapes", split, n) for split, n in (("train", self.n_train), ("val", self.n_val))]
         jobs += [(f"acdc_{cond}", split, self.n_shift) for cond in weather.CONDITIONS for split in ("train", "val")]
         jobs += [("idd", split, self.n_shift) for split in ("train", "val")]
         jobs += [("road_anomaly", "test", self.n_ood)]
-        total = sum(n for *_, n in jobs)
-        with tqdm(total=total, desc=f"demo data (seed {self.seed})", unit="img") as bar:
-            for dataset, split, n in jobs:
-                for index in range(n):
-                    self._write_one(dataset, split, index, width, height)
+        items = []
+        for dataset, split, n in jobs:
+            width, height = self.sizes.get(dataset.split("_")[0] if dataset.startswith("acdc_") else dataset,
+                                           self.image_size)
+            items += [(dataset, split, index, width, height) for index in range(n)]
+            counts[f"{dataset}_{split}"] = n
+        with tqdm(total=len(items), desc=f"demo data (seed {self.seed})", unit="img") as bar:
+            if self.workers == 1:
+                for item in items:
+                    self._write_one(*item)
                     bar.update()
-                counts[f"{dataset}_{split}"] = n
+            else:
+                from concurrent.futures import ProcessPoolExecutor
+
+                with ProcessPoolExecutor(min(self.workers, len(items))) as pool:
+                    for _ in pool.map(self._write_item, items):
+                        bar.update()
         write_text_atomic(self.root / "RoadAnomaly" / "frame_list.json",
                           json.dumps([f"{self._frame_name(i)}.jpg" for i in range(self.n_ood)], indent=1) + "\n")
         return counts
+
+    def _write_item(self, item: tuple) -> None:
+        self._write_one(*item)
 
     @staticmethod
     def _frame_name(index: int) -> str:
