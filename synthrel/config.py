@@ -20,6 +20,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -105,6 +106,8 @@ class ProfileSchema:
     models_dir: str | None = None
     # Per-model local folders that replace the stages' default hub ids (tiny profile).
     models: dict[str, str] = field(default_factory=dict)
+    # Choices of the demo and gpu_check experiments that follow the profile (e.g. qualitative_models).
+    demo: dict[str, Any] = field(default_factory=dict)
 
 
 def to_plain(value):
