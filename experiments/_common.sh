@@ -8,7 +8,7 @@ LAUNCHER=${LAUNCHER:-local}          # local | submitit_local | slurm (synthrel/
 ZOO=${ZOO:-$([ "$PROFILE" = tiny ] && echo tiny || echo paper40)}
 COMMON=(profile="$PROFILE" launcher="$LAUNCHER")
 # One evaluate job per model: "[ann_r101],[ann_r50],..." (a Hydra sweep over single-model lists).
-CONF="$(cd "$(dirname "${BASH_SOURCE[0]}")/../conf" && pwd)"   # the recipes run from any folder
+CONF="$(cd "$(dirname "${BASH_SOURCE[0]}")/../synthrel/conf" && pwd)"   # the recipes run from any folder
 MODELS=$($PYTHON -c "import yaml,sys; print(','.join('[%s]' % k for k in yaml.safe_load(open('$CONF/zoo/$ZOO.yaml'))['models']))")
 REAL_SETS="[cityscapes],[acdc_fog],[acdc_night],[acdc_rain],[acdc_snow],[idd]"
 # Baseline generators (synthrel/conf/generator/): physics-fog betas, the corruptions of `+generator=hendrycks`, and an

@@ -19,7 +19,7 @@ from synthrel.config import (  # (importing it registers the schemas and resolve
 )
 from synthrel.errors import ConfigError
 from synthrel.preflight import gate as preflight_gate
-from synthrel.runtime import setup_runtime
+from synthrel.runtime import is_secondary_rank, setup_runtime
 
 log = logging.getLogger("synthrel")
 
@@ -42,6 +42,9 @@ STAGE_ORDER = (
     "report",
 )
 CONF_DIR = Path(__file__).resolve().parent / "conf"
+#: Stages that run in every process of a multi-process launch; the others run in rank 0 only (a DDP relaunch
+#: runs the whole command again in each new rank, after rank 0 has run the stages before).
+DISTRIBUTED_STAGES = ("train_controlnet",)
 
 
 def run_stages(cfg: DictConfig) -> dict[str, dict]:
@@ -59,7 +62,11 @@ def run_stages(cfg: DictConfig) -> dict[str, dict]:
         raise ConfigError(f"unknown stage(s) {unknown} under `stages`; valid names: {', '.join(STAGE_ORDER)}")
     check_stage_keys(cfg)
     summaries = {}
+    secondary = is_secondary_rank()
     for name in sorted(stages, key=STAGE_ORDER.index):
+        if secondary and name not in DISTRIBUTED_STAGES:
+            log.info("stage %s: left to rank 0 (this process is another rank of a multi-process launch)", name)
+            continue
         start = time.perf_counter()
         log.info("stage %s: starting", name)
         job = hydra.utils.instantiate(stages[name], _convert_="all")
@@ -80,6 +87,8 @@ def main(cfg: DictConfig) -> None:
     if preflight_gate(cfg, STAGE_ORDER):  # preflight=true / download: report only
         return
     summaries = run_stages(cfg)
+    if is_secondary_rank():  # rank 0 writes the run's summary
+        return
     out = Path(cfg.paths.output_dir)
     OmegaConf.save(OmegaConf.create(summaries), out / "summary.yaml")
     print(f"\nsynthrel: {cfg.task_name} finished; logs and summary in {out}")

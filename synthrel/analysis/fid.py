@@ -24,7 +24,7 @@ from torch import nn
 
 from synthrel.analysis.inception import INCEPTION_WEIGHTS
 from synthrel.errors import ConfigError, WeightsError
-from synthrel.jobs import Manifest, atomic_path, positive_int, write_json_atomic
+from synthrel.jobs import Manifest, atomic_path, exclusive_output, positive_int, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,8 @@ class FIDJob:
                           subset_seed=self.seed, profile=self.profile)
             manifest.append(record)
             log.info("FID %s = %.2f", key, record["fid"])
-        return self.write_tables(out, manifest.read())
+        with exclusive_output(out, wait=True):  # parallel jobs of a sweep add up: each table from every record
+            return self.write_tables(out, manifest.read())
 
     def write_tables(self, out: Path, records: list[dict]) -> dict:
         from synthrel.analysis.correlation import order_domains, order_generators
