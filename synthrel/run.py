@@ -81,6 +81,7 @@ def main(cfg: DictConfig) -> None:
     check_stage_keys(cfg)
     setup_runtime(cfg.get("cpu_threads"))
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     check_domain(cfg, HydraConfig.get().runtime.choices.get("domain"))
     log.info("profile=%s task=%s output_dir=%s", cfg.profile.name, cfg.task_name, cfg.paths.output_dir)
@@ -96,6 +97,11 @@ def main(cfg: DictConfig) -> None:
         for key, value in summary.items():
             if key.endswith(("_dir", "_path", "report")):
                 print(f"  {name}.{key}: {value}")
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # every job of the sweep is under this one folder
+        sweep = Path(hydra_cfg.sweep.dir).resolve()
+        print(f"  sweep folder: {sweep}\n  one table of the sweep's results: "
+              f"python -m synthrel.analysis.aggregate {sweep} --out <table>.parquet")
 
 
 if __name__ == "__main__":

@@ -202,9 +202,10 @@ class CorrelateJob:
             for domain in self.domains:
                 try:
                     tables.append(ablation_for(results, generator, domain, sizes, self.ablation.get("repeats", 10),
-                                               self.seed, self.real_datasets))
+                                               self.seed, self.real_datasets, notes=self._notes))
                 except DatasetError as err:
                     log.warning("data-size ablation skipped for %s/%s: %s", generator, domain, err)
+                    self._notes.append(f"data-size ablation {generator}->{domain}: not run: {err}")
         tables = [t for t in tables if not t.empty]
         if not tables:
             return
