@@ -5,6 +5,7 @@ Every selected stage under `stages` is instantiated from its `_target_` and run,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -45,6 +46,9 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 #: Stages that run in every process of a multi-process launch; the others run in rank 0 only (a DDP relaunch
 #: runs the whole command again in each new rank, after rank 0 has run the stages before).
 DISTRIBUTED_STAGES = ("train_controlnet",)
+#: Stages that open their own tracker run (training curves; analysis tables and figures). Every other stage gets
+#: one wandb run (with `logger=wandb`) holding its settings and the numbers of its summary.
+SELF_LOGGING_STAGES = ("train_controlnet", "correlate")
 
 
 def run_stages(cfg: DictConfig) -> dict[str, dict]:
@@ -70,9 +74,38 @@ def run_stages(cfg: DictConfig) -> dict[str, dict]:
         start = time.perf_counter()
         log.info("stage %s: starting", name)
         job = hydra.utils.instantiate(stages[name], _convert_="all")
-        summaries[name] = job.run() or {}
+        with _stage_tracker(cfg, name) as tracker:
+            summaries[name] = job.run() or {}
+            if tracker is not None:
+                tracker.log_metrics(_numbers(summaries[name], f"{name}/"))
         log.info("stage %s: done in %.1f s %s", name, time.perf_counter() - start, summaries[name])
     return summaries
+
+
+def _stage_tracker(cfg: DictConfig, name: str):
+    """A wandb run for stage `name` (group = task, job_type = the stage) with its scalar settings, or None."""
+    from synthrel.tracking import WANDB_LOGGER, Tracker
+
+    loggers = OmegaConf.to_container(cfg.get("logger") or {}, resolve=True)
+    wandb = {key: value for key, value in loggers.items() if value and value.get("_target_") == WANDB_LOGGER}
+    if name in SELF_LOGGING_STAGES or not wandb:
+        return contextlib.nullcontext()
+    tracker = Tracker.from_config(wandb, job_type=name)
+    settings = OmegaConf.to_container(cfg.stages[name], resolve=True)
+    tracker.log_hyperparams({key: value for key, value in settings.items()
+                             if isinstance(value, (str, int, float, bool)) and not key.startswith("_")})
+    return tracker
+
+
+def _numbers(summary: dict, prefix: str) -> dict[str, float]:
+    """The numbers of a stage summary, nested keys joined with "/" (counts, success rates...)."""
+    numbers = {}
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            numbers.update(_numbers(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers[f"{prefix}{key}"] = value
+    return numbers
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

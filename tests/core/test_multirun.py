@@ -85,8 +85,9 @@ def test_aggregate_takes_only_the_sweeps_jobs_each_with_its_own_overrides(tmp_pa
     cwd = _user_folder(tmp_path, demo_data)
     _run(cwd, "profile=tiny", "+stage=[evaluate]", "stages.evaluate.models=[dlv3p_r18]",
          "stages.evaluate.datasets=[acdc_fog]")
-    _run(cwd, *SWEEP)
+    printed = _run(cwd, *SWEEP).stdout
     sweep = _check_sweep(cwd)
+    assert f"sweep folder: {sweep.resolve()}" in printed  # the folder to give aggregate, as each job prints it
     proc = subprocess.run([sys.executable, "-m", "synthrel.analysis.aggregate", str(sweep), "--out", "t.parquet"],
                           cwd=cwd, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
