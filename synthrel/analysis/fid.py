@@ -216,7 +216,7 @@ class FIDJob:
 
     def write_tables(self, out: Path, records: list[dict]) -> dict:
         from synthrel.analysis.correlation import order_domains, order_generators
-        from synthrel.reporting import save_table
+        from synthrel.reporting import NOT_MEASURED_FOOTNOTE, save_table
 
         tidy = pd.DataFrame(records)
         tidy = tidy[tidy["feature_extractor"] == self.feature_extractor]
@@ -229,7 +229,7 @@ class FIDJob:
                 f"{self.resolution[0]}x{self.resolution[1]}"
         if self.feature_extractor == "tiny":
             title += " (random tiny extractor: not comparable with published FIDs)"
-        paths = save_table(layout, out, "table4_fid", digits=1, caption=title)
+        paths = save_table(layout, out, "table4_fid", digits=1, caption=title, na_footnote=NOT_MEASURED_FOOTNOTE)
         write_json_atomic(out / "fid_outputs.json", [
             {"kind": "table", "title": title, **paths},
             {"kind": "data", "title": "FID per pair (tidy, with settings)", "csv": str(out / "fid.csv")},

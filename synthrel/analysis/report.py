@@ -162,7 +162,7 @@ def render_html(index, settings, title, notice, analysis: Path, out: Path) -> st
         table = pd.read_csv(item["csv"], keep_default_na=True)
         return {"title": item["title"], "files": {k: _rel(item[k], out) for k in ("csv", "md", "tex")},
                 "html": table.to_html(index=False, float_format="%.2f", na_rep=MISSING),
-                "footnote": NA_FOOTNOTE if has_missing(table) else None}
+                "footnote": item["footnote"] if "footnote" in item else NA_FOOTNOTE if has_missing(table) else None}
 
     groups = [{"name": name,
                "tables": [table_entry(i) for i in items if i["kind"] == "table"],
