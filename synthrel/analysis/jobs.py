@@ -174,9 +174,7 @@ class CorrelateJob:
                                        calibration.CALIBRATION_COLUMNS)
         aggregate.check_consistent([results.head(1), calib])
         # the same fit recorded by several calibrate tasks (their folders under one root) counts once
-        identity = [c for c in ("model", "dataset", "metric", "calib_set", "method", "objective", "per_class_rule")
-                    if c in calib.columns]
-        calib = calib.drop_duplicates(subset=identity, keep="last")
+        calib = calib.drop_duplicates(subset=[c for c in calib.columns if c != "source"])
         summary = calibration.calibration_success(calib)
         self._save_frame(summary, out / "calibration_summary", index, "Calibration success (tidy)", tracker)
         self._save_layout(calibration.success_layout(summary), out, "table3_calibration_success",

@@ -219,6 +219,11 @@ class ForecastJob:
         """One row per (metric, domain) with the forecast, and one per (metric, domain, zoo model) of LOO."""
         present = sorted(set(table.loc[table["cls"] == "", "metric"]))
         metrics = [m for pattern in self.metrics for m in present if fnmatch.fnmatchcase(m, pattern)]
+        self.missing_rows = [  # the reasons a configured row is not in the table, under it in the report
+            f"No {pattern} rows: no result of the reference zoo has this metric"
+            + (" (OOD metrics come from evaluating the zoo on an OOD set: road_anomaly, ood_objects)"
+               if pattern.startswith(("auroc", "ap_", "fpr95")) else "") + "."
+            for pattern in self.metrics if not any(fnmatch.fnmatchcase(m, pattern) for m in present)]
         rows, loo_rows = [], []
         for metric in dict.fromkeys(metrics):
             for domain, real in self.real_datasets.items():
@@ -227,6 +232,10 @@ class ForecastJob:
                 x_user = correlation.predictor_values(mine, metric, domain, self.generator,
                                                       real_datasets=self.real_datasets)
                 if zoo.empty or self.key not in x_user.index:
+                    self.missing_rows.append(
+                        f"No {metric} {domain} row: " + (f"no zoo model has both a {self.generator} and a {real} "
+                                                         "result" if zoo.empty else
+                                                         f"{self.key} has no {self.generator} {domain} result") + ".")
                     continue
                 actual = mine.loc[(mine["metric"] == metric) & (mine["cls"] == "") & (mine["dataset"] == real),
                                   "value"]
@@ -277,7 +286,7 @@ class ForecastJob:
             layout = layout.drop(columns="measured real (%)")
         if forecasts["note"].fillna("").astype(bool).any():
             layout["note"] = forecasts["note"].fillna("")
-        paths = save_table(layout, out, "forecast_table", index=False)
+        paths = save_table(layout, out, "forecast_table", index=False, notes=self.missing_rows)
         index.append({"kind": "table", "section": SECTION, **paths,
                       "title": f"Forecast of {self.entry.display_name} on real data from its {self.generator} "
                                f"results: OLS over the reference zoo, {level} t prediction interval, leave-one-"

@@ -64,6 +64,15 @@ def test_correlate_and_report_from_composed_config(compose_cfg, tmp_path):
     report = Path(stages["report"].run()["report"])
     lines = report.read_text().splitlines()
     assert lines[0] == TINY_NOTICE
+    # the first screen: what ran, on which profile, the headline table; the warnings grouped by cause below
+    first_screen = "\n".join(lines[:25])
+    assert lines[4] == "## Summary" and "**Run**: analysis `correlation` on the `tiny` profile: 5 zoo model(s)" \
+        in first_screen and "shifts fog, night" in first_screen
+    assert "**Headline**" in first_screen and "| sd15 " in first_screen
+    assert "**Warnings**: Data-size ablation (" in first_screen
+    text = report.read_text()
+    assert text.index("## Summary") < text.index("## Tables") < text.index("## Warnings") < text.index("## Data")
+    assert "### Data-size ablation (" in text and "size(s) [8] exceed the 6 image(s) of the synthetic set" in text
     assert "![" in report.read_text() and "Table 1 layout" in report.read_text()
     html = report.with_suffix(".html").read_text()
     assert TINY_NOTICE.replace("'", "&#39;") in html and "<img src=" in html and "<table" in html
