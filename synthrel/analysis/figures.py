@@ -100,7 +100,9 @@ def ece_improvement_figure(
     series = sorted(set(zip(rel["calib_set"], rel["method"], strict=True)))
     colors = dict(zip(series, series_colors(len(series)), strict=True))
     n_models = rel["model"].nunique()
-    fig, axes = _grid(len(panels), width=max(5.0, n_models * (0.25 + 0.03 * len(series))), height=3.4, max_cols=1)
+    # panels as wide as their bars need (a few points per bar), one above the other
+    width = min(48.0, max(6.0, n_models * (0.25 + 0.06 * len(series))))
+    fig, axes = _grid(len(panels), width=width, height=3.4, max_cols=1)
     for ax, domain in zip(axes, panels, strict=False):
         sub = rel[rel["domain"] == domain]
         table = sub.pivot_table(index="model", columns=["calib_set", "method"], values="value", aggfunc="first")
