@@ -3,6 +3,7 @@ and the correlation tables land in the correlate stage's run, equal to the CSVs 
 
 import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,12 @@ def test_a_stage_that_logs_nothing_itself_is_one_run_with_its_summary(compose_cf
                                      f"{demo}.root={tmp_path}/data", f"{demo}.n_train=2", f"{demo}.n_val=3",
                                      f"{demo}.n_shift=1", f"{demo}.n_ood=1", "profile=tiny"))["demo_data"]
     (run,) = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    deadline = time.monotonic() + 120  # wandb's service process may still be writing the finished run's file
     records = list(wandb_records(next(run.glob("run-*.wandb"))))
+    while not any(r.HasField("exit") for r in records):
+        assert time.monotonic() < deadline, [r.WhichOneof("record_type") for r in records]
+        time.sleep(0.2)
+        records = list(wandb_records(next(run.glob("run-*.wandb"))))
     (record,) = [r.run for r in records if r.HasField("run")]
     assert (record.run_group, record.job_type, record.project) == ("wandb_stages", "demo_data", "synthrel")
     logged = {}
