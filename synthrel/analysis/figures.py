@@ -119,7 +119,8 @@ def ece_improvement_figure(
         ax.set_xlim(-0.5, len(models) - 0.5)
         ax.set_ylabel("relative ECE improvement (%)")
         ordering = "real mIoU (robustness) →" if order else "name (no real mIoU found)"
-        ax.set_title(f"{domain}: models ordered by {ordering}")
+        ax.set_title(domain)  # short: a long title ran under the legend beside the first panel
+        ax.set_xlabel(f"models, ordered by {ordering}", fontsize=8)
     handles = {h.get_label(): h for ax in axes[:len(panels)] for h in ax.get_legend_handles_labels()[0]}
     fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=7,
                title="calibration set (method)", title_fontsize=7)
