@@ -161,7 +161,8 @@ class OODDetectionJob:
                                       aggfunc="last", dropna=False)
             layout.columns = [f"{d} {m}" for d, m in layout.columns]
             index.append({"kind": "table", "title": title, **save_table(
-                layout, report_dir, f"ood_{convention}", na_footnote=NOT_MEASURED_FOOTNOTE, drop_empty_rows=True)})
+                layout, report_dir, f"ood_{convention}", na_footnote=NOT_MEASURED_FOOTNOTE, drop_empty_rows=True,
+                notes=self.same_weights() if self.rba_models else ())})
         if self.rba_models:
             from synthrel.ood_detection.table2 import table2
 
