@@ -129,10 +129,6 @@ def _summary(settings: dict) -> str:
     if missing:
         parts.append(f"{len(missing)} zoo model(s) not evaluated: "
                      + ", ".join(f"{k} ({why})" for k, why in sorted(missing.items())))
-    groups = warning_groups(settings.get("warnings") or [])
-    if groups:
-        parts.append(f"{sum(map(len, groups.values()))} warning(s) of the analysis (section Warnings): "
-                     + ", ".join(f"{len(items)} {cause.lower()}" for cause, items in groups.items()))
     if boot:
         parts.append(f"Pearson r headline; intervals: {100 * boot['confidence']:.0f}% percentile bootstrap over "
                      f"models, {boot['n_resamples']} resamples, seed {boot['seed']}")
@@ -171,7 +167,7 @@ def overview(index: list[dict], settings: dict, analysis: Path) -> list[str]:
                  + (f", metrics {', '.join(job['metrics'])}" if job.get("metrics") else "") + ".")
     missing = settings.get("not_evaluated") or {}
     if missing:
-        lines.append(f"- **Not evaluated**: {', '.join(sorted(missing))} (no weights; see Settings).")
+        lines.append(f"- **Not evaluated**: {', '.join(f'{k} ({why})' for k, why in sorted(missing.items()))}.")
     headline = next((Path(i["md"]) for i in index if i["kind"] == "table" and Path(i["md"]).name == HEADLINE), None)
     if headline is not None and headline.is_file():
         lines += ["- **Headline** (Table 1, Pearson r over the zoo of mIoU on each predictor set vs on the real "
