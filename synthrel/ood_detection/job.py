@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from synthrel.calibration.job import write_table_atomic
 from synthrel.errors import ConfigError, DatasetError, unknown_name
 from synthrel.evaluation.results import is_done
-from synthrel.jobs import Manifest, atomic_path, positive_int, write_json_atomic
+from synthrel.jobs import Manifest, atomic_path, exclusive_output, positive_int, write_json_atomic
 from synthrel.metrics.ood import OODAccumulator, dataset_rows, describe_row
 from synthrel.ood_detection.outliers import RBA_MIN_SIZES, SYNTHETIC_MODES
 
@@ -128,6 +128,11 @@ class OODDetectionJob:
         return self.dataset_keys.get(dataset, dataset)
 
     def run(self) -> dict:
+        # jobs of a sweep share the folder: one at a time, so the last one's table holds every job's results
+        with exclusive_output(self.output_dir, wait=True):
+            return self._run()
+
+    def _run(self) -> dict:
         out = Path(self.output_dir)
         rows = self.zoo_rows() if self.zoo_scores else []
         if self.rba_models:
