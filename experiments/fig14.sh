@@ -9,12 +9,13 @@ run -m "${COMMON[@]}" +experiment=calibration task_name=fig14a_calibrate domain=
     "stages.calibrate.methods=[global,per_class]" \
     '~stages.calibrate.calibration_sets.cityscapes'
 run profile="$PROFILE" real_split="$REAL_SPLIT" +experiment=correlation task_name=fig14a stages.correlate.metrics=[ece_paper] \
-    stages.correlate.class_metrics=[]
+    stages.correlate.class_metrics=[] \
+    'stages.correlate.calibration_root=${paths.artifacts_dir}/calibration/${zoo.name}/fig14a_calibrate'
 # (b) Cityscapes (cityscapes_calib) vs synthetic, standard TS (the calibrate stage's default sets)
 run -m "${COMMON[@]}" +experiment=calibration task_name=fig14b_calibrate domain=fog,night,rain,snow,india \
     stages.calibrate.methods=[global]
 run profile="$PROFILE" real_split="$REAL_SPLIT" +experiment=correlation task_name=fig14b stages.correlate.metrics=[ece_paper] \
-    stages.correlate.class_metrics=[]
-# -> outputs/artifacts/analysis/fig14{a,b}/fig6_ece_improvement.{png,pdf}
-# Both analyses read the whole calibration root: use a separate zoo name or paths.output_root per variant
-# (e.g. SYNTHREL_OUTPUTS=outputs/fig14a) to keep the two comparisons apart.
+    stages.correlate.class_metrics=[] \
+    'stages.correlate.calibration_root=${paths.artifacts_dir}/calibration/${zoo.name}/fig14b_calibrate'
+# -> outputs/artifacts/analysis/fig14{a,b}/fig6_ece_improvement.{png,pdf} (outputs/tiny/artifacts/... with PROFILE=tiny),
+#    each from its own calibrate sweep (outputs/artifacts/calibration/<zoo>/fig14{a,b}_calibrate)

@@ -8,6 +8,7 @@ run -m "${COMMON[@]}" +experiment=calibration task_name=fig6_calibrate domain=fo
     "stages.calibrate.methods=[global,per_class]" \
     '+stages.calibrate.calibration_sets.real=[${synthrel.real:calib}]'
 run profile="$PROFILE" real_split="$REAL_SPLIT" +experiment=correlation task_name=fig6 stages.correlate.metrics=[ece_paper] \
-    stages.correlate.class_metrics=[]
+    stages.correlate.class_metrics=[] \
+    'stages.correlate.calibration_root=${paths.artifacts_dir}/calibration/${zoo.name}/fig6_calibrate'
 # -> outputs/artifacts/analysis/fig6/fig6_ece_improvement.{png,pdf} (one panel per domain, bars per
 #    calibration set x method) and table3_calibration_success.*

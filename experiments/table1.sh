@@ -35,5 +35,6 @@ else echo "external generator row: not run (set EXTERNAL=tsit and TSIT_DIR, see 
 run profile="$PROFILE" real_split="$REAL_SPLIT" +experiment=correlation stages.correlate.metrics=[mIoU]
 # The same from sweep folders only (no shared results root):
 #   python -m synthrel.run +experiment=correlation stages.correlate.results_root=null \
-#       'stages.correlate.sweep_dirs=[outputs/logs/table1_eval_real/multiruns/<date>,outputs/logs/table1_eval_synthetic/multiruns/<date>]'
-# or one table: python -m synthrel.analysis.aggregate outputs/logs/table1_eval_*/multiruns/* --out table1_results.parquet
+#       'stages.correlate.sweep_dirs=[outputs/logs/multiruns/<date of step 2>,outputs/logs/multiruns/<date of step 3>]'
+# or one table: python -m synthrel.analysis.aggregate outputs/logs/multiruns/<date> --out table1_results.parquet
+# (each sweep prints its folder at the end of every job: "sweep folder: ...")

@@ -19,5 +19,6 @@ run -m "${COMMON[@]}" +experiment=calibration task_name=table3_calibrate domain=
 
 # 3. Table 3 layout: calibration set x shift, % of models with ECE_TS < ECE_raw.
 run profile="$PROFILE" real_split="$REAL_SPLIT" +experiment=correlation task_name=table3 stages.correlate.metrics=[ece_paper] \
-    stages.correlate.class_metrics=[]
+    stages.correlate.class_metrics=[] \
+    'stages.correlate.calibration_root=${paths.artifacts_dir}/calibration/${zoo.name}/table3_calibrate'
 # -> outputs/artifacts/analysis/table3/table3_calibration_success.{csv,md,tex}, fig6_ece_improvement.{png,pdf}

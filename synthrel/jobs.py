@@ -335,9 +335,11 @@ def exclusive_outputs(folders, shard: Shard | None = None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def exclusive_output(folder: str | os.PathLike, shard: Shard | None = None) -> Iterator[None]:
+def exclusive_output(folder: str | os.PathLike, shard: Shard | None = None, wait: bool = False) -> Iterator[None]:
     """Hold the right to write `folder` (one shard of it) for the block: a second run on the same folder and
     shard stops at once with OutputBusyError naming the holder, instead of redoing the work beside it.
+    With `wait`, it logs the holder and waits for it instead: for items that jobs of one sweep share (the caller
+    then checks whether the holder left the item done).
 
     An advisory `flock` on a hidden file in the folder: the kernel releases it when the holder exits, a kill
     included, so no stale lock is left (on NFS it needs NFSv4 or lockd, as any flock).
@@ -350,12 +352,17 @@ def exclusive_output(folder: str | os.PathLike, shard: Shard | None = None) -> I
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            holder = None
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+        if holder is not None:
             what = f"{folder}" + (f" (shard {shard})" if suffix else "")
-            raise OutputBusyError(
-                f"another synthrel run is writing {what}: {holder}. Wait for it to finish (a re-run then skips "
-                "what it wrote), or write elsewhere (e.g. paths.output_root=<other folder>)") from None
+            if not wait:
+                raise OutputBusyError(
+                    f"another synthrel run is writing {what}: {holder}. Wait for it to finish (a re-run then skips "
+                    "what it wrote), or write elsewhere (e.g. paths.output_root=<other folder>)")
+            log.info("waiting for another synthrel run writing %s: %s", what, holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, _holder().encode(), 0)
         yield

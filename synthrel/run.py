@@ -8,6 +8,7 @@ Module level imports only Hydra and the config schemas: `--help`, `--cfg` and sh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -46,6 +47,12 @@ STAGE_ORDER = (
     "report",
 )
 CONF_DIR = Path(__file__).resolve().parent / "conf"
+#: Stages that run in every process of a multi-process launch; the others run in rank 0 only (a DDP relaunch
+#: runs the whole command again in each new rank, after rank 0 has run the stages before).
+DISTRIBUTED_STAGES = ("train_controlnet",)
+#: Stages that open their own tracker run (training curves; analysis tables and figures). Every other stage gets
+#: one wandb run (with `logger=wandb`) holding its settings and the numbers of its summary.
+SELF_LOGGING_STAGES = ("train_controlnet", "correlate")
 
 
 def run_stages(cfg: DictConfig) -> RunSummaries:
@@ -64,14 +71,22 @@ def run_stages(cfg: DictConfig) -> RunSummaries:
     check_stage_keys(cfg)
     check_shard_used(cfg)
     from synthrel.runstats import check_released, count_images, measure, write_stage_table
+    from synthrel.runtime import is_secondary_rank
 
     summaries, stats = {}, []
     table = cfg.get("stage_table") or {}
+    secondary = is_secondary_rank()
     for name in sorted(stages, key=STAGE_ORDER.index):
+        if secondary and name not in DISTRIBUTED_STAGES:
+            log.info("stage %s: left to rank 0 (this process is another rank of a multi-process launch)", name)
+            continue
         log.info("stage %s: starting", name)
         with measure(name) as stage_stats:
             job = hydra.utils.instantiate(stages[name], _convert_="all")
-            summaries[name] = job.run() or {}
+            with _stage_tracker(cfg, name) as tracker:
+                summaries[name] = job.run() or {}
+                if tracker is not None:
+                    tracker.log_metrics(_numbers(summaries[name], f"{name}/"))
             del job  # the stage's models go with it: measure() collects them and empties the CUDA cache
         stage_stats.images = count_images(summaries[name])
         stats.append(stage_stats)
@@ -135,10 +150,36 @@ def main() -> None:
     hydra_main()
 
 
+def _stage_tracker(cfg: DictConfig, name: str):
+    """A wandb run for stage `name` (group = task, job_type = the stage) with its scalar settings, or None."""
+    from synthrel.tracking import WANDB_LOGGER, Tracker
+
+    loggers = OmegaConf.to_container(cfg.get("logger") or {}, resolve=True)
+    wandb = {key: value for key, value in loggers.items() if value and value.get("_target_") == WANDB_LOGGER}
+    if name in SELF_LOGGING_STAGES or not wandb:
+        return contextlib.nullcontext()
+    tracker = Tracker.from_config(wandb, job_type=name)
+    settings = OmegaConf.to_container(cfg.stages[name], resolve=True)
+    tracker.log_hyperparams({key: value for key, value in settings.items()
+                             if isinstance(value, (str, int, float, bool)) and not key.startswith("_")})
+    return tracker
+
+
+def _numbers(summary: dict, prefix: str) -> dict[str, float]:
+    """The numbers of a stage summary, nested keys joined with "/" (counts, success rates...)."""
+    numbers = {}
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            numbers.update(_numbers(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers[f"{prefix}{key}"] = value
+    return numbers
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
     from synthrel.preflight import gate as preflight_gate
-    from synthrel.runtime import setup_runtime
+    from synthrel.runtime import is_secondary_rank, setup_runtime
 
     check_local_config()
     check_run_keys(cfg)
@@ -146,6 +187,7 @@ def hydra_main(cfg: DictConfig) -> None:
     check_shard_used(cfg)
     setup_runtime(cfg.get("cpu_threads"))
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     check_domain(cfg, HydraConfig.get().runtime.choices.get("domain"))
     log.info("profile=%s task=%s output_dir=%s", cfg.profile.name, cfg.task_name, cfg.paths.output_dir)
@@ -155,6 +197,8 @@ def hydra_main(cfg: DictConfig) -> None:
     if preflight_gate(cfg, STAGE_ORDER):  # preflight=true / download: report only
         return
     summaries = run_stages(cfg)
+    if is_secondary_rank():  # rank 0 writes the run's summary
+        return
     out = Path(cfg.paths.output_dir)
     OmegaConf.save(OmegaConf.create(summaries.with_stats()), out / "summary.yaml")
     print(f"\nsynthrel: {cfg.task_name} finished; logs and summary in {out}")
@@ -162,6 +206,11 @@ def hydra_main(cfg: DictConfig) -> None:
         for key, value in summary.items():
             if key.endswith(("_dir", "_path", "report")):
                 print(f"  {name}.{key}: {value}")
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # every job of the sweep is under this one folder
+        sweep = Path(hydra_cfg.sweep.dir).resolve()
+        print(f"  sweep folder: {sweep}\n  one table of the sweep's results: "
+              f"python -m synthrel.analysis.aggregate {sweep} --out <table>.parquet")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,16 @@ def setup_runtime(cpu_threads: int | None = None) -> None:
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # mmengine checkpoints hold numpy meta
 
 
+#: Set by the launchers that start one process per device (Lightning's DDP relaunch, torchrun, srun).
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+
+
+def is_secondary_rank() -> bool:
+    """This process is a rank other than 0 of a multi-process launch (e.g. one of the processes Lightning's DDP
+    starts by running the same command again): it must leave what rank 0 writes to rank 0."""
+    return any(os.environ.get(name, "0").strip() not in ("", "0") for name in RANK_VARIABLES)
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

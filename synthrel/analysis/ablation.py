@@ -55,8 +55,11 @@ def data_size_ablation(
     sizes: Sequence[int],
     repeats: int,
     seed: int,
+    notes: list[str] | None = None,
+    what: str = "",
 ) -> pd.DataFrame:
-    """Pearson r between subset mIoU and real mIoU, one row per (size, repeat); sizes above the set are skipped."""
+    """Pearson r between subset mIoU and real mIoU, one row per (size, repeat); sizes above the set are skipped
+    (named in the log and in `notes`, which the report shows)."""
     models = sorted(set(confusions) & set(real_miou))
     if len(models) < 3:
         raise DatasetError(f"data-size ablation needs at least 3 models with both sets, got {models}")
@@ -64,9 +67,16 @@ def data_size_ablation(
     y = np.array([real_miou[m] for m in models], dtype=np.float64)
     n_images = stack.shape[1]
     rows = []
+    too_large = [size for size in sizes if size > n_images]
+    if too_large:
+        note = (f"data-size ablation {what}: size(s) {too_large} exceed the {n_images} image(s) of the synthetic set "
+                "and were skipped" + ("; no size fits, so no ablation table or figure" if len(too_large) == len(sizes)
+                                       else ""))
+        log.warning(note)
+        if notes is not None:
+            notes.append(note)
     for size in sizes:
         if size > n_images:
-            log.warning("ablation size %d > %d images available; skipped", size, n_images)
             continue
         for repeat in range(repeats):
             chosen = item_rng(seed, repeat, f"size={size}").choice(n_images, size=size, replace=False)
@@ -84,11 +94,13 @@ def ablation_for(
     repeats: int,
     seed: int,
     real_datasets: Mapping[str, str] = REAL_DATASETS,
+    notes: list[str] | None = None,
 ) -> pd.DataFrame:
     """Run the ablation for one synthetic set against its real counterpart's mIoU."""
     real = paired_values(results, "mIoU", domain, generator, real_datasets=real_datasets)
     confusions = load_confusions(results, generator, domain)
-    table = data_size_ablation(confusions, dict(zip(real["model"], real["y"], strict=True)), sizes, repeats, seed)
+    table = data_size_ablation(confusions, dict(zip(real["model"], real["y"], strict=True)), sizes, repeats, seed,
+                               notes=notes, what=f"{generator}->{domain}")
     table.insert(0, "domain", domain)
     table.insert(0, "generator", generator)
     return table

@@ -271,23 +271,42 @@ def correlation_table(
                              f"{real_name!r}, so the {domain!r} column is left out (evaluate the zoo on it)")
                         continue
                     pairs = _pairs(cell, domain, generator, real_datasets)
-                    _warn_unmatched(warn, metric, generator, domain, real_name, set(predictor["model"]),
-                                    real_models, len(pairs))
+                    _warn_unmatched(warn, metric, cls, generator, domain, real_name, predictor, real_models,
+                                    cell[cell["dataset"] == real_name], len(pairs))
                     stats_row = correlate(pairs["x"], pairs["y"], bootstrap)
                     rows.append({"metric": metric, "cls": cls, "generator": generator, "domain": domain,
                                  "real_dataset": real_datasets[domain], **stats_row})
     return pd.DataFrame(rows)
 
 
-def _warn_unmatched(warn, metric: str, generator: str, domain: str, real_name: str, predictor: set,
-                    real: set, n_pairs: int) -> None:
-    """Name the models one side lacks; say when the cell is n/a for want of models in common."""
+def _warn_unmatched(warn, metric: str, cls: str, generator: str, domain: str, real_name: str,
+                    predictor_rows: pd.DataFrame, real: set, real_rows: pd.DataFrame, n_pairs: int) -> None:
+    """Name the models one side lacks; say when the cell is n/a for want of models with a value on both sides,
+    and why: models evaluated on one side only, or (per-class cells) a class without a value (NaN: absent from
+    the labels and the predictions of a set) although every model was evaluated on both."""
+    predictor = set(predictor_rows["model"])
     only_predictor, only_real = sorted(predictor - real), sorted(real - predictor)
     if not only_predictor and not only_real and n_pairs >= MIN_INFORMATIVE:
         return
     def some(names):
         return ", ".join(names[:10]) + (f" (+{len(names) - 10} more)" if len(names) > 10 else "")
-    parts = [f"correlation {metric} {generator}->{domain}: {n_pairs} model(s) in common with the real results "
+    what = f"{metric}[{cls}]" if cls else metric
+    if not only_predictor and not only_real:  # every model on both sides: the values are missing
+        both = predictor & real
+        undefined = {side: sorted(set(rows.loc[rows["model"].isin(both) & rows["value"].isna(), "model"]))
+                     for side, rows in ((generator, predictor_rows), (real_name, real_rows))}
+        head = (f"correlation {what} {generator}->{domain}: {n_pairs} model(s) with a value on both sides, fewer "
+                f"than {MIN_INFORMATIVE}, shown as {MISSING}: ")
+        if not any(undefined.values()):
+            warn((metric, cls, generator, domain), head + f"the zoo has only {len(both)} model(s) evaluated on both")
+            return
+        counts = ", ".join(f"{len(models)} of {len(both)} on {side!r}" for side, models in undefined.items())
+        warn((metric, cls, generator, domain), head + f"every model was evaluated on both sets, but {metric} is "
+             f"undefined (the class has no pixel in the labels nor in the predictions, or the set has no such "
+             f"class) for {counts}" if cls else head + f"every model was evaluated on both sets, but {metric} is "
+             f"undefined for {counts}")
+        return
+    parts = [f"correlation {what} {generator}->{domain}: {n_pairs} model(s) in common with the real results "
              f"on {real_name!r}"]
     if n_pairs < MIN_INFORMATIVE:
         parts.append(f"fewer than {MIN_INFORMATIVE}, shown as {MISSING}")
@@ -295,7 +314,7 @@ def _warn_unmatched(warn, metric: str, generator: str, domain: str, real_name: s
         parts.append(f"without a real result: {some(only_predictor)}")
     if only_real:
         parts.append(f"without a {generator} result: {some(only_real)}")
-    warn((metric, generator, domain), "; ".join(parts) + " (check that both were evaluated with the same zoo)")
+    warn((metric, cls, generator, domain), "; ".join(parts) + " (check that both were evaluated with the same zoo)")
 
 
 def shift_layout(tidy: pd.DataFrame, metric: str, value: str = "pearson", cls: str = "") -> pd.DataFrame:

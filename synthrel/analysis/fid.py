@@ -25,7 +25,7 @@ from torch import nn
 
 from synthrel.analysis.inception import INCEPTION_WEIGHTS
 from synthrel.errors import ConfigError, WeightsError
-from synthrel.jobs import Manifest, atomic_path, positive_int, write_json_atomic
+from synthrel.jobs import Manifest, atomic_path, exclusive_output, positive_int, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -242,11 +242,12 @@ class FIDJob:
                           subset_seed=self.seed, profile=self.profile)
             manifest.append(record)
             log.info("FID %s = %.2f", key, record["fid"])
-        return self.write_tables(out, manifest.read())
+        with exclusive_output(out, wait=True):  # parallel jobs of a sweep add up: each table from every record
+            return self.write_tables(out, manifest.read())
 
     def write_tables(self, out: Path, records: list[dict]) -> dict:
         from synthrel.analysis.correlation import order_domains, order_generators
-        from synthrel.reporting import save_table
+        from synthrel.reporting import NOT_MEASURED_FOOTNOTE, save_table
 
         tidy = pd.DataFrame(records)
         tidy = tidy[tidy["feature_extractor"] == self.feature_extractor]
@@ -259,7 +260,7 @@ class FIDJob:
                 f"{self.resolution[0]}x{self.resolution[1]}"
         if self.feature_extractor == "tiny":
             title += " (random tiny extractor: not comparable with published FIDs)"
-        paths = save_table(layout, out, "table4_fid", digits=1, caption=title)
+        paths = save_table(layout, out, "table4_fid", digits=1, caption=title, na_footnote=NOT_MEASURED_FOOTNOTE)
         write_json_atomic(out / "fid_outputs.json", [
             {"kind": "table", "title": title, **paths},
             {"kind": "data", "title": "FID per pair (tidy, with settings)", "csv": str(out / "fid.csv")},

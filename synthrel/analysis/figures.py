@@ -119,7 +119,9 @@ def ece_improvement_figure(
     series = sorted(set(zip(rel["calib_set"], rel["method"], strict=True)))
     colors = dict(zip(series, series_colors(len(series)), strict=True))
     n_models = rel["model"].nunique()
-    fig, axes = _grid(len(panels), width=max(5.0, n_models * (0.25 + 0.03 * len(series))), height=3.4, max_cols=1)
+    # panels as wide as their bars need (a few points per bar), one above the other
+    width = min(48.0, max(6.0, n_models * (0.25 + 0.06 * len(series))))
+    fig, axes = _grid(len(panels), width=width, height=3.4, max_cols=1)
     for ax, domain in zip(axes, panels, strict=False):
         sub = rel[rel["domain"] == domain]
         table = sub.pivot_table(index="model", columns=["calib_set", "method"], values="value", aggfunc="first")
@@ -136,7 +138,8 @@ def ece_improvement_figure(
         ax.set_xlim(-0.5, len(models) - 0.5)
         ax.set_ylabel("relative ECE improvement (%)")
         ordering = "real mIoU (robustness) →" if order else "name (no real mIoU found)"
-        ax.set_title(f"{domain}: models ordered by {ordering}")
+        ax.set_title(domain)  # short: a long title ran under the legend beside the first panel
+        ax.set_xlabel(f"models, ordered by {ordering}", fontsize=8)
     handles = {h.get_label(): h for ax in axes[:len(panels)] for h in ax.get_legend_handles_labels()[0]}
     fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=7,
                title="calibration set (method)", title_fontsize=7)

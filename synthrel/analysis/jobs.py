@@ -211,6 +211,8 @@ class CorrelateJob:
         calib = aggregate.load_results(self.calibration_root, aggregate.CALIBRATION_FILENAMES,
                                        calibration.CALIBRATION_COLUMNS)
         aggregate.check_consistent([results.head(1), calib])
+        # the same fit recorded by several calibrate tasks (their folders under one root) counts once
+        calib = calib.drop_duplicates(subset=[c for c in calib.columns if c != "source"])
         summary = calibration.calibration_success(calib)
         self._save_frame(summary, out / "calibration_summary", index, "Calibration success (tidy)", tracker)
         self._save_layout(calibration.success_layout(summary), out, "table3_calibration_success",
@@ -236,9 +238,10 @@ class CorrelateJob:
             for domain in self.domains:
                 try:
                     tables.append(ablation_for(results, generator, domain, sizes, self.ablation.get("repeats", 10),
-                                               self.seed, self.real_datasets))
+                                               self.seed, self.real_datasets, notes=self._notes))
                 except DatasetError as err:
                     log.warning("data-size ablation skipped for %s/%s: %s", generator, domain, err)
+                    self._notes.append(f"data-size ablation {generator}->{domain}: not run: {err}")
         tables = [t for t in tables if not t.empty]
         if not tables:
             return

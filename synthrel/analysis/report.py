@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,7 @@ td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}.notice{background:
 <body>
 {% if notice %}<p class="notice">{{ notice }}</p>
 {% endif %}<h1>{{ title }}</h1>
+{{ overview | safe }}
 <p>{{ summary }}</p>
 <div class="protocol"><b>Protocol</b><ul>{% for name, text in protocol %}<li><b>{{ name }}</b>: {{ text }}</li>
 {% endfor %}</ul></div>
@@ -64,7 +66,11 @@ td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}.notice{background:
 {% endfor %}{% for item in section.figures %}<h3>{{ item.title }}</h3>
 <img src="{{ item.image }}" alt="{{ item.title }}"><p>{% for path in item.files %}<a href="{{ path }}">{{ path }}</a>
 {% endfor %}</p>
-{% endfor %}{% endfor %}<h2>Data</h2><ul>
+{% endfor %}{% endfor %}{% if warnings %}<h2>Warnings</h2>
+{% for cause, items in warnings.items() %}<h3>{{ cause }} ({{ items | length }})</h3><ul>
+{% for text in items %}<li>{{ text }}</li>
+{% endfor %}</ul>
+{% endfor %}{% endif %}<h2>Data</h2><ul>
 {% for item in data %}<li><a href="{{ item.csv }}">{{ item.title }}</a></li>
 {% endfor %}</ul>
 <h2>Settings</h2><pre>{{ settings }}</pre>
@@ -157,18 +163,71 @@ def _summary(settings: dict) -> str:
     if missing:
         parts.append(f"{len(missing)} zoo model(s) not evaluated: "
                      + ", ".join(f"{k} ({why})" for k, why in sorted(missing.items())))
-    warnings = settings.get("warnings") or []
-    if warnings:
-        parts.append(f"{len(warnings)} warning(s) of the analysis: " + " | ".join(warnings))
     if boot:
         parts.append(f"Pearson r headline; intervals: {100 * boot['confidence']:.0f}% percentile bootstrap over "
                      f"models, {boot['n_resamples']} resamples, seed {boot['seed']}")
     return "; ".join(parts) + "."
 
 
+#: Causes of the analysis warnings (first match), so that a reader sees each kind once with its cells under it.
+WARNING_CAUSES = (
+    ("is undefined", "Cells without a value: the metric is undefined on a set, although every model was evaluated"),
+    ("evaluated on both", "Cells with too few models for a correlation"),
+    ("result: ", "Cells with models evaluated on one side only"),
+    ("left out (evaluate", "Shifts whose real set has no results: their column is left out"),
+    ("data-size ablation", "Data-size ablation"),
+)
+
+
+def warning_groups(warnings: list[str]) -> dict[str, list[str]]:
+    """The analysis warnings by cause (WARNING_CAUSES, else "Other"), in the order of the causes."""
+    groups: dict[str, list[str]] = {cause: [] for _, cause in WARNING_CAUSES} | {"Other": []}
+    for text in warnings:
+        cause = next((cause for marker, cause in WARNING_CAUSES if marker in text), "Other")
+        groups[cause].append(text)
+    return {cause: items for cause, items in groups.items() if items}
+
+
+HEADLINE = "table1_mIoU.md"  # Table 1 (mIoU): the paper's headline
+
+
+def overview(index: list[dict], settings: dict, analysis: Path) -> list[str]:
+    """The first screen: what was run and on what, the headline table, and where the rest is."""
+    job = settings.get("job") or {}
+    lines = ["## Summary", ""]
+    lines.append(f"- **Run**: analysis `{analysis.name}` on the `{settings.get('profile', '?')}` profile: "
+                 f"{settings.get('n_models', '?')} zoo model(s), {len(settings.get('sources', []))} result table(s)"
+                 + (f", shifts {', '.join(job['domains'])}" if job.get("domains") else "")
+                 + (f", metrics {', '.join(job['metrics'])}" if job.get("metrics") else "") + ".")
+    missing = settings.get("not_evaluated") or {}
+    if missing:
+        lines.append(f"- **Not evaluated**: {', '.join(f'{k} ({why})' for k, why in sorted(missing.items()))}.")
+    headline = next((Path(i["md"]) for i in index if i["kind"] == "table" and Path(i["md"]).name == HEADLINE), None)
+    if headline is not None and headline.is_file():
+        lines += ["- **Headline** (Table 1, Pearson r over the zoo of mIoU on each predictor set vs on the real "
+                  "shifted set; close to 1: the set ranks the models as the real data does):", "",
+                  headline.read_text().rstrip(), ""]
+    sections_found = [name for name, items in sections(index) if name and items]
+    counts = {kind: sum(i["kind"] == kind for i in index) for kind in ("table", "figure")}
+    lines.append(f"- **In this report**: {counts['table']} table(s), {counts['figure']} figure(s)"
+                 + (f"; sections {', '.join(sections_found)}" if sections_found else "") + ".")
+    groups = warning_groups(settings.get("warnings") or [])
+    if groups:
+        lines.append("- **Warnings**: " + "; ".join(f"{cause} ({len(items)})" for cause, items in groups.items())
+                     + " (section Warnings).")
+    return lines + [""]
+
+
+def warnings_section(settings: dict) -> list[str]:
+    lines = []
+    for cause, items in warning_groups(settings.get("warnings") or []).items():
+        lines += [f"### {cause} ({len(items)})", ""] + [f"- {text}" for text in items] + [""]
+    return ["## Warnings", ""] + lines if lines else []
+
+
 def render_markdown(index, settings, title, notice, analysis: Path, out: Path, box=()) -> str:
     lines = [notice, ""] if notice else []
-    lines += [f"# {title}", "", _summary(settings), ""]
+    lines += [f"# {title}", "", *overview(index, settings, analysis), _summary(settings), ""]
     if box:
         lines += ["> **Protocol**", ">"] + [f"> - **{name}**: {text}" for name, text in box] + [""]
     for name, items in sections(index):
@@ -187,6 +246,7 @@ def render_markdown(index, settings, title, notice, analysis: Path, out: Path, b
             png = next(p for p in item["files"] if p.endswith(".png"))
             lines += [f"### {item['title']}", "", f"![{item['title']}]({_rel(png, out)})", "",
                       "Files: " + ", ".join(f"[{Path(p).suffix[1:]}]({_rel(p, out)})" for p in item["files"]), ""]
+    lines += warnings_section(settings)
     lines += ["## Data", ""]
     lines += [f"- [{i['title']}]({_rel(i['csv'], out)})" for i in index if i["kind"] == "data"]
     lines += ["", "## Settings", "", "```yaml", yaml.safe_dump(settings, sort_keys=False).rstrip(), "```", ""]
@@ -198,7 +258,7 @@ def render_html(index, settings, title, notice, analysis: Path, out: Path, box=(
         table = pd.read_csv(item["csv"], keep_default_na=True)
         return {"title": item["title"], "files": {k: _rel(item[k], out) for k in ("csv", "md", "tex")},
                 "html": table.to_html(index=False, float_format="%.2f", na_rep=MISSING),
-                "footnote": NA_FOOTNOTE if has_missing(table) else None}
+                "footnote": item["footnote"] if "footnote" in item else NA_FOOTNOTE if has_missing(table) else None}
 
     groups = [{"name": name,
                "tables": [table_entry(i) for i in items if i["kind"] == "table"],
@@ -207,5 +267,29 @@ def render_html(index, settings, title, notice, analysis: Path, out: Path, box=(
                            for i in items if i["kind"] == "figure"]}
               for name, items in sections(index)]
     data = [{"title": i["title"], "csv": _rel(i["csv"], out)} for i in index if i["kind"] == "data"]
+    overview_html = markdown_lite("\n".join(overview(index, settings, analysis)))
+    warnings = warning_groups(settings.get("warnings") or [])
     return HTML_TEMPLATE.render(title=title, notice=notice, summary=_summary(settings), protocol=box, sections=groups,
-                                data=data, settings=yaml.safe_dump(settings, sort_keys=False))
+                                overview=overview_html, warnings=warnings, data=data,
+                                settings=yaml.safe_dump(settings, sort_keys=False))
+
+
+def markdown_lite(text: str) -> str:
+    """The overview's Markdown (bullets, **bold**, `code`, one pipe table) as HTML."""
+    html, table = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            rows = [[cell.strip() for cell in row.strip("|").split("|")] for row in table
+                    if not set(row) <= set("|:- ")]
+            html.append("<table>" + "".join("<tr>" + "".join(f"<td>{jinja2.filters.escape(c)}</td>" for c in row)
+                                           + "</tr>" for row in rows) + "</table>")
+            table = []
+        if line.startswith("## "):
+            html.append(f"<h2>{jinja2.filters.escape(line[3:])}</h2>")
+        elif line.startswith("- "):
+            item = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", str(jinja2.filters.escape(line[2:])))
+            html.append("<p>" + re.sub(r"`(.+?)`", r"<code>\1</code>", item) + "</p>")
+    return "\n".join(html)

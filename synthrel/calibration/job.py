@@ -214,7 +214,7 @@ class CalibrateJob:
         from synthrel.runtime import resolve_device
 
         device = resolve_device(self.device)
-        with exclusive_output(self.output_dir):
+        with exclusive_output(self.output_dir, wait=True):  # jobs of one sweep share the task's folder
             return self._run(device)
 
     def fit_settings(self, model: str, keys: list[str]) -> dict:

@@ -225,12 +225,26 @@ class TrainControlNetJob:
 
     def settings(self) -> dict:
         """What the trained weights depend on (recorded in final/training.json; a finished run is reused only while
-        they are unchanged). Not max_steps: a larger one continues the run, a smaller one keeps the longer run."""
+        they are unchanged): the global batch (devices x batch x accumulation) and how it is split included.
+        Not max_steps: a larger one continues the run, a smaller one keeps the longer run."""
         return {"pretrained": path_identity(self.backbone["pretrained"]), "vae": path_identity(self.backbone.get("vae")),
                 "conditioning": self.conditioning, "resolution": self.resolution, "batch_size": self.batch_size,
                 "accumulate_grad_batches": self.accumulate_grad_batches, "lr": self.lr, "precision": self.precision,
                 "max_grad_norm": self.max_grad_norm, "hflip": self.hflip, "seed": self.seed,
-                "captions": path_identity(self.captions)}
+                "captions": path_identity(self.captions), "world_size": self.world_size(), "strategy": self.strategy,
+                "effective_batch_size": self.batch_size * self.accumulate_grad_batches * self.world_size()}
+
+    def world_size(self) -> int:
+        """Processes the Trainer will train on (`devices`, "auto": every visible GPU, or 1 on CPU), before it
+        exists: the global batch, so the weights, depend on it."""
+        accelerator, devices = self._accelerator()
+        if isinstance(devices, list):
+            return len(devices)
+        if devices != "auto":
+            return int(devices)
+        import torch
+
+        return 1 if accelerator == "cpu" else torch.cuda.device_count() or 1
 
     def _check_finished_settings(self) -> None:
         record = read_json_artifact(self.final_dir / "training.json", "a ControlNet training record", RETRAIN)

@@ -19,6 +19,7 @@ from synthrel.errors import ConfigError, DatasetError, unknown_name
 from synthrel.evaluation import NOT_EVALUATED
 from synthrel.evaluation.engine import evaluate_dataset
 from synthrel.evaluation.results import (
+    DONE,
     is_done,
     job_dir,
     metric_rows,
@@ -114,6 +115,7 @@ class EvaluateJob:
 
     def run(self) -> dict:
         device = resolve_device(self.device)
+        started = time.time()  # with force, a pair finished after this by another job of the sweep is kept
         results_dir = f"{self.output_dir}/{self.zoo_name}"
         manifest = Manifest(f"{results_dir}/manifest.jsonl", key="job")
         pairs = [(m, d) for m in self.models for d in self.datasets]
@@ -143,7 +145,15 @@ class EvaluateJob:
             segmenter = build_segmenter(entry, device, self.precision, self.cache_dir,
                                         window_batch=self.window_batch, compile=bool(self.compile))
             for name in todo:
-                with exclusive_output(self._folder(model_key, name)):
+                folder = self._folder(model_key, name)
+                # Jobs of one sweep share pairs (e.g. cityscapes_calib in the calibration sweep): wait for the
+                # one writing it, then take its result if it is what this job would compute.
+                with exclusive_output(folder, wait=True):
+                    if is_done(folder, expected[name]) and (not self.force or (folder / DONE).stat().st_mtime
+                                                            >= started):
+                        log.info("%s on %s: evaluated meanwhile by another run, skipped", model_key, name)
+                        skipped += 1
+                        continue
                     self._evaluate_pair(segmenter, entry, model_key, name, datasets[name], expected[name],
                                         manifest, device)
                 done += 1

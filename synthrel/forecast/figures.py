@@ -48,6 +48,8 @@ def forecast_scatter(table: pd.DataFrame, cells: pd.DataFrame, model_name: str, 
         ax.set_xlabel(f"{cell['metric']} (%) on {cell['generator']}")
         ax.set_ylabel(f"{cell['metric']} (%) on {cell['real_dataset']}")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    handles = {label: handle for ax in axes[:n] for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(4, len(handles)),
+               fontsize=7)  # below the panels: never over a point
     fig.suptitle(f"{cells['metric'].iloc[0]}: forecast of {model_name} from synthetic results")
     return save_figure(fig, out_stem)

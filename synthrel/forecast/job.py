@@ -236,6 +236,11 @@ class ForecastJob:
         predictor))."""
         present = sorted(set(table.loc[table["cls"] == "", "metric"]))
         metrics = [m for pattern in self.metrics for m in present if fnmatch.fnmatchcase(m, pattern)]
+        self.missing_rows = [  # the reasons a configured row is not in the table, under it in the report
+            f"No {pattern} rows: no result of the reference zoo has this metric"
+            + (" (OOD metrics come from evaluating the zoo on an OOD set: road_anomaly, ood_objects)"
+               if pattern.startswith(("auroc", "ap_", "fpr95")) else "") + "."
+            for pattern in self.metrics if not any(fnmatch.fnmatchcase(m, pattern) for m in present)]
         rows, loo_rows, comparison = [], [], []
         for metric in dict.fromkeys(metrics):
             zoo_rows, my_rows = ((r[r["metric"].isin([metric, ATC_METRIC]) & (r["cls"] == "")]) for r in (table, mine))
@@ -244,6 +249,9 @@ class ForecastJob:
                 user_x = correlation.predictor_values(my_rows, metric, domain, self.generator,
                                                       real_datasets=self.real_datasets)
                 if y.empty or self.key not in user_x.index:
+                    self.missing_rows.append(
+                        f"No {metric} {domain} row: " + (f"no zoo model has a {real} result" if y.empty else
+                                                         f"{self.key} has no {self.generator} {domain} result") + ".")
                     continue
                 actual = _real_values(my_rows, metric, real)
                 row = {"model": self.key, "metric": metric, "domain": domain, "generator": self.generator,
@@ -313,7 +321,9 @@ class ForecastJob:
         layout = _shown(forecasts, level).rename(columns={"x": f"on {self.generator} (%)"}).drop(columns="predictor")
         if layout["measured real (%)"].isna().all():
             layout = layout.drop(columns="measured real (%)")
-        paths = save_table(layout, out, "forecast_table", index=False)
+        if forecasts["note"].fillna("").astype(bool).any():
+            layout["note"] = forecasts["note"].fillna("")
+        paths = save_table(layout, out, "forecast_table", index=False, notes=self.missing_rows)
         index.append({"kind": "table", "section": SECTION, **paths,
                       "title": f"Forecast of {self.entry.display_name} on real data from its {self.generator} "
                                f"results: OLS over the reference zoo, {level} t prediction interval, leave-one-"

@@ -9,6 +9,7 @@ object is unsure on it.
 from __future__ import annotations
 
 import logging
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def predictions_figure(samples: dict[str, dict], segmenters: dict, out_stem: str
         for ax, (name, probs) in zip(axes[r, 2:], _predict(segmenters, sample["image"]).items(), strict=True):
             ax.imshow(colourise(probs.argmax(0).numpy().astype(np.uint8)))
             if r == 0:
-                ax.set_title(name, fontsize=8)
+                ax.set_title(textwrap.fill(name, 28), fontsize=8)  # long model names: wrapped, not over the next
     axes[0][0].set_title("image", fontsize=8)
     axes[0][1].set_title("label map", fontsize=8)
     fig.suptitle(title, fontsize=10)
@@ -81,7 +82,7 @@ def ood_confidence_figure(samples: list[dict], segmenters: dict, out_stem: str |
         for ax, (name, probs) in zip(axes[r, 2:], _predict(segmenters, sample["image"]).items(), strict=True):
             image = ax.imshow(probs.max(0).values.numpy(), cmap="viridis", vmin=0, vmax=1)
             if r == 0:
-                ax.set_title(name, fontsize=8)
+                ax.set_title(textwrap.fill(name, 28), fontsize=8)  # long model names: wrapped, not over the next
     axes[0][0].set_title("OOD image", fontsize=8)
     axes[0][1].set_title("OOD mask", fontsize=8)
     fig.colorbar(image, ax=axes[:, 2:].ravel().tolist(), shrink=0.8, label="max softmax confidence")

@@ -29,6 +29,7 @@ from synthrel.jobs import (
     ArtifactError,
     Manifest,
     atomic_path,
+    exclusive_output,
     positive_int,
     read_json_artifact,
     read_parquet_artifact,
@@ -151,6 +152,11 @@ class OODDetectionJob:
         return self.dataset_keys.get(dataset, dataset)
 
     def run(self) -> dict:
+        # jobs of a sweep share the folder: one at a time, so the last one's table holds every job's results
+        with exclusive_output(self.output_dir, wait=True):
+            return self._run()
+
+    def _run(self) -> dict:
         out = Path(self.output_dir)
         rows = self.zoo_rows() if self.zoo_scores else []
         if self.rba_models:
@@ -165,7 +171,7 @@ class OODDetectionJob:
     def write_report_tables(self, table: pd.DataFrame, out: Path, report_dir: Path) -> None:
         """One layout per convention (rows model and score, columns dataset and metric, in %) and their index
         `ood_outputs.json`, which the report stage gathers."""
-        from synthrel.reporting import save_table
+        from synthrel.reporting import NOT_MEASURED_FOOTNOTE, save_table
 
         titles = {"rba_pooled": "Table 2 layout: OOD detection pooled over each dataset (RbA convention: AUROC, "
                                 "AP, FPR95 at TPR > 0.95, void left out), %",
@@ -183,7 +189,9 @@ class OODDetectionJob:
             layout = part.pivot_table(index=["model", "score"], columns=["dataset", "metric"], values="value",
                                       aggfunc="last", dropna=False)
             layout.columns = [f"{d} {m}" for d, m in layout.columns]
-            index.append({"kind": "table", "title": title, **save_table(layout, report_dir, f"ood_{convention}")})
+            index.append({"kind": "table", "title": title, **save_table(
+                layout, report_dir, f"ood_{convention}", na_footnote=NOT_MEASURED_FOOTNOTE, drop_empty_rows=True,
+                notes=self.same_weights() if self.rba_models else ())})
         if self.rba_models:
             from synthrel.ood_detection.table2 import table2
 
@@ -191,9 +199,19 @@ class OODDetectionJob:
             title = ("Table 2: RbA with outlier exposure, pooled over each OOD set (RbA convention: AUROC, AP, "
                      "FPR95 at TPR > 0.95), %, beside the paper's numbers (spec 5.2, Road Anomaly)")
             write_table_atomic(layout.reset_index(names="model").astype(str), out, "table2")
-            index.insert(0, {"kind": "table", "title": title, **save_table(layout, report_dir, "table2", digits=1)})
+            index.insert(0, {"kind": "table", "title": title, **save_table(
+                layout, report_dir, "table2", digits=1, na_footnote=NOT_MEASURED_FOOTNOTE, notes=self.same_weights())})
         index.append({"kind": "data", "title": "OOD detection, every row (tidy)", "csv": str(out / f"{TABLE}.csv")})
         write_json_atomic(report_dir / "ood_outputs.json", index)
+
+    def same_weights(self) -> list[str]:
+        """Why RbA rows can be identical: base models that load one checkpoint (the tiny profile's one RbA)."""
+        by_checkpoint: dict[str, list[str]] = {}
+        for name, spec in self.rba_models.items():
+            checkpoint = spec.get("checkpoint") if isinstance(spec, dict) else spec
+            by_checkpoint.setdefault(str(checkpoint), []).append(name)
+        return [f"{' and '.join(names)} load the same checkpoint ({checkpoint}), so their rows (and their fine-tunes') "
+                "are the same model's." for checkpoint, names in by_checkpoint.items() if len(names) > 1]
 
     # -------------------------------------------------------------------------------------------- zoo
     def zoo_rows(self) -> list[dict]:

@@ -145,7 +145,8 @@ class InpaintJob:
         return [WorkItem(*pairs[j]) for j in self.shard_spec.select(len(pairs))]
 
     def run(self) -> dict:
-        with exclusive_output(self.out_dir, self.shard_spec):
+        # the jobs of a sweep over models (experiments/table2.sh) share the set: wait, then skip what is done
+        with exclusive_output(self.out_dir, self.shard_spec, wait=True):
             return self._inpaint()
 
     def _inpaint(self) -> dict:

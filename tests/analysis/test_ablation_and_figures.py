@@ -47,8 +47,14 @@ def test_ablation_full_size_equals_full_set_pcc_and_is_seeded():
     data = {f"m{i}": _per_image(rng, 12, q) for i, q in enumerate(qualities)}
     real = {m: q + rng.normal(0, 0.05) for m, q in zip(data, qualities, strict=True)}
     confusions = {m: d[2] for m, d in data.items()}
-    table = ablation.data_size_ablation(confusions, real, sizes=[4, 12, 50], repeats=3, seed=5)
-    assert sorted(table["size"].unique()) == [4, 12]  # 50 > 12 images: skipped
+    notes = []
+    table = ablation.data_size_ablation(confusions, real, sizes=[4, 12, 50], repeats=3, seed=5, notes=notes,
+                                        what="sd15->fog")
+    assert sorted(table["size"].unique()) == [4, 12]  # 50 > 12 images: skipped, and the report says so
+    assert notes == ["data-size ablation sd15->fog: size(s) [50] exceed the 12 image(s) of the synthetic set and "
+                     "were skipped"]
+    ablation.data_size_ablation(confusions, real, sizes=[16, 32], repeats=3, seed=5, notes=notes, what="sd15->fog")
+    assert notes[-1].endswith("no size fits, so no ablation table or figure")
     full = [_miou_sklearn(data[m][0], data[m][1]) for m in sorted(data)]
     expected = stats.pearsonr(full, [real[m] for m in sorted(data)]).statistic
     np.testing.assert_allclose(table.loc[table["size"] == 12, "pearson"], expected)

@@ -70,6 +70,15 @@ def test_correlate_and_report_from_composed_config(compose_cfg, tmp_path):
     report = Path(stages["report"].run()["report"])
     lines = report.read_text().splitlines()
     assert lines[0] == TINY_NOTICE
+    # the first screen: what ran, on which profile, the headline table; the warnings grouped by cause below
+    first_screen = "\n".join(lines[:25])
+    assert lines[4] == "## Summary" and "**Run**: analysis `correlation` on the `tiny` profile: 5 zoo model(s)" \
+        in first_screen and "shifts fog, night" in first_screen
+    assert "**Headline**" in first_screen and "| sd15 " in first_screen
+    assert "**Warnings**: Data-size ablation (" in first_screen
+    text = report.read_text()
+    assert text.index("## Summary") < text.index("## Tables") < text.index("## Warnings") < text.index("## Data")
+    assert "### Data-size ablation (" in text and "size(s) [8] exceed the 6 image(s) of the synthetic set" in text
     assert "![" in report.read_text() and "Table 1 layout" in report.read_text()
     # one protocol box, right after the summary, naming the real split
     box = [line for line in lines if line.startswith(">")]

@@ -126,3 +126,26 @@ def test_ablation_plot_with_20_series_has_distinct_colours_and_an_outside_legend
     (legend,) = fig.legends
     assert not _overlaps(legend.get_window_extent(renderer), fig.axes[0].get_window_extent(renderer))
     assert len({to_hex(line.get_color()) for line in fig.axes[0].get_lines() if line.get_marker() == "o"}) == 20
+
+
+def test_a_measurement_table_has_plain_row_labels_its_own_footnote_and_names_what_it_leaves_out(tmp_path):
+    """An OOD layout (rows: model and score): the labels print as two columns, not `('m1', 'msp')`; rows without
+    any value (a score that does not apply to a model) are left out and named; rows that repeat another row are
+    named; n/a means "not measured" there, not the correlation footnote."""
+    from synthrel.reporting import NOT_MEASURED_FOOTNOTE
+
+    rows = pd.MultiIndex.from_tuples([("m1", "msp"), ("m1", "rba"), ("rba_b", "rba"), ("rba_l", "rba"), ("m2", "msp")],
+                                     names=["model", "score"])
+    table = pd.DataFrame({"fog auroc": [60.0, np.nan, 41.5, 41.5, 70.0], "fog ap": [3.0, np.nan, 1.2, 1.2, np.nan]},
+                         index=rows)
+    paths = save_table(table, tmp_path, "ood", na_footnote=NOT_MEASURED_FOOTNOTE, drop_empty_rows=True,
+                       notes=["rba_b and rba_l load the same checkpoint."])
+    md = Path(paths["md"]).read_text()
+    assert "(" not in md.split("\n\n")[0] and "| model   | score   |" in md
+    assert "| m1      | msp     |" in md and "| m1      | rba" not in md
+    assert paths["footnote"] == (f"{NOT_MEASURED_FOOTNOTE} rba_b and rba_l load the same checkpoint. Rows without "
+                                 "any value left out: m1 rba. Identical rows (same values in every column): "
+                                 "rba_b rba = rba_l rba.")
+    assert NA_FOOTNOTE not in md and md.rstrip().endswith(paths["footnote"])
+    csv = pd.read_csv(paths["csv"])
+    assert list(csv.columns) == ["model", "score", "fog auroc", "fog ap"] and len(csv) == 4

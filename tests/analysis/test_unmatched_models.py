@@ -56,3 +56,27 @@ def test_unmatched_model_names_show_as_na_with_a_warning(tmp_path):
     warnings = json.loads((out / "settings.json").read_text())["warnings"]
     assert any(w.startswith(expected) for w in warnings) and len(warnings) == 2
     assert expected in (out / "report.md").read_text()
+
+
+def test_a_per_class_na_cell_names_its_class_and_the_real_reason():
+    """Every model evaluated on both sets, but the class has no IoU (NaN: no pixel of it in the labels nor the
+    predictions) on the synthetic set: the warning names the cell (metric, class, generator, domain) and says so,
+    instead of "0 model(s) in common ... check that both were evaluated with the same zoo"."""
+    from synthrel.analysis.correlation import Bootstrap, correlation_table
+
+    rows = []
+    for k, model in enumerate(["m1", "m2", "m3", "m4"]):
+        for dataset, generator in (("synthetic_sd15_fog", "sd15"), ("acdc_fog", "real")):
+            for cls in ("road", "train"):
+                value = float("nan") if (cls, generator) == ("train", "sd15") else 0.1 * k + 0.05 * (cls == "road")
+                rows.append({"model": model, "family": "f", "dataset": dataset, "domain": "fog",
+                             "generator": generator, "metric": "IoU", "cls": cls, "value": value, "n_images": 4,
+                             "profile": "tiny"})
+    notes = []
+    tidy = correlation_table(pd.DataFrame(rows), ["IoU"], domains=["fog"], per_class=True,
+                             bootstrap=Bootstrap(n_resamples=10), notes=notes)
+    assert tidy.set_index("cls")["pearson"].isna().to_dict() == {"road": False, "train": True}
+    assert notes == ["correlation IoU[train] sd15->fog: 0 model(s) with a value on both sides, fewer than 3, shown "
+                     "as n/a: every model was evaluated on both sets, but IoU is undefined (the class has no pixel "
+                     "in the labels nor in the predictions, or the set has no such class) for 4 of 4 on 'sd15', "
+                     "0 of 4 on 'acdc_fog'"]

@@ -3,6 +3,7 @@ and the correlation tables land in the correlate stage's run, equal to the CSVs 
 
 import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,4 +86,36 @@ def test_one_wandb_run_per_stage_grouped_by_task(compose_cfg, tiny_models, tiny_
             else:
                 assert logged[column].astype(str).tolist() == csv[column].astype(str).tolist(), (stem, column)
     assert list((by_type["correlate"] / "files" / "media" / "images").rglob("fig3_mIoU_sd15*.png"))
+    assert pytest.importorskip("wandb").run is None
+
+
+def test_a_stage_that_logs_nothing_itself_is_one_run_with_its_summary(compose_cfg, tmp_path, monkeypatch):
+    """README, Logging: every stage that runs is one wandb run, also those without curves or tables (here
+    demo_data): group = task, job_type = the stage, its scalar settings as config, its summary's numbers."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    demo = "stages.demo_data"
+    summary = run_stages(compose_cfg("+stage=[demo_data]", "logger=wandb", "task_name=wandb_stages",
+                                     f"{demo}.root={tmp_path}/data", f"{demo}.n_train=2", f"{demo}.n_val=3",
+                                     f"{demo}.n_shift=1", f"{demo}.n_ood=1", "profile=tiny"))["demo_data"]
+    (run,) = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    deadline = time.monotonic() + 120  # wandb's service process may still be writing the finished run's file
+    records = list(wandb_records(next(run.glob("run-*.wandb"))))
+    while not any(r.HasField("exit") for r in records):
+        assert time.monotonic() < deadline, [r.WhichOneof("record_type") for r in records]
+        time.sleep(0.2)
+        records = list(wandb_records(next(run.glob("run-*.wandb"))))
+    (record,) = [r.run for r in records if r.HasField("run")]
+    assert (record.run_group, record.job_type, record.project) == ("wandb_stages", "demo_data", "synthrel")
+    logged = {}
+    for r in records:
+        if r.HasField("history"):
+            logged.update({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item})
+    numbers = {f"demo_data/{k}": v for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)}
+    assert numbers and numbers.items() <= logged.items(), (numbers, logged)
+    config = {}
+    for r in records:
+        if r.HasField("config"):
+            config.update({item.key: json.loads(item.value_json) for item in r.config.update})
+    assert config["n_train"] == 2 and config["root"] == f"{tmp_path}/data"
     assert pytest.importorskip("wandb").run is None

@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from benchmarks.multigpu import write_captions
+
 REPO = Path(__file__).resolve().parents[2]
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled", "TQDM_DISABLE": "1",
        "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -33,7 +35,7 @@ def demo_data(tmp_path_factory) -> Path:
     from synthrel.tiny.segmentation import ensure_tiny_segmenter
 
     root = tmp_path_factory.mktemp("demo")
-    DemoDataJob(root=str(root / "data"), n_train=2, n_val=2, n_shift=2, n_ood=2).run()
+    DemoDataJob(root=str(root / "data"), n_train=2, n_val=3, n_shift=2, n_ood=2).run()  # val: the 3 cities
     for key, spec in (("segformer_b0", "segformer_b0"), ("segformer_b0_s20", "segformer_b0"),
                       ("dlv3p_r18", "dlv3p_r18")):
         ensure_tiny_segmenter(spec, root / "models" / "zoo" / key)
@@ -56,7 +58,7 @@ def _run(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Completed
 
 def _check_sweep(cwd: Path) -> Path:
     """Both jobs ran in the user's folder: Hydra job folders with their own overrides, one result per pair."""
-    sweeps = list((cwd / "outputs" / "logs" / "run" / "multiruns").iterdir())
+    sweeps = list((cwd / "outputs" / "logs" / "multiruns").iterdir())
     assert len(sweeps) == 1
     for num, model in enumerate(["segformer_b0", "segformer_b0_s20"]):
         job = sweeps[0] / str(num)
@@ -83,8 +85,9 @@ def test_aggregate_takes_only_the_sweeps_jobs_each_with_its_own_overrides(tmp_pa
     cwd = _user_folder(tmp_path, demo_data)
     _run(cwd, "profile=tiny", "+stage=[evaluate]", "stages.evaluate.models=[dlv3p_r18]",
          "stages.evaluate.datasets=[acdc_fog]")
-    _run(cwd, *SWEEP)
+    printed = _run(cwd, *SWEEP).stdout
     sweep = _check_sweep(cwd)
+    assert f"sweep folder: {sweep.resolve()}" in printed  # the folder to give aggregate, as each job prints it
     proc = subprocess.run([sys.executable, "-m", "synthrel.analysis.aggregate", str(sweep), "--out", "t.parquet"],
                           cwd=cwd, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -120,3 +123,76 @@ def test_slurm_sweep_writes_the_batch_script_and_runs_through_it(tmp_path, demo_
     assert flags["output"].startswith(str(sweep / ".submitit"))
     command = script.strip().splitlines()[-1]
     assert command.startswith("srun ") and "-m submitit.core._submit" in command and str(sweep) in command
+
+
+@pytest.fixture(scope="module")
+def diffusion(tmp_path_factory) -> Path:
+    """The tiny SD1.5 the generate stage loads on the tiny profile (`models/sd15`) and a ControlNet made from it
+    (with captions written per test: what `+experiment=train_controlnet` would leave)."""
+    from benchmarks.multigpu import build_controlnet
+    from synthrel.tiny.diffusion import build_tiny_sd
+
+    root = tmp_path_factory.mktemp("diffusion")
+    build_tiny_sd(root / "sd15", "sd15")
+    build_controlnet(root / "sd15", root / "controlnet_sd15")
+    return root
+
+
+# The README's parallel sweeps (section "Run"), on two of their domains and two zoo models.
+PARALLEL_SWEEPS = {
+    "covariate": ["+experiment=covariate_fog,covariate_night", "backbone.num_inference_steps=2",
+                  "++stages.correlate.bootstrap.n_resamples=20"],
+    "calibration": ["+experiment=calibration", "domain=fog,night"],
+}
+# `++`: a sweep over experiments composes its master config without them (so without their stages)
+SWEEP_COMMON = ["-m", "profile=tiny", "++stages.evaluate.models=[segformer_b0,dlv3p_r18]",
+                "++stages.evaluate.num_workers=0"]
+
+
+def _sweep_tables(cwd: Path) -> dict[str, pd.DataFrame]:
+    """The tables the two sweeps leave: every (model, dataset) result, the calibration of each domain and the
+    correlations of each covariate experiment."""
+    artifacts = cwd / "outputs" / "tiny" / "artifacts"
+    files = sorted((artifacts / "results" / "tiny").rglob("metrics.parquet"))
+    files += sorted((artifacts / "calibration" / "tiny").glob("calibration_*/calibration.parquet"))
+    files += sorted((artifacts / "analysis").glob("covariate_*/table1_mIoU.csv"))
+    tables = {}
+    for path in files:
+        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        tables[path.relative_to(artifacts).as_posix()] = table.sort_values(list(table.columns[:4])).reset_index(
+            drop=True)
+    return tables
+
+
+@pytest.mark.slow
+def test_parallel_sweeps_give_what_the_sequential_ones_give(tmp_path, demo_data, diffusion):
+    """The covariate and calibration sweeps of the README through submitit_local (every job in its own process,
+    at the same time: the jobs share the Cityscapes pairs and the calibrate stage's task folder) end as with the
+    local launcher (one job after the other): same results, calibration and correlation tables."""
+    tables = {}
+    for launcher in ("local", "submitit_local"):
+        cwd = _user_folder(tmp_path / launcher, demo_data)
+        models = cwd / "outputs" / "tiny" / "models"
+        shutil.copytree(diffusion / "sd15", models / "sd15")
+        captions = cwd / "outputs" / "tiny" / "artifacts" / "captions" / "cityscapes_val.jsonl"
+        write_captions(captions, sorted(p.name.removesuffix("_leftImg8bit.png") for p in
+                                        (cwd / "outputs/tiny/data/cityscapes/leftImg8bit/val").rglob("*.png")), seed=0)
+        for name, sweep in PARALLEL_SWEEPS.items():
+            extra = [f"backbone.controlnet={diffusion / 'controlnet_sd15'}"] if name == "covariate" else []
+            _run(cwd, *SWEEP_COMMON, *sweep, *extra, f"launcher={launcher}")
+        sweeps = sorted((cwd / "outputs" / "logs" / "multiruns").iterdir())
+        assert len(sweeps) == 2 and all(sorted(p.name for p in s.iterdir() if p.is_dir() and not p.name.startswith("."))
+                                        == ["0", "1"] for s in sweeps), "one folder per sweep, with all its jobs"
+        if launcher == "submitit_local":
+            assert all(len(list((s / ".submitit").rglob("*_result.pkl"))) == 2 for s in sweeps)
+        tables[launcher] = _sweep_tables(cwd)
+    local, parallel = tables["local"], tables["submitit_local"]
+    # 2 models x 10 sets (fog: synthetic, acdc_fog, cityscapes, cityscapes_calib, acdc_fog_calib, acdc_fog_test;
+    # night: its 4 own), the calibration of 2 domains, the correlations of 2 experiments
+    assert len(local) == 2 * 10 + 2 + 2, sorted(local)
+    assert local.keys() == parallel.keys()
+    for name, table in local.items():
+        other = parallel[name]
+        if "source" in table.columns:
+            table, other = table.drop(columns="source"), other.drop(columns="source")
+        pd.testing.assert_frame_equal(other, table, obj=name)

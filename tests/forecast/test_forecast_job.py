@@ -96,6 +96,10 @@ def test_readme_command_forecasts_an_unseen_model_and_a_published_reference_repe
     mine = pd.concat(pd.read_parquet(p) for p in (cli_run / "results" / "forecast" / MODEL).rglob("metrics.parquet"))
     assert set(forecast["model"]) == {MODEL}
     assert len(forecast) == 2 * len(DOMAINS)  # mIoU and ECE per domain; no OOD metric in the simulated zoo
+    table_md = (cli_run / "analysis" / "forecast" / "forecast_table.md").read_text()
+    for pattern in ("auroc_*", "ap_*", "fpr95_*"):  # the configured rows that are missing say why under the table
+        assert f"No {pattern} rows: no result of the reference zoo has this metric (OOD metrics come from " \
+               "evaluating the zoo on an OOD set: road_anomaly, ood_objects)." in table_md
     for _, row in forecast.iterrows():
         predicted, lo, hi, x0, mae, coverage = _expected(zoo, mine, row["metric"], row["domain"])
         np.testing.assert_allclose([row["predicted"], row["lo"], row["hi"], row["synthetic"]], [predicted, lo, hi, x0],

@@ -122,3 +122,40 @@ def test_concurrent_shards_in_two_processes_give_the_unsharded_set(tiny_tree, ru
     got = records(sharded)
     assert len(got) == len(expected) == 8
     assert {r["id"]: r for r in got} == expected
+
+
+@pytest.mark.slow
+def test_a_ddp_relaunch_is_checked_against_the_recorded_devices_and_retrains_with_force(tiny_tree, tmp_path,
+                                                                                        run_synthrel, finish_all,
+                                                                                        compose_cfg):
+    """`+experiment=train_controlnet` (caption, then train) on one process, then on two (DDP over gloo): the global
+    batch doubles, so the recorded run is not reused; with force=true only rank 0 captions again and writes, the
+    rank that DDP starts by running the command again leaves the captions to it and trains beside it."""
+    import shutil
+
+    from synthrel.tiny.blip import build_tiny_blip
+
+    root = tmp_path / "outputs"
+    shutil.copytree(tiny_tree / "tiny", root / "tiny")
+    build_tiny_blip(root / "tiny" / "models" / "blip")
+
+    def overrides(devices: int, *extra: str) -> list[str]:
+        base = [o for o in train_overrides(root, "relaunch", devices, 2) if not o.startswith(("+stage=", "task_name="))]
+        return ["+experiment=train_controlnet", *base, "stages.caption.num_beams=1", "stages.caption.max_new_tokens=8",
+                "stages.caption.min_new_tokens=1", *extra]
+
+    run_stages(compose_cfg(*overrides(1, "force=true")))
+    record = root / "controlnet_relaunch" / "final" / "training.json"
+    assert json.loads(record.read_text())["settings"]["world_size"] == 1
+    refused = run_synthrel(*overrides(2))
+    out, _ = refused.communicate(timeout=240)
+    assert refused.returncode != 0
+    assert "world_size 1 -> 2" in out and "effective_batch_size 4 -> 8" in out and "force=true" in out, out[-3000:]
+    relaunch = run_synthrel(*overrides(2, "force=true"))
+    out, _ = relaunch.communicate(timeout=240)
+    assert relaunch.returncode == 0, out[-6000:]
+    assert "stage caption: left to rank 0" in out  # the relaunched rank 1 (its output goes to the same pipe)
+    assert "OutputBusyError" not in out
+    trained = json.loads(record.read_text())
+    assert trained["world_size"] == trained["settings"]["world_size"] == 2
+    assert trained["settings"]["strategy"] == "ddp" and trained["effective_batch_size"] == 8

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
+from pathlib import Path
 
-from reliability_utils import EVALUATE, SUBPROCESS_ENV, base_overrides, run_cli, synthrel_command
+from reliability_utils import EVALUATE, SUBPROCESS_ENV, Cli, base_overrides, run_cli, synthrel_command
 
 from synthrel.jobs import Shard, exclusive_output
 
@@ -14,18 +17,27 @@ ONE_PAIR = ["+stage=[evaluate]", "stages.evaluate.models=[pspnet_r18]", "stages.
             "stages.evaluate.num_workers=0"]
 
 
-def test_a_second_run_on_a_folder_being_written_stops_and_names_the_holder(world, tmp_path):
+def _wait_for_text(path, text: str, cli: Cli, timeout: float = 120) -> None:
+    """Until the log at `path` holds `text` (the process reached that point), or fail with the log."""
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text():
+        assert cli.poll() is None, f"exited {cli.poll()} before {text!r}:\n{path.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, path.read_text()[-3000:]
+        time.sleep(0.2)
+
+
+def test_a_second_run_on_a_pair_being_evaluated_waits_for_it_then_takes_or_makes_it(world, tmp_path):
+    """Jobs of one sweep share pairs (cityscapes_calib in the calibration sweep): a run that finds a pair held by
+    another waits, naming the holder, and writes nothing beside it; once the holder is gone it evaluates the
+    pair itself if the holder left it unfinished (a finished one it takes: tests/core/test_multirun.py)."""
     artifacts = tmp_path / "artifacts"
     pair = artifacts / "results" / "tiny" / "pspnet_r18" / "cityscapes"
-    with exclusive_output(pair):  # this test process is "the first run"
-        proc = run_cli([*base_overrides(world, artifacts), *ONE_PAIR], cwd=tmp_path)
-    assert proc.returncode != 0
-    assert f"another synthrel run is writing {pair}" in proc.stderr
-    assert '"pid":' in proc.stderr and "Wait for it to finish" in proc.stderr
-    assert not (pair / "DONE").exists() and not (pair / "metrics.parquet").exists()
-    # once the first run is gone, the same command runs
-    proc = run_cli([*base_overrides(world, artifacts), *ONE_PAIR], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    with exclusive_output(pair):  # this test process is "the first run"; it stops without finishing the pair
+        cli = Cli([*base_overrides(world, artifacts), *ONE_PAIR], cwd=tmp_path)
+        _wait_for_text(Path(cli.log.name), f"waiting for another synthrel run writing {pair}", cli)
+        assert '"pid":' in Path(cli.log.name).read_text()
+        assert not (pair / "DONE").exists() and not (pair / "metrics.parquet").exists()
+    assert cli.wait() == 0, Path(cli.log.name).read_text()[-3000:]
     assert (pair / "DONE").exists()
 
 
@@ -50,10 +62,11 @@ def test_runs_started_in_the_same_second_get_their_own_run_folders(world, tmp_pa
     assert len(runs) == 3, runs
 
 
-def test_calibrate_and_analysis_outputs_are_locked_while_another_run_writes_them(tmp_path):
-    """calibrate, correlate and report stop at once, naming the folder, while another run holds it (and write
-    nothing); once it is released they run."""
+def test_calibrate_and_analysis_outputs_are_locked_while_another_run_writes_them(tmp_path, caplog):
+    """correlate and report stop at once, naming the folder, while another run holds it (and write nothing);
+    calibrate, whose task folder the jobs of a sweep share, waits for the holder instead; once released they run."""
     import json
+    import logging
 
     import numpy as np
     import pytest
@@ -74,13 +87,23 @@ def test_calibrate_and_analysis_outputs_are_locked_while_another_run_writes_them
     calib = CalibrateJob(results_root=str(root), output_dir=str(tmp_path / "calib"),
                          calibration_sets={"s": ["synth"]}, targets=["real"], objective="nll")
     analysis = tmp_path / "analysis"
-    jobs = {tmp_path / "calib": calib,
-            analysis: CorrelateJob(output_dir=str(analysis), results_root=str(root), profile="tiny"),
+    jobs = {analysis: CorrelateJob(output_dir=str(analysis), results_root=str(root), profile="tiny"),
             tmp_path / "report": ReportJob(analysis_dir=str(analysis), output_dir=str(tmp_path / "report"))}
     for folder, job in jobs.items():
         with exclusive_output(folder):
             with pytest.raises(OutputBusyError, match=f"another synthrel run is writing {folder}: .*\"pid\""):
                 job.run()
         assert [p.name for p in folder.iterdir()] == [".synthrel.lock"], "a refused run wrote its outputs"
-    assert calib.run()["fitted"] == 1
+    summary = {}
+    with caplog.at_level(logging.INFO, logger="synthrel.jobs"):
+        with exclusive_output(tmp_path / "calib"):
+            waiter = threading.Thread(target=lambda: summary.update(calib.run()))
+            waiter.start()
+            deadline = time.monotonic() + 60
+            while not any("waiting for another synthrel run" in r.getMessage() for r in caplog.records):
+                assert waiter.is_alive() and time.monotonic() < deadline, "calibrate did not wait"
+                time.sleep(0.05)
+            assert [p.name for p in (tmp_path / "calib").iterdir()] == [".synthrel.lock"]
+        waiter.join(timeout=120)
+    assert summary["fitted"] == 1
     assert json.loads(next((tmp_path / "calib").rglob("m.json")).read_text())["model"] == "m"
