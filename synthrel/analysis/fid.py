@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 
 from synthrel.analysis.inception import INCEPTION_WEIGHTS
-from synthrel.errors import ConfigError, WeightsError
+from synthrel.errors import ConfigError, DatasetError, WeightsError
 from synthrel.jobs import Manifest, atomic_path, exclusive_output, positive_int, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,10 @@ def compute_fid(
         for batch in _batches(images, batch_size):
             metric.update(resize_batch(batch, resolution).to(device), real=real)
             counts[name] += len(batch)
+    if min(counts.values()) < 2:
+        raise DatasetError(f"FID needs at least 2 images on each side (a covariance of features); got "
+                           f"{counts['n_real']} real and {counts['n_synthetic']} synthetic: add images to the smaller "
+                           "set or leave this pair out of stages.fid.pairs")
     value = float(metric.compute())
     inception = metric.inception if feature_extractor == "inception" else None
     settings = {"feature_extractor": feature_extractor, "resolution": list(resolution), "resize": "PIL bicubic",

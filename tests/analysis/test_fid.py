@@ -6,7 +6,7 @@ import torch
 from scipy import linalg
 
 from synthrel.analysis import fid
-from synthrel.errors import WeightsError
+from synthrel.errors import DatasetError, WeightsError
 
 
 def _images(rng, n, shift):
@@ -35,6 +35,13 @@ def test_fid_equals_independent_numpy_scipy_computation():
     assert out["resolution"] == [32, 32] and out["extractor_seed"] == 3
     same = fid.compute_fid(real, real, "tiny", resolution=(32, 32), num_features=8)
     assert abs(same["fid"]) < 1e-3 < out["fid"]
+
+
+def test_fid_of_a_single_image_names_the_counts():
+    """A set of one image has no feature covariance (found on an H100: the smoke profile's cityscapes_test)."""
+    rng = np.random.default_rng(0)
+    with pytest.raises(DatasetError, match="at least 2 images on each side.*1 real and 3 synthetic"):
+        fid.compute_fid(_images(rng, 1, 0), _images(rng, 3, 30), "tiny", resolution=(32, 32), num_features=8)
 
 
 def test_inception_without_weights_says_where_to_put_them(tmp_path):
