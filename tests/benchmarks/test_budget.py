@@ -180,7 +180,9 @@ def test_forecast_counts_one_model_on_the_six_sets(tmp_path):
     t = res["totals"]["forecast"]
     assert t["stages"] == ["forecast: evaluate one model"]
     assert t["hours_1"] == pytest.approx(f["hours_1"], abs=0.01) and t["target_gpus"] == 1
-    assert t["wall_hours_8"] == pytest.approx(f["hours_1"] / 8, abs=0.01)
+    # 8 GPUs: evaluate deals out whole (model, set) pairs; the OOD set's pair is the longest
+    assert f["wall_8_h"] == pytest.approx(42 * 512 * 2 * per_image * h, rel=1e-9)
+    assert t["wall_hours_8"] == pytest.approx(f["wall_8_h"], abs=0.01)
     assert t["times_target"] == pytest.approx(t["hours_1"] / 0.25, abs=0.01)
 
 
