@@ -222,3 +222,17 @@ def test_flop_count_of_a_conv_and_a_linear_layer_by_hand():
     assert count(lambda: linear(y)) == 2 * 4 * 10 * 20
     # forward + backward (input and weight gradients): 3 x the forward
     assert count(lambda: linear(y).sum().backward()) == 3 * 2 * 4 * 10 * 20
+
+
+def test_meta_device_counts_agree_with_the_gpu_counts():
+    """flops.json (counted on meta-device models) against the counts gen_bench and eval_bench took on the GPU
+    with the real tensors: one guided step of SD1.5 / SDXL, and three zoo models at 1024x2048."""
+    from benchmarks.budget import FLOPS, RESULTS
+
+    flops = json.loads(FLOPS.read_text())
+    for kind, name in (("sd15", "gen_bench_sd15_final_h100.json"), ("sdxl", "gen_bench_sdxl_compile_vae_h100.json")):
+        gpu = json.loads((RESULTS / name).read_text())["models"][0]["guided_step_tflop"]
+        assert flops[kind]["guided_step"] == pytest.approx(gpu, abs=1e-4), kind
+    gpu = json.loads((RESULTS / "eval_bench_h200_run3.json").read_text())
+    for key in ("segformer_b5", "dlv3p_r101", "pspnet_r18"):
+        assert flops["evaluate"][key]["1024x2048"] == pytest.approx(gpu[key]["tflop_per_img"], rel=1e-3), key
