@@ -18,6 +18,12 @@ says so. The 8-GPU total is the sum of the stages' wall times, one stage after t
 Where a measurement was taken at another size than the paper's, the row says how it is scaled: the zoo's
 evaluation was measured per model on 512x512 images and is scaled by each model's processed pixels (windows in
 slide mode) per image, as `eval_bench --zoo-run` does; a temperature-scaling fit by the number of pixels.
+
+The physical limit (#36): FLOPs per unit come from docs/bench_results/flops.json (`python -m benchmarks.run flops`,
+counted with FlopCounterMode on the real architectures built on the meta device); the ideal time is those FLOPs at
+PEAK_TFLOPS, and MFU = ideal / measured time. Three totals: the whole paper from scratch, the paper with the
+released SD1.5 ControlNet (no SD1.5 training), and a user's forecast path (one new model evaluated on the five
+synthetic sets and the OOD set), each on 1 GPU and on one 8-GPU node, against #36's targets.
 """
 
 from __future__ import annotations
@@ -35,8 +41,20 @@ from synthrel.ood_detection.job import RBA_SCHEDULES
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "bench_results"
 ZOO = ROOT / "synthrel" / "conf" / "zoo" / "paper40.yaml"
+FLOPS = RESULTS / "flops.json"
 TARGET_HOURS_8 = 2.0
 GPUS = 8
+#: dense bf16 tensor-core peak of the H100 SXM5 (NVIDIA H100 datasheet: 989 TFLOP/s, 1979 with 2:4 sparsity);
+#: the H200 SXM has the same compute (NVIDIA H200 datasheet), so one peak serves both cards of the table
+PEAK_TFLOPS = 989.0
+#: the totals (#36): which rows each counts, and its target (hours; on GPUS GPUs or on 1)
+RELEASED = "train_controlnet SD1.5"  # the row a released SD1.5 ControlNet saves
+FORECAST = "forecast: evaluate one model"
+TOTALS = {
+    "paper": ("the whole paper from scratch", TARGET_HOURS_8, GPUS),
+    "paper_released_controlnet": ("the paper with the released SD1.5 ControlNet (no SD1.5 training)", 6.0, GPUS),
+    "forecast": ("a user's forecast path: one new model on the 5 synthetic sets + the OOD set", 0.25, 1),
+}
 
 #: The paper's work, with the source of each number.
 DOMAINS = ("fog", "night", "rain", "snow", "india")
@@ -187,6 +205,19 @@ class Row:
     note: str = ""
     runs: int = 1
     wall_8_h: float | None = field(default=None)
+    tflop: float | None = None  # the row's whole work, counted (flops.json); None: not counted
+    pair_hours: list[float] = field(default_factory=list)  # spread "pairs": 1-GPU hours of each (model, set) pair
+
+    @property
+    def ideal_hours_1(self) -> float | None:
+        """The work's FLOPs at PEAK_TFLOPS on one GPU."""
+        return None if self.tflop is None else self.tflop / PEAK_TFLOPS / 3600
+
+    @property
+    def mfu(self) -> float | None:
+        """Model-FLOP utilisation: ideal time / measured time."""
+        ideal, hours = self.ideal_hours_1, self.hours_1
+        return None if ideal is None or not hours else ideal / hours
 
     @property
     def hours_1(self) -> float | None:
@@ -204,6 +235,8 @@ def spread_8(row: Row, scaling: Measured | None) -> float | None:
         return hours / GPUS
     if row.spread == "runs":  # independent runs, one per GPU
         return hours / row.runs * math.ceil(row.runs / GPUS)
+    if row.spread == "pairs":  # evaluate's shard=i/n deals out whole (model, dataset) pairs: the longest one
+        return max(row.pair_hours)
     if row.spread == "ddp":
         if scaling is None:
             return None
@@ -260,7 +293,11 @@ def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured
         evaluate.measured = Measured(evaluate.units / total, card, " + ".join(ZOO_RUNS), "scaled, see note")
     else:
         evaluate.note = f"not measured for {', '.join(missing)}"
+    evaluate.note += ("; real sets counted whole (Cityscapes val, ACDC train, IDD val): the spec gives no "
+                      "`<set>_test` or calibration-split counts for real_split=test")
     rows.append(evaluate)
+    flops = _load(results, FLOPS.name)
+    forecast = forecast_row(entries, seconds, flops)
     # calibrate: one global fit per (model, calibration set); fit time scaled by the set's pixels
     sets = [per_domain] * 10 + [n("cityscapes_val"), n("all_domains"), n("all_domains_but_rain")]
     calib = throughput(results, "calibrate")
@@ -284,10 +321,65 @@ def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured
     rows.append(Row("fid", "5 domains x (SD1.5, SDXL, Cityscapes) vs real, features per pair", fid_images, "image",
                     throughput(results, "fid_features"), "shard"))
     scaling = ddp_scaling(results)
-    for row in rows:
+    count_flops(rows, entries, flops)
+    for row in [*rows, forecast]:
         row.wall_8_h = spread_8(row, scaling)
+    meta["forecast"] = forecast
     meta["evaluate_hours_1_by_set"] = {k: round(v / 3600, 3) for k, v in by_set.items()}
     return rows, scaling, meta
+
+
+def _set_tflop(flops: dict, key: str, sets: list[tuple[str, int, tuple[int, int]]]) -> float | None:
+    """TFLOP of model `key` on `sets` (name, images, size) from flops.json's evaluate counts."""
+    per_size = flops.get("evaluate", {}).get(key)
+    if per_size is None or any(f"{h}x{w}" not in per_size for _, _, (h, w) in sets):
+        return None
+    return sum(k * per_size[f"{h}x{w}"] for _, k, (h, w) in sets)
+
+
+def count_flops(rows: list[Row], entries: dict, flops: dict | None) -> None:
+    """Each row's counted TFLOP (Row.tflop) from flops.json; rows it does not count keep None."""
+    if flops is None:
+        return
+    per_unit = {"train_controlnet SD1.5": flops["sd15"]["train_image"],
+                "train_controlnet SDXL": flops["sdxl"]["train_image"],
+                "generate SD1.5": flops["sd15"]["generate_image"], "generate SDXL": flops["sdxl"]["generate_image"],
+                "inpaint": flops["inpaint"]["inpaint"], "inpaint: refine": flops["inpaint"]["refine"]}
+    for row in rows:
+        if row.stage in per_unit:
+            row.tflop = row.units * per_unit[row.stage]
+        elif row.stage == "evaluate":
+            counts = [_set_tflop(flops, key, evaluation_grid()) for key in entries]
+            row.tflop = None if None in counts else sum(counts)
+
+
+def forecast_sets() -> list[tuple[str, int, tuple[int, int]]]:
+    """What a user's forecast evaluates (synthrel/conf/stage/forecast.yaml's predictors): the generator's five
+    synthetic sets (SD1.5, the default backbone) and the inpainted OOD set."""
+    ood = next(s for s in evaluation_grid() if s[0] == "OOD objects (inpainted)")
+    return [(f"synthetic SD1.5 {d}", n("samples_per_domain"), (512, 512)) for d in DOMAINS] + [ood]
+
+
+def forecast_row(entries: dict, seconds: dict, flops: dict | None) -> Row:
+    """One new model on forecast_sets(): the zoo's mean model (its seconds and FLOPs averaged over paper40)."""
+    from benchmarks.eval_bench import _processed_cost
+
+    sets = forecast_sets()
+    row = Row(FORECAST, f"1 model x {sum(k for _, k, _ in sets)} images (5 synthetic sets + OOD set)",
+              sum(k for _, k, _ in sets), "image", None, "pairs",
+              note="the mean paper40 model; its real sets (forecast vs actual) are optional and not counted; "
+                   "8 GPUs: shard=i/n deals out whole (model, set) pairs, so the OOD set's pair bounds the wall time")
+    if entries and all(key in seconds for key in entries):
+        per_set = [sum(k * seconds[key] * _processed_cost(e, *size) / _processed_cost(e, 512, 512)
+                       for key, e in entries.items()) / len(entries) for _, k, size in sets]
+        row.pair_hours = [s / 3600 for s in per_set]
+        row.seconds_1 = sum(per_set)
+        row.measured = Measured(row.units / row.seconds_1, " / ".join(sorted(set(ZOO_RUNS.values()))),
+                                " + ".join(ZOO_RUNS), "scaled, as the evaluate row")
+    counts = [_set_tflop(flops or {}, key, sets) for key in entries]
+    if entries and None not in counts:
+        row.tflop = sum(counts) / len(counts)
+    return row
 
 
 def packed_runs(rows: list[Row]) -> float:
@@ -318,21 +410,48 @@ def summarise(rows: list[Row], scaling: Measured | None) -> dict:
             "ddp_scaling_2gpu": None if scaling is None else scaling.per_s}
 
 
+def totals(rows: list[Row], forecast: Row, scaling: Measured | None) -> dict:
+    """The three totals of TOTALS on 1 GPU and on GPUS, their ideal time at peak and how far each is from its
+    target (x = the measured total / the target; <= 1 is met)."""
+    picks = {"paper": rows, "paper_released_controlnet": [r for r in rows if r.stage != RELEASED],
+             "forecast": [forecast]}
+    out = {}
+    for name, (what, target, gpus) in TOTALS.items():
+        part = summarise(picks[name], scaling)
+        counted = [r for r in picks[name] if r.ideal_hours_1 is not None and r.hours_1 is not None]
+        value = part["total_gpu_hours_1"] if gpus == 1 else part["total_wall_hours_8"]
+        out[name] = {"what": what, "stages": [r.stage for r in picks[name]],
+                     "hours_1": part["total_gpu_hours_1"], "wall_hours_8": part["total_wall_hours_8"],
+                     "not_measured": part["not_measured"],
+                     "ideal_hours_1": round(sum(r.ideal_hours_1 for r in counted), 3),
+                     "counted_hours_1": round(sum(r.hours_1 for r in counted), 3),
+                     "target_hours": target, "target_gpus": gpus,
+                     "times_target": round(value / target, 2) if value else None}
+    return out
+
+
 def _fmt(value, digits=2):
     return "not measured" if value is None else f"{value:.{digits}f}"
 
 
-def table(rows: list[Row], summary: dict, scaling: Measured | None, by_set: dict | None = None) -> str:
-    out = [f"{'stage':36} {'work':>12} {'rate (units/s)':>15} {'1 GPU h':>12} {'8 GPUs h':>12}  card / source",
-           "-" * 130]
-    for r in rows:
+def table(rows: list[Row], summary: dict, scaling: Measured | None, by_set: dict | None = None,
+          sums: dict | None = None, forecast: Row | None = None) -> str:
+    out = [f"{'stage':36} {'work':>12} {'rate (units/s)':>15} {'TFLOP/unit':>10} {'1 GPU h':>8} {'ideal h':>8} "
+           f"{'MFU':>5} {'8 GPUs h':>8}  card / source", "-" * 150]
+    for r in [*rows, *([forecast] if forecast else [])]:
+        if r is forecast:
+            out.append("-" * 150 + "\nnot part of the paper (the forecast path's own row):")
         rate = "not measured" if r.measured is None else f"{r.measured.per_s:.3g} {r.unit}/s"
         src = "" if r.measured is None else f"{r.measured.card} / {r.measured.source}"
-        out.append(f"{r.stage:36} {r.units:>12,.0f} {rate:>15} {_fmt(r.hours_1):>12} {_fmt(r.wall_8_h):>12}  {src}")
+        per_unit = "-" if r.tflop is None else f"{r.tflop / r.units:.3g}"
+        ideal = "-" if r.ideal_hours_1 is None else f"{r.ideal_hours_1:.2f}"
+        mfu = "-" if r.mfu is None else f"{100 * r.mfu:.0f} %"
+        out.append(f"{r.stage:36} {r.units:>12,.0f} {rate:>15} {per_unit:>10} {_fmt(r.hours_1):>8} {ideal:>8} "
+                   f"{mfu:>5} {_fmt(r.wall_8_h):>8}  {src}")
         out.append(f"{'':36} {r.work}" + (f"; {r.note}" if r.note else ""))
         if r.stage == "evaluate" and by_set:
             out.append(f"{'':36} by set (1 GPU h): " + ", ".join(f"{k} {v:.2f}" for k, v in by_set.items()))
-    out.append("-" * 130)
+    out.append("-" * 150)
     lower = " (lower bound: stages not measured are left out)" if summary["not_measured"] else ""
     out.append(f"total: {summary['total_gpu_hours_1']:.2f} GPU-hours on 1 GPU; {summary['total_wall_hours_8']:.2f} h "
                f"wall on one {GPUS}-GPU node{lower}")
@@ -352,6 +471,16 @@ def table(rows: list[Row], summary: dict, scaling: Measured | None, by_set: dict
                   f"{scaling.source}), assumed to hold on {GPUS} GPUs: not measured on {GPUS}"))
     out.append("cards differ between rows (each row names its own); work counts and their sources: COUNTS in "
                "benchmarks/budget.py")
+    out.append(f"ideal: the row's FLOPs (docs/bench_results/flops.json, `python -m benchmarks.run flops`) at "
+               f"{PEAK_TFLOPS:g} TFLOP/s dense bf16 (H100/H200 SXM datasheet); MFU = ideal / measured; '-': "
+               "not counted (caption, Grounded-SAM, RbA, FID, calibrate)")
+    for t in (sums or {}).values():
+        where = "1 GPU" if t["target_gpus"] == 1 else f"one {t['target_gpus']}-GPU node"
+        far = "-" if t["times_target"] is None else f"{t['times_target']:.2f}x the target"
+        out.append(f"total, {t['what']}: {t['hours_1']:.2f} h on 1 GPU, {t['wall_hours_8']:.2f} h on one {GPUS}-GPU "
+                   f"node; ideal of its counted rows {t['ideal_hours_1']:.2f} h (measured {t['counted_hours_1']:.2f})"
+                   f"; target <= {t['target_hours']:g} h on {where}: {far}"
+                   + (f" (not measured: {', '.join(t['not_measured'])})" if t["not_measured"] else ""))
     return "\n".join(out)
 
 
@@ -387,8 +516,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.write_rates:
         RATES.write_text(json.dumps(rates_data(rows, summary), indent=1) + "\n")
         print(f"wrote {RATES}", flush=True)
-    print(table(rows, summary, scaling, meta["evaluate_hours_1_by_set"]), flush=True)
-    res = {"rows": [{**asdict(r), "hours_1": r.hours_1} for r in rows], "summary": summary,
+    forecast = meta.pop("forecast")
+    sums = totals(rows, forecast, scaling)
+    print(table(rows, summary, scaling, meta["evaluate_hours_1_by_set"], sums, forecast), flush=True)
+    as_dict = lambda r: {**asdict(r), "hours_1": r.hours_1, "ideal_hours_1": r.ideal_hours_1, "mfu": r.mfu}  # noqa: E731
+    res = {"rows": [as_dict(r) for r in rows], "forecast_row": as_dict(forecast), "totals": sums,
+           "peak_tflops": PEAK_TFLOPS, "summary": summary,
            "counts": {k: {"value": v, "source": s} for k, (v, s) in COUNTS.items()},
            "evaluation_grid": [dict(name=a, images=b, size=list(c)) for a, b, c in evaluation_grid()],
            "zoo_runs": meta}

@@ -11,7 +11,7 @@ exact OOD metrics' cost); `all` runs them with their default options. Not part o
 `startup` (benchmarks/cli_startup.py, how fast `synthrel --help` and `--cfg job` answer; CPU), `ood_memory`
 (benchmarks/ood_memory.py, the pooled exact OOD metric's peak memory against sklearn's), `verify`
 (benchmarks/verify_bench.py, what a resume's size / hash check of the outputs it skips costs) and `multigpu`
-(two GPUs).
+(two GPUs) and `flops` (benchmarks/flops.py, FLOPs per unit of the budget's stages on meta-device models; no GPU).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ BENCHMARKS = {"gen": "benchmarks.gen_bench", "eval": "benchmarks.eval_bench", "w
 EXTRA = {"multigpu": "benchmarks.multigpu", "stage": "benchmarks.stage_bench",
          "throughput": "benchmarks.stage_throughput", "budget": "benchmarks.budget",
          "calib": "benchmarks.calib_bench", "startup": "benchmarks.cli_startup",
-         "ood_memory": "benchmarks.ood_memory", "verify": "benchmarks.verify_bench"}
+         "ood_memory": "benchmarks.ood_memory", "verify": "benchmarks.verify_bench", "flops": "benchmarks.flops"}
 
 
 def run(name: str, argv: list[str]) -> dict:

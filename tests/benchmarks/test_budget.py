@@ -25,9 +25,20 @@ SCALING = 1.6
 ZOO_SECONDS, ZOO_IMAGES = 25.6, 512  # 0.05 s per 512x512 image
 
 
+#: flops.json: TFLOP per unit (made-up round numbers; the counting itself is checked on a conv and a linear layer)
+FLOPS = {"sd15": {"train_image": 3.0, "generate_image": 50.0}, "sdxl": {"train_image": 25.0, "generate_image": 500.0},
+         "inpaint": {"inpaint": 80.0, "refine": 55.0},
+         "evaluate": {"bisenetv1_r50": {"512x512": 0.8, "1024x1024": 0.8, "1024x2048": 1.6, "1080x1920": 1.4,
+                                        "720x1280": 1.4}}}
+PEAK = 989.0
+
+
 def write_fixtures(folder, skip=()):
     def put(name, data):
         (folder / name).write_text(json.dumps(data))
+
+    if "flops" not in skip:
+        put("flops.json", FLOPS)
 
     for stage, rate in RATES.items():
         if stage not in skip:
@@ -125,3 +136,103 @@ def test_budget_marks_stages_without_a_measurement(tmp_path, capsys):
     assert summary["total_gpu_hours_1"] == pytest.approx(sum(r["hours_1"] or 0 for r in rows.values()), abs=0.01)
     out = capsys.readouterr().out
     assert "not measured: train_controlnet SDXL, inpaint: Grounded-SAM" in out and "lower bound" in out
+
+
+def test_totals_are_sums_of_the_rows(tmp_path, capsys):
+    res, rows = run_budget(tmp_path)
+    totals, h = res["totals"], 1 / 3600
+    fine_tunes = [k for k in rows if k.endswith("fine-tunes")]
+    longest_run = 5000 / 0.5 * h  # Swin-L's run: the six runs share the node
+
+    def by_hand(stages):
+        hours_1 = sum(rows[k]["hours_1"] for k in stages)
+        wall_8 = sum(rows[k]["wall_8_h"] for k in stages if k not in fine_tunes) + longest_run
+        return hours_1, wall_8
+
+    paper_1, paper_8 = by_hand(list(rows))
+    assert totals["paper"]["hours_1"] == pytest.approx(paper_1, abs=0.01)
+    assert totals["paper"]["wall_hours_8"] == pytest.approx(paper_8, abs=0.01)
+    # the released SD1.5 ControlNet saves exactly the SD1.5 training row (SDXL is still trained)
+    released = [k for k in rows if k != "train_controlnet SD1.5"]
+    assert "train_controlnet SD1.5" not in totals["paper_released_controlnet"]["stages"]
+    assert "train_controlnet SDXL" in totals["paper_released_controlnet"]["stages"]
+    rel_1, rel_8 = by_hand(released)
+    assert totals["paper_released_controlnet"]["hours_1"] == pytest.approx(rel_1, abs=0.01)
+    assert totals["paper_released_controlnet"]["wall_hours_8"] == pytest.approx(rel_8, abs=0.01)
+    assert paper_1 - rel_1 == pytest.approx(2100 * 8 * 32 / 30.0 * h, abs=0.02)
+    assert totals["paper_released_controlnet"]["times_target"] == pytest.approx(rel_8 / 6.0, abs=0.01)
+    # the ideal of a total is the sum of its counted rows' FLOPs at the peak
+    counted = [r for r in rows.values() if r["tflop"] is not None]
+    assert totals["paper"]["ideal_hours_1"] == pytest.approx(sum(r["tflop"] for r in counted) / PEAK * h, abs=1e-3)
+    out = capsys.readouterr().out
+    assert "total, the paper with the released SD1.5 ControlNet" in out and "MFU" in out
+
+
+def test_forecast_counts_one_model_on_the_six_sets(tmp_path):
+    res, rows = run_budget(tmp_path)
+    f, h = res["forecast_row"], 1 / 3600
+    # 5 synthetic SD1.5 sets of 512 images at 512x512 (resized to the model's 1024x1024: the measured cost) and
+    # the 42 x 512 inpainted OOD images at 1024x2048 (2x the pixels); no real set, no other model
+    per_image = ZOO_SECONDS / ZOO_IMAGES
+    assert f["units"] == 5 * 512 + 42 * 512
+    assert f["hours_1"] == pytest.approx((5 * 512 * per_image + 42 * 512 * 2 * per_image) * h, rel=1e-9)
+    assert f["tflop"] == pytest.approx(5 * 512 * 0.8 + 42 * 512 * 1.6, rel=1e-9)
+    t = res["totals"]["forecast"]
+    assert t["stages"] == ["forecast: evaluate one model"]
+    assert t["hours_1"] == pytest.approx(f["hours_1"], abs=0.01) and t["target_gpus"] == 1
+    # 8 GPUs: evaluate deals out whole (model, set) pairs; the OOD set's pair is the longest
+    assert f["wall_8_h"] == pytest.approx(42 * 512 * 2 * per_image * h, rel=1e-9)
+    assert t["wall_hours_8"] == pytest.approx(f["wall_8_h"], abs=0.01)
+    assert t["times_target"] == pytest.approx(t["hours_1"] / 0.25, abs=0.01)
+
+
+def test_mfu_is_ideal_over_measured(tmp_path):
+    res, rows = run_budget(tmp_path)
+    h = 1 / 3600
+    assert rows["generate SD1.5"]["mfu"] == pytest.approx(50.0 * 6.0 / PEAK, rel=1e-9)  # TFLOP/img x img/s / peak
+    assert rows["train_controlnet SDXL"]["tflop"] == pytest.approx(27500 * 8 * 4 * 25.0)
+    evaluate = 1.6 * (500 + 42 * 512 + 100) + 1.4 * (4 * 400 + 981 + 60 + 10 + 30) + 0.8 * (
+        5 * 512 + 5 * 512 + 28 * 64 + 27 * 64)
+    assert rows["evaluate"]["tflop"] == pytest.approx(evaluate, rel=1e-9)
+    for r in [*rows.values(), res["forecast_row"]]:
+        if r["tflop"] is None:
+            assert r["mfu"] is None and r["stage"] in {"caption", "inpaint: Grounded-SAM", "calibrate", "fid"} | {
+                k for k in rows if k.startswith("ood_detection")}
+        else:
+            assert r["ideal_hours_1"] == pytest.approx(r["tflop"] / PEAK * h, rel=1e-12)
+            assert r["mfu"] == pytest.approx(r["ideal_hours_1"] / r["hours_1"], rel=1e-12)
+
+
+def test_without_flops_json_the_rows_are_not_counted(tmp_path):
+    res, rows = run_budget(tmp_path, skip=("flops",))
+    assert all(r["tflop"] is None and r["mfu"] is None for r in rows.values())
+    assert res["totals"]["paper"]["ideal_hours_1"] == 0 and res["totals"]["paper"]["hours_1"] > 0
+
+
+def test_flop_count_of_a_conv_and_a_linear_layer_by_hand():
+    import torch
+
+    from benchmarks.flops import count
+
+    with torch.device("meta"):
+        conv, x = torch.nn.Conv2d(3, 8, 3, padding=1), torch.randn(2, 3, 16, 16)
+        linear, y = torch.nn.Linear(10, 20), torch.randn(4, 10, requires_grad=True)
+    # 2 FLOPs per multiply-add: outputs x (in channels x kernel area)
+    assert count(lambda: conv(x)) == 2 * (2 * 8 * 16 * 16) * (3 * 3 * 3)
+    assert count(lambda: linear(y)) == 2 * 4 * 10 * 20
+    # forward + backward (input and weight gradients): 3 x the forward
+    assert count(lambda: linear(y).sum().backward()) == 3 * 2 * 4 * 10 * 20
+
+
+def test_meta_device_counts_agree_with_the_gpu_counts():
+    """flops.json (counted on meta-device models) against the counts gen_bench and eval_bench took on the GPU
+    with the real tensors: one guided step of SD1.5 / SDXL, and three zoo models at 1024x2048."""
+    from benchmarks.budget import FLOPS, RESULTS
+
+    flops = json.loads(FLOPS.read_text())
+    for kind, name in (("sd15", "gen_bench_sd15_final_h100.json"), ("sdxl", "gen_bench_sdxl_compile_vae_h100.json")):
+        gpu = json.loads((RESULTS / name).read_text())["models"][0]["guided_step_tflop"]
+        assert flops[kind]["guided_step"] == pytest.approx(gpu, abs=1e-4), kind
+    gpu = json.loads((RESULTS / "eval_bench_h200_run3.json").read_text())
+    for key in ("segformer_b5", "dlv3p_r101", "pspnet_r18"):
+        assert flops["evaluate"][key]["1024x2048"] == pytest.approx(gpu[key]["tflop_per_img"], rel=1e-3), key
