@@ -5,8 +5,8 @@ Each YAML file of a group starts its defaults list with `schema`, so a wrong typ
 Stage jobs validate their own values (names, ranges) in their dataclasses.
 
 A domain's synthetic folder, prompt and real counterpart all follow from `domain.name`: the built-in shift
-domains declare their real counterpart in their file (synthrel/conf/domain/fog.yaml:
-`real_dataset: ${synthrel.counterpart:fog,acdc_fog}`, "acdc_fog while the domain is named fog"; `real_counterparts()`
+domains declare their real counterpart in their file (synthrel/conf/domain/<name>.yaml:
+`real_dataset: ${synthrel.counterpart:<name>,<dataset key>}`, "that set while the domain keeps its name"; `real_counterparts()`
 reads those files, the only home of the mapping), any other name is a custom domain without one.
 Stage configs ask for the counterpart with `${synthrel.real:all|test|calib|reported}` (the whole set, its relis
 protocol split, or the set results are reported on: `real_split`; `${synthrel.real:reported,night}`: another built-in
@@ -235,11 +235,11 @@ def check_shard_used(cfg) -> None:
 
 
 @functools.cache
-def real_counterparts() -> dict[str, str]:
-    """Built-in shift domain -> the dataset key of its real counterpart, as synthrel/conf/domain/<domain>.yaml declares
-    it; the relis protocol splits of each are `<key>_test` and `<key>_calib` (synthrel/conf/dataset/protocol_splits.yaml)."""
+def real_counterparts(folder: Path = DOMAIN_DIR) -> dict[str, str]:
+    """Built-in shift domain -> the dataset key of its real counterpart, as `folder`/<domain>.yaml declares it; the
+    relis protocol splits of each are `<key>_test` and `<key>_calib` (synthrel/conf/dataset/protocol_splits.yaml)."""
     found = {}
-    for path in sorted(DOMAIN_DIR.glob("*.yaml")):
+    for path in sorted(Path(folder).glob("*.yaml")):
         value = OmegaConf.to_container(OmegaConf.load(path), resolve=False).get("real_dataset")
         match = COUNTERPART.match(value) if isinstance(value, str) else None
         if isinstance(value, str) and "synthrel.counterpart" in value and (match is None or match[1] != path.stem):
@@ -256,7 +256,7 @@ def real_counterpart(name) -> str | None:
 
 
 def _counterpart(builtin: str, real: str, *, _root_) -> str | None:
-    """`${synthrel.counterpart:fog,acdc_fog}` (in fog.yaml): acdc_fog while the domain is named fog; renamed, the
+    """`${synthrel.counterpart:<name>,<key>}` (in <name>.yaml): <key> while the domain keeps its name; renamed, the
     counterpart of the new name (another built-in domain's, or none: a custom domain)."""
     name = str(_root_.domain.name)
     return str(real) if name == str(builtin) else real_counterpart(name)
