@@ -5,15 +5,18 @@ Each YAML file of a group starts its defaults list with `schema`, so a wrong typ
 Stage jobs validate their own values (names, ranges) in their dataclasses.
 
 A domain's synthetic folder, prompt and real counterpart all follow from `domain.name`: the built-in shift
-domains get their real counterpart from REAL_COUNTERPARTS, any other name is a custom domain without one.
+domains declare their real counterpart in their file (synthrel/conf/domain/<name>.yaml:
+`real_dataset: ${synthrel.counterpart:<name>,<dataset key>}`, "that set while the domain keeps its name"; `real_counterparts()`
+reads those files, the only home of the mapping), any other name is a custom domain without one.
 Stage configs ask for the counterpart with `${synthrel.real:all|test|calib|reported}` (the whole set, its relis
-protocol split, or the set results are reported on: `real_split`), which refuses, naming the fix, when the
-domain has none; `check_domain` resolves the stages before any of them runs, so a contradictory command stops
+protocol split, or the set results are reported on: `real_split`; `${synthrel.real:reported,night}`: another built-in
+domain's), which refuses, naming the fix, when the domain has none; `check_domain` resolves the stages before any of them runs, so a contradictory command stops
 at once. Fixed real sets name the reported one with `${synthrel.reported:<set>}` (`acdc_fog` -> `acdc_fog_test`).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -30,10 +33,9 @@ from synthrel.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: Built-in shift domains (synthrel/conf/domain/<name>.yaml) and the dataset key of their real counterpart; the relis
-#: protocol splits of each are `<key>_test` and `<key>_calib` (synthrel/conf/dataset/protocol_splits.yaml).
-REAL_COUNTERPARTS = {"fog": "acdc_fog", "night": "acdc_night", "rain": "acdc_rain", "snow": "acdc_snow",
-                     "india": "idd"}
+DOMAIN_DIR = Path(__file__).resolve().parent / "conf" / "domain"
+#: How a built-in domain file declares its real counterpart: `real_dataset: ${synthrel.counterpart:<name>,<key>}`.
+COUNTERPART = re.compile(r"^\$\{synthrel\.counterpart:\s*([\w-]+)\s*,\s*([\w-]+)\s*\}$")
 REAL_PARTS = ("all", "test", "calib", "reported")
 #: `real_split`: the real data every reported result is measured on. test (default, the paper's protocol):
 #: each real set's relis test split `<set>_test`; all: the whole sets (a deviation, named in the report).
@@ -78,8 +80,8 @@ class DomainSchema:
     prompt: str = DOMAIN_PROMPT
     # One folder per domain word (false) or one pooled set named `name` (true, calibration sets).
     pooled: bool = False
-    # Dataset key of the real counterpart: follows the name (null for names outside REAL_COUNTERPARTS).
-    real_dataset: str | None = "${synthrel.real_counterpart:${domain.name}}"
+    # Dataset key of the real counterpart (null: none); a built-in domain's follows its name (real_counterparts()).
+    real_dataset: str | None = None
 
 
 @dataclass
@@ -232,29 +234,53 @@ def check_shard_used(cfg) -> None:
                 cfg.shard, ", ".join(ignoring))
 
 
+@functools.cache
+def real_counterparts(folder: Path = DOMAIN_DIR) -> dict[str, str]:
+    """Built-in shift domain -> the dataset key of its real counterpart, as `folder`/<domain>.yaml declares it; the
+    relis protocol splits of each are `<key>_test` and `<key>_calib` (synthrel/conf/dataset/protocol_splits.yaml)."""
+    found = {}
+    for path in sorted(Path(folder).glob("*.yaml")):
+        value = OmegaConf.to_container(OmegaConf.load(path), resolve=False).get("real_dataset")
+        match = COUNTERPART.match(value) if isinstance(value, str) else None
+        if isinstance(value, str) and "synthrel.counterpart" in value and (match is None or match[1] != path.stem):
+            raise ConfigError(f"{path}: `real_dataset: {value}`; expected `${{synthrel.counterpart:{path.stem},"
+                              "<dataset key>}` (the file's own name, then its real dataset)")
+        if match:
+            found[match[1]] = match[2]
+    return found
+
+
 def real_counterpart(name) -> str | None:
     """Dataset key of the real counterpart of domain `name`, None for a custom domain."""
-    return REAL_COUNTERPARTS.get(str(name))
+    return real_counterparts().get(str(name))
+
+
+def _counterpart(builtin: str, real: str, *, _root_) -> str | None:
+    """`${synthrel.counterpart:<name>,<key>}` (in <name>.yaml): <key> while the domain keeps its name; renamed, the
+    counterpart of the new name (another built-in domain's, or none: a custom domain)."""
+    name = str(_root_.domain.name)
+    return str(real) if name == str(builtin) else real_counterpart(name)
 
 
 def no_counterpart_error(name: str) -> ConfigError:
     return ConfigError(
         f"domain {name!r} has no real counterpart, but this run needs one (it evaluates or calibrates on the "
         f"real data of the domain). Built-in domains with real data: "
-        f"{', '.join(f'{d} ({k})' for d, k in REAL_COUNTERPARTS.items())}. For a new prompt without real data "
+        f"{', '.join(f'{d} ({k})' for d, k in real_counterparts().items())}. For a new prompt without real data "
         f"use `domain=custom domain.name={name!r}` (e.g. +experiment=covariate_custom); to pair it with real "
         f"data add `domain.real_dataset=<dataset key>` (with <key>_test / <key>_calib protocol splits)"
     )
 
 
-def _real(part: str, *, _root_) -> str:
+def _real(part: str, domain: str | None = None, *, _root_) -> str:
     """`${synthrel.real:test}`: the domain's real counterpart (all), its relis split (test / calib), or the set
-    results are reported on (reported: test or all, following `real_split`)."""
+    results are reported on (reported: test or all, following `real_split`). `${synthrel.real:reported,fog}`: the
+    same for built-in domain `fog`, whatever the run's domain."""
     if part not in REAL_PARTS:
         raise ConfigError(f"${{synthrel.real:{part}}}: valid parts are {', '.join(REAL_PARTS)}")
-    real = _root_.domain.real_dataset
+    real = _root_.domain.real_dataset if domain is None else real_counterpart(domain)
     if real is None:
-        raise no_counterpart_error(_root_.domain.name)
+        raise no_counterpart_error(_root_.domain.name if domain is None else str(domain))
     if part == "reported":
         return reported_set(real, real_split_of(_root_))
     return real if part == "all" else f"{real}_{part}"
@@ -274,7 +300,7 @@ def check_domain(cfg: DictConfig, choice: str | None) -> None:
             f"to the synthetic folder <backbone>/{name} with the prompt of its word; set domain.name only "
             "(domain.domains follows it)"
         )
-    builtin = REAL_COUNTERPARTS.get(choice) if choice else None
+    builtin = real_counterpart(choice) if choice else None
     if builtin is not None:
         if domain.prompt not in (DOMAIN_PROMPT, DOMAIN_PROMPT.replace("<domain>", name)):
             raise ConfigError(
@@ -316,7 +342,7 @@ def register_schemas() -> None:
 
 
 register_schemas()
-for _name, _resolver in (("synthrel.real", _real), ("synthrel.real_counterpart", real_counterpart),
+for _name, _resolver in (("synthrel.real", _real), ("synthrel.counterpart", _counterpart),
                          ("synthrel.reported", _reported)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)

@@ -24,35 +24,11 @@ from synthrel.config import (  # (importing it registers the schemas and resolve
     check_stage_keys,
 )
 from synthrel.errors import ConfigError
+from synthrel.stages import DISTRIBUTED_STAGES, SELF_LOGGING_STAGES, STAGE_ORDER
 
 log = logging.getLogger("synthrel")
 
-STAGE_ORDER = (
-    "tiny_models",
-    "demo_data",
-    "train_zoo",
-    "caption",
-    "train_controlnet",
-    "generate",
-    "corrupt",
-    "physics_fog",
-    "inpaint",
-    "evaluate",
-    "calibrate",
-    "ood_detection",
-    "fid",
-    "correlate",
-    "forecast",
-    "qualitative",
-    "report",
-)
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-#: Stages that run in every process of a multi-process launch; the others run in rank 0 only (a DDP relaunch
-#: runs the whole command again in each new rank, after rank 0 has run the stages before).
-DISTRIBUTED_STAGES = ("train_controlnet",)
-#: Stages that open their own tracker run (training curves; analysis tables and figures). Every other stage gets
-#: one wandb run (with `logger=wandb`) holding its settings and the numbers of its summary.
-SELF_LOGGING_STAGES = ("train_controlnet", "correlate")
 
 
 def run_stages(cfg: DictConfig) -> RunSummaries:

@@ -1,9 +1,9 @@
 """Draw docs/architecture.svg from the code and the configs: `python -m tools.architecture [--out FILE]`.
 
-Top: the stages in run order (synthrel.run.STAGE_ORDER) and the data that flows between them, read from the
+Top: the stages in run order (synthrel.stages.STAGE_ORDER) and the data that flows between them, read from the
 stage configs (synthrel/conf/stage/*.yaml) as composed for the demo (`+experiment=demo`, every stage): stage B reads
 what stage A wrote when a path in B's config lies in (or holds) a folder that A writes (A's output keys:
-synthrel.preflight.needs.STAGE_OUTPUTS, any top-level output_dir/out_dir/out_root/report_dir, and train_zoo's
+synthrel.stages.STAGE_OUTPUTS, any top-level output_dir/out_dir/out_root/report_dir, and train_zoo's
 zoo folders). Each box names the folder its stage writes (relative to the output root); an arrow means "reads it". Bottom: the import layers of
 synthrel/ (tools/import_graph.py), each unit at its height in the import graph (0: imports no other unit).
 Nothing is drawn by hand, so the picture follows the code: re-run it after adding a stage or a package.
@@ -51,7 +51,7 @@ def stage_configs() -> dict[str, dict]:
 def data_flow(configs: dict[str, dict]) -> tuple[dict[str, str], dict[str, str], list[tuple[str, str, str]]]:
     """(stage -> its _target_ module, stage -> the folder it writes, [(producer, consumer, folder read)]) from the
     composed configs."""
-    from synthrel.preflight.needs import STAGE_OUTPUTS
+    from synthrel.stages import STAGE_OUTPUTS
 
     outputs: dict[str, list[str]] = {}
     for stage, spec in configs.items():

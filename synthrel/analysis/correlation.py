@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from synthrel.config import real_counterparts
 from synthrel.conventions import CLASS_NAMES
 from synthrel.errors import DatasetError
 from synthrel.reporting import MISSING, format_cell
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 METHODS = ("pearson", "spearman", "kendall")
 SHIFT_DOMAINS = ("fog", "night", "rain", "snow", "india")
-REAL_DATASETS = {"fog": "acdc_fog", "night": "acdc_night", "rain": "acdc_rain", "snow": "acdc_snow", "india": "idd"}
+#: shift domain -> its real set, as synthrel/conf/domain/<domain>.yaml declares it (stages read it from their config)
+REAL_DATASETS = real_counterparts()
 BASELINE = "cityscapes"
 #: Results of the Cityscapes row: all of val (real_split=all) or its relis test split (frankfurt, the default).
 BASELINE_DATASETS = (BASELINE, f"{BASELINE}_test")

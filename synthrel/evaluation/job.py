@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthrel.config import to_plain
+from synthrel.config import real_counterparts, to_plain
 from synthrel.data.base import check_label_encoding
 from synthrel.data.build import build_dataset
 from synthrel.errors import ConfigError, DatasetError, unknown_name
@@ -108,9 +108,12 @@ class EvaluateJob:
         check_verify(self.verify, "stages.evaluate.verify")
 
     def labels(self, name: str) -> dict:
-        """domain, generator and folder key of dataset `name` (default: its own name, real data)."""
+        """domain, generator and folder key of dataset `name` (default: real data of the built-in domain whose
+        counterpart it is, or of its protocol split `<set>_test` / `<set>_calib`; else its own name)."""
         given = self.dataset_labels.get(name) or {}
-        return {"domain": given.get("domain", name), "generator": given.get("generator", "real"),
+        domain_of = {real: domain for domain, real in real_counterparts().items()}
+        domain = domain_of.get(name.removesuffix("_test").removesuffix("_calib"), name)
+        return {"domain": given.get("domain", domain), "generator": given.get("generator", "real"),
                 "key": given.get("key", name)}
 
     def run(self) -> dict:

@@ -20,16 +20,12 @@ from synthrel.preflight import hub
 from synthrel.preflight.datasets import check_dataset, layout_and_source, reader_class
 from synthrel.preflight.download import name_hash_prefix, verify
 from synthrel.preflight.sources import HUB_MODELS, PUBLIC_FILES, RETIRED
+from synthrel.stages import STAGE_OUTPUTS
 
 #: statuses that let the run start
 READY = ("present", "in HF cache")
 #: statuses that do not block the run (reported, explained)
 NOT_BLOCKING = READY + ("skipped", "not checked")
-#: stage -> config keys of the folders it writes (an input under one of them is made by that stage)
-STAGE_OUTPUTS = {"tiny_models": ("models_dir",), "demo_data": ("root",), "caption": ("output_dir",),
-                 "train_controlnet": ("output_dir",), "generate": ("out_root",), "corrupt": ("output_dir",),
-                 "physics_fog": ("output_dir",),
-                 "inpaint": ("out_dir",)}
 DATASET_KEYS = ("dataset", "datasets", "source", "real", "synthetic")
 MANUAL_DOC = "docs/install.md#manual-weights"
 

@@ -1,0 +1,49 @@
+"""The one table of the pipeline's stages: their order and what the run and the preflight need to know of each.
+
+A stage is its config `synthrel/conf/stage/<name>.yaml` (whose `_target_` names its Job class, a class with a
+`run()` method returning its summary) plus one row here; `tests/core/test_stages.py` fails when the two disagree.
+Guide: docs/guide/new-stage.md. Kept free of imports so that the command line stays fast to start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stage:
+    #: config keys of the folders the stage writes: an input under one of them is made by that stage (preflight)
+    outputs: tuple[str, ...] = ()
+    #: runs in every process of a multi-process launch (the others run in rank 0 only: a DDP relaunch runs the
+    #: whole command again in each new rank, after rank 0 has run the stages before)
+    distributed: bool = False
+    #: opens its own tracker run (training curves; analysis tables and figures); every other stage gets one wandb
+    #: run (with `logger=wandb`) holding its settings and the numbers of its summary
+    self_logging: bool = False
+
+
+#: name -> Stage, in pipeline order (a run runs its selected stages in this order)
+STAGES: dict[str, Stage] = {
+    "tiny_models": Stage(outputs=("models_dir",)),
+    "demo_data": Stage(outputs=("root",)),
+    "train_zoo": Stage(),
+    "caption": Stage(outputs=("output_dir",)),
+    "train_controlnet": Stage(outputs=("output_dir",), distributed=True, self_logging=True),
+    "generate": Stage(outputs=("out_root",)),
+    "corrupt": Stage(outputs=("output_dir",)),
+    "physics_fog": Stage(outputs=("output_dir",)),
+    "inpaint": Stage(outputs=("out_dir",)),
+    "evaluate": Stage(),
+    "calibrate": Stage(),
+    "ood_detection": Stage(),
+    "fid": Stage(),
+    "correlate": Stage(self_logging=True),
+    "forecast": Stage(),
+    "qualitative": Stage(),
+    "report": Stage(),
+}
+
+STAGE_ORDER = tuple(STAGES)
+STAGE_OUTPUTS = {name: stage.outputs for name, stage in STAGES.items() if stage.outputs}
+DISTRIBUTED_STAGES = tuple(name for name, stage in STAGES.items() if stage.distributed)
+SELF_LOGGING_STAGES = tuple(name for name, stage in STAGES.items() if stage.self_logging)
