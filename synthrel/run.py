@@ -130,9 +130,12 @@ def _stage_tracker(cfg: DictConfig, name: str):
     """A wandb run for stage `name` (group = task, job_type = the stage) with its scalar settings, or None."""
     from synthrel.tracking import WANDB_LOGGER, Tracker
 
-    loggers = OmegaConf.to_container(cfg.get("logger") or {}, resolve=True)
+    logger = cfg.get("logger")
+    if name in SELF_LOGGING_STAGES or not logger:
+        return contextlib.nullcontext()
+    loggers = OmegaConf.to_container(logger, resolve=True) if OmegaConf.is_config(logger) else dict(logger)
     wandb = {key: value for key, value in loggers.items() if value and value.get("_target_") == WANDB_LOGGER}
-    if name in SELF_LOGGING_STAGES or not wandb:
+    if not wandb:
         return contextlib.nullcontext()
     tracker = Tracker.from_config(wandb, job_type=name)
     settings = OmegaConf.to_container(cfg.stages[name], resolve=True)

@@ -4,8 +4,8 @@ The tiny_models stage builds them with random weights when `size: real` (the smo
 synthrel/conf/profile/smoke.yaml); the tiny sizes live beside each builder. Values from each hub repo's
 config.json: stable-diffusion-v1-5/stable-diffusion-v1-5 (+ -inpainting), stabilityai/stable-diffusion-xl-base-1.0,
 openai/clip-vit-large-patch14, laion/CLIP-ViT-bigG-14-laion2B-39B-b160k, Salesforce/blip-image-captioning-large,
-IDEA-Research/grounding-dino-tiny (transformers' GroundingDinoConfig defaults), facebook/sam-vit-huge,
-facebook/mask2former-swin-base-cityscapes-semantic, and mmseg's shipped Cityscapes configs.
+IDEA-Research/grounding-dino-tiny (transformers' GroundingDinoConfig defaults), facebook/sam-vit-huge, the
+Mask2Former Swin-B Cityscapes-semantic release (RbA's base), and mmseg's shipped Cityscapes configs.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ GROUNDING_DINO_SIZE = {"shortest_edge": 800, "longest_edge": 1333}
 SAM_VIT_H = dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, global_attn_indexes=[7, 15, 23, 31])
 SAM_IMAGE_SIZE = 1024
 
-#: facebook/mask2former-swin-base-cityscapes-semantic: Swin-B at window 12 (pretrained at 384), 100 queries
+#: Mask2Former Swin-B Cityscapes-semantic (the hub release RbA starts from): Swin-B at window 12 (pretrained at 384), 100 queries
 MASK2FORMER_SWIN_B = dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12,
                           image_size=384, drop_path_rate=0.3)
 #: RbA's release (synthrel.ood_detection.convert.ARCHS)

@@ -66,7 +66,7 @@ def test_recipe_fits_on_calibration_splits_and_tests_on_test_splits(compose_cfg,
 def analysis_runs(script: str) -> list[list[str]]:
     """The Hydra overrides of each `run profile=... +experiment=correlation` line of a recipe."""
     text = re.sub(r"\\\n\s*", " ", (EXPERIMENTS / script).read_text())
-    return [[t for t in shlex.split(line)[1:] if not t.startswith("$") and not t.startswith("profile=")]
+    return [[t for t in shlex.split(line)[1:] if not t.startswith("$") and not t.startswith(("profile=", "real_split=$"))]
             for line in text.splitlines() if line.startswith("run profile=") and "+experiment=correlation" in line]
 
 
