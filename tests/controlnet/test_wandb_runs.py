@@ -52,6 +52,7 @@ def test_one_wandb_run_per_stage_grouped_by_task(compose_cfg, tiny_models, tiny_
     train, corr = "stages.train_controlnet", "stages.correlate"
     cfg = compose_cfg(
         "+stage=[train_controlnet,correlate]", "logger=wandb", "task_name=wandb_check", "device=cpu",
+        "real_split=all",  # write_results names the real sets as whole sets (acdc_fog)
         f"backbone.pretrained={tiny_models['sd15']}", "backbone.resolution=32", f"{train}.max_steps=2",
         f"{train}.batch_size=2", f"{train}.accumulate_grad_batches=1", f"{train}.num_workers=0",
         f"{train}.sample_every_n_steps=0", f"{train}.dataset.root={tiny_cityscapes['root']}",

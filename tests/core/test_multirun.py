@@ -187,9 +187,9 @@ def test_parallel_sweeps_give_what_the_sequential_ones_give(tmp_path, demo_data,
             assert all(len(list((s / ".submitit").rglob("*_result.pkl"))) == 2 for s in sweeps)
         tables[launcher] = _sweep_tables(cwd)
     local, parallel = tables["local"], tables["submitit_local"]
-    # 2 models x 10 sets (fog: synthetic, acdc_fog, cityscapes, cityscapes_calib, acdc_fog_calib, acdc_fog_test;
-    # night: its 4 own), the calibration of 2 domains, the correlations of 2 experiments
-    assert len(local) == 2 * 10 + 2 + 2, sorted(local)
+    # 2 models x 8 sets under real_split=test (fog: synthetic, cityscapes_test, cityscapes_calib, acdc_fog_calib,
+    # acdc_fog_test; night: its 3 own), the calibration of 2 domains, the correlations of 2 experiments
+    assert len(local) == 2 * 8 + 2 + 2, sorted(local)
     assert local.keys() == parallel.keys()
     for name, table in local.items():
         other = parallel[name]

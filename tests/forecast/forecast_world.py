@@ -56,7 +56,7 @@ def simulated_zoo(n_models: int = 8, profile: str = "tiny") -> pd.DataFrame:
     clean = np.random.default_rng(ZOO_SEED + 1)  # Cityscapes val (the clean predictor), uninformative here
     for m in range(n_models):
         for metric in ("mIoU", "ece"):
-            add(f"sim{m}", "cityscapes", "cityscapes", "real", metric, clean.uniform(0.2, 0.7))
+            add(f"sim{m}", "cityscapes_test", "cityscapes", "real", metric, clean.uniform(0.2, 0.7))
     return pd.DataFrame(rows)
 
 

@@ -112,19 +112,19 @@ def test_readme_command_forecasts_an_unseen_model_and_a_published_reference_repe
     assert set(comparison["predictor"]) == {"sd15", "cityscapes (clean)", "sd15 + cityscapes (clean)"}
     for _, row in comparison[comparison["predictor"] == "cityscapes (clean)"].iterrows():
         predicted, lo, hi, x0, mae, coverage = _expected(zoo, mine, row["metric"], row["domain"],
-                                                         predictor="cityscapes")
+                                                         predictor="cityscapes_test")
         np.testing.assert_allclose([row["predicted"], row["lo"], row["hi"], row["x"], row["loo_mae"],
                                     row["loo_coverage"]], [predicted, lo, hi, x0, mae, coverage], rtol=1e-9)
     # ATC's estimates from the evaluate stage's real output folders (Cityscapes val -> each labeled real set)
     results = cli_run / "results" / "forecast" / MODEL
     atc = atc_rows(results).set_index("dataset")["value"]
     assert set(DOMAINS.values()) <= set(atc.index)
-    with np.load(results / "cityscapes" / "calib_sample.npz") as source, \
-            np.load(results / "acdc_fog" / "calib_sample.npz") as target:
+    with np.load(results / "cityscapes_test" / "calib_sample.npz") as source, \
+            np.load(results / DOMAINS["fog"] / "calib_sample.npz") as target:
         conf = softmax(source["logits"].astype(np.float64), axis=1).max(axis=1)
         k = int((source["logits"].argmax(axis=1) == source["labels"]).sum())
         t = -np.inf if k == len(conf) else np.sort(conf)[len(conf) - k - 1]  # k above t (without ties)
-        assert atc["acdc_fog"] == pytest.approx(np.mean(softmax(target["logits"].astype(np.float64), axis=1)
+        assert atc[DOMAINS["fog"]] == pytest.approx(np.mean(softmax(target["logits"].astype(np.float64), axis=1)
                                                         .max(axis=1) > t), abs=1e-12)
     synthetic = comparison[comparison["predictor"] == "sd15"].set_index(["metric", "domain"])
     clean = comparison[comparison["predictor"] == "cityscapes (clean)"].set_index(["metric", "domain"])

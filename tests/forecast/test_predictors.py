@@ -136,7 +136,7 @@ def test_job_compares_the_predictors_and_says_where_synthetic_is_not_better(job,
 
     # clean made informative and synthetic noise: the verdict says so plainly, in the table and the report title
     swapped = zoo.copy()
-    synthetic, clean = swapped["dataset"] == "synthetic_sd15_fog", swapped["dataset"] == "cityscapes"
+    synthetic, clean = swapped["dataset"] == "synthetic_sd15_fog", swapped["dataset"] == "cityscapes_test"
     for metric in ("mIoU", "ece"):
         s = synthetic & (swapped["metric"] == metric)
         c = clean & (swapped["metric"] == metric)
