@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from inception_weights import random_inception_weights
 from scipy import linalg
 
 from synthrel.analysis import fid
@@ -49,25 +50,6 @@ def test_inception_without_weights_says_where_to_put_them(tmp_path):
         fid.build_fid("inception", str(tmp_path / "missing.pth"))
 
 
-def _random_inception_weights(path, seed=0):
-    """The real FID Inception-V3 architecture with random weights that keep activations alive (He-normal convs,
-    random BatchNorm statistics), written as a plain state dict like torch-fidelity's weights file."""
-    from synthrel.analysis.inception import FIDInceptionV3
-
-    torch.manual_seed(seed)
-    model = FIDInceptionV3()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        elif isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.1, 0.1)
-    torch.save(model.state_dict(), path)
-    return path
-
-
 def _reference_fid_low_rank(f1, f2):
     """Frechet distance in float64 numpy + scipy.linalg.sqrtm, with fewer images than features: both covariances
     live in the span of the centred features, so with an orthonormal basis Q of that span (S_i = Q A_i Q^T) the
@@ -87,7 +69,7 @@ def test_inception_fid_on_the_tiny_profile_equals_a_scipy_reference(compose_cfg,
 
     from synthrel.analysis.inception import FIDInceptionV3
 
-    weights = _random_inception_weights(tmp_path / "random_inception.pth")
+    weights = random_inception_weights(tmp_path / "random_inception.pth")
     cfg = compose_cfg("+stage=[fid]", "profile=tiny", "stages.fid.feature_extractor=inception",
                       f"stages.fid.feature_extractor_weights_path={weights}", "stages.fid.batch_size=4",
                       "stages.fid.device=cpu")

@@ -9,6 +9,7 @@ GPU image with torch-fidelity carried: `python -m pytest -q -p no:xdist tests/an
 import numpy as np
 import pytest
 import torch
+from inception_weights import random_inception_weights
 from scipy import linalg
 
 from synthrel.analysis import fid
@@ -20,21 +21,9 @@ pytestmark = pytest.mark.skipif(fid.torch_fidelity_inception() is None,
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    """Random weights that keep activations alive (He-normal convs, random BatchNorm statistics), saved as a
-    plain state dict with FIDInceptionV3's keys, which are torch-fidelity's."""
-    torch.manual_seed(0)
-    model = FIDInceptionV3()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        elif isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.1, 0.1)
-    path = tmp_path_factory.mktemp("fid") / "random_inception.pth"
-    torch.save(model.state_dict(), path)
-    return path
+    """Random weights that keep activations alive, saved as a plain state dict with FIDInceptionV3's keys, which
+    are torch-fidelity's."""
+    return random_inception_weights(tmp_path_factory.mktemp("fid") / "random_inception.pth")
 
 
 def images(seed, n=12, size=(120, 160)):
