@@ -8,6 +8,7 @@ under the checkout's `synthrel/`: there must be none.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,12 +60,12 @@ def venv(wheel, tmp_path_factory):
     return root
 
 
-def run(venv, args, cwd, tmp_path, source_reads=()):
+def run(venv, args, cwd, tmp_path, source_reads=(), timeout=None):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     log = tmp_path / "source_reads.log"
     env.update(SYNTHREL_SOURCE_GUARD=str(SOURCE), SYNTHREL_SOURCE_LOG=str(log), HF_HUB_OFFLINE="1",
                WANDB_MODE="disabled", TQDM_DISABLE="1", PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
-    out = subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env)
+    out = subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     reads = log.read_text().splitlines() if log.exists() else []
     assert sorted(set(reads)) == sorted(source_reads), f"the installed app read the source tree: {sorted(set(reads))[:10]}"
@@ -105,4 +106,18 @@ def test_installed_app_runs_from_an_empty_folder(venv, tmp_path):
     out = run(venv, [synthrel, "profile=tiny", "+stage=[tiny_models,demo_data]", "cpu_threads=1"], work, tmp_path)
     assert f"tiny_models.models_dir: {work}/outputs/tiny/models" in out
     assert (work / "outputs" / "tiny" / "data").is_dir()
+    assert sorted(p.name for p in work.iterdir()) == ["outputs"]
+
+
+@pytest.mark.full
+def test_installed_app_runs_the_whole_demo_from_an_empty_folder(venv, tmp_path):
+    """The issue's done-when: `synthrel +experiment=demo`, every stage, from the wheel, in an empty folder."""
+    work = tmp_path / "empty"
+    work.mkdir()
+    out = run(venv, [str(venv / "bin" / "synthrel"), "+experiment=demo"], work, tmp_path, timeout=3600)
+    printed = dict(re.findall(r"^  (\w+\.\w+): (.+)$", out, re.M))
+    report = Path(printed["report.report"])
+    assert report.is_relative_to(work) and report.is_file(), out[-2000:]
+    assert "## Summary" in report.read_text() and "mIoU" in report.read_text(), report
+    assert Path(printed["report.report_html"]).is_file()
     assert sorted(p.name for p in work.iterdir()) == ["outputs"]
