@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install synthrel's wheel into a GPU image's own torch environment, offline, and run the demo's first stages on
-# CUDA from an empty folder (issue #32; docs/install.md, "GPU image").
+# Install synthrel's wheel into a GPU image's own torch environment, offline, and run the demo's first stages, then
+# the whole demo (`synthrel +experiment=demo`), on CUDA from empty folders (issue #32; docs/install.md, "GPU line").
 #
 #   tools/gpu_install_check.sh            # needs dist/synthrel-*.whl and .whl/ (the wheels of tools/gpu_carry.txt)
 #
@@ -10,12 +10,14 @@
 # opencv-python is not carried (the image's opencv-python-headless provides the same cv2), so the wheels go in
 # with --no-deps after a full dry-run resolve, and `pip check` may only report that one requirement.
 # Env: PYTHON (default python3), WHL (default .whl), STAGES (default [tiny_models,demo_data,train_zoo]), DEVICE
-# (default cuda; cpu to try the script on a CPU machine).
+# (default cuda; cpu to try the script on a CPU machine), DEMO_TIMEOUT (seconds for the whole demo, default 420:
+# about 90 s on an H100, 4-6 min on 2 CPU cores; 0 skips it).
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
 WHL=${WHL:-.whl}
 STAGES=${STAGES:-[tiny_models,demo_data,train_zoo]}
 DEVICE=${DEVICE:-cuda}
+DEMO_TIMEOUT=${DEMO_TIMEOUT:-420}
 WHEEL=$(ls dist/synthrel-*.whl)
 WORK=$(mktemp -d)
 
@@ -58,3 +60,18 @@ export HF_HUB_OFFLINE=1 WANDB_MODE=disabled TQDM_MININTERVAL=5
 "$BIN/synthrel" profile=tiny "+stage=$STAGES" device=$DEVICE
 ls "$WORK/outputs/tiny"
 echo "OK: synthrel installed over torch $torch_after and ran $STAGES on $DEVICE in $WORK"
+[ "$DEMO_TIMEOUT" = 0 ] && exit 0
+
+# The whole demo, every stage, in a second empty folder (nothing reused from the run above); the stage table
+# (wall time, images/s, GPU peak memory per stage) goes into the run folder.
+DEMO=$(mktemp -d)
+cd "$DEMO"
+echo "== synthrel +experiment=demo device=$DEVICE in $DEMO (timeout ${DEMO_TIMEOUT}s)"
+start=$SECONDS
+timeout "$DEMO_TIMEOUT" "$BIN/synthrel" +experiment=demo device="$DEVICE" stage_table.enabled=true > "$WORK/demo.log" 2>&1 \
+    || { rc=$?; tail -40 "$WORK/demo.log"; echo "FAIL: the demo stopped with exit $rc (124: timeout)"; exit 1; }
+run_dir=$(sed -n 's/^synthrel: demo finished; logs and summary in //p' "$WORK/demo.log")
+report=$(sed -n 's/^  report\.report: //p' "$WORK/demo.log")
+cat "$run_dir/stage_table.md"
+[ -s "$report" ] || { echo "FAIL: no report (${report:-not printed})"; exit 1; }
+echo "OK: the whole demo ran on $DEVICE in $((SECONDS - start)) s from the installed wheel; report: $report"
