@@ -34,14 +34,17 @@ AUDIT = (
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     """Build from a copy holding only what the sdist would (pyproject, README, the package): the checkout
-    stays clean, and nothing else of it can end up in the wheel."""
+    stays clean, and nothing else of it can end up in the wheel. The build warns of no deprecated metadata
+    (setuptools' SetuptoolsDeprecationWarning, e.g. for a `project.license` table)."""
     src = tmp_path_factory.mktemp("src")
     shutil.copy(REPO / "pyproject.toml", src)
     shutil.copy(REPO / "README.md", src)
     shutil.copytree(SOURCE, src / "synthrel", ignore=shutil.ignore_patterns("__pycache__", "local"))
     dist = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index", "--no-build-isolation",
-                    "-w", str(dist), str(src)], check=True, capture_output=True)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-index",
+                            "--no-build-isolation", "-w", str(dist), str(src)], check=True, capture_output=True, text=True)
+    deprecated = [line for line in (build.stdout + build.stderr).splitlines() if "deprecat" in line.lower()]
+    assert not deprecated, deprecated
     (path,) = dist.glob("synthrel-*.whl")
     return path
 
