@@ -41,8 +41,12 @@ torch_after=$("$PYTHON" -c 'import torch; print(torch.__version__, torch.__file_
 if [ "$torch_after" != "$torch_before" ]; then
     echo "FAIL: torch changed: $torch_before -> $torch_after"; exit 1
 fi
+cd "$WORK"   # an empty folder: nothing is read from a checkout (python's '' path entry included)
 "$PYTHON" - <<'EOF'
-import importlib.metadata as md, sys, cv2, torch, synthrel
+import importlib.metadata as md, sys, sysconfig, cv2, torch, synthrel
+from pathlib import Path
+if not Path(synthrel.__file__).resolve().is_relative_to(Path(sysconfig.get_paths()["purelib"]).resolve()):
+    sys.exit(f"FAIL: synthrel imported from {synthrel.__file__}, not from the installed wheel")
 print("python", sys.version.split()[0], "| torch", torch.__version__, "cuda", torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else "-", "| cv2", cv2.__version__)
 print("synthrel", synthrel.__version__, "from", synthrel.__file__)
@@ -54,7 +58,6 @@ for name in ["transformers", "diffusers", "huggingface-hub", "numpy", "pandas", 
         print(f"  {name} absent")
 EOF
 
-cd "$WORK"   # an empty folder: nothing is read from a checkout
 export HF_HUB_OFFLINE=1 WANDB_MODE=disabled TQDM_MININTERVAL=5
 "$BIN/synthrel" --cfg job +experiment=demo > cfg_job.yaml && echo "--cfg job: $(wc -l < cfg_job.yaml) lines"
 "$BIN/synthrel" profile=tiny "+stage=$STAGES" device=$DEVICE
