@@ -11,7 +11,8 @@
 # with --no-deps after a full dry-run resolve, and `pip check` may only report that one requirement.
 # Env: PYTHON (default python3), WHL (default .whl), STAGES (default [tiny_models,demo_data,train_zoo]), DEVICE
 # (default cuda; cpu to try the script on a CPU machine), DEMO_TIMEOUT (seconds for the whole demo, default 420:
-# about 90 s on an H100, 4-6 min on 2 CPU cores; 0 skips it).
+# about 90 s on an H100, 4-6 min on 2 CPU cores; 0 skips it), OUT (a folder: the demo's log, stage table and
+# summary are copied there).
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
 WHL=${WHL:-.whl}
@@ -76,5 +77,6 @@ timeout "$DEMO_TIMEOUT" "$BIN/synthrel" +experiment=demo device="$DEVICE" stage_
 run_dir=$(sed -n 's/^synthrel: demo finished; logs and summary in //p' "$WORK/demo.log")
 report=$(sed -n 's/^  report\.report: //p' "$WORK/demo.log")
 cat "$run_dir/stage_table.md"
+if [ -n "${OUT:-}" ]; then cp "$WORK/demo.log" "$run_dir"/stage_table.* "$run_dir/summary.yaml" "$OUT"/; fi  # device runs
 [ -s "$report" ] || { echo "FAIL: no report (${report:-not printed})"; exit 1; }
 echo "OK: the whole demo ran on $DEVICE in $((SECONDS - start)) s from the installed wheel; report: $report"
