@@ -1,5 +1,6 @@
 """synthrel installed from its wheel, not from the checkout (as Hydra's hydra_app_example/tests/test_installed_app.py):
-build the wheel, install it non-editable into a fresh venv, run the `synthrel` command from an empty folder.
+build the wheel, install it non-editable into a fresh venv, run the `synthrel` command from an empty folder
+(`make test`: --help, --cfg job, completion, the demo's first stages; `make test-full`: the whole demo).
 
 The fresh venv sees this test environment's dependencies through a .pth line naming its site-packages; Python
 does not process the .pth files of a folder added that way, so the editable synthrel of the checkout stays out
