@@ -51,5 +51,20 @@ def test_gpu_check_runs_every_stage_and_writes_the_stage_table(tmp_path, device)
         else:  # CUDA is initialised at start-up (the log's card line), so every stage has its figures
             assert all(isinstance(m, int) for m in memory), row
     assert [r["benchmark"] for r in data["stages"] if r["stage"] == "generate"][0]  # the budget's rates beside
+    # steady rates: every image of the main loop counted once, as warm-up (the first batch) or as steady
+    steady = {s: summary[s].get("steady_rates") for s in STAGE_ORDER}
+    assert {s for s, r in steady.items() if r} == {"caption", "train_controlnet", "generate", "inpaint", "evaluate",
+                                                   "ood_detection", "fid"}
+    gen = steady["generate"]["generate"]
+    assert gen["units"] + gen["warmup_units"] == summary["generate"]["generated"] and gen["per_s"] > 0
+    assert gen["warmup_units"] == 4  # the first batch (stages.generate.batch_size 4)
+    cap = steady["caption"]["caption"]
+    assert cap["units"] + cap["warmup_units"] == summary["caption"]["captioned"]
+    inpaint = steady["inpaint"]
+    assert {k: v["units"] + v["warmup_units"] for k, v in inpaint.items()} == {
+        "inpaint": summary["inpaint"]["items"], "inpaint: refine": summary["inpaint"]["items"],
+        "inpaint: Grounded-SAM": summary["inpaint"]["items"]}
+    row = next(r for r in data["stages"] if r["stage"] == "generate")
+    assert row["steady"] == steady["generate"] and "generate:" in text.split("| generate |")[1].split("\n")[0]
     log = result.stdout + result.stderr
     assert f"device={device}" in log and f"torch={torch.__version__}" in log and "evaluate(precision=" in log
