@@ -70,7 +70,7 @@ def run_stages(cfg: DictConfig) -> RunSummaries:
         log.info("stage %s: done in %.1f s %s", name, stage_stats.wall_s, summaries[name])
         if table.get("enabled"):  # after every stage: a run that fails or is killed later keeps its rows
             write_stage_table(stats, cfg.paths.output_dir, str(cfg.get("device", "auto")),
-                              OmegaConf.select(cfg, "backbone.name"))
+                              OmegaConf.select(cfg, "backbone.name"), comparable=_real_size(cfg))
     leaks = check_released(stats, float(table.get("release_margin_mb", 256)))
     if leaks:
         message = "GPU memory not released between stages:\n  " + "\n  ".join(leaks)
@@ -80,6 +80,12 @@ def run_stages(cfg: DictConfig) -> RunSummaries:
             raise MemoryNotReleasedError(message)
         log.warning("%s", message)
     return RunSummaries(summaries, stats)
+
+
+def _real_size(cfg: DictConfig) -> bool:
+    """The run's models are the paper's architectures at real size (paper, smoke), not tiny ones."""
+    return not OmegaConf.select(cfg, "profile.tiny", default=False) or OmegaConf.select(
+        cfg, "profile.model_size", default="tiny") == "real"
 
 
 class RunSummaries(dict):

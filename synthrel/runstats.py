@@ -284,7 +284,7 @@ def versus(label: str, rate: dict, stage: str, backbone: str | None = None) -> d
             "benchmark_conditions": row.get("conditions", ""), "run_conditions": rate.get("note", "")}
 
 
-def _steady_cells(s: StageStats, backbone: str | None) -> tuple[str, str, dict]:
+def _steady_cells(s: StageStats, backbone: str | None, comparable: bool) -> tuple[str, str, dict]:
     rates, vs_text, vs = [], [], {}
     for label, rate in (s.steady or {}).items():
         if not rate.get("per_s"):
@@ -292,7 +292,7 @@ def _steady_cells(s: StageStats, backbone: str | None) -> tuple[str, str, dict]:
             continue
         rates.append(f"{label}: {rate['per_s']:.3g} {rate['unit']}/s ({rate['units']} in {rate['seconds']:.1f} s"
                      + (f"; {rate['note']}" if rate.get("note") else "") + ")")
-        v = versus(label, rate, s.stage, backbone)
+        v = versus(label, rate, s.stage, backbone) if comparable else None
         if v is not None:
             vs[label] = v
             text = f"{label}: {v['ratio']:.2f}x" + (f" **SLOW (< {SLOW_RATIO:g})**" if v["slow"] else "")
@@ -302,14 +302,16 @@ def _steady_cells(s: StageStats, backbone: str | None) -> tuple[str, str, dict]:
     return "; ".join(rates) or "-", "; ".join(vs_text) or "-", vs
 
 
-def stage_table(stats: list[StageStats], device: str, backbone: str | None = None) -> tuple[str, dict]:
+def stage_table(stats: list[StageStats], device: str, backbone: str | None = None,
+                comparable: bool = True) -> tuple[str, dict]:
     """Markdown table of the stages (wall, images/s, peak memory, the benchmark's rate for the stage, the stage's
     steady rate and its ratio to the benchmark's) and its JSON.
 
     images/s divides by the whole wall time (model loading included); the steady rate (SteadyRate) leaves loading
     and the first batch out and is the figure to set beside the benchmark's. Each stage's peak counts what earlier
     stages left allocated, so the run's peak is the largest stage peak and stays at one stage's own need only
-    while `check_released` finds nothing.
+    while `check_released` finds nothing. `comparable` false (tiny models): no ratios, the rates are not the
+    benchmarks' work.
     """
     lines = [f"stage table ({device}; benchmark rates: the paper-size work of `python -m benchmarks.run budget`; "
              f"steady rate: the stage's main loop after loading and its first batch; vs benchmark: steady / "
@@ -324,7 +326,9 @@ def stage_table(stats: list[StageStats], device: str, backbone: str | None = Non
                                for name, r in bench.items()) or "-"
         grown = (None if s.cuda_after_bytes is None else (s.cuda_after_bytes - (s.cuda_before_bytes or 0)) / MiB)
         ips = s.images_per_s
-        steady_text, vs_text, vs = _steady_cells(s, backbone)
+        steady_text, vs_text, vs = _steady_cells(s, backbone, comparable)
+        if not comparable and s.steady:
+            vs_text = "- (tiny models)"
         lines.append(f"| {s.stage} | {s.wall_s:.1f} | {s.images if s.images is not None else '-'} | "
                      f"{'-' if ips is None else f'{ips:.3g}'} | {gib(s.cuda_peak_bytes)} | "
                      f"{'-' if grown is None else f'{grown:.0f}'} | {bench_text} | {steady_text} | {vs_text} |")
@@ -332,16 +336,17 @@ def stage_table(stats: list[StageStats], device: str, backbone: str | None = Non
     total = sum(s.wall_s for s in stats)
     peaks = [s.cuda_peak_bytes for s in stats if s.cuda_peak_bytes is not None]
     run_peak_bytes = max(peaks) if peaks else None
-    slow = [f"{r['stage']} {label}" for r in rows for label, v in r["vs_benchmark"].items() if v["slow"]]
+    slow = [label for r in rows for label, v in r["vs_benchmark"].items() if v["slow"]]
     lines += ["", f"total wall {total:.1f} s; run peak GPU memory {gib(run_peak_bytes)} GiB"
               + (f"; slower than {SLOW_RATIO:g} x benchmark: {', '.join(slow)}" if slow else "")]
     return "\n".join(lines), {"device": device, "stages": rows, "total_wall_s": total,
                               "run_peak_bytes": run_peak_bytes, "slow": slow}
 
 
-def write_stage_table(stats: list[StageStats], out_dir: str | Path, device: str, backbone: str | None = None) -> Path:
+def write_stage_table(stats: list[StageStats], out_dir: str | Path, device: str, backbone: str | None = None,
+                      comparable: bool = True) -> Path:
     """Write stage_table.md / stage_table.json into the run folder and log the table."""
-    text, data = stage_table(stats, device, backbone)
+    text, data = stage_table(stats, device, backbone, comparable)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "stage_table.md").write_text(text + "\n")

@@ -213,7 +213,7 @@ class TrainControlNetJob:
         per_batch = self.batch_size * trainer.world_size
         rate = SteadyRate("image", warmup=self.accumulate_grad_batches,
                           note=f"{self.resolution}px, batch {self.batch_size} x accumulate "
-                               f"{self.accumulate_grad_batches} x {trainer.world_size} device(s), {self.precision}, "
+                               f"{self.accumulate_grad_batches} x {trainer.world_size} device(s), precision {self.precision}, "
                                f"compile {self.compile}, gradient checkpointing {self.gradient_checkpointing}; "
                                "after the first optimiser step")
         trainer.callbacks.insert(0, steady_rate_callback(rate, per_batch))  # before the checkpoint's saving
