@@ -87,7 +87,7 @@ def test_gpu_check_rates_raises_only_counts(compose_cfg, backbone, per_domain):
 
     short, rates = stages(), stages("gpu_check=rates")
     changed = {k for k in short if short[k] != rates[k]}
-    counts = {"generate.num_samples", "corrupt.num_samples", "physics_fog.num_samples", "inpaint.samples_per_object",
+    counts = {"generate.num_samples", "inpaint.samples_per_object",
               "demo_data.n_train", "demo_data.n_shift", "demo_data.n_ood", "ood_detection.rba.finetune.max_steps"}
     assert counts <= changed  # every count raised
     for key in changed - counts:  # besides them only the data and artifacts folders: its own
