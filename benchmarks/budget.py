@@ -111,7 +111,7 @@ class Measured:
     per_s: float  # units per second
     card: str
     source: str
-    detail: str = ""
+    detail: str = ""  # the measured conditions (batch, resolution, precision...): the stage table quotes them
 
 
 def _load(results: Path, name: str) -> dict | None:
@@ -131,7 +131,11 @@ def throughput(results: Path, stage: str, key: str = "per_s") -> Measured | None
         d = json.loads(path.read_text())
         if d.get("tiny") or "error" in d or d.get(key) in (None, 0):
             continue
-        return Measured(float(d[key]), d["device"], path.name, d.get("note", ""))
+        settings = d.get("settings") or {}
+        shown = {"batch": d.get("batch")} if key == "per_s" else {key: ""}
+        shown.update({k: "x".join(map(str, v)) if isinstance(v, list) else v for k, v in settings.items()})
+        detail = ", ".join(f"{k} {v}".strip() for k, v in shown.items() if v is not None and not isinstance(v, dict))
+        return Measured(float(d[key]), d["device"], path.name, detail)
     return None
 
 
@@ -140,17 +144,22 @@ def generation(results: Path, model: str) -> Measured | None:
     d = _load(results, name)
     if d is None:
         return None
-    row = next(r for r in d["models"][0]["rows"] if r["batch"] == 8)
-    return Measured(row["synthrel"]["img_per_s"], d["device"], name, "ControlNetSampler, batch 8, compiled")
+    entry = d["models"][0]
+    row = next(r for r in entry["rows"] if r["batch"] == 8)
+    return Measured(row["synthrel"]["img_per_s"], d["device"], name,
+                    f"ControlNetSampler, batch 8, {entry['size']}px, {entry['steps']} steps, fp16, compiled, CUDA graphs")
 
 
 def inpainting(results: Path, call: str) -> Measured | None:
     d = _load(results, "gen_bench_inpaint_h200.json")
     if d is None:
         return None
-    row = next(r for r in d["models"][0]["rows"] if r["batch"] == 1 and r["call"] == call)
+    entry = d["models"][0]
+    row = next(r for r in entry["rows"] if r["batch"] == 1 and r["call"] == call)
+    strength, _, steps = entry["calls"][call]
     return Measured(row["synthrel"]["img_per_s"], d["device"], "gen_bench_inpaint_h200.json",
-                    "accelerated pipeline, batch 1 (the stage's default)")
+                    f"accelerated pipeline, batch 1 (the stage's default), {entry['size']}px patch, {steps} x "
+                    f"{strength:g} steps, fp16, compile {entry['compile']}")
 
 
 def controlnet_training(results: Path, model: str) -> Measured | None:
@@ -162,7 +171,8 @@ def controlnet_training(results: Path, model: str) -> Measured | None:
         return None
     one = d["train"]["one_device"]
     return Measured(one["images_per_s"], d["devices"][0], "multigpu_h200x2_run1.json",
-                    f"Lightning, batch {one['batch']} x accumulate {one['accumulate']}, {one['precision']}")
+                    f"Lightning, {d['args']['resolution']}px, batch {one['batch']} x accumulate {one['accumulate']}, "
+                    f"{one['precision']}, gradient checkpointing {d['args']['gradient_checkpointing']}")
 
 
 def ddp_scaling(results: Path) -> Measured | None:
@@ -290,7 +300,10 @@ def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured
         total = sum(by_set.values())
         card = " / ".join(sorted(set(cards.values())))
         evaluate.seconds_1 = total
-        evaluate.measured = Measured(evaluate.units / total, card, " + ".join(ZOO_RUNS), "scaled, see note")
+        evaluate.measured = Measured(evaluate.units / total, card, " + ".join(ZOO_RUNS),
+                                     f"average of the {len(entries)} models over the paper's sets at their "
+                                     "resolutions, from per-model 512x512 runs (bf16 eager, batch 8) scaled by "
+                                     "processed pixels")
     else:
         evaluate.note = f"not measured for {', '.join(missing)}"
     evaluate.note += ("; real sets counted whole (Cityscapes val, ACDC train, IDD val): the spec gives no "
@@ -496,7 +509,7 @@ def rates_data(rows: list[Row], summary: dict) -> dict:
         m = r.measured
         out[r.stage] = {"stage": r.stage.split()[0].rstrip(":"), "work": r.work, "units": r.units, "unit": r.unit,
                         "per_s": None if m is None else round(m.per_s, 6), "card": None if m is None else m.card,
-                        "source": None if m is None else m.source,
+                        "source": None if m is None else m.source, "conditions": None if m is None else m.detail,
                         "hours_1": None if r.hours_1 is None else round(r.hours_1, 4)}
     return {"written_by": "python -m benchmarks.run budget --write-rates (from docs/bench_results)",
             "rows": out, "total_gpu_hours_1": summary["total_gpu_hours_1"], "not_measured": summary["not_measured"]}

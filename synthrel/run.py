@@ -65,11 +65,12 @@ def run_stages(cfg: DictConfig) -> RunSummaries:
                     tracker.log_metrics(_numbers(summaries[name], f"{name}/"))
             del job  # the stage's models go with it: measure() collects them and empties the CUDA cache
         stage_stats.images = count_images(summaries[name])
+        stage_stats.steady = summaries[name].get("steady_rates")
         stats.append(stage_stats)
         log.info("stage %s: done in %.1f s %s", name, stage_stats.wall_s, summaries[name])
         if table.get("enabled"):  # after every stage: a run that fails or is killed later keeps its rows
             write_stage_table(stats, cfg.paths.output_dir, str(cfg.get("device", "auto")),
-                              OmegaConf.select(cfg, "backbone.name"))
+                              OmegaConf.select(cfg, "backbone.name"), comparable=_real_size(cfg))
     leaks = check_released(stats, float(table.get("release_margin_mb", 256)))
     if leaks:
         message = "GPU memory not released between stages:\n  " + "\n  ".join(leaks)
@@ -81,6 +82,12 @@ def run_stages(cfg: DictConfig) -> RunSummaries:
     return RunSummaries(summaries, stats)
 
 
+def _real_size(cfg: DictConfig) -> bool:
+    """The run's models are the paper's architectures at real size (paper, smoke), not tiny ones."""
+    return not OmegaConf.select(cfg, "profile.tiny", default=False) or OmegaConf.select(
+        cfg, "profile.model_size", default="tiny") == "real"
+
+
 class RunSummaries(dict):
     """The stages' summaries (stage -> its job's summary), and `stats`: each stage's wall time and GPU memory."""
 
@@ -90,7 +97,8 @@ class RunSummaries(dict):
 
     def with_stats(self) -> dict:
         """Each summary with its stage's `stage_stats` (what summary.yaml holds)."""
-        by_stage = {s.stage: {k: v for k, v in vars(s).items() if k != "stage"} for s in self.stats}
+        # `steady` is the summary's own `steady_rates`: not twice
+        by_stage = {s.stage: {k: v for k, v in vars(s).items() if k not in ("stage", "steady")} for s in self.stats}
         return {name: {**summary, "stage_stats": by_stage.get(name)} for name, summary in self.items()}
 
 

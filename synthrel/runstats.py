@@ -1,6 +1,7 @@
 """Per-stage resources of a multi-stage run (#33): wall time, and on CUDA the allocated memory before and after
 the stage and its peak; the check that each stage gave its GPU memory back; the environment line of the log;
-the stage table of `+experiment=gpu_check`.
+each stage's steady-state rate (SteadyRate: its main loop after loading and warm-up); the stage table of
+`+experiment=gpu_check`.
 
 torch is imported inside the functions: `python -m synthrel.run --help` must not pay for it.
 """
@@ -38,6 +39,7 @@ class StageStats:
     cuda_before_bytes: int | None = None  # None: CUDA not in use
     cuda_after_bytes: int | None = None
     cuda_peak_bytes: int | None = None
+    steady: dict | None = None  # label -> SteadyRate.result() of the stage's summary (`steady_rates`)
 
     @property
     def images_per_s(self) -> float | None:
@@ -85,6 +87,108 @@ def measure(stage: str):
         stats.cuda_before_bytes = stats.cuda_before_bytes or 0
         stats.cuda_after_bytes = torch.cuda.memory_allocated()
         stats.cuda_peak_bytes = torch.cuda.max_memory_allocated()
+
+
+def _synchronize() -> None:
+    """Wait for the GPU's queued work, so a clock read after it counts that work (no-op without CUDA)."""
+    if cuda_in_use():
+        import torch
+
+        torch.cuda.synchronize()
+
+
+class SteadyRate:
+    """Units per second of a stage's main loop in steady state: after its models are loaded and after its first
+    `warmup` batches (allocation, cudnn autotuning, compilation, CUDA graph capture), so that a run of a few
+    batches can be set beside a benchmark's rate; the stage's wall time counts the loading too.
+
+    Two ways to time, both summed over the stage (a stage may run several loops: one per model and dataset):
+      - `with rate.loop():` around a loop, `rate.tick(n)` after each batch: counts the time from the end of the
+        loop's warm-up batches to the end of the loop, loading between batches included (one CUDA synchronise
+        at the end of the warm-up and one at the loop's end, none per batch);
+      - `with rate.timed(n):` around one part of a batch (e.g. inpainting's refinement call): counts only that
+        part's time, synchronised before and after; its first `warmup` calls are the warm-up.
+    """
+
+    def __init__(self, unit: str = "image", warmup: int = 1, note: str = ""):
+        self.unit, self.warmup, self.note = unit, max(int(warmup), 1), note
+        self.units, self.seconds, self.warmup_units, self.warmup_seconds = 0, 0.0, 0, 0.0
+        self._loop: dict | None = None
+        self._calls = 0
+
+    @contextlib.contextmanager
+    def loop(self):
+        state = self._loop = {"batches": 0, "mark": None, "units": 0, "start": time.perf_counter()}
+        try:
+            yield self
+        finally:
+            self._loop = None
+        if state["mark"] is not None and state["units"]:
+            _synchronize()
+            self.seconds += time.perf_counter() - state["mark"]
+            self.units += state["units"]
+
+    def tick(self, units: int) -> None:
+        """One batch of `units` of the current loop is done."""
+        state = self._loop
+        if state is None:
+            raise RuntimeError("SteadyRate.tick outside `with rate.loop()`")
+        state["batches"] += 1
+        if state["batches"] <= self.warmup:
+            self.warmup_units += units
+            if state["batches"] == self.warmup:
+                _synchronize()
+                state["mark"] = time.perf_counter()
+                self.warmup_seconds += state["mark"] - state["start"]
+        else:
+            state["units"] += units
+
+    @contextlib.contextmanager
+    def timed(self, units: int):
+        _synchronize()
+        start = time.perf_counter()
+        yield self
+        _synchronize()
+        self._calls += 1
+        if self._calls <= self.warmup:
+            self.warmup_units += units
+            self.warmup_seconds += time.perf_counter() - start
+        else:
+            self.units += units
+            self.seconds += time.perf_counter() - start
+
+    def add(self, other: SteadyRate) -> None:
+        """Count `other`'s steady units and time here too (a per-model rate into the stage's)."""
+        self.units += other.units
+        self.seconds += other.seconds
+        self.warmup_units += other.warmup_units
+        self.warmup_seconds += other.warmup_seconds
+
+    def result(self) -> dict:
+        """For the stage summary's `steady_rates`: per_s None when nothing ran after the warm-up."""
+        per_s = self.units / self.seconds if self.units and self.seconds > 0 else None
+        return {"unit": self.unit, "units": self.units, "seconds": round(self.seconds, 4),
+                "per_s": None if per_s is None else round(per_s, 4), "warmup_units": self.warmup_units,
+                "warmup_seconds": round(self.warmup_seconds, 4), "note": self.note}
+
+
+def steady_rate_callback(rate: SteadyRate, units_per_batch: int):
+    """A pytorch_lightning Callback that times a Trainer's training loop into `rate`: `units_per_batch` per
+    training batch (micro-batch); `rate.warmup` batches are the warm-up."""
+    import pytorch_lightning as pl
+
+    class SteadyRateCallback(pl.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            self.loop = rate.loop()
+            self.loop.__enter__()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            rate.tick(units_per_batch)
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            self.loop.__exit__(None, None, None)
+
+    return SteadyRateCallback()
 
 
 def count_images(summary: dict) -> int | None:
@@ -152,15 +256,69 @@ def rates_of(stage: str, backbone: str | None = None) -> dict[str, dict]:
     return rows
 
 
-def stage_table(stats: list[StageStats], device: str, backbone: str | None = None) -> tuple[str, dict]:
-    """Markdown table of the stages (wall, images/s, peak memory, the benchmark's rate for the stage) and its JSON.
+#: a steady rate slower than this fraction of its benchmark's is flagged in the stage table (#33: > 20 % slower)
+SLOW_RATIO = 0.8
 
-    Each stage's peak counts what earlier stages left allocated, so the run's peak is the largest stage peak and
-    stays at one stage's own need only while `check_released` finds nothing.
+
+def benchmark_of(label: str, stage: str, backbone: str | None = None) -> tuple[str, dict] | None:
+    """The measured budget row that steady rate `label` of `stage` compares with: the row of that name, or of
+    that name and the run's backbone ("generate" -> "generate SD1.5")."""
+    rows = rates_of(stage, backbone)
+    for name in (label, f"{label} {BACKBONE_LABELS.get(backbone or '', backbone)}"):
+        if name in rows:
+            return name, rows[name]
+    return None
+
+
+def versus(label: str, rate: dict, stage: str, backbone: str | None = None) -> dict | None:
+    """Steady rate / benchmark rate in the same unit; `slow` when below SLOW_RATIO. None without a benchmark row,
+    a rate, or a common unit."""
+    found = benchmark_of(label, stage, backbone)
+    if found is None or not rate.get("per_s"):
+        return None
+    name, row = found
+    if row["unit"] != rate["unit"]:
+        return None
+    ratio = rate["per_s"] / row["per_s"]
+    return {"benchmark": name, "ratio": round(ratio, 3), "slow": ratio < SLOW_RATIO,
+            "benchmark_conditions": row.get("conditions", ""), "run_conditions": rate.get("note", "")}
+
+
+def _steady_cells(s: StageStats, backbone: str | None, comparable: bool) -> tuple[str, str, dict]:
+    rates, vs_text, vs = [], [], {}
+    for label, rate in (s.steady or {}).items():
+        if not rate.get("per_s"):
+            rates.append(f"{label}: - (no batch after the warm-up)")
+            continue
+        rates.append(f"{label}: {rate['per_s']:.3g} {rate['unit']}/s ({rate['units']} in {rate['seconds']:.1f} s"
+                     + (f"; {rate['note']}" if rate.get("note") else "") + ")")
+        v = versus(label, rate, s.stage, backbone) if comparable else None
+        if v is not None:
+            vs[label] = v
+            text = f"{label}: {v['ratio']:.2f}x" + (f" **SLOW (< {SLOW_RATIO:g})**" if v["slow"] else "")
+            if v["benchmark_conditions"]:
+                text += f" (benchmark: {v['benchmark_conditions']})"
+            vs_text.append(text)
+    return "; ".join(rates) or "-", "; ".join(vs_text) or "-", vs
+
+
+def stage_table(stats: list[StageStats], device: str, backbone: str | None = None,
+                comparable: bool = True) -> tuple[str, dict]:
+    """Markdown table of the stages (wall, images/s, peak memory, the benchmark's rate for the stage, the stage's
+    steady rate and its ratio to the benchmark's) and its JSON.
+
+    images/s divides by the whole wall time (model loading included); the steady rate (SteadyRate) leaves loading
+    and the first batch out and is the figure to set beside the benchmark's. Each stage's peak counts what earlier
+    stages left allocated, so the run's peak is the largest stage peak and stays at one stage's own need only
+    while `check_released` finds nothing. `comparable` false (tiny models): no ratios, the rates are not the
+    benchmarks' work.
     """
-    lines = [f"stage table ({device}; benchmark rates: the paper-size work of `python -m benchmarks.run budget`)", "",
-             "| stage | wall s | images | images/s | GPU peak GiB | GPU after - before MiB | benchmark (same work) |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = [f"stage table ({device}; benchmark rates: the paper-size work of `python -m benchmarks.run budget`; "
+             f"steady rate: the stage's main loop after loading and its first batch; vs benchmark: steady / "
+             f"benchmark rate in the same unit, SLOW below {SLOW_RATIO:g})", "",
+             "| stage | wall s | images | images/s | GPU peak GiB | GPU after - before MiB | benchmark (same work) "
+             "| steady rate | vs benchmark |",
+             "|---|---:|---:|---:|---:|---:|---|---|---|"]
     rows = []
     for s in stats:
         bench = rates_of(s.stage, backbone)
@@ -168,21 +326,27 @@ def stage_table(stats: list[StageStats], device: str, backbone: str | None = Non
                                for name, r in bench.items()) or "-"
         grown = (None if s.cuda_after_bytes is None else (s.cuda_after_bytes - (s.cuda_before_bytes or 0)) / MiB)
         ips = s.images_per_s
+        steady_text, vs_text, vs = _steady_cells(s, backbone, comparable)
+        if not comparable and s.steady:
+            vs_text = "- (tiny models)"
         lines.append(f"| {s.stage} | {s.wall_s:.1f} | {s.images if s.images is not None else '-'} | "
                      f"{'-' if ips is None else f'{ips:.3g}'} | {gib(s.cuda_peak_bytes)} | "
-                     f"{'-' if grown is None else f'{grown:.0f}'} | {bench_text} |")
-        rows.append({**asdict(s), "images_per_s": ips, "benchmark": bench})
+                     f"{'-' if grown is None else f'{grown:.0f}'} | {bench_text} | {steady_text} | {vs_text} |")
+        rows.append({**asdict(s), "images_per_s": ips, "benchmark": bench, "vs_benchmark": vs})
     total = sum(s.wall_s for s in stats)
     peaks = [s.cuda_peak_bytes for s in stats if s.cuda_peak_bytes is not None]
     run_peak_bytes = max(peaks) if peaks else None
-    lines += ["", f"total wall {total:.1f} s; run peak GPU memory {gib(run_peak_bytes)} GiB"]
+    slow = [label for r in rows for label, v in r["vs_benchmark"].items() if v["slow"]]
+    lines += ["", f"total wall {total:.1f} s; run peak GPU memory {gib(run_peak_bytes)} GiB"
+              + (f"; slower than {SLOW_RATIO:g} x benchmark: {', '.join(slow)}" if slow else "")]
     return "\n".join(lines), {"device": device, "stages": rows, "total_wall_s": total,
-                              "run_peak_bytes": run_peak_bytes}
+                              "run_peak_bytes": run_peak_bytes, "slow": slow}
 
 
-def write_stage_table(stats: list[StageStats], out_dir: str | Path, device: str, backbone: str | None = None) -> Path:
+def write_stage_table(stats: list[StageStats], out_dir: str | Path, device: str, backbone: str | None = None,
+                      comparable: bool = True) -> Path:
     """Write stage_table.md / stage_table.json into the run folder and log the table."""
-    text, data = stage_table(stats, device, backbone)
+    text, data = stage_table(stats, device, backbone, comparable)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "stage_table.md").write_text(text + "\n")

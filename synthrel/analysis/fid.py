@@ -26,6 +26,7 @@ from torch import nn
 from synthrel.analysis.inception import INCEPTION_WEIGHTS
 from synthrel.errors import ConfigError, DatasetError, WeightsError
 from synthrel.jobs import Manifest, atomic_path, exclusive_output, positive_int, write_json_atomic
+from synthrel.runstats import SteadyRate
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +141,20 @@ def compute_fid(
     num_features: int = 64,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    rate: SteadyRate | None = None,
 ) -> dict:
-    """FID of two image streams; returns the value, the image counts and the settings used."""
+    """FID of two image streams; returns the value, the image counts and the settings used. `rate` (the stage's
+    SteadyRate) counts the images read, resized and featurised after the first batch."""
+    rate = rate or SteadyRate()
     metric = build_fid(feature_extractor, feature_extractor_weights_path, num_features, seed).to(device)
     counts = {}
-    for name, images, real in (("n_real", real_images, True), ("n_synthetic", synthetic_images, False)):
-        counts[name] = 0
-        for batch in _batches(images, batch_size):
-            metric.update(resize_batch(batch, resolution).to(device), real=real)
-            counts[name] += len(batch)
+    with rate.loop():
+        for name, images, real in (("n_real", real_images, True), ("n_synthetic", synthetic_images, False)):
+            counts[name] = 0
+            for batch in _batches(images, batch_size):
+                metric.update(resize_batch(batch, resolution).to(device), real=real)
+                counts[name] += len(batch)
+                rate.tick(len(batch))
     if min(counts.values()) < 2:
         raise DatasetError(f"FID needs at least 2 images on each side (a covariance of features); got "
                            f"{counts['n_real']} real and {counts['n_synthetic']} synthetic: add images to the smaller "
@@ -228,6 +234,8 @@ class FIDJob:
         out = Path(self.output_dir)
         manifest = Manifest(out / "fid_manifest.jsonl", key="pair")
         done = {} if self.force else {r["pair"]: r for r in manifest.read()}
+        rate = SteadyRate("image", note=f"batch {self.batch_size}, {self.feature_extractor} features at "
+                                        f"{self.resolution[0]}x{self.resolution[1]}, image reading included")
         for pair in self.pairs:
             key = f"{pair['generator']}/{pair['domain']}/{self.feature_extractor}"
             if key in done:
@@ -237,7 +245,7 @@ class FIDJob:
                 _images(_dataset(pair["real"], self.dataset_configs), self.max_images, self.seed),
                 _images(_dataset(pair["synthetic"], self.dataset_configs), self.max_images, self.seed),
                 self.feature_extractor, self.feature_extractor_weights_path, self.resolution, self.batch_size,
-                self.num_features, self.seed, resolve_device(self.device),
+                self.num_features, self.seed, resolve_device(self.device), rate,
             )
             record.update(pair=key, generator=str(pair["generator"]), domain=str(pair["domain"]),
                           real=str(pair["real"]) if isinstance(pair["real"], str) else None,
@@ -247,7 +255,7 @@ class FIDJob:
             manifest.append(record)
             log.info("FID %s = %.2f", key, record["fid"])
         with exclusive_output(out, wait=True):  # parallel jobs of a sweep add up: each table from every record
-            return self.write_tables(out, manifest.read())
+            return {**self.write_tables(out, manifest.read()), "steady_rates": {"fid": rate.result()}}
 
     def write_tables(self, out: Path, records: list[dict]) -> dict:
         from synthrel.analysis.correlation import order_domains, order_generators

@@ -14,6 +14,7 @@ from synthrel.data.build import dataset_by_name
 from synthrel.data.io import read_image
 from synthrel.errors import ConfigError, DatasetError
 from synthrel.jobs import Manifest, exclusive_output, path_identity, plan_resume, positive_int
+from synthrel.runstats import SteadyRate
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +109,15 @@ class CaptionJob:
     def run(self) -> dict:
         splits = self.splits or [self.datasets[self.dataset].get("split")]
         summary = {"output_dir": str(self.output_dir), "files": {}, "captioned": 0, "skipped": 0}
+        rate = SteadyRate("image", note=f"batch {self.batch_size}, {self.mode}, {self.num_beams} beams, "
+                                        f"max {self.max_new_tokens} new tokens")
         with exclusive_output(self.output_dir):
             for split in splits:
-                path, new, skipped = self._caption_split(split)
+                path, new, skipped = self._caption_split(split, rate)
                 summary["files"][split] = str(path)
                 summary["captioned"] += new
                 summary["skipped"] += skipped
+        summary["steady_rates"] = {"caption": rate.result()}
         return summary
 
     def settings(self) -> dict:
@@ -123,7 +127,7 @@ class CaptionJob:
                     "min_new_tokens": self.min_new_tokens, "max_new_tokens": self.max_new_tokens}
         return {"mode": self.mode, "clip_model_name": self.clip_model_name}
 
-    def _caption_split(self, split: str | None) -> tuple[Path, int, int]:
+    def _caption_split(self, split: str | None, rate: SteadyRate) -> tuple[Path, int, int]:
         dataset = dataset_by_name(self.datasets, self.dataset, split, key="stages.caption.dataset")
         split = split or "all"
         manifest = Manifest(captions_path(self.output_dir, self.dataset, split))
@@ -137,7 +141,8 @@ class CaptionJob:
         skipped = len(dataset.items) - len(todo)
         if todo:
             captioner = self._get_captioner()
-            with tqdm(total=len(dataset.items), initial=skipped, desc=f"caption {self.dataset}/{split}") as bar:
+            with tqdm(total=len(dataset.items), initial=skipped, desc=f"caption {self.dataset}/{split}") as bar, \
+                    rate.loop():
                 for start in range(0, len(todo), self.batch_size):
                     batch = todo[start:start + self.batch_size]
                     captions = captioner([read_image(item.image) for item in batch])
@@ -148,6 +153,7 @@ class CaptionJob:
                                          "model": self.model if self.mode == "blip" else self.clip_model_name,
                                          "settings": {**common, **inputs[item.id]}})
                     bar.update(len(batch))
+                    rate.tick(len(batch))
         log.info("captions of %s/%s: %d new, %d already done -> %s", self.dataset, split, len(todo), skipped,
                  manifest.path)
         return manifest.path, len(todo), skipped

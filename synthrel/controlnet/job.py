@@ -188,6 +188,7 @@ class TrainControlNetJob:
                summary: dict) -> dict:
         from synthrel.controlnet.module import ControlNetModule
         from synthrel.diffusion_loading import is_sdxl, load_base_pipeline
+        from synthrel.runstats import SteadyRate, steady_rate_callback
 
         ckpt_path = self._resume_checkpoint()
         self._check_identity(identity, resuming=ckpt_path is not None, is_zero=trainer.is_global_zero)
@@ -209,6 +210,13 @@ class TrainControlNetJob:
         )
         if ckpt_path:
             log.info("resuming ControlNet training from %s", ckpt_path)
+        per_batch = self.batch_size * trainer.world_size
+        rate = SteadyRate("image", warmup=self.accumulate_grad_batches,
+                          note=f"{self.resolution}px, batch {self.batch_size} x accumulate "
+                               f"{self.accumulate_grad_batches} x {trainer.world_size} device(s), precision {self.precision}, "
+                               f"compile {self.compile}, gradient checkpointing {self.gradient_checkpointing}; "
+                               "after the first optimiser step")
+        trainer.callbacks.insert(0, steady_rate_callback(rate, per_batch))  # before the checkpoint's saving
         trainer.fit(module, ckpt_path=ckpt_path)
         trainer.save_checkpoint(self.checkpoint_dir / "last.ckpt")  # the exact end state, for a longer re-run
         summary.update(global_step=trainer.global_step, effective_batch_size=module.effective_batch_size(),
@@ -221,6 +229,7 @@ class TrainControlNetJob:
                                                  "crop_seed": "synthrel.jobs.item_seed(seed, position, 'crop')",
                                                  "shuffle_seed": "synthrel.jobs.item_seed(seed, epoch, 'shuffle')",
                                                  "noise_seed": "synthrel.jobs.item_seed(seed, position, 'diffusion')"})
+        summary["steady_rates"] = steady_rates(rate, per_batch * self.accumulate_grad_batches)  # not in training.json
         return summary
 
     def settings(self) -> dict:
@@ -339,3 +348,12 @@ class TrainControlNetJob:
              "resumed_from": record["resumed_from"], "seed": self.seed}
         )
         log.info("ControlNet saved to %s (step %d)", self.final_dir, record["global_step"])
+
+
+def steady_rates(rate, samples_per_step: int) -> dict:
+    """The training loop's samples/s and optimiser steps/s after its first step."""
+    samples = rate.result()
+    steps = {**samples, "unit": "step", "units": samples["units"] // samples_per_step,
+             "warmup_units": samples["warmup_units"] // samples_per_step,
+             "per_s": None if samples["per_s"] is None else round(samples["per_s"] / samples_per_step, 6)}
+    return {"train_controlnet": samples, "train_controlnet: optimiser steps": steps}

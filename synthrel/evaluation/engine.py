@@ -39,6 +39,7 @@ from synthrel.jobs import item_rng
 from synthrel.metrics.calibration import N_BINS, confidence_bin_index
 from synthrel.metrics.ood import OODAccumulator
 from synthrel.metrics.segmentation import new_confusion
+from synthrel.runstats import SteadyRate
 
 log = logging.getLogger(__name__)
 
@@ -291,19 +292,21 @@ class _Collate:
 
 def evaluate_dataset(segmenter, dataset, *, batch_size: int = 1, num_workers: int = 0,
                      calib_pixels_per_image: int = 20000, seed: int = 0, desc: str = "",
-                     features: str | None = None, compile_metrics: bool = False) -> EvalOutputs:
+                     features: str | None = None, compile_metrics: bool = False,
+                     rate: SteadyRate | None = None) -> EvalOutputs:
     """Run `segmenter` once over `dataset`; images of one loader batch are grouped by size.
 
     `features` ("whole" or "windows", synthrel.zoo.predictor.FEATURE_MODES) also takes per-image backbone
     features for cluster temperature scaling; None leaves them empty. `compile_metrics` compiles the per-batch
-    statistics (OnePassAccumulator)."""
+    statistics (OnePassAccumulator). `rate` (the stage's SteadyRate) counts the images after the first batch."""
+    rate = rate or SteadyRate()
     cuda = segmenter.device.type == "cuda"
     loader = DataLoader(_Indexed(dataset), batch_size=batch_size, num_workers=num_workers, shuffle=False,
                         collate_fn=_Collate(seed, calib_pixels_per_image), pin_memory=cuda,
                         persistent_workers=False, prefetch_factor=4 if num_workers else None)
     acc = OnePassAccumulator(segmenter.device, calib_pixels_per_image, seed, compile=compile_metrics)
     nonfinite, ids = [], []  # per image, counted on the device and checked once at the end (no sync per batch)
-    with tqdm(total=len(dataset), desc=desc or "evaluate", unit="img") as bar:
+    with tqdm(total=len(dataset), desc=desc or "evaluate", unit="img") as bar, rate.loop():
         for groups in loader:
             for group in groups:
                 logits, image_features = segmenter.logits_and_features(group["image"], features=features)
@@ -313,6 +316,7 @@ def evaluate_dataset(segmenter, dataset, *, batch_size: int = 1, num_workers: in
                            _to_device(group["ood"], segmenter.device), image_features, group["indices"], group["ids"],
                            picks=group["picks"])
             bar.update(sum(len(g["ids"]) for g in groups))
+            rate.tick(sum(len(g["ids"]) for g in groups))
     bad = torch.cat(nonfinite).cpu().numpy() if nonfinite else np.zeros(0)
     if bad.any():
         names = [i for i, n in zip(ids, bad, strict=True) if n]

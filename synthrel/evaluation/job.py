@@ -28,6 +28,7 @@ from synthrel.evaluation.results import (
     write_job,
 )
 from synthrel.jobs import Manifest, Shard, check_verify, exclusive_output, positive_int, write_json_atomic
+from synthrel.runstats import SteadyRate
 from synthrel.runtime import resolve_device
 from synthrel.zoo.predictor import PRECISIONS, build_segmenter, check_feature_mode
 from synthrel.zoo.registry import get_entry, zoo_entries
@@ -130,6 +131,8 @@ class EvaluateJob:
                 check_label_encoding(dataset)
         data = {name: dataset.fingerprint() for name, dataset in datasets.items()}  # once, not once per model
         done, skipped = 0, 0
+        note = f"batch {self.batch_size}, {self.precision}, compile {bool(self.compile)}"
+        rates = {"evaluate": SteadyRate("image", note=f"{note}; models {', '.join(self.models)}")}
         for key, why in self.not_evaluated.items():
             log.warning("evaluate: %s left out: %s", key, why)
             write_json_atomic(f"{results_dir}/{NOT_EVALUATED}/{key}.json", {"model": key, "reason": why})
@@ -157,24 +160,29 @@ class EvaluateJob:
                         log.info("%s on %s: evaluated meanwhile by another run, skipped", model_key, name)
                         skipped += 1
                         continue
+                    model_rate = rates.setdefault(f"evaluate: {model_key}", SteadyRate("image", note=note))
                     self._evaluate_pair(segmenter, entry, model_key, name, datasets[name], expected[name],
-                                        manifest, device)
+                                        manifest, device, (rates["evaluate"], model_rate))
                 done += 1
         # The pairs this job owns (evaluated now or found done): a sweep's aggregation takes exactly these.
         return {"results_dir": results_dir, "evaluated": done, "skipped": skipped, "absent": self.absent,
                 "shard": str(self.shard),
                 "pairs": len(mine), "result_dirs": [str(self._folder(m, d)) for m, d in mine],
+                "steady_rates": {label: rate.result() for label, rate in rates.items()},
                 **({"not_evaluated": self.not_evaluated} if self.not_evaluated else {})}
 
     def _evaluate_pair(self, segmenter, entry, model_key: str, name: str, dataset, expected: dict,
-                       manifest: Manifest, device) -> None:
+                       manifest: Manifest, device, rates: tuple[SteadyRate, SteadyRate]) -> None:
         labels = self.labels(name)
         start = time.perf_counter()
+        rate = SteadyRate()
         out = evaluate_dataset(segmenter, dataset, batch_size=self.batch_size,
                                num_workers=self.num_workers,
                                calib_pixels_per_image=self.calib_pixels_per_image, seed=self.seed,
                                desc=f"{model_key} on {labels['key']}", features=self.features,
-                               compile_metrics=bool(self.compile))
+                               compile_metrics=bool(self.compile), rate=rate)
+        for total in rates:
+            total.add(rate)
         check_evaluable(out, dataset, labels["key"])
         meta = {"model": model_key, "family": entry.family, "dataset": labels["key"],
                 "domain": labels["domain"], "generator": labels["generator"], "profile": self.profile}

@@ -38,6 +38,7 @@ from synthrel.jobs import (
     positive_int,
     writing,
 )
+from synthrel.runstats import SteadyRate
 
 log = logging.getLogger(__name__)
 
@@ -252,12 +253,17 @@ class GenerateJob:
     def _write_all(self, generator, todo: list, dataset, captions, summary: dict, total: int) -> None:
         desc = f"generate {self.backbone}/{self.set_name if self.pooled else ','.join(self.domains)}"
         # PNG encoding and writing run beside the next batch's sampling
-        with tqdm(total=total, initial=summary["skipped"], desc=desc) as bar, BackgroundWriter() as writer:
+        rate = SteadyRate("image", note=f"batch {self.batch_size}, {self.resolution}px, {self.num_inference_steps} "
+                                        f"steps, {self.dtype}, sampler {self.sampler}, compile {self.compile}")
+        with tqdm(total=total, initial=summary["skipped"], desc=desc) as bar, BackgroundWriter() as writer, \
+                rate.loop():
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start:start + self.batch_size]
                 writer.submit(_write_items, generator.generate(batch, dataset, captions))
                 summary["generated"] += len(batch)
                 bar.update(len(batch))
+                rate.tick(len(batch))
+        summary["steady_rates"] = {"generate": rate.result()}
 
 
 def _write_items(records: list[dict]) -> None:

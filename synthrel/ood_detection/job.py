@@ -37,6 +37,7 @@ from synthrel.jobs import (
 )
 from synthrel.metrics.ood import OODAccumulator, dataset_rows, describe_row
 from synthrel.ood_detection.outliers import RBA_MIN_SIZES, SYNTHETIC_MODES
+from synthrel.runstats import SteadyRate, steady_rate_callback
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,14 @@ ITEM_SETS = ("all", "curated")
 
 class NotRun(Exception):
     """A Table 2 cell that cannot be computed with what the user gave (the message is the cell's text)."""
+
+
+def rba_arch(model: str) -> str:
+    """The backbone named in an RbA model's key (rba_swin_b+ours -> Swin-B): the measured budget rows' naming."""
+    for key, arch in (("swin_b", "Swin-B"), ("swin_l", "Swin-L")):
+        if key in model.lower():
+            return arch
+    return model
 
 
 def _exact_metrics_in(folder: Path) -> bool:
@@ -158,6 +167,7 @@ class OODDetectionJob:
 
     def _run(self) -> dict:
         out = Path(self.output_dir)
+        self._rates: dict[str, SteadyRate] = {}  # this run's fine-tuning steps/s and scoring images/s
         rows = self.zoo_rows() if self.zoo_scores else []
         if self.rba_models:
             rows += self.rba_rows(out)
@@ -166,7 +176,8 @@ class OODDetectionJob:
         log.info("ood_detection: %d row(s) for %d model(s) written to %s", len(table), table["model"].nunique(), out)
         if self.report_dir and (len(table) or self.rba_models):
             self.write_report_tables(table, out, Path(self.report_dir))
-        return {"output_dir": str(out), "n_rows": len(table), "models": sorted(table["model"].unique().tolist())}
+        return {"output_dir": str(out), "n_rows": len(table), "models": sorted(table["model"].unique().tolist()),
+                "steady_rates": {label: rate.result() for label, rate in self._rates.items()}}
 
     def write_report_tables(self, table: pd.DataFrame, out: Path, report_dir: Path) -> None:
         """One layout per convention (rows model and score, columns dataset and metric, in %) and their index
@@ -286,12 +297,15 @@ class OODDetectionJob:
 
                         loaded = load_mask2former(spec).to(device)
                     ds = hydra.utils.instantiate(self.dataset_configs[dataset])
-                    self._rba_evaluate(loaded, ds, folder, desc=f"RbA {model} on {dataset}")
+                    label = f"ood_detection: RbA {rba_arch(model)} scoring"
+                    rate = self._rates.setdefault(label, SteadyRate("image", note="batch 1, one image per call, "
+                                                                                  "at each set's resolution"))
+                    self._rba_evaluate(loaded, ds, folder, desc=f"RbA {model} on {dataset}", rate=rate)
                     manifest.append({"item": item, "model_path": json.dumps(spec, default=str), "seed": self.seed})
                 rows += self._rba_pair_rows(model, dataset, folder)
         return rows
 
-    def _rba_evaluate(self, model, dataset, folder: Path, desc: str) -> None:
+    def _rba_evaluate(self, model, dataset, folder: Path, desc: str, rate: SteadyRate | None = None) -> None:
         import torch
 
         from synthrel.ood_detection.rba import rba_predict
@@ -301,12 +315,15 @@ class OODDetectionJob:
         device = next(model.parameters()).device
         acc = OODAccumulator(["rba"], device)
         ids = []
-        for index in tqdm(range(len(dataset)), desc=desc):
-            sample = dataset[index]
-            with torch.inference_mode():
-                scores = rba_predict(model, sample["image"][None], device)[0]  # (1, H, W), on the device
-            acc.update(scores[None], torch.from_numpy(sample["ood"][None]).to(device))
-            ids.append(sample["id"])
+        rate = rate or SteadyRate()
+        with rate.loop():
+            for index in tqdm(range(len(dataset)), desc=desc):
+                sample = dataset[index]
+                with torch.inference_mode():
+                    scores = rba_predict(model, sample["image"][None], device)[0]  # (1, H, W), on the device
+                acc.update(scores[None], torch.from_numpy(sample["ood"][None]).to(device))
+                ids.append(sample["id"])
+                rate.tick(1)
         result = acc.result()
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "ood_per_image.npz") as tmp:
@@ -395,6 +412,9 @@ class OODDetectionJob:
                              enable_checkpointing=False, log_every_n_steps=10, precision=ft["precision"],
                              gradient_clip_val=ft["grad_clip"] or None, gradient_clip_algorithm="norm",
                              enable_progress_bar=False)
+        rate = self._rates.setdefault(f"ood_detection: RbA {rba_arch(base)} fine-tunes", SteadyRate(
+            "step", note=f"batch {ft['batch_size']}, crop {ft['crop_size']}, {ft['precision']}; after the first step"))
+        trainer.callbacks.insert(0, steady_rate_callback(rate, 1))
         trainer.fit(module, loader)
         with atomic_dir(folder) as tmp:
             module.model.save_pretrained(tmp)

@@ -39,6 +39,7 @@ from synthrel.ood_objects.inpainting import (
     resize,
 )
 from synthrel.ood_objects.placement import Placement, format_prompt, sample_placement
+from synthrel.runstats import SteadyRate
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ class InpaintJob:
     compile: str | None = None  # torch.compile of the inpainting UNet (a COMPILE_MODES entry) on CUDA
     #: called with each finished record (tests use it to simulate a kill); not a config key.
     on_item: Callable[[dict], None] | None = field(default=None, repr=False)
+    #: this run's steady rates of the three calls (SteadyRate: each call's time after its first batch)
+    _rates: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         key = "stages.inpaint"
@@ -173,8 +176,16 @@ class InpaintJob:
             with writing(out_dir, self.shard_spec):  # clears the mark a kill after the last item left
                 return summary
         models = self._load_models()
+        note = f"batch {self.batch_size}, {self.patch_size}px patch, {self.dtype}, compile {self.compile}"
+        self._rates = {"inpaint": SteadyRate("image", note=f"{note}, {self.num_inference_steps} steps"),
+                       "inpaint: refine": SteadyRate("image", note=f"{note}, {self.refine_steps} x "
+                                                                   f"{self.refine_strength:g} steps"),
+                       "inpaint: Grounded-SAM": SteadyRate("image", note=f"batch {self.batch_size}, "
+                                                                          f"{self.patch_size}px zoom")}
         with writing(out_dir, self.shard_spec):  # readers refuse the set until this run has finished it
             self._inpaint_pending(pending, items, source, models, out_dir, summary)
+        summary["steady_rates"] = {label: rate.result() for label, rate in self._rates.items()
+                                   if label != "inpaint: refine" or self.refine}
         log.info("inpaint: %s", summary)
         return summary
 
@@ -270,13 +281,16 @@ class InpaintJob:
                 "refine_prompt": format_prompt(self.refine_prompt, name) if self.refine else None,
             })
         inpaint = DiffusionSettings(1.0, self.guidance_scale, self.num_inference_steps)
-        composites = inpaint_boxes(pipe, images, placements, [m["prompt"] for m in metas],
-                                   [m["seeds"]["inpaint"] for m in metas], inpaint, self.patch_size)
+        with self._rates["inpaint"].timed(len(batch)):
+            composites = inpaint_boxes(pipe, images, placements, [m["prompt"] for m in metas],
+                                       [m["seeds"]["inpaint"] for m in metas], inpaint, self.patch_size)
         if self.refine:
             settings = DiffusionSettings(self.refine_strength, self.refine_guidance_scale, self.refine_steps)
-            composites = inpaint_boxes(pipe, composites, placements, [m["refine_prompt"] for m in metas],
-                                       [m["seeds"]["refine"] for m in metas], settings, self.patch_size)
-        masks, found = self._masks(detector, composites, placements, name)
+            with self._rates["inpaint: refine"].timed(len(batch)):
+                composites = inpaint_boxes(pipe, composites, placements, [m["refine_prompt"] for m in metas],
+                                           [m["seeds"]["refine"] for m in metas], settings, self.patch_size)
+        with self._rates["inpaint: Grounded-SAM"].timed(len(batch)):
+            masks, found = self._masks(detector, composites, placements, name)
         records = []
         for item, image, labels, mask, meta, placement, (detection, segmentation) in zip(
                 batch, composites, label_ids, masks, metas, placements, found, strict=True):

@@ -80,6 +80,16 @@ def _expectation(name: str, spec: dict):
     return EXPECTED.get((name, split))
 
 
+def expected_images(spec: dict) -> int | None:
+    """The published number of images of the dataset config `spec` (its scene subset's, if it names one), None
+    when EXPECTED does not know it: the GPU-time estimate's count for data not on disk yet."""
+    expected = _expectation(spec["_target_"].rpartition(".")[2], spec)
+    subset = spec.get("cities") or spec.get("scenes")
+    if isinstance(expected, dict):
+        return sum(n for scene, n in expected.items() if not subset or scene in subset)
+    return expected if not subset else None
+
+
 def scene_of(item) -> str:
     return str(item.meta.get("city") or item.meta.get("scene") or "")
 

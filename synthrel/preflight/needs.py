@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from synthrel.analysis.fid import INCEPTION_WEIGHTS
 from synthrel.preflight import hub
-from synthrel.preflight.datasets import check_dataset, layout_and_source, reader_class
+from synthrel.preflight.datasets import check_dataset, expected_images, layout_and_source, reader_class
 from synthrel.preflight.download import name_hash_prefix, verify
 from synthrel.preflight.sources import HUB_MODELS, PUBLIC_FILES, RETIRED
 from synthrel.stages import STAGE_OUTPUTS
@@ -334,6 +334,7 @@ class Collector:
             status, detail = "skipped", f"not on disk: the forecast skips it ({detail.splitlines()[0] if detail else ''})"
         need = self.add(Need(stage, "dataset", what, root, f"datasets.{name}.root", status, detail))
         need.extra["images"] = n
+        need.extra["expected_images"] = expected_images(spec)
         if need.blocking and not need.fix:
             need.fix = layout_and_source(spec["_target_"], with_layout="layout" not in detail and
                                          "holds" not in detail).replace("<root>", root)

@@ -66,21 +66,153 @@ def gpu_estimates(cfg: DictConfig, stages: list[str]) -> dict[str, str]:
     return out
 
 
-def gpu_hours(cfg: DictConfig, stages: list[str]) -> dict[str, str]:
-    """Stage -> estimated hours on one GPU at the paper's work counts, from the measured rates that
-    `python -m benchmarks.run budget` uses (synthrel/measured_rates.json, written by its --write-rates)."""
-    if OmegaConf.select(cfg, "profile.tiny", default=False):
-        return {}
-    from synthrel.runstats import rates_of
+def _made_counts(cfg: DictConfig) -> dict[str, int]:
+    """Stage -> images per set it is configured to write (the sets later stages of the same run read)."""
+    stages = cfg.get("stages") or {}
+    made = {}
+    if "generate" in stages:
+        spec = stages.generate
+        made["generate"] = spec.samples_per_domain_all * len(spec.domains) if spec.pooled else spec.num_samples
+    if "inpaint" in stages:  # every attempt counted as accepted (an upper bound), as the budget does
+        spec = stages.inpaint
+        made["inpaint"] = len(spec.objects or spec.all_objects) * spec.samples_per_object
+    return made
+
+
+def _need_images(need: Need, made: dict[str, int]) -> tuple[int, str] | None:
+    """(images of a dataset need, how known): counted on disk by the preflight, the count an earlier stage of
+    this run is configured to write, or the dataset's published size (not on disk yet); None when unknown."""
+    if need.status.startswith("made by"):
+        maker = need.status.removeprefix("made by").strip().split()[0]
+        return (made[maker], f"written by {maker}") if maker in made else None
+    if need.status == "present":
+        return need.extra["images"], "on disk"
+    if need.extra.get("expected_images"):
+        return need.extra["expected_images"], "published size"
+    return None
+
+
+def run_work(cfg: DictConfig, stages: list[str], needs: list[Need] = ()) -> dict[str, dict]:
+    """Stage -> {budget row: (units of this run, how they were counted)}: the work counts that, with the rates of
+    `python -m benchmarks.run budget` (synthrel/measured_rates.json), give this run's GPU time. A row whose count
+    rests on data not on disk has units None."""
+    from synthrel.runstats import BACKBONE_LABELS
+
+    backbone = str(OmegaConf.select(cfg, "backbone.name"))
+    label = BACKBONE_LABELS.get(backbone, backbone)
+    made = _made_counts(cfg)
+    datasets = [n for n in needs if n.kind == "dataset" and n.key.startswith("datasets.")]
+
+    def read_by(stage: str) -> list[Need]:
+        return [need for need in datasets if stage in need.stage.split(", ")]
+
+    def count(stage: str, names) -> tuple[int | None, str]:
+        images: dict[str, tuple[int, str] | None] = {}  # dataset name -> its count, as `stage` reads it
+        for need in read_by(stage):
+            name = need.key.split(".")[1]
+            images[name] = images.get(name) or _need_images(need, made)
+        names = list(dict.fromkeys(str(n) for n in names))
+        unknown = [n for n in names if images.get(n) is None]
+        if unknown:
+            return None, f"not on disk to count: {', '.join(unknown)}"
+        return sum(images[n][0] for n in names), " + ".join(f"{n} {images[n][0]} ({images[n][1]})" for n in names)
 
     out = {}
     for stage in stages:
+        spec = cfg.stages[stage]
+        if stage == "generate":
+            per_set = spec.samples_per_domain_all if spec.pooled else spec.num_samples
+            n = len(spec.domains) * per_set
+            how = (f"pooled set of {len(spec.domains)} domains x {per_set}" if spec.pooled
+                   else f"{len(spec.domains)} domain(s) x {per_set} images")
+            out[stage] = {f"generate {label}": (n, how)}
+        elif stage == "train_controlnet":
+            devices = spec.get("devices", 1)
+            world = devices if isinstance(devices, int) else len(devices) if isinstance(devices, list) else 1
+            n = spec.max_steps * spec.batch_size * spec.accumulate_grad_batches * world
+            out[stage] = {f"train_controlnet {label}": (n, f"{spec.max_steps} steps x {spec.batch_size} x "
+                                                           f"{spec.accumulate_grad_batches} x {world} device(s)")}
+        elif stage == "inpaint":
+            objects = len(spec.objects or spec.all_objects)
+            item = (objects * spec.samples_per_object, f"{objects} objects x {spec.samples_per_object}")
+            out[stage] = {"inpaint": item, "inpaint: Grounded-SAM": item, **({"inpaint: refine": item}
+                                                                            if spec.refine else {})}
+        elif stage == "caption":  # one need per split of the captioned dataset
+            splits = [(need.what, _need_images(need, made)) for need in read_by(stage)]
+            known = [c for _, c in splits if c is not None]
+            how = " + ".join(f"{what} {c[0]} ({c[1]})" for what, c in splits if c is not None)
+            out[stage] = {"caption": (sum(c[0] for c in known), how) if splits and len(known) == len(splits)
+                          else (None, "not on disk to count")}
+        elif stage == "evaluate":
+            from synthrel.zoo.registry import zoo_entries
+
+            models = len(spec.models or zoo_entries(OmegaConf.to_container(spec.zoo, resolve=True)))
+            n, how = count(stage, spec.datasets)
+            out[stage] = {"evaluate": (None if n is None else models * n, f"{models} models x ({how})")}
+        elif stage == "fid":
+            n, how = count(stage, (side for pair in spec.pairs for side in (pair.real, pair.synthetic)))
+            out[stage] = {"fid": (n, how)}
+        elif stage == "ood_detection":
+            out[stage] = _ood_work(spec, lambda names: count("ood_detection", names))
+    return out
+
+
+def _ood_work(spec, count) -> dict:
+    from synthrel.ood_detection.job import FINETUNE_DEFAULTS, RBA_SCHEDULES, rba_arch
+
+    rba = spec.get("rba") or {}
+    ft = {**FINETUNE_DEFAULTS, **{k: v for k, v in (rba.get("finetune") or {}).items() if v is not None}}
+    models = [str(m) for m in (rba.get("models") or {})]
+    rows = {}
+    if ft["enabled"]:
+        steps = ft.get("max_steps") or RBA_SCHEDULES[ft["schedule"]]
+        for arch in dict.fromkeys(rba_arch(str(b)) for b in ft["bases"]):
+            runs = sum(rba_arch(str(b)) == arch for b in ft["bases"]) * len(ft["variants"])
+            rows[f"ood_detection: RbA {arch} fine-tunes"] = (runs * steps, f"{runs} run(s) x {steps} steps")
+        models += [f"{b}+{v}" for b in ft["bases"] for v in ft["variants"]]
+    if models:
+        n, how = count(rba.get("datasets") or spec.datasets)
+        for arch in dict.fromkeys(rba_arch(m) for m in models):
+            k = sum(rba_arch(m) == arch for m in models)
+            rows[f"ood_detection: RbA {arch} scoring"] = (None if n is None else k * n, f"{k} model(s) x ({how})")
+    return rows
+
+
+def _duration(hours: float) -> str:
+    return f"{hours:.2f} h" if hours >= 0.1 else f"{hours * 60:.1f} min"
+
+
+def gpu_hours(cfg: DictConfig, stages: list[str], needs: list[Need] = ()) -> dict[str, str]:
+    """Stage -> estimated hours on one GPU of THIS run's work (run_work), at the measured rates that
+    `python -m benchmarks.run budget` uses (synthrel/measured_rates.json, written by its --write-rates). Where a
+    count rests on data not on disk, or a stage's work is not counted here (calibrate), the paper's count
+    stands in and the line says so."""
+    if OmegaConf.select(cfg, "profile.tiny", default=False):
+        return {}
+    from synthrel.runstats import measured_rates, rates_of
+
+    rates = measured_rates()
+    work = run_work(cfg, stages, needs)
+    out = {}
+    for stage in stages:
         rows = rates_of(stage, str(OmegaConf.select(cfg, "backbone.name")))
-        if rows:
-            hours = sum(r["hours_1"] for r in rows.values())
-            out[stage] = f"~{hours:.2f} h on 1 GPU (" + "; ".join(
-                f"{r['work']}: {r['units']:,.0f} {r['unit']}s at {r['per_s']:.3g}/s, {r['card']}, {r['source']}"
-                for r in rows.values()) + ")"
+        if not rows:
+            continue
+        counted = work.get(stage, {})
+        parts, hours = [], 0.0
+        for name, r in rows.items():
+            if name not in counted and stage in work:
+                continue  # a call this run does not make (no refinement, the other RbA backbone)
+            units, how = counted.get(name, (None, "not counted per run"))
+            if units is None:
+                hours += r["hours_1"]
+                parts.append(f"{name}: the paper's {r['units']:,.0f} {r['unit']}s ({how}) at {r['per_s']:.3g}/s")
+            else:
+                hours += units / r["per_s"] / 3600
+                parts.append(f"{name}: {units:,.0f} {r['unit']}s ({how}) at {r['per_s']:.3g}/s")
+        if parts:
+            sources = sorted({f"{rates[n]['card']}, {rates[n]['source']}" for n in rows})
+            out[stage] = f"~{_duration(hours)} on 1 GPU (" + "; ".join(parts) + "; measured: " + "; ".join(sources) + ")"
     return out
 
 
@@ -123,10 +255,10 @@ def render(needs: list[Need], cfg: DictConfig, stages: list[str], offline: bool,
     if gpu:
         lines.append("GPU memory (estimates):")
         lines += [f"  {stage:<16} {text}" for stage, text in gpu.items()]
-    hours = gpu_hours(cfg, stages)
+    hours = gpu_hours(cfg, stages, needs)
     if hours:
-        lines.append("GPU time (estimates at the paper's work counts, measured rates of `python -m benchmarks.run "
-                     "budget`):")
+        lines.append("GPU time (estimates: this run's work counts at the measured rates of `python -m "
+                     "benchmarks.run budget`):")
         lines += [f"  {stage:<16} {text}" for stage, text in hours.items()]
     blocking = [n for n in needs if n.blocking]
     if blocking:

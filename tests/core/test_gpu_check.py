@@ -51,5 +51,47 @@ def test_gpu_check_runs_every_stage_and_writes_the_stage_table(tmp_path, device)
         else:  # CUDA is initialised at start-up (the log's card line), so every stage has its figures
             assert all(isinstance(m, int) for m in memory), row
     assert [r["benchmark"] for r in data["stages"] if r["stage"] == "generate"][0]  # the budget's rates beside
+    # steady rates: every image of the main loop counted once, as warm-up (the first batch) or as steady
+    steady = {s: summary[s].get("steady_rates") for s in STAGE_ORDER}
+    assert {s for s, r in steady.items() if r} == {"caption", "train_controlnet", "generate", "inpaint", "evaluate",
+                                                   "ood_detection", "fid"}
+    gen = steady["generate"]["generate"]
+    assert gen["units"] + gen["warmup_units"] == summary["generate"]["generated"] and gen["per_s"] > 0
+    assert gen["warmup_units"] == 4  # the first batch (stages.generate.batch_size 4)
+    cap = steady["caption"]["caption"]
+    assert cap["units"] + cap["warmup_units"] == summary["caption"]["captioned"]
+    inpaint = steady["inpaint"]
+    assert {k: v["units"] + v["warmup_units"] for k, v in inpaint.items()} == {
+        "inpaint": summary["inpaint"]["items"], "inpaint: refine": summary["inpaint"]["items"],
+        "inpaint: Grounded-SAM": summary["inpaint"]["items"]}
+    row = next(r for r in data["stages"] if r["stage"] == "generate")
+    assert row["steady"] == steady["generate"] and "generate:" in text.split("| generate |")[1].split("\n")[0]
     log = result.stdout + result.stderr
     assert f"device={device}" in log and f"torch={torch.__version__}" in log and "evaluate(precision=" in log
+
+
+def _leaves(node, prefix=""):
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+@pytest.mark.parametrize("backbone, per_domain", [("sd15", 32), ("sdxl", 8)])
+def test_gpu_check_rates_raises_only_counts(compose_cfg, backbone, per_domain):
+    """`gpu_check=rates` (docs/benchmarks.md#gpu-check): more images for the steady rates, no other setting."""
+    from omegaconf import OmegaConf
+
+    def stages(*extra):
+        cfg = compose_cfg("+experiment=gpu_check", "profile=smoke", f"backbone={backbone}", *extra)
+        return _leaves(OmegaConf.to_container(cfg.stages, resolve=True))
+
+    short, rates = stages(), stages("gpu_check=rates")
+    changed = {k for k in short if short[k] != rates[k]}
+    counts = {"generate.num_samples", "inpaint.samples_per_object",
+              "demo_data.n_train", "demo_data.n_shift", "demo_data.n_ood", "ood_detection.rba.finetune.max_steps"}
+    assert counts <= changed  # every count raised
+    for key in changed - counts:  # besides them only the data and artifacts folders: its own
+        assert str(rates[key]) == str(short[key]).replace("/smoke/", "/smoke_rates/", 1), key
+    assert rates["generate.num_samples"] == per_domain and rates["generate.batch_size"] == short["generate.batch_size"]
+    assert rates["demo_data.n_train"] == 24 and rates["demo_data.n_shift"] == 8
+    assert all("/smoke/models" in str(rates[k]) for k in rates if "/smoke/models" in str(short[k]))  # models shared

@@ -145,3 +145,130 @@ def test_the_stage_table_keeps_the_stages_done_before_one_fails(tmp_path):
         run_stages(cfg)
     table = json.loads((tmp_path / "stage_table.json").read_text())
     assert [row["stage"] for row in table["stages"]] == ["generate"]
+
+
+# ------------------------------------------------------------------------------------------ steady rates
+class Clock:
+    """perf_counter replaced by a clock the test moves by hand."""
+
+    def __init__(self, monkeypatch):
+        self.now = 100.0
+        monkeypatch.setattr(runstats.time, "perf_counter", lambda: self.now)
+
+
+def test_a_loop_counts_the_time_and_units_after_its_warm_up_batches(monkeypatch):
+    clock = Clock(monkeypatch)
+    rate = runstats.SteadyRate("image", warmup=2)
+    with rate.loop():
+        for seconds, units in ((30.0, 4), (5.0, 4), (1.0, 4), (1.5, 4), (0.5, 3)):  # load, compile, 3 steady
+            clock.now += seconds
+            rate.tick(units)
+        clock.now += 0.25  # the loop's tail (last sync) counts
+    result = rate.result()
+    assert (result["units"], result["warmup_units"]) == (11, 8)
+    assert result["seconds"] == pytest.approx(3.25) and result["warmup_seconds"] == pytest.approx(35.0)
+    assert result["per_s"] == pytest.approx(round(11 / 3.25, 4))
+    with rate.loop():  # a second loop (another model or set): its own warm-up, then summed
+        for seconds in (9.0, 2.0, 1.5):
+            clock.now += seconds
+            rate.tick(5)
+    result = rate.result()
+    assert (result["units"], result["warmup_units"]) == (16, 18)
+    assert result["seconds"] == pytest.approx(4.75) and result["warmup_seconds"] == pytest.approx(46.0)
+
+
+def test_a_loop_of_warm_up_only_has_no_rate_and_tick_needs_a_loop(monkeypatch):
+    Clock(monkeypatch)
+    rate = runstats.SteadyRate()
+    with rate.loop():
+        rate.tick(8)
+    assert rate.result()["per_s"] is None and rate.result()["units"] == 0 and rate.result()["warmup_units"] == 8
+    with pytest.raises(RuntimeError, match="outside"):
+        rate.tick(1)
+
+
+def test_timed_parts_count_only_their_own_time_after_the_first_call(monkeypatch):
+    clock = Clock(monkeypatch)
+    part = runstats.SteadyRate("image")
+    for seconds in (12.0, 0.5, 0.75):
+        with part.timed(1):
+            clock.now += seconds
+        clock.now += 100.0  # the batch's other parts: not this part's time
+    assert (part.units, part.warmup_units, part.seconds, part.warmup_seconds) == (2, 1, 1.25, 12.0)
+    total = runstats.SteadyRate("image")
+    total.add(part)
+    total.add(part)
+    assert (total.units, total.seconds, total.warmup_units) == (4, 2.5, 2)
+
+
+def test_a_loop_synchronises_cuda_at_the_end_of_the_warm_up_and_at_its_end(monkeypatch):
+    calls = []
+    monkeypatch.setattr(runstats, "cuda_in_use", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: calls.append("sync"))
+    rate = runstats.SteadyRate()
+    with rate.loop():
+        for _ in range(5):
+            rate.tick(2)
+            calls.append("batch")
+    assert calls == ["sync"] + ["batch"] * 5 + ["sync"]  # none per steady batch
+
+
+def _rates():
+    return json.loads((runstats.resources.files("synthrel") / runstats.RATES_FILE).read_text())["rows"]
+
+
+def test_the_stage_table_sets_each_steady_rate_beside_its_benchmark():
+    rates = _rates()
+    sd15, scoring = rates["generate SD1.5"]["per_s"], rates["ood_detection: RbA Swin-B scoring"]["per_s"]
+    steady = {"generate": {"unit": "image", "units": 36, "seconds": 6.0, "per_s": 0.5 * sd15, "warmup_units": 4,
+                           "note": "batch 4"}}
+    ood = {"ood_detection: RbA Swin-B scoring": {"unit": "image", "units": 7, "seconds": 1.0, "per_s": scoring,
+                                                 "warmup_units": 1, "note": ""},
+           "ood_detection: RbA Swin-B fine-tunes": {"unit": "image", "units": 9, "seconds": 1.0, "per_s": 9.0,
+                                                    "warmup_units": 1, "note": ""},  # unit differs: no ratio
+           "evaluate: none": {"unit": "image", "units": 0, "seconds": 0.0, "per_s": None, "warmup_units": 2}}
+    stats = [StageStats("generate", 60.0, images=40, steady=steady), StageStats("ood_detection", 9.0, steady=ood),
+             StageStats("correlate", 1.0)]
+    text, data = stage_table(stats, "cuda", backbone="sd15")
+    gen, ood_row, corr = data["stages"]
+    assert gen["vs_benchmark"]["generate"]["benchmark"] == "generate SD1.5"
+    assert gen["vs_benchmark"]["generate"]["ratio"] == pytest.approx(0.5, abs=1e-3)
+    assert gen["vs_benchmark"]["generate"]["slow"] and data["slow"] == ["generate"]
+    assert ood_row["vs_benchmark"]["ood_detection: RbA Swin-B scoring"]["ratio"] == pytest.approx(1.0)
+    assert not ood_row["vs_benchmark"]["ood_detection: RbA Swin-B scoring"]["slow"]
+    assert set(ood_row["vs_benchmark"]) == {"ood_detection: RbA Swin-B scoring"}
+    assert corr["vs_benchmark"] == {}
+    line = next(li for li in text.splitlines() if li.startswith("| generate"))
+    cells = [c.strip() for c in line.split("|")]
+    assert cells[8].startswith(f"generate: {0.5 * sd15:.3g} image/s (36 in 6.0 s; batch 4)")
+    assert cells[9].startswith("generate: 0.50x **SLOW (< 0.8)**")
+    tiny_text, tiny = stage_table(stats, "cpu", backbone="sd15", comparable=False)  # tiny models: no ratio
+    assert all(row["vs_benchmark"] == {} for row in tiny["stages"]) and tiny["slow"] == []
+    assert "| - (tiny models) |" in next(li for li in tiny_text.splitlines() if li.startswith("| generate"))
+    _, sdxl = stage_table(stats, "cuda", backbone="sdxl")
+    assert sdxl["stages"][0]["vs_benchmark"]["generate"]["ratio"] == pytest.approx(
+        0.5 * sd15 / rates["generate SDXL"]["per_s"], rel=1e-3)
+
+
+def test_the_lightning_callback_times_the_batches_after_the_first_optimiser_step():
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    rate = runstats.SteadyRate("image", warmup=2)  # accumulate 2: the first optimiser step is 2 batches
+    trainer = pl.Trainer(max_steps=3, accumulate_grad_batches=2, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[runstats.steady_rate_callback(rate, 3)])
+    trainer.fit(Tiny(), DataLoader(TensorDataset(torch.ones(30, 2)), batch_size=3))
+    assert (rate.warmup_units, rate.units) == (6, 12)  # 3 steps x 2 batches x 3 samples
+    assert rate.result()["per_s"] > 0

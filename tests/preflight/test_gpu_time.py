@@ -1,17 +1,18 @@
-"""preflight=true on the paper profile prints each stage's GPU time from the rates and work counts that
-`python -m benchmarks.run budget` uses (#33 item 5): the hours are recomputed here from budget's own rows."""
+"""preflight=true prints each stage's GPU time of THIS run (#33 item 5): its work counts, computed here by hand
+from the overrides, times the rates of `python -m benchmarks.run budget` (benchmarks.budget.build_rows on
+docs/bench_results, not the package's copy). Where the run's counts are the paper's, the hours are the budget's."""
 
 import pytest
 from huggingface_hub import constants
 from omegaconf import OmegaConf
 
 from benchmarks.budget import RESULTS, build_rows
-from synthrel.preflight import gate
+from synthrel.preflight import collect, gate
 from synthrel.preflight.report import gpu_hours
 from synthrel.run import STAGE_ORDER
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def empty_hub(tmp_path, monkeypatch):
     """An empty HF cache, offline (nothing to look up: the report lists everything as missing)."""
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
@@ -19,30 +20,74 @@ def empty_hub(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def budget_hours():
+def budget():
     rows, _, _ = build_rows(RESULTS)
-    return {r.stage: r.hours_1 for r in rows}
+    return {r.stage: r for r in rows}
+
+
+def shown(hours: float) -> str:
+    return f"~{hours:.2f} h on 1 GPU" if hours >= 0.1 else f"~{hours * 60:.1f} min on 1 GPU"
+
+
+def hours_of(cfg):
+    stages = [s for s in STAGE_ORDER if s in cfg.stages]
+    return gpu_hours(cfg, stages, collect(cfg, STAGE_ORDER))
 
 
 @pytest.mark.parametrize("backbone,label", [("sd15", "SD1.5"), ("sdxl", "SDXL")])
-def test_generate_and_evaluate_hours_are_the_budgets(compose_cfg, budget_hours, backbone, label):
-    cfg = compose_cfg("+experiment=covariate_fog", f"backbone={backbone}")
-    hours = gpu_hours(cfg, ["generate", "evaluate"])
-    assert hours["generate"].startswith(f"~{budget_hours[f'generate {label}']:.2f} h on 1 GPU")
-    assert hours["evaluate"].startswith(f"~{budget_hours['evaluate']:.2f} h on 1 GPU")
+def test_generate_and_evaluate_hours_are_this_runs_counts(compose_cfg, budget, backbone, label):
+    hours = hours_of(compose_cfg("+experiment=covariate_fog", f"backbone={backbone}",
+                                 "stages.generate.num_samples=100"))
+    rate = budget[f"generate {label}"].measured.per_s
+    assert hours["generate"].startswith(shown(100 / rate / 3600))  # 1 domain (fog) x 100, not the paper's 5 x 512
+    # the 40 models of paper40 on the 100 synthetic images, Cityscapes frankfurt (267, spec 2.1: the test split
+    # of real_split=test) and ACDC fog train (400): none on disk, counted at their published sizes
+    evaluate = 40 * (100 + 267 + 400) / budget["evaluate"].measured.per_s / 3600
+    assert hours["evaluate"].startswith(shown(evaluate))
+    assert "cityscapes_test 267 (published size)" in hours["evaluate"]
 
 
-def test_inpaint_sums_its_three_calls(compose_cfg, budget_hours):
-    hours = gpu_hours(compose_cfg("+experiment=ood_objects"), ["inpaint"])
-    total = budget_hours["inpaint"] + budget_hours["inpaint: refine"] + budget_hours["inpaint: Grounded-SAM"]
-    assert hours["inpaint"].startswith(f"~{total:.2f} h")
+def test_the_paper_counts_give_the_budgets_hours(compose_cfg, budget):
+    """The run's counts equal the budget's rows (5 domains x 512 with SDXL, 42 objects x 512, 2100 steps x 8 x 32):
+    the same hours as `python -m benchmarks.run budget`."""
+    sdxl = hours_of(compose_cfg("+stage=[generate]", "backbone=sdxl", "domain=paper5"))
+    assert sdxl["generate"].startswith(shown(budget["generate SDXL"].hours_1))
+    inpaint = hours_of(compose_cfg("+experiment=ood_objects"))["inpaint"]
+    total = sum(budget[r].hours_1 for r in ("inpaint", "inpaint: refine", "inpaint: Grounded-SAM"))
+    assert inpaint.startswith(shown(total))
+    train = hours_of(compose_cfg("+experiment=train_controlnet"))
+    assert train["train_controlnet"].startswith(shown(budget["train_controlnet SD1.5"].hours_1))
+    # caption: Cityscapes train + val at their published sizes, the budget's 3475 images
+    assert train["caption"].startswith(shown(budget["caption"].hours_1))
 
 
-def test_report_prints_them_and_the_tiny_profile_does_not(compose_cfg, empty_hub, capsys, budget_hours):
+def test_smaller_runs_show_their_own_hours(compose_cfg, budget):
+    inpaint = hours_of(compose_cfg("+experiment=ood_objects", "profile.inpaint_objects=[zebra,elephant]",
+                                   "profile.ood_samples_per_object=10", "stages.inpaint.refine=false"))["inpaint"]
+    items = 2 * 10  # no refinement call
+    expected = items / budget["inpaint"].measured.per_s + items / budget["inpaint: Grounded-SAM"].measured.per_s
+    assert inpaint.startswith(shown(expected / 3600)) and "refine" not in inpaint
+    train = hours_of(compose_cfg("+experiment=train_controlnet", "backbone.train.max_steps=10"))
+    assert train["train_controlnet"].startswith(shown(10 * 8 * 32 / budget["train_controlnet SD1.5"].measured.per_s
+                                                      / 3600))
+
+
+def test_rba_fine_tunes_count_runs_times_steps(compose_cfg, budget):
+    cfg = compose_cfg("+experiment=ood_detection", "stages.ood_detection.rba.finetune.enabled=true",
+                      "stages.ood_detection.rba.finetune.bases=[rba_swin_b]",
+                      "stages.ood_detection.rba.finetune.max_steps=100")
+    line = hours_of(cfg)["ood_detection"]
+    runs = len(cfg.stages.ood_detection.rba.finetune.variants)  # Table 2's variants, one run each
+    assert "RbA Swin-B fine-tunes: " + f"{runs * 100:,} steps ({runs} run(s) x 100 steps)" in line
+    assert "Swin-L fine-tunes" not in line
+
+
+def test_report_prints_them_and_the_tiny_profile_does_not(compose_cfg, capsys, budget):
     with pytest.raises(SystemExit):
         gate(compose_cfg("+experiment=covariate_fog", "preflight=true"), STAGE_ORDER)
     out = capsys.readouterr().out
-    assert "GPU time (estimates at the paper's work counts" in out
-    assert f"generate         ~{budget_hours['generate SD1.5']:.2f} h on 1 GPU" in out
+    assert "GPU time (estimates: this run's work counts" in out
+    fog = 512 / budget["generate SD1.5"].measured.per_s / 3600  # one domain of 512 images
+    assert f"generate         {shown(fog)}" in out
     tiny = compose_cfg("+experiment=demo")
     assert OmegaConf.select(tiny, "profile.tiny") and gpu_hours(tiny, list(tiny.stages)) == {}
