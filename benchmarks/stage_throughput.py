@@ -29,6 +29,7 @@ the hub models' config.json values; nothing is downloaded) and writes one JSON p
     python -m benchmarks.run throughput                                  # every stage (GPU)
     python -m benchmarks.run throughput --stages controlnet_train_sdxl
     python -m benchmarks.run throughput --tiny --stages calibrate caption  # tiny architectures on CPU (smoke)
+    python -m benchmarks.run throughput --levers [VARIANT ...]           # training-step levers (train_levers.py)
 
 JSONs go to $OUT (or --out).
 """
@@ -429,6 +430,10 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
+    if "--levers" in argv:  # the training step's levers side by side: benchmarks/train_levers.py
+        from benchmarks.train_levers import main as levers
+
+        return levers(argv)
     args = parse_args(argv)
     device = torch.device(args.device)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
