@@ -144,7 +144,8 @@ class Bench:
         from diffusers import ControlNetModel
 
         torch.manual_seed(0)
-        template = ControlNetModel.from_unet(self.base.unet, conditioning_channels=self.channels)
+        with torch.device(device):  # random init of 1.25 B parameters (SDXL) is a minute on the host
+            template = ControlNetModel.from_unet(self.base.unet, conditioning_channels=self.channels)
         self.config = template.config
         self.init_state = {k: v.detach().to("cpu", copy=True) for k, v in template.state_dict().items()}
         del template
@@ -285,7 +286,7 @@ def fastest(variants: dict) -> str | None:
     return max(ran, key=ran.get) if ran else None
 
 
-def curve(bench: Bench, args, variants: dict) -> dict:
+def curve(bench: Bench, args, variants: dict, save=lambda runs: None) -> dict:
     """N optimizer steps of the baseline, the baseline again and each --curve-levers variant (`best`: the sweep's
     fastest): loss per step."""
     batches = bench.batches(args.curve_steps, args.curve_batch)
@@ -295,6 +296,7 @@ def curve(bench: Bench, args, variants: dict) -> dict:
                         *[(n, n) for n in dict.fromkeys(names) if n and n != "baseline"]]:
         runs[label] = bench.run(name, batches, 1, 1, args.curve_batch, keep=True)
         states[label] = runs[label].pop("final_state", None)
+        save(runs)
     base = runs["baseline"]
     for label, res in runs.items():
         if label == "baseline":
@@ -358,23 +360,30 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="train_levers_") as tmp:
-        bench = Bench(args, device, Path(tmp))
-        build_s = time.perf_counter() - start
-        print(f"{args.kind} at {args.resolution} px on {card}: base and data built in {build_s:.0f} s", flush=True)
-        variants = sweep(bench, args)
-        curves = curve(bench, args, variants) if args.curve_steps else None
     res = {"benchmark": "train_levers", "kind": args.kind, "device": card, "card": card_slug(card),
            "torch": torch.__version__, "tiny": args.tiny,
            "command": " ".join(["python -m benchmarks.run throughput", *argv]),
            "settings": {"resolution": args.resolution, "batch": args.batch, "accumulate": args.accumulate,
                         "warmup_steps": args.warmup_steps, "timed_steps": args.steps, "precision": args.precision,
-                        "lr": args.lr, "optimizer": "AdamW over the ControlNet", "data": "pre-collated on the host"},
-           "build_s": round(build_s, 1), "variants": variants, "curve": curves,
-           "wall_s": round(time.perf_counter() - start, 1)}
-    print(table(variants), flush=True)
+                        "lr": args.lr, "optimizer": "AdamW over the ControlNet", "data": "pre-collated on the host",
+                        "curve_steps": args.curve_steps, "curve_batch": args.curve_batch},
+           "variants": {}, "curve": None}
     name = f"train_levers_{args.kind}_{card_slug(card)}.json"
-    write_result(res, name, Path(args.out) / name if args.out else None)
+
+    def save(**parts):  # after the sweep and after every curve run: a killed run keeps what it measured
+        res.update(parts, wall_s=round(time.perf_counter() - start, 1))
+        write_result(res, name, Path(args.out) / name if args.out else None)
+
+    with tempfile.TemporaryDirectory(prefix="train_levers_") as tmp:
+        bench = Bench(args, device, Path(tmp))
+        res["build_s"] = round(time.perf_counter() - start, 1)
+        print(f"{args.kind} at {args.resolution} px on {card}: base and data built in {res['build_s']:.0f} s",
+              flush=True)
+        variants = sweep(bench, args)
+        save(variants=variants)
+        print(table(variants), flush=True)
+        if args.curve_steps:
+            curve(bench, args, variants, save=lambda runs: save(curve=runs))
     return res
 
 

@@ -152,6 +152,13 @@ def rates_of(stage: str, backbone: str | None = None) -> dict[str, dict]:
     return rows
 
 
+def compile_cost(backbone: str) -> dict | None:
+    """The measured compile trade of ControlNet training for `backbone` (sd15 | sdxl): eager and compiled
+    images/s, the one-time compile seconds, the resolution, card and source; None where not measured."""
+    row = measured_rates().get(f"train_controlnet {BACKBONE_LABELS.get(backbone, backbone)}") or {}
+    return row.get("compile")
+
+
 def stage_table(stats: list[StageStats], device: str, backbone: str | None = None) -> tuple[str, dict]:
     """Markdown table of the stages (wall, images/s, peak memory, the benchmark's rate for the stage) and its JSON.
 
