@@ -47,6 +47,11 @@ RUN_IDENTITY = ("pretrained", "conditioning", "resolution", "batch_size", "accum
                 "seed", "hflip", "num_images", "lr", "precision", "max_grad_norm")
 
 
+def check_compile(setting) -> None:
+    if setting is not True and setting is not False and setting != "auto":
+        raise ConfigError(f"`{KEY}.compile` must be true, false or auto, got {setting!r}")
+
+
 def compile_pays(images: float, eager_per_s: float, compiled_per_s: float, compile_s: float) -> bool:
     """Whether `images` trained at the compiled rate, plus the one-time compile, take less time than eager."""
     return images * (1 / eager_per_s - 1 / compiled_per_s) > compile_s
@@ -62,8 +67,7 @@ def compile_choice(setting: bool | str, *, cuda: bool, images_per_device: int, r
     pixels from the measured resolution) exceed the measured one-time compile (first step) seconds. `measured`:
     synthrel.runstats.compile_cost(backbone). Returns (on, the reason, for the log and training.json).
     """
-    if setting is not True and setting is not False and setting != "auto":
-        raise ConfigError(f"`{KEY}.compile` must be true, false or auto, got {setting!r}")
+    check_compile(setting)
     if setting != "auto":
         return bool(setting), f"set to {str(setting).lower()}"
     if not cuda:
@@ -144,8 +148,7 @@ class TrainControlNetJob:
         if self.max_grad_norm is not None and not (isinstance(self.max_grad_norm, (int, float))
                                                    and self.max_grad_norm > 0):
             raise ConfigError(f"`{KEY}.max_grad_norm` must be a positive number or null, got {self.max_grad_norm!r}")
-        if self.compile not in (True, False, "auto"):
-            raise ConfigError(f"`{KEY}.compile` must be true, false or auto, got {self.compile!r}")
+        check_compile(self.compile)
         if not isinstance(self.channels_last, bool):
             raise ConfigError(f"`{KEY}.channels_last` must be true or false, got {self.channels_last!r}")
         if self.conditioning not in ENCODINGS:
