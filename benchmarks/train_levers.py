@@ -310,6 +310,7 @@ def curve(bench: Bench, args, variants: dict, save=lambda runs: None) -> dict:
         print(f"curve {label} over {args.curve_steps} steps (batch {args.curve_batch}): loss max abs diff "
               f"{d['max_abs']:.3g}, max rel {d['max_rel']:.3g}, mean abs {d['mean_abs']:.3g}; weight update "
               f"rel L2 {w:.3g}", flush=True)
+    save(runs)
     return runs
 
 
