@@ -18,7 +18,11 @@ default (eager, gradient checkpointing on). Levers:
   (`torch.nn.attention.sdpa_kernel`, forward and backward; the default lets torch choose)
 - `fp8_frozen_unet`: the frozen UNet's transformer Linear layers as torchao Float8Linear (dynamic per-tensor
   scaling; the text-context K/V projections stay bf16: their 77-token rows break fp8 GEMMs' multiple of 16);
-  skipped with the reason when torchao does not import or the card has no fp8 tensor cores
+  skipped with the reason when torchao does not import or the card has no fp8 tensor cores. Float8Linear is a
+  training layer: its backward also computes the frozen weights' gradient, a GEMM the bf16 step skips
+- `fp8_frozen_unet_fwd`: the same layers as FrozenFp8Linear (here, `torch._scaled_mm`): forward in e4m3 with one
+  dynamic scale for the activations and one for the weights (quantised once), backward only the input gradient,
+  in bf16 from the bf16 weights; no torchao needed
 - `compile`, `compile_reduce_overhead`: UNet and ControlNet compiled in place (stage option `compile`), the
   second with mode="reduce-overhead" (CUDA graphs); minutes of compile each, so only when named
 
@@ -50,10 +54,12 @@ import torch
 
 from benchmarks import write_result
 
-LEVERS = ("no_checkpointing", "channels_last", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math",
-          "fp8_frozen_unet", "compile", "compile_reduce_overhead")
+FP8 = ("fp8_frozen_unet", "fp8_frozen_unet_fwd")
+LEVERS = ("no_checkpointing", "channels_last", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", *FP8,
+          "compile", "compile_reduce_overhead")
 DEFAULT_VARIANTS = ("baseline", "no_checkpointing", "channels_last", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn",
-                    "fp8_frozen_unet")
+                    *FP8)
+E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
 SDPA = {"sdpa_flash": "FLASH_ATTENTION", "sdpa_efficient": "EFFICIENT_ATTENTION", "sdpa_cudnn": "CUDNN_ATTENTION",
         "sdpa_math": "MATH"}
 PRECISION = "bf16-mixed"
@@ -68,8 +74,8 @@ def parse_variant(name: str) -> frozenset[str]:
     unknown = sorted(levers - set(LEVERS))
     if unknown:
         raise SystemExit(f"--levers: unknown lever {unknown[0]!r} in {name!r}; levers: baseline, {', '.join(LEVERS)}")
-    if len(levers & set(SDPA)) > 1 or {"compile", "compile_reduce_overhead"} <= levers:
-        raise SystemExit(f"--levers: {name!r} names two attention backends or two compile modes")
+    if len(levers & set(SDPA)) > 1 or {"compile", "compile_reduce_overhead"} <= levers or set(FP8) <= levers:
+        raise SystemExit(f"--levers: {name!r} names two attention backends, compile modes or fp8 kinds")
     return levers
 
 
@@ -77,7 +83,7 @@ def variant_order(names: list[str]) -> list[str]:
     """Variants that change the UNet for good last (fp8 swaps modules, compile caches graphs); baseline first."""
     def rank(name):
         levers = parse_variant(name)
-        return (name != "baseline", "fp8_frozen_unet" in levers, bool(levers & {"compile", "compile_reduce_overhead"}))
+        return (name != "baseline", bool(levers & set(FP8)), bool(levers & {"compile", "compile_reduce_overhead"}))
 
     return sorted(dict.fromkeys(names), key=rank)
 
@@ -101,6 +107,54 @@ def to_fp8(unet, device) -> dict[str, torch.nn.Module]:
         raise Skipped(f"torchao does not import ({e}); carry its wheel to measure this lever") from None
     originals = fp8_linears(unet)
     convert_to_float8_training(unet, module_filter_fn=lambda m, fqn: fqn in originals)
+    return originals
+
+
+def fp8_tensorwise(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """e4m3 values and the fp32 scale that dequantises them (t ~ values * scale), from t's absolute maximum."""
+    scale = t.detach().abs().amax().float().clamp(min=1e-12) / E4M3_MAX
+    return (t.detach().float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale
+
+
+class _FrozenFp8Matmul(torch.autograd.Function):
+    """y = x W^T + b with x and W in e4m3 (one scale each) on fp8 tensor cores; the backward gives x its gradient
+    from the bf16 W (one GEMM) and W none: the weights are frozen."""
+
+    @staticmethod
+    def forward(ctx, x, w8, w_scale, weight, bias):
+        ctx.save_for_backward(weight)
+        rows = x.reshape(-1, x.shape[-1])
+        x8, x_scale = fp8_tensorwise(rows)
+        y = torch._scaled_mm(x8, w8.t(), scale_a=x_scale, scale_b=w_scale, bias=bias, out_dtype=x.dtype)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        return (grad.to(weight.dtype) @ weight).to(grad.dtype), None, None, None, None
+
+
+class FrozenFp8Linear(torch.nn.Module):
+    """A frozen Linear whose forward runs in fp8 (weight quantised once); see _FrozenFp8Matmul."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.linear = linear
+        self.w8, self.w_scale = fp8_tensorwise(linear.weight)
+
+    def forward(self, x):
+        if torch.is_autocast_enabled(x.device.type):  # as F.linear under autocast: inputs in the autocast dtype
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        x = x.to(self.linear.weight.dtype)
+        return _FrozenFp8Matmul.apply(x, self.w8, self.w_scale, self.linear.weight, self.linear.bias)
+
+
+def to_fp8_forward(unet, device) -> dict[str, torch.nn.Module]:
+    """Swap fp8_linears(unet) for FrozenFp8Linear in place; returns the originals, for restore()."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
+        raise Skipped("fp8 matmuls need a CUDA card of compute capability >= 8.9 (Ada, Hopper)")
+    originals = fp8_linears(unet)
+    restore(unet, {name: FrozenFp8Linear(m) for name, m in originals.items()})
     return originals
 
 
@@ -204,6 +258,8 @@ class Bench:
             module = self.module(levers, batch)
             if "fp8_frozen_unet" in levers:
                 fp8 = to_fp8(module.unet, self.device)
+            if "fp8_frozen_unet_fwd" in levers:
+                fp8 = to_fp8_forward(module.unet, self.device)
             module.train()
             optimizer = module.configure_optimizers()
             losses, marks = [], []
