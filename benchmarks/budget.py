@@ -154,7 +154,8 @@ def compile_trade(results: Path, model: str) -> dict | None:
     if eager is None or compiled is None:
         return None
     (e_path, e), (c_path, c) = eager, compiled
-    if e["device"] != c["device"] or e["settings"]["resolution"] != c["settings"]["resolution"]:
+    size = [(d.get("settings") or {}).get("resolution") for d in (e, c)]
+    if e["device"] != c["device"] or size[0] != size[1] or "first_step_s" not in c["settings"]:
         return None
     return {"eager_per_s": e["per_s"], "compiled_per_s": c["per_s"], "compile_s": c["settings"]["first_step_s"],
             "resolution": e["settings"]["resolution"], "card": e["device"], "source": f"{e_path.name} + {c_path.name}"}
