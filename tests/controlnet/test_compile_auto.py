@@ -59,3 +59,14 @@ def test_bad_compile_values_name_the_key(value):
 def test_stage_config_defaults_to_auto(compose_cfg):
     cfg = compose_cfg("+stage=[train_controlnet]", "backbone=sdxl")
     assert cfg.stages.train_controlnet.compile == "auto" and cfg.stages.train_controlnet.channels_last is False
+
+
+@pytest.mark.parametrize(("profile", "compiles"), [("tiny", False), ("smoke", False), ("paper", True)])
+def test_each_profiles_sdxl_run_on_a_gpu(compose_cfg, profile, compiles):
+    """The rule on the composed stage config of each profile, as `+experiment=gpu_check profile=smoke` or the
+    paper's run would see it on a GPU: smoke's 2 steps of 8 x 4 and tiny's 4 of 2 x 2 stay eager."""
+    stage = compose_cfg("+stage=[train_controlnet]", f"profile={profile}", "backbone=sdxl").stages.train_controlnet
+    images = stage.max_steps * stage.batch_size * stage.accumulate_grad_batches
+    on, _ = compile_choice(stage.compile, cuda=True, images_per_device=images, resolution=stage.resolution,
+                           measured=SDXL)
+    assert on is compiles
