@@ -125,18 +125,44 @@ def _prefer(paths: list[Path]) -> list[Path]:
     return sorted(paths, key=lambda p: (min((r for c, r in rank.items() if c in p.name), default=2), p.name))
 
 
-def throughput(results: Path, stage: str, key: str = "per_s") -> Measured | None:
-    """benchmarks/stage_throughput.py's JSON of `stage` (not a tiny or failed run)."""
+def throughput_json(results: Path, stage: str, key: str = "per_s", compiled: bool = False) -> tuple[Path, dict] | None:
+    """benchmarks/stage_throughput.py's JSON of `stage` (not a tiny or failed run), eager or `--train-compile`."""
     for path in _prefer(list(results.glob(f"throughput_{stage}_*.json"))):
         d = json.loads(path.read_text())
         if d.get("tiny") or "error" in d or d.get(key) in (None, 0):
             continue
-        settings = d.get("settings") or {}
-        shown = {"batch": d.get("batch")} if key == "per_s" else {key: ""}
-        shown.update({k: "x".join(map(str, v)) if isinstance(v, list) else v for k, v in settings.items()})
-        detail = ", ".join(f"{k} {v}".strip() for k, v in shown.items() if v is not None and not isinstance(v, dict))
-        return Measured(float(d[key]), d["device"], path.name, detail)
+        if bool((d.get("settings") or {}).get("compile")) != compiled:
+            continue
+        return path, d
     return None
+
+
+def throughput(results: Path, stage: str, key: str = "per_s", compiled: bool = False) -> Measured | None:
+    found = throughput_json(results, stage, key, compiled)
+    if found is None:
+        return None
+    path, d = found
+    settings = d.get("settings") or {}
+    shown = {"batch": d.get("batch")} if key == "per_s" else {key: ""}
+    shown.update({k: "x".join(map(str, v)) if isinstance(v, list) else v for k, v in settings.items()})
+    detail = ", ".join(f"{k} {v}".strip() for k, v in shown.items() if v is not None and not isinstance(v, dict))
+    return Measured(float(d[key]), d["device"], path.name, detail)
+
+
+def compile_trade(results: Path, model: str) -> dict | None:
+    """The measured compile trade of ControlNet training for `model`: eager and `--train-compile` rates of the
+    same card and resolution and the compiled run's first optimizer step (the one-time compile). The train_controlnet
+    stage's `compile: auto` decides with it (synthrel/measured_rates.json); None unless both are measured."""
+    eager = throughput_json(results, f"controlnet_train_{model}")
+    compiled = throughput_json(results, f"controlnet_train_{model}", compiled=True)
+    if eager is None or compiled is None:
+        return None
+    (e_path, e), (c_path, c) = eager, compiled
+    size = [(d.get("settings") or {}).get("resolution") for d in (e, c)]
+    if e["device"] != c["device"] or size[0] != size[1] or "first_step_s" not in c["settings"]:
+        return None
+    return {"eager_per_s": e["per_s"], "compiled_per_s": c["per_s"], "compile_s": c["settings"]["first_step_s"],
+            "resolution": e["settings"]["resolution"], "card": e["device"], "source": f"{e_path.name} + {c_path.name}"}
 
 
 def generation(results: Path, model: str) -> Measured | None:
@@ -173,6 +199,24 @@ def controlnet_training(results: Path, model: str) -> Measured | None:
     return Measured(one["images_per_s"], d["devices"][0], "multigpu_h200x2_run1.json",
                     f"Lightning, {d['args']['resolution']}px, batch {one['batch']} x accumulate {one['accumulate']}, "
                     f"{one['precision']}, gradient checkpointing {d['args']['gradient_checkpointing']}")
+
+
+def training_row(results: Path, model: str, work: str, images: int) -> Row:
+    """ControlNet training at the rate the stage runs the paper's length at: compiled (plus the one-time compile)
+    where its `compile: auto` turns compile on for it, else eager."""
+    from synthrel.controlnet.job import compile_choice
+
+    label = {"sd15": "SD1.5", "sdxl": "SDXL"}[model]
+    row = Row(f"train_controlnet {label}", work, images, "image", controlnet_training(results, model), "ddp")
+    trade = row.compile_trade = compile_trade(results, model)
+    if trade is not None:
+        on, why = compile_choice("auto", cuda=True, images_per_device=images, resolution=trade["resolution"],
+                                 measured=trade)
+        if on:
+            row.measured = Measured(trade["compiled_per_s"], trade["card"], trade["source"], "compiled")
+            row.fixed_s = trade["compile_s"]
+        row.note = f"compile {why}"
+    return row
 
 
 def ddp_scaling(results: Path) -> Measured | None:
@@ -216,6 +260,8 @@ class Row:
     runs: int = 1
     wall_8_h: float | None = field(default=None)
     tflop: float | None = None  # the row's whole work, counted (flops.json); None: not counted
+    fixed_s: float = 0.0  # one-time seconds per process (compile), in the time but not divided on 8 GPUs
+    compile_trade: dict | None = None  # training rows: compile_trade() (measured_rates.json carries it)
     pair_hours: list[float] = field(default_factory=list)  # spread "pairs": 1-GPU hours of each (model, set) pair
 
     @property
@@ -233,14 +279,18 @@ class Row:
     def hours_1(self) -> float | None:
         if self.seconds_1 is not None:
             return self.seconds_1 / 3600
-        return None if self.measured is None else self.units / self.measured.per_s / 3600
+        return None if self.measured is None else (self.units / self.measured.per_s + self.fixed_s) / 3600
 
 
 def spread_8(row: Row, scaling: Measured | None) -> float | None:
     """Wall hours of `row` on one node of GPUS GPUs."""
-    hours = row.hours_1
-    if hours is None:
+    if row.hours_1 is None:
         return None
+    wall = _spread_work(row, row.hours_1 - row.fixed_s / 3600, scaling)
+    return None if wall is None else wall + row.fixed_s / 3600  # every process compiles once, at the same time
+
+
+def _spread_work(row: Row, hours: float, scaling: Measured | None) -> float | None:
     if row.spread == "shard":
         return hours / GPUS
     if row.spread == "runs":  # independent runs, one per GPU
@@ -265,10 +315,8 @@ def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured
     rows = [
         Row("caption", "BLIP on Cityscapes train + val", n("cityscapes_train") + n("cityscapes_val"), "image",
             throughput(results, "caption"), "shard"),
-        Row("train_controlnet SD1.5", "2100 steps x 8 x 32 at 512px", n("sd15_train"), "image",
-            controlnet_training(results, "sd15"), "ddp"),
-        Row("train_controlnet SDXL", "27500 steps x 8 x 4 at 1024px", n("sdxl_train"), "image",
-            controlnet_training(results, "sdxl"), "ddp"),
+        training_row(results, "sd15", "2100 steps x 8 x 32 at 512px", n("sd15_train")),
+        training_row(results, "sdxl", "27500 steps x 8 x 4 at 1024px", n("sdxl_train")),
         Row("generate SD1.5", f"5 domains x {per_domain} + all-domains sets", synth_sd15, "image",
             generation(results, "sd15"), "shard"),
         Row("generate SDXL", f"5 domains x {per_domain}", synth_sdxl, "image", generation(results, "sdxl"), "shard"),
@@ -511,6 +559,8 @@ def rates_data(rows: list[Row], summary: dict) -> dict:
                         "per_s": None if m is None else round(m.per_s, 6), "card": None if m is None else m.card,
                         "source": None if m is None else m.source, "conditions": None if m is None else m.detail,
                         "hours_1": None if r.hours_1 is None else round(r.hours_1, 4)}
+        if r.compile_trade is not None:
+            out[r.stage]["compile"] = r.compile_trade
     return {"written_by": "python -m benchmarks.run budget --write-rates (from docs/bench_results)",
             "rows": out, "total_gpu_hours_1": summary["total_gpu_hours_1"], "not_measured": summary["not_measured"]}
 

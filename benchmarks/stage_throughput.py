@@ -2,7 +2,7 @@
 
 Each measurement runs synthrel's own code path of the stage on the real architecture (configs written here, from
 the hub models' config.json values; nothing is downloaded) and writes one JSON per stage,
-`throughput_<stage>_<card>.json`, named with its card (`torch.cuda.get_device_name()`), which
+`throughput_<stage>_<card>.json` (`throughput_<stage>_compile_<card>.json` with `--train-compile`), named with its card (`torch.cuda.get_device_name()`), which
 `python -m benchmarks.run budget` reads (copy them to docs/bench_results/). Stages:
 
 - `caption`: the caption stage's `BlipCaptioner` (BLIP-large: ViT-L/16 at 384, BERT-base decoder; beams 8, 5..32
@@ -29,6 +29,7 @@ the hub models' config.json values; nothing is downloaded) and writes one JSON p
     python -m benchmarks.run throughput                                  # every stage (GPU)
     python -m benchmarks.run throughput --stages controlnet_train_sdxl
     python -m benchmarks.run throughput --tiny --stages calibrate caption  # tiny architectures on CPU (smoke)
+    python -m benchmarks.run throughput --levers [VARIANT ...]           # training-step levers (train_levers.py)
 
 JSONs go to $OUT (or --out).
 """
@@ -429,6 +430,10 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
+    if "--levers" in argv:  # the training step's levers side by side: benchmarks/train_levers.py
+        from benchmarks.train_levers import main as levers
+
+        return levers(argv)
     args = parse_args(argv)
     device = torch.device(args.device)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -446,7 +451,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "tiny": args.tiny, "wall_s": round(time.perf_counter() - start, 1),
                    "command": " ".join(["python -m benchmarks.run throughput", *argv]), **res}
             results[stage] = res
-            name = f"throughput_{stage}_{card_slug(card)}.json"
+            compiled = "_compile" if args.train_compile and stage.startswith("controlnet_train") else ""
+            name = f"throughput_{stage}{compiled}_{card_slug(card)}.json"  # the budget reads eager and compiled
             if args.out:
                 write_result(res, name, Path(args.out) / name)
             else:

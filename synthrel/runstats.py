@@ -256,6 +256,13 @@ def rates_of(stage: str, backbone: str | None = None) -> dict[str, dict]:
     return rows
 
 
+def compile_cost(backbone: str) -> dict | None:
+    """The measured compile trade of ControlNet training for `backbone` (sd15 | sdxl): eager and compiled
+    images/s, the one-time compile seconds, the resolution, card and source; None where not measured."""
+    row = measured_rates().get(f"train_controlnet {BACKBONE_LABELS.get(backbone, backbone)}") or {}
+    return row.get("compile")
+
+
 #: a steady rate slower than this fraction of its benchmark's is flagged in the stage table (#33: > 20 % slower)
 SLOW_RATIO = 0.8
 

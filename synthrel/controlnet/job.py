@@ -47,6 +47,42 @@ RUN_IDENTITY = ("pretrained", "conditioning", "resolution", "batch_size", "accum
                 "seed", "hflip", "num_images", "lr", "precision", "max_grad_norm")
 
 
+def check_compile(setting) -> None:
+    if setting is not True and setting is not False and setting != "auto":
+        raise ConfigError(f"`{KEY}.compile` must be true, false or auto, got {setting!r}")
+
+
+def compile_pays(images: float, eager_per_s: float, compiled_per_s: float, compile_s: float) -> bool:
+    """Whether `images` trained at the compiled rate, plus the one-time compile, take less time than eager."""
+    return images * (1 / eager_per_s - 1 / compiled_per_s) > compile_s
+
+
+def compile_choice(setting: bool | str, *, cuda: bool, images_per_device: int, resolution: int,
+                   measured: dict | None) -> tuple[bool, str]:
+    """`compile` of the stage: true / false as set; `auto` compiles when the run is long enough to pay for it.
+
+    auto: off on CPU (no measurement; inductor needs a compiler) and for a backbone with no measured compile cost;
+    else on when the run's images per device (max_steps x batch_size x accumulate_grad_batches, all of them: a
+    resumed run counts its whole length) times the measured saving per image (1/eager - 1/compiled, scaled by
+    pixels from the measured resolution) exceed the measured one-time compile (first step) seconds. `measured`:
+    synthrel.runstats.compile_cost(backbone). Returns (on, the reason, for the log and training.json).
+    """
+    check_compile(setting)
+    if setting != "auto":
+        return bool(setting), f"set to {str(setting).lower()}"
+    if not cuda:
+        return False, "auto: off, not on CUDA"
+    if not measured:
+        return False, "auto: off, no measured compile cost for this backbone (compile=true forces it)"
+    images = images_per_device * (resolution / measured["resolution"]) ** 2
+    saving = images * (1 / measured["eager_per_s"] - 1 / measured["compiled_per_s"])
+    on = compile_pays(images, measured["eager_per_s"], measured["compiled_per_s"], measured["compile_s"])
+    return on, (f"auto: {'on' if on else 'off'}, {images_per_device} images per device save {saving:.0f} s "
+                f"{'>' if on else '<='} {measured['compile_s']:.0f} s of compile (measured at "
+                f"{measured['resolution']} px: {measured['eager_per_s']:g} img/s eager, "
+                f"{measured['compiled_per_s']:g} compiled, {measured['card']}, {measured['source']})")
+
+
 @dataclass
 class TrainControlNetJob:
     """Train a ControlNet (backbone SD1.5 or SDXL) and save it to `output_dir/final`.
@@ -69,7 +105,8 @@ class TrainControlNetJob:
     precision: str = "32"
     gradient_checkpointing: bool = False
     vae_fp32: bool | None = None
-    compile: bool = False
+    compile: bool | str = "auto"  # true | false | auto: compile_choice()
+    channels_last: bool = False
     hflip: bool = False
     max_grad_norm: float | None = None  # no clipping, as the paper (S2); a number clips the grad norm
     device: str = "auto"
@@ -111,6 +148,9 @@ class TrainControlNetJob:
         if self.max_grad_norm is not None and not (isinstance(self.max_grad_norm, (int, float))
                                                    and self.max_grad_norm > 0):
             raise ConfigError(f"`{KEY}.max_grad_norm` must be a positive number or null, got {self.max_grad_norm!r}")
+        check_compile(self.compile)
+        if not isinstance(self.channels_last, bool):
+            raise ConfigError(f"`{KEY}.channels_last` must be true or false, got {self.channels_last!r}")
         if self.conditioning not in ENCODINGS:
             raise unknown_name("conditioning encoding", self.conditioning, ENCODINGS, f"{KEY}.conditioning")
         self.precision = str(self.precision)
@@ -195,12 +235,21 @@ class TrainControlNetJob:
         sdxl = is_sdxl(pretrained)
         vae_fp32 = self.vae_fp32 if self.vae_fp32 is not None else (sdxl and not self.backbone.get("vae"))
         base = load_base_pipeline(pretrained, vae=self.backbone.get("vae"))
+        from synthrel.runstats import compile_cost
+
+        compile_on, why = compile_choice(
+            self.compile, cuda=trainer.strategy.root_device.type == "cuda",
+            images_per_device=self.max_steps * self.batch_size * self.accumulate_grad_batches,
+            resolution=self.resolution, measured=compile_cost(str(self.backbone.get("name"))))
+        log.info("%s.compile=%s: %s", KEY, self.compile, why)
+        summary.update(compile=compile_on, compile_reason=why)
         pl.seed_everything(self.seed, workers=True)  # the ControlNet's new layers are randomly initialised
         module = ControlNetModule(
             base, train_data,
             conditioning_channels=encoding_channels(self.conditioning),
             lr=self.lr, batch_size=self.batch_size, seed=self.seed,
-            gradient_checkpointing=self.gradient_checkpointing, vae_fp32=vae_fp32, compile=self.compile,
+            gradient_checkpointing=self.gradient_checkpointing, vae_fp32=vae_fp32, compile=compile_on,
+            channels_last=self.channels_last,
             num_workers=self.num_workers,
             sample_every_n_steps=self.sample_every_n_steps, num_sample_images=self.num_sample_images,
             sample_inference_steps=self.sample_inference_steps,

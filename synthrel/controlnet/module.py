@@ -52,6 +52,7 @@ class ControlNetModule(pl.LightningModule):
         gradient_checkpointing: bool = False,
         vae_fp32: bool = False,
         compile: bool = False,
+        channels_last: bool = False,
         num_workers: int = 0,
         sample_every_n_steps: int = 0,
         num_sample_images: int = 4,
@@ -92,6 +93,7 @@ class ControlNetModule(pl.LightningModule):
         self.seed = int(seed)
         self.vae_fp32 = bool(vae_fp32)
         self.compile_networks = bool(compile)
+        self.channels_last = bool(channels_last)
         self.num_workers = int(num_workers)
         self.sample_every_n_steps = int(sample_every_n_steps)
         self.num_sample_images = int(num_sample_images)
@@ -118,12 +120,20 @@ class ControlNetModule(pl.LightningModule):
 
     # ----------------------------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
-        weight_dtype = FROZEN_DTYPES.get(str(self.trainer.precision), torch.float32)
+        self.prepare(str(self.trainer.precision))
+
+    def prepare(self, precision: str) -> None:
+        """What runs before the first step: the frozen networks cast to `precision`'s dtype, the memory format, the
+        compile. Apart from `setup` so that benchmarks/train_levers.py runs the same step without a Trainer."""
+        weight_dtype = FROZEN_DTYPES.get(precision, torch.float32)
         self.unet.to(dtype=weight_dtype)
         self.text_encoder.to(dtype=weight_dtype)
         if self.text_encoder_2 is not None:
             self.text_encoder_2.to(dtype=weight_dtype)
         self.vae.to(dtype=torch.float32 if self.vae_fp32 else weight_dtype)
+        if self.channels_last:  # NHWC convolutions (the same math; cuDNN picks other kernels)
+            for net in (self.unet, self.controlnet, self.vae):
+                net.to(memory_format=torch.channels_last)
         if self.compile_networks:
             # In place (nn.Module.compile): state_dict keys, checkpoints and save_pretrained stay unchanged.
             self.unet.compile()

@@ -236,3 +236,52 @@ def test_meta_device_counts_agree_with_the_gpu_counts():
     gpu = json.loads((RESULTS / "eval_bench_h200_run3.json").read_text())
     for key in ("segformer_b5", "dlv3p_r101", "pspnet_r18"):
         assert flops["evaluate"][key]["1024x2048"] == pytest.approx(gpu[key]["tflop_per_img"], rel=1e-3), key
+
+
+def _compiled_sdxl(folder, per_s=6.0, first_step_s=300.0, device=H100, resolution=1024):
+    """The eager SDXL fixture gets its settings; a `--train-compile` JSON beside it."""
+    settings = {"resolution": 1024, "compile": False}
+    eager = {"stage": "controlnet_train_sdxl", "device": H100, "tiny": False, "per_s": RATES["controlnet_train_sdxl"],
+             "settings": settings}
+    (folder / "throughput_controlnet_train_sdxl_h100.json").write_text(json.dumps(eager))
+    compiled = {**eager, "device": device, "per_s": per_s,
+                "settings": {**settings, "resolution": resolution, "compile": True, "first_step_s": first_step_s}}
+    (folder / "throughput_controlnet_train_sdxl_compile_h100.json").write_text(json.dumps(compiled))
+
+
+def test_sdxl_training_at_the_compiled_rate_plus_one_compile_where_auto_compiles(tmp_path):
+    """880,000 images save 880,000 x (1/4 - 1/6) s = 20 h against 300 s of compile: the row is compiled, the
+    compile counted once on 1 GPU and once (in parallel) on the node, and measured_rates.json carries the trade."""
+    from benchmarks.budget import build_rows, rates_data, summarise
+
+    results = tmp_path / "results"
+    results.mkdir()
+    write_fixtures(results)
+    _compiled_sdxl(results)
+    (tmp_path / "zoo.yaml").write_text(ZOO)
+    rows, scaling, _ = build_rows(results, tmp_path / "zoo.yaml")
+    row = next(r for r in rows if r.stage == "train_controlnet SDXL")
+    images = 27500 * 8 * 4
+    assert row.hours_1 == pytest.approx((images / 6.0 + 300.0) / 3600, rel=1e-12)
+    assert row.wall_8_h == pytest.approx(images / 6.0 / 3600 / (8 * SCALING / 2) + 300.0 / 3600, rel=1e-12)
+    assert "compile auto: on" in row.note
+    carried = rates_data(rows, summarise(rows, scaling))["rows"]["train_controlnet SDXL"]
+    assert carried["per_s"] == 6.0
+    assert carried["compile"] == {"eager_per_s": 4.0, "compiled_per_s": 6.0, "compile_s": 300.0, "resolution": 1024,
+                                  "card": H100, "source": "throughput_controlnet_train_sdxl_h100.json + "
+                                                          "throughput_controlnet_train_sdxl_compile_h100.json"}
+
+
+@pytest.mark.parametrize("compiled", [dict(first_step_s=1e9), dict(device=H200), dict(resolution=512)])
+def test_sdxl_training_stays_eager_when_compile_does_not_pay_or_the_runs_differ(tmp_path, compiled):
+    """A compile longer than the whole run saves, or a compiled run of another card or size: the eager rate."""
+    from benchmarks.budget import build_rows
+
+    results = tmp_path / "results"
+    results.mkdir()
+    write_fixtures(results)
+    _compiled_sdxl(results, **compiled)
+    (tmp_path / "zoo.yaml").write_text(ZOO)
+    rows, _, _ = build_rows(results, tmp_path / "zoo.yaml")
+    row = next(r for r in rows if r.stage == "train_controlnet SDXL")
+    assert row.hours_1 == pytest.approx(27500 * 8 * 4 / 4.0 / 3600, rel=1e-12) and row.fixed_s == 0

@@ -1,0 +1,86 @@
+"""benchmarks/train_levers.py (`throughput --levers`) on CPU with tiny models: the variants, what a lever that
+cannot run reports, the JSON and the loss-curve check (no timing is asserted)."""
+
+import json
+
+import pytest
+import torch
+
+from benchmarks.train_levers import fastest, fp8_linears, parse_variant, restore, variant_order
+
+
+def test_variants_parse_and_order():
+    assert parse_variant("baseline") == frozenset()
+    assert parse_variant("channels_last+sdpa_cudnn") == {"channels_last", "sdpa_cudnn"}
+    for bad in ("warp_speed", "sdpa_flash+sdpa_cudnn", "compile+compile_reduce_overhead"):
+        with pytest.raises(SystemExit, match="--levers"):
+            parse_variant(bad)
+    # what changes the shared UNet for good (fp8 module swaps, compiled graphs) runs after the rest
+    assert variant_order(["compile", "fp8_frozen_unet", "channels_last", "baseline", "channels_last"]) == [
+        "baseline", "channels_last", "compile", "fp8_frozen_unet"]
+
+
+def test_the_curve_takes_the_fastest_lever_that_ran():
+    assert fastest({"baseline": {"images_per_s": 9.0}, "a": {"images_per_s": 2.0}, "b": {"images_per_s": 3.0},
+                    "c": {"error": "out of memory"}}) == "b"
+    assert fastest({"baseline": {"images_per_s": 9.0}, "c": {"skipped": "no torchao"}}) is None
+
+
+def test_fp8_takes_the_transformer_linears_but_not_the_text_context_projections_and_restores():
+    from synthrel.tiny.diffusion import _unet
+
+    unet = _unet("sdxl", "tiny")  # the real SDXL UNet's module names, at tiny widths
+    picked = fp8_linears(unet)
+    assert picked and all(".transformer_blocks." in name for name in picked)
+    assert not any(name.endswith(("attn2.to_k", "attn2.to_v")) for name in picked)
+    assert any(name.endswith("attn2.to_q") for name in picked) and any(name.endswith("ff.net.2") for name in picked)
+    swapped = {name: torch.nn.Identity() for name in picked}
+    restore(unet, swapped)
+    assert all(isinstance(unet.get_submodule(name), torch.nn.Identity) for name in picked)
+    restore(unet, picked)
+    assert all(unet.get_submodule(name) is module for name, module in picked.items())
+
+
+def test_lever_sweep_and_curve_tiny_smoke(tmp_path):
+    from benchmarks.stage_throughput import main
+
+    res = main(["--levers", "no_checkpointing", "fp8_frozen_unet", "fp8_frozen_unet_fwd", "--kind", "sd15", "--tiny", "--warmup-steps", "1",
+                "--steps", "1", "--accumulate", "1", "--curve-steps", "2", "--curve-levers", "no_checkpointing",
+                "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "train_levers_sd15_cpu.json").read_text())
+    assert saved == json.loads(json.dumps(res))
+    variants = res["variants"]
+    assert list(variants) == ["baseline", "no_checkpointing", "fp8_frozen_unet", "fp8_frozen_unet_fwd"]
+    fp8 = variants["fp8_frozen_unet_fwd"]["losses"]  # fp8 forward on the CPU: rounding, not another curve
+    assert fp8 == pytest.approx(variants["baseline"]["losses"], rel=0.05)
+    assert "compute capability" in variants["fp8_frozen_unet"]["skipped"]  # a result, not a crash
+    base, lever = variants["baseline"], variants["no_checkpointing"]
+    assert len(base["losses"]) == 2 and base["images_per_s"] > 0 and lever["ratio"] > 0
+    assert lever["losses"] == base["losses"] and lever["loss_vs_baseline"]["max_abs"] == 0  # fp32 recompute: exact
+    curve = res["curve"]
+    assert list(curve) == ["baseline", "baseline_again", "no_checkpointing"]
+    for label in ("baseline_again", "no_checkpointing"):
+        assert len(curve[label]["losses"]) == 2 and curve[label]["loss_vs_baseline"]["max_abs"] == 0
+        assert curve[label]["weight_update_rel_l2_vs_baseline"] == 0
+
+
+def test_frozen_fp8_linear_forward_within_fp8_rounding_and_backward_gives_only_the_input_gradient():
+    """e4m3 keeps 3 mantissa bits: each product is within 2^-3 relative of x.w; the sum of K=64 terms with random
+    signs stays within a few per cent of |x||w| (bound checked against the float64 product). The backward is
+    the bf16 input gradient of a plain linear exactly, and the frozen weight gets none."""
+    from benchmarks.train_levers import FrozenFp8Linear
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48).to(torch.bfloat16).requires_grad_(False)
+    x = torch.randn(4, 8, 64, dtype=torch.bfloat16, requires_grad=True)
+    fp8 = FrozenFp8Linear(linear)
+    y = fp8(x)
+    exact = x.detach().double() @ linear.weight.double().T + linear.bias.double()
+    scale = (x.detach().double().norm(dim=-1, keepdim=True) * linear.weight.double().norm(dim=-1)).clamp(min=1e-6)
+    assert y.shape == (4, 8, 48) and y.dtype == torch.bfloat16
+    assert ((y.double() - exact).abs() / scale).max() < 0.05
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    assert torch.equal(x.grad, grad @ linear.weight) and linear.weight.grad is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # fp32 inputs (after a LayerNorm) run as bf16, as F.linear
+        assert fp8(x.detach().float()).dtype == torch.bfloat16
