@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -39,7 +39,8 @@ COUNTERPART = re.compile(r"^\$\{synthrel\.counterpart:\s*([\w-]+)\s*,\s*([\w-]+)
 REAL_PARTS = ("all", "test", "calib", "reported")
 #: `real_split`: the real data every reported result is measured on. test (default, the paper's protocol):
 #: each real set's relis test split `<set>_test`; all: the whole sets (a deviation, named in the report).
-REAL_SPLITS = ("test", "all")
+RealSplit = Literal["test", "all"]
+REAL_SPLITS = get_args(RealSplit)
 #: The prompt of every built-in domain: "<domain>" is the domain word.
 DOMAIN_PROMPT = "<caption>, in <domain>"
 
