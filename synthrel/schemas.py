@@ -30,9 +30,9 @@ def describe(hint) -> str:
     if hint is type(None) or hint is None:
         return "null"
     if origin is typing.Literal:
-        return "one of " + ", ".join(map(str, args))
+        return "one of " + ", ".join(map(repr, args))
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return "one of " + ", ".join(str(m.value) for m in hint)
+        return "one of " + ", ".join(repr(m.value) for m in hint)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(describe(a) for a in args)
     if origin in (list, tuple) or hint in (list, tuple):
