@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import re
 import types
 import typing
 
@@ -164,15 +165,12 @@ def check_stage_settings(cfg) -> None:
 
 
 def _source(node, problem: str, prefix: str) -> str:
-    """For a setting copied from another key (`scheduler: ${backbone.scheduler}`), where to change it."""
+    """For a wrong value copied from another key (`scheduler: ${backbone.scheduler}`), where to change it."""
     from omegaconf import OmegaConf
 
-    for name in node:
-        if f"`{prefix}.{name}`" in problem or f"`{prefix}.{name}[" in problem or f"`{prefix}.{name}." in problem:
-            if OmegaConf.is_interpolation(node, name):
-                text = node._get_node(name)._value()
-                inner = text[2:-1] if text.startswith("${") and text.endswith("}") else ""
-                if inner and all(part.isidentifier() for part in inner.split(".")):
-                    return f" (set from `{inner}`)"
-            return ""
-    return ""
+    match = re.match(rf"`{re.escape(prefix)}\.(\w+)", problem)  # the problem's own key (not an unknown one)
+    if match is None or match[1] not in node or not OmegaConf.is_interpolation(node, match[1]):
+        return ""
+    text = node._get_node(match[1])._value()
+    inner = text[2:-1] if text.startswith("${") and text.endswith("}") else ""
+    return f" (set from `{inner}`)" if inner and all(p.isidentifier() for p in inner.split(".")) else ""
