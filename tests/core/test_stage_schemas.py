@@ -141,6 +141,18 @@ REPLACED = [
     ("correlate", {"bootstrap": {"n_resample": 10}}, "unknown key `stages.correlate.bootstrap.n_resample`; did you "
                                                      "mean `stages.correlate.bootstrap.n_resamples`?"),
     ("correlate", {"ablation": {"sizes": [16], "repeat": 2}}, "unknown key `stages.correlate.ablation.repeat`"),
+    ("ood_detection", {"rba": {"finetune": {"variants": {"coco": {"outliers": "imagenet"}}}}},
+     "`stages.ood_detection.rba.finetune.variants.coco.outliers` is 'imagenet' (str); expected one of 'synthetic', "
+     "'coco'"),
+    ("ood_detection", {"rba": {"finetune": {"variants": {"coco": {"outliers": "coco", "item": "all"}}}}},
+     "unknown key `stages.ood_detection.rba.finetune.variants.coco.item`; did you mean "
+     "`stages.ood_detection.rba.finetune.variants.coco.items`?"),
+    ("ood_detection", {"rba": {"finetune": {"synthetic_mode": "paste"}}},
+     "`stages.ood_detection.rba.finetune.synthetic_mode` is 'paste'"),
+    ("ood_detection", {"rba": {"finetune": {"batchsize": 2}}}, "unknown key `stages.ood_detection.rba.finetune."
+                                                               "batchsize`; did you mean"),
+    ("ood_detection", {"rba": {"model": {}}}, "unknown key `stages.ood_detection.rba.model`; did you mean "
+                                              "`stages.ood_detection.rba.models`?"),
 ]
 
 
