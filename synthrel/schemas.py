@@ -4,8 +4,9 @@ Right after composition, before the preflight and before any stage is built, the
 `stages.<stage>` are checked against the fields and type hints of the class their `_target_` names: a key the job
 does not take, a value of the wrong type, or an enum value outside its `Literal` stops the run with every wrong key
 named (`stages.<stage>.<key>`), what it expects and what it got. Settings typed as dataclasses (or lists or
-mappings of them) are checked the same way. What a type cannot say (ranges, names that exist, relations between
-fields) stays in the job's `__post_init__`. Typing is strict: `"2"` is no int, `true` no number, `2.0` no int.
+mappings of them), and a mapping whose `_target_` names another Job (forecast's `evaluate`), are checked the same
+way. What a type cannot say (ranges, names that exist, relations between fields) stays in the job's
+`__post_init__`. Typing is strict: `"2"` is no int, `true` no number, `2.0` no int.
 
 The hints the jobs use are few (str, int, float, bool, None, Literal, Enum, X | Y, list[X], dict[K, V],
 dataclasses); a class a config cannot hold (a Path, a callable, Any) accepts any value.
@@ -87,7 +88,22 @@ def check_value(value, hint, key: str) -> list[str]:
     elif origin is dict and args:
         for name, item in value.items():
             problems += check_value(name, args[0], f"{key} (a key)") + check_value(item, args[1], f"{key}.{name}")
+    elif hint is dict and _target_dataclass(value) is not None:  # another job's config (forecast's `evaluate`)
+        problems += check_settings(_target_dataclass(value), value, key)
     return problems
+
+
+def _target_dataclass(value: dict):
+    """The dataclass that a config mapping's `_target_` names, or None (no target, not a dataclass, no import)."""
+    from hydra.utils import get_class
+
+    if not isinstance(value.get("_target_"), str):
+        return None
+    try:
+        cls = get_class(value["_target_"])
+    except Exception:  # noqa: BLE001 - whoever instantiates it reports a wrong target
+        return None
+    return cls if dataclasses.is_dataclass(cls) else None
 
 
 def _shape_fits(value, hint) -> bool:

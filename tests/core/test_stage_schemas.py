@@ -151,6 +151,8 @@ REPLACED = [
      "`stages.ood_detection.rba.finetune.synthetic_mode` is 'paste'"),
     ("ood_detection", {"rba": {"finetune": {"batchsize": 2}}}, "unknown key `stages.ood_detection.rba.finetune."
                                                                "batchsize`; did you mean"),
+    ("forecast", {"evaluate": {"_target_": "synthrel.evaluation.job.EvaluateJob", "precison": "bf16"}},
+     "unknown key `stages.forecast.evaluate.precison`; did you mean `stages.forecast.evaluate.precision`?"),
     ("ood_detection", {"rba": {"model": {}}}, "unknown key `stages.ood_detection.rba.model`; did you mean "
                                               "`stages.ood_detection.rba.models`?"),
 ]
