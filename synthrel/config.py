@@ -2,7 +2,7 @@
 
 Each YAML file of a group starts its defaults list with `schema`, so a wrong type or an unknown key
 (`backbone.guidance=8`, `backbone.resolution=big`) fails at composition with the key named.
-Stage jobs validate their own values (names, ranges) in their dataclasses.
+Stage settings are checked against their Job dataclasses (synthrel/schemas.py); the jobs check ranges and names.
 
 A domain's synthetic folder, prompt and real counterpart all follow from `domain.name`: the built-in shift
 domains declare their real counterpart in their file (synthrel/conf/domain/<name>.yaml:
@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -39,7 +39,8 @@ COUNTERPART = re.compile(r"^\$\{synthrel\.counterpart:\s*([\w-]+)\s*,\s*([\w-]+)
 REAL_PARTS = ("all", "test", "calib", "reported")
 #: `real_split`: the real data every reported result is measured on. test (default, the paper's protocol):
 #: each real set's relis test split `<set>_test`; all: the whole sets (a deviation, named in the report).
-REAL_SPLITS = ("test", "all")
+RealSplit = Literal["test", "all"]
+REAL_SPLITS = get_args(RealSplit)
 #: The prompt of every built-in domain: "<domain>" is the domain word.
 DOMAIN_PROMPT = "<caption>, in <domain>"
 
@@ -322,8 +323,13 @@ def check_domain(cfg: DictConfig, choice: str | None) -> None:
             else:
                 log.warning("domain=%s renamed to %r: the built-in domain %r (real counterpart %s)", choice, name,
                             name, domain.real_dataset)
+    resolved(cfg.get("stages") or OmegaConf.create({}))
+
+
+def resolved(node) -> dict:
+    """`node` as a plain resolved dict; a resolver's ConfigError comes out as itself, with the config key named."""
     try:
-        OmegaConf.to_container(cfg.get("stages") or {}, resolve=True)
+        return OmegaConf.to_container(node, resolve=True)
     except InterpolationResolutionError as err:
         cause = err  # OmegaConf re-raises a resolver's error (twice) without `from`
         while cause is not None and not isinstance(cause, ConfigError):
@@ -348,13 +354,8 @@ for _name, _resolver in (("synthrel.real", _real), ("synthrel.counterpart", _cou
         OmegaConf.register_new_resolver(_name, _resolver)
 
 
-def check_stage_keys(cfg) -> None:
-    """Before any stage is built: every key under `stages.<stage>` is one its job takes (a misspelt key would
-    otherwise end in a TypeError after earlier stages ran), and a custom domain that a stage reads has a name."""
-    import inspect
-
-    from hydra.utils import get_class
-
+def check_domain_named(cfg) -> None:
+    """Before the stages' settings are resolved: a custom domain that a selected stage reads has a name."""
     stages = cfg.get("stages") or {}
     domain = cfg.get("domain")
     if domain is not None and OmegaConf.is_missing(domain, "name"):
@@ -363,21 +364,6 @@ def check_stage_keys(cfg) -> None:
             raise ConfigError(f"`domain.name` is not set: a custom domain needs a name (its synthetic folder and "
                               f"the default prompt word; read by stage(s) {', '.join(readers)}), e.g. "
                               "domain=custom domain.name=sandstorm")
-    for name in stages:
-        target = OmegaConf.select(stages[name], "_target_")
-        if not target:
-            continue
-        try:
-            parameters = inspect.signature(get_class(target)).parameters
-        except (ImportError, ValueError, TypeError):
-            continue  # Hydra reports an unknown target itself
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-            continue
-        valid = sorted(p for p in parameters if not p.startswith("_"))
-        unknown = sorted(k for k in stages[name] if not str(k).startswith("_") and k not in parameters)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {', '.join(f'`stages.{name}.{k}`' for k in unknown)}; valid keys of "
-                              f"stages.{name}: {', '.join(valid)}")
 
 
 LOCAL_FILE = "local/default.yaml"

@@ -21,11 +21,14 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Literal
 
 from synthrel.errors import WeightsError
 
 log = logging.getLogger(__name__)
 
+#: diffusion precision on CUDA (`backbone.dtype`, `stages.inpaint.dtype`; the CPU runs fp32)
+Dtype = Literal["fp16", "bf16", "fp32"]
 SINGLE_FILE_SUFFIXES = (".ckpt", ".safetensors", ".pth", ".pt", ".bin")
 SDXL_PIPELINES = ("StableDiffusionXLPipeline", "StableDiffusionXLControlNetPipeline", "StableDiffusionXLImg2ImgPipeline")
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -516,7 +517,8 @@ def _record_changes(record: dict, expected: dict) -> dict[str, tuple]:
 # re-run skips only files that are still what was written: a missing, truncated or changed file is redone.
 # `verify`: "size" compares sizes only (no read); "hash" also re-hashes every file (measured cheap:
 # benchmarks/verify_bench.py, docs/reliability.md).
-VERIFY_MODES = ("size", "hash")
+Verify = Literal["size", "hash"]
+VERIFY_MODES = get_args(Verify)
 FILES_KEY = "files"
 
 

@@ -18,10 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from synthrel.config import (  # (importing it registers the schemas and resolvers)
     check_domain,
+    check_domain_named,
     check_local_config,
     check_run_keys,
     check_shard_used,
-    check_stage_keys,
 )
 from synthrel.errors import ConfigError
 from synthrel.stages import DISTRIBUTED_STAGES, SELF_LOGGING_STAGES, STAGE_ORDER
@@ -44,8 +44,11 @@ def run_stages(cfg: DictConfig) -> RunSummaries:
     unknown = [name for name in stages if name not in STAGE_ORDER]
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown} under `stages`; valid names: {', '.join(STAGE_ORDER)}")
-    check_stage_keys(cfg)
+    check_domain_named(cfg)
     check_shard_used(cfg)
+    from synthrel.schemas import check_stage_settings
+
+    check_stage_settings(cfg)
     from synthrel.runstats import check_released, count_images, measure, write_stage_table
     from synthrel.runtime import is_secondary_rank
 
@@ -170,13 +173,16 @@ def hydra_main(cfg: DictConfig) -> None:
 
     check_local_config()
     check_run_keys(cfg)
-    check_stage_keys(cfg)
+    check_domain_named(cfg)
     check_shard_used(cfg)
     setup_runtime(cfg.get("cpu_threads"))
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from synthrel.schemas import check_stage_settings
+
     check_domain(cfg, HydraConfig.get().runtime.choices.get("domain"))
+    check_stage_settings(cfg)  # every stage's settings against its Job class, before the preflight
     log.info("profile=%s task=%s output_dir=%s", cfg.profile.name, cfg.task_name, cfg.paths.output_dir)
     from synthrel.runstats import environment
 

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,8 @@ from synthrel.runstats import SteadyRate
 
 log = logging.getLogger(__name__)
 
-EXTRACTORS = ("inception", "tiny")
+Extractor = Literal["inception", "tiny"]
+EXTRACTORS = get_args(Extractor)
 
 
 class TinyFeatureExtractor(nn.Module):
@@ -204,7 +206,7 @@ class FIDJob:
     pairs: list[dict]
     output_dir: str
     dataset_configs: dict = field(default_factory=dict)
-    feature_extractor: str = "tiny"
+    feature_extractor: Extractor = "tiny"
     feature_extractor_weights_path: str | None = None
     resolution: list[int] = field(default_factory=lambda: [299, 299])
     num_features: int = 64
@@ -216,8 +218,6 @@ class FIDJob:
     profile: str = "paper"
 
     def __post_init__(self):
-        if self.feature_extractor not in EXTRACTORS:
-            raise ConfigError(f"stages.fid.feature_extractor={self.feature_extractor!r}; valid: {', '.join(EXTRACTORS)}")
         if len(self.resolution) != 2:
             raise ConfigError(f"stages.fid.resolution must be [height, width], got {self.resolution}")
         positive_int(self.batch_size, "stages.fid.batch_size")

@@ -34,6 +34,23 @@ SETTINGS_FILE = "settings.json"
 
 
 @dataclass
+class BootstrapSettings:
+    """`stages.correlate.bootstrap` (its seed is the stage's)."""
+
+    n_resamples: int = 2000
+    confidence: float = 0.95
+
+
+@dataclass
+class AblationSettings:
+    """`stages.correlate.ablation`: subset sizes of the data-size ablation ([]: none), repeats, generators."""
+
+    sizes: list[int] = field(default_factory=list)
+    repeats: int = 10
+    generators: list[str] = field(default_factory=lambda: ["sd15"])
+
+
+@dataclass
 class CorrelateJob:
     """Correlate each model's metric on synthetic/baseline sets with the same metric on real shifted data.
 
@@ -52,8 +69,8 @@ class CorrelateJob:
     real_datasets: dict[str, str] = field(default_factory=lambda: dict(correlation.REAL_DATASETS))
     baseline_dataset: str = correlation.BASELINE   # the Cityscapes row's set (one of correlation.BASELINE_DATASETS)
     generators: list[str] | None = None
-    bootstrap: dict = field(default_factory=lambda: {"n_resamples": 2000, "confidence": 0.95})
-    ablation: dict = field(default_factory=lambda: {"sizes": [], "repeats": 10, "generators": ["sd15"]})
+    bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
+    ablation: AblationSettings = field(default_factory=AblationSettings)
     seed: int = 0
     logger: dict = field(default_factory=dict)
     profile: str = "paper"
@@ -69,18 +86,14 @@ class CorrelateJob:
         if unknown:
             raise ConfigError(f"stages.correlate.domains {unknown} have no entry in `real_datasets` "
                               f"({sorted(self.real_datasets)}); add e.g. real_datasets.{unknown[0]}=<dataset>")
-        unexpected = set(self.bootstrap) - {"n_resamples", "confidence"}
-        if unexpected:
-            raise ConfigError(f"stages.correlate.bootstrap: unknown key(s) {sorted(unexpected)}; "
-                              "valid: n_resamples, confidence")
-        self._bootstrap = correlation.Bootstrap(seed=self.seed, **self.bootstrap)
-        unexpected = set(self.ablation) - {"sizes", "repeats", "generators"}
-        if unexpected:
-            raise ConfigError(f"stages.correlate.ablation: unknown key(s) {sorted(unexpected)}; "
-                              "valid: sizes, repeats, generators")
-        for size in self.ablation.get("sizes", []):
+        if isinstance(self.bootstrap, dict):  # from the config (its keys checked by synthrel.schemas)
+            self.bootstrap = BootstrapSettings(**self.bootstrap)
+        if isinstance(self.ablation, dict):
+            self.ablation = AblationSettings(**self.ablation)
+        self._bootstrap = correlation.Bootstrap(seed=self.seed, **dataclasses.asdict(self.bootstrap))
+        for size in self.ablation.sizes:
             positive_int(size, "stages.correlate.ablation.sizes[]")
-        positive_int(self.ablation.get("repeats", 10), "stages.correlate.ablation.repeats")
+        positive_int(self.ablation.repeats, "stages.correlate.ablation.repeats")
 
     def load(self) -> pd.DataFrame:
         self._notes: list[str] = []  # warnings of the analysis (models missing on one side...), kept in settings
@@ -230,14 +243,14 @@ class CorrelateJob:
                          f"({CALIBRATION_ECE})", index, tracker)
 
     def _ablation(self, results, out, index, tracker) -> None:
-        sizes = self.ablation.get("sizes") or []
+        sizes = self.ablation.sizes
         if not sizes:
             return
         tables = []
-        for generator in self.ablation.get("generators", ["sd15"]):
+        for generator in self.ablation.generators:
             for domain in self.domains:
                 try:
-                    tables.append(ablation_for(results, generator, domain, sizes, self.ablation.get("repeats", 10),
+                    tables.append(ablation_for(results, generator, domain, sizes, self.ablation.repeats,
                                                self.seed, self.real_datasets, notes=self._notes))
                 except DatasetError as err:
                     log.warning("data-size ablation skipped for %s/%s: %s", generator, domain, err)

@@ -19,6 +19,7 @@ import jinja2
 import pandas as pd
 import yaml
 
+from synthrel.config import RealSplit
 from synthrel.errors import ConfigError, DatasetError
 from synthrel.jobs import exclusive_output, read_json_artifact, write_text_atomic
 from synthrel.reporting import MISSING, NA_FOOTNOTE, has_missing
@@ -88,7 +89,7 @@ class ReportJob:
     output_dir: str | None = None
     profile: str = "paper"
     title: str = "synthrel analysis"
-    real_split: str = "test"
+    real_split: RealSplit = "test"
     # further lines of the protocol box (name -> text: conventions, deviations); null values are left out
     protocol: dict | None = None
 

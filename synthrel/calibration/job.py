@@ -26,21 +26,21 @@ from tqdm.auto import tqdm
 from synthrel.calibration.data import CALIB_SAMPLE_FILE, CalibSample, load_image_ids
 from synthrel.calibration.summary import success_summary
 from synthrel.calibration.temperature import (
-    METHODS,
-    OBJECTIVES,
-    PER_CLASS_RULES,
+    Method,
+    Objective,
+    PerClassRule,
     TemperatureScaler,
     fit_temperature_scaler,
 )
-from synthrel.errors import ConfigError, DatasetError, unknown_name
+from synthrel.errors import ConfigError, DatasetError
 from synthrel.jobs import (
     FILES_KEY,
     SETTINGS_KEY,
     ArtifactError,
     Manifest,
+    Verify,
     atomic_path,
     changed_settings,
-    check_verify,
     damaged_files,
     describe_changes,
     describe_damage,
@@ -99,19 +99,18 @@ class CalibrateJob:
     calibration_sets: dict | list = field(default_factory=lambda: {"cityscapes": ["cityscapes"]})
     targets: list[str] = field(default_factory=list)
     models: list[str] | None = None
-    methods: list[str] = field(default_factory=lambda: ["global"])
-    objective: str = "ece_grid"
-    per_class_rule: str = "per_channel"
+    methods: list[Method] = field(default_factory=lambda: ["global"])
+    objective: Objective = "ece_grid"
+    per_class_rule: PerClassRule = "per_channel"
     n_clusters: int = 4
     allow_overlap: bool = False  # fit and test on sets that share images (off in the paper's protocol)
     seed: int = 0
     profile: str = "paper"
     force: bool = False
-    verify: str = "hash"  # what a re-run checks of the fits it skips: size | hash (synthrel.jobs.VERIFY_MODES)
+    verify: Verify = "hash"  # what a re-run checks of the fits it skips
     device: str = "auto"
 
     def __post_init__(self):
-        check_verify(self.verify, "stages.calibrate.verify")
         self.calibration_sets = normalise_sets(self.calibration_sets)
         if isinstance(self.targets, str):
             self.targets = [self.targets]
@@ -120,14 +119,6 @@ class CalibrateJob:
                 f"stages.calibrate.targets is {self.targets!r}: list the real dataset keys to evaluate on, "
                 "e.g. stages.calibrate.targets=[acdc_rain] (the domain has no real_dataset)"
             )
-        for method in self.methods:
-            if method not in METHODS:
-                raise unknown_name("TS method", method, METHODS, "stages.calibrate.methods")
-        if self.objective not in OBJECTIVES:
-            raise unknown_name("TS objective", self.objective, OBJECTIVES, "stages.calibrate.objective")
-        if self.per_class_rule not in PER_CLASS_RULES:
-            raise unknown_name("per-class rule", self.per_class_rule, PER_CLASS_RULES,
-                               "stages.calibrate.per_class_rule")
         positive_int(self.n_clusters, "stages.calibrate.n_clusters")
 
     # ------------------------------------------------------------------------------------------ naming

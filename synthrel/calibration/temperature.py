@@ -13,6 +13,7 @@ Both fit the table the same way: a grid search per raw predicted class.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -20,9 +21,10 @@ import torch
 from synthrel.errors import ConfigError, unknown_name
 from synthrel.metrics.calibration import N_BINS, ece_over_temperatures
 
-METHODS = ("global", "per_class", "cluster", "cluster_per_class")
-OBJECTIVES = ("ece_grid", "nll")
-PER_CLASS_RULES = ("per_pred_class", "per_channel")
+Method = Literal["global", "per_class", "cluster", "cluster_per_class"]
+Objective = Literal["ece_grid", "nll"]
+PerClassRule = Literal["per_pred_class", "per_channel"]
+METHODS, OBJECTIVES, PER_CLASS_RULES = get_args(Method), get_args(Objective), get_args(PerClassRule)
 #: relis `--min_t 0.5 --max_t 10 --step 0.01`: 950 temperatures 0.50 ... 9.99.
 OFFICIAL_GRID = np.arange(0.5, 10, 0.01)
 #: An NLL fit on a subset that is (almost) all correct drives T to 0; keep it finite.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from synthrel.errors import ConfigError, WeightsError
 
 log = logging.getLogger(__name__)
 
-MODES = ("blip", "clip_interrogator")
+Mode = Literal["blip", "clip_interrogator"]
 
 
 class BlipCaptioner:

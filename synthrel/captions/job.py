@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from synthrel.captions.blip import MODES, BlipCaptioner, ClipInterrogatorCaptioner
+from synthrel.captions.blip import BlipCaptioner, ClipInterrogatorCaptioner, Mode
 from synthrel.data.build import dataset_by_name
 from synthrel.data.io import read_image
 from synthrel.errors import ConfigError, DatasetError
@@ -69,7 +69,7 @@ class CaptionJob:
     datasets: dict
     output_dir: str
     splits: list[str] | None = None  # None: the dataset config's own split
-    mode: str = "blip"
+    mode: Mode = "blip"
     model: str = "Salesforce/blip-image-captioning-large"
     clip_model_name: str = "ViT-L-14/openai"
     batch_size: int = 8
@@ -81,10 +81,6 @@ class CaptionJob:
     _captioner: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            from synthrel.errors import unknown_name
-
-            raise unknown_name("caption mode", self.mode, MODES, "stages.caption.mode")
         for key in ("batch_size", "num_beams", "min_new_tokens", "max_new_tokens"):
             positive_int(getattr(self, key), f"stages.caption.{key}")
         if self.min_new_tokens > self.max_new_tokens:

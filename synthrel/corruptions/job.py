@@ -23,7 +23,7 @@ from synthrel.corruptions.apply import MIN_SIDE, check_corruption, check_severit
 from synthrel.errors import ConfigError, DatasetError
 from synthrel.jobs import (
     Shard,
-    check_verify,
+    Verify,
     exclusive_outputs,
     item_rng,
     item_seed,
@@ -73,12 +73,11 @@ class CorruptJob:
     seed: int = 0
     shard: str = "0/1"
     force: bool = False
-    verify: str = "hash"  # what a re-run checks of the items it skips: size | hash (synthrel.jobs.VERIFY_MODES)
+    verify: Verify = "hash"  # what a re-run checks of the items it skips
     _shard: Shard = field(init=False, repr=False)
 
     def __post_init__(self):
         self._shard = Shard.parse(self.shard)
-        check_verify(self.verify, "stages.corrupt.verify")
         positive_int(self.num_samples, "stages.corrupt.num_samples")
         positive_int(self.resolution, "stages.corrupt.resolution")
         if self.resolution < MIN_SIDE:

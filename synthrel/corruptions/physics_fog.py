@@ -24,12 +24,13 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from synthrel.errors import ConfigError, DatasetError
-from synthrel.jobs import Shard, check_verify, exclusive_outputs, positive_int, writing
+from synthrel.jobs import Shard, Verify, exclusive_outputs, positive_int, writing
 
 log = logging.getLogger(__name__)
 
@@ -125,32 +126,27 @@ class PhysicsFogJob:
     source: dict  # dataset config: ${datasets.cityscapes}
     output_dir: str
     betas: list[float] = field(default_factory=lambda: list(FOGGY_CITYSCAPES_BETAS))
-    airlight: float | str = "dark_channel"
+    airlight: float | Literal["dark_channel"] = "dark_channel"
     num_samples: int = 500
     resolution: int = 512
     seed: int = 0
     shard: str = "0/1"
     force: bool = False
-    verify: str = "hash"  # what a re-run checks of the items it skips: size | hash (synthrel.jobs.VERIFY_MODES)
+    verify: Verify = "hash"  # what a re-run checks of the items it skips
     _shard: Shard = field(init=False, repr=False)
 
     def __post_init__(self):
         self._shard = Shard.parse(self.shard)
-        check_verify(self.verify, "stages.physics_fog.verify")
         positive_int(self.num_samples, "stages.physics_fog.num_samples")
         positive_int(self.resolution, "stages.physics_fog.resolution")
         if not isinstance(self.betas, list | tuple) or not self.betas:
             raise ConfigError(f"`stages.physics_fog.betas` must be a non-empty list of numbers >= 0, got {self.betas!r}")
         for beta in self.betas:
-            if isinstance(beta, bool) or not isinstance(beta, int | float) or beta < 0:
+            if beta < 0:
                 raise ConfigError(f"`stages.physics_fog.betas`: {beta!r} is not an attenuation coefficient (a number >= 0)")
         if len({set_name(b) for b in self.betas}) != len(self.betas):
             raise ConfigError(f"`stages.physics_fog.betas` lists a value twice: {self.betas!r}")
-        if isinstance(self.airlight, str):
-            if self.airlight != "dark_channel":
-                raise ConfigError(f"`stages.physics_fog.airlight` must be a number in [0, 1] or dark_channel, "
-                                  f"got {self.airlight!r}")
-        elif isinstance(self.airlight, bool) or not 0 <= float(self.airlight) <= 1:
+        if not isinstance(self.airlight, str) and not 0 <= float(self.airlight) <= 1:
             raise ConfigError(f"`stages.physics_fog.airlight` must be a number in [0, 1] or dark_channel, got {self.airlight!r}")
 
     @property

@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from synthrel.config import real_counterparts, to_plain
 from synthrel.data.base import check_label_encoding
@@ -27,10 +28,10 @@ from synthrel.evaluation.results import (
     weights_fingerprint,
     write_job,
 )
-from synthrel.jobs import Manifest, Shard, check_verify, exclusive_output, positive_int, write_json_atomic
+from synthrel.jobs import Manifest, Shard, Verify, exclusive_output, positive_int, write_json_atomic
 from synthrel.runstats import SteadyRate
 from synthrel.runtime import resolve_device
-from synthrel.zoo.predictor import PRECISIONS, build_segmenter, check_feature_mode
+from synthrel.zoo.predictor import FeatureMode, Precision, build_segmenter
 from synthrel.zoo.registry import get_entry, zoo_entries
 
 log = logging.getLogger(__name__)
@@ -47,20 +48,20 @@ class EvaluateJob:
     dataset_labels: dict = field(default_factory=dict)  # name -> {domain, generator, key}
     batch_size: int = 1
     num_workers: int = 2
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     window_batch: int = 16  # sliding-window crops per forward call (mmseg models)
     compile: bool = False  # torch.compile the mmseg models and the metric statistics (minutes; pays on large sets)
     device: str = "auto"
     calib_pixels_per_image: int = 20000
     # per-image features for cluster temperature scaling (FEATURE_MODES); "auto": "windows" when this run's
     # calibrate stage (`calibrate_methods`) has a cluster method, else none (they cost a pass in slide mode)
-    features: str | None = "auto"
+    features: FeatureMode | Literal["auto"] | None = "auto"
     calibrate_methods: list[str] | None = None
     seed: int = 0
     label_check: bool = True  # refuse labels that look like trainIds under a labelIds name (check_label_encoding)
     shard: str = "0/1"
     force: bool = False
-    verify: str = "hash"  # what a re-run checks of the pairs it skips: size | hash (synthrel.jobs.VERIFY_MODES)
+    verify: Verify = "hash"  # what a re-run checks of the pairs it skips
     cache_dir: str | None = None
     profile: str = "paper"
     skip_absent: bool = False  # leave out datasets whose root folder does not exist (optional OOD benchmarks)
@@ -94,19 +95,13 @@ class EvaluateJob:
             self.datasets = [n for n in self.datasets if n not in self.absent]
         positive_int(self.batch_size, "stages.evaluate.batch_size")
         positive_int(self.window_batch, "stages.evaluate.window_batch")
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+        if self.num_workers < 0:
             raise ConfigError(f"`stages.evaluate.num_workers` must be an integer >= 0, got {self.num_workers!r}")
-        if isinstance(self.calib_pixels_per_image, bool) or not isinstance(self.calib_pixels_per_image, int):
-            raise ConfigError("`stages.evaluate.calib_pixels_per_image` must be an integer (0: off, -1: all)")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"`stages.evaluate.precision` is {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         self.zoo_name = self.zoo.get("name", "zoo")
         if self.features == "auto":
             cluster = any(str(m).startswith("cluster") for m in to_plain(self.calibrate_methods) or ())
             self.features = "windows" if cluster else None
-        check_feature_mode(self.features, "stages.evaluate.features")
         self.shard = Shard.parse(self.shard)
-        check_verify(self.verify, "stages.evaluate.verify")
 
     def labels(self, name: str) -> dict:
         """domain, generator and folder key of dataset `name` (default: real data of the built-in domain whose

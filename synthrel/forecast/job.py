@@ -14,6 +14,7 @@ import fnmatch
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,8 @@ USER_ZOO = "forecast"  # results of forecast models: <evaluate.output_dir>/forec
 OUTPUTS_INDEX = "forecast_outputs.json"
 SETTINGS_FILE = "forecast_settings.json"
 #: predictor kinds of `stages.forecast.predictors` (synthetic, the forecast itself, always runs)
-PREDICTORS = ("synthetic", "clean", "corruptions", "synthetic+clean", "atc")
+Predictor = Literal["synthetic", "clean", "corruptions", "synthetic+clean", "atc"]
+PREDICTORS = get_args(Predictor)
 ATC = "ATC (Cityscapes val -> real images)"
 ATC_FORECASTS = ("mIoU", "pixel_acc")  # accuracy-type metrics, the ones ATC's estimate of pixel accuracy predicts
 CLEAN = "cityscapes (clean)"  # accuracy on the line: the in-distribution Cityscapes val result as predictor
@@ -61,7 +63,7 @@ class ForecastJob:
     generator: str = "sd15"
     metrics: list[str] = field(default_factory=lambda: ["mIoU", "ece"])
     level: float = 0.9
-    predictors: list[str] = field(default_factory=lambda: list(PREDICTORS[1:]))
+    predictors: list[Predictor] = field(default_factory=lambda: list(PREDICTORS[1:]))
     zoo: dict | None = None  # the reference zoo's entries, for the qualitative figures
     qualitative_models: list[str] | None = None  # None: the zoo's strongest and weakest; []: no Fig. 15/16
     qualitative_images: int = 2  # inpainted images in Fig. 16 (Fig. 15: one per domain)
@@ -74,9 +76,6 @@ class ForecastJob:
         self.real_datasets = dict(to_plain(self.real_datasets) or {})
         self.metrics = list(to_plain(self.metrics) or [])
         self.predictors = list(to_plain(self.predictors) or [])
-        for name in self.predictors:
-            if name not in PREDICTORS:
-                raise unknown_name("predictor", name, PREDICTORS, key="stages.forecast.predictors")
         self.comparison = pd.DataFrame()
         self.zoo = to_plain(self.zoo) or {}
         self.qualitative_models = to_plain(self.qualitative_models)

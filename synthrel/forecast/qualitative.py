@@ -22,6 +22,7 @@ from synthrel.config import to_plain
 from synthrel.conventions import IGNORE_INDEX, PALETTE
 from synthrel.errors import ConfigError, unknown_name
 from synthrel.jobs import positive_int, write_json_atomic
+from synthrel.zoo.predictor import Precision
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class QualitativeJob:
     ood_datasets: list[str] = field(default_factory=lambda: ["ood_objects", "road_anomaly"])
     images: int = 2  # per OOD set in Fig. 16
     device: str = "auto"
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     cache_dir: str | None = None
     profile: str = "paper"
 

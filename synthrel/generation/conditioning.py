@@ -10,13 +10,16 @@ was trained on (config key `conditioning`).
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import cv2
 import numpy as np
 
 from synthrel.conventions import LABEL_ID_COLORS, NUM_LABEL_IDS
 from synthrel.errors import ConfigError, DatasetError
 
-ENCODINGS = ("label_id", "palette")
+Encoding = Literal["label_id", "palette"]
+ENCODINGS = get_args(Encoding)
 
 
 def check_encoding(encoding: str, key: str = "conditioning") -> str:

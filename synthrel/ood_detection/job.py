@@ -13,10 +13,12 @@ fine-tuned copy (`rba.finetune`), is run on the OOD datasets with the same metri
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -36,7 +38,7 @@ from synthrel.jobs import (
     write_json_atomic,
 )
 from synthrel.metrics.ood import OODAccumulator, dataset_rows, describe_row
-from synthrel.ood_detection.outliers import RBA_MIN_SIZES, SYNTHETIC_MODES
+from synthrel.ood_detection.outliers import RBA_MIN_SIZES, SyntheticMode
 from synthrel.runstats import SteadyRate, steady_rate_callback
 
 log = logging.getLogger(__name__)
@@ -46,20 +48,60 @@ COLUMNS = ["model", "family", "dataset", "domain", "generator", "metric", "cls",
            "convention", "score"]
 #: Fine-tuning iterations by schedule: the paper's supplementary A.4 (the default) and RbA's own config
 #: (ckpts/swin_b_1dl_rba_ood_coco/config.yaml MAX_ITER). `max_steps` set explicitly overrides either.
-RBA_SCHEDULES = {"supplementary": 5000, "rba_official": 2000}
-FINETUNE_DEFAULTS = dict(
-    enabled=False, bases=["rba_swin_b", "rba_swin_l"],
-    # Table 2's rows: name -> {outliers: synthetic | coco, items: all | curated}
-    variants={"coco": {"outliers": "coco"}, "synthetic_curated": {"outliers": "synthetic", "items": "curated"},
-              "synthetic_all": {"outliers": "synthetic", "items": "all"}},
-    synthetic_mode="whole_image", curated_list=None, inlier_dataset="cityscapes", inlier_split="train",
-    outlier_dataset="ood_objects", coco_root=None, mix_prob=0.1, schedule="supplementary", max_steps=None,
-    batch_size=16,
-    crop_size=[512, 1024], min_sizes=list(RBA_MIN_SIZES), max_size=4096, flip=True, color_aug=True, lr=1e-4,
-    weight_decay=0.05, poly_power=0.9, warmup_iters=0, grad_clip=0.01, precision="32-true", num_workers=2)
-FINETUNE_KEYS = set(FINETUNE_DEFAULTS)
-OUTLIER_SOURCES = ("synthetic", "coco")
-ITEM_SETS = ("all", "curated")
+Schedule = Literal["supplementary", "rba_official"]
+RBA_SCHEDULES = dict(zip(get_args(Schedule), (5000, 2000), strict=True))
+
+
+@dataclass
+class Variant:
+    """A fine-tuned row of Table 2: its outliers (synthetic items or COCO objects) and which synthetic items."""
+
+    outliers: Literal["synthetic", "coco"]
+    items: Literal["all", "curated"] = "all"
+
+
+@dataclass
+class FinetuneSettings:
+    """`stages.ood_detection.rba.finetune`: RbA's outlier-exposure recipe (synthrel/conf/stage/ood_detection.yaml
+    says what each is); null crop_size / min_sizes / max_size: RbA's values."""
+
+    enabled: bool = False
+    bases: list[str] = field(default_factory=lambda: ["rba_swin_b", "rba_swin_l"])
+    variants: dict[str, Variant] | None = field(default_factory=lambda: {
+        "coco": Variant("coco"), "synthetic_curated": Variant("synthetic", "curated"),
+        "synthetic_all": Variant("synthetic", "all")})
+    synthetic_mode: SyntheticMode = "whole_image"
+    curated_list: str | None = None
+    inlier_dataset: str = "cityscapes"
+    inlier_split: str = "train"
+    outlier_dataset: str = "ood_objects"
+    coco_root: str | None = None
+    mix_prob: float = 0.1
+    schedule: Schedule = "supplementary"
+    max_steps: int | None = None  # null: the schedule's
+    batch_size: int = 16
+    crop_size: list[int] | None = field(default_factory=lambda: [512, 1024])
+    min_sizes: list[int] | None = field(default_factory=lambda: list(RBA_MIN_SIZES))
+    max_size: int | None = 4096
+    flip: bool = True
+    color_aug: bool = True
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    poly_power: float = 0.9
+    warmup_iters: int = 0
+    grad_clip: float | None = 0.01
+    precision: str = "32-true"
+    num_workers: int = 2
+
+
+@dataclass
+class RbaSettings:
+    """`stages.ood_detection.rba`: base models (name -> hub id | folder | {checkpoint, arch}), the OOD sets they
+    are scored on (null: the stage's `datasets`) and the fine-tune."""
+
+    models: dict[str, str | dict] | None = field(default_factory=dict)
+    datasets: list[str] | None = None
+    finetune: FinetuneSettings | None = field(default_factory=FinetuneSettings)
 
 
 class NotRun(Exception):
@@ -95,8 +137,7 @@ class OODDetectionJob:
     dataset_keys: dict = field(default_factory=dict)  # dataset name -> results folder name (default: the name)
     models: list[str] | None = None
     zoo_scores: bool = True
-    # {models: {name: hub id | folder | {checkpoint, arch}}, datasets: [...] | null, finetune: {...}}
-    rba: dict = field(default_factory=dict)
+    rba: RbaSettings = field(default_factory=RbaSettings)
     seed: int = 0
     profile: str = "paper"
     force: bool = False
@@ -109,28 +150,18 @@ class OODDetectionJob:
         self.dataset_configs = plain(self.dataset_configs) or {}
         self.dataset_keys = plain(self.dataset_keys) or {}
         self.datasets = list(plain(self.datasets) or [])
-        self.rba = plain(self.rba) or {}
         if not self.datasets:
             raise ConfigError("stages.ood_detection.datasets is empty; e.g. [road_anomaly, ood_objects]")
-        unexpected = set(self.rba) - {"models", "finetune", "datasets"}
-        if unexpected:
-            raise ConfigError(f"stages.ood_detection.rba: unknown key(s) {sorted(unexpected)}; "
-                              "valid: models, datasets, finetune")
-        self.rba_models = dict(self.rba.get("models") or {})
-        self.rba_datasets = list(self.rba.get("datasets") or self.datasets)
-        unexpected = set(self.rba.get("finetune") or {}) - FINETUNE_KEYS
-        if unexpected:
-            raise ConfigError(f"stages.ood_detection.rba.finetune: unknown key(s) {sorted(unexpected)}; "
-                              f"valid: {', '.join(sorted(FINETUNE_KEYS))}")
-        given = dict(self.rba.get("finetune") or {})
+        if not isinstance(self.rba, RbaSettings):  # from the config (its keys checked by synthrel.schemas)
+            self.rba = RbaSettings(**(plain(self.rba) or {}))
+        self.rba_models = dict(self.rba.models or {})
+        self.rba_datasets = list(self.rba.datasets or self.datasets)
+        given = self.rba.finetune or {}
+        given = dataclasses.asdict(given) if isinstance(given, FinetuneSettings) else dict(given)
         for key in ("crop_size", "min_sizes", "max_size"):  # null: RbA's recipe value
             if given.get(key) is None:
                 given.pop(key, None)
-        self.finetune = {**FINETUNE_DEFAULTS, **given}
-        ft = self.finetune
-        if ft["schedule"] not in RBA_SCHEDULES:
-            raise unknown_name("RbA fine-tuning schedule", ft["schedule"], RBA_SCHEDULES,
-                               "stages.ood_detection.rba.finetune.schedule")
+        self.finetune = ft = dataclasses.asdict(FinetuneSettings(**given))
         if ft["max_steps"] is None:
             ft["max_steps"] = RBA_SCHEDULES[ft["schedule"]]
         if ft["enabled"]:
@@ -138,18 +169,6 @@ class OODDetectionJob:
                 if base not in self.rba_models:
                     raise unknown_name("RbA base model", base, self.rba_models,
                                        "stages.ood_detection.rba.finetune.bases")
-            for name, variant in (ft["variants"] or {}).items():
-                key = f"stages.ood_detection.rba.finetune.variants.{name}"
-                if set(variant) - {"outliers", "items"}:
-                    raise ConfigError(f"{key}: unknown key(s) {sorted(set(variant) - {'outliers', 'items'})}; "
-                                      "valid: outliers, items")
-                if variant.get("outliers") not in OUTLIER_SOURCES:
-                    raise unknown_name("outlier source", variant.get("outliers"), OUTLIER_SOURCES, f"{key}.outliers")
-                if variant.get("items", "all") not in ITEM_SETS:
-                    raise unknown_name("item set", variant.get("items"), ITEM_SETS, f"{key}.items")
-            if ft["synthetic_mode"] not in SYNTHETIC_MODES:
-                raise unknown_name("synthetic_mode", ft["synthetic_mode"], SYNTHETIC_MODES,
-                                   "stages.ood_detection.rba.finetune.synthetic_mode")
             positive_int(ft["max_steps"], "stages.ood_detection.rba.finetune.max_steps")
             positive_int(ft["batch_size"], "stages.ood_detection.rba.finetune.batch_size")
         if self.rba_models:

@@ -11,6 +11,7 @@ Every draw comes from `item_rng(seed, index)`, so a sample depends on its index 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -83,7 +84,8 @@ RBA_MIN_SIZES = (512, 614, 716, 819, 921, 1024, 1126, 1228, 1331, 1433, 1536, 16
 #: How a synthetic OOD item enters a training sample (stages.ood_detection.rba.finetune.synthetic_mode):
 #: whole_image - the sample is replaced by the inpainted image, its trainId label with 254 on the object mask;
 #: cut_paste   - the object (inpainted pixels under its mask) is pasted into the Cityscapes sample, as COCO.
-SYNTHETIC_MODES = ("whole_image", "cut_paste")
+SyntheticMode = Literal["whole_image", "cut_paste"]
+SYNTHETIC_MODES = get_args(SyntheticMode)
 
 
 def resize_shortest_edge(image: np.ndarray, label: np.ndarray, short: int, max_size: int):

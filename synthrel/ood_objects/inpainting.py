@@ -11,6 +11,7 @@ The official code box-blurred the mask, which diffusers re-binarises (no effect)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -21,7 +22,8 @@ from synthrel.ood_objects.placement import Box, Placement
 
 #: torch.compile modes for the inpainting UNet ("reduce-overhead" adds CUDA graphs: the batch-1 case is bound
 #: by kernel launches).
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
+CompileMode = Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
+COMPILE_MODES = get_args(CompileMode)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from synthrel.data.synthetic import check_unique_keys, slugify, write_ood_item
+from synthrel.diffusion_loading import Dtype
 from synthrel.errors import ConfigError, WeightsError, unknown_name
 from synthrel.jobs import (
     Shard,
-    check_verify,
+    Verify,
     exclusive_output,
     item_rng,
     item_seed,
@@ -32,7 +33,7 @@ from synthrel.jobs import (
     writing,
 )
 from synthrel.ood_objects.inpainting import (
-    COMPILE_MODES,
+    CompileMode,
     DiffusionSettings,
     accelerate_pipeline,
     inpaint_boxes,
@@ -93,10 +94,10 @@ class InpaintJob:
     seed: int = 0
     shard: str = "0/1"
     force: bool = False
-    verify: str = "hash"  # what a re-run checks of the items it skips: size | hash (synthrel.jobs.VERIFY_MODES)
+    verify: Verify = "hash"  # what a re-run checks of the items it skips
     device: str = "auto"
-    dtype: str = "fp16"
-    compile: str | None = None  # torch.compile of the inpainting UNet (a COMPILE_MODES entry) on CUDA
+    dtype: Dtype = "fp16"
+    compile: CompileMode | None = None  # torch.compile of the inpainting UNet on CUDA
     #: called with each finished record (tests use it to simulate a kill); not a config key.
     on_item: Callable[[dict], None] | None = field(default=None, repr=False)
     #: this run's steady rates of the three calls (SteadyRate: each call's time after its first batch)
@@ -132,11 +133,7 @@ class InpaintJob:
             except (KeyError, IndexError) as e:
                 raise ConfigError(f"`{key}.{template}` may only use the fields {{article}} and {{object}}, "
                                   f"got {getattr(self, template)!r} ({e})") from None
-        if self.compile not in (None, *COMPILE_MODES):
-            raise ConfigError(f"`{key}.compile` must be null or one of {', '.join(COMPILE_MODES)}, "
-                              f"got {self.compile!r}")
         self.shard_spec = Shard.parse(self.shard)
-        check_verify(self.verify, f"{key}.verify")
 
     @property
     def selected_objects(self) -> list[str]:

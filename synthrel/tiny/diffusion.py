@@ -12,12 +12,14 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import Literal, get_args
 
 from synthrel.jobs import atomic_dir
 
 log = logging.getLogger(__name__)
 
-KINDS = ("sd15", "sdxl", "sd15_inpaint")
+Kind = Literal["sd15", "sdxl", "sd15_inpaint"]
+KINDS = get_args(Kind)
 
 #: The DDIM settings of the SD1.5 / SDXL scheduler configs (scaled-linear betas, 1000 training steps).
 SD_SCHEDULER = dict(

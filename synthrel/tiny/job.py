@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthrel.errors import ConfigError
+from synthrel.tiny.diffusion import Kind
+from synthrel.tiny.real_configs import Size
 
 log = logging.getLogger(__name__)
 
@@ -40,28 +42,23 @@ class TinyModelsJob:
     #: the same for size real (REAL_SPECS)
     real_segmenters: dict[str, str] = field(default_factory=dict)
     #: tiny, or real: the paper's architectures at their real size (synthrel/tiny/real_configs.py, smoke profile)
-    size: str = "tiny"
+    size: Size = "tiny"
     #: where random weights are drawn: cpu, or the run's GPU (seconds instead of minutes for real sizes)
     build_device: str = "cpu"
     #: diffusion models to build (null: sd15, sdxl, sd15_inpaint)
-    diffusion: list[str] | None = None
+    diffusion: list[Kind] | None = None
 
     def __post_init__(self):
         from synthrel.config import to_plain
         from synthrel.tiny.diffusion import KINDS
-        from synthrel.tiny.real_configs import check_size
         from synthrel.tiny.segmentation import REAL_SPECS, SPECS
 
-        check_size(self.size)
         key, valid = ("real_segmenters", REAL_SPECS) if self.size == "real" else ("segmenters", SPECS)
         self.segmenters = dict(to_plain(getattr(self, key)) or {})
         for folder, spec in self.segmenters.items():
             if spec not in valid:
                 raise ConfigError(f"`stages.tiny_models.{key}.{folder}` is {spec!r}; valid: {', '.join(valid)}")
         self.diffusion = list(to_plain(self.diffusion) or KINDS)
-        for kind in self.diffusion:
-            if kind not in KINDS:
-                raise ConfigError(f"`stages.tiny_models.diffusion` has {kind!r}; valid: {', '.join(KINDS)}")
 
     def run(self) -> dict:
         from synthrel.runtime import resolve_device

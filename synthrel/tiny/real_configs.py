@@ -10,7 +10,10 @@ Mask2Former Swin-B Cityscapes-semantic release (RbA's base), and mmseg's shipped
 
 from __future__ import annotations
 
-SIZES = ("tiny", "real")
+from typing import Literal, get_args
+
+Size = Literal["tiny", "real"]
+SIZES = get_args(Size)
 
 #: CLIP's BPE vocabulary size (the local tokenizer knows fewer tokens; the embedding table has the real rows)
 CLIP_VOCAB = 49408

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import warnings
 from abc import ABC, abstractmethod
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -33,7 +34,8 @@ from synthrel.zoo.registry import ZooEntry, load_mmseg_config
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+Precision = Literal["fp32", "fp16", "bf16"]
+PRECISIONS = dict(zip(get_args(Precision), (None, torch.float16, torch.bfloat16), strict=True))
 ASPECT_TOLERANCE = 0.25  # a Python model's logits may differ from the input's aspect by stride rounding only
 
 #: How per-image features (cluster temperature scaling) are taken from the last backbone stage, spatially
@@ -41,7 +43,8 @@ ASPECT_TOLERANCE = 0.25  # a Python model's logits may differ from the input's a
 #: image; for a model in slide mode that is one extra backbone pass over the whole image. "windows": the sum
 #: of the last-stage maps of the sliding windows the prediction already ran (overlaps counted once per window,
 #: no extra pass). Both are the same for whole-mode models.
-FEATURE_MODES = ("whole", "windows")
+FeatureMode = Literal["whole", "windows"]
+FEATURE_MODES = get_args(FeatureMode)
 
 
 def check_feature_mode(features: str | None, key: str = "features") -> None:

@@ -218,8 +218,8 @@ class TrainZooJob:
 
     zoo: dict
     dataset: dict  # a dataset config (`_target_` ...), instantiated with `split`
-    steps: dict  # zoo key -> optimisation steps (0: the init itself)
-    init: dict = dataclasses.field(default_factory=dict)  # zoo key -> folder of its initial weights
+    steps: dict[str, int] | None  # zoo key -> optimisation steps (0: the init itself); null: none
+    init: dict[str, str] | None = dataclasses.field(default_factory=dict)  # zoo key -> folder of its initial weights
     split: str = "train"
     batch_size: int = 4
     lr: float = 2e-3
@@ -246,7 +246,7 @@ class TrainZooJob:
             positive_int(self.cpu_threads, "stages.train_zoo.cpu_threads")
         for key in ("lr", "weight_decay"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            if value < 0:
                 raise ConfigError(f"`stages.train_zoo.{key}` must be a number >= 0, got {value!r}")
         if not isinstance(self.dataset, dict) or "_target_" not in self.dataset:
             raise ConfigError("`stages.train_zoo.dataset` must be a dataset config with a `_target_` "
@@ -255,7 +255,7 @@ class TrainZooJob:
             if key not in self.entries:
                 raise ConfigError(f"`stages.train_zoo.steps.{key}`: {key!r} is not a model trained here (one with "
                                   f"`stages.train_zoo.init.{key}`); valid: {', '.join(self.entries) or 'none'}")
-            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            if steps < 0:
                 raise ConfigError(f"`stages.train_zoo.steps.{key}` must be an integer >= 0, got {steps!r}")
         missing = [k for k in self.entries if k not in self.steps]
         if missing:

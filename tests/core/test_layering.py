@@ -15,7 +15,7 @@ PACKAGE = REPO / "synthrel"
 #: units of its own layer or lower ones, never a higher one; within a layer the unit graph has no cycle either
 #: (captions <- generation <- controlnet/corruptions; calibration, evaluation <- ood_detection; analysis <- forecast).
 LAYERS = [
-    ("ground", {"synthrel", "conventions", "errors", "jobs", "stages", "config", "runtime", "runstats", "tracking", "reporting", "data",
+    ("ground", {"synthrel", "conventions", "errors", "jobs", "stages", "config", "schemas", "runtime", "runstats", "tracking", "reporting", "data",
                 "metrics"}),
     ("models", {"zoo", "diffusion_loading"}),
     ("stages", {"tiny", "captions", "generation", "controlnet", "corruptions", "ood_objects", "evaluation",

@@ -32,7 +32,8 @@ def test_bad_top_level_keys_fail_before_any_stage_runs(tmp_path, override, messa
 @pytest.mark.parametrize(("overrides", "message"), [
     # a key added with + that the stage's job does not take: named, with the valid keys listed
     (["+stage=[evaluate,generate]", "+stages.generate.guidanc_scale=3"],
-     "unknown key(s) `stages.generate.guidanc_scale`; valid keys of stages.generate: backbone, batch_size, "),
+     "unknown key `stages.generate.guidanc_scale`; did you mean `stages.generate.guidance_scale`? valid keys of "
+     "stages.generate: backbone, batch_size, "),
     (["+stage=[evaluate]", "+stages.evaluate.precison=bf16"], "precision, profile, seed, shard"),
     # without + Hydra's struct mode refuses the key itself, naming it
     (["+stage=[evaluate]", "stages.evaluate.precison=bf16"], "Could not override 'stages.evaluate.precison'"),

@@ -81,12 +81,10 @@ def test_real_sam_and_blip_have_the_published_parameter_counts():
     assert _millions(blip.vision_model) == pytest.approx(304.72 - 1.025, abs=0.01)
 
 
-def test_tiny_models_rejects_an_unknown_size_and_tiny_specs_at_real_size(tmp_path):
+def test_tiny_models_rejects_tiny_specs_at_real_size(tmp_path):
     from synthrel.errors import ConfigError
     from synthrel.tiny.job import TinyModelsJob
 
-    with pytest.raises(ConfigError, match=r"stages.tiny_models.size.*'huge'.*tiny, real"):
-        TinyModelsJob(models_dir=str(tmp_path), size="huge")
     with pytest.raises(ConfigError, match=r"stages.tiny_models.real_segmenters.zoo/x.*real:segformer_b5"):
         TinyModelsJob(models_dir=str(tmp_path), size="real", real_segmenters={"zoo/x": "segformer_b0"})
 

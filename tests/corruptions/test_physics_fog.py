@@ -50,7 +50,7 @@ def test_zero_beta_leaves_the_image_and_bad_parameters_name_the_key():
     with pytest.raises(ConfigError, match="stages.physics_fog.betas"):
         physics_fog.PhysicsFogJob(source={}, output_dir="x", betas=[0.01, -0.1])
     with pytest.raises(ConfigError, match="stages.physics_fog.airlight"):
-        physics_fog.PhysicsFogJob(source={}, output_dir="x", airlight="sunny")
+        physics_fog.PhysicsFogJob(source={}, output_dir="x", airlight=1.5)
 
 
 def test_dark_channel_airlight_equals_a_brute_force_reference():

@@ -63,5 +63,6 @@ def test_the_guides_stage_runs(toy_stage, tmp_path):
 
 def test_a_misspelt_key_of_the_guides_stage_is_named(toy_stage):
     name, compose_cfg = toy_stage
-    with pytest.raises(ConfigError, match=rf"unknown key\(s\) `stages\.{name}\.forse`"):
+    with pytest.raises(ConfigError, match=rf"unknown key `stages\.{name}\.forse`; did you mean `stages\.{name}\.force`\? "
+                                          r"valid keys of stages\.count_images: force, output_dir, source$"):
         run_stages(compose_cfg(f"+stages.{name}.forse=true"))

@@ -182,11 +182,6 @@ def test_fast_sampler_writes_the_images_of_the_diffusers_pipeline(tiny_models, s
         assert a.std() > 1  # not a flat image
 
 
-def test_unknown_sampler_names_the_key(tiny_models, source_data, tmp_path):
-    with pytest.raises(ConfigError, match="stages.generate.sampler"):
-        make_job(tiny_models, source_data, tmp_path / "fog", sampler="euler")
-
-
 def test_write_benchmark_runs_tiny(tmp_path):
     """The write benchmark runs both modes: level 6 (before) and level 1 (synthrel), level 6 giving smaller files."""
     from benchmarks.run import main

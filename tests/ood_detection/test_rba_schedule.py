@@ -2,7 +2,6 @@
 
 import hydra
 import pytest
-from hydra.errors import InstantiationException
 
 FT = "stages.ood_detection.rba.finetune"
 
@@ -23,8 +22,13 @@ def test_finetune_steps_follow_the_schedule(compose_cfg, overrides, steps):
 
 
 def test_an_unknown_schedule_is_refused_with_the_valid_ones(compose_cfg):
-    with pytest.raises(InstantiationException, match=r"rba_official.*supplementary|supplementary.*rba_official"):
-        job(compose_cfg, f"{FT}.schedule=rba")
+    from synthrel.errors import ConfigError
+    from synthrel.schemas import check_stage_settings
+
+    cfg = compose_cfg("+stage=[ood_detection]", f"{FT}.enabled=true", f"{FT}.schedule=rba")
+    with pytest.raises(ConfigError, match=rf"`{FT}.schedule` is 'rba' \(str\); expected one of 'supplementary', "
+                                          "'rba_official'"):
+        check_stage_settings(cfg)  # the run's check of every stage's settings, before the preflight
 
 
 def test_the_budget_counts_the_schedule_the_stage_runs(compose_cfg):

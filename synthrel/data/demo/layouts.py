@@ -70,7 +70,7 @@ class DemoDataJob:
     image_size: list[int] = field(default_factory=lambda: [256, 128])
     #: per dataset (cityscapes, acdc, idd, road_anomaly): [W, H] instead of image_size (the smoke profile's
     #: real resolutions: ACDC 1920x1080 beside Cityscapes 2048x1024)
-    sizes: dict = field(default_factory=dict)
+    sizes: dict[str, list[int]] | None = field(default_factory=dict)
     #: processes rendering images (each image has its own seeded generator: the files do not depend on it)
     workers: int = 1
     n_train: int = 24
