@@ -172,8 +172,9 @@ def generation(results: Path, model: str) -> Measured | None:
         return None
     entry = d["models"][0]
     row = next(r for r in entry["rows"] if r["batch"] == 8)
+    shape = ", ".join(f"{entry[k]}{unit}" for k, unit in (("size", "px"), ("steps", " steps")) if k in entry)
     return Measured(row["synthrel"]["img_per_s"], d["device"], name,
-                    f"ControlNetSampler, batch 8, {entry['size']}px, {entry['steps']} steps, fp16, compiled, CUDA graphs")
+                    f"ControlNetSampler, batch 8, {shape + ', ' if shape else ''}fp16, compiled, CUDA graphs")
 
 
 def inpainting(results: Path, call: str) -> Measured | None:

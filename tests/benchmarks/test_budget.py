@@ -46,12 +46,16 @@ def write_fixtures(folder, skip=()):
                                                   **({"predict_img_s": PREDICT[stage]} if stage in PREDICT else {})})
     put("throughput_caption_cpu.json", {"device": "cpu", "tiny": True, "per_s": 1e6})  # tiny runs are ignored
     rows = lambda batch, rate: [{"batch": batch, "synthrel": {"img_per_s": rate}}]  # noqa: E731
-    put("gen_bench_sd15_final_h100.json", {"device": H100, "models": [{"rows": rows(8, 6.0)}]})
-    put("gen_bench_sdxl_compile_vae_h100.json", {"device": H100, "models": [{"rows": rows(8, 0.8)}]})
-    put("gen_bench_inpaint_h200.json", {"device": H200, "models": [{"rows": [
+    put("gen_bench_sd15_final_h100.json", {"device": H100, "models": [{"size": 512, "steps": 25, "rows": rows(8, 6.0)}]})
+    put("gen_bench_sdxl_compile_vae_h100.json", {"device": H100, "models": [{"size": 1024, "steps": 25,
+                                                                              "rows": rows(8, 0.8)}]})
+    put("gen_bench_inpaint_h200.json", {"device": H200, "models": [{
+        "size": 512, "compile": "reduce-overhead", "calls": {"inpaint": [1.0, 7.5, 50], "refine": [0.5, 7.5, 50]},
+        "rows": [
         {"batch": 1, "call": "inpaint", "synthrel": {"img_per_s": 2.0}},
         {"batch": 1, "call": "refine", "synthrel": {"img_per_s": 3.0}}]}]})
-    put("multigpu_h200x2_run1.json", {"devices": [H200, H200], "train": {"scaling": SCALING, "one_device": {
+    put("multigpu_h200x2_run1.json", {"devices": [H200, H200], "args": {"resolution": 512, "gradient_checkpointing": False},
+                                      "train": {"scaling": SCALING, "one_device": {
         "images_per_s": 99.0, "batch": 8, "accumulate": 2, "precision": "bf16-mixed"}}})
     put("eval_zoo_run_512_h200.json", {"zoo_run": {"zoo_images": ZOO_IMAGES, "precision": "bf16", "batch_size": 8,
                                                    "models": {"bisenetv1_r50": {"seconds": ZOO_SECONDS}}}})
