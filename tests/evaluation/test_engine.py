@@ -94,9 +94,13 @@ def test_finished_job_is_skipped_unless_forced(job_setup, tmp_path):
     EvaluateJob(**kwargs).run()
     done = tmp_path / "res" / "tz" / "psp" / "cityscapes" / "DONE"
     stamp = done.stat().st_mtime_ns
-    assert EvaluateJob(**kwargs).run() == {"results_dir": str(tmp_path / "res" / "tz"), "evaluated": 0,
-                                           "skipped": 1, "absent": [], "shard": "0/1", "pairs": 1,
-                                           "result_dirs": [str(done.parent)]}
+    again = EvaluateJob(**kwargs).run()
+    steady = again.pop("steady_rates")
+    assert again == {"results_dir": str(tmp_path / "res" / "tz"), "evaluated": 0,
+                     "skipped": 1, "absent": [], "shard": "0/1", "pairs": 1,
+                     "result_dirs": [str(done.parent)]}
+    assert list(steady) == ["evaluate"] and steady["evaluate"]["units"] == 0  # nothing evaluated: no rate
+    assert steady["evaluate"]["per_s"] is None
     assert done.stat().st_mtime_ns == stamp
     assert EvaluateJob(**{**kwargs, "force": True}).run()["evaluated"] == 1
 
