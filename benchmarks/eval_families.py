@@ -306,9 +306,13 @@ def profile_model(seg, args, compiled: bool, world: Path) -> dict:
             runs.append(run)
             print(f"profile {seg.key} {name}: " + ", ".join(f"{k}={v}" for k, v in run.items()), flush=True)
         best = max(args.profile_workers)
-        res["sets"][name] = {"runs": runs, "busy": busy_share(seg, reader, best, compiled)}
-        if res["sets"][name]["busy"]:
-            print(f"profile {seg.key} {name}: GPU busy share {res['sets'][name]['busy']['gpu_busy_share']} "
+        try:
+            busy = busy_share(seg, reader, best, compiled)
+        except Exception as e:  # noqa: BLE001 - the profiler is optional; the phases above are kept
+            busy = {"error": f"{type(e).__name__}: {e}"[:300]}
+        res["sets"][name] = {"runs": runs, "busy": busy}
+        if busy and "gpu_busy_share" in busy:
+            print(f"profile {seg.key} {name}: GPU busy share {busy['gpu_busy_share']} "
                   f"with {best} workers", flush=True)
     return res
 
@@ -413,7 +417,11 @@ def main(argv: list[str] | None = None) -> dict:
                       f"[{time.perf_counter() - begin:.0f} s]", flush=True)
                 save()
             if key in args.profile and time.perf_counter() - begin < args.budget_s:
-                res.setdefault("profile", {})[key] = profile_model(seg, args, args.compile, folder / "world")
+                try:
+                    res.setdefault("profile", {})[key] = profile_model(seg, args, args.compile, folder / "world")
+                except Exception as e:  # noqa: BLE001 - the rates above are kept; the next families still run
+                    res.setdefault("profile", {})[key] = {"error": f"{type(e).__name__}: {e}"[:400]}
+                    print(f"profile {key}: failed: {res['profile'][key]['error']}", flush=True)
             del seg
             _release(device)
             save()
