@@ -286,6 +286,31 @@ def busy_share(seg, dataset, workers: int, compiled: bool) -> dict | None:
             "top_device_ops": [{"op": e.key[:100], "ms": round(e.self_device_time_total / 1000, 2)} for e in top]}
 
 
+def pooling_ab(entry, device, height: int, width: int, repeats: int = 5) -> dict:
+    """ms per image of eager forward passes (4 images) with synthrel.zoo.pooling's rerouted adaptive pooling
+    off and on, and the largest logit difference between the two."""
+    from synthrel.zoo.predictor import MMSegSegmenter
+
+    images = torch.from_numpy(RandomSegmentationSet(4, height, width, distinct=1, ood=False)[0]["image"][None]
+                              .repeat(4, 0))
+    res, logits = {}, {}
+    for reroute in (False, True):
+        torch.manual_seed(0)
+        seg = MMSegSegmenter(entry, device, SETTINGS["precision"] if device.type == "cuda" else "fp32",
+                             load_weights=False, window_batch=SETTINGS["window_batch"], reroute_pooling=reroute)
+        logits[reroute] = seg.logits(images)  # warm-up (cuDNN autotuning)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            seg.logits(images)
+        _sync(device)
+        res[f"forward_ms_per_img_pooling_{'rerouted' if reroute else 'aten'}"] = round(
+            1000 * (time.perf_counter() - start) / (repeats * len(images)), 3)
+        del seg
+    res["max_abs_logit_diff"] = float((logits[True] - logits[False]).abs().max())
+    return res
+
+
 def profile_model(seg, args, compiled: bool, world: Path) -> dict:
     """Phases of `seg`'s pass over PNG files at 1024x2048 (tiny: 64x128), Cityscapes and OOD-object layouts."""
     from benchmarks.stage_bench import write_world
@@ -296,6 +321,12 @@ def profile_model(seg, args, compiled: bool, world: Path) -> dict:
     start = time.perf_counter()
     roots = write_world(world, args.profile_images, args.profile_images, 0, (h, w))
     res = {"size": [h, w], "write_world_s": round(time.perf_counter() - start, 1), "sets": {}}
+    try:
+        res["pooling_ab_eager"] = pooling_ab(seg.entry, seg.device, h, w)
+        print(f"profile {seg.key}: eager forward, adaptive pooling ATen vs rerouted: {res['pooling_ab_eager']}",
+              flush=True)
+    except Exception as e:  # noqa: BLE001 - the phases below still run
+        res["pooling_ab_eager"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     readers = {"cityscapes": CityscapesDataset(roots["cityscapes"], split="val"),
                "ood_objects": OODObjectsDataset(roots["ood_objects"])}
     for name, reader in readers.items():

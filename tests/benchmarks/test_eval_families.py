@@ -27,6 +27,8 @@ def test_eval_families_tiny_smoke(tmp_path):
     for entry in profile["sets"].values():
         run = entry["runs"][0]
         assert run["images"] == 4 and run["worker_read_ms_per_img"] > 0 and run["wall_ms_per_img"] > 0
+    ab = profile["pooling_ab_eager"]  # the tiny PSPNet's pyramid pooling, ATen's and rerouted: same logits
+    assert ab["forward_ms_per_img_pooling_aten"] > 0 and ab["max_abs_logit_diff"] < 1e-4
     # the budget reads compiled, real-size runs only: not this tiny eager one
     assert family_runs(tmp_path) == ({}, None, None)
 
