@@ -16,11 +16,12 @@ decoding's; sizes: `HxW`, with `:ood` for sets with OOD masks (the exact OOD met
 size stands for the inpainted OOD set, 64 % of the images each model sees in the budget.
 
 `--profile` (default on for pspnet_r18) then splits PSPNet-R18's pass over PNG files in the Cityscapes and
-OOD-object layouts (stage_bench.write_world) into phases: the loader workers' time per image (PNG decode and
+OOD-object layouts (stage_bench.write_world), and over the same number of images in memory, into phases: the loader workers' time per image (PNG decode and
 label conversion), collation, the main process's wait for the loader, host-to-device copies, the forward pass,
 the batch statistics (scores, confusion, ECE bins, calibration sample: one compiled function) and the OOD metrics
 (CUDA events on the stream), and the GPU's busy share of the wall time (torch.profiler: kernel and copy time over
-wall time), for each `--profile-workers` count.
+wall time), for each `--profile-workers` count; and times its eager forward pass with ATen's adaptive pooling and
+with synthrel.zoo.pooling's (the default with channels-last).
 
     python -m benchmarks.run evalfam                              # default families and sizes, <= --budget-s
     python -m benchmarks.run evalfam --families PSPNet SETR --sizes 1024x2048:ood 512x512
@@ -327,8 +328,10 @@ def profile_model(seg, args, compiled: bool, world: Path) -> dict:
               flush=True)
     except Exception as e:  # noqa: BLE001 - the phases below still run
         res["pooling_ab_eager"] = {"error": f"{type(e).__name__}: {e}"[:300]}
+    # the same images in memory: what moving decoded batches from the workers costs without the decoding
     readers = {"cityscapes": CityscapesDataset(roots["cityscapes"], split="val"),
-               "ood_objects": OODObjectsDataset(roots["ood_objects"])}
+               "ood_objects": OODObjectsDataset(roots["ood_objects"]),
+               "in_memory": RandomSegmentationSet(args.profile_images, h, w, distinct=2, seed=3, ood=False)}
     for name, reader in readers.items():
         runs = []
         for workers in args.profile_workers:
@@ -364,7 +367,7 @@ def parse_args(argv):
     p.add_argument("--profile", nargs="*", default=None, help="models whose pass over PNG files is split into "
                    "phases (default: pspnet_r18; give none to skip)")
     p.add_argument("--profile-images", type=int, default=None, help="PNG images per set (default 32; tiny 4)")
-    p.add_argument("--profile-workers", type=int, nargs="+", default=None, help="loader workers (default 4 8)")
+    p.add_argument("--profile-workers", type=int, nargs="+", default=None, help="loader workers (default 0 4 8)")
     p.add_argument("--tiny", action="store_true", help="tiny architectures on CPU, small sizes, eager")
     p.add_argument("--device", default=None, help="default: cuda if available (cpu with --tiny)")
     p.add_argument("--json", default=None, help="write the JSON here (default $OUT/eval_families.json)")
@@ -381,7 +384,7 @@ def parse_args(argv):
         p.error(f"--n-images must be a multiple of the batch size {SETTINGS['batch_size']}, at least two batches")
     args.profile = ["pspnet_r18"] if args.profile is None else args.profile
     args.profile_images = args.profile_images or (4 if args.tiny else 32)
-    args.profile_workers = args.profile_workers or ([0] if args.tiny else [4, 8])
+    args.profile_workers = args.profile_workers or ([0] if args.tiny else [0, 4, 8])
     args.compile = not (args.no_compile or args.tiny)
     args.device = args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     if args.tiny:

@@ -23,10 +23,11 @@ def test_eval_families_tiny_smoke(tmp_path):
         assert run["steady_img_s"] == pytest.approx(4 / run["steady_s"], rel=0.01)
         assert 0 <= run["compile_s"] <= run["first_batch_s"]
     profile = res["profile"]["pspnet_r18"]
-    assert profile["sets"].keys() == {"cityscapes", "ood_objects"}
-    for entry in profile["sets"].values():
+    assert profile["sets"].keys() == {"cityscapes", "ood_objects", "in_memory"}
+    for name, entry in profile["sets"].items():
         run = entry["runs"][0]
-        assert run["images"] == 4 and run["worker_read_ms_per_img"] > 0 and run["wall_ms_per_img"] > 0
+        assert run["images"] == 4 and run["wall_ms_per_img"] > 0 and run["worker_read_ms_per_img"] >= 0
+        assert run["worker_read_ms_per_img"] > 0 or name == "in_memory"  # PNG decoding takes time
     ab = profile["pooling_ab_eager"]  # the tiny PSPNet's pyramid pooling, ATen's and rerouted: same logits
     assert ab["forward_ms_per_img_pooling_aten"] > 0 and ab["max_abs_logit_diff"] < 1e-4
     # the budget reads compiled, real-size runs only: not this tiny eager one
