@@ -53,8 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: families of the issue's measurements and the budget's heaviest (SETR and Segmenter: ~60 % of the zoo's
 #: evaluation time, docs/benchmarks.md), then the cheap ones
 FAMILIES = {
-    "PSPNet": "pspnet_r18", "SegFormer": "segformer_b2", "DeepLabV3+": "dlv3p_r50", "UPerNet": "upernet_r50",
-    "SETR": "setr_mla", "Segmenter": "segmenter", "ICNet": "icnet_r50", "BiSeNetV2": "bisenetv2_fcn",
+    "PSPNet": "pspnet_r18", "SegFormer": "segformer_b2", "DeepLabV3+": "dlv3p_r50", "SETR": "setr_mla",
+    "UPerNet": "upernet_r50", "Segmenter": "segmenter", "ICNet": "icnet_r50", "BiSeNetV2": "bisenetv2_fcn",
     "SemanticFPN": "semfpn_r50", "MobileNetV3-LRASPP": "mobilenetv3", "CCNet": "ccnet_r50", "ANN": "ann_r50",
     "APCNet": "apcnet_r50", "GCNet": "gcnet_r50", "BiSeNetV1": "bisenetv1_r50", "ConvNeXt": "convnext_b_in1k",
 }
@@ -366,7 +366,7 @@ def parse_args(argv):
     p.add_argument("--no-compile", action="store_true", help="eager (the default with --tiny)")
     p.add_argument("--profile", nargs="*", default=None, help="models whose pass over PNG files is split into "
                    "phases (default: pspnet_r18; give none to skip)")
-    p.add_argument("--profile-images", type=int, default=None, help="PNG images per set (default 32; tiny 4)")
+    p.add_argument("--profile-images", type=int, default=None, help="PNG images per set (default 24; tiny 4)")
     p.add_argument("--profile-workers", type=int, nargs="+", default=None, help="loader workers (default 0 4 8)")
     p.add_argument("--tiny", action="store_true", help="tiny architectures on CPU, small sizes, eager")
     p.add_argument("--device", default=None, help="default: cuda if available (cpu with --tiny)")
@@ -383,7 +383,7 @@ def parse_args(argv):
     if args.n_images < 2 * SETTINGS["batch_size"] or args.n_images % SETTINGS["batch_size"]:
         p.error(f"--n-images must be a multiple of the batch size {SETTINGS['batch_size']}, at least two batches")
     args.profile = ["pspnet_r18"] if args.profile is None else args.profile
-    args.profile_images = args.profile_images or (4 if args.tiny else 32)
+    args.profile_images = args.profile_images or (4 if args.tiny else 24)
     args.profile_workers = args.profile_workers or ([0] if args.tiny else [0, 4, 8])
     args.compile = not (args.no_compile or args.tiny)
     args.device = args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
