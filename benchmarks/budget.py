@@ -17,7 +17,9 @@ says so. The 8-GPU total is the sum of the stages' wall times, one stage after t
 
 Where a measurement was taken at another size than the paper's, the row says how it is scaled: the zoo's
 evaluation was measured per model on 512x512 images and is scaled by each model's processed pixels (windows in
-slide mode) per image, as `eval_bench --zoo-run` does; a temperature-scaling fit by the number of pixels.
+slide mode) per image, as `eval_bench --zoo-run` does; a temperature-scaling fit by the number of pixels. With an
+`eval_families_*.json` (benchmarks/eval_families.py), the models of the families it measured take their family's
+compiled rates at the real sizes and its compile time once per (model, input size) instead (EvaluateCost).
 
 The physical limit (#36): FLOPs per unit come from docs/bench_results/flops.json (`python -m benchmarks.run flops`,
 counted with FlopCounterMode on the real architectures built on the meta device); the ideal time is those FLOPs at
