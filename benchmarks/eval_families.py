@@ -1,5 +1,6 @@
-"""The evaluate stage's compiled rates per zoo family at the paper's input sizes, and where PSPNet-R18's pass
-spends its time (#36 item 3).
+"""Evaluate's compiled rates per zoo family at the paper's input sizes; where PSPNet-R18's pass spends its time.
+
+Issue #36 item 3.
 
 One process, one GPU. Per family of paper40 (one model each, in FAMILIES' order: the families that weigh most in
 the budget first), the model is built as the stage builds it (`MMSegSegmenter`, bf16, window batch 16,
