@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -290,8 +291,11 @@ class _Collate:
 
 def _stacked(arrays: list[np.ndarray]) -> torch.Tensor:
     """The arrays stacked into one tensor by torch's default_collate, which in a loader worker stacks straight
-    into shared memory (a tensor made here would be copied there to cross to the main process)."""
-    return default_collate([torch.from_numpy(a) for a in arrays])
+    into shared memory (a tensor made here would be copied there to cross to the main process). Read-only arrays
+    (PIL's) are only read; views with negative strides are copied first (torch cannot hold them)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return default_collate([torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
 
 
 def evaluate_dataset(segmenter, dataset, *, batch_size: int = 1, num_workers: int = 0,

@@ -2,6 +2,7 @@
 built in shared memory inside loader workers (no copy to cross to the main process)."""
 
 import numpy as np
+import pytest
 import torch
 
 from synthrel.evaluation.engine import _Collate, calibration_picks
@@ -28,12 +29,15 @@ class _SharedInWorker(_Collate):
         return groups
 
 
+@pytest.mark.filterwarnings("error")
 def test_collate_groups_by_size_stacks_like_numpy_and_uses_shared_memory_in_workers():
     rng = np.random.default_rng(0)
     sizes = [(6, 8), (6, 8), (4, 8), (6, 8)]
     samples = [(i, {"id": f"s{i}", "image": rng.integers(0, 256, (*hw, 3), dtype=np.uint8),
                     "label": rng.integers(0, 19, hw, dtype=np.uint8), "ood": rng.integers(0, 2, hw, dtype=np.uint8)})
                for i, hw in enumerate(sizes)]
+    samples[1][1]["image"] = samples[1][1]["image"][..., ::-1]  # a view with a negative stride (BGR -> RGB)
+    samples[3][1]["label"].flags.writeable = False  # read-only, as PIL's arrays
     main = _Collate(seed=0, calib_pixels=5)(samples)
     [worker] = list(torch.utils.data.DataLoader(_Samples(samples), batch_size=4, num_workers=1,
                                                 collate_fn=_SharedInWorker(seed=0, calib_pixels=5)))
