@@ -270,6 +270,49 @@ def phase_pass(seg, dataset, workers: int, compiled: bool) -> dict:
     return res
 
 
+def per_sample_pass(seg, dataset, workers: int, compiled: bool) -> dict:
+    """A probe of a loader that reads one image per worker task (batches grouped and stacked into pinned memory
+    in the main process) instead of one batch per task: a batch then waits for one image's decoding, not for
+    batch_size of them in one worker. Images/s over the whole pass, loader start included, as phase_pass's."""
+    from torch.utils.data import DataLoader
+
+    from synthrel.evaluation.engine import OnePassAccumulator, _Collate, _Indexed, _to_device
+
+    cuda = seg.device.type == "cuda"
+    collate = _Collate(0, SETTINGS["calib_pixels_per_image"])
+    # batch_size None: each item alone, its arrays made tensors (in shared memory from the workers)
+    loader = DataLoader(_Indexed(dataset), batch_size=None, num_workers=workers, shuffle=False,
+                        prefetch_factor=4 * SETTINGS["batch_size"] if workers else None)
+    acc = OnePassAccumulator(seg.device, SETTINGS["calib_pixels_per_image"], 0, compile=compiled)
+    pending, stack_s = [], 0.0
+
+    def run(batch):
+        nonlocal stack_s
+        start = time.perf_counter()
+        groups = collate(batch)
+        if cuda:
+            groups = [{k: v.pin_memory() if torch.is_tensor(v) else v for k, v in g.items()} for g in groups]
+        stack_s += time.perf_counter() - start
+        for group in groups:
+            logits, features = seg.logits_and_features(group["image"], features=None)
+            acc.update(logits, _to_device(group["label"], seg.device), _to_device(group["ood"], seg.device),
+                       features, group["indices"], group["ids"], picks=group["picks"])
+
+    _sync(seg.device)
+    start = time.perf_counter()
+    for item in loader:
+        pending.append(item)
+        if len(pending) == SETTINGS["batch_size"]:
+            run(pending)
+            pending = []
+    if pending:
+        run(pending)
+    acc.result()
+    wall = time.perf_counter() - start
+    n = len(dataset)
+    return {"workers": workers, "img_s": round(n / wall, 2), "main_stack_ms_per_img": round(1000 * stack_s / n, 2)}
+
+
 def busy_share(seg, dataset, workers: int, compiled: bool) -> dict | None:
     """The GPU's busy share of one pass's wall time: kernel and copy time (torch.profiler) / wall time."""
     if seg.device.type != "cuda":
@@ -346,6 +389,12 @@ def profile_model(seg, args, compiled: bool, world: Path) -> dict:
         except Exception as e:  # noqa: BLE001 - the profiler is optional; the phases above are kept
             busy = {"error": f"{type(e).__name__}: {e}"[:300]}
         res["sets"][name] = {"runs": runs, "busy": busy}
+        try:
+            res["sets"][name]["per_sample_loader"] = per_sample_pass(seg, reader, best, compiled)
+            print(f"profile {seg.key} {name}: one image per worker task: {res['sets'][name]['per_sample_loader']}",
+                  flush=True)
+        except Exception as e:  # noqa: BLE001 - a probe; the phases above are kept
+            res["sets"][name]["per_sample_loader"] = {"error": f"{type(e).__name__}: {e}"[:300]}
         if busy and "gpu_busy_share" in busy:
             print(f"profile {seg.key} {name}: GPU busy share {busy['gpu_busy_share']} "
                   f"with {best} workers", flush=True)

@@ -28,6 +28,7 @@ def test_eval_families_tiny_smoke(tmp_path):
         run = entry["runs"][0]
         assert run["images"] == 4 and run["wall_ms_per_img"] > 0 and run["worker_read_ms_per_img"] >= 0
         assert run["worker_read_ms_per_img"] > 0 or name == "in_memory"  # PNG decoding takes time
+        assert entry["per_sample_loader"]["img_s"] > 0
     ab = profile["pooling_ab_eager"]  # the tiny PSPNet's pyramid pooling, ATen's and rerouted: same logits
     assert ab["forward_ms_per_img_pooling_aten"] > 0 and ab["max_abs_logit_diff"] < 1e-4
     # the budget reads compiled, real-size runs only: not this tiny eager one
