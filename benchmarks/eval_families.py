@@ -51,11 +51,11 @@ from benchmarks.eval_bench import RandomSegmentationSet, _peak_gib, _peak_reset,
 
 ROOT = Path(__file__).resolve().parents[1]
 #: family -> the paper40 model that stands for it. PSPNet first (the profile reuses its build), then the
-#: families of the issue's measurements and the budget's heaviest (SETR and Segmenter: ~60 % of the zoo's
-#: evaluation time, docs/benchmarks.md), then the cheap ones
+#: families of the issue's measurements, the budget's heaviest (SETR and Segmenter: ~60 % of the zoo's
+#: evaluation time, docs/benchmarks.md; their compile takes longest), then the cheap ones
 FAMILIES = {
-    "PSPNet": "pspnet_r18", "SegFormer": "segformer_b2", "DeepLabV3+": "dlv3p_r50", "SETR": "setr_mla",
-    "UPerNet": "upernet_r50", "Segmenter": "segmenter", "ICNet": "icnet_r50", "BiSeNetV2": "bisenetv2_fcn",
+    "PSPNet": "pspnet_r18", "SegFormer": "segformer_b2", "DeepLabV3+": "dlv3p_r50", "UPerNet": "upernet_r50",
+    "SETR": "setr_mla", "Segmenter": "segmenter", "ICNet": "icnet_r50", "BiSeNetV2": "bisenetv2_fcn",
     "SemanticFPN": "semfpn_r50", "MobileNetV3-LRASPP": "mobilenetv3", "CCNet": "ccnet_r50", "ANN": "ann_r50",
     "APCNet": "apcnet_r50", "GCNet": "gcnet_r50", "BiSeNetV1": "bisenetv1_r50", "ConvNeXt": "convnext_b_in1k",
 }
