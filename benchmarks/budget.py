@@ -17,7 +17,9 @@ says so. The 8-GPU total is the sum of the stages' wall times, one stage after t
 
 Where a measurement was taken at another size than the paper's, the row says how it is scaled: the zoo's
 evaluation was measured per model on 512x512 images and is scaled by each model's processed pixels (windows in
-slide mode) per image, as `eval_bench --zoo-run` does; a temperature-scaling fit by the number of pixels.
+slide mode) per image, as `eval_bench --zoo-run` does; a temperature-scaling fit by the number of pixels. With an
+`eval_families_*.json` (benchmarks/eval_families.py), the models of the families it measured take their family's
+compiled rates at the real sizes and its compile time once per (model, input size) instead (EvaluateCost).
 
 The physical limit (#36): FLOPs per unit come from docs/bench_results/flops.json (`python -m benchmarks.run flops`,
 counted with FlopCounterMode on the real architectures built on the meta device); the ideal time is those FLOPs at
@@ -247,6 +249,85 @@ def zoo_seconds_per_image(results: Path) -> tuple[dict[str, float], dict[str, st
     return seconds, cards, meta
 
 
+#: the evaluated sets whose images carry OOD masks (the exact OOD metrics run too): they take a size's ":ood" rate
+OOD_SETS = ("OOD objects (inpainted)", "Road Anomaly + SMIYC RA21", "SMIYC RO21", "FS Lost & Found")
+
+
+def family_runs(results: Path) -> tuple[dict[str, dict], str | None, str | None]:
+    """benchmarks/eval_families.py's measurements (`eval_families_*.json`, H100 first; not tiny): family ->
+    {"model": key, "sizes": {"HxW[:ood]": run}}, with the card and the file."""
+    for path in _prefer(list(results.glob("eval_families_*.json"))):
+        d = json.loads(path.read_text())
+        if d.get("tiny") or not (d.get("settings") or {}).get("compile"):
+            continue
+        families = {m["family"]: {"model": key, "sizes": m["sizes"]} for key, m in d["models"].items() if m["sizes"]}
+        if families:
+            return families, d["device"], path.name
+    return {}, None, None
+
+
+class EvaluateCost:
+    """Seconds per image of a zoo model at an input size, and its compile seconds per input size.
+
+    A model of a family that eval_families measured (compiled, at the real sizes) takes its family's measured
+    rate: the measured model itself directly, the other members as their eager 512x512 time scaled to the size
+    (`zoo_seconds_per_image` x processed pixels, as before) times the family's compiled / eager ratio at that size.
+    A size the family was not measured at is scaled from its first measured size by processed pixels (windows);
+    a set without OOD masks takes the size's ":ood" rate when the size alone was not measured. Compile: once per
+    (model, input size), the family's measured first-batch overhead at that size (or the largest it measured).
+    Models of unmeasured families: the eager 512x512 time scaled, no compile (the old rule)."""
+
+    def __init__(self, entries: dict, seconds: dict[str, float], families: dict[str, dict]):
+        self.entries, self.seconds, self.families = entries, seconds, families
+
+    def _eager(self, key: str, size: tuple[int, int]) -> float | None:
+        from benchmarks.eval_bench import _processed_cost
+
+        if key not in self.seconds or key not in self.entries:
+            return None
+        entry = self.entries[key]
+        return self.seconds[key] * _processed_cost(entry, *size) / _processed_cost(entry, 512, 512)
+
+    def _run(self, family: str, size: tuple[int, int], ood: bool) -> dict | None:
+        sizes = self.families[family]["sizes"]
+        name = f"{size[0]}x{size[1]}"
+        return sizes.get(name + (":ood" if ood else "")) or sizes.get(name + ("" if ood else ":ood"))
+
+    def compiled(self, key: str) -> bool:
+        return self.entries[key].family in self.families
+
+    def image_seconds(self, key: str, size: tuple[int, int], ood: bool) -> float | None:
+        from benchmarks.eval_bench import _processed_cost
+
+        entry = self.entries[key]
+        if entry.family not in self.families:
+            return self._eager(key, size)
+        family = self.families[entry.family]
+        rep = family["model"]
+        rep_entry = self.entries.get(rep, entry)
+        run = self._run(entry.family, size, ood)
+        if run is not None:
+            rep_s = 1 / run["steady_img_s"]
+        else:  # scaled from the first measured size
+            first = next(iter(family["sizes"].values()))
+            rep_s = (_processed_cost(rep_entry, *size) / _processed_cost(rep_entry, first["height"], first["width"])
+                     / first["steady_img_s"])
+        if key == rep:
+            return rep_s
+        eager, rep_eager = self._eager(key, size), self._eager(rep, size)
+        if eager is None or rep_eager is None:  # no eager ratio: the member scaled by its processed pixels
+            return rep_s * _processed_cost(entry, *size) / _processed_cost(rep_entry, *size)
+        return eager * rep_s / rep_eager
+
+    def compile_seconds(self, key: str, size: tuple[int, int]) -> float:
+        family = self.entries[key].family
+        if family not in self.families:
+            return 0.0
+        runs = [r for r in (self._run(family, size, True), self._run(family, size, False)) if r is not None]
+        runs = runs or list(self.families[family]["sizes"].values())
+        return max(r["compile_s"] for r in runs)
+
+
 # ------------------------------------------------------------------------------------------------ the table
 @dataclass
 class Row:
@@ -307,7 +388,6 @@ def _spread_work(row: Row, hours: float, scaling: Measured | None) -> float | No
 
 
 def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured | None, dict]:
-    from benchmarks.eval_bench import _processed_cost
 
     per_domain = n("samples_per_domain")
     synth_sd15 = 5 * per_domain + n("all_domains") + n("all_domains_but_rain")
@@ -327,39 +407,57 @@ def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured
         Row("inpaint: Grounded-SAM", "42 objects x 512 masks", ood, "image", throughput(results, "grounded_sam"),
             "shard"),
     ]
-    # evaluate: every model on every set, from the per-model 512x512 measurement scaled by processed pixels
+    # evaluate: every model on every set: compiled rates at the real sizes per family where measured, else the
+    # per-model 512x512 measurement scaled by processed pixels (EvaluateCost)
     seconds, cards, meta = zoo_seconds_per_image(results)
+    families, family_card, family_file = family_runs(results)
     from omegaconf import OmegaConf
 
     from synthrel.zoo.registry import zoo_entries
 
     entries = zoo_entries(OmegaConf.to_container(OmegaConf.load(zoo_file)))
+    cost = EvaluateCost(entries, seconds, families)
     grid = evaluation_grid()
     images = sum(k for _, k, _ in grid)
-    missing = [key for key in entries if key not in seconds]
     evaluate = Row("evaluate", f"{len(entries)} models x {images} images ({len(grid)} sets)", len(entries) * images,
-                   "image", None, "shard",
-                   note="per model: s/img measured at 512x512 (bf16 eager, batch 8), x processed pixels per image")
+                   "image", None, "shard")
+    compiled = [key for key in entries if cost.compiled(key)]
+    missing = [key for key in entries if any(cost.image_seconds(key, size, name in OOD_SETS) is None
+                                             for name, _, size in grid)]
     by_set = {}
     if not missing:
-        for key, entry in entries.items():
-            unit = _processed_cost(entry, 512, 512)
+        for key in entries:
             for name, k, size in grid:
-                by_set[name] = by_set.get(name, 0.0) + k * seconds[key] * _processed_cost(entry, *size) / unit
+                by_set[name] = by_set.get(name, 0.0) + k * cost.image_seconds(key, size, name in OOD_SETS)
+        sizes = sorted({size for _, _, size in grid})
+        compile_s = sum(cost.compile_seconds(key, size) for key in entries for size in sizes)
+        if compile_s:
+            by_set["compile (once per model and input size)"] = compile_s
         total = sum(by_set.values())
-        card = " / ".join(sorted(set(cards.values())))
+        used = [f for f, keys in ((family_file, compiled), (" + ".join(ZOO_RUNS), entries)) if f and keys]
+        card = " / ".join(sorted({*cards.values(), *([family_card] if compiled else [])}))
         evaluate.seconds_1 = total
-        evaluate.measured = Measured(evaluate.units / total, card, " + ".join(ZOO_RUNS),
-                                     f"average of the {len(entries)} models over the paper's sets at their "
-                                     "resolutions, from per-model 512x512 runs (bf16 eager, batch 8) scaled by "
-                                     "processed pixels")
+        evaluate.measured = Measured(evaluate.units / total, card, " + ".join(used),
+                                     "compiled family rates at the real sizes where measured, else bf16 eager 512x512 "
+                                     "scaled by processed pixels (the note says which)")
+    if compiled:
+        measured = sorted({families[entries[k].family]["model"] for k in compiled})
+        evaluate.note = (f"{len(compiled)} models of {len(measured)} families at compiled rates at the real sizes "
+                         f"({family_file}: {', '.join(measured)} measured; other members = their eager 512x512 time "
+                         "scaled x the family's compiled/eager ratio), compile counted once per (model, size); "
+                         f"{len(entries) - len(compiled)} models (families not measured): s/img measured at 512x512 "
+                         "(bf16 eager, batch 8), x processed pixels per image")
     else:
-        evaluate.note = f"not measured for {', '.join(missing)}"
+        evaluate.note = ("eager rates (no eval_families JSON): per model s/img measured at 512x512 (bf16 eager, "
+                         "batch 8), x processed pixels per image")
+    if missing:
+        evaluate.note += f"; not measured for {', '.join(missing)}"
     evaluate.note += ("; real sets counted whole (Cityscapes val, ACDC train, IDD val): the spec gives no "
                       "`<set>_test` or calibration-split counts for real_split=test")
     rows.append(evaluate)
     flops = _load(results, FLOPS.name)
-    forecast = forecast_row(entries, seconds, flops)
+    forecast = forecast_row(entries, cost, flops, card=evaluate.measured.card if evaluate.measured else "",
+                            source=evaluate.measured.source if evaluate.measured else "")
     # calibrate: one global fit per (model, calibration set); fit time scaled by the set's pixels
     sets = [per_domain] * 10 + [n("cityscapes_val"), n("all_domains"), n("all_domains_but_rain")]
     calib = throughput(results, "calibrate")
@@ -422,22 +520,24 @@ def forecast_sets() -> list[tuple[str, int, tuple[int, int]]]:
     return [(f"synthetic SD1.5 {d}", n("samples_per_domain"), (512, 512)) for d in DOMAINS] + [ood]
 
 
-def forecast_row(entries: dict, seconds: dict, flops: dict | None) -> Row:
-    """One new model on forecast_sets(): the zoo's mean model (its seconds and FLOPs averaged over paper40)."""
-    from benchmarks.eval_bench import _processed_cost
-
+def forecast_row(entries: dict, cost: EvaluateCost, flops: dict | None, card: str = "", source: str = "") -> Row:
+    """One new model on forecast_sets(): the zoo's mean model (its seconds, compile and FLOPs averaged over the
+    zoo), at the evaluate row's rates (EvaluateCost)."""
     sets = forecast_sets()
     row = Row(FORECAST, f"1 model x {sum(k for _, k, _ in sets)} images (5 synthetic sets + OOD set)",
               sum(k for _, k, _ in sets), "image", None, "pairs",
-              note="the mean paper40 model; its real sets (forecast vs actual) are optional and not counted; "
-                   "8 GPUs: shard=i/n deals out whole (model, set) pairs, so the OOD set's pair bounds the wall time")
-    if entries and all(key in seconds for key in entries):
-        per_set = [sum(k * seconds[key] * _processed_cost(e, *size) / _processed_cost(e, 512, 512)
-                       for key, e in entries.items()) / len(entries) for _, k, size in sets]
-        row.pair_hours = [s / 3600 for s in per_set]
-        row.seconds_1 = sum(per_set)
-        row.measured = Measured(row.units / row.seconds_1, " / ".join(sorted(set(ZOO_RUNS.values()))),
-                                " + ".join(ZOO_RUNS), "scaled, as the evaluate row")
+              note="the mean paper40 model, compile included once per input size (and in each pair); its real sets "
+                   "(forecast vs actual) are optional and not counted; 8 GPUs: shard=i/n deals out whole (model, set) "
+                   "pairs, so the OOD set's pair bounds the wall time")
+    per_image = {(name, key): cost.image_seconds(key, size, name in OOD_SETS) for name, _, size in sets
+                 for key in entries}
+    if entries and None not in per_image.values():
+        mean = lambda values: sum(values) / len(entries)  # noqa: E731
+        compile_at = {size: mean(cost.compile_seconds(key, size) for key in entries) for _, _, size in sets}
+        per_set = [mean(k * per_image[name, key] for key in entries) for name, k, _ in sets]
+        row.pair_hours = [(s + compile_at[size]) / 3600 for s, (_, _, size) in zip(per_set, sets, strict=True)]
+        row.seconds_1 = sum(per_set) + sum(compile_at.values())
+        row.measured = Measured(row.units / row.seconds_1, card, source, "as the evaluate row")
     counts = [_set_tflop(flops or {}, key, sets) for key in entries]
     if entries and None not in counts:
         row.tflop = sum(counts) / len(counts)

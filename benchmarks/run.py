@@ -11,7 +11,9 @@ exact OOD metrics' cost); `all` runs them with their default options. Not part o
 `startup` (benchmarks/cli_startup.py, how fast `synthrel --help` and `--cfg job` answer; CPU), `ood_memory`
 (benchmarks/ood_memory.py, the pooled exact OOD metric's peak memory against sklearn's), `verify`
 (benchmarks/verify_bench.py, what a resume's size / hash check of the outputs it skips costs) and `multigpu`
-(two GPUs) and `flops` (benchmarks/flops.py, FLOPs per unit of the budget's stages on meta-device models; no GPU).
+(two GPUs), `flops` (benchmarks/flops.py, FLOPs per unit of the budget's stages on meta-device models; no GPU) and
+`evalfam` (benchmarks/eval_families.py, evaluate's compiled rates per zoo family at the paper's sizes, and a phase
+profile of PSPNet-R18's pass over PNG files).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ BENCHMARKS = {"gen": "benchmarks.gen_bench", "eval": "benchmarks.eval_bench", "w
 EXTRA = {"multigpu": "benchmarks.multigpu", "stage": "benchmarks.stage_bench",
          "throughput": "benchmarks.stage_throughput", "budget": "benchmarks.budget",
          "calib": "benchmarks.calib_bench", "startup": "benchmarks.cli_startup",
-         "ood_memory": "benchmarks.ood_memory", "verify": "benchmarks.verify_bench", "flops": "benchmarks.flops"}
+         "ood_memory": "benchmarks.ood_memory", "verify": "benchmarks.verify_bench", "flops": "benchmarks.flops",
+         "evalfam": "benchmarks.eval_families"}
 
 
 def run(name: str, argv: list[str]) -> dict:

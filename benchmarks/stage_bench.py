@@ -269,7 +269,11 @@ def run_stage(name: str, run_name: str, entry_key: str, entry: dict, world: Path
         end = time.perf_counter()
     timed = counts["cityscapes"] + counts["ood_objects"]
     steady = clock.end_of("write_job", "ood_objects") - clock.end_of("write_job", "warm_ood")
-    res = {**RUNS[run_name], "num_workers": args.num_workers, "evaluated_pairs": summary["evaluated"],
+    from synthrel.evaluation.job import auto_workers
+
+    workers = auto_workers() if args.num_workers == "auto" else args.num_workers
+    res = {**RUNS[run_name], "num_workers": args.num_workers, "loader_workers": workers,
+           "evaluated_pairs": summary["evaluated"],
            "stage_total_s": round(end - start, 2), "model_build_s": round(clock.seconds("build_segmenter"), 2),
            "steady_s": round(steady, 3), "stage_img_s": round(timed / steady, 2),
            "cold_img_s": round((timed + 2 * counts["warmup"]) / (end - start), 2), "peak_gib": _peak_gib(device)}
@@ -368,7 +372,8 @@ def parse_args(argv):
     p.add_argument("--n-images", type=int, default=None, help="Cityscapes val images (default 64; tiny 4)")
     p.add_argument("--n-ood", type=int, default=None, help="OOD-object images (default 16; tiny 2)")
     p.add_argument("--n-warmup", type=int, default=None, help="warm-up images (default 4: one batch; tiny 2)")
-    p.add_argument("--num-workers", type=int, default=4, help="stages.evaluate.num_workers")
+    p.add_argument("--num-workers", type=lambda v: v if v == "auto" else int(v), default="auto",
+                   help="stages.evaluate.num_workers (default: auto, the stage's default)")
     p.add_argument("--tiny", action="store_true", help="tiny architectures on CPU, 64x128 images")
     p.add_argument("--device", default=None, help="default: cuda if available (cpu with --tiny)")
     p.add_argument("--world", default=None, help="folder for the data, checkpoints and results (default: a "
@@ -381,7 +386,7 @@ def parse_args(argv):
     args.n_warmup = args.n_warmup or (2 if args.tiny else 4)
     args.size = (64, 128) if args.tiny else (1024, 2048)
     if args.tiny:
-        args.num_workers = min(args.num_workers, 1)
+        args.num_workers = 1 if args.num_workers == "auto" else min(args.num_workers, 1)
     args.device = args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     return args
 

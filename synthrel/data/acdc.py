@@ -12,7 +12,7 @@ import numpy as np
 
 from synthrel.conventions import LABEL_TO_TRAIN, NUM_LABEL_IDS
 from synthrel.data.base import Item, SegDataset, id_table, pair_by_name, select_folders
-from synthrel.data.io import read_label, require_dir
+from synthrel.data.io import lookup, read_label, require_dir
 from synthrel.errors import DatasetError, unknown_name
 
 CONDITIONS = ("fog", "night", "rain", "snow")
@@ -68,4 +68,4 @@ class ACDCDataset(SegDataset):
     def load_label(self, path: Path) -> np.ndarray:
         raw = read_label(path)
         self.check_ids(raw, path, self.valid_label_ids, "Cityscapes labelIds (0..33)")
-        return LABEL_TO_TRAIN[raw]
+        return lookup(LABEL_TO_TRAIN, raw)

@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from synthrel.conventions import IGNORE_INDEX
-from synthrel.data.io import read_image, read_label
+from synthrel.data.io import lookup, read_image, read_label
 from synthrel.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,8 @@ class SegDataset(Dataset):
 
     def check_ids(self, raw: np.ndarray, path: Path, valid: np.ndarray, what: str) -> None:
         """Raise if `raw` holds ids outside `valid` (a boolean table over 0..255)."""
+        if not lookup((~valid).astype(np.uint8), raw).any():
+            return
         bad = np.unique(raw[~valid[raw]])
         if bad.size:
             raise DatasetError(

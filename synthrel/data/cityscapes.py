@@ -8,7 +8,7 @@ import numpy as np
 
 from synthrel.conventions import LABEL_TO_TRAIN, NUM_LABEL_IDS
 from synthrel.data.base import Item, SegDataset, checked_size, id_table, pair_by_name, select_folders
-from synthrel.data.io import read_label, require_dir, require_split
+from synthrel.data.io import lookup, read_label, require_dir, require_split
 
 LAYOUT = """  leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
   gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png"""
@@ -41,7 +41,7 @@ class CityscapesDataset(SegDataset):
     def load_label(self, path: Path) -> np.ndarray:
         raw = read_label(path)
         self.check_ids(raw, path, self.valid_label_ids, "Cityscapes labelIds (0..33)")
-        return LABEL_TO_TRAIN[raw]
+        return lookup(LABEL_TO_TRAIN, raw)
 
     def load_label_ids(self, index: int) -> np.ndarray:
         """The raw labelIds map (0..33), which ControlNet conditioning uses."""

@@ -18,7 +18,7 @@ from PIL import Image
 
 from synthrel.conventions import LABEL_TO_TRAIN, NUM_LABEL_IDS
 from synthrel.data.base import Item, SegDataset, id_table
-from synthrel.data.io import read_image, read_label, require_dir
+from synthrel.data.io import lookup, read_image, read_label, require_dir
 from synthrel.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -97,4 +97,4 @@ class ExternalDataset(SegDataset):
         if label_ids.shape != image.shape[:2]:
             raise DatasetError(f"{item.label}: label {label_ids.shape} does not match image {item.image} "
                                f"{image.shape[:2]}")
-        return {"id": item.id, "image": image, "label": LABEL_TO_TRAIN[label_ids], "ood": None}
+        return {"id": item.id, "image": image, "label": lookup(LABEL_TO_TRAIN, label_ids), "ood": None}

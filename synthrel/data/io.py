@@ -19,8 +19,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as RGB uint8 (H, W, 3); corrupt or truncated files raise DatasetError.
 
     16-bit greyscale keeps its high byte, as PIL reduces 16-bit RGB PNGs (its convert("RGB") would clip it to
-    white); 32-bit integer and float images are refused: their value range is not known.
+    white); 32-bit integer and float images are refused: their value range is not known. 8-bit RGB PNGs (every
+    dataset's and stage's images) are decoded by OpenCV (`_read_rgb_png`), the rest by PIL.
     """
+    fast = _read_rgb_png(path)
+    if fast is not None:
+        return fast
     try:
         with Image.open(path) as im:
             im.load()
@@ -35,6 +39,40 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise DatasetError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"unreadable image {path}: {e} (expected a complete PNG/JPEG file)") from None
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _read_rgb_png(path) -> np.ndarray | None:
+    """An 8-bit RGB PNG (IHDR bit depth 8, colour type 2) decoded by OpenCV's libpng, ~1.3x faster than PIL's
+    decoder (the evaluate stage's loader workers are bound by it on 2-Mpx images) and, PNG being lossless, the
+    same values; None for any other file, or one OpenCV does not decode whole (truncated, bad CRC, a tRNS colour
+    key that it turns into alpha): PIL reads those, and says what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or data[24:26] != b"\x08\x02":
+        return None
+    import cv2
+
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    size = (int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big"))
+    if array is None or array.dtype != np.uint8 or array.shape != (*size, 3):
+        return None
+    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+
+
+def lookup(table: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """`table[raw]`: by OpenCV's LUT (~8x numpy's indexing on a 2-Mpx label; the label readers run it per image in
+    the loader workers) for a uint8 (H, W) map and a 256-entry uint8 table, else by indexing."""
+    if raw.dtype == np.uint8 and raw.ndim == 2 and raw.size and table.dtype == np.uint8 and table.shape == (256,):
+        import cv2
+
+        return cv2.LUT(np.ascontiguousarray(raw), table)
+    return table[raw]
 
 
 def read_label(path: str | os.PathLike, channel: int | None = None) -> np.ndarray:

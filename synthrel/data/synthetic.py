@@ -21,8 +21,8 @@ from synthrel.conventions import (
     OOD_LABEL_ID,
     label_ids_to_train_ids,
 )
-from synthrel.data.base import Item, SegDataset, id_table, pair_by_name
-from synthrel.data.io import read_label, require_dir, write_png
+from synthrel.data.base import Item, SegDataset, checked_size, id_table, pair_by_name
+from synthrel.data.io import lookup, read_image, read_label, require_dir, write_png
 from synthrel.errors import ConfigError, DatasetError
 from synthrel.jobs import Manifest, check_readable, damaged_files, describe_damage, file_records
 
@@ -227,7 +227,7 @@ class SyntheticDataset(SegDataset):
     def load_label(self, path: Path) -> np.ndarray:
         raw = read_label(path)
         self.check_ids(raw, path, self.valid_label_ids, "Cityscapes labelIds (0..33)")
-        return LABEL_TO_TRAIN[raw]
+        return lookup(LABEL_TO_TRAIN, raw)
 
 
 def write_ood_item(root: str | Path, id: str, object_name: str, image: np.ndarray, label_ids: np.ndarray,
@@ -309,12 +309,27 @@ class OODObjectsDataset(SegDataset):
         return raw
 
     def load_label(self, path: Path) -> np.ndarray:
-        return LABEL_TO_TRAIN[self._label_ids(path)]  # 254 -> ignore
+        return lookup(LABEL_TO_TRAIN, self._label_ids(path))  # 254 -> ignore
 
     def load_ood(self, path: Path) -> np.ndarray:
+        return self._ood_map(self.load_label(self._label_of_mask[path]), self._mask(path))
+
+    def _mask(self, path: Path) -> np.ndarray:
         mask = read_label(path)
         self.check_ids(mask, path, self.valid_mask_values, "object mask (0, 255)")
-        ood = np.where(LABEL_TO_TRAIN[self._label_ids(self._label_of_mask[path])] == IGNORE_INDEX,
-                       np.uint8(IGNORE_INDEX), np.uint8(0))
+        return mask
+
+    @staticmethod
+    def _ood_map(label: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """1 on the object mask, 255 on the label's ignore pixels elsewhere, 0 on the rest."""
+        ood = np.where(label == IGNORE_INDEX, np.uint8(IGNORE_INDEX), np.uint8(0))
         ood[mask == 255] = 1
         return ood
+
+    def __getitem__(self, index: int) -> dict:
+        """The base reader's sample, with the label file read once for the label and the OOD map."""
+        item = self.items[index]
+        image = read_image(item.image)
+        label = checked_size(self.load_label(item.label), item.label, image.shape[:2], item.image)
+        mask = checked_size(self._mask(item.ood), item.ood, image.shape[:2], item.image)
+        return {"id": item.id, "image": image, "label": label, "ood": self._ood_map(label, mask)}

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
 from synthrel.conventions import IGNORE_INDEX, NUM_CLASSES
@@ -277,10 +278,9 @@ class _Collate:
             indices = [i for i, _ in members]
             samples = [s for _, s in members]
             group = {"indices": indices, "ids": [s["id"] for s in samples],
-                     "image": torch.from_numpy(np.stack([s["image"] for s in samples]))}
+                     "image": _stacked([s["image"] for s in samples])}
             for field in ("label", "ood"):
-                group[field] = (None if samples[0][field] is None
-                                else torch.from_numpy(np.stack([s[field] for s in samples])))
+                group[field] = None if samples[0][field] is None else _stacked([s[field] for s in samples])
             group["picks"] = None
             if group["label"] is not None and self.calib_pixels:
                 height, width = samples[0]["image"].shape[:2]
@@ -288,6 +288,15 @@ class _Collate:
                                                                     self.calib_pixels))
             groups.append(group)
         return groups
+
+
+def _stacked(arrays: list[np.ndarray]) -> torch.Tensor:
+    """The arrays stacked into one tensor by torch's default_collate, which in a loader worker stacks straight
+    into shared memory (a tensor made here would be copied there to cross to the main process). Read-only arrays
+    (PIL's) are only read; views with negative strides are copied first (torch cannot hold them)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return default_collate([torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
 
 
 def evaluate_dataset(segmenter, dataset, *, batch_size: int = 1, num_workers: int = 0,

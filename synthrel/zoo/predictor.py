@@ -30,6 +30,7 @@ from synthrel.errors import ConfigError
 from synthrel.runtime import cudnn_benchmark
 from synthrel.zoo.depthwise import reroute_dilated_depthwise
 from synthrel.zoo.labels import LabelMap
+from synthrel.zoo.pooling import reroute_adaptive_pooling
 from synthrel.zoo.registry import ZooEntry, load_mmseg_config
 
 log = logging.getLogger(__name__)
@@ -160,12 +161,15 @@ class MMSegSegmenter(Segmenter):
     `host_resize` (default: at fp32, the exact path) resizes to the test scale with cv2 on the host, as mmseg's
     pipeline does, instead of on the device; `reroute_depthwise` (default as channels_last) keeps dilated
     depthwise convolutions away from cuDNN's slow channels-last kernel for them: NCHW in eager mode, fused
-    shifted sums when compiled (synthrel.zoo.depthwise).
+    shifted sums when compiled (synthrel.zoo.depthwise); `reroute_pooling` (default as channels_last) pools
+    channels-last maps adaptively by window means instead of ATen's kernel, which runs them on a few thread
+    blocks (synthrel.zoo.pooling: PSPNet's pyramid pooling).
     """
 
     def __init__(self, entry: ZooEntry, device, precision: str = "fp32", cache_dir=None, load_weights: bool = True,
                  *, window_batch: int = 16, channels_last: bool | None = None, cudnn_benchmark: bool | None = None,
-                 reroute_depthwise: bool | None = None, host_resize: bool | None = None, compile: bool = False):
+                 reroute_depthwise: bool | None = None, host_resize: bool | None = None, compile: bool = False,
+                 reroute_pooling: bool | None = None):
         super().__init__(entry, device, precision)
         if isinstance(window_batch, bool) or not isinstance(window_batch, int) or window_batch < 1:
             raise ConfigError(f"`window_batch` must be a positive integer, got {window_batch!r}")
@@ -174,6 +178,7 @@ class MMSegSegmenter(Segmenter):
         self.channels_last = fast_default if channels_last is None else bool(channels_last)
         self.cudnn_benchmark = fast_default if cudnn_benchmark is None else bool(cudnn_benchmark)
         self.reroute_depthwise = fast_default if reroute_depthwise is None else bool(reroute_depthwise)
+        self.reroute_pooling = self.channels_last if reroute_pooling is None else bool(reroute_pooling)
         self.host_resize = precision == "fp32" if host_resize is None else bool(host_resize)
         from synthrel.zoo.mmcv_shim import install
 
@@ -195,6 +200,8 @@ class MMSegSegmenter(Segmenter):
         self.model = model.to(self.device, memory_format=self._memory_format()).eval()
         if self.reroute_depthwise:
             reroute_dilated_depthwise(self.model)
+        if self.reroute_pooling:
+            reroute_adaptive_pooling(self.model)
         if compile:  # forward attributes, not wrapped modules: state_dict keys stay those of the checkpoint
             # mmseg's resize() warns in align_corners heads (the 769 configs): dynamo breaks the graph at a warn
             # call and recompiled the resume function on every call until its limit, then ran the head eager;
@@ -491,8 +498,8 @@ def build_segmenter(entry: ZooEntry, device="cpu", precision: str = "fp32", cach
                     **speed_options) -> Segmenter:
     """The adapter of `entry`.
 
-    `speed_options` (window_batch, channels_last, cudnn_benchmark, reroute_depthwise, host_resize,
-    compile) go to the mmseg adapter; transformers models
+    `speed_options` (window_batch, channels_last, cudnn_benchmark, reroute_depthwise, reroute_pooling,
+    host_resize, compile) go to the mmseg adapter; transformers models
     ignore them."""
     if entry.framework == "transformers":
         return TransformersSegmenter(entry, device, precision, cache_dir)

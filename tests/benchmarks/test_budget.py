@@ -289,3 +289,108 @@ def test_sdxl_training_stays_eager_when_compile_does_not_pay_or_the_runs_differ(
     rows, _, _ = build_rows(results, tmp_path / "zoo.yaml")
     row = next(r for r in rows if r.stage == "train_controlnet SDXL")
     assert row.hours_1 == pytest.approx(27500 * 8 * 4 / 4.0 / 3600, rel=1e-12) and row.fixed_s == 0
+
+
+#: two BiSeNetV1 models (the measured one and a member twice as slow eager) and an ICNet of a family that
+#: eval_families did not measure; all whole mode at test scale (2048, 1024)
+FAMILY_ZOO = ZOO + """  bisenetv1_slow:
+    family: BiSeNetV1
+    framework: mmseg
+    config: bisenetv1/bisenetv1_r50-d32-in1k-pre_4xb4-160k_cityscapes-1024x1024.py
+    checkpoint: null
+    test_mode: whole
+    test_scale: [2048, 1024]
+  icnet_r50:
+    family: ICNet
+    framework: mmseg
+    config: icnet/icnet_r50-d8_4xb2-160k_cityscapes-832x832.py
+    checkpoint: null
+    test_mode: whole
+    test_scale: [2048, 1024]
+"""
+
+
+def family_fixture(compile=True, tiny=False):
+    run = lambda h, w, ood, img_s, compile_s: {"height": h, "width": w, "ood": ood, "steady_img_s": img_s,  # noqa: E731
+                                               "compile_s": compile_s}
+    return {"device": H100, "tiny": tiny, "settings": {"compile": compile},
+            "models": {"bisenetv1_r50": {"family": "BiSeNetV1", "sizes": {
+                "1024x2048:ood": run(1024, 2048, True, 10.0, 30.0), "512x512": run(512, 512, False, 40.0, 5.0)}}}}
+
+
+def run_family_budget(tmp_path, fixture):
+    from benchmarks.budget import main
+
+    results = tmp_path / "results"
+    results.mkdir()
+    write_fixtures(results, skip=("flops",))
+    eager = {"bisenetv1_r50": ZOO_SECONDS, "bisenetv1_slow": 2 * ZOO_SECONDS, "icnet_r50": 4 * ZOO_SECONDS}
+    (results / "eval_zoo_run_512_h200.json").write_text(json.dumps({"zoo_run": {
+        "zoo_images": ZOO_IMAGES, "precision": "bf16", "batch_size": 8,
+        "models": {k: {"seconds": v} for k, v in eager.items()}}}))
+    if fixture is not None:
+        (results / "eval_families_h100.json").write_text(json.dumps(fixture))
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(FAMILY_ZOO)
+    res = main(["--results", str(results), "--zoo", str(zoo), "--json", str(tmp_path / "budget.json")])
+    return res, {r["stage"]: r for r in res["rows"]}
+
+
+#: the grid's images per (size, OOD masks), benchmarks/budget.py evaluation_grid: 1080x1920 and 720x1280 become
+#: 1820x1024 at test scale (2048, 1024), 512x512 becomes 1024x1024
+GRID = {((1024, 2048), False): 500, ((1024, 2048), True): 42 * 512 + 100, ((1080, 1920), False): 4 * 400 + 981,
+        ((1080, 1920), True): 30, ((720, 1280), True): 60 + 10, ((512, 512), False): 5 * 512 + 28 * 64 + 27 * 64,
+        ((1024, 1024), False): 5 * 512}
+PIXELS = {(1024, 2048): 2048 * 1024, (1080, 1920): 1820 * 1024, (720, 1280): 1820 * 1024, (512, 512): 1024 * 1024,
+          (1024, 1024): 1024 * 1024}
+
+
+def test_evaluate_row_from_compiled_family_rates_by_hand(tmp_path, capsys):
+    res, rows = run_family_budget(tmp_path, family_fixture())
+    eager_512 = ZOO_SECONDS / ZOO_IMAGES  # s per 512x512 image of bisenetv1_r50 (its cost: 1024x1024 pixels)
+
+    def measured(size):  # bisenetv1_r50 compiled: measured sizes as measured (1024x2048 without OOD masks takes
+        if size == (1024, 2048):  # the :ood rate); the rest scaled from the first measured size by pixels
+            return 1 / 10.0
+        if size == (512, 512):
+            return 1 / 40.0
+        return PIXELS[size] / PIXELS[(1024, 2048)] / 10.0
+
+    def eager(size, factor):
+        return factor * eager_512 * PIXELS[size] / PIXELS[(512, 512)]
+
+    seconds = 0.0
+    for (size, _), k in GRID.items():
+        rep = measured(size)
+        seconds += k * rep  # bisenetv1_r50
+        seconds += k * eager(size, 2) * rep / eager(size, 1)  # its family member: twice its eager time
+        seconds += k * eager(size, 4)  # icnet_r50: family not measured, eager rule
+    # compile once per (model, size) for the two BiSeNetV1 models: 30 s at 1024x2048, 5 s at 512x512, and the
+    # largest measured (30 s) at the three sizes not measured; none for ICNet
+    seconds += 2 * (30 + 5 + 3 * 30)
+    evaluate = rows["evaluate"]
+    assert evaluate["hours_1"] == pytest.approx(seconds / 3600, rel=1e-9)
+    assert "eval_families_h100.json" in evaluate["measured"]["source"] and H100 in evaluate["measured"]["card"]
+    assert "2 models of 1 families at compiled rates" in evaluate["note"]
+    assert res["zoo_runs"]["evaluate_hours_1_by_set"]["compile (once per model and input size)"] == \
+        pytest.approx(2 * 125 / 3600, abs=1e-3)
+    # the forecast's mean model: the three models' means on 5 x 512 synthetic 512x512 images and the OOD set, and
+    # compile at those two sizes (2 of 3 models compiled)
+    f = res["forecast_row"]
+    per_512 = (measured((512, 512)) * (1 + 2) + eager((512, 512), 4)) / 3
+    per_ood = (measured((1024, 2048)) * (1 + 2) + eager((1024, 2048), 4)) / 3
+    compile_mean = 2 * (5 + 30) / 3
+    assert f["hours_1"] == pytest.approx((5 * 512 * per_512 + 42 * 512 * per_ood + compile_mean) / 3600, rel=1e-9)
+    assert f["wall_8_h"] == pytest.approx((42 * 512 * per_ood + 2 * 30 / 3) / 3600, rel=1e-9)
+
+
+@pytest.mark.parametrize("fixture", [None, family_fixture(compile=False), family_fixture(tiny=True)])
+def test_evaluate_row_falls_back_to_the_eager_rates(tmp_path, fixture):
+    """No eval_families JSON, an eager one or a tiny one: every model at its eager 512x512 time scaled, no
+    compile, and the note says so."""
+    _, rows = run_family_budget(tmp_path, fixture)
+    eager_512 = ZOO_SECONDS / ZOO_IMAGES
+    seconds = sum(k * factor * eager_512 * PIXELS[size] / PIXELS[(512, 512)]
+                  for (size, _), k in GRID.items() for factor in (1, 2, 4))
+    assert rows["evaluate"]["hours_1"] == pytest.approx(seconds / 3600, rel=1e-9)
+    assert rows["evaluate"]["note"].startswith("eager rates (no eval_families JSON)")
