@@ -28,7 +28,15 @@ def test_the_stage_default_is_auto():
     assert OmegaConf.load(CONF_DIR / "stage" / "evaluate.yaml").num_workers == "auto"
 
 
-@pytest.mark.parametrize("bad", ["many", -1, 2.5, True])
-def test_bad_num_workers_is_refused_by_key(bad):
+def test_negative_num_workers_is_refused_by_key():
     with pytest.raises(ConfigError, match=r"`stages.evaluate.num_workers` must be an integer >= 0 or auto"):
-        EvaluateJob(**BASE, num_workers=bad)
+        EvaluateJob(**BASE, num_workers=-1)
+
+
+@pytest.mark.parametrize("bad", ["many", 2.5, True])
+def test_num_workers_of_another_type_is_refused_by_the_schema(bad):
+    """Types are the stage schema's (synthrel/schemas.py, checked at composition): the key and what it takes."""
+    from synthrel.schemas import check_settings
+
+    problems = check_settings(EvaluateJob, {"num_workers": bad}, "stages.evaluate")
+    assert any("stages.evaluate.num_workers" in p and "auto" in p for p in problems), problems
