@@ -34,7 +34,7 @@ def _entry(folder, spec, framework="mmseg"):
         return {"family": "SegFormer", "framework": "transformers", "config": str(folder), "checkpoint": None,
                 "test_scale": [128, 64]}
     return {"family": spec, "framework": "mmseg", "config": str(folder / "config.py"),
-            "checkpoint": str(folder / "checkpoint.pth"), "test_scale": [128, 64]}
+            "checkpoint": str(folder / "checkpoint.pth")}
 
 
 def _job(root, demo_root, steps, models, **kwargs):
