@@ -9,7 +9,16 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from synthrel.run import CONF_DIR
-from synthrel.stages import INHERITED, STAGE_ORDER, STAGE_OUTPUTS, STAGES, build_job, inherited
+from synthrel.stages import (
+    INHERITED,
+    STAGE_ORDER,
+    STAGE_OUTPUTS,
+    STAGES,
+    build_job,
+    inherited,
+    main,
+    stage_table,
+)
 
 CONFIGS = {p.stem: p for p in sorted((CONF_DIR / "stage").glob("*.yaml"))}
 
@@ -30,6 +39,24 @@ def test_each_stage_config_names_a_job_with_run_and_its_output_keys(name):
     settings = inspect.signature(job).parameters
     for key in STAGE_OUTPUTS.get(name, ()):
         assert key in settings and key in raw, f"output key {key!r} of stage {name} is not a setting of its job"
+
+
+def test_the_stage_table_names_the_module_file_that_defines_each_job(capsys):
+    """`_target_` is the defining module's path plus the class (no re-export), so `python -m synthrel.stages` (and
+    docs/architecture.md's table) point a reader at the file to open."""
+    from pathlib import Path
+
+    rows = stage_table()
+    assert [name for name, _, _ in rows] == list(STAGE_ORDER)
+    main()
+    printed = capsys.readouterr().out.splitlines()[2:]
+    for (name, target, outputs), line in zip(rows, printed, strict=True):
+        module, cls = target.rsplit(".", 1)
+        assert get_class(target).__module__ == module, f"{name}: {target} is a re-export; name {get_class(target).__module__}"
+        path = Path(CONF_DIR).parents[1] / (module.replace(".", "/") + ".py")
+        assert path.is_file() and f"class {cls}" in path.read_text(), path
+        assert line.startswith(f"| `{name}` | `{target}` | `{path.relative_to(Path(CONF_DIR).parents[1])}` |"), line
+        assert all(f"`{key}`" in line for key in outputs)
 
 
 def test_run_and_preflight_read_the_registry():
