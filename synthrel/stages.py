@@ -56,7 +56,7 @@ SELF_LOGGING_STAGES = tuple(name for name, stage in STAGES.items() if stage.self
 
 def inherited(cfg, name: str) -> dict:
     """The INHERITED root settings of the composed config `cfg` that stage `name`'s Job takes and its config leaves
-    unset (`stages.<name>.seed=...` given on the command line wins over the run's `seed`)."""
+    unset (`+stages.<name>.seed=...` on the command line wins over the run's `seed`)."""
     import inspect
 
     from hydra.utils import get_class

@@ -21,7 +21,8 @@ from synthrel.errors import ConfigError, WeightsError, unknown_name
 
 FRAMEWORKS = ("mmseg", "transformers", "python")
 SYNTHREL_CONFIGS = Path(__file__).resolve().parent / "configs"
-#: how a model is tested that an mmseg config holds (`model.test_cfg`, the test pipeline's Resize): never in a zoo entry
+#: test settings an mmseg config holds (`model.test_cfg`; its test pipeline's Resize: `test_scale`), never restated in
+#: its zoo entry; transformers / python entries take `test_scale` only
 CONFIG_HELD = ("test_mode", "crop_size", "stride", "test_scale")
 
 
