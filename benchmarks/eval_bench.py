@@ -20,6 +20,7 @@ JSON goes to $OUT/eval_bench.json when OUT is set (or to --json).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import os
 import tempfile
@@ -359,14 +360,23 @@ def bench_model(name: str, args, device) -> dict:
     return res
 
 
+@functools.cache
+def _inference(entry):
+    """The entry's test settings (parsed from its mmseg config once per entry: the budget asks for each set size)."""
+    from synthrel.zoo.registry import inference
+
+    return inference(entry)
+
+
 def _processed_cost(entry, height: int, width: int) -> float:
     """Relative cost of one image: pixels after the test resize, or windows x crop area in slide mode."""
     from synthrel.zoo.predictor import keep_ratio_size, slide_windows
 
-    h, w = keep_ratio_size(height, width, entry.test_scale)
-    if entry.test_mode == "slide" and entry.crop_size:
-        crop = (min(entry.crop_size[0], h), min(entry.crop_size[1], w))
-        return len(slide_windows(h, w, tuple(entry.crop_size), tuple(entry.stride))) * crop[0] * crop[1]
+    test = _inference(entry)
+    h, w = keep_ratio_size(height, width, test.scale)
+    if test.mode == "slide":
+        crop = (min(test.crop_size[0], h), min(test.crop_size[1], w))
+        return len(slide_windows(h, w, test.crop_size, test.stride)) * crop[0] * crop[1]
     return float(h * w)
 
 

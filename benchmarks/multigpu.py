@@ -310,6 +310,7 @@ def evaluate_worker(spec: dict) -> None:
     are timed by stage_bench's StageClock."""
     from benchmarks.stage_bench import StageClock, compose_stage
     from synthrel.run import run_stages
+    from synthrel.stages import inherited
 
     cfg = compose_stage(Path(spec["world"]), spec["roots"], Path(spec["artifacts"]), spec["zoo"], spec["datasets"],
                         spec["settings"], spec["device"], spec["tiny"], spec["shard"])
@@ -321,7 +322,7 @@ def evaluate_worker(spec: dict) -> None:
         summary = run_stages(cfg)["evaluate"]
         end = time.time()
     results_dir = Path(summary["results_dir"])
-    stage = cfg.stages.evaluate
+    stage = {**cfg.stages.evaluate, **inherited(cfg, "evaluate")}  # the settings the job ran with (seed: the run's)
     Path(spec["result"]).write_text(json.dumps(dict(
         shard=spec["shard"], card=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         stage_settings={k: stage[k] for k in ("device", "precision", "batch_size", "window_batch", "num_workers",

@@ -1,7 +1,8 @@
 """Entry point: `synthrel +experiment=covariate_fog` or `python -m synthrel.run +experiment=covariate_fog`
 (or `+stage=[generate,evaluate]`).
 
-Every selected stage under `stages` is instantiated from its `_target_` and run, in pipeline order.
+Every selected stage under `stages` is instantiated from its `_target_` (with the run's inherited settings such as
+`seed`: synthrel.stages.INHERITED) and run, in pipeline order.
 Module level imports only Hydra and the config schemas: `--help`, `--cfg` and shell completion never reach
 `main`'s body, so torch, pandas and the FID code load there, when a run starts (benchmarks/cli_startup.py).
 """
@@ -24,7 +25,7 @@ from synthrel.config import (  # (importing it registers the schemas and resolve
     check_shard_used,
 )
 from synthrel.errors import ConfigError
-from synthrel.stages import DISTRIBUTED_STAGES, SELF_LOGGING_STAGES, STAGE_ORDER
+from synthrel.stages import DISTRIBUTED_STAGES, SELF_LOGGING_STAGES, STAGE_ORDER, build_job, inherited
 
 log = logging.getLogger("synthrel")
 
@@ -61,7 +62,7 @@ def run_stages(cfg: DictConfig) -> RunSummaries:
             continue
         log.info("stage %s: starting", name)
         with measure(name) as stage_stats:
-            job = hydra.utils.instantiate(stages[name], _convert_="all")
+            job = build_job(cfg, name)
             with _stage_tracker(cfg, name) as tracker:
                 summaries[name] = job.run() or {}
                 if tracker is not None:
@@ -149,7 +150,7 @@ def _stage_tracker(cfg: DictConfig, name: str):
     if not wandb:
         return contextlib.nullcontext()
     tracker = Tracker.from_config(wandb, job_type=name)
-    settings = OmegaConf.to_container(cfg.stages[name], resolve=True)
+    settings = {**OmegaConf.to_container(cfg.stages[name], resolve=True), **inherited(cfg, name)}
     tracker.log_hyperparams({key: value for key, value in settings.items()
                              if isinstance(value, (str, int, float, bool)) and not key.startswith("_")})
     return tracker

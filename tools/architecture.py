@@ -4,7 +4,7 @@ Top: the stages in run order (synthrel.stages.STAGE_ORDER) and the data that flo
 stage configs (synthrel/conf/stage/*.yaml) as composed for the demo (`+experiment=demo`, every stage): stage B reads
 what stage A wrote when a path in B's config lies in (or holds) a folder that A writes (A's output keys:
 synthrel.stages.STAGE_OUTPUTS, any top-level output_dir/out_dir/out_root/report_dir, and train_zoo's
-zoo folders). Each box names the folder its stage writes (relative to the output root); an arrow means "reads it". Bottom: the import layers of
+zoo folders). Each box names the module that defines its Job and the folder it writes (relative to the output root); an arrow means "reads it". Bottom: the import layers of
 synthrel/ (tools/import_graph.py), each unit at its height in the import graph (0: imports no other unit).
 Nothing is drawn by hand, so the picture follows the code: re-run it after adding a stage or a package.
 """
@@ -71,7 +71,7 @@ def data_flow(configs: dict[str, dict]) -> tuple[dict[str, str], dict[str, str],
                 for out in outputs[a]:
                     if path == out or path.startswith(out + "/") or out.startswith(path + "/"):
                         edges[(a, b)].add(out)
-    modules = {s: spec["_target_"].rsplit(".", 2)[0] for s, spec in configs.items()}
+    modules = {s: spec["_target_"].rsplit(".", 1)[0] for s, spec in configs.items()}  # the module defining the Job
     flow = [(a, b, _label(outs)) for (a, b), outs in sorted(
         edges.items(), key=lambda e: (order.index(e[0][1]), order.index(e[0][0])))]
     writes = {s: _label(set(outs)) if outs else "" for s, outs in outputs.items()}

@@ -69,6 +69,7 @@ class ForecastJob:
     qualitative_images: int = 2  # inpainted images in Fig. 16 (Fig. 15: one per domain)
     profile: str = "paper"
     run_dir: str | None = None
+    seed: int = 0  # the run's seed (inherited): the evaluation's, unless `evaluate.seed` sets its own
 
     def __post_init__(self):
         self.model = dict(to_plain(self.model) or {})
@@ -146,7 +147,7 @@ class ForecastJob:
 
     def _evaluator(self, datasets: list[str]) -> EvaluateJob:
         """The evaluate stage's job for the user's model alone, on `datasets`."""
-        kwargs = {k: v for k, v in self.evaluate.items() if not k.startswith("_")}
+        kwargs = {"seed": self.seed, **{k: v for k, v in self.evaluate.items() if not k.startswith("_")}}
         kwargs.update(zoo={"name": USER_ZOO, "models": {self.key: self.spec}}, models=[self.key], datasets=datasets)
         return EvaluateJob(**kwargs)
 

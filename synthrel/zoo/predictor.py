@@ -31,7 +31,7 @@ from synthrel.runtime import cudnn_benchmark
 from synthrel.zoo.depthwise import reroute_dilated_depthwise
 from synthrel.zoo.labels import LabelMap
 from synthrel.zoo.pooling import reroute_adaptive_pooling
-from synthrel.zoo.registry import ZooEntry, load_mmseg_config
+from synthrel.zoo.registry import ZooEntry, load_mmseg_config, mmseg_inference
 
 log = logging.getLogger(__name__)
 
@@ -212,19 +212,9 @@ class MMSegSegmenter(Segmenter):
                 module.forward = reorder_warnings(torch.compile(module.forward, options={"freezing": True}))
         self._count_maps: dict[tuple, torch.Tensor] = {}
         self._captured: list[torch.Tensor] | None = None  # window features while a forward hook records them
-        self.test_scale = self._resize_scale(cfg)
+        self.test_scale = mmseg_inference(cfg).scale
         if self.model.out_channels != self.model_classes:
             raise self._class_count_error(self.model.out_channels, entry.config)
-
-    @staticmethod
-    def _resize_scale(cfg) -> tuple[int, int] | None:
-        """The keep-ratio Resize scale of the config's test pipeline (None: no resize)."""
-        for step in cfg.get("test_pipeline", []):
-            if step.get("type") == "Resize":
-                if not step.get("keep_ratio", False):
-                    raise ConfigError(f"test pipeline Resize without keep_ratio is not supported: {step}")
-                return tuple(step["scale"])
-        return None
 
     @torch.no_grad()
     def logits_and_features(self, images, features: str | None = "whole"):
@@ -381,8 +371,6 @@ class TransformersSegmenter(Segmenter):
         self.model = cls.from_pretrained(source, cache_dir=cache_dir).to(self.device).eval()
         if config.num_labels != self.model_classes:
             raise self._class_count_error(config.num_labels, source)
-        if entry.test_mode != "whole":
-            raise ConfigError(f"`zoo.models.{entry.key}.test_mode`: transformers models run in whole mode only")
         mean, std = _processor_mean_std(source, cache_dir)
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255

@@ -1,7 +1,9 @@
 """The model zoo: a config group (`synthrel/conf/zoo/*.yaml`) of named segmentation models.
 
 Each entry says which framework runs it (`mmseg`, `transformers`, or `python`: a user's callable named by
-`builder._target_`), where its config and weights are, and how it is tested. mmseg configs are named relative
+`builder._target_`) and where its config and weights are. An mmseg model is tested as its config says (its
+`model.test_cfg` and test-pipeline Resize: `inference()` reads them), so its entry never restates them; the
+others run on the whole image at the entry's `test_scale`. mmseg configs are named relative
 to mmseg's shipped `.mim/configs`, to synthrel's own `synthrel/zoo/configs` (Cityscapes variants of models
 mmseg ships only for ADE20K), or by path. A model trained on another label set names a mapping file
 (`label_map`, synthrel.zoo.labels). The `model` config group (synthrel/conf/model) builds one entry from the command
@@ -19,6 +21,9 @@ from synthrel.errors import ConfigError, WeightsError, unknown_name
 
 FRAMEWORKS = ("mmseg", "transformers", "python")
 SYNTHREL_CONFIGS = Path(__file__).resolve().parent / "configs"
+#: test settings an mmseg config holds (`model.test_cfg`; its test pipeline's Resize: `test_scale`), never restated in
+#: its zoo entry; transformers / python entries take `test_scale` only
+CONFIG_HELD = ("test_mode", "crop_size", "stride", "test_scale")
 
 
 @dataclass(frozen=True)
@@ -29,10 +34,9 @@ class ZooEntry:
     checkpoint: str | None
     framework: str = "mmseg"
     name: str | None = None
-    test_mode: str = "whole"
-    crop_size: tuple[int, int] | None = None
-    stride: tuple[int, int] | None = None
-    test_scale: tuple[int, int] | None = None  # (long, short) as in mmseg's Resize(scale=(2048, 1024))
+    # transformers / python: keep-ratio resize (long, short) before the forward pass, as mmseg's
+    # Resize(scale=(2048, 1024)); mmseg: its config's (inference())
+    test_scale: tuple[int, int] | None = None
     needs_user_checkpoint: bool = False
     sha256: str | None = None  # full sha256 of the checkpoint file, checked by the preflight's download
     note: str | None = None
@@ -70,8 +74,15 @@ def zoo_entries(zoo: dict) -> dict[str, ZooEntry]:
         framework = spec.get("framework", "mmseg")
         if framework not in FRAMEWORKS:
             raise ConfigError(f"`{where}.framework` is {framework!r}; valid: {', '.join(FRAMEWORKS)}")
-        if spec.get("test_mode", "whole") not in ("whole", "slide"):
-            raise ConfigError(f"`{where}.test_mode` is {spec['test_mode']!r}; valid: whole, slide")
+        held = [k for k in CONFIG_HELD if k in spec and (framework == "mmseg" or k != "test_scale")]
+        if held:
+            raise ConfigError(
+                f"`{where}.{held[0]}`: " + (
+                    f"an mmseg model is tested as its config {spec.get('config')} says (model.test_cfg: mode, "
+                    "crop_size, stride; the test pipeline's Resize scale); set it there, not in the zoo entry"
+                    if framework == "mmseg" else
+                    f"{framework} models run on the whole image, resized to `test_scale`; sliding windows are for "
+                    "mmseg configs (model.test_cfg)"))
         if framework == "python":
             if not isinstance(spec.get("builder"), dict) or not spec["builder"].get("_target_"):
                 raise ConfigError(f"`{where}.builder._target_` is missing (dotted path of a callable returning the "
@@ -90,9 +101,8 @@ def zoo_entries(zoo: dict) -> dict[str, ZooEntry]:
         if extra:
             raise ConfigError(f"`{where}` has unknown field(s) {extra}; valid: {', '.join(sorted(known))}")
         spec.setdefault("checkpoint", None)  # mmseg models without one fail in require_checkpoint, naming the key
-        for field in ("crop_size", "stride", "test_scale"):
-            if spec.get(field) is not None:
-                spec[field] = tuple(int(v) for v in spec[field])
+        if spec.get("test_scale") is not None:
+            spec["test_scale"] = tuple(int(v) for v in spec["test_scale"])
         entries[key] = ZooEntry(key=key, **spec)
     return entries
 
@@ -121,6 +131,41 @@ def resolve_config_path(config: str) -> Path:
     raise ConfigError(
         f"mmseg config {config!r} not found as a path, under {mmseg_configs_dir()} or under {SYNTHREL_CONFIGS}"
     )
+
+
+@dataclass(frozen=True)
+class Inference:
+    """How a model is run on an image: whole or in sliding windows (crop_size, stride: (h, w)), after a
+    keep-ratio resize to `scale` (long, short; None: none)."""
+
+    mode: str = "whole"
+    crop_size: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    scale: tuple[int, int] | None = None
+
+
+def mmseg_inference(cfg) -> Inference:
+    """An mmseg config's test settings: `model.test_cfg` and the keep-ratio Resize of its `test_pipeline`."""
+    test_cfg = cfg.model.get("test_cfg") or {}
+    mode = test_cfg.get("mode", "whole")
+    scale = None
+    for step in cfg.get("test_pipeline", []):
+        if step.get("type") == "Resize":
+            if not step.get("keep_ratio", False):
+                raise ConfigError(f"test pipeline Resize without keep_ratio is not supported: {step}")
+            scale = tuple(step["scale"])
+            break
+    if mode == "slide":
+        return Inference(mode, tuple(test_cfg["crop_size"]), tuple(test_cfg["stride"]), scale)
+    return Inference(mode, scale=scale)
+
+
+def inference(entry: ZooEntry) -> Inference:
+    """How `entry` is tested: an mmseg model as its config says (parsed here), any other on the whole image at its
+    `test_scale`."""
+    if entry.framework == "mmseg":
+        return mmseg_inference(load_mmseg_config(entry.config))
+    return Inference(scale=entry.test_scale)
 
 
 def load_mmseg_config(config: str, import_custom_modules: bool = False):

@@ -35,7 +35,7 @@ from synthrel.errors import ConfigError, WeightsError, unknown_name
 from synthrel.jobs import atomic_path, item_seed, positive_int, read_json_artifact, write_json_atomic
 from synthrel.runtime import resolve_device
 from synthrel.zoo.predictor import build_segmenter, keep_ratio_size, resize_like_cv2
-from synthrel.zoo.registry import ZooEntry, zoo_entries
+from synthrel.zoo.registry import ZooEntry, inference, zoo_entries
 
 log = logging.getLogger(__name__)
 
@@ -278,11 +278,12 @@ class TrainZooJob:
                                    "python -m synthrel.run profile=tiny +stage=[tiny_models]")
 
     def params(self, entry: ZooEntry, data: dict) -> dict:
-        """Everything the trained weights depend on; equal params mean an equal checkpoint."""
+        """Everything the trained weights depend on; equal params mean an equal checkpoint. The images are trained
+        on at the test scale of the init (an mmseg init's config holds it)."""
+        scale = inference(init_entry(entry, self.init[entry.key])).scale
         return {"init": self.init[entry.key], "framework": entry.framework, "steps": self.steps[entry.key],
                 "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
-                "seed": self.seed, "test_scale": list(entry.test_scale) if entry.test_scale else None,
-                "data": data}
+                "seed": self.seed, "test_scale": list(scale) if scale else None, "data": data}
 
     def run(self) -> dict:
         for key in self.others:

@@ -10,10 +10,11 @@ from hydra.errors import InstantiationException
 
 from synthrel.analysis.report import TINY_NOTICE
 from synthrel.errors import ConfigError
+from synthrel.stages import build_job
 
 
 def _stages(cfg):
-    return {name: hydra.utils.instantiate(cfg.stages[name], _convert_="all") for name in ("correlate", "report")}
+    return {name: build_job(cfg, name) for name in ("correlate", "report")}
 
 
 def _calibration(zoo, root: Path):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 H100, H200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"
-#: one whole-mode model at test scale (2048, 1024), so the processed pixels per image are known by hand
+#: one whole-mode model at test scale (2048, 1024) (its mmseg config's), so the processed pixels per image are known by hand
 ZOO = """name: one
 models:
   bisenetv1_r50:
@@ -15,8 +15,6 @@ models:
     framework: mmseg
     config: bisenetv1/bisenetv1_r50-d32-in1k-pre_4xb4-160k_cityscapes-1024x1024.py
     checkpoint: null
-    test_mode: whole
-    test_scale: [2048, 1024]
 """
 RATES = {"caption": 5.0, "controlnet_train_sd15": 30.0, "controlnet_train_sdxl": 4.0, "grounded_sam": 2.0,
          "rba_swin_b": 1.0, "rba_swin_l": 0.5, "calibrate": 0.1, "fid_features": 100.0}

@@ -27,7 +27,7 @@ def evaluated(tmp_path_factory):
                 n_ood=1).run()
     folder = ensure_tiny_segmenter("pspnet_r18", root / "zoo" / "pspnet_r18")
     entry = {"family": "PSPNet", "framework": "mmseg", "config": str(folder / "config.py"),
-             "checkpoint": str(folder / "checkpoint.pth"), "test_mode": "whole"}
+             "checkpoint": str(folder / "checkpoint.pth")}
     EvaluateJob(zoo={"name": "tz", "models": {"psp": entry}},
                 dataset_configs=OmegaConf.to_container(cfg.datasets, resolve=True), datasets=SETS,
                 dataset_labels=OmegaConf.to_container(cfg.stages.evaluate.dataset_labels, resolve=True),

@@ -227,12 +227,12 @@ def test_bad_config_values_name_the_key(tiny_models, tiny_cityscapes, tmp_path, 
 
 
 def test_stage_config_composes_with_overrides(compose_cfg, write_cityscapes, tmp_path):
-    from hydra.utils import instantiate
+    from synthrel.stages import build_job
 
     write_cityscapes(tmp_path / "data")
     cfg = compose_cfg("+stage=[train_controlnet]", "profile=tiny", f"paths.data_dir={tmp_path}/data",
-                      f"paths.artifacts_dir={tmp_path}/data", "stages.train_controlnet.max_steps=3")
-    job = instantiate(cfg.stages.train_controlnet, _convert_="all")
+                      f"paths.artifacts_dir={tmp_path}/data", "stages.train_controlnet.max_steps=3", "seed=7")
+    job = build_job(cfg, "train_controlnet")  # as the run builds it: the run's seed inherited
     assert isinstance(job, TrainControlNetJob)
     assert (job.max_steps, job.batch_size, job.lr) == (3, cfg.backbone.train.batch_size, cfg.backbone.train.lr)
     assert job.resolution == cfg.backbone.resolution and job.conditioning == "label_id"
@@ -240,7 +240,7 @@ def test_stage_config_composes_with_overrides(compose_cfg, write_cityscapes, tmp
     dataset = job._dataset()  # the job builds its dataset (and loggers) itself: `_recursive_: false`
     assert isinstance(dataset, CityscapesDataset) and dataset.items[0].image.parts[-3] == "train"
     assert job.captions == f"{tmp_path}/data/captions/cityscapes_train.jsonl"
-    assert job.backbone["pretrained"].endswith("tiny/models/sd15") and job.seed == cfg.seed
+    assert job.backbone["pretrained"].endswith("tiny/models/sd15") and job.seed == cfg.seed == 7
 
 
 def test_sdxl_trains_with_gradient_checkpointing_by_default(compose_cfg):

@@ -11,7 +11,7 @@ def test_the_diagram_is_generated_and_names_every_stage_and_unit(tmp_path, capsy
     texts = {t.text.strip() for t in ET.parse(out).iter() if t.tag.endswith("text") and t.text}
     texts |= {t.strip() for el in ET.parse(out).iter() if el.tag.endswith("tspan") and el.text for t in [el.text]}
     assert set(STAGE_ORDER) <= texts, set(STAGE_ORDER) - texts
-    assert "synthrel.generation" in texts and "writes captions" in texts
+    assert "synthrel.generation.job" in texts and "synthrel.data.demo.layouts" in texts and "writes captions" in texts
     flow = capsys.readouterr().out
     # data that must flow, read from the configs: captions feed generation, results feed calibration
     for edge in ("caption -> generate: captions", "evaluate -> calibrate: results", "train_controlnet -> generate"):
@@ -26,3 +26,16 @@ def test_the_committed_diagram_is_what_the_script_draws_today(tmp_path):
     assert all(f">{stage}<" in committed for stage in STAGE_ORDER)
     assert main(["--out", str(tmp_path / "now.svg")]).read_text() == committed, \
         "docs/architecture.svg is stale: run python -m tools.architecture"
+
+
+def test_the_docs_stage_table_is_the_registrys():
+    """docs/architecture.md's stage table lists every stage in run order with the Job its config names."""
+    import re
+    from pathlib import Path
+
+    from synthrel.stages import stage_table
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| `([\w.]+)` \|", text, re.M)
+    assert rows == [(name, target) for name, target, _ in stage_table()], \
+        "docs/architecture.md's stage table is stale: python -m synthrel.stages prints the current one"

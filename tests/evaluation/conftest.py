@@ -34,4 +34,4 @@ def tiny_pspnet(tmp_path_factory):
     """A tiny PSPNet-R18 saved as config.py + checkpoint.pth, and its zoo entry dict."""
     folder = ensure_tiny_segmenter("pspnet_r18", tmp_path_factory.mktemp("zoo") / "pspnet_r18")
     return folder, {"family": "PSPNet", "framework": "mmseg", "config": str(folder / "config.py"),
-                    "checkpoint": str(folder / "checkpoint.pth"), "test_mode": "whole"}
+                    "checkpoint": str(folder / "checkpoint.pth")}

@@ -188,6 +188,15 @@ def test_forecast_without_a_model_or_synthetic_sets_says_what_to_do(tmp_path):
         job.run()
 
 
+def test_the_forecasts_evaluation_runs_with_the_runs_seed(tmp_path):
+    """The evaluate settings it reuses state no seed: the run's seed reaches its evaluation (calibration pixels)."""
+    from synthrel.stages import build_job
+
+    assert build_job(_compose(tmp_path, "model=tiny_unseen", "seed=7"), "forecast")._evaluator(["cityscapes_test"]).seed == 7
+    job = build_job(_compose(tmp_path, "model=tiny_unseen", "seed=7", "+stages.forecast.evaluate.seed=2"), "forecast")
+    assert job._evaluator(["cityscapes_test"]).seed == 2
+
+
 def test_qualitative_figures_put_the_strongest_and_weakest_zoo_models_beside_yours(tmp_path):
     cfg = _compose(tmp_path, "model=tiny_unseen")
     job = hydra.utils.instantiate(cfg.stages.forecast, _convert_="all")

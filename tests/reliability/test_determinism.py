@@ -126,7 +126,7 @@ def test_train_zoo_same_seed_same_weights(world, tmp_path):
         folder = tmp_path / run / "pspnet_r18"
         zoo = {"name": "tiny", "models": {"pspnet_r18": {
             "family": "PSPNet", "framework": "mmseg", "config": str(folder / "config.py"),
-            "checkpoint": str(folder / "checkpoint.pth"), "test_mode": "whole", "test_scale": [128, 64]}}}
+            "checkpoint": str(folder / "checkpoint.pth")}}}
         summary = TrainZooJob(zoo=zoo, dataset=dataset, steps={"pspnet_r18": 3}, init={"pspnet_r18": str(init_dir)},
                               batch_size=2, device="cpu").run()
         assert summary["trained"] == ["pspnet_r18"]

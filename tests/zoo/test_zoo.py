@@ -11,7 +11,16 @@ import yaml
 from synthrel.errors import ConfigError, WeightsError
 from synthrel.tiny.segmentation import ensure_tiny_segmenter
 from synthrel.zoo.predictor import build_segmenter
-from synthrel.zoo.registry import ZooEntry, get_entry, load_mmseg_config, zoo_entries
+from synthrel.zoo.registry import (
+    CONFIG_HELD,
+    Inference,
+    ZooEntry,
+    get_entry,
+    inference,
+    load_mmseg_config,
+    mmseg_inference,
+    zoo_entries,
+)
 
 CONF = Path(__file__).resolve().parents[2] / "synthrel" / "conf" / "zoo"
 PAPER40 = yaml.safe_load((CONF / "paper40.yaml").read_text())
@@ -40,16 +49,37 @@ def test_paper40_lists_the_40_models_of_a5():
 
 
 @pytest.mark.parametrize("key", sorted(ENTRIES))
-def test_config_exists_parses_and_matches_recorded_test_mode(key):
+def test_each_entry_is_tested_as_its_config_says(key):
+    """The entry states no test settings: they resolve from its mmseg config, at the paper's Cityscapes scale."""
     e = ENTRIES[key]
+    assert not set(CONFIG_HELD) & set(PAPER40["models"][key]), "the mmseg config holds these"
     cfg = load_mmseg_config(e.config)
-    test_cfg = cfg.model.test_cfg
-    assert test_cfg.get("mode", "whole") == e.test_mode
-    if e.test_mode == "slide":
-        assert tuple(test_cfg.crop_size) == e.crop_size and tuple(test_cfg.stride) == e.stride
-    resize = [t for t in cfg.test_pipeline if t["type"] == "Resize"]
-    assert tuple(resize[0]["scale"]) == e.test_scale
+    test = inference(e)
+    assert test == mmseg_inference(cfg) and test.mode in ("whole", "slide")
+    if test.mode == "slide":
+        assert test.crop_size == tuple(cfg.model.test_cfg.crop_size) and test.stride == tuple(cfg.model.test_cfg.stride)
+        assert all(0 < s < c for s, c in zip(test.stride, test.crop_size, strict=True))  # overlapping windows
+    else:
+        assert test.crop_size is None and test.stride is None
+    # the 768/769 crops test at mmseg's 2049 x 1025, the others at 2048 x 1024
+    assert test.scale == ((2049, 1025) if test.crop_size in ((769, 769), (768, 768)) else (2048, 1024))
     assert cfg.model.decode_head.num_classes == 19
+
+
+@pytest.mark.parametrize(("framework", "key"), [("mmseg", "test_mode"), ("mmseg", "crop_size"), ("mmseg", "stride"),
+                                                ("mmseg", "test_scale"), ("transformers", "test_mode"),
+                                                ("python", "stride")])
+def test_an_entry_restating_test_settings_is_refused_naming_the_key(framework, key):
+    spec = {"family": "f", "framework": framework, "config": "x.py", key: [8, 8] if key != "test_mode" else "whole"}
+    if framework == "python":
+        spec["builder"] = {"_target_": "m.build"}
+    where = "its config x.py says" if framework == "mmseg" else "run on the whole image"
+    with pytest.raises(ConfigError, match=rf"`zoo.models.m.{key}`: .*{where}"):
+        zoo_entries({"name": "z", "models": {"m": spec}})
+    if framework != "mmseg" or key != "test_scale":
+        return
+    spec = {"family": "f", "framework": "transformers", "config": "x", "test_scale": [128, 64]}
+    assert inference(zoo_entries({"models": {"m": spec}})["m"]) == Inference(scale=(128, 64))
 
 
 def _build_random(key):
@@ -97,6 +127,25 @@ def tiny_dir(tmp_path_factory):
 def _entry(folder, checkpoint=None, **kw):
     return ZooEntry(key="m", family="f", config=str(folder / "config.py"),
                     checkpoint=checkpoint or str(folder / "checkpoint.pth"), **kw)
+
+
+#: what synthrel/conf/zoo/tiny.yaml stated before its entries read their configs (the evaluation stays identical)
+TINY_BEFORE = {"segformer_b0": Inference("slide", (48, 48), (32, 32), (128, 64)),
+               "dlv3p_r18": Inference("slide", (49, 49), (33, 33), (128, 64)),
+               "pspnet_r18": Inference("whole", scale=(128, 64))}
+
+
+@pytest.mark.parametrize("spec", sorted(TINY_BEFORE))
+def test_tiny_zoo_entries_resolve_what_they_stated_and_the_segmenter_runs_it(tiny_dir, spec):
+    entry = _entry(tiny_dir / spec)
+    assert inference(entry) == TINY_BEFORE[spec]
+    segmenter = build_segmenter(entry)
+    assert segmenter.test_scale == TINY_BEFORE[spec].scale
+    test_cfg = segmenter.model.test_cfg
+    assert test_cfg.get("mode", "whole") == TINY_BEFORE[spec].mode
+    if TINY_BEFORE[spec].mode == "slide":
+        before = TINY_BEFORE[spec]
+        assert (tuple(test_cfg.crop_size), tuple(test_cfg.stride)) == (before.crop_size, before.stride)
 
 
 @pytest.mark.parametrize("spec", ["segformer_b0", "dlv3p_r18"])  # both slide mode

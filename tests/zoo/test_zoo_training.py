@@ -34,7 +34,7 @@ def _entry(folder, spec, framework="mmseg"):
         return {"family": "SegFormer", "framework": "transformers", "config": str(folder), "checkpoint": None,
                 "test_scale": [128, 64]}
     return {"family": spec, "framework": "mmseg", "config": str(folder / "config.py"),
-            "checkpoint": str(folder / "checkpoint.pth"), "test_scale": [128, 64]}
+            "checkpoint": str(folder / "checkpoint.pth")}
 
 
 def _job(root, demo_root, steps, models, **kwargs):
@@ -202,7 +202,7 @@ def test_default_stage_spreads_the_demo_zoo(compose_cfg, tmp_path):
                       f"paths.output_root={tmp_path}")
     for folder, spec in cfg.stages.tiny_models.segmenters.items():  # the inits the stage writes (not SD and co.)
         if folder.startswith("init/"):
-            ensure_tiny_segmenter(spec, Path(cfg.profile.models_dir) / folder, seed=cfg.stages.tiny_models.seed)
+            ensure_tiny_segmenter(spec, Path(cfg.profile.models_dir) / folder, seed=cfg.seed)
     hydra.utils.instantiate(cfg.stages.demo_data, _convert_="all").run()
     job = hydra.utils.instantiate(cfg.stages.train_zoo, _convert_="all")
     assert sorted(job.run()["trained"]) == sorted(job.entries)
