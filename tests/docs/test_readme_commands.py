@@ -53,6 +53,9 @@ def test_readme_commands_are_extracted_in_order():
     assert commands[0] == ["python", "-m", "synthrel.run", "profile=tiny", "+stage=[tiny_models,demo_data,train_zoo]"]
     assert ["python", "-m", "synthrel.run", "+experiment=covariate_custom", "domain.name=sandstorm in Cairo"] in commands
     assert len(commands) >= 12 and all(c[:3] == ["python", "-m", "synthrel.run"] for c in commands)
+    # the DDP line follows the one-GPU training: another world size is another run, replaced only with force
+    ddp = [c for c in commands if "stages.train_controlnet.devices=4" in c]
+    assert ddp and all("stages.train_controlnet.force=true" in c for c in ddp), ddp
 
 
 def sweep_jobs(args: list[str]) -> list[list[str]]:
