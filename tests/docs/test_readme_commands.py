@@ -102,7 +102,9 @@ def test_every_readme_command_composes_on_the_tiny_profile(tmp_path, monkeypatch
     assert n_jobs >= 20
 
 
-def _run(argv: list[str], cwd: Path, env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
+# A hang guard, not a speed limit: on a loaded 2-core box the README's compile line (7 tiny zoo models compiled per
+# input size, 3 sets) ran past 25 minutes.
+def _run(argv: list[str], cwd: Path, env: dict | None = None, timeout: float = 3600) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **ENV, **(env or {})})
 
