@@ -478,7 +478,9 @@ def main(argv: list[str] | None = None) -> dict:
                 res["skipped"][key] = f"build failed: {type(e).__name__}: {e}"[:400]
                 print(f"{key}: {res['skipped'][key]}", flush=True)
                 continue
-            model = res["models"][key] = {"family": entry.family, "test_mode": entry.test_mode,
+            from synthrel.zoo.registry import inference
+
+            model = res["models"][key] = {"family": entry.family, "test_mode": inference(entry).mode,
                                           "build_s": round(time.perf_counter() - start, 2), "sizes": {}}
             first_cost = None
             for height, width, ood in args.sizes:

@@ -158,10 +158,13 @@ def run_work(cfg: DictConfig, stages: list[str], needs: list[Need] = ()) -> dict
 
 
 def _ood_work(spec, count) -> dict:
-    from synthrel.ood_detection.job import FINETUNE_DEFAULTS, RBA_SCHEDULES, rba_arch
+    import dataclasses
+
+    from synthrel.ood_detection.job import RBA_SCHEDULES, FinetuneSettings, rba_arch
 
     rba = spec.get("rba") or {}
-    ft = {**FINETUNE_DEFAULTS, **{k: v for k, v in (rba.get("finetune") or {}).items() if v is not None}}
+    ft = {**dataclasses.asdict(FinetuneSettings()),
+          **{k: v for k, v in (rba.get("finetune") or {}).items() if v is not None}}
     models = [str(m) for m in (rba.get("models") or {})]
     rows = {}
     if ft["enabled"]:

@@ -20,7 +20,7 @@ def _correlate(tmp_path: Path, root: Path) -> subprocess.CompletedProcess:
          "stages.correlate.ablation.sizes=[]", "stages.correlate.bootstrap.n_resamples=20",
          "stages.correlate.calibration_root=null", "preflight=false",
          "real_split=all"],  # analysis_zoo names the real sets as whole sets (acdc_fog)
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"})
 
 

@@ -30,7 +30,7 @@ def test_unmatched_model_names_show_as_na_with_a_warning(tmp_path):
          f"stages.correlate.results_root={root}", "stages.correlate.domains=[fog,night]",
          "stages.correlate.metrics=[mIoU]", "stages.correlate.class_metrics=[]", "stages.correlate.ablation.sizes=[]",
          "stages.correlate.bootstrap.n_resamples=50", "stages.correlate.calibration_root=null", "preflight=false"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "artifacts" / "analysis" / "corr"

@@ -290,21 +290,17 @@ def test_sdxl_training_stays_eager_when_compile_does_not_pay_or_the_runs_differ(
 
 
 #: two BiSeNetV1 models (the measured one and a member twice as slow eager) and an ICNet of a family that
-#: eval_families did not measure; all whole mode at test scale (2048, 1024)
+#: eval_families did not measure; their mmseg configs test them whole at scale (2048, 1024)
 FAMILY_ZOO = ZOO + """  bisenetv1_slow:
     family: BiSeNetV1
     framework: mmseg
     config: bisenetv1/bisenetv1_r50-d32-in1k-pre_4xb4-160k_cityscapes-1024x1024.py
     checkpoint: null
-    test_mode: whole
-    test_scale: [2048, 1024]
   icnet_r50:
     family: ICNet
     framework: mmseg
     config: icnet/icnet_r50-d8_4xb2-160k_cityscapes-832x832.py
     checkpoint: null
-    test_mode: whole
-    test_scale: [2048, 1024]
 """
 
 

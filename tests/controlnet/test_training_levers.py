@@ -73,8 +73,11 @@ def test_the_stage_trains_channels_last_through_its_option(tiny_models, tiny_cit
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4, msg=key)
 
 
-def test_bad_channels_last_names_the_key(tiny_models, tiny_cityscapes, tmp_path):
-    from synthrel.errors import ConfigError
+@pytest.mark.parametrize("bad", ["yes", 1])
+def test_bad_channels_last_names_the_key(bad):
+    """The stage schema (synthrel/schemas.py, checked at composition) names the key and what it takes."""
+    from synthrel.controlnet.job import TrainControlNetJob
+    from synthrel.schemas import check_settings
 
-    with pytest.raises(ConfigError, match=r"stages\.train_controlnet\.channels_last"):
-        make_job(tiny_models, tiny_cityscapes, tmp_path, channels_last="yes")
+    problems = check_settings(TrainControlNetJob, {"channels_last": bad}, "stages.train_controlnet")
+    assert any("stages.train_controlnet.channels_last" in p and "bool" in p for p in problems), problems

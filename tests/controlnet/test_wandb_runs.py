@@ -100,7 +100,7 @@ def test_a_stage_that_logs_nothing_itself_is_one_run_with_its_summary(compose_cf
                                      f"{demo}.root={tmp_path}/data", f"{demo}.n_train=2", f"{demo}.n_val=3",
                                      f"{demo}.n_shift=1", f"{demo}.n_ood=1", "profile=tiny"))["demo_data"]
     (run,) = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
-    deadline = time.monotonic() + 120  # wandb's service process may still be writing the finished run's file
+    deadline = time.monotonic() + 600  # wandb's service process may still be writing the finished run's file
     records = list(wandb_records(next(run.glob("run-*.wandb"))))
     while not any(r.HasField("exit") for r in records):
         assert time.monotonic() < deadline, [r.WhichOneof("record_type") for r in records]

@@ -82,7 +82,7 @@ def test_custom_domain_may_name_its_real_data(compose_cfg):
 
 def cli(tmp_path, *overrides):
     out = subprocess.run([sys.executable, "-m", "synthrel.run", *overrides], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=300)
+                         cwd=tmp_path, timeout=600)
     return out.returncode, out.stdout + out.stderr
 
 

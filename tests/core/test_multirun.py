@@ -51,7 +51,7 @@ def _user_folder(tmp_path: Path, demo_data: Path) -> Path:
 
 def _run(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "synthrel.run", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **ENV, **(env or {})}, timeout=300)
+                          env={**os.environ, **ENV, **(env or {})}, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 

@@ -53,6 +53,9 @@ def test_readme_commands_are_extracted_in_order():
     assert commands[0] == ["python", "-m", "synthrel.run", "profile=tiny", "+stage=[tiny_models,demo_data,train_zoo]"]
     assert ["python", "-m", "synthrel.run", "+experiment=covariate_custom", "domain.name=sandstorm in Cairo"] in commands
     assert len(commands) >= 12 and all(c[:3] == ["python", "-m", "synthrel.run"] for c in commands)
+    # the DDP line follows the one-GPU training: another world size is another run, replaced only with force
+    ddp = [c for c in commands if "stages.train_controlnet.devices=4" in c]
+    assert ddp and all("stages.train_controlnet.force=true" in c for c in ddp), ddp
 
 
 def sweep_jobs(args: list[str]) -> list[list[str]]:
@@ -99,7 +102,9 @@ def test_every_readme_command_composes_on_the_tiny_profile(tmp_path, monkeypatch
     assert n_jobs >= 20
 
 
-def _run(argv: list[str], cwd: Path, env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
+# A hang guard, not a speed limit: on a loaded 2-core box the README's compile line (7 tiny zoo models compiled per
+# input size, 3 sets) ran past 25 minutes.
+def _run(argv: list[str], cwd: Path, env: dict | None = None, timeout: float = 3600) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **ENV, **(env or {})})
 
@@ -186,12 +191,23 @@ def demo_command() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def after_demo(tmp_path_factory) -> Path:
-    """A folder where `make demo` ran."""
-    folder = tmp_path_factory.mktemp("after_demo")
+def after_demo(tmp_path_factory):
+    """`fresh()`: the folder where `make demo` ran, as the demo left it, at the demo's own path each time. Records
+    name their inputs by absolute path (captions their images, sets their ControlNet): a copy elsewhere is a moved
+    project whose records are all stale, not the user's folder."""
+    base = tmp_path_factory.mktemp("after_demo")
+    folder, pristine = base / "user", base / "pristine"
+    folder.mkdir()
     proc = _run(demo_command(), folder, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-5000:]
-    return folder
+    shutil.copytree(folder, pristine, symlinks=True)  # copy2: sizes and mtimes (the records' identities) kept
+
+    def fresh() -> Path:
+        shutil.rmtree(folder)
+        shutil.copytree(pristine, folder, symlinks=True)
+        return folder
+
+    return fresh
 
 
 def _run_in_order(commands: list[list[str]], folder: Path) -> list[str]:
@@ -206,12 +222,10 @@ def _run_in_order(commands: list[list[str]], folder: Path) -> list[str]:
 
 
 @pytest.mark.full
-def test_readme_commands_run_in_order_after_the_demo(after_demo, tmp_path):
+def test_readme_commands_run_in_order_after_the_demo(after_demo):
     """One synthetic set, one name: after the demo, `+experiment=covariate_fog` found the demo's fog results under
     synthetic_fog/ beside its own synthetic_sd15_fog/ and correlate stopped on duplicate rows."""
-    folder = tmp_path / "user"
-    shutil.copytree(after_demo, folder, symlinks=True)
-    failures = _run_in_order(readme_commands((REPO / "README.md").read_text()), folder)
+    failures = _run_in_order(readme_commands((REPO / "README.md").read_text()), after_demo())
     assert not failures, "\n\n".join(failures)
 
 
@@ -222,10 +236,9 @@ def guide_commands(guide: Path) -> list[list[str]]:
 
 @pytest.mark.full
 @pytest.mark.parametrize("guide", sorted(p.name for p in (REPO / "docs" / "guide").glob("*.md")))
-def test_guide_commands_run_in_order_after_the_demo(after_demo, tmp_path, guide):
-    folder = tmp_path / "user"
-    shutil.copytree(after_demo, folder, symlinks=True)
-    failures = _run_in_order(guide_commands(REPO / "docs" / "guide" / guide), folder)
+def test_guide_commands_run_in_order_after_the_demo(after_demo, guide):
+    commands = guide_commands(REPO / "docs" / "guide" / guide)
+    failures = _run_in_order(commands, after_demo()) if commands else []
     assert not failures, "\n\n".join(failures)
 
 

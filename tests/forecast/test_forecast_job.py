@@ -57,7 +57,7 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cli_run(world):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHREL_")} | ENV
-    proc = subprocess.run(readme_forecast_command(), cwd=world, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(readme_forecast_command(), cwd=world, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return world / "outputs" / "tiny" / "artifacts"
 

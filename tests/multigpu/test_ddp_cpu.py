@@ -148,11 +148,11 @@ def test_a_ddp_relaunch_is_checked_against_the_recorded_devices_and_retrains_wit
     record = root / "controlnet_relaunch" / "final" / "training.json"
     assert json.loads(record.read_text())["settings"]["world_size"] == 1
     refused = run_synthrel(*overrides(2))
-    out, _ = refused.communicate(timeout=240)
+    out, _ = refused.communicate(timeout=900)
     assert refused.returncode != 0
     assert "world_size 1 -> 2" in out and "effective_batch_size 4 -> 8" in out and "force=true" in out, out[-3000:]
     relaunch = run_synthrel(*overrides(2, "force=true"))
-    out, _ = relaunch.communicate(timeout=240)
+    out, _ = relaunch.communicate(timeout=900)
     assert relaunch.returncode == 0, out[-6000:]
     assert "stage caption: left to rank 0" in out  # the relaunched rank 1 (its output goes to the same pipe)
     assert "OutputBusyError" not in out

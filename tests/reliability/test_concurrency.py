@@ -17,7 +17,7 @@ ONE_PAIR = ["+stage=[evaluate]", "stages.evaluate.models=[pspnet_r18]", "stages.
             "stages.evaluate.num_workers=0"]
 
 
-def _wait_for_text(path, text: str, cli: Cli, timeout: float = 120) -> None:
+def _wait_for_text(path, text: str, cli: Cli, timeout: float = 600) -> None:
     """Until the log at `path` holds `text` (the process reached that point), or fail with the log."""
     deadline = time.monotonic() + timeout
     while text not in path.read_text():
@@ -99,11 +99,11 @@ def test_calibrate_and_analysis_outputs_are_locked_while_another_run_writes_them
         with exclusive_output(tmp_path / "calib"):
             waiter = threading.Thread(target=lambda: summary.update(calib.run()))
             waiter.start()
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 600
             while not any("waiting for another synthrel run" in r.getMessage() for r in caplog.records):
                 assert waiter.is_alive() and time.monotonic() < deadline, "calibrate did not wait"
                 time.sleep(0.05)
             assert [p.name for p in (tmp_path / "calib").iterdir()] == [".synthrel.lock"]
-        waiter.join(timeout=120)
+        waiter.join(timeout=600)
     assert summary["fitted"] == 1
     assert json.loads(next((tmp_path / "calib").rglob("m.json")).read_text())["model"] == "m"

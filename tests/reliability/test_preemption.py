@@ -72,7 +72,7 @@ def test_preempted_submitit_job_is_requeued_and_resumes(world, reference, tmp_pa
 @pytest.mark.slow
 def test_hydra_submitit_local_launcher_runs_a_sharded_multirun(world, reference, tmp_path):
     result = run_cli(["-m", "launcher=submitit_local", *stage_overrides(world, tmp_path, GENERATE),
-                      "shard=0/2,1/2"], cwd=tmp_path, timeout=300)
+                      "shard=0/2,1/2"], cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted((tmp_path / "logs").rglob(".submitit/*/*_result.pkl"))
     assert len(jobs) == 2, jobs
