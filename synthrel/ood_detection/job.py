@@ -94,6 +94,20 @@ class FinetuneSettings:
     num_workers: int = 2
 
 
+def finetune_settings(given) -> dict:
+    """The RbA fine-tune as the stage runs it: FinetuneSettings under the given keys (null crop_size, min_sizes,
+    max_size: RbA's recipe values) and max_steps from the schedule unless given. One home, so that the
+    preflight's GPU-time count is the stage's own."""
+    given = dataclasses.asdict(given) if isinstance(given, FinetuneSettings) else dict(given or {})
+    for key in ("crop_size", "min_sizes", "max_size"):
+        if given.get(key) is None:
+            given.pop(key, None)
+    settings = dataclasses.asdict(FinetuneSettings(**given))
+    if settings["max_steps"] is None:
+        settings["max_steps"] = RBA_SCHEDULES[settings["schedule"]]
+    return settings
+
+
 @dataclass
 class RbaSettings:
     """`stages.ood_detection.rba`: base models (name -> hub id | folder | {checkpoint, arch}), the OOD sets they
@@ -156,14 +170,7 @@ class OODDetectionJob:
             self.rba = RbaSettings(**(plain(self.rba) or {}))
         self.rba_models = dict(self.rba.models or {})
         self.rba_datasets = list(self.rba.datasets or self.datasets)
-        given = self.rba.finetune or {}
-        given = dataclasses.asdict(given) if isinstance(given, FinetuneSettings) else dict(given)
-        for key in ("crop_size", "min_sizes", "max_size"):  # null: RbA's recipe value
-            if given.get(key) is None:
-                given.pop(key, None)
-        self.finetune = ft = dataclasses.asdict(FinetuneSettings(**given))
-        if ft["max_steps"] is None:
-            ft["max_steps"] = RBA_SCHEDULES[ft["schedule"]]
+        self.finetune = ft = finetune_settings(self.rba.finetune)
         if ft["enabled"]:
             for base in ft["bases"]:
                 if base not in self.rba_models:

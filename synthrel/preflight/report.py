@@ -158,17 +158,14 @@ def run_work(cfg: DictConfig, stages: list[str], needs: list[Need] = ()) -> dict
 
 
 def _ood_work(spec, count) -> dict:
-    import dataclasses
-
-    from synthrel.ood_detection.job import RBA_SCHEDULES, FinetuneSettings, rba_arch
+    from synthrel.ood_detection.job import finetune_settings, rba_arch
 
     rba = spec.get("rba") or {}
-    ft = {**dataclasses.asdict(FinetuneSettings()),
-          **{k: v for k, v in (rba.get("finetune") or {}).items() if v is not None}}
+    ft = finetune_settings(rba.get("finetune"))
     models = [str(m) for m in (rba.get("models") or {})]
     rows = {}
     if ft["enabled"]:
-        steps = ft.get("max_steps") or RBA_SCHEDULES[ft["schedule"]]
+        steps = ft["max_steps"]
         for arch in dict.fromkeys(rba_arch(str(b)) for b in ft["bases"]):
             runs = sum(rba_arch(str(b)) == arch for b in ft["bases"]) * len(ft["variants"])
             rows[f"ood_detection: RbA {arch} fine-tunes"] = (runs * steps, f"{runs} run(s) x {steps} steps")
