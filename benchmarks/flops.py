@@ -14,7 +14,21 @@ each evaluated input size. Units:
 - generation: one image, `steps` guided steps (ControlNet + UNet on the CFG pair) and the VAE decode.
 - inpainting: one image, the SD1.5-inpainting UNet over int(steps x strength) guided steps, VAE encode + decode.
 - evaluation: one image of each (height, width), per zoo model.
-Stages not listed (caption, Grounded-SAM, RbA, FID features, calibrate) are not counted: their MFU is blank.
+- caption: one image of the caption stage's BLIP-large beam search (synthrel/conf/stage/caption.yaml: beams,
+  max_new_tokens), counted in parts because generate's stopping is data-dependent (no meta tensors): the vision
+  encoder once (384 px), then one text-decoder call over the beams at each of the max_new_tokens lengths with the
+  KV cache as generate keeps it (the first call also projects the image tokens to the cross-attention keys and
+  values, cached for the rest); every caption at full length, the worst case (the throughput benchmark's random
+  weights run to it). The sum equals generate's own count (tests/benchmarks/test_flops.py, tiny BLIP).
+- Grounded-SAM: one 512x512 zoom, `GroundedSam.detect` (Grounding DINO tiny at the processor's 800 px, the
+  throughput benchmark's prompt; on CPU, its forward reads values) + `segment` (SAM ViT-H at 1024, one box).
+  Grounding DINO's PyTorch deformable attention samples with grid_sample, which FlopCounterMode does not count.
+- RbA: one optimisation step of batch 16 at 512x1024 (`RbAFineTuner.losses` + backward, the throughput
+  benchmark's Mask2Former: transformers' head on Swin-B / Swin-L; on CPU, as the loss's Hungarian matching runs
+  scipy): batch 1 counted, x 16 (each image has its own matching; the count is linear in the batch); and
+  `rba_predict` on one 1024x2048 image (meta). RbA's released 1-decoder-layer head is counted beside it.
+- FID: one image through the FID Inception-V3 (synthrel/analysis/inception.py) at 299x299.
+Not counted: calibrate (a temperature fit on logits: no matmul or convolution, not FLOP-bound); its MFU is blank.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +48,14 @@ OUT = ROOT / "docs" / "bench_results" / "flops.json"
 GEN_STEPS = 25
 
 
+#: what `--parts` may name (default: all of them)
+PARTS = ("sd15", "sdxl", "inpaint", "caption", "grounded_sam", "rba", "fid", "evaluate")
+
+
 def count(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of `fn()`. Attention runs on the math kernel: FlopCounterMode counts the GPU's fused attention but
+    not the CPU kernel (_scaled_dot_product_flash_attention_for_cpu), and the math kernel's two bmm count the same."""
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
         fn()
     return counter.get_total_flops()
 
@@ -106,6 +127,134 @@ def inpainting() -> dict:
             for call, (strength, _, steps) in INPAINT_CALLS.items()}
 
 
+def caption_settings() -> dict:
+    """The caption stage's beam search (synthrel/conf/stage/caption.yaml)."""
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.load(ROOT / "synthrel" / "conf" / "stage" / "caption.yaml")
+    return {"num_beams": int(conf.num_beams), "max_new_tokens": int(conf.max_new_tokens)}
+
+
+@torch.no_grad()
+def blip_parts(model, pixel_values, num_beams: int, max_new_tokens: int) -> tuple[int, int]:
+    """(vision FLOPs, decoder FLOPs) of BLIP's beam search on `pixel_values` (one image), every beam to
+    max_new_tokens: one decoder call per new token over the beams, with generate's KV cache."""
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    vision = count(lambda: model.vision_model(pixel_values=pixel_values))
+    image = model.vision_model(pixel_values=pixel_values)[0].expand(num_beams, -1, -1)
+    config = model.text_decoder.config
+    cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
+    token = torch.zeros(num_beams, 1, dtype=torch.long, device=pixel_values.device)
+    decoder = sum(count(lambda: model.text_decoder(input_ids=token, encoder_hidden_states=image, cache=cache,
+                                                   use_cache=True)) for _ in range(max_new_tokens))
+    return vision, decoder
+
+
+def caption() -> dict:
+    """TFLOP per image of the caption stage (BLIP-large of real_configs, meta), in parts (blip_parts)."""
+    from transformers import BlipConfig, BlipForConditionalGeneration
+
+    from synthrel.tiny.real_configs import BLIP_IMAGE_SIZE, BLIP_LARGE, BLIP_VOCAB
+
+    settings = caption_settings()
+    config = BlipConfig(**{**BLIP_LARGE, "text_config": {**BLIP_LARGE["text_config"], "vocab_size": BLIP_VOCAB}})
+    with torch.device("meta"):
+        model = BlipForConditionalGeneration(config).eval().requires_grad_(False)
+        vision, decoder = blip_parts(model, torch.randn(1, 3, BLIP_IMAGE_SIZE, BLIP_IMAGE_SIZE), **settings)
+    return {"image": (vision + decoder) / 1e12, "vision": vision / 1e12, "decoder": decoder / 1e12, **settings,
+            "how": "vision encoder once + one decoder call over the beams per new token, all max_new_tokens "
+                   "(the worst case)"}
+
+
+def grounded_sam(zoom: int = 512, name: str = "polar bear") -> dict:
+    """TFLOP per image of the inpaint stage's Grounded-SAM: detect (Grounding DINO tiny, CPU) + segment (SAM
+    ViT-H, meta, one box) on one `zoom` x `zoom` crop, the throughput benchmark's inputs."""
+    import numpy as np
+    from transformers import (
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        SamConfig,
+        SamModel,
+        SamVisionConfig,
+    )
+
+    from benchmarks.stage_throughput import grounded_sam_processors
+    from synthrel.ood_objects.grounded_sam import GroundedSam
+    from synthrel.tiny.real_configs import GROUNDING_DINO_TINY, SAM_VIT_H
+
+    dino_processor, sam_processor = grounded_sam_processors()
+    image = [np.zeros((zoom, zoom, 3), np.uint8)]
+    box = [[[0.2 * zoom, 0.2 * zoom, 0.8 * zoom, 0.8 * zoom]]]
+    dino = GroundingDinoForObjectDetection(GroundingDinoConfig(**GROUNDING_DINO_TINY)).eval()
+    with torch.device("meta"):
+        sam = SamModel(SamConfig(vision_config=SamVisionConfig(**SAM_VIT_H))).eval().requires_grad_(False)
+    dino_in = dino_processor(images=image, text=[GroundedSam.caption(name)], return_tensors="pt")
+    sam_in = sam_processor(images=image, input_boxes=box, return_tensors="pt").to("meta")
+    with torch.no_grad():
+        detect = count(lambda: dino(**dino_in))
+        segment = count(lambda: sam(**sam_in, multimask_output=True))
+    return {"image": (detect + segment) / 1e12, "detect": detect / 1e12, "segment": segment / 1e12,
+            "zoom": zoom, "dino_input": list(dino_in["pixel_values"].shape[-2:]), "text_tokens":
+            int(dino_in["input_ids"].shape[1]), "sam_input": list(sam_in["pixel_values"].shape[-2:])}
+
+
+def rba_step(model, batch: dict) -> int:
+    """FLOPs of one RbA fine-tuning step (`RbAFineTuner.losses` and its backward) of `model` on `batch`."""
+    from types import SimpleNamespace
+
+    from synthrel.ood_detection.rba import RbAFineTuner, freeze_except_mlp
+
+    freeze_except_mlp(model)
+    model.train()
+    tuner = SimpleNamespace(model=model, hparams=SimpleNamespace(inlier_upper=0.0, outlier_lower=5.0,
+                                                                 outlier_weight=1.0))  # RbAFineTuner's defaults
+    return count(lambda: RbAFineTuner.losses(tuner, batch)["loss"].backward())
+
+
+@torch.no_grad()
+def rba_predict_flops(model, height: int, width: int) -> int:
+    import numpy as np
+
+    from synthrel.ood_detection.rba import rba_predict
+
+    device = next(model.parameters()).device
+    return count(lambda: rba_predict(model.eval(), np.zeros((1, height, width, 3), np.uint8), device))
+
+
+def rba() -> dict:
+    """TFLOP per optimisation step (batch x crop of the throughput benchmark) and per scored image of RbA."""
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    from benchmarks.stage_throughput import RBA_BATCH, RBA_PREDICT, mask2former_config, rba_batch
+    from synthrel.ood_detection.convert import ARCHS, build_model
+
+    batch, (h, w) = RBA_BATCH
+    out = {"batch": batch, "crop": f"{h}x{w}", "predict": "x".join(map(str, RBA_PREDICT)),
+           "how": "step: batch 1 on CPU x batch (linear in the batch); predict: meta"}
+    for name in ("swin_b", "swin_l"):
+        config = mask2former_config(f"rba_{name}", tiny=False)
+        torch.manual_seed(0)
+        step = rba_step(Mask2FormerForUniversalSegmentation(config), rba_batch(1, h, w))
+        with torch.device("meta"):  # .to: a few parameters are made with torch.Tensor(), which ignores the default
+            model = Mask2FormerForUniversalSegmentation(config).to("meta")
+            released = build_model(ARCHS[f"{name}_1dl"]).to("meta")
+        out[name] = {"train_step": batch * step / 1e12, "predict_image": rba_predict_flops(model, *RBA_PREDICT) / 1e12,
+                     "released_1dl_predict_image": rba_predict_flops(released, *RBA_PREDICT) / 1e12}
+        print(f"rba {name}: {out[name]}", flush=True)
+    return out
+
+
+def fid() -> dict:
+    """TFLOP per image of the FID features (synthrel's FID Inception-V3, meta; it resizes to 299 itself)."""
+    from synthrel.analysis.inception import INPUT_SIZE, FIDInceptionV3
+
+    with torch.device("meta"), torch.no_grad():
+        net = FIDInceptionV3().eval()
+        image = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE, dtype=torch.uint8)
+        return {"image": count(lambda: net(image)) / 1e12, "size": INPUT_SIZE}
+
+
 def segmentation(zoo_file: Path, sizes: list[tuple[int, int]]) -> dict:
     """TFLOP per image per zoo model at each (height, width), as `MMSegSegmenter` predicts it (no features)."""
     import numpy as np
@@ -131,16 +280,24 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run flops", description=__doc__.split("\n")[0])
     p.add_argument("--zoo", default=str(ZOO), help="the zoo whose models are counted")
     p.add_argument("--out", default=str(OUT), help="where the JSON goes (the budget reads docs/bench_results)")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                   help="count only these (the others are kept from --out when it exists; `evaluate` is the slow one)")
     args = p.parse_args(argv)
-    sizes = sorted({size for _, _, size in evaluation_grid()})
-    res = {"written_by": "python -m benchmarks.run flops", "unit": "TFLOP", "counted_with":
-           "torch.utils.flop_counter.FlopCounterMode on meta-device models (benchmarks/flops.py)",
-           "torch": torch.__version__, "generate_steps": GEN_STEPS,
-           "sd15": diffusion("sd15"), "sdxl": diffusion("sdxl"), "inpaint": inpainting()}
-    print({k: res[k] for k in ("sd15", "sdxl", "inpaint")}, flush=True)
-    res["evaluate"] = segmentation(Path(args.zoo), sizes)
-    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
-    print(f"wrote {args.out}", flush=True)
+    out = Path(args.out)
+    res = json.loads(out.read_text()) if set(args.parts) != set(PARTS) and out.is_file() else {}
+    res.update({"written_by": "python -m benchmarks.run flops", "unit": "TFLOP", "counted_with":
+                "torch.utils.flop_counter.FlopCounterMode on the real architectures (meta device, CPU where the "
+                "forward reads values; benchmarks/flops.py)", "torch": torch.__version__, "generate_steps": GEN_STEPS})
+    counters = {"sd15": lambda: diffusion("sd15"), "sdxl": lambda: diffusion("sdxl"), "inpaint": inpainting,
+                "caption": caption, "grounded_sam": grounded_sam, "rba": rba, "fid": fid,
+                "evaluate": lambda: segmentation(Path(args.zoo), sorted({size for _, _, size in evaluation_grid()}))}
+    for part in PARTS:
+        if part in args.parts:
+            res[part] = counters[part]()
+            if part != "evaluate":
+                print(f"{part}: {res[part]}", flush=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {out}", flush=True)
     return res
 
 

@@ -55,6 +55,8 @@ STAGES = ("caption", "controlnet_train_sd15", "controlnet_train_sdxl", "grounded
 #: Swin backbones of facebook/mask2former-swin-{base,large}-cityscapes-semantic
 SWIN = {"rba_swin_b": dict(embed_dim=128, num_heads=[4, 8, 16, 32]),
         "rba_swin_l": dict(embed_dim=192, num_heads=[6, 12, 24, 48])}
+#: the RbA measurement: (batch, crop) of one optimisation step, the size of one scored image; tiny: (batch, crop)
+RBA_BATCH, RBA_PREDICT, RBA_TINY = (16, (512, 1024)), (1024, 2048), (2, (64, 128))
 
 
 def card_slug(name: str) -> str:
@@ -246,18 +248,10 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ Grounded-SAM
-def _real_grounded_sam(device):
+def grounded_sam_processors():
+    """The processors of grounding-dino-tiny (a bert-base-uncased-like vocabulary written here) and sam-vit-huge."""
     import transformers
-    from transformers import (
-        BertTokenizer,
-        GroundingDinoConfig,
-        GroundingDinoForObjectDetection,
-        GroundingDinoProcessor,
-        SamConfig,
-        SamModel,
-        SamProcessor,
-        SamVisionConfig,
-    )
+    from transformers import BertTokenizer, GroundingDinoProcessor, SamProcessor
 
     from synthrel.tiny.grounded_sam import bert_vocab
 
@@ -266,11 +260,24 @@ def _real_grounded_sam(device):
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "vocab.txt").write_text("\n".join(bert_vocab()) + "\n", encoding="utf-8")
         tokenizer = BertTokenizer.from_pretrained(tmp, do_lower_case=True)
+    return GroundingDinoProcessor(dino_images(), tokenizer), SamProcessor(sam_images())
+
+
+def _real_grounded_sam(device):
+    from transformers import (
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        SamConfig,
+        SamModel,
+        SamVisionConfig,
+    )
+
+    dino_processor, sam_processor = grounded_sam_processors()
     torch.manual_seed(0)
     # the defaults are IDEA-Research/grounding-dino-tiny: Swin-T, BERT-base, d_model 256, 6 + 6 layers, 900 queries
     dino = GroundingDinoForObjectDetection(GroundingDinoConfig(disable_custom_kernels=True))
     sam = SamModel(SamConfig(vision_config=SamVisionConfig(**SAM_VIT_H)))  # facebook/sam-vit-huge
-    return dino, GroundingDinoProcessor(dino_images(), tokenizer), sam, SamProcessor(sam_images())
+    return dino, dino_processor, sam, sam_processor
 
 
 def bench_grounded_sam(args, device, work: Path) -> dict:
@@ -295,40 +302,51 @@ def bench_grounded_sam(args, device, work: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- RbA
-def _mask2former_folder(name: str, tiny: bool, folder: Path) -> Path:
-    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+def mask2former_config(name: str, tiny: bool):
+    """The Mask2Former the RbA benchmark fine-tunes: `name`'s Swin at window 12, transformers' Mask2Former head."""
+    from transformers import Mask2FormerConfig, SwinConfig
 
     from synthrel.conventions import CLASS_NAMES
     from synthrel.tiny.mask2former import tiny_mask2former_config
 
     if tiny:
-        config = tiny_mask2former_config()
-    else:
-        backbone = SwinConfig(depths=[2, 2, 18, 2], window_size=12, image_size=384, drop_path_rate=0.3,
-                              out_features=["stage1", "stage2", "stage3", "stage4"], **SWIN[name])
-        config = Mask2FormerConfig(backbone_config=backbone, num_labels=len(CLASS_NAMES),
-                                   id2label=dict(enumerate(CLASS_NAMES)),
-                                   label2id={n: i for i, n in enumerate(CLASS_NAMES)})
+        return tiny_mask2former_config()
+    backbone = SwinConfig(depths=[2, 2, 18, 2], window_size=12, image_size=384, drop_path_rate=0.3,
+                          out_features=["stage1", "stage2", "stage3", "stage4"], **SWIN[name])
+    return Mask2FormerConfig(backbone_config=backbone, num_labels=len(CLASS_NAMES),
+                             id2label=dict(enumerate(CLASS_NAMES)), label2id={n: i for i, n in enumerate(CLASS_NAMES)})
+
+
+def _mask2former_folder(name: str, tiny: bool, folder: Path) -> Path:
+    from transformers import Mask2FormerForUniversalSegmentation
+
     torch.manual_seed(0)
-    Mask2FormerForUniversalSegmentation(config).save_pretrained(folder)
+    Mask2FormerForUniversalSegmentation(mask2former_config(name, tiny)).save_pretrained(folder)
     return folder
 
 
-def bench_rba(name: str, args, device, work: Path) -> dict:
+def rba_batch(batch: int, height: int, width: int, device=None) -> dict:
+    """An RbA training batch: 32-px blocks of random trainIds (every class present at 512x1024) and an outlier square."""
     from synthrel.conventions import OOD_LABEL_ID
-    from synthrel.ood_detection.rba import RbAFineTuner, rba_predict
 
-    module = RbAFineTuner(str(_mask2former_folder(name, args.tiny, work / name)), max_steps=5000).to(device)
-    module.train()
-    optimizer = module.configure_optimizers()["optimizer"]
-    batch, (h, w) = (2, (64, 128)) if args.tiny else (16, (512, 1024))
+    h, w = height, width
     rng = np.random.default_rng(0)
     label = torch.from_numpy(np.kron(rng.integers(0, 19, (batch, h // 32, w // 32)), np.ones((1, 32, 32)))).long()
     outlier = torch.zeros_like(label)
     label[:, h // 2: h // 2 + h // 8, w // 3: w // 3 + h // 8] = OOD_LABEL_ID
     outlier[label == OOD_LABEL_ID] = 1
-    data = {"pixel_values": torch.randn(batch, 3, h, w, device=device), "label": label.to(device),
+    return {"pixel_values": torch.randn(batch, 3, h, w, device=device), "label": label.to(device),
             "outlier_mask": outlier.to(device)}
+
+
+def bench_rba(name: str, args, device, work: Path) -> dict:
+    from synthrel.ood_detection.rba import RbAFineTuner, rba_predict
+
+    module = RbAFineTuner(str(_mask2former_folder(name, args.tiny, work / name)), max_steps=5000).to(device)
+    module.train()
+    optimizer = module.configure_optimizers()["optimizer"]
+    batch, (h, w) = RBA_TINY if args.tiny else RBA_BATCH
+    data = rba_batch(batch, h, w, device)
 
     def step():
         loss = module.losses(data)["loss"]
@@ -340,7 +358,7 @@ def bench_rba(name: str, args, device, work: Path) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     step_s = timed_calls(step, 2, args.repeats, device)
     peak = _peak_gib(device)
-    image = frames(1, *((64, 128) if args.tiny else (1024, 2048)))[0][None]
+    image = frames(1, *((64, 128) if args.tiny else RBA_PREDICT))[0][None]
     module.eval()
     predict_s = timed_calls(lambda: rba_predict(module.model, image, device), 2, args.repeats, device)
     return {"unit": "step", "per_s": 1 / step_s, "batch": batch, "s_per_step": step_s, "peak_gib": peak,
