@@ -497,17 +497,28 @@ def _set_tflop(flops: dict, key: str, sets: list[tuple[str, int, tuple[int, int]
     return sum(k * per_size[f"{h}x{w}"] for _, k, (h, w) in sets)
 
 
+#: row -> the path of its TFLOP per unit in flops.json (image, or optimiser step for the RbA fine-tunes)
+PER_UNIT = {"train_controlnet SD1.5": ("sd15", "train_image"), "train_controlnet SDXL": ("sdxl", "train_image"),
+            "generate SD1.5": ("sd15", "generate_image"), "generate SDXL": ("sdxl", "generate_image"),
+            "inpaint": ("inpaint", "inpaint"), "inpaint: refine": ("inpaint", "refine"), "caption": ("caption", "image"),
+            "inpaint: Grounded-SAM": ("grounded_sam", "image"), "fid": ("fid", "image"),
+            "ood_detection: RbA Swin-B fine-tunes": ("rba", "swin_b", "train_step"),
+            "ood_detection: RbA Swin-L fine-tunes": ("rba", "swin_l", "train_step"),
+            "ood_detection: RbA Swin-B scoring": ("rba", "swin_b", "predict_image"),
+            "ood_detection: RbA Swin-L scoring": ("rba", "swin_l", "predict_image")}
+
+
 def count_flops(rows: list[Row], entries: dict, flops: dict | None) -> None:
-    """Each row's counted TFLOP (Row.tflop) from flops.json; rows it does not count keep None."""
+    """Each row's counted TFLOP (Row.tflop) from flops.json; rows it does not count (or an older file lacks)
+    keep None."""
     if flops is None:
         return
-    per_unit = {"train_controlnet SD1.5": flops["sd15"]["train_image"],
-                "train_controlnet SDXL": flops["sdxl"]["train_image"],
-                "generate SD1.5": flops["sd15"]["generate_image"], "generate SDXL": flops["sdxl"]["generate_image"],
-                "inpaint": flops["inpaint"]["inpaint"], "inpaint: refine": flops["inpaint"]["refine"]}
     for row in rows:
-        if row.stage in per_unit:
-            row.tflop = row.units * per_unit[row.stage]
+        if row.stage in PER_UNIT:
+            value = flops
+            for key in PER_UNIT[row.stage]:
+                value = value.get(key) if isinstance(value, dict) else None
+            row.tflop = None if value is None else row.units * value
         elif row.stage == "evaluate":
             counts = [_set_tflop(flops, key, evaluation_grid()) for key in entries]
             row.tflop = None if None in counts else sum(counts)
@@ -635,7 +646,8 @@ def table(rows: list[Row], summary: dict, scaling: Measured | None, by_set: dict
                "benchmarks/budget.py")
     out.append(f"ideal: the row's FLOPs (docs/bench_results/flops.json, `python -m benchmarks.run flops`) at "
                f"{PEAK_TFLOPS:g} TFLOP/s dense bf16 (H100/H200 SXM datasheet); MFU = ideal / measured; '-': "
-               "not counted (caption, Grounded-SAM, RbA, FID, calibrate)")
+               "not counted (calibrate: a temperature fit on logits, no matmul or convolution: not FLOP-bound); caption, "
+               "Grounded-SAM, RbA and FID were measured in fp32 (their throughput JSONs), against the bf16 peak")
     for t in (sums or {}).values():
         where = "1 GPU" if t["target_gpus"] == 1 else f"one {t['target_gpus']}-GPU node"
         far = "-" if t["times_target"] is None else f"{t['times_target']:.2f}x the target"

@@ -25,18 +25,20 @@ ZOO_SECONDS, ZOO_IMAGES = 25.6, 512  # 0.05 s per 512x512 image
 
 #: flops.json: TFLOP per unit (made-up round numbers; the counting itself is checked on a conv and a linear layer)
 FLOPS = {"sd15": {"train_image": 3.0, "generate_image": 50.0}, "sdxl": {"train_image": 25.0, "generate_image": 500.0},
-         "inpaint": {"inpaint": 80.0, "refine": 55.0},
+         "inpaint": {"inpaint": 80.0, "refine": 55.0}, "caption": {"image": 0.6}, "grounded_sam": {"image": 6.0},
+         "fid": {"image": 0.01}, "rba": {"swin_b": {"train_step": 9.0, "predict_image": 2.0},
+                                         "swin_l": {"train_step": 16.0, "predict_image": 4.0}},
          "evaluate": {"bisenetv1_r50": {"512x512": 0.8, "1024x1024": 0.8, "1024x2048": 1.6, "1080x1920": 1.4,
                                         "720x1280": 1.4}}}
 PEAK = 989.0
 
 
-def write_fixtures(folder, skip=()):
+def write_fixtures(folder, skip=(), flops=None):
     def put(name, data):
         (folder / name).write_text(json.dumps(data))
 
     if "flops" not in skip:
-        put("flops.json", FLOPS)
+        put("flops.json", FLOPS if flops is None else flops)
 
     for stage, rate in RATES.items():
         if stage not in skip:
@@ -59,12 +61,12 @@ def write_fixtures(folder, skip=()):
                                                    "models": {"bisenetv1_r50": {"seconds": ZOO_SECONDS}}}})
 
 
-def run_budget(tmp_path, skip=()):
+def run_budget(tmp_path, skip=(), flops=None):
     from benchmarks.budget import main
 
     results = tmp_path / "results"
-    results.mkdir()
-    write_fixtures(results, skip)
+    results.mkdir(exist_ok=True)
+    write_fixtures(results, skip, flops)
     zoo = tmp_path / "zoo.yaml"
     zoo.write_text(ZOO)
     res = main(["--results", str(results), "--zoo", str(zoo), "--json", str(tmp_path / "budget.json")])
@@ -196,10 +198,17 @@ def test_mfu_is_ideal_over_measured(tmp_path):
     evaluate = 1.6 * (500 + 42 * 512 + 100) + 1.4 * (4 * 400 + 981 + 60 + 10 + 30) + 0.8 * (
         5 * 512 + 5 * 512 + 28 * 64 + 27 * 64)
     assert rows["evaluate"]["tflop"] == pytest.approx(evaluate, rel=1e-9)
+    # units match: images, or optimiser steps of batch 16 for the fine-tunes (rate 1 step/s in the fixture)
+    assert rows["caption"]["tflop"] == pytest.approx((2975 + 500) * 0.6)
+    assert rows["inpaint: Grounded-SAM"]["tflop"] == pytest.approx(42 * 512 * 6.0)
+    assert rows["ood_detection: RbA Swin-B fine-tunes"]["tflop"] == pytest.approx(rows[
+        "ood_detection: RbA Swin-B fine-tunes"]["units"] * 9.0)
+    assert rows["ood_detection: RbA Swin-B fine-tunes"]["mfu"] == pytest.approx(9.0 * 1.0 / PEAK, rel=1e-9)
+    assert rows["ood_detection: RbA Swin-L scoring"]["mfu"] == pytest.approx(4.0 * 4.0 / PEAK, rel=1e-9)
+    assert rows["fid"]["mfu"] == pytest.approx(0.01 * 100.0 / PEAK, rel=1e-9)
     for r in [*rows.values(), res["forecast_row"]]:
-        if r["tflop"] is None:
-            assert r["mfu"] is None and r["stage"] in {"caption", "inpaint: Grounded-SAM", "calibrate", "fid"} | {
-                k for k in rows if k.startswith("ood_detection")}
+        if r["tflop"] is None:  # calibrate alone: not FLOP-bound
+            assert r["mfu"] is None and r["stage"] == "calibrate"
         else:
             assert r["ideal_hours_1"] == pytest.approx(r["tflop"] / PEAK * h, rel=1e-12)
             assert r["mfu"] == pytest.approx(r["ideal_hours_1"] / r["hours_1"], rel=1e-12)
@@ -209,6 +218,13 @@ def test_without_flops_json_the_rows_are_not_counted(tmp_path):
     res, rows = run_budget(tmp_path, skip=("flops",))
     assert all(r["tflop"] is None and r["mfu"] is None for r in rows.values())
     assert res["totals"]["paper"]["ideal_hours_1"] == 0 and res["totals"]["paper"]["hours_1"] > 0
+
+
+def test_an_older_flops_json_leaves_the_rows_it_lacks_uncounted(tmp_path):
+    old = {k: FLOPS[k] for k in ("sd15", "sdxl", "inpaint", "evaluate")}
+    res, rows = run_budget(tmp_path, flops=old)
+    assert rows["generate SD1.5"]["tflop"] is not None
+    assert rows["caption"]["tflop"] is None and rows["ood_detection: RbA Swin-B scoring"]["mfu"] is None
 
 
 def test_flop_count_of_a_conv_and_a_linear_layer_by_hand():
