@@ -27,6 +27,7 @@ each evaluated input size. Units:
   benchmark's Mask2Former: transformers' head on Swin-B / Swin-L; on CPU, as the loss's Hungarian matching runs
   scipy): batch 1 counted, x 16 (each image has its own matching; the count is linear in the batch); and
   `rba_predict` on one 1024x2048 image (meta). RbA's released 1-decoder-layer head is counted beside it.
+  Mask2Former's deformable attention and the loss's point sampling use grid_sample: not counted either.
 - FID: one image through the FID Inception-V3 (synthrel/analysis/inception.py) at 299x299.
 Not counted: calibrate (a temperature fit on logits: no matmul or convolution, not FLOP-bound); its MFU is blank.
 """
@@ -201,14 +202,16 @@ def grounded_sam(zoom: int = 512, name: str = "polar bear") -> dict:
 
 def rba_step(model, batch: dict) -> int:
     """FLOPs of one RbA fine-tuning step (`RbAFineTuner.losses` and its backward) of `model` on `batch`."""
+    import inspect
     from types import SimpleNamespace
 
     from synthrel.ood_detection.rba import RbAFineTuner, freeze_except_mlp
 
     freeze_except_mlp(model)
     model.train()
-    tuner = SimpleNamespace(model=model, hparams=SimpleNamespace(inlier_upper=0.0, outlier_lower=5.0,
-                                                                 outlier_weight=1.0))  # RbAFineTuner's defaults
+    defaults = {k: v.default for k, v in inspect.signature(RbAFineTuner.__init__).parameters.items()
+                if v.default is not inspect.Parameter.empty}  # RbAFineTuner's, without loading a folder
+    tuner = SimpleNamespace(model=model, hparams=SimpleNamespace(**defaults))
     return count(lambda: RbAFineTuner.losses(tuner, batch)["loss"].backward())
 
 
