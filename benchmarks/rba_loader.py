@@ -3,7 +3,7 @@
 The ood_detection stage's fine-tune (`stages.ood_detection.rba.finetune`) builds every sample on the host:
 decode a 1024x2048 Cityscapes train PNG and its label, RbA's multi-scale resize (short side 512..2048), crop
 512x1024, SSD colour augmentation, flip, and with `mix_prob` an outlier (the synthetic OOD-object set, whole
-image), then `collate_outliers` normalises a batch of 16. This times that code (`OutlierMixDataset`, the stage's
+image), then `collate_outliers` stacks a batch of 16. This times that code (`OutlierMixDataset`, the stage's
 own) in this process, one sample after another (one worker's cost), on procedural images in the real layout
 (benchmarks/stage_bench.py's writers), and prints ms/sample per part and the step/s ceiling that W loader
 workers set at the batch size: W * 1000 / (ms/sample * batch) (workers scale until the cores run out). Compare
