@@ -86,10 +86,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--images", type=int, default=6, help="Cityscapes train images written (default 6)")
     p.add_argument("--batch", type=int, default=None, help="samples per step (default: the stage's, 16)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 15])
+    p.add_argument("--size", type=int, nargs=2, default=[1024, 2048], help="H W of the written images")
     p.add_argument("--gpu-step-s", type=float, default=None, help="the GPU's steps/s to compare with")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory(prefix="rba_loader_") as tmp:
-        roots = write_train_set(Path(tmp), args.images, 4)
+        roots = write_train_set(Path(tmp), args.images, 4, tuple(args.size))
         data, ft = loader_dataset(roots, args.samples + 1)
         batch = args.batch or ft["batch_size"]
         res = measure(data, batch)
