@@ -47,7 +47,7 @@ class EvaluateJob:
     models: list[str] | None = None  # None: every model of the zoo
     dataset_labels: dict = field(default_factory=dict)  # name -> {domain, generator, key}
     batch_size: int = 1
-    num_workers: int | Literal["auto"] = "auto"  # DataLoader workers decoding the images; "auto": runtime.auto_workers()
+    num_workers: int | Literal["auto"] = "auto"  # loader workers decoding the images; "auto": runtime.auto_workers()
     precision: Precision = "fp32"
     window_batch: int = 16  # sliding-window crops per forward call (mmseg models)
     compile: bool = False  # torch.compile the mmseg models and the metric statistics (minutes; pays on large sets)
