@@ -13,7 +13,8 @@ exact OOD metrics' cost); `all` runs them with their default options. Not part o
 (benchmarks/verify_bench.py, what a resume's size / hash check of the outputs it skips costs) and `multigpu`
 (two GPUs), `flops` (benchmarks/flops.py, FLOPs per unit of the budget's stages on meta-device models; no GPU) and
 `evalfam` (benchmarks/eval_families.py, evaluate's compiled rates per zoo family at the paper's sizes, and a phase
-profile of PSPNet-R18's pass over PNG files).
+profile of PSPNet-R18's pass over PNG files), `rbaloader` (benchmarks/rba_loader.py, the RbA fine-tune's loader
+cost per sample on this CPU and the step/s ceiling it sets per worker count).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ EXTRA = {"multigpu": "benchmarks.multigpu", "stage": "benchmarks.stage_bench",
          "throughput": "benchmarks.stage_throughput", "budget": "benchmarks.budget",
          "calib": "benchmarks.calib_bench", "startup": "benchmarks.cli_startup",
          "ood_memory": "benchmarks.ood_memory", "verify": "benchmarks.verify_bench", "flops": "benchmarks.flops",
-         "evalfam": "benchmarks.eval_families"}
+         "evalfam": "benchmarks.eval_families", "rbaloader": "benchmarks.rba_loader"}
 
 
 def run(name: str, argv: list[str]) -> dict:

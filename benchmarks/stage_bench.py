@@ -269,7 +269,7 @@ def run_stage(name: str, run_name: str, entry_key: str, entry: dict, world: Path
         end = time.perf_counter()
     timed = counts["cityscapes"] + counts["ood_objects"]
     steady = clock.end_of("write_job", "ood_objects") - clock.end_of("write_job", "warm_ood")
-    from synthrel.evaluation.job import auto_workers
+    from synthrel.runtime import auto_workers
 
     workers = auto_workers() if args.num_workers == "auto" else args.num_workers
     res = {**RUNS[run_name], "num_workers": args.num_workers, "loader_workers": workers,

@@ -8,6 +8,8 @@ import os
 
 import torch
 
+from synthrel.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -24,6 +26,28 @@ def setup_runtime(cpu_threads: int | None = None) -> None:
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # mmengine checkpoints hold numpy meta
 
 
+#: most loader workers of `num_workers: auto`: one decodes a 2-Mpx PNG sample in ~90 ms of CPU (the RbA fine-tune's
+#: sample with its augmentation ~110 ms, benchmarks/rba_loader.py); a small model (PSPNet-R18) evaluates one in
+#: ~20 ms on an H100 and the RbA Swin-B fine-tune takes 16 per 0.6 s step (docs/benchmarks.md)
+AUTO_WORKERS = 8
+
+
+def auto_workers() -> int:
+    """Loader workers of `num_workers: auto`: the CPU cores this process may use but one (the main process issues
+    the GPU work), at most AUTO_WORKERS; 0 on a single core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(AUTO_WORKERS, cores - 1))
+
+
+def loader_workers(value, key: str) -> int:
+    """A stage's DataLoader `num_workers`: `auto` -> auto_workers(), an integer >= 0 as given; anything else is a
+    ConfigError naming `key` (the stages' one resolver, so that `auto` means the same everywhere)."""
+    if value == "auto":
+        return auto_workers()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"`{key}` must be an integer >= 0 or auto, got {value!r}")
+    return value
+
 #: Set by the launchers that start one process per device (Lightning's DDP relaunch, torchrun, srun).
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 
@@ -39,8 +63,6 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from synthrel.errors import ConfigError
-
         raise ConfigError(f"`device={device}` but no CUDA device is available; use device=cpu or device=auto")
     return dev
 

@@ -8,7 +8,6 @@ only while its weights, its data files and every setting that changes its number
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,22 +30,12 @@ from synthrel.evaluation.results import (
 )
 from synthrel.jobs import Manifest, Shard, Verify, exclusive_output, positive_int, write_json_atomic
 from synthrel.runstats import SteadyRate
-from synthrel.runtime import resolve_device
+from synthrel.runtime import loader_workers, resolve_device
 from synthrel.zoo.predictor import FeatureMode, Precision, build_segmenter
 from synthrel.zoo.registry import get_entry, zoo_entries
 
 log = logging.getLogger(__name__)
 NO_WEIGHTS_DOC = "docs/install.md#manual-weights"
-#: most loader workers of `num_workers: auto`: one decodes a 2-Mpx PNG sample in ~90 ms of CPU, a small model
-#: (PSPNet-R18) evaluates one in ~20 ms on an H100 (docs/benchmarks.md)
-AUTO_WORKERS = 8
-
-
-def auto_workers() -> int:
-    """Loader workers of `num_workers: auto`: the CPU cores this process may use but one (the main process issues
-    the GPU work), at most AUTO_WORKERS; 0 on a single core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(AUTO_WORKERS, cores - 1))
 
 
 @dataclass
@@ -58,7 +47,7 @@ class EvaluateJob:
     models: list[str] | None = None  # None: every model of the zoo
     dataset_labels: dict = field(default_factory=dict)  # name -> {domain, generator, key}
     batch_size: int = 1
-    num_workers: int | Literal["auto"] = "auto"  # DataLoader workers decoding the images; "auto": auto_workers()
+    num_workers: int | Literal["auto"] = "auto"  # loader workers decoding the images; "auto": runtime.auto_workers()
     precision: Precision = "fp32"
     window_batch: int = 16  # sliding-window crops per forward call (mmseg models)
     compile: bool = False  # torch.compile the mmseg models and the metric statistics (minutes; pays on large sets)
@@ -106,10 +95,7 @@ class EvaluateJob:
             self.datasets = [n for n in self.datasets if n not in self.absent]
         positive_int(self.batch_size, "stages.evaluate.batch_size")
         positive_int(self.window_batch, "stages.evaluate.window_batch")
-        if self.num_workers == "auto":
-            self.num_workers = auto_workers()
-        if self.num_workers < 0:
-            raise ConfigError(f"`stages.evaluate.num_workers` must be an integer >= 0 or auto, got {self.num_workers!r}")
+        self.num_workers = loader_workers(self.num_workers, "stages.evaluate.num_workers")
         self.zoo_name = self.zoo.get("name", "zoo")
         if self.features == "auto":
             cluster = any(str(m).startswith("cluster") for m in to_plain(self.calibrate_methods) or ())

@@ -40,6 +40,7 @@ from synthrel.jobs import (
 from synthrel.metrics.ood import OODAccumulator, dataset_rows, describe_row
 from synthrel.ood_detection.outliers import RBA_MIN_SIZES, SyntheticMode
 from synthrel.runstats import SteadyRate, steady_rate_callback
+from synthrel.runtime import loader_workers
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,9 @@ class FinetuneSettings:
     warmup_iters: int = 0
     grad_clip: float | None = 0.01
     precision: str = "32-true"
-    num_workers: int = 2
+    # loader workers; auto: the CPU cores but one, at most 8 (synthrel.runtime.auto_workers). Each builds ~110 ms
+    # of CPU per sample (benchmarks/rba_loader.py): 2 workers cap batch 16 at ~1 step/s, under an H100's 1.63
+    num_workers: int | Literal["auto"] = "auto"
 
 
 def finetune_settings(given) -> dict:
@@ -171,6 +174,7 @@ class OODDetectionJob:
         self.rba_models = dict(self.rba.models or {})
         self.rba_datasets = list(self.rba.datasets or self.datasets)
         self.finetune = ft = finetune_settings(self.rba.finetune)
+        ft["num_workers"] = loader_workers(ft["num_workers"], "stages.ood_detection.rba.finetune.num_workers")
         if ft["enabled"]:
             for base in ft["bases"]:
                 if base not in self.rba_models:
@@ -401,7 +405,9 @@ class OODDetectionJob:
         variant = {"items": "all", **ft["variants"][variant_name]}
         name = f"{base}+{variant_name}"
         folder = out / "rba_finetuned" / f"{name}-s{self.seed}"
-        settings = json.loads(json.dumps({**{k: v for k, v in ft.items() if k not in ("variants", "bases")},
+        # the record holds what shapes the model; loader workers do not (a sample depends on its index only)
+        settings = json.loads(json.dumps({**{k: v for k, v in ft.items() if k not in ("variants", "bases",
+                                                                                   "num_workers")},
                                           "variant": variant, "base": self.rba_models[base], "seed": self.seed},
                                          default=str))
         if not variant["outliers"] == "coco":
@@ -410,7 +416,8 @@ class OODDetectionJob:
             settings.pop("curated_list")
         record = folder / "finetune.json"
         if (folder / "config.json").is_file() and record.is_file() and not self.force:
-            if read_json_artifact(record, "a fine-tuning record", "Fine-tune again with force=true") == settings:
+            kept = read_json_artifact(record, "a fine-tuning record", "Fine-tune again with force=true")
+            if isinstance(kept, dict) and {k: v for k, v in kept.items() if k != "num_workers"} == settings:
                 return str(folder)
             log.info("ood_detection: %s was fine-tuned with other settings; fine-tuning again", folder)
         synthetic, coco = self.outlier_sets(variant)
@@ -429,6 +436,8 @@ class OODDetectionJob:
                                  num_samples=ft["max_steps"] * ft["batch_size"], crop_size=ft["crop_size"],
                                  flip=ft["flip"], min_sizes=ft["min_sizes"], max_size=ft["max_size"],
                                  color_aug=ft["color_aug"], synthetic_mode=ft["synthetic_mode"])
+        log.info("ood_detection: fine-tuning %s with %d loader worker(s) (stages.ood_detection.rba.finetune."
+                 "num_workers)", name, ft["num_workers"])
         loader = DataLoader(data, batch_size=ft["batch_size"], num_workers=ft["num_workers"],
                             collate_fn=collate_outliers)
         module = RbAFineTuner(self.rba_models[base], lr=ft["lr"], weight_decay=ft["weight_decay"],

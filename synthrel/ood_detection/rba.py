@@ -65,6 +65,15 @@ def to_pixel_values(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def model_batch(batch: dict) -> dict:
+    """collate_outliers' uint8 batch -> the model's (normalised float pixel_values, int64 label and outlier_mask),
+    on the device the batch is on; a batch that already has pixel_values is returned as it is."""
+    if "pixel_values" in batch:
+        return batch
+    return {"pixel_values": to_pixel_values(batch["images"]), "label": batch["label"].long(),
+            "outlier_mask": batch["outlier_mask"].long()}
+
+
 def class_scores(class_queries_logits: torch.Tensor, masks_queries_logits: torch.Tensor, size) -> torch.Tensor:
     """l (B, 19, H, W) = sum_q softmax(cls_q)[:19] * sigmoid(mask_q), masks upsampled bilinearly to `size`."""
     probs = class_queries_logits.softmax(-1)[..., :-1]
@@ -115,7 +124,7 @@ def freeze_except_mlp(model) -> list[str]:
 
 class RbAFineTuner(pl.LightningModule):
     """Outlier-exposure fine-tuning of RbA. Batches: dict(pixel_values (B,3,H,W), label (B,H,W) trainIds with
-    254 on outliers, outlier_mask (B,H,W) 0 ID / 1 OOD / 255 ignore)."""
+    254 on outliers, outlier_mask (B,H,W) 0 ID / 1 OOD / 255 ignore), or collate_outliers' uint8 form of it."""
 
     def __init__(self, model_path, lr: float = 1e-4, weight_decay: float = 0.05, max_steps: int = 2000,
                  poly_power: float = 0.9, warmup_iters: int = 0, warmup_factor: float = 1.0,
@@ -127,6 +136,7 @@ class RbAFineTuner(pl.LightningModule):
         self.trainable = freeze_except_mlp(self.model)
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
+        batch = model_batch(batch)
         targets = [semantic_targets(lab) for lab in batch["label"]]
         out = self.model(pixel_values=batch["pixel_values"], mask_labels=[m for m, _ in targets],
                          class_labels=[c for _, c in targets])

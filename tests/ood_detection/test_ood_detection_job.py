@@ -74,7 +74,7 @@ def test_rba_evaluation_on_tiny_mask2former_and_resume(tmp_path, compose_cfg):
     assert "rows" in json.loads(metrics_json.read_text())
 
 
-def test_finetune_with_coco_paste_then_evaluate(tmp_path, compose_cfg):
+def test_finetune_with_coco_paste_then_evaluate(tmp_path, compose_cfg, monkeypatch):
     rng = np.random.default_rng(2)
     _road_anomaly(tmp_path / "RoadAnomaly", rng, n=1)
     for i in range(2):
@@ -99,6 +99,14 @@ def test_finetune_with_coco_paste_then_evaluate(tmp_path, compose_cfg):
     assert set(summary["models"]) == {"rba_swin_b", "rba_swin_b+coco"}
     saved = list((tmp_path / "outputs").rglob("rba_finetuned/rba_swin_b+coco-s0/config.json"))
     assert len(saved) == 1
+    # a record of an earlier version (it held num_workers) or other loader workers: the fine-tune is kept
+    record = saved[0].parent / "finetune.json"
+    settings = json.loads(record.read_text())
+    assert "num_workers" not in settings  # loader workers do not shape the model
+    record.write_text(json.dumps({**settings, "num_workers": 2}))
+    cfg.stages.ood_detection.rba.finetune.num_workers = "auto"
+    monkeypatch.setattr("pytorch_lightning.Trainer.fit", lambda *a, **k: pytest.fail("fine-tuned again"))
+    hydra.utils.instantiate(cfg.stages.ood_detection, _convert_="all").run()
 
 
 def test_coco_root_missing_is_a_clear_error(tmp_path):
