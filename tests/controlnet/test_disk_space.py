@@ -1,0 +1,83 @@
+"""train_controlnet checks before its first step that its checkpoints and final ControlNet fit on the disk."""
+
+import shutil
+from collections import namedtuple
+
+import pytest
+from diffusers import ControlNetModel
+
+from synthrel.controlnet.job import TrainControlNetJob, disk_need
+from synthrel.controlnet.module import ControlNetModule
+from synthrel.jobs import DiskFullError
+
+Usage = namedtuple("Usage", "total used free")
+
+
+def make_job(models, data, out, kind="sd15", **overrides):
+    settings = dict(
+        backbone={"name": kind, "pretrained": str(models[kind]), "resolution": 32,
+                  "train": {"max_steps": 2, "batch_size": 2, "accumulate_grad_batches": 1, "lr": 1e-4}},
+        dataset={"_target_": "synthrel.data.cityscapes.CityscapesDataset", "root": str(data["root"]),
+                 "split": "train"},
+        captions=str(data["captions"]), output_dir=str(out), run_dir=str(out / "run"), device="cpu",
+        num_workers=0, checkpoint_every_n_steps=1, sample_every_n_steps=0,
+    )
+    return TrainControlNetJob(**{**settings, **overrides})
+
+
+def count_steps(monkeypatch) -> list:
+    steps = []
+    original = ControlNetModule.training_step
+
+    def training_step(self, batch, batch_idx):
+        steps.append(batch_idx)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ControlNetModule, "training_step", training_step)
+    return steps
+
+
+def test_a_disk_too_small_stops_the_stage_before_its_first_step(tiny_models, tiny_cityscapes, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    steps = count_steps(monkeypatch)
+    real = shutil.disk_usage
+    seen = []
+
+    def disk_usage(path):
+        seen.append(str(path))
+        return Usage(real(path).total, real(path).used, 5000)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    with pytest.raises(DiskFullError) as caught:
+        make_job(tiny_models, tiny_cityscapes, out).run()
+    message = str(caught.value)
+    assert caught.value.errno == 28
+    assert f"output folder {out} (checked before training)" in message, message
+    assert "free 0.01 MB (5000 bytes)" in message and "3 checkpoints at once x" in message, message
+    assert "AdamW moments" in message and "final ControlNet" in message, message
+    assert "`stages.train_controlnet.output_dir`" in message and "keep_checkpoints=0" in message, message
+    assert "checkpoint_every_n_steps" in message, message
+    assert steps == [] and not (out / "checkpoints").exists() and not (out / "final").exists()
+    assert seen and all(s.startswith(str(tmp_path)) for s in seen)
+
+
+def folder_bytes(folder) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sdxl"])
+def test_the_estimate_bounds_what_a_tiny_run_writes(tiny_models, tiny_cityscapes, tmp_path, monkeypatch, kind):
+    """With room the run trains as before; its last.ckpt and final/ are each <= the estimate and >= 0.8 of it, and
+    checkpoints/ ends with the count the estimate keeps (one periodic checkpoint and last.ckpt)."""
+    out = tmp_path / "out"
+    steps = count_steps(monkeypatch)
+    summary = make_job(tiny_models, tiny_cityscapes, out, kind=kind).run()
+    assert summary["global_step"] == 2 and len(steps) == 2
+    need = disk_need(ControlNetModel.from_pretrained(out / "final"), max_steps=2, checkpoint_every_n_steps=1,
+                     keep_checkpoints=1, checkpoint_dir=tmp_path / "none")
+    checkpoint = (out / "checkpoints" / "last.ckpt").stat().st_size
+    final = sum(f.stat().st_size for f in (out / "final").iterdir() if f.name != "training.json")
+    assert checkpoint <= need.checkpoint <= 1.25 * checkpoint, (checkpoint, need)
+    assert final <= need.final <= 1.25 * final, (final, need)
+    assert len(list((out / "checkpoints").glob("*.ckpt"))) == need.kept == 2 and need.at_once == 3
+    assert folder_bytes(out / "checkpoints") + folder_bytes(out / "final") <= need.total
