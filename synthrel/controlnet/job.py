@@ -120,13 +120,13 @@ class DiskNeed:
         return self.kept + self.replaces
 
     def breakdown(self) -> str:
-        return (f"{self.at_once} checkpoints at once x {gb(self.checkpoint)} (ControlNet weights {gb(self.weights)} "
+        return (f"{self.at_once} checkpoint(s) at once x {gb(self.checkpoint)} (ControlNet weights {gb(self.weights)} "
                 f"+ AdamW moments {gb(self.moments)} + format), final ControlNet {gb(self.final)}"
                 + (f", less {gb(self.on_disk)} of checkpoints already there" if self.on_disk else ""))
 
 
 def gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e7 else f"{n / 1e6:.2f} MB"
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.2f} MB"
 
 
 def disk_need(controlnet, *, max_steps: int, checkpoint_every_n_steps: int, keep_checkpoints: int,

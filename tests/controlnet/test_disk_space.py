@@ -53,7 +53,7 @@ def test_a_disk_too_small_stops_the_stage_before_its_first_step(tiny_models, tin
     message = str(caught.value)
     assert caught.value.errno == 28
     assert f"output folder {out} (checked before training)" in message, message
-    assert "free 0.01 MB (5000 bytes)" in message and "3 checkpoints at once x" in message, message
+    assert "free 0.01 MB (5000 bytes)" in message and "3 checkpoint(s) at once x" in message, message
     assert "AdamW moments" in message and "final ControlNet" in message, message
     assert "`stages.train_controlnet.output_dir`" in message and "keep_checkpoints=0" in message, message
     assert "checkpoint_every_n_steps" in message, message
