@@ -81,3 +81,32 @@ def test_the_estimate_bounds_what_a_tiny_run_writes(tiny_models, tiny_cityscapes
     assert final <= need.final <= 1.25 * final, (final, need)
     assert len(list((out / "checkpoints").glob("*.ckpt"))) == need.kept == 2 and need.at_once == 3
     assert folder_bytes(out / "checkpoints") + folder_bytes(out / "final") <= need.total
+
+
+def test_the_sdxl_gpu_check_line_is_refused_on_the_disk_it_died_on(tmp_path, monkeypatch):
+    """The real-size SDXL ControlNet (1251.01 M parameters, built on `meta`): one checkpoint is 1251.01 M x 4 bytes
+    x (weights + 2 AdamW moments) = 15.01 GB, final/ 5.00 GB; the gpu_check line (max_steps 1, a checkpoint every
+    100 steps) writes only last.ckpt, then final/ beside it: 20.0 GB, more than the 11 GB that were free (the
+    margin for the files' format: under 0.1 %)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from synthrel.controlnet.job import check_disk_space
+    from synthrel.tiny.real_configs import UNETS
+
+    with torch.device("meta"):
+        controlnet = ControlNetModel.from_unet(UNet2DConditionModel(**UNETS["sdxl"]), conditioning_channels=1)
+    params = 1251.01e6
+    need = disk_need(controlnet, max_steps=1, checkpoint_every_n_steps=100, keep_checkpoints=1,
+                     checkpoint_dir=tmp_path / "checkpoints")
+    assert need.checkpoint == pytest.approx(params * 4 * 3, rel=1e-3)
+    assert need.final == pytest.approx(params * 4, rel=1e-3)
+    assert need.at_once == 1 and need.total == pytest.approx(params * 4 * 4, rel=1e-3)
+    paper = disk_need(controlnet, max_steps=20000, checkpoint_every_n_steps=100, keep_checkpoints=1,
+                      checkpoint_dir=tmp_path / "checkpoints")  # step file, last.ckpt and the one being written
+    assert paper.total == pytest.approx(3 * params * 4 * 3, rel=1e-3)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(64 * 2**30, 53 * 2**30, 11 * 10**9))
+    with pytest.raises(DiskFullError, match=r"needs 20\.02 GB .*1 checkpoint\(s\) at once x 15\.02 GB \(ControlNet "
+                                            r"weights 5\.00 GB \+ AdamW moments 10\.01 GB .*final ControlNet 5\.01 GB"
+                                            r"\), free 11\.00 GB"):
+        check_disk_space(need, tmp_path / "out")
