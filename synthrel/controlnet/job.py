@@ -6,6 +6,8 @@ checkpoints of the ControlNet + optimizer every `checkpoint_every_n_steps` optim
 `training.json`), `train_config.json` (what defines the run, checked on resume) and `manifest.jsonl`.
 A killed run resumes from `checkpoints/last.ckpt` (`resume: auto`) and ends with the same weights as an
 uninterrupted one; a finished run is skipped unless `force` or a larger `max_steps`.
+Before the first step the bytes these files will take at their peak (disk_need) are checked against the free space
+of `output_dir`: a full disk stops the run before its training time is spent, not at the final save.
 """
 
 from __future__ import annotations
