@@ -148,11 +148,33 @@ def disk_need(controlnet, *, max_steps: int, checkpoint_every_n_steps: int, keep
                     on_disk=on_disk)
 
 
+def planned_disk_need(pretrained: str, *, conditioning: Encoding, max_steps: int, checkpoint_every_n_steps: int,
+                      keep_checkpoints: int, checkpoint_dir: Path) -> DiskNeed | None:
+    """The preflight's count before any weights load: the ControlNet built on `meta` from the base UNet's config
+    (a diffusers folder or the HF cache, offline); None while that config is not on disk."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    try:
+        config = UNet2DConditionModel.load_config(pretrained, subfolder="unet", local_files_only=True)
+    except (OSError, ValueError):  # not downloaded or built yet; not a folder nor a valid hub id
+        return None
+    with torch.device("meta"):
+        controlnet = ControlNetModel.from_unet(UNet2DConditionModel.from_config(config),
+                                               conditioning_channels=encoding_channels(conditioning))
+    return disk_need(controlnet, max_steps=max_steps, checkpoint_every_n_steps=checkpoint_every_n_steps,
+                     keep_checkpoints=keep_checkpoints, checkpoint_dir=checkpoint_dir)
+
+
+def free_bytes(folder: Path) -> int:
+    """Free bytes on the disk of `folder` (its nearest existing parent while it does not exist yet)."""
+    return shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
+
+
 def check_disk_space(need: DiskNeed, folder: Path) -> None:
     """Raise DiskFullError, naming the folder, the bytes needed and free and what reduces them, when `need` does
-    not fit on the disk of `folder` (its nearest existing parent while it does not exist yet)."""
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    free = shutil.disk_usage(existing).free
+    not fit on the disk of `folder`."""
+    free = free_bytes(folder)
     log.info("train_controlnet will write up to %s under %s (%s); %s free", gb(need.total), folder,
              need.breakdown(), gb(free))
     if need.total > free:

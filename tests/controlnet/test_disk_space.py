@@ -110,3 +110,29 @@ def test_the_sdxl_gpu_check_line_is_refused_on_the_disk_it_died_on(tmp_path, mon
                                             r"weights 5\.00 GB \+ AdamW moments 10\.01 GB .*final ControlNet 5\.01 GB"
                                             r"\), free 11\.00 GB"):
         check_disk_space(need, tmp_path / "out")
+
+
+def test_preflight_shows_the_stages_count_and_flags_a_disk_too_small(tiny_models, tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from synthrel.diffusion_loading import load_base_pipeline
+    from synthrel.preflight.report import disk_estimates
+
+    def cfg(pretrained):
+        return OmegaConf.create({"backbone": {"pretrained": pretrained}, "stages": {"train_controlnet": {
+            "output_dir": str(tmp_path / "out"), "conditioning": "label_id", "max_steps": 2,
+            "checkpoint_every_n_steps": 1, "keep_checkpoints": 1}}})
+
+    unet = load_base_pipeline(str(tiny_models["sd15"])).components["unet"]
+    need = disk_need(ControlNetModel.from_unet(unet, conditioning_channels=1), max_steps=2,
+                     checkpoint_every_n_steps=1, keep_checkpoints=1, checkpoint_dir=tmp_path / "out" / "checkpoints")
+    text = disk_estimates(cfg(str(tiny_models["sd15"])), ["train_controlnet"])["train_controlnet"]
+    assert text.startswith(f"{need.total / 1e6:.2f} MB under {tmp_path / 'out'} (3 checkpoint(s) at once"), text
+    assert "NOT ENOUGH" not in text
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=10**6))
+    assert "1.00 MB free -- NOT ENOUGH: the stage will stop before its first step" in disk_estimates(
+        cfg(str(tiny_models["sd15"])), ["train_controlnet"])["train_controlnet"]
+    assert disk_estimates(cfg(str(tmp_path / "not_built")), ["train_controlnet"])["train_controlnet"].startswith(
+        "unknown until the base model's UNet config is on disk")
+    assert disk_estimates(cfg(str(tiny_models["sd15"])), ["generate"]) == {}
