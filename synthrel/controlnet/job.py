@@ -6,11 +6,14 @@ checkpoints of the ControlNet + optimizer every `checkpoint_every_n_steps` optim
 `training.json`), `train_config.json` (what defines the run, checked on resume) and `manifest.jsonl`.
 A killed run resumes from `checkpoints/last.ckpt` (`resume: auto`) and ends with the same weights as an
 uninterrupted one; a finished run is skipped unless `force` or a larger `max_steps`.
+Before the first step the bytes these files will take at their peak (disk_need) are checked against the free space
+of `output_dir`: a full disk stops the run before its training time is spent, not at the final save.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import shutil
 import tempfile
@@ -23,6 +26,7 @@ from synthrel.errors import ConfigError
 from synthrel.generation.conditioning import Encoding, encoding_channels
 from synthrel.jobs import (
     SETTINGS_KEY,
+    DiskFullError,
     Manifest,
     SettingsChangedError,
     changed_settings,
@@ -81,6 +85,105 @@ def compile_choice(setting: bool | str, *, cuda: bool, images_per_device: int, r
                 f"{'>' if on else '<='} {measured['compile_s']:.0f} s of compile (measured at "
                 f"{measured['resolution']} px: {measured['eager_per_s']:g} img/s eager, "
                 f"{measured['compiled_per_s']:g} compiled, {measured['card']}, {measured['source']})")
+
+
+#: Bytes a saved file takes beyond its tensors' data: per tensor (torch.save's zip record, 64-byte alignment and
+#: pickle entry; safetensors' JSON header entry) and per file (Lightning's loop and callback states, config.json).
+PER_TENSOR_BYTES = 1024
+PER_FILE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class DiskNeed:
+    """What train_controlnet writes under its output folder, estimated from the built ControlNet before the first
+    step, so that a full disk stops the run before the training time is spent, not at the final save."""
+
+    weights: int  # the ControlNet's state_dict as a checkpoint stores it
+    moments: int  # AdamW's two moments of every trainable parameter
+    tensors: int  # tensors stored in one checkpoint
+    final: int  # final/: the ControlNet save_pretrained writes (its dtype)
+    kept: int  # checkpoints left when training ends: the periodic ones kept and last.ckpt
+    replaces: bool  # a checkpoint is written over one on disk: both exist until it is whole (Lightning's atomic save)
+    on_disk: int  # bytes of the checkpoints already in checkpoints/ (a resumed run supersedes them)
+
+    @property
+    def checkpoint(self) -> int:
+        return self.weights + self.moments + PER_TENSOR_BYTES * self.tensors + PER_FILE_BYTES
+
+    @property
+    def total(self) -> int:
+        """The peak: while a checkpoint is written (Lightning writes it whole before the one it replaces goes),
+        or while final/ is written beside the kept checkpoints; less what checkpoints/ already holds."""
+        peak = max(self.at_once * self.checkpoint, self.kept * self.checkpoint + self.final)
+        return max(0, peak - self.on_disk)
+
+    @property
+    def at_once(self) -> int:
+        return self.kept + self.replaces
+
+    def breakdown(self) -> str:
+        return (f"{self.at_once} checkpoint(s) at once x {gb(self.checkpoint)} (ControlNet weights {gb(self.weights)} "
+                f"+ AdamW moments {gb(self.moments)} + format), final ControlNet {gb(self.final)}"
+                + (f", less {gb(self.on_disk)} of checkpoints already there" if self.on_disk else ""))
+
+
+def gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.2f} MB"
+
+
+def disk_need(controlnet, *, max_steps: int, checkpoint_every_n_steps: int, keep_checkpoints: int,
+              checkpoint_dir: Path) -> DiskNeed:
+    """Count the bytes from the built ControlNet (numel x element size, not a table of model sizes)."""
+    state = controlnet.state_dict()
+    trainable = [p for p in controlnet.parameters() if p.requires_grad]
+    periodic = max_steps // checkpoint_every_n_steps
+    kept = {0: 0, 1: min(1, periodic)}.get(keep_checkpoints, periodic)
+    on_disk = sum(f.stat().st_size for f in checkpoint_dir.glob("*.ckpt") if f.is_file())
+    return DiskNeed(weights=sum(t.numel() * t.element_size() for t in state.values()),
+                    moments=2 * sum(p.numel() * p.element_size() for p in trainable),
+                    tensors=len(state) + 3 * len(trainable),  # AdamW: exp_avg, exp_avg_sq, step per parameter
+                    final=sum(t.numel() * t.element_size() for t in state.values())
+                    + PER_TENSOR_BYTES * len(state) + PER_FILE_BYTES,
+                    kept=kept + 1, replaces=bool(periodic) or (checkpoint_dir / "last.ckpt").exists(),
+                    on_disk=on_disk)
+
+
+def planned_disk_need(pretrained: str, *, conditioning: Encoding, max_steps: int, checkpoint_every_n_steps: int,
+                      keep_checkpoints: int, checkpoint_dir: Path) -> DiskNeed | None:
+    """The preflight's count before any weights load: the ControlNet built on `meta` from the base UNet's config
+    (a diffusers folder or the HF cache, offline); None while that config is not on disk."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    try:
+        config = UNet2DConditionModel.load_config(pretrained, subfolder="unet", local_files_only=True)
+    except (OSError, ValueError):  # not downloaded or built yet; not a folder nor a valid hub id
+        return None
+    with torch.device("meta"):
+        controlnet = ControlNetModel.from_unet(UNet2DConditionModel.from_config(config),
+                                               conditioning_channels=encoding_channels(conditioning))
+    return disk_need(controlnet, max_steps=max_steps, checkpoint_every_n_steps=checkpoint_every_n_steps,
+                     keep_checkpoints=keep_checkpoints, checkpoint_dir=checkpoint_dir)
+
+
+def free_bytes(folder: Path) -> int:
+    """Free bytes on the disk of `folder` (its nearest existing parent while it does not exist yet)."""
+    return shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
+
+
+def check_disk_space(need: DiskNeed, folder: Path) -> None:
+    """Raise DiskFullError, naming the folder, the bytes needed and free and what reduces them, when `need` does
+    not fit on the disk of `folder`."""
+    free = free_bytes(folder)
+    log.info("train_controlnet will write up to %s under %s (%s); %s free", gb(need.total), folder,
+             need.breakdown(), gb(free))
+    if need.total > free:
+        raise DiskFullError(errno.ENOSPC, (
+            f"train_controlnet: not enough space on the device of output folder {folder} (checked before training): "
+            f"needs {gb(need.total)} ({need.total} bytes: {need.breakdown()}), free {gb(free)} ({free} bytes). "
+            f"Free space, point `{KEY}.output_dir` at a larger disk, or keep fewer checkpoints: "
+            f"`{KEY}.keep_checkpoints=0` (only last.ckpt), or a `{KEY}.checkpoint_every_n_steps` above max_steps "
+            f"({KEY}.keep_checkpoints=-1 keeps one per checkpoint_every_n_steps)"))
 
 
 @dataclass
@@ -244,6 +347,10 @@ class TrainControlNetJob:
             controlnet_conditioning_scale=float(self.backbone.get("controlnet_conditioning_scale", 1.0)),
             sample_dir=run_dir / "samples",
         )
+        check_disk_space(disk_need(module.controlnet, max_steps=self.max_steps,
+                                   checkpoint_every_n_steps=self.checkpoint_every_n_steps,
+                                   keep_checkpoints=self.keep_checkpoints, checkpoint_dir=self.checkpoint_dir),
+                         Path(self.output_dir))
         if ckpt_path:
             log.info("resuming ControlNet training from %s", ckpt_path)
         per_batch = self.batch_size * trainer.world_size

@@ -1,5 +1,6 @@
 """The preflight's printed report: one line per weight and dataset, the fix under each blocking item, the total
-to download, what needs the network when offline, and GPU memory estimates per stage.
+to download, what needs the network when offline, GPU memory and time estimates per stage, and the disk that
+train_controlnet will fill against the free space.
 
 GPU figures come from the peaks measured in docs/benchmarks.md (H100, fp16 generation, bf16 evaluation),
 fitted linearly in the batch size; where nothing was measured the estimate is a lower bound from the
@@ -216,6 +217,31 @@ def gpu_hours(cfg: DictConfig, stages: list[str], needs: list[Need] = ()) -> dic
     return out
 
 
+def disk_estimates(cfg: DictConfig, stages: list[str]) -> dict[str, str]:
+    """Stage -> the bytes it will write at its peak against the free space of its output folder (train_controlnet:
+    its checkpoints and final ControlNet, counted as the stage counts them before its first step)."""
+    if "train_controlnet" not in stages:
+        return {}
+    from pathlib import Path
+
+    from synthrel.controlnet.job import free_bytes, gb, planned_disk_need
+
+    spec = cfg.stages.train_controlnet
+    out = Path(str(spec.output_dir))
+    need = planned_disk_need(str(cfg.backbone.pretrained), conditioning=spec.conditioning, max_steps=int(spec.max_steps),
+                             checkpoint_every_n_steps=int(spec.checkpoint_every_n_steps),
+                             keep_checkpoints=int(spec.keep_checkpoints), checkpoint_dir=out / "checkpoints")
+    if need is None:
+        return {"train_controlnet": "unknown until the base model's UNet config is on disk (the stage checks it "
+                                    "before its first step)"}
+    free = free_bytes(out)
+    text = f"{gb(need.total)} under {out} ({need.breakdown()}); {gb(free)} free"
+    if need.total > free:
+        text += (" -- NOT ENOUGH: the stage will stop before its first step; free space, set "
+                 "stages.train_controlnet.output_dir to a larger disk or keep_checkpoints=0")
+    return {"train_controlnet": text}
+
+
 def _line(need: Need) -> str:
     size = f"{'' if need.exact_size else '~'}{human(need.size)}, " if need.size else ""
     tag = f"  [{size}preflight=download]" if need.downloadable else ""
@@ -260,6 +286,10 @@ def render(needs: list[Need], cfg: DictConfig, stages: list[str], offline: bool,
         lines.append("GPU time (estimates: this run's work counts at the measured rates of `python -m "
                      "benchmarks.run budget`):")
         lines += [f"  {stage:<16} {text}" for stage, text in hours.items()]
+    disk = disk_estimates(cfg, stages)
+    if disk:
+        lines.append("disk (estimates):")
+        lines += [f"  {stage:<16} {text}" for stage, text in disk.items()]
     blocking = [n for n in needs if n.blocking]
     if blocking:
         lines.append(f"NOT READY: {len(blocking)} item(s) missing or broken; "

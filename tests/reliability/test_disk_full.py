@@ -151,3 +151,26 @@ def test_generate_cli_on_a_real_full_filesystem(world, compose_world, small_file
     assert 2 < len(records) < 60 and assert_pngs_decode(out)
     with pytest.raises(IncompleteOutputError, match="is incomplete: its writer stopped"):
         SyntheticDataset(out)
+
+
+def test_train_controlnet_refuses_a_disk_too_small_before_its_first_step(compose_world, world, tmp_path,
+                                                                         monkeypatch):
+    """Issue #33: the GPU check's SDXL line died at the final `last.ckpt` after its training step. The composed
+    config (the user's overrides, checkpoint_every_n_steps above max_steps) stops before the first step."""
+    from synthrel.controlnet.module import ControlNetModule
+
+    def no_step(*args):
+        raise AssertionError("a training step ran")
+
+    monkeypatch.setattr(ControlNetModule, "training_step", no_step)
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=10**5))
+    artifacts = tmp_path / "artifacts"
+    out = artifacts / "controlnet" / "sd15"
+    with pytest.raises(DiskFullError, match=rf"output folder {out} \(checked before training\): needs 18\.\d\d MB \(\d+ bytes: 1 "
+                                            r"checkpoint\(s\) at once x .*free 0\.10 MB \(100000 bytes\)"):
+        run_stages(compose_world(artifacts, "+stage=[train_controlnet]", "backbone.resolution=64",
+                                 "stages.train_controlnet.max_steps=1", "stages.train_controlnet.num_workers=0",
+                                 "stages.train_controlnet.checkpoint_every_n_steps=100", "logger=none",
+                                 f"stages.train_controlnet.captions={world}/captions_train.jsonl"))
+    assert not (out / "checkpoints").exists() and not (out / "final").exists()
