@@ -48,6 +48,7 @@ def loader_workers(value, key: str) -> int:
         raise ConfigError(f"`{key}` must be an integer >= 0 or auto, got {value!r}")
     return value
 
+
 #: Set by the launchers that start one process per device (Lightning's DDP relaunch, torchrun, srun).
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 

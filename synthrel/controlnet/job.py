@@ -139,11 +139,11 @@ def disk_need(controlnet, *, max_steps: int, checkpoint_every_n_steps: int, keep
     periodic = max_steps // checkpoint_every_n_steps
     kept = {0: 0, 1: min(1, periodic)}.get(keep_checkpoints, periodic)
     on_disk = sum(f.stat().st_size for f in checkpoint_dir.glob("*.ckpt") if f.is_file())
-    return DiskNeed(weights=sum(t.numel() * t.element_size() for t in state.values()),
+    weights = sum(t.numel() * t.element_size() for t in state.values())
+    return DiskNeed(weights=weights,
                     moments=2 * sum(p.numel() * p.element_size() for p in trainable),
                     tensors=len(state) + 3 * len(trainable),  # AdamW: exp_avg, exp_avg_sq, step per parameter
-                    final=sum(t.numel() * t.element_size() for t in state.values())
-                    + PER_TENSOR_BYTES * len(state) + PER_FILE_BYTES,
+                    final=weights + PER_TENSOR_BYTES * len(state) + PER_FILE_BYTES,
                     kept=kept + 1, replaces=bool(periodic) or (checkpoint_dir / "last.ckpt").exists(),
                     on_disk=on_disk)
 
