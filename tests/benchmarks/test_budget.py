@@ -328,8 +328,8 @@ def family_fixture(compile=True, tiny=False):
                 "1024x2048:ood": run(1024, 2048, True, 10.0, 30.0), "512x512": run(512, 512, False, 40.0, 5.0)}}}}
 
 
-def run_family_budget(tmp_path, fixture):
-    from benchmarks.budget import main
+def run_family_budget(tmp_path, fixture, floor_img_s=None):
+    from benchmarks.budget import STAGE_FLOOR, main
 
     results = tmp_path / "results"
     results.mkdir()
@@ -340,6 +340,9 @@ def run_family_budget(tmp_path, fixture):
         "models": {k: {"seconds": v} for k, v in eager.items()}}}))
     if fixture is not None:
         (results / "eval_families_h100.json").write_text(json.dumps(fixture))
+    if floor_img_s is not None:  # benchmarks.run stage's JSON: the stage through PNG files
+        (results / STAGE_FLOOR).write_text(json.dumps({"pspnet_r18": {"device": H100, "runs": {"bf16_compile": {
+            "stage_img_s": floor_img_s, "loader_workers": 8}}}}))
     zoo = tmp_path / "zoo.yaml"
     zoo.write_text(FAMILY_ZOO)
     res = main(["--results", str(results), "--zoo", str(zoo), "--json", str(tmp_path / "budget.json")])
@@ -355,9 +358,15 @@ PIXELS = {(1024, 2048): 2048 * 1024, (1080, 1920): 1820 * 1024, (720, 1280): 182
           (1024, 1024): 1024 * 1024}
 
 
-def test_evaluate_row_from_compiled_family_rates_by_hand(tmp_path, capsys):
-    res, rows = run_family_budget(tmp_path, family_fixture())
+#: the loader's floor (img/s at 1024x2048 through PNG files): 5 caps bisenetv1_r50's 10 img/s at 1024x2048 and
+#: ties its 40 img/s at 512x512 (5 x 8 by pixels); None: no stage_bench JSON, no cap
+@pytest.mark.parametrize("floor_img_s", [None, 5.0])
+def test_evaluate_row_from_compiled_family_rates_by_hand(tmp_path, capsys, floor_img_s):
+    res, rows = run_family_budget(tmp_path, family_fixture(), floor_img_s)
     eager_512 = ZOO_SECONDS / ZOO_IMAGES  # s per 512x512 image of bisenetv1_r50 (its cost: 1024x1024 pixels)
+
+    def host(size):  # the grid's true sizes: the loader reads the pixels of the files, not the processed ones
+        return 0.0 if floor_img_s is None else size[0] * size[1] / (1024 * 2048) / floor_img_s
 
     def measured(size):  # bisenetv1_r50 compiled: measured sizes as measured (1024x2048 without OOD masks takes
         if size == (1024, 2048):  # the :ood rate); the rest scaled from the first measured size by pixels
@@ -372,9 +381,9 @@ def test_evaluate_row_from_compiled_family_rates_by_hand(tmp_path, capsys):
     seconds = 0.0
     for (size, _), k in GRID.items():
         rep = measured(size)
-        seconds += k * rep  # bisenetv1_r50
-        seconds += k * eager(size, 2) * rep / eager(size, 1)  # its family member: twice its eager time
-        seconds += k * eager(size, 4)  # icnet_r50: family not measured, eager rule
+        seconds += k * max(rep, host(size))  # bisenetv1_r50
+        seconds += k * max(eager(size, 2) * rep / eager(size, 1), host(size))  # its member: twice its eager time
+        seconds += k * max(eager(size, 4), host(size))  # icnet_r50: family not measured, eager rule
     # compile once per (model, size) for the two BiSeNetV1 models: 30 s at 1024x2048, 5 s at 512x512, and the
     # largest measured (30 s) at the three sizes not measured; none for ICNet
     seconds += 2 * (30 + 5 + 3 * 30)
@@ -382,16 +391,38 @@ def test_evaluate_row_from_compiled_family_rates_by_hand(tmp_path, capsys):
     assert evaluate["hours_1"] == pytest.approx(seconds / 3600, rel=1e-9)
     assert "eval_families_h100.json" in evaluate["measured"]["source"] and H100 in evaluate["measured"]["card"]
     assert "2 models of 1 families at compiled rates" in evaluate["note"]
+    if floor_img_s is not None:  # at 1024x2048 bisenetv1_r50 (0.1 s) is under the floor (0.2 s); its member ties it
+        assert "stage_bench_pspnet_r18_h100.json: 5 img/s at 1024x2048" in evaluate["note"]
+        assert "1 models are loader-bound at 1024x2048" in evaluate["note"]
     assert res["zoo_runs"]["evaluate_hours_1_by_set"]["compile (once per model and input size)"] == \
         pytest.approx(2 * 125 / 3600, abs=1e-3)
     # the forecast's mean model: the three models' means on 5 x 512 synthetic 512x512 images and the OOD set, and
     # compile at those two sizes (2 of 3 models compiled)
     f = res["forecast_row"]
-    per_512 = (measured((512, 512)) * (1 + 2) + eager((512, 512), 4)) / 3
-    per_ood = (measured((1024, 2048)) * (1 + 2) + eager((1024, 2048), 4)) / 3
+    per_512, per_ood = ((max(measured(size), host(size)) + max(eager(size, 2) * measured(size) / eager(size, 1),
+                         host(size)) + max(eager(size, 4), host(size))) / 3 for size in ((512, 512), (1024, 2048)))
     compile_mean = 2 * (5 + 30) / 3
     assert f["hours_1"] == pytest.approx((5 * 512 * per_512 + 42 * 512 * per_ood + compile_mean) / 3600, rel=1e-9)
     assert f["wall_8_h"] == pytest.approx((42 * 512 * per_ood + 2 * 30 / 3) / 3600, rel=1e-9)
+
+
+def test_family_runs_merge_the_files_of_one_card(tmp_path):
+    """Families measured in separate evalfam runs on the preferred card all count; another card's file does not
+    mix in, and a file that measured the same family later (by name) wins."""
+    from benchmarks.budget import family_runs
+
+    def one(family, model, img_s, device=H100):
+        return {"device": device, "settings": {"compile": True}, "models": {model: {"family": family, "sizes": {
+            "512x512": {"height": 512, "width": 512, "ood": False, "steady_img_s": img_s, "compile_s": 1.0}}}}}
+
+    (tmp_path / "eval_families_h100.json").write_text(json.dumps(one("PSPNet", "pspnet_r18", 10.0)))
+    (tmp_path / "eval_families_rest_h100.json").write_text(json.dumps(one("ICNet", "icnet_r50", 20.0)))
+    (tmp_path / "eval_families_retry_h100.json").write_text(json.dumps(one("PSPNet", "pspnet_r18", 11.0)))
+    (tmp_path / "eval_families_h200.json").write_text(json.dumps(one("CCNet", "ccnet_r50", 30.0, "NVIDIA H200")))
+    families, card, files = family_runs(tmp_path)
+    assert sorted(families) == ["ICNet", "PSPNet"] and card == H100
+    assert families["PSPNet"]["sizes"]["512x512"]["steady_img_s"] == 11.0
+    assert files == "eval_families_h100.json + eval_families_rest_h100.json + eval_families_retry_h100.json"
 
 
 @pytest.mark.parametrize("fixture", [None, family_fixture(compile=False), family_fixture(tiny=True)])
