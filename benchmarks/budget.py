@@ -380,6 +380,7 @@ class Row:
     fixed_s: float = 0.0  # one-time seconds per process (compile), in the time but not divided on 8 GPUs
     compile_trade: dict | None = None  # training rows: compile_trade() (measured_rates.json carries it)
     pair_hours: list[float] = field(default_factory=list)  # spread "pairs": 1-GPU hours of each (model, set) pair
+    flops_key: tuple[str, ...] = ()  # its TFLOP per unit in flops.json where not PER_UNIT's (the RbA rows: by head)
 
     @property
     def ideal_hours_1(self) -> float | None:
@@ -513,13 +514,15 @@ def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured
     rows.append(fits)
     steps = n("rba_runs") * n("rba_steps")
     for name, label in (("rba_swin_b", "Swin-B"), ("rba_swin_l", "Swin-L")):
-        rows.append(Row(f"ood_detection: RbA {label} fine-tunes", f"3 runs x {n('rba_steps')} steps x batch 16",
-                        steps // 2, "step", throughput(results, name), "runs", runs=n("rba_runs") // 2))
+        rows.append(rba_row(results, flops, name, Row(
+            f"ood_detection: RbA {label} fine-tunes", f"3 runs x {n('rba_steps')} steps x batch 16", steps // 2,
+            "step", throughput(results, name), "runs", runs=n("rba_runs") // 2)))
     rba_images = ood + n("road_anomaly") + n("smiyc_ra21") + n("smiyc_ro21") + n("fs_lost_and_found")
     for name, label in (("rba_swin_b", "Swin-B"), ("rba_swin_l", "Swin-L")):
-        rows.append(Row(f"ood_detection: RbA {label} scoring", f"4 models x {rba_images} OOD images",
-                        4 * rba_images, "image", throughput(results, name, "predict_img_s"), "shard",
-                        note="measured at 1024x2048 (the smaller sets cost less)"))
+        rows.append(rba_row(results, flops, name, Row(
+            f"ood_detection: RbA {label} scoring", f"4 models x {rba_images} OOD images", 4 * rba_images, "image",
+            throughput(results, name, "predict_img_s"), "shard",
+            note="measured at 1024x2048 (the smaller sets cost less)")))
     fid_images = sum(3 * (per_domain + real) for real in [n("acdc_per_condition")] * 4 + [n("idd_val")])
     rows.append(Row("fid", "5 domains x (SD1.5, SDXL, Cityscapes) vs real, features per pair", fid_images, "image",
                     throughput(results, "fid_features"), "shard"))
@@ -540,15 +543,42 @@ def _set_tflop(flops: dict, key: str, sets: list[tuple[str, int, tuple[int, int]
     return sum(k * per_size[f"{h}x{w}"] for _, k, (h, w) in sets)
 
 
-#: row -> the path of its TFLOP per unit in flops.json (image, or optimiser step for the RbA fine-tunes)
+def rba_row(results: Path, flops: dict | None, stage: str, row: Row) -> Row:
+    """`row` (an RbA fine-tune or scoring row of `stage`) counted on the head its throughput JSON measured
+    (settings.head; absent: RBA_DEFAULT_HEAD, the benchmark's head before #36; no JSON: the released head, which
+    the benchmark measures), its note saying which."""
+    from benchmarks.stage_throughput import RBA_DEFAULT_HEAD, RBA_HEADS
+
+    key, flop, per = (("per_s", "train_step", "optimiser step") if row.unit == "step" else
+                      ("predict_img_s", "predict_image", "scored image"))
+    found = throughput_json(results, stage, key)
+    released = RBA_HEADS[stage]
+    head = released if found is None else (found[1].get("settings") or {}).get("head", RBA_DEFAULT_HEAD)
+    row.flops_key = ("rba", stage.removeprefix("rba_"), head, flop)
+    if found is None:
+        return row
+    rerun = f"`python -m benchmarks.run throughput --stages {' '.join(RBA_HEADS)}`"
+    heads = ((flops or {}).get("rba") or {}).get(stage.removeprefix("rba_")) or {}
+    counted, ours = heads.get(head) or {}, heads.get(released) or {}
+    if head == released:
+        what = f"measured on RbA's released head ({released})"
+    elif head == RBA_DEFAULT_HEAD:
+        shape = (f" ({counted['encoder_layers']} encoder + {counted['decoder_layers']} decoder layers)"
+                 if {"encoder_layers", "decoder_layers"} <= set(counted) else "")
+        less = f" {100 * (1 - ours[flop] / counted[flop]):.0f} %" if flop in counted and flop in ours else ""
+        what = (f"measured on transformers' default head{shape}; RbA's released head ({released}) costs{less} less "
+                f"per {per}: pessimistic until {rerun} is rerun")
+    else:
+        what = f"measured on the head {head}, not RbA's released {released}: rerun {rerun}"
+    row.note = f"{row.note}; {what}" if row.note else what
+    return row
+
+
+#: row -> the path of its TFLOP per unit in flops.json (image, or optimiser step); the RbA rows: Row.flops_key
 PER_UNIT = {"train_controlnet SD1.5": ("sd15", "train_image"), "train_controlnet SDXL": ("sdxl", "train_image"),
             "generate SD1.5": ("sd15", "generate_image"), "generate SDXL": ("sdxl", "generate_image"),
             "inpaint": ("inpaint", "inpaint"), "inpaint: refine": ("inpaint", "refine"), "caption": ("caption", "image"),
-            "inpaint: Grounded-SAM": ("grounded_sam", "image"), "fid": ("fid", "image"),
-            "ood_detection: RbA Swin-B fine-tunes": ("rba", "swin_b", "train_step"),
-            "ood_detection: RbA Swin-L fine-tunes": ("rba", "swin_l", "train_step"),
-            "ood_detection: RbA Swin-B scoring": ("rba", "swin_b", "predict_image"),
-            "ood_detection: RbA Swin-L scoring": ("rba", "swin_l", "predict_image")}
+            "inpaint: Grounded-SAM": ("grounded_sam", "image"), "fid": ("fid", "image")}
 
 
 def count_flops(rows: list[Row], entries: dict, flops: dict | None) -> None:
@@ -557,9 +587,10 @@ def count_flops(rows: list[Row], entries: dict, flops: dict | None) -> None:
     if flops is None:
         return
     for row in rows:
-        if row.stage in PER_UNIT:
+        path = row.flops_key or PER_UNIT.get(row.stage)
+        if path:
             value = flops
-            for key in PER_UNIT[row.stage]:
+            for key in path:
                 value = value.get(key) if isinstance(value, dict) else None
             row.tflop = None if value is None else row.units * value
         elif row.stage == "evaluate":

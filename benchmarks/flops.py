@@ -24,9 +24,10 @@ each evaluated input size. Units:
   throughput benchmark's prompt; on CPU, its forward reads values) + `segment` (SAM ViT-H at 1024, one box).
   Grounding DINO's PyTorch deformable attention samples with grid_sample, which FlopCounterMode does not count.
 - RbA: one optimisation step of batch 16 at 512x1024 (`RbAFineTuner.losses` + backward, the throughput
-  benchmark's Mask2Former: transformers' head on Swin-B / Swin-L; on CPU, as the loss's Hungarian matching runs
-  scipy): batch 1 counted, x 16 (each image has its own matching; the count is linear in the batch); and
-  `rba_predict` on one 1024x2048 image (meta). RbA's released 1-decoder-layer head is counted beside it.
+  benchmark's Mask2Former: RbA's released one-decoder-layer head on Swin-B / Swin-L; on CPU, as the loss's
+  Hungarian matching runs scipy): batch 1 counted, x 16 (each image has its own matching; the count is linear in
+  the batch); and `rba_predict` on one 1024x2048 image (meta). Transformers' default head (3 feature levels,
+  6 encoder and 10 decoder layers), which the throughput JSONs without a `head` setting measured, is counted beside it.
   Mask2Former's deformable attention and the loss's point sampling use grid_sample: not counted either.
 - FID: one image through the FID Inception-V3 (synthrel/analysis/inception.py) at 299x299.
 Not counted: calibrate (a temperature fit on logits: no matmul or convolution, not FLOP-bound); its MFU is blank.
@@ -225,26 +226,43 @@ def rba_predict_flops(model, height: int, width: int) -> int:
     return count(lambda: rba_predict(model.eval(), np.zeros((1, height, width, 3), np.uint8), device))
 
 
-def rba() -> dict:
-    """TFLOP per optimisation step (batch x crop of the throughput benchmark) and per scored image of RbA."""
-    from transformers import Mask2FormerForUniversalSegmentation
+def rba_heads(stage: str) -> dict:
+    """The Mask2Former configs of `stage` (rba_swin_b | rba_swin_l) by head name: the throughput benchmark's
+    (RbA's released head) and, for the throughput JSONs measured before it had one, transformers' default head
+    on the same Swin (RBA_DEFAULT_HEAD)."""
+    from transformers import Mask2FormerConfig
 
-    from benchmarks.stage_throughput import RBA_BATCH, RBA_PREDICT, mask2former_config, rba_batch
-    from synthrel.ood_detection.convert import ARCHS, build_model
+    from benchmarks.stage_throughput import RBA_DEFAULT_HEAD, RBA_HEADS, mask2former_config
+
+    released = mask2former_config(stage, tiny=False)
+    default = Mask2FormerConfig(backbone_config=released.backbone_config, num_labels=released.num_labels,
+                                id2label=released.id2label, label2id=released.label2id)
+    return {RBA_HEADS[stage]: released, RBA_DEFAULT_HEAD: default}
+
+
+def rba() -> dict:
+    """TFLOP per optimisation step (batch x crop of the throughput benchmark) and per scored image of RbA, for
+    each head of rba_heads, with its layer counts."""
+    from benchmarks.stage_throughput import RBA_BATCH, RBA_HEADS, RBA_PREDICT, rba_batch
+    from synthrel.ood_detection.convert import rba_model_class
 
     batch, (h, w) = RBA_BATCH
     out = {"batch": batch, "crop": f"{h}x{w}", "predict": "x".join(map(str, RBA_PREDICT)),
-           "how": "step: batch 1 on CPU x batch (linear in the batch); predict: meta"}
-    for name in ("swin_b", "swin_l"):
-        config = mask2former_config(f"rba_{name}", tiny=False)
-        torch.manual_seed(0)
-        step = rba_step(Mask2FormerForUniversalSegmentation(config), rba_batch(1, h, w))
-        with torch.device("meta"):  # .to: a few parameters are made with torch.Tensor(), which ignores the default
-            model = Mask2FormerForUniversalSegmentation(config).to("meta")
-            released = build_model(ARCHS[f"{name}_1dl"]).to("meta")
-        out[name] = {"train_step": batch * step / 1e12, "predict_image": rba_predict_flops(model, *RBA_PREDICT) / 1e12,
-                     "released_1dl_predict_image": rba_predict_flops(released, *RBA_PREDICT) / 1e12}
-        print(f"rba {name}: {out[name]}", flush=True)
+           "how": "step: batch 1 on CPU x batch (linear in the batch); predict: meta; by head (the throughput "
+                  "JSON's settings.head)"}
+    for stage in RBA_HEADS:
+        name = stage.removeprefix("rba_")
+        out[name] = {}
+        for head, config in rba_heads(stage).items():
+            torch.manual_seed(0)
+            step = rba_step(rba_model_class()(config), rba_batch(1, h, w))
+            with torch.device("meta"):  # .to: a few parameters are made with torch.Tensor(), which ignores the default
+                model = rba_model_class()(config).to("meta")
+            out[name][head] = {"train_step": batch * step / 1e12,
+                               "predict_image": rba_predict_flops(model, *RBA_PREDICT) / 1e12,
+                               "encoder_layers": config.encoder_layers, "decoder_layers": config.decoder_layers,
+                               "feature_levels": getattr(config, "num_feature_levels", 3)}
+            print(f"rba {name} {head}: {out[name][head]}", flush=True)
     return out
 
 

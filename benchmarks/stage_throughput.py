@@ -17,9 +17,11 @@ the hub models' config.json values; nothing is downloaded) and writes one JSON p
 - `grounded_sam`: the inpaint stage's `GroundedSam` (Grounding DINO tiny: Swin-T + BERT-base, 900 queries,
   images resized to 800; SAM ViT-H at 1024) on 512x512 zooms, batch 1 as the stage's default; detection and
   segmentation timed apart (random weights find no box, so `segment` is timed on a given box).
-- `rba_swin_b`, `rba_swin_l`: one `RbAFineTuner` optimisation step (Mask2Former with the Cityscapes-semantic
-  checkpoints' config: Swin-B/L at window 12, 100 queries, 10 decoder layers; only the class head and mask MLP
-  train; fp32; batch 16 of 512x1024 crops with an outlier square), and `rba_predict` on one 1024x2048 image.
+- `rba_swin_b`, `rba_swin_l`: one `RbAFineTuner` optimisation step (RbA's released Mask2Former, `swin_b_1dl` /
+  `swin_l_1dl` of synthrel.ood_detection.convert.ARCHS as the ood_detection stage builds it: Swin-B/L at window
+  12, 100 queries, one masked-attention decoder layer, a res5-only pixel decoder; the JSON's settings name the
+  `head`; only the class head and mask MLP train; fp32; batch 16 of 512x1024 crops with an outlier square), and
+  `rba_predict` on one 1024x2048 image.
 - `calibrate`: `fit_temperature_scaler` (ece_grid, 950 temperatures; global and per_class) on one synthetic
   domain's calibration sample: 512 images x 20,000 pixels x 19 logits.
 - `fid_features`: the FID stage's resize (`resize_batch`, PIL bicubic to 299x299 on the host) and Inception-V3
@@ -52,9 +54,11 @@ from synthrel.tiny.real_configs import CLIP_G_TEXT, SAM_VIT_H  # the real-size r
 
 STAGES = ("caption", "controlnet_train_sd15", "controlnet_train_sdxl", "grounded_sam", "rba_swin_b", "rba_swin_l",
           "calibrate", "fid_features")
-#: Swin backbones of facebook/mask2former-swin-{base,large}-cityscapes-semantic
-SWIN = {"rba_swin_b": dict(embed_dim=128, num_heads=[4, 8, 16, 32]),
-        "rba_swin_l": dict(embed_dim=192, num_heads=[6, 12, 24, 48])}
+#: the RbA stages' heads: RbA's released architectures (synthrel.ood_detection.convert.ARCHS), the ood_detection
+#: stage's default `rba.models.<stage>.arch` (synthrel/conf/stage/ood_detection.yaml)
+RBA_HEADS = {"rba_swin_b": "swin_b_1dl", "rba_swin_l": "swin_l_1dl"}
+#: the head the RbA JSONs without a `head` setting measured: transformers' default Mask2Former head (before #36)
+RBA_DEFAULT_HEAD = "transformers_default"
 #: the RbA measurement: (batch, crop) of one optimisation step, the size of one scored image; tiny: (batch, crop)
 RBA_BATCH, RBA_PREDICT, RBA_TINY = (16, (512, 1024)), (1024, 2048), (2, (64, 128))
 
@@ -303,25 +307,20 @@ def bench_grounded_sam(args, device, work: Path) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- RbA
 def mask2former_config(name: str, tiny: bool):
-    """The Mask2Former the RbA benchmark fine-tunes: `name`'s Swin at window 12, transformers' Mask2Former head."""
-    from transformers import Mask2FormerConfig, SwinConfig
+    """The Mask2Former the RbA benchmark fine-tunes: RbA's released head of `name` (RBA_HEADS), built as the
+    ood_detection stage builds it from the architecture; tiny: the tiny_models stage's tiny RbA."""
+    from synthrel.ood_detection.convert import ARCHS
+    from synthrel.ood_detection.convert import mask2former_config as arch_config
+    from synthrel.tiny.mask2former import TINY_RBA_ARCH
 
-    from synthrel.conventions import CLASS_NAMES
-    from synthrel.tiny.mask2former import tiny_mask2former_config
-
-    if tiny:
-        return tiny_mask2former_config()
-    backbone = SwinConfig(depths=[2, 2, 18, 2], window_size=12, image_size=384, drop_path_rate=0.3,
-                          out_features=["stage1", "stage2", "stage3", "stage4"], **SWIN[name])
-    return Mask2FormerConfig(backbone_config=backbone, num_labels=len(CLASS_NAMES),
-                             id2label=dict(enumerate(CLASS_NAMES)), label2id={n: i for i, n in enumerate(CLASS_NAMES)})
+    return arch_config(TINY_RBA_ARCH if tiny else ARCHS[RBA_HEADS[name]])
 
 
 def _mask2former_folder(name: str, tiny: bool, folder: Path) -> Path:
-    from transformers import Mask2FormerForUniversalSegmentation
+    from synthrel.ood_detection.convert import rba_model_class
 
     torch.manual_seed(0)
-    Mask2FormerForUniversalSegmentation(mask2former_config(name, tiny)).save_pretrained(folder)
+    rba_model_class()(mask2former_config(name, tiny)).save_pretrained(folder)
     return folder
 
 
@@ -363,7 +362,8 @@ def bench_rba(name: str, args, device, work: Path) -> dict:
     predict_s = timed_calls(lambda: rba_predict(module.model, image, device), 2, args.repeats, device)
     return {"unit": "step", "per_s": 1 / step_s, "batch": batch, "s_per_step": step_s, "peak_gib": peak,
             "predict_img_s": 1 / predict_s,
-            "settings": {"crop": f"{h}x{w}", "dtype": "fp32", "trainable": "class head + mask MLP",
+            "settings": {"head": "tiny" if args.tiny else RBA_HEADS[name], "crop": f"{h}x{w}", "dtype": "fp32",
+                         "trainable": "class head + mask MLP",
                          "predict_image": "1024x2048" if not args.tiny else "64x128"}}
 
 

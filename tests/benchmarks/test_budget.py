@@ -26,14 +26,21 @@ ZOO_SECONDS, ZOO_IMAGES = 25.6, 512  # 0.05 s per 512x512 image
 #: flops.json: TFLOP per unit (made-up round numbers; the counting itself is checked on a conv and a linear layer)
 FLOPS = {"sd15": {"train_image": 3.0, "generate_image": 50.0}, "sdxl": {"train_image": 25.0, "generate_image": 500.0},
          "inpaint": {"inpaint": 80.0, "refine": 55.0}, "caption": {"image": 0.6}, "grounded_sam": {"image": 6.0},
-         "fid": {"image": 0.01}, "rba": {"swin_b": {"train_step": 9.0, "predict_image": 2.0},
-                                         "swin_l": {"train_step": 16.0, "predict_image": 4.0}},
+         "fid": {"image": 0.01},
+         # RbA by head: the released one (the benchmark's) and transformers' default (the JSONs without a head)
+         "rba": {"swin_b": {"swin_b_1dl": {"train_step": 7.2, "predict_image": 1.5},
+                            "transformers_default": {"train_step": 9.0, "predict_image": 2.0, "encoder_layers": 6,
+                                                     "decoder_layers": 10}},
+                 "swin_l": {"swin_l_1dl": {"train_step": 12.0, "predict_image": 3.0},
+                            "transformers_default": {"train_step": 16.0, "predict_image": 4.0, "encoder_layers": 6,
+                                                     "decoder_layers": 10}}},
          "evaluate": {"bisenetv1_r50": {"512x512": 0.8, "1024x1024": 0.8, "1024x2048": 1.6, "1080x1920": 1.4,
                                         "720x1280": 1.4}}}
 PEAK = 989.0
 
 
-def write_fixtures(folder, skip=(), flops=None):
+def write_fixtures(folder, skip=(), flops=None, settings=None):
+    """`settings`: stage -> the throughput JSON's settings (none by default, as the JSONs measured before #36)."""
     def put(name, data):
         (folder / name).write_text(json.dumps(data))
 
@@ -43,7 +50,8 @@ def write_fixtures(folder, skip=(), flops=None):
     for stage, rate in RATES.items():
         if stage not in skip:
             put(f"throughput_{stage}_h100.json", {"stage": stage, "device": H100, "tiny": False, "per_s": rate,
-                                                  **({"predict_img_s": PREDICT[stage]} if stage in PREDICT else {})})
+                                                  **({"predict_img_s": PREDICT[stage]} if stage in PREDICT else {}),
+                                                  **({"settings": settings[stage]} if stage in (settings or {}) else {})})
     put("throughput_caption_cpu.json", {"device": "cpu", "tiny": True, "per_s": 1e6})  # tiny runs are ignored
     rows = lambda batch, rate: [{"batch": batch, "synthrel": {"img_per_s": rate}}]  # noqa: E731
     put("gen_bench_sd15_final_h100.json", {"device": H100, "models": [{"size": 512, "steps": 25, "rows": rows(8, 6.0)}]})
@@ -61,12 +69,12 @@ def write_fixtures(folder, skip=(), flops=None):
                                                    "models": {"bisenetv1_r50": {"seconds": ZOO_SECONDS}}}})
 
 
-def run_budget(tmp_path, skip=(), flops=None):
+def run_budget(tmp_path, skip=(), flops=None, settings=None):
     from benchmarks.budget import main
 
     results = tmp_path / "results"
     results.mkdir(exist_ok=True)
-    write_fixtures(results, skip, flops)
+    write_fixtures(results, skip, flops, settings)
     zoo = tmp_path / "zoo.yaml"
     zoo.write_text(ZOO)
     res = main(["--results", str(results), "--zoo", str(zoo), "--json", str(tmp_path / "budget.json")])
@@ -223,6 +231,43 @@ def test_mfu_is_ideal_over_measured(tmp_path):
         else:
             assert r["ideal_hours_1"] == pytest.approx(r["tflop"] / PEAK * h, rel=1e-12)
             assert r["mfu"] == pytest.approx(r["ideal_hours_1"] / r["hours_1"], rel=1e-12)
+
+
+def test_rba_rows_count_the_head_their_json_measured(tmp_path):
+    """A throughput JSON with settings.head is counted on that head; one without (measured before #36) on
+    transformers' default head, and its note says the released head costs less and how to remeasure."""
+    res, rows = run_budget(tmp_path, settings={"rba_swin_b": {"head": "swin_b_1dl", "crop": "512x1024"}})
+    b_tune, b_score = rows["ood_detection: RbA Swin-B fine-tunes"], rows["ood_detection: RbA Swin-B scoring"]
+    l_tune, l_score = rows["ood_detection: RbA Swin-L fine-tunes"], rows["ood_detection: RbA Swin-L scoring"]
+    assert b_tune["tflop"] == pytest.approx(b_tune["units"] * 7.2) and b_tune["mfu"] == pytest.approx(7.2 / PEAK)
+    assert b_score["tflop"] == pytest.approx(b_score["units"] * 1.5)
+    assert b_score["mfu"] == pytest.approx(1.5 * 8.0 / PEAK)
+    assert l_tune["tflop"] == pytest.approx(l_tune["units"] * 16.0)
+    assert l_score["mfu"] == pytest.approx(4.0 * 4.0 / PEAK)
+    for row in (b_tune, b_score):
+        assert "measured on RbA's released head (swin_b_1dl)" in row["note"] and "pessimistic" not in row["note"]
+    assert "head swin_b_1dl" in b_tune["measured"]["detail"]  # the settings are quoted as the row's conditions
+    rerun = "`python -m benchmarks.run throughput --stages rba_swin_b rba_swin_l` is rerun"
+    # 1 - 12/16 and 1 - 3/4: the released head's share, per optimiser step and per scored image
+    assert ("measured on transformers' default head (6 encoder + 10 decoder layers); RbA's released head "
+            f"(swin_l_1dl) costs 25 % less per optimiser step: pessimistic until {rerun}") in l_tune["note"]
+    assert "costs 25 % less per scored image" in l_score["note"]
+    assert l_score["note"].startswith("measured at 1024x2048")
+
+
+def test_rba_rows_of_an_unknown_head_are_not_counted(tmp_path):
+    res, rows = run_budget(tmp_path, settings={"rba_swin_l": {"head": "swin_l_9dl"}})
+    row = rows["ood_detection: RbA Swin-L fine-tunes"]
+    assert row["hours_1"] > 0 and row["tflop"] is None and row["mfu"] is None
+    assert "measured on the head swin_l_9dl, not RbA's released swin_l_1dl" in row["note"]
+    assert rows["ood_detection: RbA Swin-B fine-tunes"]["tflop"] is not None
+
+
+def test_rba_rows_without_a_json_are_counted_on_the_released_head(tmp_path):
+    """No measurement: the row is "not measured" but keeps the FLOPs of the head the benchmark would measure."""
+    res, rows = run_budget(tmp_path, skip=("rba_swin_b",))
+    row = rows["ood_detection: RbA Swin-B fine-tunes"]
+    assert row["measured"] is None and row["tflop"] == pytest.approx(row["units"] * 7.2) and row["mfu"] is None
 
 
 def test_without_flops_json_the_rows_are_not_counted(tmp_path):

@@ -119,14 +119,12 @@ def test_swin_backbones_match_the_published_figures():
 
 def test_rba_step_count_is_linear_in_the_batch():
     """flops.rba counts one image of the batch-16 step and multiplies: two copies of an image cost twice one."""
-    from transformers import Mask2FormerForUniversalSegmentation
-
     from benchmarks.flops import rba_step
-    from benchmarks.stage_throughput import RBA_TINY, rba_batch
-    from synthrel.tiny.mask2former import tiny_mask2former_config
+    from benchmarks.stage_throughput import RBA_TINY, mask2former_config, rba_batch
+    from synthrel.ood_detection.convert import rba_model_class
 
     torch.manual_seed(0)
-    model = Mask2FormerForUniversalSegmentation(tiny_mask2former_config())
+    model = rba_model_class()(mask2former_config("rba_swin_b", tiny=True))
     one = rba_batch(1, *RBA_TINY[1])
     two = {k: torch.cat([v, v]) for k, v in one.items()}
     single = rba_step(model, one)
@@ -148,5 +146,27 @@ def test_the_committed_counts_match_the_hand_formulas():
     assert flops["grounded_sam"]["segment"] * 1e12 == pytest.approx(sam_vit_h_by_hand(), rel=0.01)
     assert flops["grounded_sam"]["image"] > flops["grounded_sam"]["segment"]
     for name in ("swin_b", "swin_l"):  # 16 crops of 512x1024 are 4 scored 1024x2048 images, and the loss more
-        rba = flops["rba"][name]
-        assert 4 * rba["predict_image"] < rba["train_step"] < 4.5 * rba["predict_image"], name
+        for head, rba in flops["rba"][name].items():
+            assert 4 * rba["predict_image"] < rba["train_step"] < 4.5 * rba["predict_image"], (name, head)
+
+
+def test_the_committed_rba_counts_are_by_the_benchmarks_heads():
+    """flops.json counts RbA on the head the throughput benchmark measures (RbA's released one, the stage's) and
+    on transformers' default (the JSONs without a head), each with the layer counts of its config; the released
+    head, with fewer decoder layers and feature levels, costs less."""
+    from transformers import Mask2FormerConfig
+
+    from benchmarks.budget import FLOPS
+    from benchmarks.stage_throughput import RBA_DEFAULT_HEAD, RBA_HEADS, mask2former_config
+
+    flops = json.loads(FLOPS.read_text())["rba"]
+    default = Mask2FormerConfig()
+    for stage, head in RBA_HEADS.items():
+        counted = flops[stage.removeprefix("rba_")]
+        assert sorted(counted) == sorted([head, RBA_DEFAULT_HEAD])
+        released = mask2former_config(stage, tiny=False)
+        for name, config, levels in ((head, released, released.num_feature_levels), (RBA_DEFAULT_HEAD, default, 3)):
+            assert (counted[name]["encoder_layers"], counted[name]["decoder_layers"], counted[name]["feature_levels"]
+                    ) == (config.encoder_layers, config.decoder_layers, levels), (stage, name)
+        for unit in ("train_step", "predict_image"):
+            assert counted[head][unit] < counted[RBA_DEFAULT_HEAD][unit], (stage, unit)

@@ -25,3 +25,62 @@ def test_stage_throughput_tiny_smoke(tmp_path):
         assert "error" not in saved and saved["per_s"] > 0 and saved["device"] == "cpu" and saved["tiny"]
     assert res["calibrate"]["per_class_fit_s"] > 0 and res["fid_features"]["resize_s_per_batch"] > 0
     assert throughput(tmp_path, "calibrate") is None  # tiny runs never enter the budget
+
+
+def _fields(config) -> dict:
+    """A config's fields (the backbone's included), without the bookkeeping that save_pretrained and
+    from_pretrained add."""
+    def strip(d):
+        return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items()
+                if k not in ("transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype")}
+
+    return strip(config.to_dict())
+
+
+def _shapes(model) -> dict:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_rba_benchmark_measures_the_stages_real_size_models(compose_cfg):
+    """The RbA benchmark's Mask2Former of each stage is the model the ood_detection stage builds from its
+    configured architecture (synthrel/conf/stage/ood_detection.yaml, rba.models.<stage>.arch): the same
+    config, field by field, and the same parameters; RbA's released head, lighter than transformers' default."""
+    import torch
+    from transformers import Mask2FormerConfig
+
+    from benchmarks.stage_throughput import RBA_HEADS, mask2former_config
+    from synthrel.ood_detection.convert import build_model, rba_model_class
+
+    models = compose_cfg("+stage=[ood_detection]").stages.ood_detection.rba.models
+    assert sorted(models) == sorted(RBA_HEADS)
+    for stage in models:
+        arch = models[stage].arch  # the paper profile's: tiny and smoke override it with their own builds
+        assert RBA_HEADS[stage] == arch
+        with torch.device("meta"):
+            ours = rba_model_class()(mask2former_config(stage, tiny=False))
+            theirs = build_model(arch)  # what load_mask2former's checkpoint conversion builds
+        assert _fields(ours.config) == _fields(theirs.config), stage
+        assert _shapes(ours) == _shapes(theirs), stage
+        decoder = ours.model.transformer_module.decoder
+        assert len(decoder.layers) == len(theirs.model.transformer_module.decoder.layers)
+        assert ours.config.decoder_layers < Mask2FormerConfig().decoder_layers  # not transformers' default head
+        assert ours.model.pixel_level_module.decoder.num_feature_levels < 3
+
+
+def test_rba_benchmark_tiny_is_the_tiny_profiles_model(tmp_path):
+    """--tiny: the benchmark fine-tunes the tiny RbA that the tiny_models stage writes and the ood_detection
+    stage loads (a detectron2 checkpoint + arch.json, converted), and records its head."""
+    from benchmarks.stage_throughput import _mask2former_folder, main
+    from synthrel.ood_detection.rba import load_mask2former
+    from synthrel.tiny.mask2former import RBA_ARCH, RBA_CHECKPOINT, build_tiny_rba
+
+    folder = build_tiny_rba(tmp_path / "rba_1dl")
+    stage = load_mask2former({"checkpoint": str(folder / RBA_CHECKPOINT), "arch": str(folder / RBA_ARCH)})
+    bench = load_mask2former(_mask2former_folder("rba_swin_b", True, tmp_path / "bench"))
+    assert _fields(bench.config) == _fields(stage.config)
+    assert _shapes(bench) == _shapes(stage)
+
+    res = main(["--tiny", "--stages", "rba_swin_b", "--out", str(tmp_path / "out")])["rba_swin_b"]
+    saved = json.loads((tmp_path / "out" / "throughput_rba_swin_b_cpu.json").read_text())
+    assert "error" not in res and saved["settings"]["head"] == "tiny" and saved["per_s"] > 0
+    assert saved["predict_img_s"] > 0
