@@ -1,7 +1,8 @@
 """Per-stage resources of a multi-stage run (#33): wall time, and on CUDA the allocated memory before and after
 the stage and its peak; the check that each stage gave its GPU memory back; the environment line of the log;
 each stage's steady-state rate (SteadyRate: its main loop after loading and warm-up); the stage table of
-`+experiment=gpu_check`.
+`+experiment=gpu_check`; the measured rates and the `compile: auto` rule of the stages that read them
+(train_controlnet, generate).
 
 torch is imported inside the functions: `python -m synthrel.run --help` must not pay for it.
 """
