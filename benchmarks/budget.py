@@ -167,8 +167,34 @@ def compile_trade(results: Path, model: str) -> dict | None:
             "resolution": e["settings"]["resolution"], "card": e["device"], "source": f"{e_path.name} + {c_path.name}"}
 
 
+#: gen_bench JSONs of synthrel's ControlNetSampler at batch 8 (the generate stage's default): compiled (the rows'
+#: rate) and eager (`--no-compile`: the other side of the stage's `compile: auto`)
+GEN_COMPILED = {"sd15": "gen_bench_sd15_final_h100.json", "sdxl": "gen_bench_sdxl_compile_vae_h100.json"}
+GEN_EAGER = {"sd15": "gen_bench_sd15_fast_eager_h100.json", "sdxl": "gen_bench_sdxl_fast_eager_h100.json"}
+
+
+def generation_trade(results: Path, model: str) -> dict | None:
+    """The generate stage's measured compile trade for `model`, in compile_trade()'s form: the sampler's eager and
+    compiled rates at batch 8 (same card, size and steps) and the one-time compile of a fresh process: the
+    compiled run's warm-up (first call - steady batch) summed over its calls up to the first at batch 8 (SD1.5's
+    run began at batch 1: 124 s, then 33 s more at batch 8; SDXL's began at batch 8). None unless both measured."""
+    eager, compiled = _load(results, GEN_EAGER[model]), _load(results, GEN_COMPILED[model])
+    if eager is None or compiled is None or eager["device"] != compiled["device"]:
+        return None
+    e, c = eager["models"][0], compiled["models"][0]
+    if (e["size"], e["steps"]) != (c["size"], c["steps"]) or e["sampler"]["compile"] or not c["sampler"]["compile"]:
+        return None
+    e8 = next((r["synthrel"] for r in e["rows"] if r["batch"] == 8), None)
+    upto = next((c["rows"][:i + 1] for i, r in enumerate(c["rows"]) if r["batch"] == 8), None)
+    if e8 is None or upto is None:
+        return None
+    return {"eager_per_s": e8["img_per_s"], "compiled_per_s": upto[-1]["synthrel"]["img_per_s"],
+            "compile_s": round(sum(r["synthrel"]["warmup_extra_s"] for r in upto), 2), "resolution": e["size"],
+            "card": eager["device"], "source": f"{GEN_EAGER[model]} + {GEN_COMPILED[model]}"}
+
+
 def generation(results: Path, model: str) -> Measured | None:
-    name = {"sd15": "gen_bench_sd15_final_h100.json", "sdxl": "gen_bench_sdxl_compile_vae_h100.json"}[model]
+    name = GEN_COMPILED[model]
     d = _load(results, name)
     if d is None:
         return None
@@ -207,19 +233,50 @@ def controlnet_training(results: Path, model: str) -> Measured | None:
 def training_row(results: Path, model: str, work: str, images: int) -> Row:
     """ControlNet training at the rate the stage runs the paper's length at: compiled (plus the one-time compile)
     where its `compile: auto` turns compile on for it, else eager."""
-    from synthrel.controlnet.job import compile_choice
+    from synthrel.runstats import compile_choice
 
     label = {"sd15": "SD1.5", "sdxl": "SDXL"}[model]
     row = Row(f"train_controlnet {label}", work, images, "image", controlnet_training(results, model), "ddp")
     trade = row.compile_trade = compile_trade(results, model)
     if trade is not None:
-        on, why = compile_choice("auto", cuda=True, images_per_device=images, resolution=trade["resolution"],
-                                 measured=trade)
+        on, why = compile_choice("auto", key="stages.train_controlnet", cuda=True, images_per_device=images,
+                                 resolution=trade["resolution"], measured=trade)
         if on:
             row.measured = Measured(trade["compiled_per_s"], trade["card"], trade["source"], "compiled")
             row.fixed_s = trade["compile_s"]
         row.note = f"compile {why}"
     return row
+
+
+def generation_row(results: Path, model: str, work: str, images: int) -> Row:
+    """Generation at the rate the stage runs it: its `compile: auto` decides for the images of one process (the
+    row's all on 1 GPU, one shard's on GPUS GPUs: spread_8), compiled plus the one-time compile where it pays,
+    else eager; the compiled rate as measured where no eager rate was (no trade)."""
+    from synthrel.runstats import compile_choice
+
+    label = {"sd15": "SD1.5", "sdxl": "SDXL"}[model]
+    row = Row(f"generate {label}", work, images, "image", generation(results, model), "shard")
+    trade = row.compile_trade = generation_trade(results, model)
+    if trade is not None and row.measured is not None:
+        on, why = compile_choice("auto", key="stages.generate", cuda=True, images_per_device=images,
+                                 resolution=trade["resolution"], measured=trade)
+        if on:
+            row.fixed_s = trade["compile_s"]
+        else:
+            row.measured = Measured(trade["eager_per_s"], trade["card"], trade["source"].split(" + ")[0], "eager")
+        row.note = f"1 GPU: compile {why}; {GPUS} GPUs: compile {_generation_shard(row)[1].split(' (measured')[0]}"
+    return row
+
+
+def _generation_shard(row: Row) -> tuple[float, str]:
+    """Wall hours of a generate row on GPUS GPUs, each shard's `compile: auto` deciding for its own images, and
+    that decision's reason."""
+    from synthrel.runstats import compile_choice
+
+    trade, images = row.compile_trade, row.units / GPUS
+    on, why = compile_choice("auto", key="stages.generate", cuda=True, images_per_device=math.ceil(images),
+                             resolution=trade["resolution"], measured=trade)
+    return (images / trade["compiled_per_s"] + trade["compile_s"] if on else images / trade["eager_per_s"]) / 3600, why
 
 
 def ddp_scaling(results: Path) -> Measured | None:
@@ -378,7 +435,7 @@ class Row:
     wall_8_h: float | None = field(default=None)
     tflop: float | None = None  # the row's whole work, counted (flops.json); None: not counted
     fixed_s: float = 0.0  # one-time seconds per process (compile), in the time but not divided on 8 GPUs
-    compile_trade: dict | None = None  # training rows: compile_trade() (measured_rates.json carries it)
+    compile_trade: dict | None = None  # training / generate rows: compile_trade(), generation_trade() (measured_rates.json carries it)
     pair_hours: list[float] = field(default_factory=list)  # spread "pairs": 1-GPU hours of each (model, set) pair
     flops_key: tuple[str, ...] = ()  # its TFLOP per unit in flops.json where not PER_UNIT's (the RbA rows: by head)
 
@@ -404,6 +461,8 @@ def spread_8(row: Row, scaling: Measured | None) -> float | None:
     """Wall hours of `row` on one node of GPUS GPUs."""
     if row.hours_1 is None:
         return None
+    if row.stage.startswith("generate ") and row.compile_trade is not None:
+        return _generation_shard(row)[0]
     wall = _spread_work(row, row.hours_1 - row.fixed_s / 3600, scaling)
     return None if wall is None else wall + row.fixed_s / 3600  # every process compiles once, at the same time
 
@@ -434,9 +493,8 @@ def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured
             throughput(results, "caption"), "shard"),
         training_row(results, "sd15", "2100 steps x 8 x 32 at 512px", n("sd15_train")),
         training_row(results, "sdxl", "27500 steps x 8 x 4 at 1024px", n("sdxl_train")),
-        Row("generate SD1.5", f"5 domains x {per_domain} + all-domains sets", synth_sd15, "image",
-            generation(results, "sd15"), "shard"),
-        Row("generate SDXL", f"5 domains x {per_domain}", synth_sdxl, "image", generation(results, "sdxl"), "shard"),
+        generation_row(results, "sd15", f"5 domains x {per_domain} + all-domains sets", synth_sd15),
+        generation_row(results, "sdxl", f"5 domains x {per_domain}", synth_sdxl),
         Row("inpaint", "42 objects x 512, inpainting call", ood, "image", inpainting(results, "inpaint"), "shard"),
         Row("inpaint: refine", "42 objects x 512, refinement call", ood, "image", inpainting(results, "refine"),
             "shard"),

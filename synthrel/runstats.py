@@ -1,7 +1,8 @@
 """Per-stage resources of a multi-stage run (#33): wall time, and on CUDA the allocated memory before and after
 the stage and its peak; the check that each stage gave its GPU memory back; the environment line of the log;
 each stage's steady-state rate (SteadyRate: its main loop after loading and warm-up); the stage table of
-`+experiment=gpu_check`.
+`+experiment=gpu_check`; the measured rates and the `compile: auto` rule of the stages that read them
+(train_controlnet, generate).
 
 torch is imported inside the functions: `python -m synthrel.run --help` must not pay for it.
 """
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from synthrel.errors import SynthrelError
+from synthrel.errors import ConfigError, SynthrelError
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,9 @@ class SteadyRate:
         part's time, synchronised before and after; its first `warmup` calls are the warm-up.
     """
 
-    def __init__(self, unit: str = "image", warmup: int = 1, note: str = ""):
+    def __init__(self, unit: str = "image", warmup: int = 1, note: str = "", compiled: bool | None = None):
         self.unit, self.warmup, self.note = unit, max(int(warmup), 1), note
+        self.compiled = compiled  # the loop ran torch.compile'd (True) or eager (False); None: no such choice
         self.units, self.seconds, self.warmup_units, self.warmup_seconds = 0, 0.0, 0, 0.0
         self._loop: dict | None = None
         self._calls = 0
@@ -169,7 +171,7 @@ class SteadyRate:
         per_s = self.units / self.seconds if self.units and self.seconds > 0 else None
         return {"unit": self.unit, "units": self.units, "seconds": round(self.seconds, 4),
                 "per_s": None if per_s is None else round(per_s, 4), "warmup_units": self.warmup_units,
-                "warmup_seconds": round(self.warmup_seconds, 4), "note": self.note}
+                "warmup_seconds": round(self.warmup_seconds, 4), "note": self.note, "compiled": self.compiled}
 
 
 def steady_rate_callback(rate: SteadyRate, units_per_batch: int):
@@ -256,11 +258,49 @@ def rates_of(stage: str, backbone: str | None = None) -> dict[str, dict]:
     return rows
 
 
-def compile_cost(backbone: str) -> dict | None:
-    """The measured compile trade of ControlNet training for `backbone` (sd15 | sdxl): eager and compiled
-    images/s, the one-time compile seconds, the resolution, card and source; None where not measured."""
-    row = measured_rates().get(f"train_controlnet {BACKBONE_LABELS.get(backbone, backbone)}") or {}
+def compile_cost(backbone: str, stage: str = "train_controlnet") -> dict | None:
+    """The measured compile trade of `stage` (train_controlnet | generate) for `backbone` (sd15 | sdxl): eager and
+    compiled images/s, the one-time compile seconds, the resolution, card and source; None where not measured."""
+    row = measured_rates().get(f"{stage} {BACKBONE_LABELS.get(backbone, backbone)}") or {}
     return row.get("compile")
+
+
+def check_compile(setting, key: str) -> None:
+    if setting is not True and setting is not False and setting != "auto":
+        raise ConfigError(f"`{key}.compile` must be true, false or auto, got {setting!r}")
+
+
+def compile_pays(images: float, eager_per_s: float, compiled_per_s: float, compile_s: float) -> bool:
+    """Whether `images` made at the compiled rate, plus the one-time compile, take less time than eager."""
+    return images * (1 / eager_per_s - 1 / compiled_per_s) > compile_s
+
+
+def compile_choice(setting: bool | str, *, key: str, cuda: bool, images_per_device: int, resolution: int,
+                   measured: dict | None) -> tuple[bool, str]:
+    """`compile` of the stage at config key `key` (train_controlnet, generate): true / false as set; `auto`
+    compiles when the job is long enough to pay for it.
+
+    auto: off on CPU (no measurement; inductor needs a compiler) and for a backbone with no measured compile cost;
+    else on when the job's images per device (training: max_steps x batch_size x accumulate_grad_batches, all of
+    them, a resumed run counts its whole length; generate: the images this shard still has to make) times the
+    measured saving per image (1/eager - 1/compiled, scaled by pixels from the measured resolution) exceed the
+    measured one-time compile seconds. `measured`: compile_cost(backbone, stage). Returns (on, the reason, for
+    the log and the stage's record).
+    """
+    check_compile(setting, key)
+    if setting != "auto":
+        return bool(setting), f"set to {str(setting).lower()}"
+    if not cuda:
+        return False, "auto: off, not on CUDA"
+    if not measured:
+        return False, "auto: off, no measured compile cost for this backbone (compile=true forces it)"
+    images = images_per_device * (resolution / measured["resolution"]) ** 2
+    saving = images * (1 / measured["eager_per_s"] - 1 / measured["compiled_per_s"])
+    on = compile_pays(images, measured["eager_per_s"], measured["compiled_per_s"], measured["compile_s"])
+    return on, (f"auto: {'on' if on else 'off'}, {images_per_device} images per device save {saving:.0f} s "
+                f"{'>' if on else '<='} {measured['compile_s']:.0f} s of compile (measured at "
+                f"{measured['resolution']} px: {measured['eager_per_s']:g} img/s eager, "
+                f"{measured['compiled_per_s']:g} compiled, {measured['card']}, {measured['source']})")
 
 
 #: a steady rate slower than this fraction of its benchmark's is flagged in the stage table (#33: > 20 % slower)
@@ -279,16 +319,22 @@ def benchmark_of(label: str, stage: str, backbone: str | None = None) -> tuple[s
 
 def versus(label: str, rate: dict, stage: str, backbone: str | None = None) -> dict | None:
     """Steady rate / benchmark rate in the same unit; `slow` when below SLOW_RATIO. None without a benchmark row,
-    a rate, or a common unit."""
+    a rate, or a common unit. A stage that ran eager (rate `compiled` False) is set beside the eager rate of the
+    row's measured compile trade where it has one (generate, train_controlnet), so that like meets like."""
     found = benchmark_of(label, stage, backbone)
     if found is None or not rate.get("per_s"):
         return None
     name, row = found
     if row["unit"] != rate["unit"]:
         return None
-    ratio = rate["per_s"] / row["per_s"]
-    return {"benchmark": name, "ratio": round(ratio, 3), "slow": ratio < SLOW_RATIO,
-            "benchmark_conditions": row.get("conditions", ""), "run_conditions": rate.get("note", "")}
+    per_s, conditions = row["per_s"], row.get("conditions") or ""
+    trade = row.get("compile")
+    if rate.get("compiled") is False and trade:
+        per_s = trade["eager_per_s"]
+        conditions = f"eager, {trade['resolution']}px, {trade['card']}, {trade['source'].split(' + ')[0]}"
+    ratio = rate["per_s"] / per_s
+    return {"benchmark": name, "ratio": round(ratio, 3), "slow": ratio < SLOW_RATIO, "benchmark_per_s": per_s,
+            "benchmark_conditions": conditions, "run_conditions": rate.get("note", "")}
 
 
 def _steady_cells(s: StageStats, backbone: str | None, comparable: bool) -> tuple[str, str, dict]:

@@ -51,42 +51,6 @@ RUN_IDENTITY = ("pretrained", "conditioning", "resolution", "batch_size", "accum
                 "seed", "hflip", "num_images", "lr", "precision", "max_grad_norm")
 
 
-def check_compile(setting) -> None:
-    if setting is not True and setting is not False and setting != "auto":
-        raise ConfigError(f"`{KEY}.compile` must be true, false or auto, got {setting!r}")
-
-
-def compile_pays(images: float, eager_per_s: float, compiled_per_s: float, compile_s: float) -> bool:
-    """Whether `images` trained at the compiled rate, plus the one-time compile, take less time than eager."""
-    return images * (1 / eager_per_s - 1 / compiled_per_s) > compile_s
-
-
-def compile_choice(setting: bool | str, *, cuda: bool, images_per_device: int, resolution: int,
-                   measured: dict | None) -> tuple[bool, str]:
-    """`compile` of the stage: true / false as set; `auto` compiles when the run is long enough to pay for it.
-
-    auto: off on CPU (no measurement; inductor needs a compiler) and for a backbone with no measured compile cost;
-    else on when the run's images per device (max_steps x batch_size x accumulate_grad_batches, all of them: a
-    resumed run counts its whole length) times the measured saving per image (1/eager - 1/compiled, scaled by
-    pixels from the measured resolution) exceed the measured one-time compile (first step) seconds. `measured`:
-    synthrel.runstats.compile_cost(backbone). Returns (on, the reason, for the log and training.json).
-    """
-    check_compile(setting)
-    if setting != "auto":
-        return bool(setting), f"set to {str(setting).lower()}"
-    if not cuda:
-        return False, "auto: off, not on CUDA"
-    if not measured:
-        return False, "auto: off, no measured compile cost for this backbone (compile=true forces it)"
-    images = images_per_device * (resolution / measured["resolution"]) ** 2
-    saving = images * (1 / measured["eager_per_s"] - 1 / measured["compiled_per_s"])
-    on = compile_pays(images, measured["eager_per_s"], measured["compiled_per_s"], measured["compile_s"])
-    return on, (f"auto: {'on' if on else 'off'}, {images_per_device} images per device save {saving:.0f} s "
-                f"{'>' if on else '<='} {measured['compile_s']:.0f} s of compile (measured at "
-                f"{measured['resolution']} px: {measured['eager_per_s']:g} img/s eager, "
-                f"{measured['compiled_per_s']:g} compiled, {measured['card']}, {measured['source']})")
-
-
 #: Bytes a saved file takes beyond its tensors' data: per tensor (torch.save's zip record, 64-byte alignment and
 #: pickle entry; safetensors' JSON header entry) and per file (Lightning's loop and callback states, config.json).
 PER_TENSOR_BYTES = 1024
@@ -208,7 +172,7 @@ class TrainControlNetJob:
     precision: Precision = "32"
     gradient_checkpointing: bool = False
     vae_fp32: bool | None = None
-    compile: bool | Literal["auto"] = "auto"  # true | false | auto: compile_choice()
+    compile: bool | Literal["auto"] = "auto"  # true | false | auto: synthrel.runstats.compile_choice()
     channels_last: bool = False
     hflip: bool = False
     max_grad_norm: float | None = None  # no clipping, as the paper (S2); a number clips the grad norm
@@ -325,10 +289,10 @@ class TrainControlNetJob:
         sdxl = is_sdxl(pretrained)
         vae_fp32 = self.vae_fp32 if self.vae_fp32 is not None else (sdxl and not self.backbone.get("vae"))
         base = load_base_pipeline(pretrained, vae=self.backbone.get("vae"))
-        from synthrel.runstats import compile_cost
+        from synthrel.runstats import compile_choice, compile_cost
 
         compile_on, why = compile_choice(
-            self.compile, cuda=trainer.strategy.root_device.type == "cuda",
+            self.compile, key=KEY, cuda=trainer.strategy.root_device.type == "cuda",
             images_per_device=self.max_steps * self.batch_size * self.accumulate_grad_batches,
             resolution=self.resolution, measured=compile_cost(str(self.backbone.get("name"))))
         log.info("%s.compile=%s: %s", KEY, self.compile, why)
@@ -357,8 +321,8 @@ class TrainControlNetJob:
         rate = SteadyRate("image", warmup=self.accumulate_grad_batches,
                           note=f"{self.resolution}px, batch {self.batch_size} x accumulate "
                                f"{self.accumulate_grad_batches} x {trainer.world_size} device(s), precision {self.precision}, "
-                               f"compile {self.compile}, gradient checkpointing {self.gradient_checkpointing}; "
-                               "after the first optimiser step")
+                               f"compile {self.compile} ({'on' if compile_on else 'off'}), gradient checkpointing "
+                               f"{self.gradient_checkpointing}; after the first optimiser step", compiled=compile_on)
         trainer.callbacks.insert(0, steady_rate_callback(rate, per_batch))  # before the checkpoint's saving
         trainer.fit(module, ckpt_path=ckpt_path)
         trainer.save_checkpoint(self.checkpoint_dir / "last.ckpt")  # the exact end state, for a longer re-run

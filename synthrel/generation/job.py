@@ -40,9 +40,10 @@ from synthrel.jobs import (
     positive_int,
     writing,
 )
-from synthrel.runstats import SteadyRate
+from synthrel.runstats import SteadyRate, check_compile
 
 log = logging.getLogger(__name__)
+KEY = "stages.generate"
 
 Scheduler = Literal["ddim"]
 
@@ -90,11 +91,13 @@ class GenerateJob:
     controlnet_conditioning_scale: float = 1.0
     conditioning: Encoding = "label_id"
     dtype: Dtype = "fp16"
-    batch_size: int = 4
+    batch_size: int = 8  # the benchmarks' batch; SDXL peaks at 59 GB eager (docs/benchmarks.md): lower it on smaller cards
     # fast: synthrel's ControlNetSampler (same DDIM sampler, batched guided pair, CUDA graphs, optional
     # torch.compile; docs/benchmarks.md); diffusers: the plain pipeline call
     sampler: Literal["fast", "diffusers"] = "fast"
-    compile: bool = False  # torch.compile of UNet + ControlNet + VAE decoder on CUDA: minutes of warm-up, pays at scale
+    # torch.compile of UNet + ControlNet + VAE decoder: true | false | auto (synthrel.runstats.compile_choice: on
+    # CUDA when this shard's images to make save more than the measured compile time)
+    compile: bool | Literal["auto"] = "auto"
     write_original: bool = True
     seed: int = 0
     shard: str = "0/1"
@@ -106,7 +109,8 @@ class GenerateJob:
     def __post_init__(self):
         self._shard = Shard.parse(self.shard)
         for key in ("num_samples", "samples_per_domain_all", "resolution", "num_inference_steps", "batch_size"):
-            positive_int(getattr(self, key), f"stages.generate.{key}")
+            positive_int(getattr(self, key), f"{KEY}.{key}")
+        check_compile(self.compile, KEY)
         if self.resolution % 8:
             raise ConfigError(f"`backbone.resolution` must be a multiple of 8 (the VAE factor), got {self.resolution}")
         if not self.domains or not all(isinstance(d, str) and d.strip() for d in self.domains):
@@ -233,7 +237,7 @@ class GenerateJob:
         summary = {"out_dir": str(self.set_dir(self.domains[0])), "set_dirs": sets, "shard": str(self._shard),
                    "generated": 0, "skipped": len(mine) - len(todo),
                    "removed": sum(len(plan.obsolete) for plan in plans.values())}
-        generator = _Generator(self) if todo else None  # a model that fails to load leaves the sets as they were
+        generator = _Generator(self, len(todo)) if todo else None  # a model that fails to load leaves the sets as they were
         with contextlib.ExitStack() as marks:
             for folder in sets:  # readers refuse these sets until this run has finished them (a no-op run too)
                 marks.enter_context(writing(folder, self._shard))
@@ -241,6 +245,7 @@ class GenerateJob:
                 log.info("generate %s: all %d items of shard %s exist in %s with these settings", self.backbone,
                          len(mine), self._shard, ", ".join(sets))
                 return summary
+            summary.update(compile=generator.compile, compile_reason=generator.compile_reason)
             self._write_all(generator, todo, dataset, captions, summary, len(mine))
         return summary
 
@@ -248,12 +253,14 @@ class GenerateJob:
         desc = f"generate {self.backbone}/{self.set_name if self.pooled else ','.join(self.domains)}"
         # PNG encoding and writing run beside the next batch's sampling
         rate = SteadyRate("image", note=f"batch {self.batch_size}, {self.resolution}px, {self.num_inference_steps} "
-                                        f"steps, {self.dtype}, sampler {self.sampler}, compile {self.compile}")
+                                        f"steps, {self.dtype}, sampler {generator.meta['sampler']}, compile "
+                                        f"{self.compile} ({'on' if generator.compile else 'off'})",
+                          compiled=generator.compile)
         with tqdm(total=total, initial=summary["skipped"], desc=desc) as bar, BackgroundWriter() as writer, \
                 rate.loop():
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start:start + self.batch_size]
-                writer.submit(_write_items, generator.generate(batch, dataset, captions))
+                writer.submit(_write_items, generator.generate_or_explain(batch, dataset, captions))
                 summary["generated"] += len(batch)
                 bar.update(len(batch))
                 rate.tick(len(batch))
@@ -270,10 +277,12 @@ def _write_items(records: list[dict]) -> None:
 class _Generator:
     """The loaded ControlNet pipeline of a GenerateJob and the per-batch generation."""
 
-    def __init__(self, job: GenerateJob):
+    def __init__(self, job: GenerateJob, images: int):
+        """`images`: how many this job will make (its shard's items still to do), for `compile: auto`."""
         import torch
 
         from synthrel.diffusion_loading import generation_dtype, load_controlnet_pipeline, weights_digest
+        from synthrel.runstats import compile_choice, compile_cost
         from synthrel.runtime import resolve_device
 
         self.job = job
@@ -294,17 +303,25 @@ class _Generator:
         self._warned: set[str] = set()
         self.sampler = None
         self.meta["sampler"] = "diffusers"
+        self.compile, self.compile_reason = False, "the diffusers pipeline is not compiled"
         if job.sampler == "fast" and job.scheduler == "ddim" and job.eta == 0 and job.guidance_scale > 1 \
                 and job.negative_prompt == "":
             from synthrel.generation.sampler import ControlNetSampler
 
             cuda = self.device.type == "cuda"
+            self.compile, self.compile_reason = compile_choice(
+                job.compile, key=KEY, cuda=cuda, images_per_device=images, resolution=job.resolution,
+                measured=compile_cost(job.backbone, "generate"))
+            if self.compile and not cuda:  # compile=true on CPU: inductor is not used there
+                self.compile, self.compile_reason = False, f"{self.compile_reason}, but not on CUDA: eager"
             self.sampler = ControlNetSampler.from_pipeline(
-                self.pipe, compile="default" if job.compile and cuda else None, cuda_graphs=cuda, inplace=True)
+                self.pipe, compile="default" if self.compile else None, cuda_graphs=cuda, inplace=True)
             self.meta["sampler"] = "fast"
         elif job.sampler == "fast":
             log.info("generate: the fast sampler covers DDIM, eta 0, guidance > 1 and an empty negative prompt; "
                      "using the diffusers pipeline")
+        self.meta["compile"] = self.compile
+        log.info("%s.compile=%s: %s", KEY, job.compile, self.compile_reason)
 
     def fit_prompt(self, caption: str, domain: str) -> tuple[str, str | None]:
         """The prompt of (caption, domain) within the text encoder's token limit, and the caption it holds when
@@ -334,6 +351,18 @@ class _Generator:
                         "%d tokens (recorded as caption_shortened in the manifest): %r", len(words), low, limit,
                         job.prompt(short, domain))
         return job.prompt(short, domain), short
+
+    def generate_or_explain(self, batch: list[GenerationItem], dataset, captions: dict[str, str]) -> list[dict]:
+        """generate(), with a GPU out of memory turned into the key to lower (the images written so far stay: a
+        re-run with a smaller batch resumes after them)."""
+        try:
+            return self.generate(batch, dataset, captions)
+        except self.torch.cuda.OutOfMemoryError as e:
+            raise ConfigError(
+                f"generate {self.job.backbone} ran out of GPU memory at `{KEY}.batch_size`={self.job.batch_size} "
+                f"({self.job.resolution}px, compile {self.compile}): lower `{KEY}.batch_size` (SDXL needs about 59 GB "
+                f"at batch 8; docs/benchmarks.md); the images written so far are kept and a re-run resumes. "
+                f"CUDA said: {str(e).splitlines()[0] if str(e) else e!r}") from e
 
     def generate(self, batch: list[GenerationItem], dataset, captions: dict[str, str]) -> list[dict]:
         """The batch's images with their label maps and manifest records: `write_item` arguments per item."""

@@ -41,7 +41,7 @@ def gpu_estimates(cfg: DictConfig, stages: list[str]) -> dict[str, str]:
             name = str(OmegaConf.select(cfg, "backbone.name"))
             base, per = GENERATE_FIT.get(name, GENERATE_FIT["sd15"])
             out[stage] = (f"~{base + per * batch:.0f} GB ({name}, batch {batch}, fp16; measured on an H100, "
-                          "docs/benchmarks.md)")
+                          "docs/benchmarks.md; a smaller card: lower stages.generate.batch_size)")
         elif stage == "inpaint":
             base, per = INPAINT_FIT
             out[stage] = (f"~{base + per * batch + GROUNDED_SAM_GB:.0f} GB (SD1.5 inpainting, batch {batch}, fp16, "

@@ -502,3 +502,59 @@ def test_evaluate_row_falls_back_to_the_eager_rates(tmp_path, fixture):
                   for (size, _), k in GRID.items() for factor in (1, 2, 4))
     assert rows["evaluate"]["hours_1"] == pytest.approx(seconds / 3600, rel=1e-9)
     assert rows["evaluate"]["note"].startswith("eager rates (no eval_families JSON)")
+
+
+def _generation_jsons(folder, eager_size=512):
+    """gen_bench JSONs of the sampler compiled (SD1.5: batch 1 first, then 8 and 32) and eager (`--no-compile`)."""
+    def put(name, device, size, sampler_compile, rows):
+        data = {"device": device, "models": [{"size": size, "steps": 25, "sampler": {"compile": sampler_compile},
+                                              "rows": [{"batch": b, "synthrel": {"img_per_s": r, "warmup_extra_s": w}}
+                                                       for b, r, w in rows]}]}
+        (folder / name).write_text(json.dumps(data))
+
+    put("gen_bench_sd15_final_h100.json", H100, 512, "default", [(1, 2.0, 100.0), (8, 6.0, 20.0), (32, 7.0, 90.0)])
+    put("gen_bench_sd15_fast_eager_h100.json", H100, eager_size, None, [(4, 3.5, 1.0), (8, 4.0, 2.0)])
+    put("gen_bench_sdxl_compile_vae_h100.json", H100, 1024, "default", [(8, 0.8, 200.0)])
+    put("gen_bench_sdxl_fast_eager_h100.json", H100, 1024, None, [(8, 0.6, 5.0)])
+
+
+def test_generate_rows_run_as_the_stages_compile_auto_decides(tmp_path):
+    """SD1.5: compile 100 + 20 s (the calls up to the first at batch 8), saving 1/4 - 1/6 = 1/12 s per image:
+    6080 images on 1 GPU save 507 s > 120 (compiled + 120 s); a shard of 760 on 8 GPUs saves 63 s (eager).
+    SDXL: 200 s against 1/0.6 - 1/0.8 s per image: 2560 images save 1067 s (compiled), 320 save 133 s (eager)."""
+    from benchmarks.budget import build_rows, rates_data, summarise
+
+    results = tmp_path / "results"
+    results.mkdir()
+    write_fixtures(results)
+    _generation_jsons(results)
+    (tmp_path / "zoo.yaml").write_text(ZOO)
+    rows, scaling, _ = build_rows(results, tmp_path / "zoo.yaml")
+    sd15, sdxl = (next(r for r in rows if r.stage == f"generate {m}") for m in ("SD1.5", "SDXL"))
+    images = 5 * 512 + 28 * 64 + 27 * 64
+    assert sd15.hours_1 == pytest.approx((images / 6.0 + 120.0) / 3600, rel=1e-12)
+    assert sd15.wall_8_h == pytest.approx(images / 8 / 4.0 / 3600, rel=1e-12)
+    assert sdxl.hours_1 == pytest.approx((2560 / 0.8 + 200.0) / 3600, rel=1e-12)
+    assert sdxl.wall_8_h == pytest.approx(320 / 0.6 / 3600, rel=1e-12)
+    assert "1 GPU: compile auto: on" in sd15.note and "8 GPUs: compile auto: off, 760 images" in sd15.note
+    carried = rates_data(rows, summarise(rows, scaling))["rows"]
+    assert carried["generate SD1.5"]["per_s"] == 6.0
+    assert carried["generate SD1.5"]["compile"] == {
+        "eager_per_s": 4.0, "compiled_per_s": 6.0, "compile_s": 120.0, "resolution": 512, "card": H100,
+        "source": "gen_bench_sd15_fast_eager_h100.json + gen_bench_sd15_final_h100.json"}
+    assert carried["generate SDXL"]["compile"]["compile_s"] == 200.0
+
+
+def test_generate_rows_keep_the_compiled_rate_without_a_matching_eager_run(tmp_path):
+    """An eager run of another size is no trade: the compiled rate as measured, no compile counted (as before)."""
+    from benchmarks.budget import build_rows
+
+    results = tmp_path / "results"
+    results.mkdir()
+    write_fixtures(results)
+    _generation_jsons(results, eager_size=256)
+    (tmp_path / "zoo.yaml").write_text(ZOO)
+    rows, _, _ = build_rows(results, tmp_path / "zoo.yaml")
+    sd15 = next(r for r in rows if r.stage == "generate SD1.5")
+    assert sd15.compile_trade is None and sd15.fixed_s == 0
+    assert sd15.hours_1 == pytest.approx((5 * 512 + 28 * 64 + 27 * 64) / 6.0 / 3600, rel=1e-12)

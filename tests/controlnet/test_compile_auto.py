@@ -1,11 +1,15 @@
 """train_controlnet `compile: auto` (#36): compile where the run is long enough to pay for it, from the measured
 trade in synthrel/measured_rates.json; the break-even is computed here by hand from those numbers."""
 
+from functools import partial
+
 import pytest
 
-from synthrel.controlnet.job import compile_choice
+from synthrel import runstats
 from synthrel.errors import ConfigError
 from synthrel.runstats import compile_cost
+
+compile_choice = partial(runstats.compile_choice, key="stages.train_controlnet")  # the stage's call
 
 SDXL = compile_cost("sdxl")
 

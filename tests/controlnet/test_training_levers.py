@@ -66,6 +66,7 @@ def test_the_stage_trains_channels_last_through_its_option(tiny_models, tiny_cit
     plain_run = make_job(tiny_models, tiny_cityscapes, tmp_path / "plain").run()
     nhwc_run = make_job(tiny_models, tiny_cityscapes, tmp_path / "nhwc", channels_last=True).run()
     assert plain_run["compile"] is False and nhwc_run["compile_reason"] == "auto: off, not on CUDA"
+    assert plain_run["steady_rates"]["train_controlnet"]["compiled"] is False  # the stage table's eager comparison
     a = ControlNetModel.from_pretrained(plain_run["final_dir"]).state_dict()
     b = ControlNetModel.from_pretrained(nhwc_run["final_dir"]).state_dict()
     assert a.keys() == b.keys()

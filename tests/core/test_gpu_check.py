@@ -57,7 +57,9 @@ def test_gpu_check_runs_every_stage_and_writes_the_stage_table(tmp_path, device)
                                                    "ood_detection", "fid"}
     gen = steady["generate"]["generate"]
     assert gen["units"] + gen["warmup_units"] == summary["generate"]["generated"] and gen["per_s"] > 0
-    assert gen["warmup_units"] == 4  # the first batch (stages.generate.batch_size 4)
+    assert gen["warmup_units"] == min(8, summary["generate"]["generated"])  # the first batch (batch_size 8)
+    assert summary["generate"]["compile"] is False  # auto: a few images never pay for a compile (nor a CPU)
+    assert summary["generate"]["compile_reason"].startswith("auto: off")
     cap = steady["caption"]["caption"]
     assert cap["units"] + cap["warmup_units"] == summary["caption"]["captioned"]
     inpaint = steady["inpaint"]

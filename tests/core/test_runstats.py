@@ -272,3 +272,34 @@ def test_the_lightning_callback_times_the_batches_after_the_first_optimiser_step
     trainer.fit(Tiny(), DataLoader(TensorDataset(torch.ones(30, 2)), batch_size=3))
     assert (rate.warmup_units, rate.units) == (6, 12)  # 3 steps x 2 batches x 3 samples
     assert rate.result()["per_s"] > 0
+
+
+def test_an_eager_run_is_set_beside_the_eager_rate_of_the_rows_compile_trade():
+    """generate and train_controlnet rows carry eager and compiled rates (measured_rates.json `compile`): a stage
+    that ran eager (rate `compiled` False) is compared with the eager one and says so; compiled or unknown: the
+    row's (compiled) rate."""
+    rates = _rates()
+    gen, train = rates["generate SD1.5"], rates["train_controlnet SDXL"]
+    eager_gen, eager_train = gen["compile"]["eager_per_s"], train["compile"]["eager_per_s"]
+    assert (eager_gen, gen["per_s"]) == (3.814, 6.068) and (eager_train, train["per_s"]) == (6.14, 8.25)
+
+    def rate(per_s, compiled):
+        return {"unit": "image", "units": 32, "seconds": 32 / per_s, "per_s": per_s, "compiled": compiled,
+                "note": "batch 8"}
+
+    eager = runstats.versus("generate", rate(3.0, False), "generate", "sd15")
+    assert eager["ratio"] == pytest.approx(3.0 / 3.814, abs=1e-3) and eager["benchmark_per_s"] == 3.814
+    assert eager["benchmark_conditions"] == \
+        "eager, 512px, NVIDIA H100 80GB HBM3, gen_bench_sd15_fast_eager_h100.json"
+    for compiled in (True, None):  # None: a rate recorded without the choice
+        v = runstats.versus("generate", rate(3.0, compiled), "generate", "sd15")
+        assert v["ratio"] == pytest.approx(3.0 / 6.068, abs=1e-3) and "compiled" in v["benchmark_conditions"]
+    training = runstats.versus("train_controlnet", rate(6.0, False), "train_controlnet", "sdxl")
+    assert training["ratio"] == pytest.approx(6.0 / 6.14, abs=1e-3) and not training["slow"]
+    assert training["benchmark_conditions"].startswith("eager, 1024px")
+    scoring = "ood_detection: RbA Swin-B scoring"  # a row without a trade: compiled False changes nothing
+    v = runstats.versus(scoring, rate(rates[scoring]["per_s"], False), "ood_detection")
+    assert v["ratio"] == pytest.approx(1.0)
+    text, _ = stage_table([StageStats("generate", 20.0, images=40, steady={"generate": rate(3.0, False)})], "cuda",
+                          backbone="sd15")
+    assert "generate: 0.79x **SLOW (< 0.8)** (benchmark: eager, 512px" in text

@@ -96,6 +96,39 @@ def test_batch_size_changes_images_only_by_float_rounding(tiny_models, source_da
         assert np.abs(a - b).max() <= 2, name
 
 
+def test_the_default_batch_of_8_matches_one_image_at_a_time_and_records_compile_off(
+        tiny_models, source_data, whole, tmp_path):
+    """9 samples at the default batch 8 (a full batch, then one): items 0-2, made inside the batch of 8, match
+    the batch-1 run's (per-item seeds); on CPU `compile: auto` is off, logged in the summary and the manifest."""
+    out = tmp_path / "fog"
+    job = make_job(tiny_models, source_data, out, num_samples=9, batch_size=8, compile="auto")
+    assert GenerateJob.batch_size == 8 and GenerateJob.compile == "auto"  # the dataclass defaults
+    summary = job.run()
+    assert summary["generated"] == 9 and summary["steady_rates"]["generate"]["warmup_units"] == 8
+    assert (summary["compile"], summary["compile_reason"]) == (False, "auto: off, not on CUDA")
+    assert summary["steady_rates"]["generate"]["compiled"] is False
+    assert all(r["compile"] is False for r in manifest(out))
+    reference, batched = files(whole[0]), files(out)
+    assert reference.keys() <= batched.keys()
+    for name in reference:
+        a, b = (np.asarray(Image.open(io.BytesIO(x)), dtype=int) for x in (reference[name], batched[name]))
+        assert np.abs(a - b).max() <= 2, name
+
+
+def test_out_of_gpu_memory_names_the_batch_size_key(tiny_models, source_data, tmp_path, monkeypatch):
+    import torch
+
+    from synthrel.generation import job as generation_job
+
+    def oom(self, batch, dataset, captions):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(generation_job._Generator, "generate", oom)
+    with pytest.raises(ConfigError, match=r"out of GPU memory at `stages\.generate\.batch_size`=2 .*lower "
+                                          r"`stages\.generate\.batch_size`.*CUDA said: .?CUDA out of memory"):
+        make_job(tiny_models, source_data, tmp_path / "fog").run()
+
+
 def test_resume_after_a_kill_adds_only_the_missing_samples(tiny_models, source_data, whole, tmp_path):
     out = tmp_path / "fog"
     shutil.copytree(whole[0], out)

@@ -53,7 +53,7 @@ def test_paper_run_on_an_empty_machine_fails_with_fixes(compose_cfg, tmp_path, e
     assert "skipped              zoo model segmenter" in out
     assert "offline (HF_HUB_OFFLINE=1): these need the network: stable-diffusion-v1-5/stable-diffusion-v1-5; " \
            "34 file(s) from download.openmmlab.com" in out
-    assert "generate         ~8 GB (sd15, batch 4" in out
+    assert "generate         ~10 GB (sd15, batch 8" in out and "lower stages.generate.batch_size" in out
     assert "train it (python -m synthrel.run +experiment=train_controlnet) or set backbone.controlnet=" in out
 
 
