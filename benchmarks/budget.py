@@ -205,16 +205,56 @@ def generation(results: Path, model: str) -> Measured | None:
                     f"ControlNetSampler, batch 8, {shape + ', ' if shape else ''}fp16, compiled, CUDA graphs")
 
 
+INPAINT = "gen_bench_inpaint_h200.json"
+
+
 def inpainting(results: Path, call: str) -> Measured | None:
-    d = _load(results, "gen_bench_inpaint_h200.json")
+    d = _load(results, INPAINT)
     if d is None:
         return None
     entry = d["models"][0]
     row = next(r for r in entry["rows"] if r["batch"] == 1 and r["call"] == call)
     strength, _, steps = entry["calls"][call]
-    return Measured(row["synthrel"]["img_per_s"], d["device"], "gen_bench_inpaint_h200.json",
+    return Measured(row["synthrel"]["img_per_s"], d["device"], INPAINT,
                     f"accelerated pipeline, batch 1 (the stage's default), {entry['size']}px patch, {steps} x "
                     f"{strength:g} steps, fp16, compile {entry['compile']}")
+
+
+def inpainting_trade(results: Path, call: str) -> dict | None:
+    """The inpaint stage's compile trade for `call` (inpaint | refine), in compile_trade()'s form, at batch 1:
+    the eager diffusers pipeline and the compiled accelerated one of the same process, and the compiled call's
+    warm-up (the refinement call reuses the UNet the inpainting call compiled: its warm-up is ~0). The stage's
+    `compile: auto` decides with the inpaint call's."""
+    d = _load(results, INPAINT)
+    if d is None:
+        return None
+    entry = d["models"][0]
+    row = next(r for r in entry["rows"] if r["batch"] == 1 and r["call"] == call)
+    if not (row.get("eager") or {}).get("img_per_s") or "warmup_extra_s" not in row["synthrel"]:
+        return None  # a run without its eager side (--no-eager)
+    return {"eager_per_s": row["eager"]["img_per_s"], "compiled_per_s": row["synthrel"]["img_per_s"],
+            "compile_s": row["synthrel"]["warmup_extra_s"], "resolution": entry["size"], "card": d["device"],
+            "source": f"{INPAINT} (eager: the diffusers pipeline)"}
+
+
+def inpainting_row(results: Path, call: str, work: str, items: int) -> Row:
+    """An inpaint call at the rate the stage runs it: compiled (reduce-overhead, as measured) where its
+    `compile: auto` turns compile on for the items of one process, with the inpainting call paying the compile."""
+    from synthrel.runstats import compile_choice
+
+    row = Row("inpaint" if call == "inpaint" else f"inpaint: {call}", work, items, "image",
+              inpainting(results, call), "shard")
+    row.compile_trade = inpainting_trade(results, call)
+    decider = inpainting_trade(results, "inpaint")
+    if decider is not None and row.measured is not None:
+        on, why = compile_choice("auto", key="stages.inpaint", cuda=True, images_per_device=math.ceil(items / GPUS),
+                                 resolution=decider["resolution"], measured=decider)
+        if not on:  # not for the paper's 2,688 items per shard: the eager rate, as the stage would run
+            row.measured = Measured(row.compile_trade["eager_per_s"], decider["card"], INPAINT, "eager")
+        elif call == "inpaint":
+            row.fixed_s = decider["compile_s"]
+        row.note = f"compile {why} (one shard of {GPUS}; on 1 GPU all {items} items)"
+    return row
 
 
 def controlnet_training(results: Path, model: str) -> Measured | None:
@@ -435,7 +475,7 @@ class Row:
     wall_8_h: float | None = field(default=None)
     tflop: float | None = None  # the row's whole work, counted (flops.json); None: not counted
     fixed_s: float = 0.0  # one-time seconds per process (compile), in the time but not divided on 8 GPUs
-    compile_trade: dict | None = None  # training / generate rows: compile_trade(), generation_trade() (measured_rates.json carries it)
+    compile_trade: dict | None = None  # training / generate / inpaint rows: *_trade() (measured_rates.json carries it)
     pair_hours: list[float] = field(default_factory=list)  # spread "pairs": 1-GPU hours of each (model, set) pair
     flops_key: tuple[str, ...] = ()  # its TFLOP per unit in flops.json where not PER_UNIT's (the RbA rows: by head)
 
@@ -495,9 +535,8 @@ def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured
         training_row(results, "sdxl", "27500 steps x 8 x 4 at 1024px", n("sdxl_train")),
         generation_row(results, "sd15", f"5 domains x {per_domain} + all-domains sets", synth_sd15),
         generation_row(results, "sdxl", f"5 domains x {per_domain}", synth_sdxl),
-        Row("inpaint", "42 objects x 512, inpainting call", ood, "image", inpainting(results, "inpaint"), "shard"),
-        Row("inpaint: refine", "42 objects x 512, refinement call", ood, "image", inpainting(results, "refine"),
-            "shard"),
+        inpainting_row(results, "inpaint", "42 objects x 512, inpainting call", ood),
+        inpainting_row(results, "refine", "42 objects x 512, refinement call", ood),
         Row("inpaint: Grounded-SAM", "42 objects x 512 masks", ood, "image", throughput(results, "grounded_sam"),
             "shard"),
     ]

@@ -258,11 +258,12 @@ def rates_of(stage: str, backbone: str | None = None) -> dict[str, dict]:
     return rows
 
 
-def compile_cost(backbone: str, stage: str = "train_controlnet") -> dict | None:
-    """The measured compile trade of `stage` (train_controlnet | generate) for `backbone` (sd15 | sdxl): eager and
-    compiled images/s, the one-time compile seconds, the resolution, card and source; None where not measured."""
-    row = measured_rates().get(f"{stage} {BACKBONE_LABELS.get(backbone, backbone)}") or {}
-    return row.get("compile")
+def compile_cost(backbone: str | None, stage: str = "train_controlnet") -> dict | None:
+    """The measured compile trade of `stage` (train_controlnet | generate) for `backbone` (sd15 | sdxl), or of the
+    budget row `stage` itself where there is no backbone (inpaint): eager and compiled images/s, the one-time
+    compile seconds, the resolution, card and source; None where not measured."""
+    name = stage if backbone is None else f"{stage} {BACKBONE_LABELS.get(backbone, backbone)}"
+    return (measured_rates().get(name) or {}).get("compile")
 
 
 def check_compile(setting, key: str) -> None:
@@ -277,12 +278,12 @@ def compile_pays(images: float, eager_per_s: float, compiled_per_s: float, compi
 
 def compile_choice(setting: bool | str, *, key: str, cuda: bool, images_per_device: int, resolution: int,
                    measured: dict | None) -> tuple[bool, str]:
-    """`compile` of the stage at config key `key` (train_controlnet, generate): true / false as set; `auto`
+    """`compile` of the stage at config key `key` (train_controlnet, generate, inpaint): true / false as set; `auto`
     compiles when the job is long enough to pay for it.
 
     auto: off on CPU (no measurement; inductor needs a compiler) and for a backbone with no measured compile cost;
     else on when the job's images per device (training: max_steps x batch_size x accumulate_grad_batches, all of
-    them, a resumed run counts its whole length; generate: the images this shard still has to make) times the
+    them, a resumed run counts its whole length; generate, inpaint: the items this shard still has to make) times the
     measured saving per image (1/eager - 1/compiled, scaled by pixels from the measured resolution) exceed the
     measured one-time compile seconds. `measured`: compile_cost(backbone, stage). Returns (on, the reason, for
     the log and the stage's record).

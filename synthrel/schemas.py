@@ -35,8 +35,11 @@ def describe(hint) -> str:
         return "one of " + ", ".join(map(repr, args))
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return "one of " + ", ".join(repr(m.value) for m in hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(describe(a) for a in args)
+    if origin in (typing.Union, types.UnionType):  # the union's literals as one list, where the first stands
+        literals = tuple(v for a in args if typing.get_origin(a) is typing.Literal for v in typing.get_args(a))
+        first = next((a for a in args if typing.get_origin(a) is typing.Literal), None)
+        return " or ".join(describe(typing.Literal[literals]) if a is first else describe(a) for a in args
+                           if a is first or typing.get_origin(a) is not typing.Literal)
     if origin in (list, tuple) or hint in (list, tuple):
         return f"a list of {describe(args[0])}" if args else "a list"
     if origin is dict or hint is dict:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -97,11 +97,14 @@ class InpaintJob:
     verify: Verify = "hash"  # what a re-run checks of the items it skips
     device: str = "auto"
     dtype: Dtype = "fp16"
-    compile: CompileMode | None = None  # torch.compile of the inpainting UNet on CUDA
+    #: torch.compile of the inpainting UNet on CUDA: a mode, null (eager) or auto (compile_mode)
+    compile: CompileMode | Literal["auto"] | None = "auto"
     #: called with each finished record (tests use it to simulate a kill); not a config key.
     on_item: Callable[[dict], None] | None = field(default=None, repr=False)
     #: this run's steady rates of the three calls (SteadyRate: each call's time after its first batch)
     _rates: dict = field(default_factory=dict, init=False, repr=False)
+    #: the compile mode this run chose and why (compile_mode), for the log, the summary and the stage table
+    _compiled: tuple[str | None, str] = field(default=(None, ""), init=False, repr=False)
 
     def __post_init__(self):
         key = "stages.inpaint"
@@ -172,11 +175,16 @@ class InpaintJob:
             log.info("inpaint: all %d items of shard %s already in %s", len(items), self.shard_spec, out_dir)
             with writing(out_dir, self.shard_spec):  # clears the mark a kill after the last item left
                 return summary
-        models = self._load_models()
-        note = f"batch {self.batch_size}, {self.patch_size}px patch, {self.dtype}, compile {self.compile}"
-        self._rates = {"inpaint": SteadyRate("image", note=f"{note}, {self.num_inference_steps} steps"),
+        models = self._load_models(len(pending))
+        mode, summary["compile_reason"] = self._compiled
+        summary["compile"] = mode
+        note = f"batch {self.batch_size}, {self.patch_size}px patch, {self.dtype}, compile {mode}"
+        compiled = mode is not None
+        self._rates = {"inpaint": SteadyRate("image", note=f"{note}, {self.num_inference_steps} steps",
+                                             compiled=compiled),
                        "inpaint: refine": SteadyRate("image", note=f"{note}, {self.refine_steps} x "
-                                                                   f"{self.refine_strength:g} steps"),
+                                                                   f"{self.refine_strength:g} steps",
+                                                     compiled=compiled),
                        "inpaint: Grounded-SAM": SteadyRate("image", note=f"batch {self.batch_size}, "
                                                                           f"{self.patch_size}px zoom")}
         with writing(out_dir, self.shard_spec):  # readers refuse the set until this run has finished it
@@ -222,7 +230,24 @@ class InpaintJob:
             return build_dataset(self.source)
         return self.source
 
-    def _load_models(self):
+    def compile_mode(self, cuda: bool, items: int) -> tuple[str | None, str]:
+        """The inpainting UNet's torch.compile mode for a run of `items` items, and why: the mode as set (none
+        off CUDA), or for `auto` the benchmark's reduce-overhead where synthrel.runstats.compile_choice finds that
+        the items pay for the one-time compile at the measured trade of the budget's inpaint row (scaled by the
+        patch's pixels); eager otherwise, and on the CPU."""
+        from synthrel.runstats import compile_choice, compile_cost
+
+        if self.compile is None:
+            return None, "set to null: eager"
+        if self.compile != "auto":
+            if not cuda:
+                return None, f"set to {self.compile}, but not on CUDA: eager"
+            return self.compile, f"set to {self.compile}"
+        on, why = compile_choice("auto", key="stages.inpaint", cuda=cuda, images_per_device=items,
+                                 resolution=self.patch_size, measured=compile_cost(None, "inpaint"))
+        return ("reduce-overhead" if on else None), why
+
+    def _load_models(self, items: int):
         from synthrel.diffusion_loading import generation_dtype, pipeline_class_name
         from synthrel.ood_objects.grounded_sam import GroundedSam
         from synthrel.runtime import resolve_device
@@ -236,7 +261,9 @@ class InpaintJob:
                                "stable-diffusion-v1-5/stable-diffusion-inpainting")
         pipe = self._load_inpaint_pipeline(generation_dtype(self.dtype, device)).to(device)
         cuda = device.type == "cuda"
-        accelerate_pipeline(pipe, compile=self.compile if cuda else None, channels_last=cuda)
+        self._compiled = self.compile_mode(cuda, items)
+        log.info("stages.inpaint.compile=%s: %s", self.compile, self._compiled[1])
+        accelerate_pipeline(pipe, compile=self._compiled[0], channels_last=cuda)
         pipe.set_progress_bar_config(disable=True)
         detector = GroundedSam.from_pretrained(self.grounding_dino, self.sam, device,
                                                box_threshold=self.box_threshold,

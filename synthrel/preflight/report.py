@@ -183,6 +183,29 @@ def _duration(hours: float) -> str:
     return f"{hours:.2f} h" if hours >= 0.1 else f"{hours * 60:.1f} min"
 
 
+def _row_seconds(spec, stage: str, row: dict, units: int, rates: dict) -> tuple[float, str]:
+    """Seconds of `units` of budget row `row`, and at what rate: where the row carries a measured compile trade
+    (train_controlnet, generate, inpaint), compiled plus its one-time compile or eager, as the stage's `compile`
+    setting decides for this many units (synthrel.runstats.compile_choice: the budget's rule too)."""
+    from synthrel.runstats import compile_choice
+
+    trade = row.get("compile")
+    if not trade:
+        return units / row["per_s"], f"at {row['per_s']:.3g}/s"
+    setting, resolution = spec.get("compile"), spec.get("resolution")
+    if stage == "inpaint":  # a torch.compile mode or null; its refinement call follows the inpainting call's choice
+        setting, resolution = ("auto" if setting == "auto" else setting is not None), spec.patch_size
+        decider = rates["inpaint"].get("compile") or trade
+    else:
+        decider = trade
+    on, _ = compile_choice(setting, key=f"stages.{stage}", cuda=True, images_per_device=units,
+                           resolution=resolution, measured=decider)
+    if not on:
+        return units / trade["eager_per_s"], f"eager at {trade['eager_per_s']:.3g}/s"
+    return (units / trade["compiled_per_s"] + trade["compile_s"],
+            f"compiled at {trade['compiled_per_s']:.3g}/s + {trade['compile_s']:.0f} s of compile")
+
+
 def gpu_hours(cfg: DictConfig, stages: list[str], needs: list[Need] = ()) -> dict[str, str]:
     """Stage -> estimated hours on one GPU of THIS run's work (run_work), at the measured rates that
     `python -m benchmarks.run budget` uses (synthrel/measured_rates.json, written by its --write-rates). Where a
@@ -209,8 +232,9 @@ def gpu_hours(cfg: DictConfig, stages: list[str], needs: list[Need] = ()) -> dic
                 hours += r["hours_1"]
                 parts.append(f"{name}: the paper's {r['units']:,.0f} {r['unit']}s ({how}) at {r['per_s']:.3g}/s")
             else:
-                hours += units / r["per_s"] / 3600
-                parts.append(f"{name}: {units:,.0f} {r['unit']}s ({how}) at {r['per_s']:.3g}/s")
+                seconds, at = _row_seconds(cfg.stages[stage], stage, r, units, rates)
+                hours += seconds / 3600
+                parts.append(f"{name}: {units:,.0f} {r['unit']}s ({how}) {at}")
         if parts:
             sources = sorted({f"{rates[n]['card']}, {rates[n]['source']}" for n in rows})
             out[stage] = f"~{_duration(hours)} on 1 GPU (" + "; ".join(parts) + "; measured: " + "; ".join(sources) + ")"

@@ -39,8 +39,13 @@ FLOPS = {"sd15": {"train_image": 3.0, "generate_image": 50.0}, "sdxl": {"train_i
 PEAK = 989.0
 
 
-def write_fixtures(folder, skip=(), flops=None, settings=None):
-    """`settings`: stage -> the throughput JSON's settings (none by default, as the JSONs measured before #36)."""
+#: the inpainting benchmark's batch-1 calls: eager (the diffusers pipeline) and compiled img/s, compiled warm-up s
+INPAINT_CALLS = {"inpaint": (0.5, 2.0, 90.0), "refine": (1.0, 3.0, 0.0)}
+
+
+def write_fixtures(folder, skip=(), flops=None, settings=None, inpaint_calls=None):
+    """`settings`: stage -> the throughput JSON's settings (none by default, as the JSONs measured before #36);
+    `inpaint_calls`: INPAINT_CALLS' form."""
     def put(name, data):
         (folder / name).write_text(json.dumps(data))
 
@@ -59,9 +64,9 @@ def write_fixtures(folder, skip=(), flops=None, settings=None):
                                                                               "rows": rows(8, 0.8)}]})
     put("gen_bench_inpaint_h200.json", {"device": H200, "models": [{
         "size": 512, "compile": "reduce-overhead", "calls": {"inpaint": [1.0, 7.5, 50], "refine": [0.5, 7.5, 50]},
-        "rows": [
-        {"batch": 1, "call": "inpaint", "synthrel": {"img_per_s": 2.0}},
-        {"batch": 1, "call": "refine", "synthrel": {"img_per_s": 3.0}}]}]})
+        "rows": [{"batch": 1, "call": call, "eager": {"img_per_s": eager},
+                  "synthrel": {"img_per_s": compiled, "warmup_extra_s": warmup}}
+                 for call, (eager, compiled, warmup) in (inpaint_calls or INPAINT_CALLS).items()]}]})
     put("multigpu_h200x2_run1.json", {"devices": [H200, H200], "args": {"resolution": 512, "gradient_checkpointing": False},
                                       "train": {"scaling": SCALING, "one_device": {
         "images_per_s": 99.0, "batch": 8, "accumulate": 2, "precision": "bf16-mixed"}}})
@@ -69,12 +74,12 @@ def write_fixtures(folder, skip=(), flops=None, settings=None):
                                                    "models": {"bisenetv1_r50": {"seconds": ZOO_SECONDS}}}})
 
 
-def run_budget(tmp_path, skip=(), flops=None, settings=None):
+def run_budget(tmp_path, skip=(), flops=None, settings=None, inpaint_calls=None):
     from benchmarks.budget import main
 
     results = tmp_path / "results"
     results.mkdir(exist_ok=True)
-    write_fixtures(results, skip, flops, settings)
+    write_fixtures(results, skip, flops, settings, inpaint_calls)
     zoo = tmp_path / "zoo.yaml"
     zoo.write_text(ZOO)
     res = main(["--results", str(results), "--zoo", str(zoo), "--json", str(tmp_path / "budget.json")])
@@ -99,7 +104,9 @@ def test_budget_arithmetic_by_hand(tmp_path):
     sd15_images = 5 * 512 + 28 * 64 + 27 * 64
     check("generate SD1.5", sd15_images / 6.0 * h, sd15_images / 6.0 * h / 8)
     check("generate SDXL", 5 * 512 / 0.8 * h, 5 * 512 / 0.8 * h / 8)
-    check("inpaint", 42 * 512 / 2.0 * h, 42 * 512 / 2.0 * h / 8, H200)
+    # inpainting: compiled (2688 items per shard save 2688 x (1/0.5 - 1/2) s > 90 s), the inpainting call pays the
+    # 90 s compile once per process; the refinement call reuses its UNet
+    check("inpaint", 42 * 512 / 2.0 * h + 90 * h, 42 * 512 / 2.0 * h / 8 + 90 * h, H200)
     check("inpaint: refine", 42 * 512 / 3.0 * h, 42 * 512 / 3.0 * h / 8, H200)
     check("inpaint: Grounded-SAM", 42 * 512 / 2.0 * h, 42 * 512 / 2.0 * h / 8)
     # RbA: 3 runs of 5000 steps per backbone, one run per GPU: the node's wall time is one run
@@ -207,6 +214,19 @@ def test_a_total_that_rounds_to_its_target_is_not_met():
     forecast.seconds_1, forecast.pair_hours = 0.2514 * 3600, [0.2514]
     t = totals([], forecast, None)["forecast"]
     assert t["hours_1"] == 0.25 and t["times_target"] == pytest.approx(1.006) and t["target_met"] is False
+
+
+def test_inpaint_rows_run_as_the_stages_compile_auto_decides(tmp_path):
+    """A compile that one shard's 2688 items do not pay back (2688 x 1.5 s = 4032 s <= 5000 s): both calls at
+    their eager rates, no compile; without the eager side in the JSON, the compiled rates as measured."""
+    h = 1 / 3600
+    _, rows = run_budget(tmp_path, inpaint_calls={"inpaint": (0.5, 2.0, 5000.0), "refine": (1.0, 3.0, 0.0)})
+    assert rows["inpaint"]["hours_1"] == pytest.approx(42 * 512 / 0.5 * h, rel=1e-9)
+    assert rows["inpaint: refine"]["hours_1"] == pytest.approx(42 * 512 / 1.0 * h, rel=1e-9)
+    assert "auto: off, 2688 images per device save 4032 s <= 5000 s of compile" in rows["inpaint"]["note"]
+    (tmp_path / "no_eager").mkdir()
+    _, rows = run_budget(tmp_path / "no_eager", inpaint_calls={"inpaint": (None, 2.0, 90.0), "refine": (None, 3.0, 0.0)})
+    assert rows["inpaint"]["hours_1"] == pytest.approx(42 * 512 / 2.0 * h, rel=1e-9) and not rows["inpaint"]["note"]
 
 
 def test_mfu_is_ideal_over_measured(tmp_path):

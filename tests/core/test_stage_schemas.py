@@ -130,7 +130,7 @@ REPLACED = [
     ("forecast", {"predictors": ["clean", "atlantis"]}, "`stages.forecast.predictors[1]` is 'atlantis'"),
     ("fid", {"feature_extractor": "clip"}, "`stages.fid.feature_extractor` is 'clip'"),
     ("inpaint", {"compile": "fastest"}, "`stages.inpaint.compile` is 'fastest' (str); expected one of 'default', "
-                                        "'reduce-overhead', 'max-autotune-no-cudagraphs' or null"),
+                                        "'reduce-overhead', 'max-autotune-no-cudagraphs', 'auto' or null"),
     ("inpaint", {"dtype": "fp64"}, "`stages.inpaint.dtype` is 'fp64'"),
     ("physics_fog", {"airlight": "sunny"}, "`stages.physics_fog.airlight` is 'sunny' (str); expected a number or "
                                            "one of 'dark_channel'"),
