@@ -343,17 +343,24 @@ def _compiled_sdxl(folder, per_s=6.0, first_step_s=300.0, device=H100, resolutio
     (folder / "throughput_controlnet_train_sdxl_compile_h100.json").write_text(json.dumps(compiled))
 
 
-def test_sdxl_training_at_the_compiled_rate_plus_one_compile_where_auto_compiles(tmp_path):
-    """880,000 images save 880,000 x (1/4 - 1/6) s = 20 h against 300 s of compile: the row is compiled, the
-    compile counted once on 1 GPU and once (in parallel) on the node, and measured_rates.json carries the trade."""
-    from benchmarks.budget import build_rows, rates_data, summarise
+def built_rows(tmp_path, add):
+    """benchmarks.budget.build_rows on the fixtures plus the JSONs `add(results)` writes."""
+    from benchmarks.budget import build_rows
 
     results = tmp_path / "results"
     results.mkdir()
     write_fixtures(results)
-    _compiled_sdxl(results)
+    add(results)
     (tmp_path / "zoo.yaml").write_text(ZOO)
-    rows, scaling, _ = build_rows(results, tmp_path / "zoo.yaml")
+    return build_rows(results, tmp_path / "zoo.yaml")
+
+
+def test_sdxl_training_at_the_compiled_rate_plus_one_compile_where_auto_compiles(tmp_path):
+    """880,000 images save 880,000 x (1/4 - 1/6) s = 20 h against 300 s of compile: the row is compiled, the
+    compile counted once on 1 GPU and once (in parallel) on the node, and measured_rates.json carries the trade."""
+    from benchmarks.budget import rates_data, summarise
+
+    rows, scaling, _ = built_rows(tmp_path, lambda results: _compiled_sdxl(results))
     row = next(r for r in rows if r.stage == "train_controlnet SDXL")
     images = 27500 * 8 * 4
     assert row.hours_1 == pytest.approx((images / 6.0 + 300.0) / 3600, rel=1e-12)
@@ -369,14 +376,7 @@ def test_sdxl_training_at_the_compiled_rate_plus_one_compile_where_auto_compiles
 @pytest.mark.parametrize("compiled", [dict(first_step_s=1e9), dict(device=H200), dict(resolution=512)])
 def test_sdxl_training_stays_eager_when_compile_does_not_pay_or_the_runs_differ(tmp_path, compiled):
     """A compile longer than the whole run saves, or a compiled run of another card or size: the eager rate."""
-    from benchmarks.budget import build_rows
-
-    results = tmp_path / "results"
-    results.mkdir()
-    write_fixtures(results)
-    _compiled_sdxl(results, **compiled)
-    (tmp_path / "zoo.yaml").write_text(ZOO)
-    rows, _, _ = build_rows(results, tmp_path / "zoo.yaml")
+    rows, _, _ = built_rows(tmp_path, lambda results: _compiled_sdxl(results, **compiled))
     row = next(r for r in rows if r.stage == "train_controlnet SDXL")
     assert row.hours_1 == pytest.approx(27500 * 8 * 4 / 4.0 / 3600, rel=1e-12) and row.fixed_s == 0
 
@@ -542,14 +542,9 @@ def test_generate_rows_run_as_the_stages_compile_auto_decides(tmp_path):
     """SD1.5: compile 100 + 20 s (the calls up to the first at batch 8), saving 1/4 - 1/6 = 1/12 s per image:
     6080 images on 1 GPU save 507 s > 120 (compiled + 120 s); a shard of 760 on 8 GPUs saves 63 s (eager).
     SDXL: 200 s against 1/0.6 - 1/0.8 s per image: 2560 images save 1067 s (compiled), 320 save 133 s (eager)."""
-    from benchmarks.budget import build_rows, rates_data, summarise
+    from benchmarks.budget import rates_data, summarise
 
-    results = tmp_path / "results"
-    results.mkdir()
-    write_fixtures(results)
-    _generation_jsons(results)
-    (tmp_path / "zoo.yaml").write_text(ZOO)
-    rows, scaling, _ = build_rows(results, tmp_path / "zoo.yaml")
+    rows, scaling, _ = built_rows(tmp_path, lambda results: _generation_jsons(results))
     sd15, sdxl = (next(r for r in rows if r.stage == f"generate {m}") for m in ("SD1.5", "SDXL"))
     images = 5 * 512 + 28 * 64 + 27 * 64
     assert sd15.hours_1 == pytest.approx((images / 6.0 + 120.0) / 3600, rel=1e-12)
@@ -567,14 +562,7 @@ def test_generate_rows_run_as_the_stages_compile_auto_decides(tmp_path):
 
 def test_generate_rows_keep_the_compiled_rate_without_a_matching_eager_run(tmp_path):
     """An eager run of another size is no trade: the compiled rate as measured, no compile counted (as before)."""
-    from benchmarks.budget import build_rows
-
-    results = tmp_path / "results"
-    results.mkdir()
-    write_fixtures(results)
-    _generation_jsons(results, eager_size=256)
-    (tmp_path / "zoo.yaml").write_text(ZOO)
-    rows, _, _ = build_rows(results, tmp_path / "zoo.yaml")
+    rows, _, _ = built_rows(tmp_path, lambda results: _generation_jsons(results, eager_size=256))
     sd15 = next(r for r in rows if r.stage == "generate SD1.5")
     assert sd15.compile_trade is None and sd15.fixed_s == 0
     assert sd15.hours_1 == pytest.approx((5 * 512 + 28 * 64 + 27 * 64) / 6.0 / 3600, rel=1e-12)
