@@ -2,7 +2,7 @@
 the stage and its peak; the check that each stage gave its GPU memory back; the environment line of the log;
 each stage's steady-state rate (SteadyRate: its main loop after loading and warm-up); the stage table of
 `+experiment=gpu_check`; the measured rates and the `compile: auto` rule of the stages that read them
-(train_controlnet, generate).
+(train_controlnet, generate, inpaint).
 
 torch is imported inside the functions: `python -m synthrel.run --help` must not pay for it.
 """
