@@ -339,6 +339,7 @@ def rba_batch(batch: int, height: int, width: int, device=None) -> dict:
 
 
 def bench_rba(name: str, args, device, work: Path) -> dict:
+    from synthrel.ood_detection.job import finetune_precision
     from synthrel.ood_detection.rba import RbAFineTuner, rba_predict
 
     module = RbAFineTuner(str(_mask2former_folder(name, args.tiny, work / name)), max_steps=5000).to(device)
@@ -347,22 +348,31 @@ def bench_rba(name: str, args, device, work: Path) -> dict:
     batch, (h, w) = RBA_TINY if args.tiny else RBA_BATCH
     data = rba_batch(batch, h, w, device)
 
-    def step():
-        loss = module.losses(data)["loss"]
-        loss.backward()
-        optimizer.step()
+    # the stage's precision (`finetune.precision: auto`): RbA's AMP on a GPU, as Lightning's 16-mixed runs it
+    precision = finetune_precision("auto", device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+
+    def step(precision):
+        with torch.autocast(device.type, dtype=torch.float16, enabled=precision == "16-mixed"):
+            loss = module.losses(data)["loss"]
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    step_s = timed_calls(step, 2, args.repeats, device)
+    step_s = timed_calls(lambda: step(precision), 2, args.repeats, device)
     peak = _peak_gib(device)
+    fp32 = {} if precision == "32-true" else {
+        "per_s_32_true": 1 / timed_calls(lambda: step("32-true"), 2, args.repeats, device)}
     image = frames(1, *((64, 128) if args.tiny else RBA_PREDICT))[0][None]
     module.eval()
     predict_s = timed_calls(lambda: rba_predict(module.model, image, device), 2, args.repeats, device)
-    return {"unit": "step", "per_s": 1 / step_s, "batch": batch, "s_per_step": step_s, "peak_gib": peak,
+    return {"unit": "step", "per_s": 1 / step_s, "batch": batch, "s_per_step": step_s, "peak_gib": peak, **fp32,
             "predict_img_s": 1 / predict_s,
-            "settings": {"head": "tiny" if args.tiny else RBA_HEADS[name], "crop": f"{h}x{w}", "dtype": "fp32",
+            "settings": {"head": "tiny" if args.tiny else RBA_HEADS[name], "crop": f"{h}x{w}",
+                         "precision": precision, "predict_dtype": "fp32",
                          "trainable": "class head + mask MLP",
                          "predict_image": "1024x2048" if not args.tiny else "64x128"}}
 

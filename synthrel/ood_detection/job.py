@@ -91,7 +91,8 @@ class FinetuneSettings:
     poly_power: float = 0.9
     warmup_iters: int = 0
     grad_clip: float | None = 0.01
-    precision: str = "32-true"
+    # auto: 16-mixed on a GPU, as RbA trains (its config's SOLVER.AMP.ENABLED: true), 32-true on the CPU
+    precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed"] = "auto"
     # loader workers; auto: the CPU cores but one, at most 8 (synthrel.runtime.auto_workers). Each builds ~110 ms
     # of CPU per sample (benchmarks/rba_loader.py): 2 workers cap batch 16 at ~1 step/s, under an H100's 1.63
     num_workers: int | Literal["auto"] = "auto"
@@ -109,6 +110,14 @@ def finetune_settings(given) -> dict:
     if settings["max_steps"] is None:
         settings["max_steps"] = RBA_SCHEDULES[settings["schedule"]]
     return settings
+
+
+def finetune_precision(precision: str, device) -> str:
+    """The fine-tune's Lightning precision: `auto` is RbA's AMP (16-mixed) on CUDA and 32-true elsewhere (fp16
+    autocast is a GPU feature)."""
+    if precision != "auto":
+        return precision
+    return "16-mixed" if str(device).split(":")[0] == "cuda" else "32-true"
 
 
 @dataclass
@@ -401,7 +410,7 @@ class OODDetectionJob:
     def run_finetune(self, out: Path, base: str, variant_name: str, device) -> str:
         """Fine-tune RbA `base` with the outliers of `variant_name`; returns the saved folder (kept when it was
         saved with the same settings). Written to a temporary folder, renamed when complete."""
-        ft = self.finetune
+        ft = {**self.finetune, "precision": finetune_precision(self.finetune["precision"], device)}
         variant = {"items": "all", **ft["variants"][variant_name]}
         name = f"{base}+{variant_name}"
         folder = out / "rba_finetuned" / f"{name}-s{self.seed}"

@@ -148,6 +148,33 @@ def test_one_step_changes_only_the_mlps_and_follows_the_schedule(tiny_rba):
     assert any("class_predictor" in k for k in changed) and any("mask_embedder" in k for k in changed)
 
 
+def test_precision_auto_is_rbas_amp_on_a_gpu():
+    """RbA's config trains with SOLVER.AMP.ENABLED: true; fp16 autocast is a GPU feature, so the CPU keeps fp32."""
+    from synthrel.ood_detection.job import FinetuneSettings, finetune_precision
+
+    assert FinetuneSettings().precision == "auto"
+    assert finetune_precision("auto", torch.device("cuda", 1)) == "16-mixed"
+    assert finetune_precision("auto", "cpu") == "32-true"
+    assert finetune_precision("32-true", "cuda") == "32-true"
+
+
+def test_the_losses_under_fp16_autocast_stay_near_fp32(tiny_rba):
+    """The loss that 16-mixed trains on: finite and within fp16 rounding of the fp32 loss on the same batch."""
+    module = RbAFineTuner(tiny_rba, max_steps=4)
+    data = OutlierMixDataset(Scenes(ood=True), mix_prob=0.0, num_samples=2, crop_size=(64, 128), color_aug=False)
+    from synthrel.ood_detection.outliers import collate_outliers
+
+    batch = collate_outliers([data[0], data[1]])
+    batch["label"][:, :8, :8] = OOD_LABEL_ID
+    batch["outlier_mask"][:, :8, :8] = 1
+    torch.manual_seed(0)
+    fp32 = module.losses(batch)["loss"]
+    torch.manual_seed(0)  # the same point samples
+    with torch.autocast("cpu", dtype=torch.float16):
+        fp16 = module.losses(batch)["loss"]
+    assert torch.isfinite(fp16) and fp16.item() == pytest.approx(fp32.item(), rel=2e-2)
+
+
 def test_squared_hinge_against_float64_loop():
     g = torch.Generator().manual_seed(0)
     score = torch.randn(2, 7, 9, generator=g) * 4
