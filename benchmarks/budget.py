@@ -668,6 +668,14 @@ def rba_row(results: Path, flops: dict | None, stage: str, row: Row) -> Row:
                 f"per {per}: pessimistic until {rerun} is rerun")
     else:
         what = f"measured on the head {head}, not RbA's released {released}: rerun {rerun}"
+    if row.unit == "step":
+        from synthrel.ood_detection.job import finetune_precision
+
+        measured, stage_runs = (found[1].get("settings") or {}).get("precision", "32-true"), finetune_precision(
+            "auto", "cuda")
+        what += (f"; in {measured}, as the stage trains on a GPU (precision: auto, RbA's AMP)"
+                 if measured == stage_runs else
+                 f"; in {measured}, while the stage trains in {stage_runs} on a GPU (precision: auto): rerun {rerun}")
     row.note = f"{row.note}; {what}" if row.note else what
     return row
 
@@ -827,7 +835,8 @@ def table(rows: list[Row], summary: dict, scaling: Measured | None, by_set: dict
     out.append(f"ideal: the row's FLOPs (docs/bench_results/flops.json, `python -m benchmarks.run flops`) at "
                f"{PEAK_TFLOPS:g} TFLOP/s dense bf16 (H100/H200 SXM datasheet); MFU = ideal / measured; '-': "
                "not counted (calibrate: a temperature fit on logits, no matmul or convolution: not FLOP-bound); caption, "
-               "Grounded-SAM, RbA and FID were measured in fp32 (their throughput JSONs), against the bf16 peak")
+               "Grounded-SAM, RbA scoring and FID were measured in fp32 (their throughput JSONs), against the bf16 "
+               "peak; the RbA fine-tunes in the precision their notes name")
     for t in (sums or {}).values():
         where = "1 GPU" if t["target_gpus"] == 1 else f"one {t['target_gpus']}-GPU node"
         far = "-" if t["times_target"] is None else (f"{t['times_target']:.3g}x the target, "
