@@ -586,6 +586,8 @@ def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured
     else:
         evaluate.note = ("eager rates (no eval_families JSON): per model s/img measured at 512x512 (bf16 eager, "
                          "batch 8), x processed pixels per image")
+    evaluate.note += ("; the fast path `stages.evaluate.precision=bf16 stages.evaluate.compile=true` (the stage's "
+                      "defaults are fp32 eager: mmseg's numerics, slower)")
     if missing:
         evaluate.note += f"; not measured for {', '.join(missing)}"
     if floor is not None:
@@ -717,7 +719,7 @@ def forecast_row(entries: dict, cost: EvaluateCost, flops: dict | None, card: st
     sets = forecast_sets()
     row = Row(FORECAST, f"1 model x {sum(k for _, k, _ in sets)} images (5 synthetic sets + OOD set)",
               sum(k for _, k, _ in sets), "image", None, "pairs",
-              note="the mean paper40 model, compile included once per input size (and in each pair); its real sets "
+              note="the mean paper40 model at the evaluate row's rates (bf16, compiled), compile included once per input size (and in each pair); its real sets "
                    "(forecast vs actual) are optional and not counted; 8 GPUs: shard=i/n deals out whole (model, set) "
                    "pairs, so the OOD set's pair bounds the wall time")
     per_image = {(name, key): cost.image_seconds(key, size, name in OOD_SETS) for name, _, size in sets
