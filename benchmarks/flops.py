@@ -173,24 +173,14 @@ def grounded_sam(zoom: int = 512, name: str = "polar bear") -> dict:
     """TFLOP per image of the inpaint stage's Grounded-SAM: detect (Grounding DINO tiny, CPU) + segment (SAM
     ViT-H, meta, one box) on one `zoom` x `zoom` crop, the throughput benchmark's inputs."""
     import numpy as np
-    from transformers import (
-        GroundingDinoConfig,
-        GroundingDinoForObjectDetection,
-        SamConfig,
-        SamModel,
-        SamVisionConfig,
-    )
 
-    from benchmarks.stage_throughput import grounded_sam_processors
+    from benchmarks.stage_throughput import real_grounded_sam
     from synthrel.ood_objects.grounded_sam import GroundedSam
-    from synthrel.tiny.real_configs import GROUNDING_DINO_TINY, SAM_VIT_H
 
-    dino_processor, sam_processor = grounded_sam_processors()
     image = [np.zeros((zoom, zoom, 3), np.uint8)]
     box = [[[0.2 * zoom, 0.2 * zoom, 0.8 * zoom, 0.8 * zoom]]]
-    dino = GroundingDinoForObjectDetection(GroundingDinoConfig(**GROUNDING_DINO_TINY)).eval()
-    with torch.device("meta"):
-        sam = SamModel(SamConfig(vision_config=SamVisionConfig(**SAM_VIT_H))).eval().requires_grad_(False)
+    dino, dino_processor, sam, sam_processor = real_grounded_sam(sam_device="meta")
+    dino, sam = dino.eval(), sam.eval().requires_grad_(False)
     dino_in = dino_processor(images=image, text=[GroundedSam.caption(name)], return_tensors="pt")
     sam_in = sam_processor(images=image, input_boxes=box, return_tensors="pt").to("meta")
     with torch.no_grad():

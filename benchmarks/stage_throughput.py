@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from benchmarks import write_result
-from synthrel.tiny.real_configs import CLIP_G_TEXT, SAM_VIT_H  # the real-size recipes (one home)
+from synthrel.tiny.real_configs import CLIP_G_TEXT, GROUNDING_DINO_TINY, SAM_VIT_H  # the real-size recipes (one home)
 
 STAGES = ("caption", "controlnet_train_sd15", "controlnet_train_sdxl", "grounded_sam", "rba_swin_b", "rba_swin_l",
           "calibrate", "fid_features")
@@ -267,7 +267,9 @@ def grounded_sam_processors():
     return GroundingDinoProcessor(dino_images(), tokenizer), SamProcessor(sam_images())
 
 
-def _real_grounded_sam(device):
+def real_grounded_sam(sam_device=None):
+    """(Grounding DINO tiny, its processor, SAM ViT-H, its processor) at real size, random weights; SAM built on
+    `sam_device` (flops counts it on the meta device)."""
     from transformers import (
         GroundingDinoConfig,
         GroundingDinoForObjectDetection,
@@ -279,8 +281,9 @@ def _real_grounded_sam(device):
     dino_processor, sam_processor = grounded_sam_processors()
     torch.manual_seed(0)
     # the defaults are IDEA-Research/grounding-dino-tiny: Swin-T, BERT-base, d_model 256, 6 + 6 layers, 900 queries
-    dino = GroundingDinoForObjectDetection(GroundingDinoConfig(disable_custom_kernels=True))
-    sam = SamModel(SamConfig(vision_config=SamVisionConfig(**SAM_VIT_H)))  # facebook/sam-vit-huge
+    dino = GroundingDinoForObjectDetection(GroundingDinoConfig(**GROUNDING_DINO_TINY))
+    with torch.device(sam_device or "cpu"):
+        sam = SamModel(SamConfig(vision_config=SamVisionConfig(**SAM_VIT_H)))  # facebook/sam-vit-huge
     return dino, dino_processor, sam, sam_processor
 
 
@@ -293,7 +296,7 @@ def bench_grounded_sam(args, device, work: Path) -> dict:
         folders = build_tiny_grounded_sam(work / "gsam")
         detector = GroundedSam.from_pretrained(str(folders["grounding_dino"]), str(folders["sam"]), device)
     else:
-        detector = GroundedSam(*_real_grounded_sam(device), device=device)
+        detector = GroundedSam(*real_grounded_sam(), device=device)
     size = 64 if args.tiny else 512
     zoom = frames(1, size, size)
     box = (size * 0.2, size * 0.2, size * 0.8, size * 0.8)
