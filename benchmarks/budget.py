@@ -580,9 +580,10 @@ def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured
         measured = sorted({families[entries[k].family]["model"] for k in compiled})
         evaluate.note = (f"{len(compiled)} models of {len(measured)} families at compiled rates at the real sizes "
                          f"({family_file}: {', '.join(measured)} measured; other members = their eager 512x512 time "
-                         "scaled x the family's compiled/eager ratio), compile counted once per (model, size); "
-                         f"{len(entries) - len(compiled)} models (families not measured): s/img measured at 512x512 "
-                         "(bf16 eager, batch 8), x processed pixels per image")
+                         "scaled x the family's compiled/eager ratio), compile counted once per (model, size)")
+        if len(entries) > len(compiled):
+            evaluate.note += (f"; {len(entries) - len(compiled)} models (families not measured): s/img measured at "
+                              "512x512 (bf16 eager, batch 8), x processed pixels per image")
     else:
         evaluate.note = ("eager rates (no eval_families JSON): per model s/img measured at 512x512 (bf16 eager, "
                          "batch 8), x processed pixels per image")
