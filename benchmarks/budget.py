@@ -676,7 +676,9 @@ def rba_row(results: Path, flops: dict | None, stage: str, row: Row) -> Row:
 
         measured, stage_runs = (found[1].get("settings") or {}).get("precision", "32-true"), finetune_precision(
             "auto", "cuda")
-        what += (f"; in {measured}, as the stage trains on a GPU (precision: auto, RbA's AMP)"
+        what += (f"; in {measured}, as the stage trains on a GPU (precision: auto, RbA's AMP), on GPU-resident "
+                 "batches: the stage's 8 loader workers (~110 ms of CPU per sample) may hold it near 4.5 step/s, "
+                 "not measured through the stage (docs/benchmarks.md#rba-amp)"
                  if measured == stage_runs else
                  f"; in {measured}, while the stage trains in {stage_runs} on a GPU (precision: auto): rerun {rerun}")
     row.note = f"{row.note}; {what}" if row.note else what
