@@ -722,9 +722,9 @@ def forecast_row(entries: dict, cost: EvaluateCost, flops: dict | None, card: st
     sets = forecast_sets()
     row = Row(FORECAST, f"1 model x {sum(k for _, k, _ in sets)} images (5 synthetic sets + OOD set)",
               sum(k for _, k, _ in sets), "image", None, "pairs",
-              note="the mean paper40 model at the evaluate row's rates (bf16, compiled), compile included once per input size (and in each pair); its real sets "
-                   "(forecast vs actual) are optional and not counted; 8 GPUs: shard=i/n deals out whole (model, set) "
-                   "pairs, so the OOD set's pair bounds the wall time")
+              note="the mean paper40 model at the evaluate row's rates (bf16, compiled), compile included once per "
+                   "input size (and in each pair); its real sets (forecast vs actual) are optional and not counted; "
+                   "8 GPUs: shard=i/n deals out whole (model, set) pairs, so the OOD set's pair bounds the wall time")
     per_image = {(name, key): cost.image_seconds(key, size, name in OOD_SETS) for name, _, size in sets
                  for key in entries}
     if entries and None not in per_image.values():

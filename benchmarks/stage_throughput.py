@@ -50,7 +50,11 @@ import numpy as np
 import torch
 
 from benchmarks import write_result
-from synthrel.tiny.real_configs import CLIP_G_TEXT, GROUNDING_DINO_TINY, SAM_VIT_H  # the real-size recipes (one home)
+from synthrel.tiny.real_configs import (  # the real-size recipes (one home)
+    CLIP_G_TEXT,
+    GROUNDING_DINO_TINY,
+    SAM_VIT_H,
+)
 
 STAGES = ("caption", "controlnet_train_sd15", "controlnet_train_sdxl", "grounded_sam", "rba_swin_b", "rba_swin_l",
           "calibrate", "fid_features")
@@ -353,11 +357,12 @@ def bench_rba(name: str, args, device, work: Path) -> dict:
 
     # the stage's precision (`finetune.precision: auto`): RbA's AMP on a GPU, as Lightning's 16-mixed runs it
     precision = finetune_precision("auto", device)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+    scalers = {p: torch.amp.GradScaler(device.type, enabled=p == "16-mixed") for p in (precision, "32-true")}
 
     def step(precision):
         with torch.autocast(device.type, dtype=torch.float16, enabled=precision == "16-mixed"):
             loss = module.losses(data)["loss"]
+        scaler = scalers[precision]
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
