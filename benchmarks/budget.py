@@ -644,6 +644,11 @@ def _set_tflop(flops: dict, key: str, sets: list[tuple[str, int, tuple[int, int]
     return sum(k * per_size[f"{h}x{w}"] for _, k, (h, w) in sets)
 
 
+#: CPU seconds the RbA fine-tune's loader spends per 1024x2048 sample (decode, resize, crop, colour;
+#: `python -m benchmarks.run rbaloader` on the development machine): the loader's ceiling in the RbA rows' notes
+RBA_SAMPLE_CPU_S = 0.110
+
+
 def rba_row(results: Path, flops: dict | None, stage: str, row: Row) -> Row:
     """`row` (an RbA fine-tune or scoring row of `stage`) counted on the head its throughput JSON measured
     (settings.head; absent: RBA_DEFAULT_HEAD, the benchmark's head before #36; no JSON: the released head, which
@@ -673,12 +678,16 @@ def rba_row(results: Path, flops: dict | None, stage: str, row: Row) -> Row:
         what = f"measured on the head {head}, not RbA's released {released}: rerun {rerun}"
     if row.unit == "step":
         from synthrel.ood_detection.job import finetune_precision
+        from synthrel.runtime import AUTO_WORKERS
 
         measured, stage_runs = (found[1].get("settings") or {}).get("precision", "32-true"), finetune_precision(
             "auto", "cuda")
+        batch = found[1].get("batch") or 16
+        ceiling = AUTO_WORKERS / (batch * RBA_SAMPLE_CPU_S)
         what += (f"; in {measured}, as the stage trains on a GPU (precision: auto, RbA's AMP), on GPU-resident "
-                 "batches: the stage's 8 loader workers (~110 ms of CPU per sample) may hold it near 4.5 step/s, "
-                 "not measured through the stage (docs/benchmarks.md#rba-amp)"
+                 f"batches: the stage's {AUTO_WORKERS} loader workers (~{RBA_SAMPLE_CPU_S * 1000:.0f} ms of CPU "
+                 f"per sample) may hold it near {ceiling:.1f} step/s, not measured through the stage "
+                 "(docs/benchmarks.md#rba-amp)"
                  if measured == stage_runs else
                  f"; in {measured}, while the stage trains in {stage_runs} on a GPU (precision: auto): rerun {rerun}")
     row.note = f"{row.note}; {what}" if row.note else what
