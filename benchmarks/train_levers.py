@@ -13,6 +13,12 @@ difference is the named lever. A variant is one lever or several joined by `+`; 
 default (eager, gradient checkpointing on). Levers:
 
 - `no_checkpointing`: gradient checkpointing off (stage option `gradient_checkpointing`); out of memory is a result
+- `no_unet_checkpointing`: checkpointing off in the frozen UNet only, on in the ControlNet (the UNet's decoder
+  recomputes its forward for an input-only backward: 1.5x its cost, against 1.33x for the trained ControlNet)
+- `split_micro_batch`: each micro-batch as two halves and twice the accumulation (stage options `batch_size` and
+  `accumulate_grad_batches`): the same samples and draws per optimizer step, so the same gradient up to float
+  summation order (GroupNorm is per sample); it halves the activation memory, so `no_checkpointing` may fit.
+  Its per-micro-batch losses are reported as the mean of the two halves
 - `channels_last`: UNet, ControlNet and VAE in NHWC (stage option `channels_last`)
 - `sdpa_flash`, `sdpa_efficient`, `sdpa_cudnn`, `sdpa_math`: one scaled-dot-product-attention backend only
   (`torch.nn.attention.sdpa_kernel`, forward and backward; the default lets torch choose)
@@ -55,8 +61,8 @@ import torch
 from benchmarks import write_result
 
 FP8 = ("fp8_frozen_unet", "fp8_frozen_unet_fwd")
-LEVERS = ("no_checkpointing", "channels_last", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", *FP8,
-          "compile", "compile_reduce_overhead")
+LEVERS = ("no_checkpointing", "no_unet_checkpointing", "split_micro_batch", "channels_last", "sdpa_flash",
+          "sdpa_efficient", "sdpa_cudnn", "sdpa_math", *FP8, "compile", "compile_reduce_overhead")
 DEFAULT_VARIANTS = ("baseline", "no_checkpointing", "channels_last", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn",
                     *FP8)
 E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
@@ -176,6 +182,12 @@ def attention(levers: frozenset[str]):
         yield
 
 
+def halves(collated: dict) -> list[dict]:
+    """A collated micro-batch as its first and second half (tensors and lists sliced alike)."""
+    n = len(collated["position"])
+    return [{k: v[a:b] for k, v in collated.items()} for a, b in ((0, n // 2), (n // 2, n))]
+
+
 # ------------------------------------------------------------------------------------------------- one variant
 class Bench:
     """The frozen base, the data and the ControlNet's initial weights, shared by every variant."""
@@ -230,6 +242,8 @@ class Bench:
                                   gradient_checkpointing="no_checkpointing" not in levers,
                                   vae_fp32=self.args.kind == "sdxl", channels_last="channels_last" in levers,
                                   compile=compiled and "compile_reduce_overhead" not in levers)
+        if "no_unet_checkpointing" in levers:
+            module.unet.disable_gradient_checkpointing()
         module.prepare(self.args.precision)
         if "compile_reduce_overhead" in levers:
             for net in (module.unet, module.controlnet):
@@ -255,6 +269,11 @@ class Bench:
             torch.cuda.reset_peak_memory_stats(self.device)
         module = optimizer = None
         try:
+            if "split_micro_batch" in levers:
+                if batch % 2:
+                    raise Skipped(f"split_micro_batch needs an even micro-batch, not {batch}")
+                micro_batches = [half for m in micro_batches for half in halves(m)]
+                accumulate, batch = 2 * accumulate, batch // 2
             module = self.module(levers, batch)
             if "fp8_frozen_unet" in levers:
                 fp8 = to_fp8(module.unet, self.device)
@@ -279,8 +298,11 @@ class Bench:
                         marks.append(time.perf_counter())
             timed = marks[-1] - marks[warmup_steps - 1]
             images = (len(marks) - warmup_steps) * accumulate * batch
+            losses = torch.stack(losses).float()
+            if "split_micro_batch" in levers:  # equal halves: their mean is the whole micro-batch's loss
+                losses = losses.view(-1, 2).mean(1)
             result = {"images_per_s": images / timed, "timed_s": timed, "first_step_s": marks[0] - start,
-                      "losses": [float(v) for v in torch.stack(losses).float().cpu()],
+                      "losses": [float(v) for v in losses.cpu()],
                       "peak_gib": round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2) if cuda else None}
             result["final_state"] = {k: v.detach().to("cpu", torch.float32)
                                      for k, v in module.controlnet.state_dict().items()} if keep else None
@@ -317,7 +339,7 @@ def loss_difference(base: list[float], other: list[float]) -> dict:
     return {"max_abs": max(abs_diff), "max_rel": max(rel) if rel else None, "mean_abs": sum(abs_diff) / len(abs_diff)}
 
 
-def sweep(bench: Bench, args) -> dict:
+def sweep(bench: Bench, args, save=lambda variants: None) -> dict:
     steps = args.warmup_steps + args.steps
     micro = bench.batches(steps * args.accumulate, args.batch)
     out = {}
@@ -325,6 +347,7 @@ def sweep(bench: Bench, args) -> dict:
         res = bench.run(name, micro, args.accumulate, args.warmup_steps, args.batch)
         res.pop("final_state", None)
         out[name] = res
+        save(out)
         print(f"{name}: " + (res.get("skipped") or res.get("error") or
                              f"{res['images_per_s']:.3f} img/s, peak {res['peak_gib']} GiB, first step "
                              f"{res['first_step_s']:.1f} s, losses {[round(v, 5) for v in res['losses']]}"), flush=True)
@@ -436,7 +459,7 @@ def main(argv: list[str] | None = None) -> dict:
         res["build_s"] = round(time.perf_counter() - start, 1)
         print(f"{args.kind} at {args.resolution} px on {card}: base and data built in {res['build_s']:.0f} s",
               flush=True)
-        variants = sweep(bench, args)
+        variants = sweep(bench, args, save=lambda variants: save(variants=variants))
         save(variants=variants)
         print(table(variants), flush=True)
         if args.curve_steps:

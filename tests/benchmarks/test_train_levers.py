@@ -44,24 +44,32 @@ def test_fp8_takes_the_transformer_linears_but_not_the_text_context_projections_
 def test_lever_sweep_and_curve_tiny_smoke(tmp_path):
     from benchmarks.stage_throughput import main
 
-    res = main(["--levers", "no_checkpointing", "fp8_frozen_unet", "fp8_frozen_unet_fwd", "--kind", "sd15", "--tiny", "--warmup-steps", "1",
-                "--steps", "1", "--accumulate", "1", "--curve-steps", "2", "--curve-levers", "no_checkpointing",
+    split = "split_micro_batch+no_checkpointing"
+    res = main(["--levers", "no_checkpointing", "no_unet_checkpointing", split, "fp8_frozen_unet",
+                "fp8_frozen_unet_fwd", "--kind", "sd15", "--tiny", "--warmup-steps", "1", "--steps", "1",
+                "--accumulate", "1", "--curve-steps", "2", "--curve-levers", "no_checkpointing", split,
                 "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "train_levers_sd15_cpu.json").read_text())
     assert saved == json.loads(json.dumps(res))
     variants = res["variants"]
-    assert list(variants) == ["baseline", "no_checkpointing", "fp8_frozen_unet", "fp8_frozen_unet_fwd"]
+    assert list(variants) == ["baseline", "no_checkpointing", "no_unet_checkpointing", split, "fp8_frozen_unet",
+                              "fp8_frozen_unet_fwd"]
     fp8 = variants["fp8_frozen_unet_fwd"]["losses"]  # fp8 forward on the CPU: rounding, not another curve
     assert fp8 == pytest.approx(variants["baseline"]["losses"], rel=0.05)
     assert "compute capability" in variants["fp8_frozen_unet"]["skipped"]  # a result, not a crash
     base, lever = variants["baseline"], variants["no_checkpointing"]
     assert len(base["losses"]) == 2 and base["images_per_s"] > 0 and lever["ratio"] > 0
     assert lever["losses"] == base["losses"] and lever["loss_vs_baseline"]["max_abs"] == 0  # fp32 recompute: exact
+    assert variants["no_unet_checkpointing"]["losses"] == base["losses"]
+    # halves of the same samples and draws, twice the accumulation: the same step up to fp32 summation order
+    assert variants[split]["losses"] == pytest.approx(base["losses"], rel=1e-5)
     curve = res["curve"]
-    assert list(curve) == ["baseline", "baseline_again", "no_checkpointing"]
+    assert list(curve) == ["baseline", "baseline_again", "no_checkpointing", split]
     for label in ("baseline_again", "no_checkpointing"):
         assert len(curve[label]["losses"]) == 2 and curve[label]["loss_vs_baseline"]["max_abs"] == 0
         assert curve[label]["weight_update_rel_l2_vs_baseline"] == 0
+    assert curve[split]["losses"] == pytest.approx(curve["baseline"]["losses"], rel=1e-5)
+    assert curve[split]["weight_update_rel_l2_vs_baseline"] < 1e-4
 
 
 def test_frozen_fp8_linear_forward_within_fp8_rounding_and_backward_gives_only_the_input_gradient():
