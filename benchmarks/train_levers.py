@@ -20,8 +20,9 @@ default (eager, gradient checkpointing on). Levers:
   summation order (GroupNorm is per sample); it halves the activation memory, so `no_checkpointing` may fit.
   Its per-micro-batch losses are reported as the mean of the two halves
 - `channels_last`: UNet, ControlNet and VAE in NHWC (stage option `channels_last`)
-- `sdpa_flash`, `sdpa_efficient`, `sdpa_cudnn`, `sdpa_math`: one scaled-dot-product-attention backend only
-  (`torch.nn.attention.sdpa_kernel`, forward and backward; the default lets torch choose)
+- `sdpa_flash`, `sdpa_efficient`, `sdpa_cudnn`, `sdpa_math`: one scaled-dot-product-attention backend only for
+  the UNet and the ControlNet (`torch.nn.attention.sdpa_kernel`, forward and backward; the default lets torch
+  choose); the VAE encoder keeps the default (see attention())
 - `fp8_frozen_unet`: the frozen UNet's transformer Linear layers as torchao Float8Linear (dynamic per-tensor
   scaling; the text-context K/V projections stay bf16: their 77-token rows break fp8 GEMMs' multiple of 16);
   skipped with the reason when torchao does not import or the card has no fp8 tensor cores. Float8Linear is a
@@ -171,15 +172,28 @@ def restore(root, originals: dict[str, torch.nn.Module]) -> None:
 
 
 @contextlib.contextmanager
-def attention(levers: frozenset[str]):
+def attention(levers: frozenset[str], vae):
+    """One SDPA backend for the UNet and the ControlNet; the VAE keeps every backend (its single-head attention
+    over 512 channels is beyond flash's and cuDNN's head-dim limit of 256, and math would hold a 16k x 16k
+    matrix per image)."""
     backend = next((SDPA[k] for k in levers if k in SDPA), None)
     if backend is None:
         yield
         return
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    with sdpa_kernel([getattr(SDPBackend, backend)]):
-        yield
+    encode = vae.encode
+
+    def encode_any_backend(*args, **kwargs):
+        with sdpa_kernel([getattr(SDPBackend, name) for name in SDPA.values()]):
+            return encode(*args, **kwargs)
+
+    vae.encode = encode_any_backend
+    try:
+        with sdpa_kernel([getattr(SDPBackend, backend)]):
+            yield
+    finally:
+        del vae.encode  # the instance attribute: the class's method again
 
 
 def halves(collated: dict) -> list[dict]:
@@ -283,7 +297,7 @@ class Bench:
             optimizer = module.configure_optimizers()
             losses, marks = [], []
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.precision == PRECISION)
-            with attention(levers):
+            with attention(levers, module.vae):
                 start = time.perf_counter()
                 for i, micro in enumerate(micro_batches):
                     with autocast:

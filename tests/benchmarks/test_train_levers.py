@@ -92,3 +92,21 @@ def test_frozen_fp8_linear_forward_within_fp8_rounding_and_backward_gives_only_t
     assert torch.equal(x.grad, grad @ linear.weight) and linear.weight.grad is None
     with torch.autocast("cpu", dtype=torch.bfloat16):  # fp32 inputs (after a LayerNorm) run as bf16, as F.linear
         assert fp8(x.detach().float()).dtype == torch.bfloat16
+
+
+def test_an_attention_lever_pins_the_unet_backend_but_leaves_the_vae_every_backend():
+    """SDXL's VAE attends over 512 channels in one head, beyond flash's and cuDNN's limit: it keeps them all."""
+    from torch.nn.attention import SDPBackend, _cur_sdpa_kernel_backends
+
+    from benchmarks.train_levers import attention
+
+    class Vae:
+        def encode(self, x):
+            return set(_cur_sdpa_kernel_backends())
+
+    vae = Vae()
+    with attention(frozenset({"sdpa_flash", "channels_last"}), vae):
+        assert _cur_sdpa_kernel_backends() == [SDPBackend.FLASH_ATTENTION]
+        assert {SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+                SDPBackend.MATH} <= vae.encode(None)
+    assert "encode" not in vars(vae)  # the class's method again
