@@ -270,22 +270,69 @@ def controlnet_training(results: Path, model: str) -> Measured | None:
                     f"{one['precision']}, gradient checkpointing {d['args']['gradient_checkpointing']}")
 
 
+LEVER_CONTROLNET_ONLY = "no_unet_checkpointing"  # benchmarks/train_levers.py's name of `controlnet` checkpointing
+
+
+def checkpointing_trade(results: Path, model: str) -> dict | None:
+    """What the train_controlnet stage's `gradient_checkpointing: auto` decides with, from the training-lever sweeps
+    (train_levers_<model>_*.json): the largest eager peak of checkpointing in the ControlNet only (its batch,
+    resolution, card, source), and the speed-up of that setting compiled over `compile` alone, where one sweep ran
+    both (one process). None unless the peak is measured."""
+    peak, speedup = None, {}
+    for path in _prefer(list(results.glob(f"train_levers_{model}_*.json"))):
+        d = json.loads(path.read_text())
+        if d.get("tiny"):
+            continue
+        variants, settings = d["variants"], d["settings"]
+        eager = variants.get(LEVER_CONTROLNET_ONLY) or {}
+        if eager.get("peak_gib") and (peak is None or eager["peak_gib"] > peak["peak_gib"]):
+            peak = {"peak_gib": eager["peak_gib"], "batch": settings["batch"], "resolution": settings["resolution"],
+                    "card": d["device"], "source": path.name}
+        plain, lever = variants.get("compile") or {}, variants.get(f"compile+{LEVER_CONTROLNET_ONLY}") or {}
+        if not speedup and "images_per_s" in plain and "images_per_s" in lever:
+            speedup = {"compiled_speedup": round(lever["images_per_s"] / plain["images_per_s"], 4),
+                       "speedup_card": d["device"], "speedup_source": path.name}
+    return None if peak is None else {**peak, **speedup}
+
+
 def training_row(results: Path, model: str, work: str, images: int) -> Row:
     """ControlNet training at the rate the stage runs the paper's length at: compiled (plus the one-time compile)
-    where its `compile: auto` turns compile on for it, else eager."""
+    where its `compile: auto` turns compile on for it, else eager; times the measured speed-up of checkpointing the
+    ControlNet only where the backbone's `gradient_checkpointing: auto` picks it on the card of both measurements
+    (the stage's compiled rate was measured with checkpointing in both networks)."""
     from synthrel.runstats import compile_choice
 
     label = {"sd15": "SD1.5", "sdxl": "SDXL"}[model]
     row = Row(f"train_controlnet {label}", work, images, "image", controlnet_training(results, model), "ddp")
     trade = row.compile_trade = compile_trade(results, model)
+    row.checkpointing = checkpointing_trade(results, model)
     if trade is not None:
         on, why = compile_choice("auto", key="stages.train_controlnet", cuda=True, images_per_device=images,
                                  resolution=trade["resolution"], measured=trade)
+        row.note = f"compile {why}"
         if on:
             row.measured = Measured(trade["compiled_per_s"], trade["card"], trade["source"], "compiled")
             row.fixed_s = trade["compile_s"]
-        row.note = f"compile {why}"
+            lever = row.checkpointing or {}
+            stage_run = throughput_json(results, f"controlnet_train_{model}", compiled=True)[1]["settings"]
+            if backbone_default(model, "gradient_checkpointing") == "auto" and \
+                    stage_run.get("gradient_checkpointing") is True and \
+                    lever.get("speedup_card") == lever.get("card") == trade["card"]:
+                row.measured = Measured(trade["compiled_per_s"] * lever["compiled_speedup"], trade["card"],
+                                        f"{trade['source']} x {lever['speedup_source']}",
+                                        "compiled, gradient checkpointing in the ControlNet only")
+                row.note += (f"; gradient_checkpointing auto: controlnet on this card (eager peak "
+                             f"{lever['peak_gib']:g} GiB), x {lever['compiled_speedup']:.3f} measured over compile "
+                             f"alone in one process ({lever['speedup_source']}): an estimate until "
+                             f"`throughput --stages controlnet_train_{model} --train-compile` measures the stage")
     return row
+
+
+def backbone_default(model: str, key: str):
+    """A `train:` default of the packaged backbone config (synthrel/conf/backbone/<model>.yaml)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(ROOT / "synthrel" / "conf" / "backbone" / f"{model}.yaml").train.get(key)
 
 
 def generation_row(results: Path, model: str, work: str, images: int) -> Row:
@@ -476,6 +523,7 @@ class Row:
     tflop: float | None = None  # the row's whole work, counted (flops.json); None: not counted
     fixed_s: float = 0.0  # one-time seconds per process (compile), in the time but not divided on 8 GPUs
     compile_trade: dict | None = None  # training / generate / inpaint rows: *_trade() (measured_rates.json carries it)
+    checkpointing: dict | None = None  # training rows: checkpointing_trade() (measured_rates.json carries it)
     pair_hours: list[float] = field(default_factory=list)  # spread "pairs": 1-GPU hours of each (model, set) pair
     flops_key: tuple[str, ...] = ()  # its TFLOP per unit in flops.json where not PER_UNIT's (the RbA rows: by head)
 
@@ -878,6 +926,8 @@ def rates_data(rows: list[Row], summary: dict) -> dict:
                         "hours_1": None if r.hours_1 is None else round(r.hours_1, 4)}
         if r.compile_trade is not None:
             out[r.stage]["compile"] = r.compile_trade
+        if r.checkpointing is not None:
+            out[r.stage]["checkpointing"] = r.checkpointing
     return {"written_by": "python -m benchmarks.run budget --write-rates (from docs/bench_results)",
             "rows": out, "total_gpu_hours_1": summary["total_gpu_hours_1"], "not_measured": summary["not_measured"]}
 

@@ -13,7 +13,8 @@ the hub models' config.json values; nothing is downloaded) and writes one JSON p
   AdamW, no gradient clipping as the stage's default; batch 8 per step, accumulate 2, or `--train-batch`,
   `--train-accumulate`, `--train-checkpointing`, `--train-compile`), on square crops written in the Cityscapes layout
   (512 / 1024 px); SD1.5 (UNet 320-1280, CLIP ViT-L text) and SDXL (UNet 320-1280 with 10-layer blocks, CLIP
-  ViT-L + OpenCLIP bigG text, fp32 VAE). Out of memory at batch 8: retried with gradient checkpointing (recorded).
+  ViT-L + OpenCLIP bigG text, fp32 VAE). Out of memory at batch 8: retried with gradient checkpointing in the
+  ControlNet only, then in both networks (the one that ran is recorded).
 - `grounded_sam`: the inpaint stage's `GroundedSam` (Grounding DINO tiny: Swin-T + BERT-base, 900 queries,
   images resized to 800; SAM ViT-H at 1024) on 512x512 zooms, batch 1 as the stage's default; detection and
   segmentation timed apart (random weights find no box, so `segment` is timed on a given box).
@@ -214,7 +215,8 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
     base = _base_pipeline(kind, args.tiny, work, device)
     precision = "32" if args.tiny else args.train_precision
     result = None
-    tries = {"auto": (False, True), "on": (True,), "off": (False,)}[args.train_checkpointing]
+    tries = {"auto": (False, "controlnet", True), "on": (True,), "controlnet": ("controlnet",),
+             "off": (False,)}[args.train_checkpointing]
     for checkpointing in tries:
         module = ControlNetModule(base, data, conditioning_channels=1, lr=1e-5, batch_size=batch, seed=0,
                                   gradient_checkpointing=checkpointing, vae_fp32=kind == "sdxl",
@@ -231,12 +233,12 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
         try:
             trainer.fit(module)
         except torch.OutOfMemoryError:
-            if checkpointing or args.train_checkpointing == "off":
+            if checkpointing is True or args.train_checkpointing != "auto":
                 raise
             out_of_memory = True
         if out_of_memory:  # outside the except block, so that the traceback no longer holds the tensors
-            print(f"controlnet_train_{kind}: out of memory at batch {batch}; again with gradient checkpointing",
-                  flush=True)
+            print(f"controlnet_train_{kind}: out of memory at batch {batch} with gradient checkpointing "
+                  f"{checkpointing}; again with more", flush=True)
             del module, trainer, timer
             gc.collect()
             base.unet.float()  # setup() cast it to the frozen dtype; the next ControlNet is copied from it in fp32
@@ -451,8 +453,9 @@ def parse_args(argv):
                    help="ControlNet training precision (the stage's default is 32, the official code's)")
     p.add_argument("--train-batch", type=int, default=8, help="ControlNet training batch per step")
     p.add_argument("--train-accumulate", type=int, default=2, help="ControlNet training accumulation steps")
-    p.add_argument("--train-checkpointing", default="auto", choices=["auto", "on", "off"],
-                   help="gradient checkpointing; auto: off, on only after an out-of-memory error")
+    p.add_argument("--train-checkpointing", default="auto", choices=["auto", "on", "controlnet", "off"],
+                   help="gradient checkpointing (on: both networks, controlnet: the ControlNet only); auto: off, "
+                        "then controlnet, then on, each after an out-of-memory error")
     p.add_argument("--train-compile", action="store_true", help="ControlNet training with compile=true")
     p.add_argument("--tiny", action="store_true", help="tiny architectures on CPU (smoke test)")
     p.add_argument("--device", default=None, help="default: cuda if available (cpu with --tiny)")

@@ -51,7 +51,7 @@ class TrainSchema:
     batch_size: int = MISSING
     accumulate_grad_batches: int = MISSING
     lr: float = MISSING
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: Any = False  # true | false | controlnet | auto (stages.train_controlnet checks it)
 
 
 @dataclass

@@ -304,6 +304,43 @@ def compile_choice(setting: bool | str, *, key: str, cuda: bool, images_per_devi
                 f"{measured['compiled_per_s']:g} compiled, {measured['card']}, {measured['source']})")
 
 
+def checkpointing_cost(backbone: str | None) -> dict | None:
+    """The measured peak memory of ControlNet training with checkpointing in the ControlNet only (the
+    train_controlnet row of `backbone`): peak GiB, batch, resolution, card and source; None where not measured."""
+    return (measured_rates().get(f"train_controlnet {BACKBONE_LABELS.get(backbone, backbone)}") or {}).get(
+        "checkpointing")
+
+
+#: `gradient_checkpointing: auto` leaves the frozen UNet out only where the card holds the measured peak with this
+#: much to spare (DDP's gradient buckets, the allocator's fragmentation)
+CHECKPOINTING_MARGIN = 1.1
+
+
+def checkpointing_choice(setting: bool | str, *, key: str, card_gib: float | None, batch: int, resolution: int,
+                         measured: dict | None) -> tuple[bool | str, str]:
+    """`gradient_checkpointing` of train_controlnet: true (ControlNet and UNet), false, controlnet (the ControlNet
+    only: the frozen UNet keeps its activations, which saves its decoder's recomputation), or `auto`.
+
+    auto: `controlnet` where the card (`card_gib` of memory; None: not on CUDA) holds the measured peak of that
+    setting (eager, so true of a compiled run too), scaled up by batch x pixels where the run's are larger, times
+    CHECKPOINTING_MARGIN; else true. Returns (the setting, the reason, for the log and the stage's record)."""
+    if setting not in (True, False, "controlnet", "auto"):
+        raise ConfigError(f"`{key}.gradient_checkpointing` must be true, false, controlnet or auto, got {setting!r}")
+    if setting != "auto":
+        return setting, f"set to {str(setting).lower()}"
+    if card_gib is None:
+        return True, "auto: true, not on CUDA (no memory measured)"
+    if not measured:
+        return True, "auto: true, no measured peak of controlnet-only checkpointing for this backbone"
+    scale = max(1.0, batch * resolution**2 / (measured["batch"] * measured["resolution"] ** 2))
+    need = measured["peak_gib"] * scale * CHECKPOINTING_MARGIN
+    fits = card_gib >= need
+    return ("controlnet" if fits else True), (
+        f"auto: {'controlnet' if fits else 'true'}, the card's {card_gib:.0f} GiB {'>=' if fits else '<'} "
+        f"{need:.0f} GiB ({measured['peak_gib']:g} GiB measured at batch {measured['batch']}, "
+        f"{measured['resolution']} px, {measured['card']}, {measured['source']}; x {CHECKPOINTING_MARGIN:g})")
+
+
 #: a steady rate slower than this fraction of its benchmark's is flagged in the stage table (#33: > 20 % slower)
 SLOW_RATIO = 0.8
 

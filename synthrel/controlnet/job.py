@@ -170,7 +170,7 @@ class TrainControlNetJob:
     accumulate_grad_batches: int | None = None
     lr: float | None = None
     precision: Precision = "32"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | Literal["controlnet", "auto"] = False  # synthrel.runstats.checkpointing_choice()
     vae_fp32: bool | None = None
     compile: bool | Literal["auto"] = "auto"  # true | false | auto: synthrel.runstats.compile_choice()
     channels_last: bool = False
@@ -212,6 +212,9 @@ class TrainControlNetJob:
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ConfigError(f"`{KEY}.max_grad_norm` must be a positive number or null, got {self.max_grad_norm!r}")
         self.precision = str(self.precision)
+        if self.gradient_checkpointing not in (True, False, "controlnet", "auto"):
+            raise ConfigError(f"`{KEY}.gradient_checkpointing` must be true, false, controlnet (the ControlNet only) "
+                              f"or auto, got {self.gradient_checkpointing!r}")
         if self.devices != "auto":
             positive_int(self.devices, f"{KEY}.devices")
         if self.resume not in ("auto", "never") and not Path(self.resume).is_file():
@@ -289,20 +292,29 @@ class TrainControlNetJob:
         sdxl = is_sdxl(pretrained)
         vae_fp32 = self.vae_fp32 if self.vae_fp32 is not None else (sdxl and not self.backbone.get("vae"))
         base = load_base_pipeline(pretrained, vae=self.backbone.get("vae"))
-        from synthrel.runstats import compile_choice, compile_cost
+        import torch
 
+        from synthrel.runstats import checkpointing_choice, checkpointing_cost, compile_choice, compile_cost
+
+        device = trainer.strategy.root_device
         compile_on, why = compile_choice(
-            self.compile, key=KEY, cuda=trainer.strategy.root_device.type == "cuda",
+            self.compile, key=KEY, cuda=device.type == "cuda",
             images_per_device=self.max_steps * self.batch_size * self.accumulate_grad_batches,
             resolution=self.resolution, measured=compile_cost(str(self.backbone.get("name"))))
         log.info("%s.compile=%s: %s", KEY, self.compile, why)
-        summary.update(compile=compile_on, compile_reason=why)
+        checkpointing, checkpointing_why = checkpointing_choice(
+            self.gradient_checkpointing, key=KEY, batch=self.batch_size, resolution=self.resolution,
+            card_gib=torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None,
+            measured=checkpointing_cost(str(self.backbone.get("name"))))
+        log.info("%s.gradient_checkpointing=%s: %s", KEY, self.gradient_checkpointing, checkpointing_why)
+        summary.update(compile=compile_on, compile_reason=why, gradient_checkpointing=checkpointing,
+                       gradient_checkpointing_reason=checkpointing_why)
         pl.seed_everything(self.seed, workers=True)  # the ControlNet's new layers are randomly initialised
         module = ControlNetModule(
             base, train_data,
             conditioning_channels=encoding_channels(self.conditioning),
             lr=self.lr, batch_size=self.batch_size, seed=self.seed,
-            gradient_checkpointing=self.gradient_checkpointing, vae_fp32=vae_fp32, compile=compile_on,
+            gradient_checkpointing=checkpointing, vae_fp32=vae_fp32, compile=compile_on,
             channels_last=self.channels_last,
             num_workers=self.num_workers,
             sample_every_n_steps=self.sample_every_n_steps, num_sample_images=self.num_sample_images,
@@ -322,7 +334,8 @@ class TrainControlNetJob:
                           note=f"{self.resolution}px, batch {self.batch_size} x accumulate "
                                f"{self.accumulate_grad_batches} x {trainer.world_size} device(s), precision {self.precision}, "
                                f"compile {self.compile} ({'on' if compile_on else 'off'}), gradient checkpointing "
-                               f"{self.gradient_checkpointing}; after the first optimiser step", compiled=compile_on)
+                               f"{self.gradient_checkpointing} ({str(checkpointing).lower()}); after the first "
+                               "optimiser step", compiled=compile_on)
         trainer.callbacks.insert(0, steady_rate_callback(rate, per_batch))  # before the checkpoint's saving
         trainer.fit(module, ckpt_path=ckpt_path)
         trainer.save_checkpoint(self.checkpoint_dir / "last.ckpt")  # the exact end state, for a longer re-run

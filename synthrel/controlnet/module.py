@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from synthrel.controlnet.data import ControlNetTrainData, StreamSampler
 from synthrel.conventions import LABEL_ID_COLORS
-from synthrel.errors import WeightsError
+from synthrel.errors import ConfigError, WeightsError
 from synthrel.jobs import item_seed
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class ControlNetModule(pl.LightningModule):
         batch_size: int,
         seed: int = 0,
         controlnet=None,
-        gradient_checkpointing: bool = False,
+        gradient_checkpointing: bool | str = False,
         vae_fp32: bool = False,
         compile: bool = False,
         channels_last: bool = False,
@@ -83,9 +83,13 @@ class ControlNetModule(pl.LightningModule):
             raise WeightsError(f"the ControlNet to train is {self.controlnet.dtype}; trainable weights must be fp32 "
                                "(mixed precision comes from the trainer's `precision`)")
         self.controlnet.train()
+        if gradient_checkpointing not in (True, False, "controlnet"):
+            raise ConfigError(f"gradient_checkpointing must be true, false or controlnet, got {gradient_checkpointing!r}")
         if gradient_checkpointing:
-            # The UNet too: gradients flow through it into the ControlNet residuals (as the diffusers examples).
             self.controlnet.enable_gradient_checkpointing()
+        if gradient_checkpointing is True:
+            # The UNet too: gradients flow through it into the ControlNet residuals (as the diffusers examples).
+            # `controlnet` leaves it out: its decoder would recompute its forward for an input-only backward.
             self.unet.enable_gradient_checkpointing()
         self.train_data = train_data
         self.lr = float(lr)

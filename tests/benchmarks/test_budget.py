@@ -332,9 +332,9 @@ def test_meta_device_counts_agree_with_the_gpu_counts():
         assert flops["evaluate"][key]["1024x2048"] == pytest.approx(gpu[key]["tflop_per_img"], rel=1e-3), key
 
 
-def _compiled_sdxl(folder, per_s=6.0, first_step_s=300.0, device=H100, resolution=1024):
+def _compiled_sdxl(folder, per_s=6.0, first_step_s=300.0, device=H100, resolution=1024, checkpointing=True):
     """The eager SDXL fixture gets its settings; a `--train-compile` JSON beside it."""
-    settings = {"resolution": 1024, "compile": False}
+    settings = {"resolution": 1024, "compile": False, "gradient_checkpointing": checkpointing}
     eager = {"stage": "controlnet_train_sdxl", "device": H100, "tiny": False, "per_s": RATES["controlnet_train_sdxl"],
              "settings": settings}
     (folder / "throughput_controlnet_train_sdxl_h100.json").write_text(json.dumps(eager))
@@ -379,6 +379,49 @@ def test_sdxl_training_stays_eager_when_compile_does_not_pay_or_the_runs_differ(
     rows, _, _ = built_rows(tmp_path, lambda results: _compiled_sdxl(results, **compiled))
     row = next(r for r in rows if r.stage == "train_controlnet SDXL")
     assert row.hours_1 == pytest.approx(27500 * 8 * 4 / 4.0 / 3600, rel=1e-12) and row.fixed_s == 0
+
+
+def _levers(results, name="train_levers_sdxl_compile_h100.json", device=H100, **variants):
+    (results / name).write_text(json.dumps({"device": device, "tiny": False, "settings": {"batch": 8, "resolution": 1024},
+                                            "variants": variants}))
+
+
+def test_sdxl_training_takes_the_measured_speedup_of_controlnet_only_checkpointing(tmp_path):
+    """The backbone's `gradient_checkpointing: auto` picks `controlnet` on the card both levers ran on: the
+    compiled stage rate times compile+no_unet_checkpointing / compile of one sweep (7.5 / 6.0); the peak the stage
+    decides with is the largest eager one of the sweeps, and measured_rates.json carries it."""
+    from benchmarks.budget import rates_data, summarise
+
+    def fixture(results):
+        _compiled_sdxl(results)
+        _levers(results, compile={"images_per_s": 6.0}, **{"compile+no_unet_checkpointing": {"images_per_s": 7.5}})
+        _levers(results, "train_levers_sdxl_split_h100.json", no_unet_checkpointing={"images_per_s": 1, "peak_gib": 60})
+        _levers(results, "train_levers_sdxl_other_h100.json", no_unet_checkpointing={"peak_gib": 55})
+
+    rows, scaling, _ = built_rows(tmp_path, fixture)
+    row = next(r for r in rows if r.stage == "train_controlnet SDXL")
+    assert row.measured.per_s == pytest.approx(6.0 * 7.5 / 6.0)
+    assert row.hours_1 == pytest.approx((27500 * 8 * 4 / 7.5 + 300.0) / 3600, rel=1e-12)
+    assert "an estimate" in row.note and "train_levers_sdxl_compile_h100.json" in row.measured.source
+    carried = rates_data(rows, summarise(rows, scaling))["rows"]["train_controlnet SDXL"]["checkpointing"]
+    assert carried == {"peak_gib": 60, "batch": 8, "resolution": 1024, "card": H100,
+                       "source": "train_levers_sdxl_split_h100.json", "compiled_speedup": 1.25,
+                       "speedup_card": H100, "speedup_source": "train_levers_sdxl_compile_h100.json"}
+
+
+@pytest.mark.parametrize("stage_checkpointing", [True, "controlnet"])
+def test_sdxl_training_keeps_the_stage_rate_when_the_levers_ran_on_another_card_or_the_stage_measured_it(
+        tmp_path, stage_checkpointing):
+    """Levers of another card say nothing of this one; a stage run already in `controlnet` is not scaled twice."""
+    def fixture(results):
+        _compiled_sdxl(results, checkpointing=stage_checkpointing)
+        _levers(results, device=H200 if stage_checkpointing is True else H100, compile={"images_per_s": 6.0},
+                no_unet_checkpointing={"peak_gib": 60},
+                **{"compile+no_unet_checkpointing": {"images_per_s": 7.5}})
+
+    rows, _, _ = built_rows(tmp_path, fixture)
+    row = next(r for r in rows if r.stage == "train_controlnet SDXL")
+    assert row.measured.per_s == 6.0 and row.checkpointing["peak_gib"] == 60
 
 
 #: two BiSeNetV1 models (the measured one and a member twice as slow eager) and an ICNet of a family that

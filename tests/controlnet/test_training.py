@@ -243,13 +243,16 @@ def test_stage_config_composes_with_overrides(compose_cfg, write_cityscapes, tmp
     assert job.backbone["pretrained"].endswith("tiny/models/sd15") and job.seed == cfg.seed == 7
 
 
-def test_sdxl_trains_with_gradient_checkpointing_by_default(compose_cfg):
-    """The paper's SDXL batch of 8 at 1024 px needs it on an 80 GB card (measured: out of memory without it)."""
+def test_sdxl_trains_with_gradient_checkpointing_auto_by_default(compose_cfg):
+    """The paper's SDXL batch of 8 at 1024 px needs checkpointing on an 80 GB card (measured: out of memory without
+    it); `auto` decides between both networks and the ControlNet only (synthrel.runstats.checkpointing_choice)."""
     key = "stages.train_controlnet.gradient_checkpointing"
     assert compose_cfg("+stage=[train_controlnet]").stages.train_controlnet.gradient_checkpointing is False
-    assert compose_cfg("+stage=[train_controlnet]", "backbone=sdxl").stages.train_controlnet.gradient_checkpointing
-    assert compose_cfg("+stage=[train_controlnet]", "backbone=sdxl", f"{key}=false").stages.train_controlnet[
-        "gradient_checkpointing"] is False
+    assert compose_cfg("+stage=[train_controlnet]", "backbone=sdxl").stages.train_controlnet[
+        "gradient_checkpointing"] == "auto"
+    for value, expected in (("false", False), ("controlnet", "controlnet")):
+        assert compose_cfg("+stage=[train_controlnet]", "backbone=sdxl", f"{key}={value}").stages.train_controlnet[
+            "gradient_checkpointing"] == expected
 
 
 def test_no_gradient_clipping_by_default_as_the_paper(compose_cfg, write_cityscapes, tiny_models, tiny_cityscapes,

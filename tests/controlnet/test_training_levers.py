@@ -49,6 +49,18 @@ def test_gradient_checkpointing_gives_the_same_steps_exactly(tiny_models, plain)
         assert torch.equal(ckpt_weights[k], v), k
 
 
+def test_checkpointing_the_controlnet_only_gives_the_same_steps_exactly(tiny_models, plain):
+    """`gradient_checkpointing: controlnet` recomputes the ControlNet only; the UNet keeps its activations: the
+    same fp32 kernels on the same inputs, bitwise equal. The UNet is left without checkpointing."""
+    data, _, (losses, weights) = plain
+    module, _ = make_module(tiny_models, data, kind="sdxl", lr=1e-4, gradient_checkpointing="controlnet")
+    assert module.controlnet.is_gradient_checkpointing and not module.unet.is_gradient_checkpointing
+    ckpt_losses, ckpt_weights = train(tiny_models, data, gradient_checkpointing="controlnet")
+    assert ckpt_losses == losses
+    for k, v in weights.items():
+        assert torch.equal(ckpt_weights[k], v), k
+
+
 def test_channels_last_gives_the_same_loss_curve(tiny_models, plain):
     """NHWC convolutions sum in another order: fp32 rounding only (~1e-7 relative per op; 1.5e-7 on the
     losses here). Adam divides each update by its gradient's running RMS, so weights whose gradient is ~0 can move by
@@ -64,8 +76,12 @@ def test_the_stage_trains_channels_last_through_its_option(tiny_models, tiny_cit
     """`stages.train_controlnet.channels_last=true` runs end to end and saves the same ControlNet as the default
     run (contiguous safetensors; loaded back in the default layout)."""
     plain_run = make_job(tiny_models, tiny_cityscapes, tmp_path / "plain").run()
-    nhwc_run = make_job(tiny_models, tiny_cityscapes, tmp_path / "nhwc", channels_last=True).run()
+    nhwc_run = make_job(tiny_models, tiny_cityscapes, tmp_path / "nhwc", channels_last=True,
+                        gradient_checkpointing="auto").run()
     assert plain_run["compile"] is False and nhwc_run["compile_reason"] == "auto: off, not on CUDA"
+    assert plain_run["gradient_checkpointing"] is False and plain_run["gradient_checkpointing_reason"] == "set to false"
+    assert nhwc_run["gradient_checkpointing"] is True  # auto off CUDA: both networks, and the record says why
+    assert nhwc_run["gradient_checkpointing_reason"] == "auto: true, not on CUDA (no memory measured)"
     assert plain_run["steady_rates"]["train_controlnet"]["compiled"] is False  # the stage table's eager comparison
     a = ControlNetModel.from_pretrained(plain_run["final_dir"]).state_dict()
     b = ControlNetModel.from_pretrained(nhwc_run["final_dir"]).state_dict()
@@ -82,3 +98,56 @@ def test_bad_channels_last_names_the_key(bad):
 
     problems = check_settings(TrainControlNetJob, {"channels_last": bad}, "stages.train_controlnet")
     assert any("stages.train_controlnet.channels_last" in p and "bool" in p for p in problems), problems
+
+
+H100_PEAK = {"peak_gib": 61.17, "batch": 8, "resolution": 1024, "card": "NVIDIA H100 80GB HBM3",
+             "source": "train_levers_sdxl_split_h100.json"}
+
+
+@pytest.mark.parametrize(("card_gib", "batch", "resolution", "expected"), [
+    (79.2, 8, 1024, "controlnet"),   # 61.17 x 1.1 = 67.3 GiB fits an H100's 79.2
+    (139.8, 8, 1024, "controlnet"),  # H200
+    (47.5, 8, 1024, True),           # a 48 GB card: both networks (41.5 GiB measured)
+    (79.2, 16, 1024, True),          # twice the batch: 61.17 x 2 x 1.1 = 134.6 GiB
+    (139.8, 16, 1024, "controlnet"), # 134.6 GiB fits an H200's 139.8
+    (79.2, 4, 1024, "controlnet"),   # smaller runs are not scaled down: the measured peak is the bound
+])
+def test_checkpointing_auto_takes_the_controlnet_only_where_the_card_holds_the_measured_peak(card_gib, batch,
+                                                                                            resolution, expected):
+    from synthrel.runstats import checkpointing_choice
+
+    choice, why = checkpointing_choice("auto", key="k", card_gib=card_gib, batch=batch, resolution=resolution,
+                                       measured=H100_PEAK)
+    assert choice == expected, why
+    assert why.startswith(f"auto: {str(expected).lower()}") and "train_levers_sdxl_split_h100.json" in why
+
+
+def test_checkpointing_auto_is_both_networks_off_cuda_or_unmeasured_and_set_values_stay():
+    from synthrel.errors import ConfigError
+    from synthrel.runstats import checkpointing_choice
+
+    common = dict(key="stages.train_controlnet", batch=8, resolution=1024)
+    assert checkpointing_choice("auto", card_gib=None, measured=H100_PEAK, **common)[0] is True
+    assert checkpointing_choice("auto", card_gib=79.2, measured=None, **common)[0] is True
+    for setting in (True, False, "controlnet"):
+        assert checkpointing_choice(setting, card_gib=None, measured=None, **common)[0] == setting
+    with pytest.raises(ConfigError, match="stages.train_controlnet.gradient_checkpointing.*controlnet or auto"):
+        checkpointing_choice("unet", card_gib=79.2, measured=H100_PEAK, **common)
+
+
+def test_the_packaged_sdxl_row_carries_the_measured_peak():
+    """measured_rates.json (written by `budget --write-rates`) holds what `auto` decides with, from the sweeps."""
+    from synthrel.runstats import checkpointing_cost
+
+    measured = checkpointing_cost("sdxl")
+    assert measured["peak_gib"] > 41.5 and measured["batch"] == 8 and measured["resolution"] == 1024
+    assert measured["source"].startswith("train_levers_sdxl_")
+    assert checkpointing_cost("sd15") is None
+
+
+@pytest.mark.parametrize("bad", ["unet", 2])
+def test_bad_gradient_checkpointing_names_the_key(bad, tiny_models, tiny_cityscapes, tmp_path):
+    from synthrel.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="stages.train_controlnet.gradient_checkpointing"):
+        make_job(tiny_models, tiny_cityscapes, tmp_path, gradient_checkpointing=bad)
