@@ -31,7 +31,9 @@ default (eager, gradient checkpointing on). Levers:
   dynamic scale for the activations and one for the weights (quantised once), backward only the input gradient,
   in bf16 from the bf16 weights; no torchao needed
 - `compile`, `compile_reduce_overhead`: UNet and ControlNet compiled in place (stage option `compile`), the
-  second with mode="reduce-overhead" (CUDA graphs); minutes of compile each, so only when named
+  second with mode="reduce-overhead" (CUDA graphs; each micro-batch marks a new CUDA-graph step: without the mark
+  the H100 run failed reading graph outputs a later replay had overwritten); minutes of compile each, so only
+  when named
 
 Timing: `--warmup-steps` optimizer steps (each `--accumulate` micro-batches of `--batch`), then `--steps` timed
 ones, CUDA synchronised; images/s counts the timed micro-batches. The first optimizer step's seconds are reported
@@ -297,9 +299,12 @@ class Bench:
             optimizer = module.configure_optimizers()
             losses, marks = [], []
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.precision == PRECISION)
+            graphs = "compile_reduce_overhead" in levers
             with attention(levers, module.vae):
                 start = time.perf_counter()
                 for i, micro in enumerate(micro_batches):
+                    if graphs:  # a new iteration for CUDA-graph trees: the previous one's graph outputs are dead
+                        torch.compiler.cudagraph_mark_step_begin()
                     with autocast:
                         loss = module.diffusion_loss(micro)
                     (loss / accumulate).backward()
