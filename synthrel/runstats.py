@@ -311,6 +311,12 @@ def checkpointing_cost(backbone: str | None) -> dict | None:
         "checkpointing")
 
 
+def check_checkpointing(setting, key: str) -> None:
+    if setting not in (True, False, "controlnet", "auto") or setting in (0, 1) and not isinstance(setting, bool):
+        raise ConfigError(f"`{key}.gradient_checkpointing` must be true, false, controlnet (the ControlNet only) or "
+                          f"auto, got {setting!r}")
+
+
 #: `gradient_checkpointing: auto` leaves the frozen UNet out only where the card holds the measured peak with this
 #: much to spare (DDP's gradient buckets, the allocator's fragmentation)
 CHECKPOINTING_MARGIN = 1.1
@@ -324,8 +330,7 @@ def checkpointing_choice(setting: bool | str, *, key: str, card_gib: float | Non
     auto: `controlnet` where the card (`card_gib` of memory; None: not on CUDA) holds the measured peak of that
     setting (eager, so true of a compiled run too), scaled up by batch x pixels where the run's are larger, times
     CHECKPOINTING_MARGIN; else true. Returns (the setting, the reason, for the log and the stage's record)."""
-    if setting not in (True, False, "controlnet", "auto"):
-        raise ConfigError(f"`{key}.gradient_checkpointing` must be true, false, controlnet or auto, got {setting!r}")
+    check_checkpointing(setting, key)
     if setting != "auto":
         return setting, f"set to {str(setting).lower()}"
     if card_gib is None:

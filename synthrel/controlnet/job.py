@@ -38,6 +38,15 @@ from synthrel.jobs import (
     read_json_artifact,
     write_json_atomic,
 )
+from synthrel.runstats import (
+    SteadyRate,
+    check_checkpointing,
+    checkpointing_choice,
+    checkpointing_cost,
+    compile_choice,
+    compile_cost,
+    steady_rate_callback,
+)
 from synthrel.tracking import instantiate_loggers, one_wandb_run
 
 log = logging.getLogger(__name__)
@@ -212,9 +221,7 @@ class TrainControlNetJob:
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ConfigError(f"`{KEY}.max_grad_norm` must be a positive number or null, got {self.max_grad_norm!r}")
         self.precision = str(self.precision)
-        if self.gradient_checkpointing not in (True, False, "controlnet", "auto"):
-            raise ConfigError(f"`{KEY}.gradient_checkpointing` must be true, false, controlnet (the ControlNet only) "
-                              f"or auto, got {self.gradient_checkpointing!r}")
+        check_checkpointing(self.gradient_checkpointing, KEY)
         if self.devices != "auto":
             positive_int(self.devices, f"{KEY}.devices")
         if self.resume not in ("auto", "never") and not Path(self.resume).is_file():
@@ -285,7 +292,6 @@ class TrainControlNetJob:
                summary: dict) -> dict:
         from synthrel.controlnet.module import ControlNetModule
         from synthrel.diffusion_loading import is_sdxl, load_base_pipeline
-        from synthrel.runstats import SteadyRate, steady_rate_callback
 
         ckpt_path = self._resume_checkpoint()
         self._check_identity(identity, resuming=ckpt_path is not None, is_zero=trainer.is_global_zero)
@@ -293,8 +299,6 @@ class TrainControlNetJob:
         vae_fp32 = self.vae_fp32 if self.vae_fp32 is not None else (sdxl and not self.backbone.get("vae"))
         base = load_base_pipeline(pretrained, vae=self.backbone.get("vae"))
         import torch
-
-        from synthrel.runstats import checkpointing_choice, checkpointing_cost, compile_choice, compile_cost
 
         device = trainer.strategy.root_device
         compile_on, why = compile_choice(

@@ -131,7 +131,7 @@ def test_checkpointing_auto_is_both_networks_off_cuda_or_unmeasured_and_set_valu
     assert checkpointing_choice("auto", card_gib=79.2, measured=None, **common)[0] is True
     for setting in (True, False, "controlnet"):
         assert checkpointing_choice(setting, card_gib=None, measured=None, **common)[0] == setting
-    with pytest.raises(ConfigError, match="stages.train_controlnet.gradient_checkpointing.*controlnet or auto"):
+    with pytest.raises(ConfigError, match="stages.train_controlnet.gradient_checkpointing.*controlnet .the ControlNet only. or auto"):
         checkpointing_choice("unet", card_gib=79.2, measured=H100_PEAK, **common)
 
 
@@ -145,7 +145,7 @@ def test_the_packaged_sdxl_row_carries_the_measured_peak():
     assert checkpointing_cost("sd15") is None
 
 
-@pytest.mark.parametrize("bad", ["unet", 2])
+@pytest.mark.parametrize("bad", ["unet", 2, 1])
 def test_bad_gradient_checkpointing_names_the_key(bad, tiny_models, tiny_cityscapes, tmp_path):
     from synthrel.errors import ConfigError
 
