@@ -13,8 +13,9 @@ difference is the named lever. A variant is one lever or several joined by `+`; 
 default (eager, gradient checkpointing on). Levers:
 
 - `no_checkpointing`: gradient checkpointing off (stage option `gradient_checkpointing`); out of memory is a result
-- `no_unet_checkpointing`: checkpointing off in the frozen UNet only, on in the ControlNet (the UNet's decoder
-  recomputes its forward for an input-only backward: 1.5x its cost, against 1.33x for the trained ControlNet)
+- `no_unet_checkpointing`: checkpointing off in the frozen UNet only, on in the ControlNet (stage option
+  `gradient_checkpointing: controlnet`; the UNet's decoder would recompute its forward for an input-only
+  backward: 1.5x its cost, against 1.33x for the trained ControlNet)
 - `split_micro_batch`: each micro-batch as two halves and twice the accumulation (stage options `batch_size` and
   `accumulate_grad_batches`): the same samples and draws per optimizer step, so the same gradient up to float
   summation order (GroupNorm is per sample); it halves the activation memory, so `no_checkpointing` may fit.
@@ -198,6 +199,11 @@ def attention(levers: frozenset[str], vae):
         del vae.encode  # the instance attribute: the class's method again
 
 
+def checkpointing(levers: frozenset[str]) -> bool | str:
+    """The stage's `gradient_checkpointing` value of a variant."""
+    return False if "no_checkpointing" in levers else "controlnet" if "no_unet_checkpointing" in levers else True
+
+
 def halves(collated: dict) -> list[dict]:
     """A collated micro-batch as its first and second half (tensors and lists sliced alike)."""
     n = len(collated["position"])
@@ -255,11 +261,9 @@ class Bench:
         compiled = bool(levers & {"compile", "compile_reduce_overhead"})
         module = ControlNetModule(self.base, self.data, conditioning_channels=self.channels, lr=self.args.lr,
                                   batch_size=batch, seed=0, controlnet=controlnet,
-                                  gradient_checkpointing="no_checkpointing" not in levers,
+                                  gradient_checkpointing=checkpointing(levers),
                                   vae_fp32=self.args.kind == "sdxl", channels_last="channels_last" in levers,
                                   compile=compiled and "compile_reduce_overhead" not in levers)
-        if "no_unet_checkpointing" in levers:
-            module.unet.disable_gradient_checkpointing()
         module.prepare(self.args.precision)
         if "compile_reduce_overhead" in levers:
             for net in (module.unet, module.controlnet):
