@@ -201,7 +201,7 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
 
     from benchmarks.multigpu import step_timer, write_captions, write_cityscapes_layout
     from synthrel.controlnet.data import ControlNetTrainData, load_captions
-    from synthrel.controlnet.module import ControlNetModule
+    from synthrel.controlnet.module import ControlNetModule, vae_precision_choice
     from synthrel.data.cityscapes import CityscapesDataset
 
     resolution = 32 if args.tiny else {"sd15": 512, "sdxl": 1024}[kind]
@@ -219,7 +219,9 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
              "off": (False,)}[args.train_checkpointing]
     for checkpointing in tries:
         module = ControlNetModule(base, data, conditioning_channels=1, lr=1e-5, batch_size=batch, seed=0,
-                                  gradient_checkpointing=checkpointing, vae_fp32=kind == "sdxl",
+                                  gradient_checkpointing=checkpointing,
+                                  vae_fp32=vae_precision_choice(None, sdxl=kind == "sdxl", fixed_vae=False,
+                                                                precision=precision)[0],
                                   compile=args.train_compile,
                                   num_workers=0 if args.tiny else 4)
         timer = step_timer(device.type == "cuda")

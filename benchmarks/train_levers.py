@@ -65,8 +65,8 @@ import torch
 from benchmarks import write_result
 
 FP8 = ("fp8_frozen_unet", "fp8_frozen_unet_fwd")
-LEVERS = ("no_checkpointing", "no_unet_checkpointing", "split_micro_batch", "channels_last", "sdpa_flash",
-          "sdpa_efficient", "sdpa_cudnn", "sdpa_math", *FP8, "compile", "compile_reduce_overhead")
+LEVERS = ("no_checkpointing", "no_unet_checkpointing", "split_micro_batch", "channels_last", "vae_fp32", "sdpa_flash",
+          "sdpa_efficient", "sdpa_cudnn", "sdpa_math", *FP8, "compile", "compile_reduce_overhead", "eager_vae")
 DEFAULT_VARIANTS = ("baseline", "no_checkpointing", "channels_last", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn",
                     *FP8)
 E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
@@ -86,6 +86,8 @@ def parse_variant(name: str) -> frozenset[str]:
         raise SystemExit(f"--levers: unknown lever {unknown[0]!r} in {name!r}; levers: baseline, {', '.join(LEVERS)}")
     if len(levers & set(SDPA)) > 1 or {"compile", "compile_reduce_overhead"} <= levers or set(FP8) <= levers:
         raise SystemExit(f"--levers: {name!r} names two attention backends, compile modes or fp8 kinds")
+    if "eager_vae" in levers and "compile" not in levers:
+        raise SystemExit(f"--levers: {name!r}: eager_vae undoes the VAE part of compile; name it with compile")
     return levers
 
 
@@ -252,7 +254,7 @@ class Bench:
     def module(self, levers: frozenset[str], batch: int):
         from diffusers import ControlNetModel
 
-        from synthrel.controlnet.module import ControlNetModule
+        from synthrel.controlnet.module import ControlNetModule, vae_precision_choice
 
         with torch.device(self.device):
             controlnet = ControlNetModel.from_config(self.config)
@@ -262,11 +264,16 @@ class Bench:
         module = ControlNetModule(self.base, self.data, conditioning_channels=self.channels, lr=self.args.lr,
                                   batch_size=batch, seed=0, controlnet=controlnet,
                                   gradient_checkpointing=checkpointing(levers),
-                                  vae_fp32=self.args.kind == "sdxl", channels_last="channels_last" in levers,
+                                  vae_fp32=vae_precision_choice(True if "vae_fp32" in levers else None,
+                                                                sdxl=self.args.kind == "sdxl", fixed_vae=False,
+                                                                precision=self.args.precision)[0],
+                                  channels_last="channels_last" in levers,
                                   compile=compiled and "compile_reduce_overhead" not in levers)
         module.prepare(self.args.precision)
+        if "eager_vae" in levers:  # the stage's compile without its VAE encoder: what compiling the VAE adds
+            module.vae.encoder._compiled_call_impl = None
         if "compile_reduce_overhead" in levers:
-            for net in (module.unet, module.controlnet):
+            for net in (module.unet, module.controlnet, module.vae.encoder):
                 net.compile(mode="reduce-overhead")
         return module.to(self.device)
 
@@ -274,7 +281,7 @@ class Bench:
         """Undo what a variant did to the shared frozen networks: memory format, compiled calls, dynamo caches."""
         for net in (self.base.unet, self.base.vae):
             net.to(memory_format=torch.contiguous_format)
-        self.base.unet._compiled_call_impl = None
+        self.base.unet._compiled_call_impl = self.base.vae.encoder._compiled_call_impl = None
         torch._dynamo.reset()
 
     def run(self, name: str, micro_batches: list[dict], accumulate: int, warmup_steps: int, batch: int,
@@ -388,22 +395,51 @@ def fastest(variants: dict) -> str | None:
     return max(ran, key=ran.get) if ran else None
 
 
+def curve_settings(args) -> dict:
+    """What a stored curve run must share with this command to be compared with its runs."""
+    return {k: getattr(args, k) for k in ("kind", "resolution", "precision", "lr", "curve_steps", "curve_batch")}
+
+
+def stored_run(store: Path | None, label: str, settings: dict) -> tuple[dict, dict] | None:
+    """A curve run that an earlier command saved in --curve-store: (its result, its final ControlNet weights)."""
+    path = store / f"{label}.pt" if store else None
+    if path is None or not path.is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved["settings"] != settings:
+        raise SystemExit(f"--curve-store: {path} was trained with {saved['settings']}, not this command's "
+                         f"{settings}; use another folder")
+    return {**saved["result"], "from_store": str(path)}, saved["state"]
+
+
 def curve(bench: Bench, args, variants: dict, save=lambda runs: None) -> dict:
     """N optimizer steps of the baseline, the baseline again and each --curve-levers variant (`best`: the sweep's
-    fastest): loss per step."""
+    fastest): loss per step. With --curve-store, each run is saved there and a run found there is not trained
+    again; with --curve-only, only the labels named train: so the runs may be split over commands."""
     batches = bench.batches(args.curve_steps, args.curve_batch)
     names = [fastest(variants) if n == "best" else n for n in args.curve_levers]
+    store, settings = (Path(args.curve_store) if args.curve_store else None), curve_settings(args)
     runs, states = {}, {}
     for label, name in [("baseline", "baseline"), ("baseline_again", "baseline"),
                         *[(n, n) for n in dict.fromkeys(names) if n and n != "baseline"]]:
+        found = stored_run(store, label, settings)
+        if found is not None:
+            runs[label], states[label] = found
+            continue
+        if args.curve_only and label not in args.curve_only:
+            runs[label], states[label] = {"skipped": "not in --curve-only and not in --curve-store"}, None
+            continue
         runs[label] = bench.run(name, batches, 1, 1, args.curve_batch, keep=True)
         states[label] = runs[label].pop("final_state", None)
+        if store is not None and states[label] is not None:
+            store.mkdir(parents=True, exist_ok=True)
+            torch.save({"settings": settings, "result": runs[label], "state": states[label]}, store / f"{label}.pt")
         save(runs)
     base = runs["baseline"]
     for label, res in runs.items():
         if label == "baseline":
             continue
-        if "losses" not in res or "losses" not in base:
+        if "losses" not in res or "losses" not in base or states[label] is None or states["baseline"] is None:
             print(f"curve {label}: {res.get('skipped') or res.get('error') or 'baseline failed'}", flush=True)
             continue
         d = res["loss_vs_baseline"] = loss_difference(base["losses"], res["losses"])
@@ -432,6 +468,11 @@ def parse_args(argv):
     p.add_argument("--curve-batch", type=int, default=2, help="batch of the loss-curve check (accumulate 1)")
     p.add_argument("--curve-levers", nargs="*", default=["best"],
                    help="variants of the loss-curve check (best: the sweep's fastest)")
+    p.add_argument("--curve-store", default=None,
+                   help="folder that keeps each curve run (losses, final weights) and gives back those found there")
+    p.add_argument("--curve-only", nargs="+", default=None,
+                   help="curve labels to train now (baseline, baseline_again, a variant); the others come from "
+                        "--curve-store or are skipped. No sweep runs: split a curve over commands")
     p.add_argument("--tiny", action="store_true", help="tiny architecture on CPU at 32 px, batch 2 (smoke)")
     p.add_argument("--device", default=None, help="default: cuda if available (cpu with --tiny)")
     p.add_argument("--out", default=None, help="folder for the JSON (default $OUT)")
@@ -442,6 +483,8 @@ def parse_args(argv):
     for name in [*args.levers, *args.curve_levers]:
         if name != "best":
             parse_variant(name)
+    if args.curve_only and (not args.curve_steps or "best" in args.curve_levers):
+        p.error("--curve-only needs --curve-steps and --curve-levers naming variants (no sweep runs to find `best`)")
     if args.tiny:
         args.batch, args.accumulate, args.precision = min(args.batch, 2), min(args.accumulate, 2), "32"
     args.resolution = 32 if args.tiny else {"sd15": 512, "sdxl": 1024}[args.kind]
@@ -482,9 +525,10 @@ def main(argv: list[str] | None = None) -> dict:
         res["build_s"] = round(time.perf_counter() - start, 1)
         print(f"{args.kind} at {args.resolution} px on {card}: base and data built in {res['build_s']:.0f} s",
               flush=True)
-        variants = sweep(bench, args, save=lambda variants: save(variants=variants))
+        variants = {} if args.curve_only else sweep(bench, args, save=lambda variants: save(variants=variants))
         save(variants=variants)
-        print(table(variants), flush=True)
+        if variants:
+            print(table(variants), flush=True)
         if args.curve_steps:
             curve(bench, args, variants, save=lambda runs: save(curve=runs))
     return res

@@ -290,13 +290,15 @@ class TrainControlNetJob:
 
     def _train(self, pl, trainer, train_data, dataset, identity: dict, pretrained: str, run_dir: Path,
                summary: dict) -> dict:
-        from synthrel.controlnet.module import ControlNetModule
+        from synthrel.controlnet.module import ControlNetModule, vae_precision_choice
         from synthrel.diffusion_loading import is_sdxl, load_base_pipeline
 
         ckpt_path = self._resume_checkpoint()
         self._check_identity(identity, resuming=ckpt_path is not None, is_zero=trainer.is_global_zero)
         sdxl = is_sdxl(pretrained)
-        vae_fp32 = self.vae_fp32 if self.vae_fp32 is not None else (sdxl and not self.backbone.get("vae"))
+        vae_fp32, vae_why = vae_precision_choice(self.vae_fp32, sdxl=sdxl, fixed_vae=bool(self.backbone.get("vae")),
+                                                 precision=self.precision)
+        log.info("%s.vae_fp32=%s: %s", KEY, self.vae_fp32, vae_why)
         base = load_base_pipeline(pretrained, vae=self.backbone.get("vae"))
         import torch
 
@@ -312,7 +314,7 @@ class TrainControlNetJob:
             measured=checkpointing_cost(str(self.backbone.get("name"))))
         log.info("%s.gradient_checkpointing=%s: %s", KEY, self.gradient_checkpointing, checkpointing_why)
         summary.update(compile=compile_on, compile_reason=why, gradient_checkpointing=checkpointing,
-                       gradient_checkpointing_reason=checkpointing_why)
+                       gradient_checkpointing_reason=checkpointing_why, vae_fp32=vae_fp32, vae_fp32_reason=vae_why)
         pl.seed_everything(self.seed, workers=True)  # the ControlNet's new layers are randomly initialised
         module = ControlNetModule(
             base, train_data,

@@ -12,7 +12,9 @@ from benchmarks.train_levers import fastest, fp8_linears, parse_variant, restore
 def test_variants_parse_and_order():
     assert parse_variant("baseline") == frozenset()
     assert parse_variant("channels_last+sdpa_cudnn") == {"channels_last", "sdpa_cudnn"}
-    for bad in ("warp_speed", "sdpa_flash+sdpa_cudnn", "compile+compile_reduce_overhead"):
+    assert parse_variant("compile+eager_vae+vae_fp32") == {"compile", "eager_vae", "vae_fp32"}
+    for bad in ("warp_speed", "sdpa_flash+sdpa_cudnn", "compile+compile_reduce_overhead", "eager_vae",
+                "compile_reduce_overhead+eager_vae"):
         with pytest.raises(SystemExit, match="--levers"):
             parse_variant(bad)
     # what changes the shared UNet for good (fp8 module swaps, compiled graphs) runs after the rest
@@ -70,6 +72,28 @@ def test_lever_sweep_and_curve_tiny_smoke(tmp_path):
         assert curve[label]["weight_update_rel_l2_vs_baseline"] == 0
     assert curve[split]["losses"] == pytest.approx(curve["baseline"]["losses"], rel=1e-5)
     assert curve[split]["weight_update_rel_l2_vs_baseline"] < 1e-4
+
+
+def test_a_curve_split_over_two_commands_compares_as_one(tmp_path):
+    """The SDXL curve does not fit one 600 s device command: --curve-store keeps each run (losses and final
+    weights), --curve-only trains some labels now; the second command compares its variant with the stored
+    baselines, exactly as a curve run in one command does, and refuses a store trained with other settings."""
+    from benchmarks.stage_throughput import main
+
+    common = ["--levers", "--kind", "sd15", "--tiny", "--curve-steps", "2", "--curve-levers", "no_checkpointing",
+              "--curve-store", str(tmp_path / "store")]
+    first = main([*common, "--curve-only", "baseline", "baseline_again", "--out", str(tmp_path / "a")])
+    assert first["variants"] == {} and "skipped" in first["curve"]["no_checkpointing"]
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["baseline.pt", "baseline_again.pt"]
+    second = main([*common, "--curve-only", "no_checkpointing", "--out", str(tmp_path / "b")])["curve"]
+    assert second["baseline"]["from_store"].endswith("baseline.pt") and "from_store" not in second["no_checkpointing"]
+    whole = main(["--levers", "baseline", *common[1:-2], "--out", str(tmp_path / "c")])["curve"]
+    for label in ("baseline_again", "no_checkpointing"):  # fp32 on the CPU: the same numbers as one command's
+        assert second[label]["losses"] == whole[label]["losses"]
+        assert second[label]["loss_vs_baseline"] == whole[label]["loss_vs_baseline"]
+        assert second[label]["weight_update_rel_l2_vs_baseline"] == whole[label]["weight_update_rel_l2_vs_baseline"]
+    with pytest.raises(SystemExit, match="--curve-store: .*baseline.pt was trained with"):
+        main([*common[:4], "--curve-steps", "3", *common[6:], "--curve-only", "no_checkpointing"])
 
 
 def test_frozen_fp8_linear_forward_within_fp8_rounding_and_backward_gives_only_the_input_gradient():

@@ -189,8 +189,9 @@ def test_micro_batches_of_one_step_give_the_same_gradient(tiny_models, tiny_city
 
 def test_compiled_training_traces_both_networks_and_keeps_the_weights(tiny_models, tiny_cityscapes, tmp_path,
                                                                        monkeypatch):
-    """compile=true: dynamo traces the UNet and the ControlNet through forward and backward (aot_eager, as inductor
-    needs a compiler on CPU); the weights match the eager run's and save under their plain names."""
+    """compile=true: dynamo traces the UNet and the ControlNet through forward and backward, and the frozen VAE
+    encoder (aot_eager, as inductor needs a compiler on CPU); the weights match the eager run's and save under their
+    plain names."""
     eager = make_job(tiny_models, tiny_cityscapes, tmp_path / "eager").run()
     compiled_calls = []
     real_compile = torch.compile
@@ -201,7 +202,7 @@ def test_compiled_training_traces_both_networks_and_keeps_the_weights(tiny_model
 
     monkeypatch.setattr(torch, "compile", aot_eager)
     compiled = make_job(tiny_models, tiny_cityscapes, tmp_path / "compiled", compile=True).run()
-    assert sorted(compiled_calls) == ["ControlNetModel", "UNet2DConditionModel"]
+    assert sorted(compiled_calls) == ["ControlNetModel", "Encoder", "UNet2DConditionModel"]
     a = ControlNetModel.from_pretrained(eager["final_dir"]).state_dict()
     b = ControlNetModel.from_pretrained(compiled["final_dir"]).state_dict()
     assert a.keys() == b.keys()

@@ -83,6 +83,7 @@ def test_the_stage_trains_channels_last_through_its_option(tiny_models, tiny_cit
     assert nhwc_run["gradient_checkpointing"] is True  # auto off CUDA: both networks, and the record says why
     assert nhwc_run["gradient_checkpointing_reason"] == "auto: true, not on CUDA (no memory measured)"
     assert plain_run["steady_rates"]["train_controlnet"]["compiled"] is False  # the stage table's eager comparison
+    assert plain_run["vae_fp32"] is True and plain_run["vae_fp32_reason"] == "null: float32, precision 32"
     a = ControlNetModel.from_pretrained(plain_run["final_dir"]).state_dict()
     b = ControlNetModel.from_pretrained(nhwc_run["final_dir"]).state_dict()
     assert a.keys() == b.keys()
@@ -151,3 +152,45 @@ def test_bad_gradient_checkpointing_names_the_key(bad, tiny_models, tiny_citysca
 
     with pytest.raises(ConfigError, match="stages.train_controlnet.gradient_checkpointing"):
         make_job(tiny_models, tiny_cityscapes, tmp_path, gradient_checkpointing=bad)
+
+
+def encoder_outputs(models, data, vae_fp32: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One bf16-mixed step's VAE encoder output (as Lightning runs it: the loss under autocast), its input pixels,
+    and the VAE itself."""
+    module, train_data = make_module(models, data, kind="sdxl", lr=1e-4, vae_fp32=vae_fp32)
+    module.prepare("bf16-mixed")
+    seen = {}
+    module.vae.encoder.register_forward_hook(lambda m, args, out: seen.update(pixels=args[0], out=out))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        module.diffusion_loss(default_collate([train_data[0], train_data[1]]))
+    return seen["out"], seen["pixels"], module.vae
+
+
+def test_vae_fp32_encodes_in_float32_outside_the_trainers_autocast(tiny_models, tiny_cityscapes):
+    """`vae_fp32: true` (diffusers' upcast of SDXL's VAE): the encoder gives exactly what a float32 encode of the same
+    pixels gives with no autocast, the reference. Before, autocast ran its convolutions in bf16 whatever its weights."""
+    out, pixels, vae = encoder_outputs(tiny_models, tiny_cityscapes, vae_fp32=True)
+    assert out.dtype == pixels.dtype == torch.float32
+    with torch.no_grad():
+        assert torch.equal(out, vae.encoder(pixels))
+    low, low_pixels, _ = encoder_outputs(tiny_models, tiny_cityscapes, vae_fp32=False)
+    assert low.dtype == torch.bfloat16 and low_pixels.dtype == torch.bfloat16
+    assert not torch.equal(low.float(), out)
+
+
+@pytest.mark.parametrize(("setting", "sdxl", "fixed_vae", "precision", "expected"), [
+    (None, True, False, "bf16-mixed", False),  # bfloat16 has float32's range: SDXL's VAE does not overflow
+    (None, True, False, "16-mixed", True),     # ...in float16 it does (the reason for diffusers' upcast)
+    (None, True, True, "16-mixed", False),     # a fixed VAE (madebyollin/sdxl-vae-fp16-fix) runs in float16
+    (None, False, False, "16-mixed", False),   # SD1.5's VAE runs in float16
+    (None, True, False, "32", True),
+    (True, True, False, "bf16-mixed", True),   # diffusers' train_controlnet_sdxl.py, whatever the precision
+    (False, True, False, "16-mixed", False),
+])
+def test_vae_precision_null_is_float32_only_for_sdxls_own_vae_in_float16(setting, sdxl, fixed_vae, precision,
+                                                                         expected):
+    from synthrel.controlnet.module import vae_precision_choice
+
+    choice, why = vae_precision_choice(setting, sdxl=sdxl, fixed_vae=fixed_vae, precision=precision)
+    assert choice is expected, why
+    assert why.startswith("set to" if setting is not None else "null")
