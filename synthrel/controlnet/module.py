@@ -159,7 +159,7 @@ class ControlNetModule(pl.LightningModule):
             # In place (nn.Module.compile): state_dict keys, checkpoints and save_pretrained stay unchanged.
             self.unet.compile()
             self.controlnet.compile()
-            # The frozen encoder is a fifth of SDXL's training FLOPs at 1024², in fp32 without a fixed VAE.
+            # The frozen encoder is a fifth of SDXL's training FLOPs at 1024² (docs/benchmarks.md#training-levers).
             self.vae.encoder.compile()
 
     def configure_optimizers(self):
