@@ -187,8 +187,8 @@ def test_micro_batches_of_one_step_give_the_same_gradient(tiny_models, tiny_city
     assert any(not torch.allclose(p.grad, whole[n], rtol=1e-2, atol=1e-6) for n, p in module.controlnet.named_parameters())
 
 
-def test_compiled_training_traces_both_networks_and_keeps_the_weights(tiny_models, tiny_cityscapes, tmp_path,
-                                                                       monkeypatch):
+def test_compiled_training_traces_the_three_networks_and_keeps_the_weights(tiny_models, tiny_cityscapes,
+                                                                            tmp_path, monkeypatch):
     """compile=true: dynamo traces the UNet and the ControlNet through forward and backward, and the frozen VAE
     encoder (aot_eager, as inductor needs a compiler on CPU); the weights match the eager run's and save under their
     plain names."""
