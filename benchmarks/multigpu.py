@@ -257,13 +257,14 @@ def step_timer(cuda: bool):
                     torch.cuda.synchronize()
                 self.marks.append((step, time.perf_counter()))
 
-        def rates(self, warmup: int, global_batch: int) -> dict:
-            """steps/s and images/s between the end of step `warmup` (or the first step) and the last step."""
+        def rates(self, warmup: int, global_batch: int, last: int | None = None) -> dict:
+            """steps/s and images/s between the end of step `warmup` (or the first step) and the last step (or
+            step `last`: the steps after it were profiled)."""
             out = {"steps_per_s": None, "images_per_s": None}
             if not self.marks:
                 return out
             first = next((m for m in self.marks if m[0] >= warmup), self.marks[0])
-            last = self.marks[-1]
+            last = next((m for m in self.marks if last is not None and m[0] >= last), self.marks[-1])
             out.update(first_step_s=round(self.marks[0][1] - self.fit_start, 2), timed_steps=last[0] - first[0])
             if last[0] > first[0]:
                 steps_per_s = (last[0] - first[0]) / (last[1] - first[1])

@@ -225,9 +225,10 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
                                   compile=args.train_compile,
                                   num_workers=0 if args.tiny else 4)
         timer = step_timer(device.type == "cuda")
+        profiler = gpu_busy_profile(warmup + steps, args.train_profile, device.type == "cuda")
         trainer = pl.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=precision,
-                             max_steps=warmup + steps, accumulate_grad_batches=accumulate, gradient_clip_val=None,
-                             callbacks=[timer], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             max_steps=warmup + steps + args.train_profile, accumulate_grad_batches=accumulate,
+                             gradient_clip_val=None, callbacks=[timer, profiler], logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -246,7 +247,7 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
             base.unet.float()  # setup() cast it to the frozen dtype; the next ControlNet is copied from it in fp32
             torch.cuda.empty_cache()
             continue
-        rates = timer.rates(warmup, batch * accumulate)
+        rates = timer.rates(warmup, batch * accumulate, last=warmup + steps)
         result = {"unit": "image", "per_s": rates["images_per_s"], "batch": batch,
                   "settings": {"resolution": resolution, "precision": precision, "accumulate_grad_batches": accumulate,
                                "gradient_clip_val": None,
@@ -255,8 +256,61 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
                                "timed_optimizer_steps": rates.get("timed_steps"),
                                "first_step_s": rates.get("first_step_s")},
                   "steps_per_s": rates["steps_per_s"], "peak_gib": _peak_gib(device)}
+        if profiler.report:
+            result["profile"] = profiler.report
         break
     return result
+
+
+def busy_share(intervals: list[tuple[float, float]], start: float, end: float) -> float:
+    """The share of [start, end] covered by the union of `intervals` (kernels overlap on streams)."""
+    covered, reach = 0.0, start
+    for a, b in sorted(intervals):
+        a, b = max(a, reach), min(b, end)
+        if b > a:
+            covered += b - a
+            reach = b
+    return covered / (end - start) if end > start else float("nan")
+
+
+def gpu_busy_profile(first_step: int, steps: int, cuda: bool):
+    """A Lightning callback that profiles `steps` optimizer steps from optimizer step `first_step` on (torch.profiler,
+    after the timed steps: its overhead stays out of the rate). `report`: the share of the profiled wall time the GPU
+    ran a kernel (what a host-bound loop leaves idle), the top kernels by GPU time and host ops by self CPU time."""
+    import pytorch_lightning as pl
+
+    class BusyProfile(pl.Callback):
+        def __init__(self):
+            self.report, self.prof = {}, None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if steps and self.prof is None and not self.report and trainer.global_step >= first_step:
+                activities = [torch.profiler.ProfilerActivity.CPU] + (
+                    [torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+                self.prof = torch.profiler.profile(activities=activities)
+                self.prof.__enter__()
+
+        def on_train_end(self, trainer, pl_module):
+            if self.prof is None:
+                return
+            if cuda:
+                torch.cuda.synchronize()
+            self.prof.__exit__(None, None, None)
+            events = [e for e in self.prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            cpu = [e for e in self.prof.events() if e.device_type == torch.autograd.DeviceType.CPU]
+            start = min(e.time_range.start for e in cpu)
+            end = max(e.time_range.end for e in [*cpu, *events])
+            kernels = [(e.time_range.start, e.time_range.end) for e in events]
+            table = self.prof.key_averages()
+            by_gpu = sorted(table, key=lambda e: -e.device_time_total)[:12] if cuda else []
+            by_cpu = sorted(table, key=lambda e: -e.self_cpu_time_total)[:12]
+            self.report = {"optimizer_steps": steps, "wall_ms": round((end - start) / 1e3, 1),
+                           "gpu_busy_share": round(busy_share(kernels, start, end), 4) if cuda else None,
+                           "top_kernels_ms": {e.key[:90]: round(e.device_time_total / 1e3, 1) for e in by_gpu},
+                           "top_host_self_ms": {e.key[:90]: round(e.self_cpu_time_total / 1e3, 1) for e in by_cpu}}
+            self.prof = None
+
+    return BusyProfile()
 
 
 # ------------------------------------------------------------------------------------------------ Grounded-SAM
@@ -459,6 +513,9 @@ def parse_args(argv):
                    help="gradient checkpointing (on: both networks, controlnet: the ControlNet only); auto: off, "
                         "then controlnet, then on, each after an out-of-memory error")
     p.add_argument("--train-compile", action="store_true", help="ControlNet training with compile=true")
+    p.add_argument("--train-profile", type=int, default=0, metavar="STEPS",
+                   help="ControlNet training: profile STEPS optimizer steps after the timed ones (GPU busy share, "
+                        "top kernels and host ops; see gpu_busy_profile)")
     p.add_argument("--tiny", action="store_true", help="tiny architectures on CPU (smoke test)")
     p.add_argument("--device", default=None, help="default: cuda if available (cpu with --tiny)")
     p.add_argument("--out", default=None, help="folder for the JSONs (default $OUT)")

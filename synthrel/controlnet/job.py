@@ -405,7 +405,7 @@ class TrainControlNetJob:
         return instantiate_loggers(self.logger, job_type="train_controlnet", key=f"{KEY}.logger")
 
     def _trainer(self, pl, run_dir: Path):
-        from pytorch_lightning.callbacks import ModelCheckpoint
+        from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
         checkpoint = ModelCheckpoint(
             dirpath=self.checkpoint_dir, filename="{step:07d}", every_n_train_steps=self.checkpoint_every_n_steps,
@@ -421,7 +421,8 @@ class TrainControlNetJob:
             accumulate_grad_batches=self.accumulate_grad_batches,
             gradient_clip_val=self.max_grad_norm,  # None (default): no clipping, as the paper
             gradient_clip_algorithm="norm" if self.max_grad_norm is not None else None,
-            callbacks=[checkpoint],
+            # The bar reads the logged loss, a GPU sync: once per optimizer step, not per micro-batch.
+            callbacks=[checkpoint, TQDMProgressBar(refresh_rate=self.accumulate_grad_batches)],
             logger=self._loggers() or False,
             default_root_dir=run_dir,
             use_distributed_sampler=False,  # the data stream shards itself by rank (synthrel.controlnet.data)

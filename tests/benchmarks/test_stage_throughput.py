@@ -84,3 +84,29 @@ def test_rba_benchmark_tiny_is_the_tiny_profiles_model(tmp_path):
     saved = json.loads((tmp_path / "out" / "throughput_rba_swin_b_cpu.json").read_text())
     assert "error" not in res and saved["settings"]["head"] == "tiny" and saved["per_s"] > 0
     assert saved["predict_img_s"] > 0
+
+
+def test_busy_share_is_the_union_of_overlapping_kernels_within_the_window():
+    """Against a brute force: the window cut into 1-unit cells, a cell busy when any interval covers it."""
+    import random
+
+    from benchmarks.stage_throughput import busy_share
+
+    rng = random.Random(0)
+    for _ in range(200):
+        start, end = rng.randint(0, 20), rng.randint(21, 60)
+        intervals = [(a, a + rng.randint(0, 15)) for a in (rng.randint(-10, 70) for _ in range(rng.randint(0, 8)))]
+        cells = sum(any(a <= t and t + 1 <= b for a, b in intervals) for t in range(start, end))
+        assert busy_share(intervals, start, end) == cells / (end - start)
+    assert busy_share([], 0, 10) == 0.0
+
+
+def test_controlnet_training_profile_runs_after_the_timed_steps(tmp_path):
+    """--train-profile adds profiled optimizer steps after the timed ones and reports host ops (CPU: no GPU share)."""
+    from benchmarks.stage_throughput import main
+
+    res = main(["--tiny", "--stages", "controlnet_train_sd15", "--train-profile", "1", "--out", str(tmp_path)])
+    run = res["controlnet_train_sd15"]
+    assert "error" not in run and run["settings"]["timed_optimizer_steps"] == 2
+    assert run["profile"]["optimizer_steps"] == 1 and run["profile"]["gpu_busy_share"] is None
+    assert run["profile"]["top_host_self_ms"] and run["profile"]["wall_ms"] > 0

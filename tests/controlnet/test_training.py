@@ -298,3 +298,16 @@ def test_a_finished_run_is_not_reused_when_its_settings_changed(tiny_models, tin
     after = json.loads((out / "final" / "training.json").read_text())
     assert before["lr"] == 1e-4 and after["lr"] == after["settings"]["lr"] == 1e-3
     assert make_job(tiny_models, tiny_cityscapes, out, lr=1e-3).run()["skipped"]
+
+
+def test_progress_bar_reads_the_loss_once_per_optimizer_step(tiny_models, tiny_cityscapes, tmp_path):
+    """The bar's postfix is the logged loss, read from the GPU (a sync): per optimizer step, not per micro-batch;
+    the loader pins host memory only where batches go to a GPU."""
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    job = make_job(tiny_models, tiny_cityscapes, tmp_path, accumulate_grad_batches=3)
+    bars = [c for c in job._trainer(pl, tmp_path / "run").callbacks if isinstance(c, TQDMProgressBar)]
+    assert [bar.refresh_rate for bar in bars] == [3]
+    module, _ = make_module(tiny_models, tiny_cityscapes, lr=1e-3)
+    module.trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    assert module.train_dataloader().pin_memory is False
