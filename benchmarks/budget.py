@@ -273,28 +273,32 @@ def controlnet_training(results: Path, model: str) -> Measured | None:
 
 
 LEVER_CONTROLNET_ONLY = "no_unet_checkpointing"  # benchmarks/train_levers.py's name of `controlnet` checkpointing
+LEVER_COMPILED_OFF = "compile+no_checkpointing"  # the stage's `compile: true` with `gradient_checkpointing: false`
 
 
 def checkpointing_trade(results: Path, model: str) -> dict | None:
     """What the train_controlnet stage's `gradient_checkpointing: auto` decides with, from the training-lever sweeps
     (train_levers_<model>_*.json): the largest eager peak of checkpointing in the ControlNet only (its batch,
-    resolution, card, source), and the speed-up of that setting compiled over `compile` alone, where one sweep ran
-    both (one process). None unless the peak is measured."""
-    peak, speedup = None, {}
+    resolution, card, source), the speed-up of that setting compiled over `compile` alone, where one sweep ran
+    both (one process), and `compiled_off`: the largest compiled peak without checkpointing, where it ran. None
+    unless the controlnet-only peak is measured."""
+    peak, speedup, compiled_off = None, {}, None
     for path in _prefer(list(results.glob(f"train_levers_{model}_*.json"))):
         d = json.loads(path.read_text())
         if d.get("tiny"):
             continue
         variants, settings = d["variants"], d["settings"]
-        eager = variants.get(LEVER_CONTROLNET_ONLY) or {}
-        if eager.get("peak_gib") and (peak is None or eager["peak_gib"] > peak["peak_gib"]):
-            peak = {"peak_gib": eager["peak_gib"], "batch": settings["batch"], "resolution": settings["resolution"],
-                    "card": d["device"], "source": path.name}
+        for name, kept in ((LEVER_CONTROLNET_ONLY, peak), (LEVER_COMPILED_OFF, compiled_off)):
+            ran = variants.get(name) or {}
+            if ran.get("peak_gib") and (kept is None or ran["peak_gib"] > kept["peak_gib"]):
+                found = {"peak_gib": ran["peak_gib"], "batch": settings["batch"],
+                         "resolution": settings["resolution"], "card": d["device"], "source": path.name}
+                peak, compiled_off = (found, compiled_off) if name == LEVER_CONTROLNET_ONLY else (peak, found)
         plain, lever = variants.get("compile") or {}, variants.get(f"compile+{LEVER_CONTROLNET_ONLY}") or {}
         if not speedup and "images_per_s" in plain and "images_per_s" in lever:
             speedup = {"compiled_speedup": round(lever["images_per_s"] / plain["images_per_s"], 4),
                        "speedup_card": d["device"], "speedup_source": path.name}
-    return None if peak is None else {**peak, **speedup}
+    return None if peak is None else {**peak, **speedup, **({"compiled_off": compiled_off} if compiled_off else {})}
 
 
 def training_row(results: Path, model: str, work: str, images: int) -> Row:
@@ -317,9 +321,10 @@ def training_row(results: Path, model: str, work: str, images: int) -> Row:
             row.fixed_s = trade["compile_s"]
             lever = row.checkpointing or {}
             stage_run = throughput_json(results, f"controlnet_train_{model}", compiled=True)[1]["settings"]
-            if stage_run.get("gradient_checkpointing") == "controlnet":
+            if stage_run.get("gradient_checkpointing") in ("controlnet", False):
                 row.measured = Measured(trade["compiled_per_s"], trade["card"], trade["source"],
-                                        "compiled, gradient checkpointing in the ControlNet only")
+                                        "compiled, gradient checkpointing " + (
+                                            "in the ControlNet only" if stage_run["gradient_checkpointing"] else "off"))
             elif backbone_default(model, "gradient_checkpointing") == "auto" and \
                     stage_run.get("gradient_checkpointing") is True and \
                     lever.get("speedup_card") == lever.get("card") == trade["card"]:

@@ -323,13 +323,15 @@ CHECKPOINTING_MARGIN = 1.1
 
 
 def checkpointing_choice(setting: bool | str, *, key: str, card_gib: float | None, batch: int, resolution: int,
-                         measured: dict | None) -> tuple[bool | str, str]:
+                         measured: dict | None, compiled: bool = False) -> tuple[bool | str, str]:
     """`gradient_checkpointing` of train_controlnet: true (ControlNet and UNet), false, controlnet (the ControlNet
     only: the frozen UNet keeps its activations, which saves its decoder's recomputation), or `auto`.
 
-    auto: `controlnet` where the card (`card_gib` of memory; None: not on CUDA) holds the measured peak of that
-    setting (eager, so true of a compiled run too), scaled up by batch x pixels where the run's are larger, times
-    CHECKPOINTING_MARGIN; else true. Returns (the setting, the reason, for the log and the stage's record)."""
+    auto, on a card of `card_gib` (None: not on CUDA): false where the run is `compiled` and the card holds the
+    measured compiled peak without checkpointing (`measured["compiled_off"]`: Inductor saves fewer activations than
+    eager, where batch 8 of SDXL does not fit 80 GB); else `controlnet` where it holds the measured peak of that
+    setting (eager, so true of a compiled run too); else true. Each peak is scaled up by batch x pixels where the
+    run's are larger, times CHECKPOINTING_MARGIN. Returns (the setting, the reason, for the log and the record)."""
     check_checkpointing(setting, key)
     if setting != "auto":
         return setting, f"set to {str(setting).lower()}"
@@ -337,13 +339,20 @@ def checkpointing_choice(setting: bool | str, *, key: str, card_gib: float | Non
         return True, "auto: true, not on CUDA (no memory measured)"
     if not measured:
         return True, "auto: true, no measured peak of controlnet-only checkpointing for this backbone"
-    scale = max(1.0, batch * resolution**2 / (measured["batch"] * measured["resolution"] ** 2))
-    need = measured["peak_gib"] * scale * CHECKPOINTING_MARGIN
-    fits = card_gib >= need
-    return ("controlnet" if fits else True), (
-        f"auto: {'controlnet' if fits else 'true'}, the card's {card_gib:.0f} GiB {'>=' if fits else '<'} "
-        f"{need:.0f} GiB ({measured['peak_gib']:g} GiB measured at batch {measured['batch']}, "
-        f"{measured['resolution']} px, {measured['card']}, {measured['source']}; x {CHECKPOINTING_MARGIN:g})")
+    reasons = []
+    for choice, peak in ((False, measured.get("compiled_off") if compiled else None), ("controlnet", measured)):
+        if not peak:
+            continue
+        scale = max(1.0, batch * resolution**2 / (peak["batch"] * peak["resolution"] ** 2))
+        need = peak["peak_gib"] * scale * CHECKPOINTING_MARGIN
+        fits = card_gib >= need
+        reasons.append(f"{'compiled without' if choice is False else 'controlnet-only'} checkpointing: the card's "
+                       f"{card_gib:.0f} GiB {'>=' if fits else '<'} {need:.0f} GiB ({peak['peak_gib']:g} GiB measured "
+                       f"at batch {peak['batch']}, {peak['resolution']} px, {peak['card']}, {peak['source']}; "
+                       f"x {CHECKPOINTING_MARGIN:g})")
+        if fits:
+            return choice, f"auto: {str(choice).lower()}, " + "; ".join(reasons)
+    return True, "auto: true, " + "; ".join(reasons)
 
 
 #: a steady rate slower than this fraction of its benchmark's is flagged in the stage table (#33: > 20 % slower)

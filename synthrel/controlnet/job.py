@@ -311,7 +311,7 @@ class TrainControlNetJob:
         checkpointing, checkpointing_why = checkpointing_choice(
             self.gradient_checkpointing, key=KEY, batch=self.batch_size, resolution=self.resolution,
             card_gib=torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None,
-            measured=checkpointing_cost(str(self.backbone.get("name"))))
+            measured=checkpointing_cost(str(self.backbone.get("name"))), compiled=compile_on)
         log.info("%s.gradient_checkpointing=%s: %s", KEY, self.gradient_checkpointing, checkpointing_why)
         summary.update(compile=compile_on, compile_reason=why, gradient_checkpointing=checkpointing,
                        gradient_checkpointing_reason=checkpointing_why, vae_fp32=vae_fp32, vae_fp32_reason=vae_why)

@@ -123,6 +123,23 @@ def test_checkpointing_auto_takes_the_controlnet_only_where_the_card_holds_the_m
     assert why.startswith(f"auto: {str(expected).lower()}") and "train_levers_sdxl_split_h100.json" in why
 
 
+@pytest.mark.parametrize(("card_gib", "compiled", "expected"), [
+    (79.2, True, False),           # 66 x 1.1 = 72.6 GiB fits an H100 when compiled
+    (79.2, False, "controlnet"),   # eager: the compiled peak says nothing (eager batch 8 without it ran out)
+    (70.0, True, "controlnet"),    # 72.6 does not fit; the controlnet-only 67.3 does
+    (47.5, True, True),
+])
+def test_checkpointing_auto_drops_checkpointing_only_where_the_compiled_peak_fits(card_gib, compiled, expected):
+    from synthrel.runstats import checkpointing_choice
+
+    measured = {**H100_PEAK, "compiled_off": {**H100_PEAK, "peak_gib": 66.0, "source": "train_levers_sdxl_h100.json"}}
+    choice, why = checkpointing_choice("auto", key="k", card_gib=card_gib, batch=8, resolution=1024,
+                                       measured=measured, compiled=compiled)
+    assert choice is expected if isinstance(expected, bool) else choice == expected, why
+    assert why.startswith(f"auto: {str(expected).lower()}, ")
+    assert ("compiled without checkpointing" in why) is compiled
+
+
 def test_checkpointing_auto_is_both_networks_off_cuda_or_unmeasured_and_set_values_stay():
     from synthrel.errors import ConfigError
     from synthrel.runstats import checkpointing_choice
