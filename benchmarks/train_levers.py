@@ -31,6 +31,8 @@ default (eager, gradient checkpointing on). Levers:
 - `fp8_frozen_unet_fwd`: the same layers as FrozenFp8Linear (here, `torch._scaled_mm`): forward in e4m3 with one
   dynamic scale for the activations and one for the weights (quantised once), backward only the input gradient,
   in bf16 from the bf16 weights; no torchao needed
+- `cudnn_benchmark`: `torch.backends.cudnn.benchmark = True` (cuDNN times its convolution algorithms for each new
+  shape and keeps the fastest; the Trainer's `benchmark` flag; both harnesses otherwise leave torch's default, off)
 - `compile`, `compile_reduce_overhead`: UNet and ControlNet compiled in place (stage option `compile`), the
   second with mode="reduce-overhead" (CUDA graphs; each micro-batch marks a new CUDA-graph step: without the mark
   the H100 run failed reading graph outputs a later replay had overwritten); minutes of compile each, so only
@@ -66,7 +68,8 @@ from benchmarks import write_result
 
 FP8 = ("fp8_frozen_unet", "fp8_frozen_unet_fwd")
 LEVERS = ("no_checkpointing", "no_unet_checkpointing", "split_micro_batch", "channels_last", "vae_fp32", "sdpa_flash",
-          "sdpa_efficient", "sdpa_cudnn", "sdpa_math", *FP8, "compile", "compile_reduce_overhead", "eager_vae")
+          "sdpa_efficient", "sdpa_cudnn", "sdpa_math", *FP8, "compile", "compile_reduce_overhead", "eager_vae",
+          "cudnn_benchmark")
 DEFAULT_VARIANTS = ("baseline", "no_checkpointing", "channels_last", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn",
                     *FP8)
 E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
@@ -295,6 +298,8 @@ class Bench:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
         module = optimizer = None
+        cudnn_benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = "cudnn_benchmark" in levers or cudnn_benchmark
         try:
             if "split_micro_batch" in levers:
                 if batch % 2:
@@ -343,6 +348,7 @@ class Bench:
         except Exception as e:  # noqa: BLE001 - one lever failing (kernel missing) must not lose the others
             result = {"error": f"{type(e).__name__}: {e}"[:500]}
         finally:
+            torch.backends.cudnn.benchmark = cudnn_benchmark
             restore(self.base.unet, fp8)
             del module, optimizer
             gc.collect()

@@ -48,14 +48,16 @@ def test_lever_sweep_and_curve_tiny_smoke(tmp_path):
 
     split = "split_micro_batch+no_checkpointing"
     res = main(["--levers", "no_checkpointing", "no_unet_checkpointing", split, "fp8_frozen_unet",
-                "fp8_frozen_unet_fwd", "--kind", "sd15", "--tiny", "--warmup-steps", "1", "--steps", "1",
+                "fp8_frozen_unet_fwd", "cudnn_benchmark", "--kind", "sd15", "--tiny", "--warmup-steps", "1", "--steps", "1",
                 "--accumulate", "1", "--curve-steps", "2", "--curve-levers", "no_checkpointing", split,
                 "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "train_levers_sd15_cpu.json").read_text())
     assert saved == json.loads(json.dumps(res))
     variants = res["variants"]
-    assert list(variants) == ["baseline", "no_checkpointing", "no_unet_checkpointing", split, "fp8_frozen_unet",
-                              "fp8_frozen_unet_fwd"]
+    assert list(variants) == ["baseline", "no_checkpointing", "no_unet_checkpointing", split, "cudnn_benchmark",
+                              "fp8_frozen_unet", "fp8_frozen_unet_fwd"]
+    assert variants["cudnn_benchmark"]["losses"] == variants["baseline"]["losses"]  # no cuDNN on the CPU
+    assert torch.backends.cudnn.benchmark is False  # the lever's flag does not outlive its variant
     fp8 = variants["fp8_frozen_unet_fwd"]["losses"]  # fp8 forward on the CPU: rounding, not another curve
     assert fp8 == pytest.approx(variants["baseline"]["losses"], rel=0.05)
     assert "compute capability" in variants["fp8_frozen_unet"]["skipped"]  # a result, not a crash
