@@ -250,7 +250,9 @@ class Bench:
 
         key = (count, batch)
         if key not in self._batches:
-            self._batches = {key: [default_collate([self.data[i * batch + j] for j in range(batch)])
+            pin = self.device.type == "cuda"  # as the stage's loader: copies that do not wait for the GPU
+            self._batches = {key: [{k: v.pin_memory() if pin and isinstance(v, torch.Tensor) else v
+                                    for k, v in default_collate([self.data[i * batch + j] for j in range(batch)]).items()}
                                    for i in range(count)]}
         return self._batches[key]
 
@@ -297,6 +299,7 @@ class Bench:
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
+        retries = torch.cuda.memory_stats(self.device).get("num_alloc_retries", 0) if cuda else None
         module = optimizer = None
         cudnn_benchmark = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = "cudnn_benchmark" in levers or cudnn_benchmark
@@ -338,7 +341,10 @@ class Bench:
                 losses = losses.view(-1, 2).mean(1)
             result = {"images_per_s": images / timed, "timed_s": timed, "first_step_s": marks[0] - start,
                       "losses": [float(v) for v in losses.cpu()],
-                      "peak_gib": round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2) if cuda else None}
+                      "peak_gib": round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2) if cuda else None,
+                      # cudaMalloc retries after the allocator freed its cache (each synchronises): memory pressure
+                      "allocator_retries": torch.cuda.memory_stats(self.device).get("num_alloc_retries", 0) - retries
+                      if cuda else None}
             result["final_state"] = {k: v.detach().to("cpu", torch.float32)
                                      for k, v in module.controlnet.state_dict().items()} if keep else None
         except Skipped as e:
@@ -517,7 +523,7 @@ def main(argv: list[str] | None = None) -> dict:
            "command": " ".join(["python -m benchmarks.run throughput", *argv]),
            "settings": {"resolution": args.resolution, "batch": args.batch, "accumulate": args.accumulate,
                         "warmup_steps": args.warmup_steps, "timed_steps": args.steps, "precision": args.precision,
-                        "lr": args.lr, "optimizer": "AdamW over the ControlNet", "data": "pre-collated on the host",
+                        "lr": args.lr, "optimizer": "AdamW over the ControlNet", "data": "pre-collated on the host, pinned",
                         "curve_steps": args.curve_steps, "curve_batch": args.curve_batch},
            "variants": {}, "curve": None}
     name = f"train_levers_{args.kind}_{card_slug(card)}.json"

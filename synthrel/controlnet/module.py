@@ -219,37 +219,50 @@ class ControlNetModule(pl.LightningModule):
             prompt_embeds = torch.cat(hidden, dim=-1)
             size = self.train_data.resolution
             # original size, crop top-left, target size: fixed, as train_controlnet_sdxl.py and the pipeline default
-            time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=self.device, dtype=prompt_embeds.dtype)
+            time_ids = self.to_device(torch.tensor([[size, size, 0, 0, size, size]], dtype=prompt_embeds.dtype))
             added = {"text_embeds": pooled, "time_ids": time_ids.repeat(len(captions), 1)}
             return prompt_embeds, added
 
     def _tokenize(self, tokenizer, captions: list[str]) -> torch.Tensor:
-        return tokenizer(list(captions), max_length=tokenizer.model_max_length, padding="max_length",
-                         truncation=True, return_tensors="pt").input_ids.to(self.device)
+        return self.to_device(tokenizer(list(captions), max_length=tokenizer.model_max_length, padding="max_length",
+                                        truncation=True, return_tensors="pt").input_ids)
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor` on the module's device without waiting for the GPU: CUDA synchronises the stream for a copy
+        from pageable host memory, which would leave the GPU idle while the host launches the next kernels; a
+        copy from pinned memory is queued like a kernel."""
+        if self.device.type != "cuda" or tensor.device == self.device:
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
+    def draw_normal(self, shape: torch.Size, generators: list[torch.Generator], dtype: torch.dtype) -> torch.Tensor:
+        """Standard normal draws, sample i from CPU generator i: the values of diffusers' `randn_tensor` with a list
+        of generators (what `latent_dist.sample` and the training scripts use), moved by to_device()."""
+        return self.to_device(torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=dtype) for g in generators]))
 
     def diffusion_loss(self, batch: dict) -> torch.Tensor:
-        from diffusers.utils.torch_utils import randn_tensor
-
         generators = [torch.Generator().manual_seed(item_seed(self.seed, int(p), "diffusion"))
                       for p in batch["position"]]
         with torch.no_grad():
-            pixels = batch["pixel_values"].to(self.device, dtype=self.vae.dtype)
+            pixels = self.to_device(batch["pixel_values"]).to(self.vae.dtype)
             # A float32 VAE must also leave the trainer's autocast, which would run its convolutions in 16 bits.
             with torch.autocast(self.device.type, enabled=False) if self.vae_fp32 else nullcontext():
-                latents = self.vae.encode(pixels).latent_dist.sample(generator=generators)
+                posterior = self.vae.encode(pixels).latent_dist  # its sample(), with the draws of draw_normal
+                latents = posterior.mean + posterior.std * self.draw_normal(posterior.mean.shape, generators,
+                                                                           posterior.parameters.dtype)
             latents = (latents * self.vae.config.scaling_factor).to(self.unet.dtype)
             prompt_embeds, added = self.encode_prompts(batch["caption"])
-        noise = randn_tensor(latents.shape, generator=generators, device=self.device, dtype=latents.dtype)
+        noise = self.draw_normal(latents.shape, generators, latents.dtype)
         num_train_timesteps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.cat([torch.randint(0, num_train_timesteps, (1,), generator=g) for g in generators])
-        timesteps = timesteps.to(self.device).long()
+        timesteps = self.to_device(timesteps).long()
         noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
         down_residuals, mid_residual = self.controlnet(
             noisy_latents,
             timesteps,
             encoder_hidden_states=prompt_embeds,
             added_cond_kwargs=added,
-            controlnet_cond=batch["conditioning"].to(self.device, dtype=self.controlnet.dtype),
+            controlnet_cond=self.to_device(batch["conditioning"]).to(self.controlnet.dtype),
             return_dict=False,
         )
         model_pred = self.unet(

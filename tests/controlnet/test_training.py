@@ -311,3 +311,33 @@ def test_progress_bar_reads_the_loss_once_per_optimizer_step(tiny_models, tiny_c
     module, _ = make_module(tiny_models, tiny_cityscapes, lr=1e-3)
     module.trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
     assert module.train_dataloader().pin_memory is False
+
+
+def test_draws_are_those_of_diffusers_randn_tensor(tiny_models, tiny_cityscapes):
+    """The noise and the VAE posterior's sample keep diffusers' values (a list of CPU generators, one per sample),
+    bitwise, now that they reach the GPU through pinned memory."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    module, _ = make_module(tiny_models, tiny_cityscapes, lr=1e-4)
+    for dtype in (torch.float32, torch.bfloat16):
+        seeded = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+        mine = module.draw_normal(torch.Size((3, 4, 5, 6)), seeded, dtype)
+        theirs = randn_tensor((3, 4, 5, 6), generator=[torch.Generator().manual_seed(s) for s in (1, 2, 3)],
+                              device=torch.device("cpu"), dtype=dtype)
+        assert mine.dtype == dtype and torch.equal(mine, theirs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: CUDA's synchronisation debug mode")
+def test_a_training_step_never_waits_for_the_gpu(tiny_models, tiny_cityscapes):
+    """No copy from pageable memory or other synchronising call in the step: the host stays ahead of the GPU."""
+    module, data = make_module(tiny_models, tiny_cityscapes, kind="sdxl", lr=1e-4)
+    module.to("cuda")
+    batch = default_collate([data[0], data[1]])
+    batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}  # as the loader
+    module.diffusion_loss(batch).backward()  # the first step's one-time work (the scheduler's table moves)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        module.diffusion_loss(batch).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
