@@ -901,7 +901,9 @@ def table(rows: list[Row], summary: dict, scaling: Measured | None, by_set: dict
                "one DDP run at the per-GPU efficiency measured on 2 GPUs "
                + ("(not measured)" if scaling is None else
                   f"({scaling.per_s:.3f}x on 2 GPUs = {scaling.per_s / 2:.2f} per GPU, {scaling.card}, "
-                  f"{scaling.source}), assumed to hold on {GPUS} GPUs: not measured on {GPUS}"))
+                  f"{scaling.source}), assumed to hold on {GPUS} GPUs: not measured on {GPUS}; SDXL's step of 32 "
+                  f"images over {GPUS} GPUs is {32 // GPUS} per GPU without accumulation, counted at the one-GPU "
+                  "rate of batch 8 (a smaller micro-batch's rate is not measured compiled)"))
     out.append("cards differ between rows (each row names its own); work counts and their sources: COUNTS in "
                "benchmarks/budget.py")
     out.append(f"ideal: the row's FLOPs (docs/bench_results/flops.json, `python -m benchmarks.run flops`) at "
