@@ -228,8 +228,9 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
         profiler = gpu_busy_profile(warmup + steps, args.train_profile, device.type == "cuda")
         trainer = pl.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=precision,
                              max_steps=warmup + steps + args.train_profile, accumulate_grad_batches=accumulate,
-                             gradient_clip_val=None, callbacks=[timer, profiler], logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0)
+                             gradient_clip_val=None, callbacks=[timer, profiler], logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             use_distributed_sampler=False, num_sanity_val_steps=0)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         out_of_memory = False

@@ -251,9 +251,9 @@ class Bench:
         key = (count, batch)
         if key not in self._batches:
             pin = self.device.type == "cuda"  # as the stage's loader: copies that do not wait for the GPU
+            collated = [default_collate([self.data[i * batch + j] for j in range(batch)]) for i in range(count)]
             self._batches = {key: [{k: v.pin_memory() if pin and isinstance(v, torch.Tensor) else v
-                                    for k, v in default_collate([self.data[i * batch + j] for j in range(batch)]).items()}
-                                   for i in range(count)]}
+                                    for k, v in micro.items()} for micro in collated]}
         return self._batches[key]
 
     def module(self, levers: frozenset[str], batch: int):
@@ -523,7 +523,8 @@ def main(argv: list[str] | None = None) -> dict:
            "command": " ".join(["python -m benchmarks.run throughput", *argv]),
            "settings": {"resolution": args.resolution, "batch": args.batch, "accumulate": args.accumulate,
                         "warmup_steps": args.warmup_steps, "timed_steps": args.steps, "precision": args.precision,
-                        "lr": args.lr, "optimizer": "AdamW over the ControlNet", "data": "pre-collated on the host, pinned",
+                        "lr": args.lr, "optimizer": "AdamW over the ControlNet",
+                        "data": "pre-collated on the host, pinned",
                         "curve_steps": args.curve_steps, "curve_batch": args.curve_batch},
            "variants": {}, "curve": None}
     name = f"train_levers_{args.kind}_{card_slug(card)}.json"
