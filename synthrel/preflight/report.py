@@ -56,9 +56,10 @@ def gpu_estimates(cfg: DictConfig, stages: list[str]) -> dict[str, str]:
                           f"in fp32; activations (batch {batch}) come on top "
                           "(gradient_checkpointing=true reduces them)")
             if sdxl:
-                out[stage] += ("; measured at 1024 px, bf16-mixed: batch 8 with gradient checkpointing in both "
-                               "networks 41.5 GiB, in the ControlNet only 61.2 GiB eager (47.1 compiled; auto picks it "
-                               "where the card holds 61.2 x 1.1), batch 8 without: out of memory on an 80 GB H100")
+                out[stage] += ("; measured at 1024 px, bf16-mixed, batch 8: gradient checkpointing in both "
+                               "networks 41.3 GiB, in the ControlNet only 61.2 GiB eager (46.9 compiled), none 67.0 "
+                               "GiB compiled (eager: out of memory on an 80 GB H100); auto picks none for a compiled "
+                               "run where the card holds 67.0 x 1.1, else the ControlNet only where it holds 61.2 x 1.1")
         elif stage == "caption":
             out[stage] = "~2-4 GB (BLIP-large fp32 weights 1.9 GB + beam search); not measured"
         elif stage == "ood_detection":
