@@ -128,6 +128,9 @@ class RbaSettings:
 
     models: dict[str, str | dict] | None = field(default_factory=dict)
     datasets: list[str] | None = None
+    # workers decoding the scored images (PNG decode of a 1024x2048 frame: ~0.1 s, longer than the H100's
+    # Swin-B pass); auto: synthrel.runtime.auto_workers()
+    num_workers: int | Literal["auto"] = "auto"
     finetune: FinetuneSettings | None = field(default_factory=FinetuneSettings)
 
 
@@ -183,6 +186,7 @@ class OODDetectionJob:
             self.rba = RbaSettings(**(plain(self.rba) or {}))
         self.rba_models = dict(self.rba.models or {})
         self.rba_datasets = list(self.rba.datasets or self.datasets)
+        self.rba_workers = loader_workers(self.rba.num_workers, "stages.ood_detection.rba.num_workers")
         self.finetune = ft = finetune_settings(self.rba.finetune)
         ft["num_workers"] = loader_workers(ft["num_workers"], "stages.ood_detection.rba.finetune.num_workers")
         if ft["enabled"]:
@@ -347,6 +351,7 @@ class OODDetectionJob:
 
     def _rba_evaluate(self, model, dataset, folder: Path, desc: str, rate: SteadyRate | None = None) -> None:
         import torch
+        from torch.utils.data import DataLoader
 
         from synthrel.ood_detection.rba import rba_predict
 
@@ -356,12 +361,15 @@ class OODDetectionJob:
         acc = OODAccumulator(["rba"], device)
         ids = []
         rate = rate or SteadyRate()
+        cuda = device.type == "cuda"
+        # Workers decode the next images while the GPU scores; pinned, their copies do not wait for the GPU.
+        loader = DataLoader(dataset, batch_size=None, num_workers=self.rba_workers, pin_memory=cuda,
+                            prefetch_factor=4 if self.rba_workers else None)
         with rate.loop():
-            for index in tqdm(range(len(dataset)), desc=desc):
-                sample = dataset[index]
+            for sample in tqdm(loader, total=len(dataset), desc=desc):
                 with torch.inference_mode():
                     scores = rba_predict(model, sample["image"][None], device)[0]  # (1, H, W), on the device
-                acc.update(scores[None], torch.from_numpy(sample["ood"][None]).to(device))
+                acc.update(scores[None], sample["ood"][None].to(device, non_blocking=cuda))
                 ids.append(sample["id"])
                 rate.tick(1)
         result = acc.result()

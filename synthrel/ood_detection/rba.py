@@ -85,7 +85,9 @@ def class_scores(class_queries_logits: torch.Tensor, masks_queries_logits: torch
 def rba_predict(model, images, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(anomaly scores (B, H, W), class scores (B, 19, H, W)) for RGB uint8 images (B, H, W, 3)."""
     model.eval()
-    pixel_values = to_pixel_values(images).to(device or next(model.parameters()).device)
+    device = device or next(model.parameters()).device
+    # uint8 to the device first: a quarter of the bytes of float pixels, normalised there (the same float32 math)
+    pixel_values = to_pixel_values(torch.as_tensor(images).to(device, non_blocking=True))
     out = model(pixel_values=pixel_values)
     scores = class_scores(out.class_queries_logits, out.masks_queries_logits, pixel_values.shape[-2:])
     return rba_score(scores), scores
