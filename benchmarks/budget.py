@@ -283,17 +283,21 @@ def checkpointing_trade(results: Path, model: str) -> dict | None:
     both (one process), and `compiled_off`: the largest compiled peak without checkpointing, where it ran. None
     unless the controlnet-only peak is measured."""
     peak, speedup, compiled_off = None, {}, None
+
+    def larger(kept: dict | None, ran: dict | None, d: dict, path: Path) -> dict | None:
+        """`ran`'s peak (with its batch, resolution, card, source) where it exceeds `kept`'s, else `kept`."""
+        if not (ran or {}).get("peak_gib") or kept is not None and ran["peak_gib"] <= kept["peak_gib"]:
+            return kept
+        return {"peak_gib": ran["peak_gib"], "batch": d["settings"]["batch"],
+                "resolution": d["settings"]["resolution"], "card": d["device"], "source": path.name}
+
     for path in _prefer(list(results.glob(f"train_levers_{model}_*.json"))):
         d = json.loads(path.read_text())
         if d.get("tiny"):
             continue
-        variants, settings = d["variants"], d["settings"]
-        for name, kept in ((LEVER_CONTROLNET_ONLY, peak), (LEVER_COMPILED_OFF, compiled_off)):
-            ran = variants.get(name) or {}
-            if ran.get("peak_gib") and (kept is None or ran["peak_gib"] > kept["peak_gib"]):
-                found = {"peak_gib": ran["peak_gib"], "batch": settings["batch"],
-                         "resolution": settings["resolution"], "card": d["device"], "source": path.name}
-                peak, compiled_off = (found, compiled_off) if name == LEVER_CONTROLNET_ONLY else (peak, found)
+        variants = d["variants"]
+        peak = larger(peak, variants.get(LEVER_CONTROLNET_ONLY), d, path)
+        compiled_off = larger(compiled_off, variants.get(LEVER_COMPILED_OFF), d, path)
         plain, lever = variants.get("compile") or {}, variants.get(f"compile+{LEVER_CONTROLNET_ONLY}") or {}
         if not speedup and "images_per_s" in plain and "images_per_s" in lever:
             speedup = {"compiled_speedup": round(lever["images_per_s"] / plain["images_per_s"], 4),

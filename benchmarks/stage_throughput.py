@@ -297,8 +297,9 @@ def gpu_busy_profile(first_step: int, steps: int, cuda: bool):
             if cuda:
                 torch.cuda.synchronize()
             self.prof.__exit__(None, None, None)
-            events = [e for e in self.prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-            cpu = [e for e in self.prof.events() if e.device_type == torch.autograd.DeviceType.CPU]
+            recorded = self.prof.events()
+            events = [e for e in recorded if e.device_type == torch.autograd.DeviceType.CUDA]
+            cpu = [e for e in recorded if e.device_type == torch.autograd.DeviceType.CPU]
             start = min(e.time_range.start for e in cpu)
             end = max(e.time_range.end for e in [*cpu, *events])
             kernels = [(e.time_range.start, e.time_range.end) for e in events]
