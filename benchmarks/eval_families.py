@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import write_result
+from benchmarks import device_kernels, write_result
 from benchmarks.eval_bench import RandomSegmentationSet, _peak_gib, _peak_reset, _sync
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -323,9 +323,9 @@ def busy_share(seg, dataset, workers: int, compiled: bool) -> dict | None:
         start = time.perf_counter()
         phase_pass(seg, dataset, workers, compiled)
         wall = time.perf_counter() - start
-    device_us = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type.name == "CUDA")
-    top = sorted((e for e in prof.key_averages() if e.device_type.name == "CUDA"),
-                 key=lambda e: e.self_device_time_total, reverse=True)[:8]
+    kernels = device_kernels(prof.key_averages())
+    device_us = sum(e.self_device_time_total for e in kernels)
+    top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:8]
     return {"wall_s": round(wall, 3), "device_busy_s": round(device_us / 1e6, 3),
             "gpu_busy_share": round(device_us / 1e6 / wall, 3),
             "top_device_ops": [{"op": e.key[:100], "ms": round(e.self_device_time_total / 1000, 2)} for e in top]}

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks import write_result
+from benchmarks import device_kernels, write_result
 
 
 def profile_pass(seg, dataset, batch_size: int, workers: int, calib_pixels: int = 20000,
@@ -101,7 +101,7 @@ def _profile_kernels(call, rows: int) -> tuple[float, list]:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         call()
         torch.cuda.synchronize()
-    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernels = device_kernels(prof.key_averages())
     top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:rows]
     return sum(e.self_device_time_total for e in kernels), top
 

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import write_result
+from benchmarks import device_kernels, write_result
 from synthrel.tiny.real_configs import (  # the real-size recipes (one home)
     CLIP_G_TEXT,
     GROUNDING_DINO_TINY,
@@ -298,13 +298,13 @@ def gpu_busy_profile(first_step: int, steps: int, cuda: bool):
                 torch.cuda.synchronize()
             self.prof.__exit__(None, None, None)
             recorded = self.prof.events()
-            events = [e for e in recorded if e.device_type == torch.autograd.DeviceType.CUDA]
+            events = device_kernels(recorded)
             cpu = [e for e in recorded if e.device_type == torch.autograd.DeviceType.CPU]
             start = min(e.time_range.start for e in cpu)
             end = max(e.time_range.end for e in [*cpu, *events])
             kernels = [(e.time_range.start, e.time_range.end) for e in events]
             by_kernel: dict[str, float] = {}
-            for e in events:  # device events only: the ops above them would count their kernels again
+            for e in events:  # device events only: the ops and annotations above them would count them again
                 by_kernel[e.name[:90]] = by_kernel.get(e.name[:90], 0.0) + e.time_range.elapsed_us()
             by_cpu = sorted(self.prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]
             self.report = {"optimizer_steps": steps, "wall_ms": round((end - start) / 1e3, 1),

@@ -110,3 +110,23 @@ def test_controlnet_training_profile_runs_after_the_timed_steps(tmp_path):
     assert "error" not in run and run["settings"]["timed_optimizer_steps"] == 2
     assert run["profile"]["optimizer_steps"] == 1 and run["profile"]["gpu_busy_share"] is None
     assert run["profile"]["top_host_self_ms"] and run["profile"]["wall_ms"] > 0
+
+
+def test_the_profiles_count_kernels_not_the_annotation_spans_mirrored_on_the_gpu():
+    """A compiled region's span covers its kernels and the gaps between them: counted, the GPU looks busier."""
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import FunctionEvent
+
+    from benchmarks import device_kernels
+    from benchmarks.stage_throughput import busy_share
+
+    def event(i, name, start, end, device=DeviceType.CUDA, annotation=False):
+        return FunctionEvent(id=i, name=name, thread=0, start_us=start, end_us=end, device_type=device,
+                             is_user_annotation=annotation)
+
+    timeline = [event(0, "Torch-Compiled Region: 0/0", 0, 30, annotation=True), event(1, "gemm", 0, 10),
+                event(2, "Optimizer.step#AdamW.step", 0, 40, DeviceType.CPU, annotation=True),
+                event(3, "aten::mm", 0, 5, DeviceType.CPU), event(4, "triton_poi_fused", 20, 30)]
+    kernels = device_kernels(timeline)
+    assert [e.name for e in kernels] == ["gemm", "triton_poi_fused"]
+    assert busy_share([(e.time_range.start, e.time_range.end) for e in kernels], 0, 40) == 20 / 40
