@@ -73,7 +73,10 @@ def test_lever_sweep_and_curve_tiny_smoke(tmp_path):
         assert len(curve[label]["losses"]) == 2 and curve[label]["loss_vs_baseline"]["max_abs"] == 0
         assert curve[label]["weight_update_rel_l2_vs_baseline"] == 0
     assert curve[split]["losses"] == pytest.approx(curve["baseline"]["losses"], rel=1e-5)
-    assert curve[split]["weight_update_rel_l2_vs_baseline"] < 1e-4
+    # AdamW divides by sqrt(v): where a gradient is near zero, summation-order rounding moves its update by up to
+    # lr, so the update's distance depends on the CPU and its threads (3.9e-4 and 4.9e-4 on 1 and 2 threads of one
+    # machine, below 1e-4 on another); other samples or draws would change the losses, checked above to 1e-5
+    assert curve[split]["weight_update_rel_l2_vs_baseline"] < 1e-2
 
 
 def test_a_curve_split_over_two_commands_compares_as_one(tmp_path):
