@@ -338,7 +338,7 @@ def _compiled_sdxl(folder, per_s=6.0, first_step_s=300.0, device=H100, resolutio
     eager = {"stage": "controlnet_train_sdxl", "device": H100, "tiny": False, "per_s": RATES["controlnet_train_sdxl"],
              "settings": settings}
     (folder / "throughput_controlnet_train_sdxl_h100.json").write_text(json.dumps(eager))
-    compiled = {**eager, "device": device, "per_s": per_s,
+    compiled = {**eager, "device": device, "per_s": per_s, "batch": 8,
                 "settings": {**settings, "resolution": resolution, "compile": True, "first_step_s": first_step_s}}
     (folder / "throughput_controlnet_train_sdxl_compile_h100.json").write_text(json.dumps(compiled))
 
@@ -384,6 +384,26 @@ def test_sdxl_training_stays_eager_when_compile_does_not_pay_or_the_runs_differ(
 def _levers(results, name="train_levers_sdxl_compile_h100.json", device=H100, **variants):
     (results / name).write_text(json.dumps({"device": device, "tiny": False, "settings": {"batch": 8, "resolution": 1024},
                                             "variants": variants}))
+
+
+def test_the_one_time_compile_is_the_longest_first_step_measured_for_the_stages_setting(tmp_path):
+    """The stage's run found Inductor's cache warm (30 s): a sweep's cold first step of the same compiled setting
+    on the same card, resolution and batch (300 s) is the compile; other settings and cards say nothing of it."""
+    def fixture(results, cold=True):
+        _compiled_sdxl(results, first_step_s=30.0, checkpointing=False)
+        _levers(results, "train_levers_sdxl_warm_h100.json", **{"compile+no_checkpointing": {"first_step_s": 31.0}})
+        _levers(results, "train_levers_sdxl_ckpt_h100.json", **{"compile+no_unet_checkpointing": {"first_step_s": 900.0}})
+        _levers(results, "train_levers_sdxl_h200.json", H200, **{"compile+no_checkpointing": {"first_step_s": 800.0}})
+        if cold:
+            _levers(results, "train_levers_sdxl_cold_h100.json", **{"compile+no_checkpointing": {"first_step_s": 300.0}})
+
+    rows, _, _ = built_rows(tmp_path, fixture)
+    trade = next(r for r in rows if r.stage == "train_controlnet SDXL").compile_trade
+    assert trade["compile_s"] == 300.0 and trade["source"].endswith("; the compile: train_levers_sdxl_cold_h100.json")
+    (tmp_path / "no_cold").mkdir()
+    rows, _, _ = built_rows(tmp_path / "no_cold", lambda results: fixture(results, cold=False))
+    trade = next(r for r in rows if r.stage == "train_controlnet SDXL").compile_trade
+    assert trade["compile_s"] == 31.0 and trade["source"].endswith("; the compile: train_levers_sdxl_warm_h100.json")
 
 
 def test_sdxl_training_takes_the_measured_speedup_of_controlnet_only_checkpointing(tmp_path):
