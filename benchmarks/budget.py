@@ -163,36 +163,11 @@ def compile_trade(results: Path, model: str) -> dict | None:
     size = [(d.get("settings") or {}).get("resolution") for d in (e, c)]
     if e["device"] != c["device"] or size[0] != size[1] or "first_step_s" not in c["settings"]:
         return None
-    compile_s, compile_source = c["settings"]["first_step_s"], c_path.name
-    for first_step, path in lever_first_steps(results, model, c):
-        if first_step > compile_s:
-            compile_s, compile_source = first_step, path.name
-    compile_from = "" if compile_source == c_path.name else f"; the compile: {compile_source}"
+    compile_s, compile_path = max([(c["settings"]["first_step_s"], c_path), *lever_first_steps(results, model, c)])
+    compile_from = "" if compile_path == c_path else f"; the compile: {compile_path.name}"
     return {"eager_per_s": e["per_s"], "compiled_per_s": c["per_s"], "compile_s": round(compile_s, 1),
             "resolution": e["settings"]["resolution"], "card": e["device"],
             "source": f"{e_path.name} + {c_path.name}{compile_from}"}
-
-
-#: the stage's `gradient_checkpointing` setting -> benchmarks/train_levers.py's compiled variant of it
-COMPILED_LEVER = {True: "compile", "controlnet": "compile+no_unet_checkpointing", False: "compile+no_checkpointing"}
-
-
-def lever_first_steps(results: Path, model: str, compiled: dict) -> list[tuple[float, Path]]:
-    """First optimizer steps (s, file) of the training-lever sweeps that compiled the stage's run `compiled` (its
-    throughput JSON) again: the same card, resolution, batch and checkpointing. The stage's own first step is the
-    compile only where Inductor's cache was cold; after a sweep had compiled the same graphs it takes seconds, so
-    the longest first step measured for the setting stands for the one-time compile."""
-    settings = compiled["settings"]
-    variant = COMPILED_LEVER.get(settings.get("gradient_checkpointing"))
-    found = []
-    for path in results.glob(f"train_levers_{model}_*.json"):
-        d = json.loads(path.read_text())
-        ran = d["variants"].get(variant) or {}
-        same = (d["device"], d["settings"]["resolution"], d["settings"]["batch"]) == (
-            compiled["device"], settings["resolution"], compiled.get("batch"))
-        if not d.get("tiny") and same and ran.get("first_step_s"):
-            found.append((ran["first_step_s"], path))
-    return found
 
 
 #: gen_bench JSONs of synthrel's ControlNetSampler at batch 8 (the generate stage's default): compiled (the rows'
@@ -300,6 +275,27 @@ def controlnet_training(results: Path, model: str) -> Measured | None:
 
 LEVER_CONTROLNET_ONLY = "no_unet_checkpointing"  # benchmarks/train_levers.py's name of `controlnet` checkpointing
 LEVER_COMPILED_OFF = "compile+no_checkpointing"  # the stage's `compile: true` with `gradient_checkpointing: false`
+
+#: the stage's `gradient_checkpointing` setting -> benchmarks/train_levers.py's compiled variant of it
+COMPILED_LEVER = {True: "compile", "controlnet": f"compile+{LEVER_CONTROLNET_ONLY}", False: LEVER_COMPILED_OFF}
+
+
+def lever_first_steps(results: Path, model: str, compiled: dict) -> list[tuple[float, Path]]:
+    """First optimizer steps (s, file) of the training-lever sweeps that compiled the stage's run `compiled` (its
+    throughput JSON) again: the same card, resolution, batch and checkpointing. The stage's own first step is the
+    compile only where Inductor's cache was cold; after a sweep had compiled the same graphs it takes seconds, so
+    the longest first step measured for the setting stands for the one-time compile."""
+    settings = compiled["settings"]
+    variant = COMPILED_LEVER.get(settings.get("gradient_checkpointing"))
+    found = []
+    for path in results.glob(f"train_levers_{model}_*.json"):
+        d = json.loads(path.read_text())
+        ran = d["variants"].get(variant) or {}
+        same = (d["device"], d["settings"]["resolution"], d["settings"]["batch"]) == (
+            compiled["device"], settings["resolution"], compiled.get("batch"))
+        if not d.get("tiny") and same and ran.get("first_step_s"):
+            found.append((ran["first_step_s"], path))
+    return found
 
 
 def checkpointing_trade(results: Path, model: str) -> dict | None:
