@@ -20,7 +20,9 @@ def test_eval_families_tiny_smoke(tmp_path):
         assert (run["height"], run["width"], run["ood"]) == (32, 64, name.endswith(":ood"))
         # one loader batch of 4 before the steady window, two batches timed
         assert run["images"] == 8 and run["timed_images"] == 4
-        assert run["steady_img_s"] == pytest.approx(4 / run["steady_s"], rel=0.01)
+        # steady_s is rounded to the millisecond: on a fast CPU (36 ms) that alone moves 4 / steady_s by 1.4 %
+        steady = run["steady_s"]
+        assert 4 / (steady + 5e-4) - 1e-3 <= run["steady_img_s"] <= 4 / max(steady - 5e-4, 1e-9) + 1e-3
         assert 0 <= run["compile_s"] <= run["first_batch_s"]
     profile = res["profile"]["pspnet_r18"]
     assert profile["sets"].keys() == {"cityscapes", "ood_objects", "in_memory"}
