@@ -12,6 +12,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from synthrel.preflight.needs import Need
+from synthrel.runstats import CHECKPOINTING_MARGIN, checkpointing_cost
 
 #: (GB at batch 0, GB per image) fitted to the measured peaks of docs/benchmarks.md
 GENERATE_FIT = {"sd15": (5.1, 0.63), "sdxl": (15.1, 4.9)}  # 5.7/10.2/25.2 GB at 1/8/32; 20.0/34.7/54.2 at 1/4/8
@@ -55,11 +56,14 @@ def gpu_estimates(cfg: DictConfig, stages: list[str]) -> dict[str, str]:
             out[stage] = (f">= {floor} GB per device: frozen base + ControlNet weights, gradients and AdamW state "
                           f"in fp32; activations (batch {batch}) come on top "
                           "(gradient_checkpointing=true reduces them)")
-            if sdxl:
-                out[stage] += ("; measured at 1024 px, bf16-mixed, batch 8: gradient checkpointing in both "
-                               "networks 41.3 GiB, in the ControlNet only 61.2 GiB eager (46.9 compiled), none 67.0 "
-                               "GiB compiled (eager: out of memory on an 80 GB H100); auto picks none for a compiled "
-                               "run where the card holds 67.0 x 1.1, else the ControlNet only where it holds 61.2 x 1.1")
+            cost = checkpointing_cost("sdxl") if sdxl else None
+            if cost and cost.get("compiled_off"):  # the peaks `gradient_checkpointing: auto` decides with
+                eager, off = cost["peak_gib"], cost["compiled_off"]["peak_gib"]
+                out[stage] += (f"; measured at 1024 px, bf16-mixed, batch 8: gradient checkpointing in both networks "
+                               f"41.3 GiB, in the ControlNet only {eager:.1f} GiB eager (46.9 compiled), none "
+                               f"{off:.1f} GiB compiled (eager: out of memory on an 80 GB H100); auto picks none for a "
+                               f"compiled run where the card holds {off:.1f} x {CHECKPOINTING_MARGIN:g}, else the "
+                               f"ControlNet only where it holds {eager:.1f} x {CHECKPOINTING_MARGIN:g}")
         elif stage == "caption":
             out[stage] = "~2-4 GB (BLIP-large fp32 weights 1.9 GB + beam search); not measured"
         elif stage == "ood_detection":

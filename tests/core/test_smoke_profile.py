@@ -8,6 +8,9 @@ The GPU run itself: docs/benchmarks.md#gpu-check (make gpu-check).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -184,3 +187,16 @@ def test_preflight_gives_real_size_gpu_estimates_on_the_smoke_profile(compose_cf
     assert "all stages" not in smoke and "generate" in smoke
     tiny = gpu_estimates(compose_cfg("+experiment=gpu_check"), ["generate"])
     assert tiny == {"all stages": "tiny models: run on CPU, < 1 GB"}
+
+
+def test_preflight_quotes_the_peaks_sdxls_checkpointing_auto_decides_with(compose_cfg):
+    """The SDXL training line names the shipped measured peaks (synthrel/measured_rates.json) and the margin the
+    stage's `gradient_checkpointing: auto` uses, so it cannot drift from the rule."""
+    from synthrel.preflight.report import gpu_estimates
+
+    rates = json.loads((Path(__file__).resolve().parents[2] / "synthrel" / "measured_rates.json").read_text())
+    peaks = rates["rows"]["train_controlnet SDXL"]["checkpointing"]
+    line = gpu_estimates(compose_cfg("+experiment=gpu_check", "profile=smoke", "backbone=sdxl"),
+                         ["train_controlnet"])["train_controlnet"]
+    assert f"holds {peaks['compiled_off']['peak_gib']:.1f} x 1.1" in line
+    assert f"holds {peaks['peak_gib']:.1f} x 1.1" in line
