@@ -288,14 +288,19 @@ def lever_first_steps(results: Path, model: str, compiled: dict) -> list[tuple[f
     settings = compiled["settings"]
     variant = COMPILED_LEVER.get(settings.get("gradient_checkpointing"))
     found = []
-    for path in results.glob(f"train_levers_{model}_*.json"):
-        d = json.loads(path.read_text())
+    for path, d in lever_sweeps(results, model):
         ran = d["variants"].get(variant) or {}
         same = (d["device"], d["settings"]["resolution"], d["settings"]["batch"]) == (
             compiled["device"], settings["resolution"], compiled.get("batch"))
-        if not d.get("tiny") and same and ran.get("first_step_s"):
+        if same and ran.get("first_step_s"):
             found.append((ran["first_step_s"], path))
     return found
+
+
+def lever_sweeps(results: Path, model: str) -> list[tuple[Path, dict]]:
+    """The training-lever sweeps of `model` at real size (train_levers_<model>_*.json), H100 files first."""
+    loaded = ((path, json.loads(path.read_text())) for path in _prefer(list(results.glob(f"train_levers_{model}_*.json"))))
+    return [(path, d) for path, d in loaded if not d.get("tiny")]
 
 
 def checkpointing_trade(results: Path, model: str) -> dict | None:
@@ -313,10 +318,7 @@ def checkpointing_trade(results: Path, model: str) -> dict | None:
         return {"peak_gib": ran["peak_gib"], "batch": d["settings"]["batch"],
                 "resolution": d["settings"]["resolution"], "card": d["device"], "source": path.name}
 
-    for path in _prefer(list(results.glob(f"train_levers_{model}_*.json"))):
-        d = json.loads(path.read_text())
-        if d.get("tiny"):
-            continue
+    for path, d in lever_sweeps(results, model):
         variants = d["variants"]
         peak = larger(peak, variants.get(LEVER_CONTROLNET_ONLY), d, path)
         compiled_off = larger(compiled_off, variants.get(LEVER_COMPILED_OFF), d, path)
