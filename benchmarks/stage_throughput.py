@@ -277,7 +277,9 @@ def busy_share(intervals: list[tuple[float, float]], start: float, end: float) -
 def gpu_busy_profile(first_step: int, steps: int, cuda: bool):
     """A Lightning callback that profiles `steps` optimizer steps from optimizer step `first_step` on (torch.profiler,
     after the timed steps: its overhead stays out of the rate). `report`: the share of the profiled wall time the GPU
-    ran a kernel (what a host-bound loop leaves idle), the top kernels by GPU time and host ops by self CPU time."""
+    ran a kernel (what a host-bound loop leaves idle), the top kernels by GPU time and host ops by self CPU time, the
+    latter also by input shapes and by caller (the nearest enclosing event that is not an aten op: an autograd node
+    such as `SplitBackward0`, or an annotation), to tell which of an op's calls hold the time."""
     import pytorch_lightning as pl
 
     class BusyProfile(pl.Callback):
@@ -288,7 +290,7 @@ def gpu_busy_profile(first_step: int, steps: int, cuda: bool):
             if steps and self.prof is None and not self.report and trainer.global_step >= first_step:
                 activities = [torch.profiler.ProfilerActivity.CPU] + (
                     [torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-                self.prof = torch.profiler.profile(activities=activities)
+                self.prof = torch.profiler.profile(activities=activities, record_shapes=True)
                 self.prof.__enter__()
 
         def on_train_end(self, trainer, pl_module):
@@ -312,11 +314,31 @@ def gpu_busy_profile(first_step: int, steps: int, cuda: bool):
                            "top_kernels_ms": {k: round(v / 1e3, 1) for k, v in
                                               sorted(by_kernel.items(), key=lambda kv: -kv[1])[:12]},
                            "top_host_self_ms": {e.key[:90]: round(e.self_cpu_time_total / 1e3, 1) for e in by_cpu},
+                           "top_host_self_by_shape": [
+                               {"op": e.key[:90], "input_shapes": str(e.input_shapes)[:200], "calls": e.count,
+                                "self_ms": round(e.self_cpu_time_total / 1e3, 1)}
+                               for e in sorted(self.prof.key_averages(group_by_input_shape=True),
+                                               key=lambda e: -e.self_cpu_time_total)[:12]],
+                           "top_host_self_by_caller_ms": host_self_by_caller(cpu),
                            # cudaMalloc retries after freeing the cache: each synchronises the device
                            "allocator_retries": torch.cuda.memory_stats().get("num_alloc_retries") if cuda else None}
             self.prof = None
 
     return BusyProfile()
+
+
+def host_self_by_caller(events, top: int = 12) -> dict[str, float]:
+    """Host self time (ms) by `op < caller`, the caller being the nearest enclosing event that is not an aten op
+    (its autograd node in the backward, else an annotation or the top level): a list input's shapes are not
+    recorded, so `aten::cat`'s calls are told apart by what made them."""
+    totals: dict[str, float] = {}
+    for e in events:
+        caller = e.cpu_parent
+        while caller is not None and caller.name.startswith("aten::"):
+            caller = caller.cpu_parent
+        key = f"{e.name[:60]} < {'(top level)' if caller is None else caller.name[:60]}"
+        totals[key] = totals.get(key, 0.0) + e.self_cpu_time_total
+    return {k: round(v / 1e3, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])[:top]}
 
 
 # ------------------------------------------------------------------------------------------------ Grounded-SAM

@@ -110,6 +110,9 @@ def test_controlnet_training_profile_runs_after_the_timed_steps(tmp_path):
     assert "error" not in run and run["settings"]["timed_optimizer_steps"] == 2
     assert run["profile"]["optimizer_steps"] == 1 and run["profile"]["gpu_busy_share"] is None
     assert run["profile"]["top_host_self_ms"] and run["profile"]["wall_ms"] > 0
+    by_shape = run["profile"]["top_host_self_by_shape"]
+    assert by_shape and all(row["calls"] >= 1 and row["self_ms"] >= 0 for row in by_shape)
+    assert any(row["input_shapes"] not in ("[]", "") for row in by_shape)  # shapes recorded
 
 
 def test_the_profiles_count_kernels_not_the_annotation_spans_mirrored_on_the_gpu():
@@ -130,3 +133,31 @@ def test_the_profiles_count_kernels_not_the_annotation_spans_mirrored_on_the_gpu
     kernels = device_kernels(timeline)
     assert [e.name for e in kernels] == ["gemm", "triton_poi_fused"]
     assert busy_share([(e.time_range.start, e.time_range.end) for e in kernels], 0, 40) == 20 / 40
+
+
+def test_host_self_time_is_told_apart_by_the_op_that_called_it():
+    """Two cats, one from an autograd node and one under an annotation: each caller keeps its own host self time,
+    an aten op between them is skipped, and a child's time is not counted in its parent's self time."""
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import FunctionEvent
+
+    from benchmarks.stage_throughput import host_self_by_caller
+
+    def event(i, name, start, end, parent=None):
+        e = FunctionEvent(id=i, name=name, thread=0, start_us=start, end_us=end, device_type=DeviceType.CPU)
+        if parent is not None:
+            e.set_cpu_parent(parent)
+            parent.append_cpu_child(e)
+        return e
+
+    step = event(0, "Optimizer.step#AdamW.step", 0, 10_000)
+    split = event(1, "SplitBackward0", 100, 3_100, step)
+    cat_backward = event(2, "aten::cat", 200, 3_000, split)  # 2.8 ms
+    concat = event(3, "aten::concat", 4_000, 6_000, step)
+    cat_forward = event(4, "aten::cat", 4_500, 5_500, concat)  # 1.0 ms under aten::concat's 2.0
+    got = host_self_by_caller([step, split, cat_backward, concat, cat_forward])
+    assert got["aten::cat < SplitBackward0"] == 2.8
+    assert got["aten::cat < Optimizer.step#AdamW.step"] == 1.0
+    assert got["aten::concat < Optimizer.step#AdamW.step"] == 1.0
+    assert got["SplitBackward0 < Optimizer.step#AdamW.step"] == 0.2
+    assert got["Optimizer.step#AdamW.step < (top level)"] == 10.0 - 3.0 - 2.0
