@@ -45,6 +45,7 @@ import re
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -225,7 +226,8 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
                                   compile=args.train_compile,
                                   num_workers=0 if args.tiny else 4)
         timer = step_timer(device.type == "cuda")
-        profiler = gpu_busy_profile(warmup + steps, args.train_profile, device.type == "cuda")
+        profiler = gpu_busy_profile(warmup + steps, args.train_profile, device.type == "cuda",
+                                    timed=partial(timer.rates, warmup, batch * accumulate, last=warmup + steps))
         trainer = pl.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=precision,
                              max_steps=warmup + steps + args.train_profile, accumulate_grad_batches=accumulate,
                              gradient_clip_val=None, callbacks=[timer, profiler], logger=False,
@@ -274,12 +276,14 @@ def busy_share(intervals: list[tuple[float, float]], start: float, end: float) -
     return covered / (end - start) if end > start else float("nan")
 
 
-def gpu_busy_profile(first_step: int, steps: int, cuda: bool):
+def gpu_busy_profile(first_step: int, steps: int, cuda: bool, timed=None):
     """A Lightning callback that profiles `steps` optimizer steps from optimizer step `first_step` on (torch.profiler,
     after the timed steps: its overhead stays out of the rate). `report`: the share of the profiled wall time the GPU
     ran a kernel (what a host-bound loop leaves idle), the top kernels by GPU time and host ops by self CPU time, the
     latter also by input shapes and by caller (the nearest enclosing event that is not an aten op: an autograd node
-    such as `SplitBackward0`, or an annotation), to tell which of an op's calls hold the time."""
+    such as `SplitBackward0`, or an annotation), to tell which of an op's calls hold the time. `timed()`, the timed
+    steps' rates, is printed before profiling starts: a run killed while the profile is processed (minutes for a
+    compiled SDXL step) keeps its rate in the log."""
     import pytorch_lightning as pl
 
     class BusyProfile(pl.Callback):
@@ -288,6 +292,8 @@ def gpu_busy_profile(first_step: int, steps: int, cuda: bool):
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if steps and self.prof is None and not self.report and trainer.global_step >= first_step:
+                if timed is not None:
+                    print(f"timed steps, before the profile: {timed()}", flush=True)
                 activities = [torch.profiler.ProfilerActivity.CPU] + (
                     [torch.profiler.ProfilerActivity.CUDA] if cuda else [])
                 self.prof = torch.profiler.profile(activities=activities, record_shapes=True)
@@ -299,6 +305,7 @@ def gpu_busy_profile(first_step: int, steps: int, cuda: bool):
             if cuda:
                 torch.cuda.synchronize()
             self.prof.__exit__(None, None, None)
+            began = time.perf_counter()
             recorded = self.prof.events()
             events = device_kernels(recorded)
             cpu = [e for e in recorded if e.device_type == torch.autograd.DeviceType.CPU]
@@ -321,7 +328,8 @@ def gpu_busy_profile(first_step: int, steps: int, cuda: bool):
                                                key=lambda e: -e.self_cpu_time_total)[:12]],
                            "top_host_self_by_caller_ms": host_self_by_caller(cpu),
                            # cudaMalloc retries after freeing the cache: each synchronises the device
-                           "allocator_retries": torch.cuda.memory_stats().get("num_alloc_retries") if cuda else None}
+                           "allocator_retries": torch.cuda.memory_stats().get("num_alloc_retries") if cuda else None,
+                           "processing_s": round(time.perf_counter() - began, 1)}
             self.prof = None
 
     return BusyProfile()

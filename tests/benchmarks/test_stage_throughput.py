@@ -101,12 +101,15 @@ def test_busy_share_is_the_union_of_overlapping_kernels_within_the_window():
     assert busy_share([], 0, 10) == 0.0
 
 
-def test_controlnet_training_profile_runs_after_the_timed_steps(tmp_path):
-    """--train-profile adds profiled optimizer steps after the timed ones and reports host ops (CPU: no GPU share)."""
+def test_controlnet_training_profile_runs_after_the_timed_steps(tmp_path, capsys):
+    """--train-profile adds profiled optimizer steps after the timed ones and reports host ops (CPU: no GPU share);
+    the timed rate is printed before the profile, so a run killed while processing it keeps the figure."""
     from benchmarks.stage_throughput import main
 
     res = main(["--tiny", "--stages", "controlnet_train_sd15", "--train-profile", "1", "--out", str(tmp_path)])
     run = res["controlnet_train_sd15"]
+    assert f"before the profile: {{'steps_per_s': {run['steps_per_s']}, 'images_per_s': {run['per_s']}," \
+        in capsys.readouterr().out
     assert "error" not in run and run["settings"]["timed_optimizer_steps"] == 2
     assert run["profile"]["optimizer_steps"] == 1 and run["profile"]["gpu_busy_share"] is None
     assert run["profile"]["top_host_self_ms"] and run["profile"]["wall_ms"] > 0
