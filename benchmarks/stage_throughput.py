@@ -280,10 +280,9 @@ def gpu_busy_profile(first_step: int, steps: int, cuda: bool, timed=None):
     """A Lightning callback that profiles `steps` optimizer steps from optimizer step `first_step` on (torch.profiler,
     after the timed steps: its overhead stays out of the rate). `report`: the share of the profiled wall time the GPU
     ran a kernel (what a host-bound loop leaves idle), the top kernels by GPU time and host ops by self CPU time, the
-    latter also by input shapes and by caller (the nearest enclosing event that is not an aten op: an autograd node
-    such as `SplitBackward0`, or an annotation), to tell which of an op's calls hold the time. `timed()`, the timed
-    steps' rates, is printed before profiling starts: a run killed while the profile is processed (minutes for a
-    compiled SDXL step) keeps its rate in the log."""
+    latter also by caller (the nearest enclosing event that is not an aten op: an autograd node such as
+    `SplitBackward0`, or an annotation), to tell which of an op's calls hold the time. `timed()`, the timed steps'
+    rates, is printed before profiling starts: a run killed after them keeps its rate in the log."""
     import pytorch_lightning as pl
 
     class BusyProfile(pl.Callback):
@@ -296,7 +295,7 @@ def gpu_busy_profile(first_step: int, steps: int, cuda: bool, timed=None):
                     print(f"timed steps, before the profile: {timed()}", flush=True)
                 activities = [torch.profiler.ProfilerActivity.CPU] + (
                     [torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-                self.prof = torch.profiler.profile(activities=activities, record_shapes=True)
+                self.prof = torch.profiler.profile(activities=activities)
                 self.prof.__enter__()
 
         def on_train_end(self, trainer, pl_module):
@@ -321,11 +320,6 @@ def gpu_busy_profile(first_step: int, steps: int, cuda: bool, timed=None):
                            "top_kernels_ms": {k: round(v / 1e3, 1) for k, v in
                                               sorted(by_kernel.items(), key=lambda kv: -kv[1])[:12]},
                            "top_host_self_ms": {e.key[:90]: round(e.self_cpu_time_total / 1e3, 1) for e in by_cpu},
-                           "top_host_self_by_shape": [
-                               {"op": e.key[:90], "input_shapes": str(e.input_shapes)[:200], "calls": e.count,
-                                "self_ms": round(e.self_cpu_time_total / 1e3, 1)}
-                               for e in sorted(self.prof.key_averages(group_by_input_shape=True),
-                                               key=lambda e: -e.self_cpu_time_total)[:12]],
                            "top_host_self_by_caller_ms": host_self_by_caller(cpu),
                            # cudaMalloc retries after freeing the cache: each synchronises the device
                            "allocator_retries": torch.cuda.memory_stats().get("num_alloc_retries") if cuda else None,

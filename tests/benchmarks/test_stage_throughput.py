@@ -113,9 +113,7 @@ def test_controlnet_training_profile_runs_after_the_timed_steps(tmp_path, capsys
     assert "error" not in run and run["settings"]["timed_optimizer_steps"] == 2
     assert run["profile"]["optimizer_steps"] == 1 and run["profile"]["gpu_busy_share"] is None
     assert run["profile"]["top_host_self_ms"] and run["profile"]["wall_ms"] > 0
-    by_shape = run["profile"]["top_host_self_by_shape"]
-    assert by_shape and all(row["calls"] >= 1 and row["self_ms"] >= 0 for row in by_shape)
-    assert any(row["input_shapes"] not in ("[]", "") for row in by_shape)  # shapes recorded
+    assert any(" < " in key for key in run["profile"]["top_host_self_by_caller_ms"])
 
 
 def test_the_profiles_count_kernels_not_the_annotation_spans_mirrored_on_the_gpu():
