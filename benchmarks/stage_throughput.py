@@ -280,9 +280,9 @@ def gpu_busy_profile(first_step: int, steps: int, cuda: bool, timed=None):
     """A Lightning callback that profiles `steps` optimizer steps from optimizer step `first_step` on (torch.profiler,
     after the timed steps: its overhead stays out of the rate). `report`: the share of the profiled wall time the GPU
     ran a kernel (what a host-bound loop leaves idle), the top kernels by GPU time and host ops by self CPU time, the
-    latter also by caller (the nearest enclosing event that is not an aten op: an autograd node such as
-    `SplitBackward0`, or an annotation), to tell which of an op's calls hold the time. `timed()`, the timed steps'
-    rates, is printed before profiling starts: a run killed after them keeps its rate in the log."""
+    latter also by caller (host_self_by_caller), and the calls that made the host wait for the GPU (host_waits).
+    `timed()`, the timed steps' rates, is printed before profiling starts: a run killed after them keeps its rate
+    in the log."""
     import pytorch_lightning as pl
 
     class BusyProfile(pl.Callback):
@@ -321,6 +321,7 @@ def gpu_busy_profile(first_step: int, steps: int, cuda: bool, timed=None):
                                               sorted(by_kernel.items(), key=lambda kv: -kv[1])[:12]},
                            "top_host_self_ms": {e.key[:90]: round(e.self_cpu_time_total / 1e3, 1) for e in by_cpu},
                            "top_host_self_by_caller_ms": host_self_by_caller(cpu),
+                           "host_waits": host_waits(cpu),
                            # cudaMalloc retries after freeing the cache: each synchronises the device
                            "allocator_retries": torch.cuda.memory_stats().get("num_alloc_retries") if cuda else None,
                            "processing_s": round(time.perf_counter() - began, 1)}
@@ -329,18 +330,40 @@ def gpu_busy_profile(first_step: int, steps: int, cuda: bool, timed=None):
     return BusyProfile()
 
 
+#: CUDA runtime calls that block the host until the GPU catches up
+HOST_WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+
+
+def _caller(event):
+    """The nearest enclosing event that is not an aten op: its autograd node in the backward, else an annotation."""
+    caller = event.cpu_parent
+    while caller is not None and caller.name.startswith("aten::"):
+        caller = caller.cpu_parent
+    return "(top level)" if caller is None else caller.name[:60]
+
+
 def host_self_by_caller(events, top: int = 12) -> dict[str, float]:
-    """Host self time (ms) by `op < caller`, the caller being the nearest enclosing event that is not an aten op
-    (its autograd node in the backward, else an annotation or the top level): a list input's shapes are not
-    recorded, so `aten::cat`'s calls are told apart by what made them."""
+    """Host self time (ms) by `op < caller` (_caller): a list input's shapes are not recorded, so `aten::cat`'s
+    calls are told apart by what made them."""
     totals: dict[str, float] = {}
     for e in events:
-        caller = e.cpu_parent
-        while caller is not None and caller.name.startswith("aten::"):
-            caller = caller.cpu_parent
-        key = f"{e.name[:60]} < {'(top level)' if caller is None else caller.name[:60]}"
+        key = f"{e.name[:60]} < {_caller(e)}"
         totals[key] = totals.get(key, 0.0) + e.self_cpu_time_total
     return {k: round(v / 1e3, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])[:top]}
+
+
+def host_waits(events) -> dict[str, dict]:
+    """The calls that made the host wait for the GPU (HOST_WAITS), by `call < op < caller`, with their count and
+    time: after each the GPU idles until the host has launched the next kernels."""
+    found: dict[str, dict] = {}
+    for e in events:
+        if e.name in HOST_WAITS:
+            op = e.cpu_parent.name[:60] if e.cpu_parent is not None else "(top level)"
+            entry = found.setdefault(f"{e.name} < {op} < {_caller(e.cpu_parent or e)}", {"calls": 0, "ms": 0.0})
+            entry["calls"] += 1
+            entry["ms"] += e.cpu_time_total / 1e3
+    return {k: {"calls": v["calls"], "ms": round(v["ms"], 1)} for k, v in
+            sorted(found.items(), key=lambda kv: -kv[1]["ms"])}
 
 
 # ------------------------------------------------------------------------------------------------ Grounded-SAM

@@ -138,11 +138,12 @@ def test_the_profiles_count_kernels_not_the_annotation_spans_mirrored_on_the_gpu
 
 def test_host_self_time_is_told_apart_by_the_op_that_called_it():
     """Two cats, one from an autograd node and one under an annotation: each caller keeps its own host self time,
-    an aten op between them is skipped, and a child's time is not counted in its parent's self time."""
+    an aten op between them is skipped, and a child's time is not counted in its parent's self time. A `.item()`'s
+    stream synchronisation is a host wait; a queued copy is not."""
     from torch.autograd import DeviceType
     from torch.autograd.profiler_util import FunctionEvent
 
-    from benchmarks.stage_throughput import host_self_by_caller
+    from benchmarks.stage_throughput import host_self_by_caller, host_waits
 
     def event(i, name, start, end, parent=None):
         e = FunctionEvent(id=i, name=name, thread=0, start_us=start, end_us=end, device_type=DeviceType.CPU)
@@ -156,9 +157,14 @@ def test_host_self_time_is_told_apart_by_the_op_that_called_it():
     cat_backward = event(2, "aten::cat", 200, 3_000, split)  # 2.8 ms
     concat = event(3, "aten::concat", 4_000, 6_000, step)
     cat_forward = event(4, "aten::cat", 4_500, 5_500, concat)  # 1.0 ms under aten::concat's 2.0
+    sync = event(5, "cudaStreamSynchronize", 7_000, 7_400, event(6, "aten::_local_scalar_dense", 6_900, 7_500,
+                                                                 event(7, "aten::item", 6_800, 7_600, step)))
+    memcpy = event(8, "cudaMemcpyAsync", 8_000, 8_100, step)  # queued: not a wait
     got = host_self_by_caller([step, split, cat_backward, concat, cat_forward])
     assert got["aten::cat < SplitBackward0"] == 2.8
     assert got["aten::cat < Optimizer.step#AdamW.step"] == 1.0
     assert got["aten::concat < Optimizer.step#AdamW.step"] == 1.0
     assert got["SplitBackward0 < Optimizer.step#AdamW.step"] == 0.2
-    assert got["Optimizer.step#AdamW.step < (top level)"] == 10.0 - 3.0 - 2.0
+    assert got["Optimizer.step#AdamW.step < (top level)"] == 4.1  # 10 ms less its children: 3 + 2 + 0.8 + 0.1
+    assert host_waits([step, split, cat_backward, sync, memcpy]) == {
+        "cudaStreamSynchronize < aten::_local_scalar_dense < Optimizer.step#AdamW.step": {"calls": 1, "ms": 0.4}}
