@@ -17,8 +17,10 @@ import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,23 @@ def one_wandb_run():
     finish_wandb()
 
 
+def log_step_losses(module, losses: Mapping, batch_idx: int, batch_size: int) -> None:
+    """Log a training step's losses without waiting for the GPU. The loggers get them every step (Lightning reads
+    them every `log_every_n_steps`); the progress bar gets a host copy at those optimizer steps only. Lightning
+    turns progress-bar values into numbers at the end of every micro-batch: on a GPU tensor, a sync after which the
+    GPU idles while the host prepares the next micro-batch (`python -m benchmarks.run throughput --train-profile`
+    lists such waits)."""
+    import torch
+
+    module.log_dict(dict(losses), on_step=True, batch_size=batch_size)
+    trainer = module.trainer
+    last_micro_batch = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+    if last_micro_batch and (trainer.global_step + 1) % trainer.log_every_n_steps == 0:  # Lightning's logging steps
+        values = torch.stack([v.detach().float() for v in losses.values()]).cpu()  # one sync for them all
+        module.log_dict({k.rsplit("/", 1)[-1]: v for k, v in zip(losses, values, strict=True)}, prog_bar=True,
+                        logger=False, on_step=True, batch_size=batch_size)
+
+
 class Tracker:
     """A thin fan-out over Lightning loggers; use as a context manager so the loggers are always closed."""
 
@@ -96,6 +115,8 @@ class Tracker:
             logger.log_metrics(clean, step=step)
 
     def log_table(self, key: str, table: pd.DataFrame) -> None:
+        import pandas as pd
+
         table = table.reset_index() if table.index.name or not isinstance(table.index, pd.RangeIndex) else table
         table = table.astype({c: object for c in table.columns if table[c].dtype.kind in "OUT"})
         table.columns = [str(c) for c in table.columns]

@@ -421,7 +421,8 @@ class TrainControlNetJob:
             accumulate_grad_batches=self.accumulate_grad_batches,
             gradient_clip_val=self.max_grad_norm,  # None (default): no clipping, as the paper
             gradient_clip_algorithm="norm" if self.max_grad_norm is not None else None,
-            # The bar reads the logged loss, a GPU sync: once per optimizer step, not per micro-batch.
+            # The bar advances per optimizer step; its loss is a host copy made at the logging steps
+            # (tracking.log_step_losses), so that it never waits for the GPU.
             callbacks=[checkpoint, TQDMProgressBar(refresh_rate=self.accumulate_grad_batches)],
             logger=self._loggers() or False,
             default_root_dir=run_dir,

@@ -24,6 +24,7 @@ from synthrel.controlnet.data import ControlNetTrainData, StreamSampler
 from synthrel.conventions import LABEL_ID_COLORS
 from synthrel.errors import ConfigError, WeightsError
 from synthrel.jobs import item_seed
+from synthrel.tracking import log_step_losses
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ class ControlNetModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=len(batch["position"]))
+        log_step_losses(self, {"train/loss": loss}, batch_idx, len(batch["position"]))
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:

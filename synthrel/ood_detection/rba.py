@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from synthrel.conventions import IGNORE_INDEX, OOD_LABEL_ID
 from synthrel.errors import ConfigError
 from synthrel.metrics.ood import rba_score
+from synthrel.tracking import log_step_losses
 
 #: transformers names of the trainable parts (detectron2 RbA: predictor.mask_embed and predictor.class_embed).
 TRAINABLE_PREFIXES = ("class_predictor.", "model.transformer_module.decoder.mask_predictor.mask_embedder.")
@@ -150,7 +151,7 @@ class RbAFineTuner(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         losses = self.losses(batch)
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(batch["label"]))
+        log_step_losses(self, {f"train/{k}": v for k, v in losses.items()}, batch_idx, len(batch["label"]))
         return losses["loss"]
 
     def configure_optimizers(self):

@@ -300,9 +300,9 @@ def test_a_finished_run_is_not_reused_when_its_settings_changed(tiny_models, tin
     assert make_job(tiny_models, tiny_cityscapes, out, lr=1e-3).run()["skipped"]
 
 
-def test_progress_bar_reads_the_loss_once_per_optimizer_step(tiny_models, tiny_cityscapes, tmp_path):
-    """The bar's postfix is the logged loss, read from the GPU (a sync): per optimizer step, not per micro-batch;
-    the loader pins host memory only where batches go to a GPU."""
+def test_progress_bar_advances_once_per_optimizer_step(tiny_models, tiny_cityscapes, tmp_path):
+    """The bar advances per optimizer step, not per micro-batch; the loader pins host memory only where batches go
+    to a GPU."""
     from pytorch_lightning.callbacks import TQDMProgressBar
 
     job = make_job(tiny_models, tiny_cityscapes, tmp_path, accumulate_grad_batches=3)
@@ -311,6 +311,57 @@ def test_progress_bar_reads_the_loss_once_per_optimizer_step(tiny_models, tiny_c
     module, _ = make_module(tiny_models, tiny_cityscapes, lr=1e-3)
     module.trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
     assert module.train_dataloader().pin_memory is False
+
+
+def fit_logging(module, tmp_path, device="cpu", max_steps=6, accumulate=2, every=3, callbacks=()):
+    """A few optimizer steps of `module` through Lightning with a CSV logger: (trainer, the logged rows)."""
+    import pandas as pd
+
+    logger = pl.loggers.CSVLogger(tmp_path / "logs", name="", version="")
+    trainer = pl.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_steps=max_steps,
+                         accumulate_grad_batches=accumulate, log_every_n_steps=every, logger=logger,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=list(callbacks))
+    trainer.fit(module)
+    return trainer, pd.read_csv(tmp_path / "logs" / "metrics.csv")
+
+
+def test_the_bar_shows_the_loss_the_loggers_got_at_their_steps(tiny_models, tiny_cityscapes, tmp_path):
+    """Loggers get the loss every `log_every_n_steps` optimizer steps; the bar shows the last of those values as a
+    number, without reading the GPU at the other micro-batches (test_a_fit_waits_for_the_gpu_only_at_logging_steps)."""
+    module, _ = make_module(tiny_models, tiny_cityscapes, lr=1e-3)
+    trainer, rows = fit_logging(module, tmp_path)
+    logged = rows.dropna(subset=["train/loss"])
+    assert list(logged["step"]) == [2, 5]  # optimizer steps 3 and 6 of 6, 0-based
+    assert isinstance(trainer.progress_bar_metrics["loss"], float)
+    assert trainer.progress_bar_metrics["loss"] == pytest.approx(logged["train/loss"].iloc[-1], rel=1e-6)
+    assert "loss" not in rows and "train/loss" not in trainer.progress_bar_metrics
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_fit_waits_for_the_gpu_only_at_logging_steps(tiny_models, tiny_cityscapes, tmp_path):
+    """After the first optimizer step (one-time moves), a synchronising call happens only at the logging steps (the
+    loggers' and the bar's reads of the loss): Lightning turns a progress-bar tensor into a number at every
+    micro-batch, which left the GPU idle while the host prepared each next micro-batch."""
+    import warnings
+
+    class WarnFromStep1(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 1 and torch.cuda.get_sync_debug_mode() == 0:
+                torch.cuda.synchronize()
+                torch.cuda.set_sync_debug_mode("warn")
+
+    module, _ = make_module(tiny_models, tiny_cityscapes, kind="sdxl", lr=1e-4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fit_logging(module, tmp_path, device="cuda", max_steps=7, accumulate=3, every=3,
+                        callbacks=[WarnFromStep1()])
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchronizing" in str(w.message)]
+    # steps 1-6 hold 18 micro-batches and 2 logging steps (3 and 6, 1-based): the loggers' read, the bar's copy
+    assert len(syncs) <= 2 * 2, [str(w.message) for w in syncs]
 
 
 def test_draws_are_those_of_diffusers_randn_tensor(tiny_models, tiny_cityscapes):
