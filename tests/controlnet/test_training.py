@@ -351,6 +351,9 @@ def test_a_fit_waits_for_the_gpu_only_at_logging_steps(tiny_models, tiny_citysca
                 torch.cuda.synchronize()
                 torch.cuda.set_sync_debug_mode("warn")
 
+        def on_train_end(self, trainer, pl_module):  # before the teardown moves the metrics to the host
+            torch.cuda.set_sync_debug_mode("default")
+
     module, _ = make_module(tiny_models, tiny_cityscapes, kind="sdxl", lr=1e-4)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
