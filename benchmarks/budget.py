@@ -730,9 +730,16 @@ def _set_tflop(flops: dict, key: str, sets: list[tuple[str, int, tuple[int, int]
     return sum(k * per_size[f"{h}x{w}"] for _, k, (h, w) in sets)
 
 
-#: CPU seconds the RbA fine-tune's loader spends per 1024x2048 sample (decode, resize, crop, colour;
-#: `python -m benchmarks.run rbaloader` on the development machine): the loader's ceiling in the RbA rows' notes
-RBA_SAMPLE_CPU_S = 0.110
+def rba_loader_cost(results: Path) -> tuple[float, str] | None:
+    """CPU seconds per 1024x2048 sample of the RbA fine-tune's loader (decode, resize, crop, colour, collate) and
+    where they were measured, from `python -m benchmarks.run rbaloader`'s JSONs: a run beside a GPU first (the
+    machine that trains), else the slowest CPU measured. None when there is none."""
+    runs = [(path, json.loads(path.read_text())) for path in sorted(results.glob("rba_loader_*.json"))]
+    if not runs:
+        return None
+    path, d = max(runs, key=lambda r: (r[1].get("gpu") is not None, r[1]["sample_ms"] + r[1]["collate_ms"]))
+    where = f"beside an {d['gpu']}" if d.get("gpu") else "no GPU"
+    return (d["sample_ms"] + d["collate_ms"]) / 1000, f"{d['cpu']}, {d['cores']} cores, {where}: {path.name}"
 
 
 def rba_row(results: Path, flops: dict | None, stage: str, row: Row) -> Row:
@@ -769,11 +776,12 @@ def rba_row(results: Path, flops: dict | None, stage: str, row: Row) -> Row:
         measured, stage_runs = (found[1].get("settings") or {}).get("precision", "32-true"), finetune_precision(
             "auto", "cuda")
         batch = found[1].get("batch") or 16
-        ceiling = AUTO_WORKERS / (batch * RBA_SAMPLE_CPU_S)
+        cost = rba_loader_cost(results)
+        loader = ("the loader's CPU cost is not measured (`python -m benchmarks.run rbaloader`)" if cost is None else
+                  f"the stage's {AUTO_WORKERS} loader workers allow at most {AUTO_WORKERS / (batch * cost[0]):.1f} "
+                  f"step/s ({1000 * cost[0]:.0f} ms of CPU per sample; {cost[1]})")
         what += (f"; in {measured}, as the stage trains on a GPU (precision: auto, RbA's AMP), on GPU-resident "
-                 f"batches: the stage's {AUTO_WORKERS} loader workers (~{RBA_SAMPLE_CPU_S * 1000:.0f} ms of CPU "
-                 f"per sample) may hold it near {ceiling:.1f} step/s, not measured through the stage "
-                 "(docs/benchmarks.md#rba-amp)"
+                 f"batches: {loader}; not measured through the stage (docs/benchmarks.md#rba-amp)"
                  if measured == stage_runs else
                  f"; in {measured}, while the stage trains in {stage_runs} on a GPU (precision: auto): rerun {rerun}")
     row.note = f"{row.note}; {what}" if row.note else what

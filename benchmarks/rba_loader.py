@@ -11,11 +11,17 @@ it with the GPU's step rate (`python -m benchmarks.run throughput --stages rba_s
 
     python -m benchmarks.run rbaloader                      # 24 samples, batch 16, workers 1 2 4 8 15
     python -m benchmarks.run rbaloader --samples 48 --gpu-step-s 1.63
+
+With --out or $OUT set it writes `rba_loader_<cpu>.json` (1024x2048 images only), naming the CPU and the GPU beside
+it: the budget's RbA fine-tune rows quote the loader's ceiling from it (benchmarks/budget.py, rba_loader_cost).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import re
 import sys
 import tempfile
 import time
@@ -80,6 +86,18 @@ def measure(data, batch: int) -> dict:
     return {"samples": n, "read_ms": 1000 * read / n, "sample_ms": 1000 * total / n, "collate_ms": collate_ms}
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo; the platform's processor string elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run rbaloader", description=__doc__.split("\n")[0])
     p.add_argument("--samples", type=int, default=24, help="timed samples (default 24)")
@@ -88,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 15])
     p.add_argument("--size", type=int, nargs=2, default=[1024, 2048], help="H W of the written images")
     p.add_argument("--gpu-step-s", type=float, default=None, help="the GPU's steps/s to compare with")
+    p.add_argument("--out", default=None, help="folder for the JSON (default $OUT; none: print only)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory(prefix="rba_loader_") as tmp:
         roots = write_train_set(Path(tmp), args.images, 4, tuple(args.size))
@@ -102,6 +121,17 @@ def main(argv: list[str] | None = None) -> dict:
     for w, rate in res["ceiling_step_s"].items():
         note = f" ({rate / args.gpu_step_s:.2f}x the GPU's {args.gpu_step_s} step/s)" if args.gpu_step_s else ""
         print(f"  {w:>2} worker(s): at most {rate:.2f} step/s at batch {batch}{note}")
+    if tuple(args.size) == (1024, 2048) and (args.out or os.environ.get("OUT")):
+        import torch
+
+        from benchmarks import write_result
+
+        res.update(cpu=cpu_name(), cores=len(os.sched_getaffinity(0)), size=list(args.size),
+                   gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+                   command="python -m benchmarks.run rbaloader " + " ".join(sys.argv[1:] if argv is None else argv))
+        slug = re.sub(r"[^a-z0-9]+", "_", res["cpu"].lower()).strip("_")[:40]
+        print("wrote", write_result(res, f"rba_loader_{slug}.json",
+                                    Path(args.out) / f"rba_loader_{slug}.json" if args.out else None))
     return res
 
 

@@ -27,8 +27,8 @@ def setup_runtime(cpu_threads: int | None = None) -> None:
 
 
 #: most loader workers of `num_workers: auto`: one decodes a 2-Mpx PNG sample in ~90 ms of CPU (the RbA fine-tune's
-#: sample with its augmentation ~110 ms, benchmarks/rba_loader.py); a small model (PSPNet-R18) evaluates one in
-#: ~20 ms on an H100 and the RbA Swin-B fine-tune takes 16 per 0.6 s step (docs/benchmarks.md)
+#: sample with its augmentation: `python -m benchmarks.run rbaloader`); a small model (PSPNet-R18) evaluates one in
+#: ~20 ms on an H100 and the RbA Swin-B fine-tune takes 16 per step (docs/benchmarks.md)
 AUTO_WORKERS = 8
 
 

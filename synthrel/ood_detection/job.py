@@ -93,9 +93,9 @@ class FinetuneSettings:
     grad_clip: float | None = 0.01
     # auto: 16-mixed on a GPU, as RbA trains (its config's SOLVER.AMP.ENABLED: true), 32-true on the CPU
     precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed"] = "auto"
-    # loader workers; auto: the CPU cores but one, at most 8 (synthrel.runtime.auto_workers). Each builds ~110 ms
-    # of CPU per sample (benchmarks/rba_loader.py): 2 workers cap batch 16 at ~1 step/s, 8 at ~4.5; an
-    # H100 trains Swin-B at 5.28 step/s in 16-mixed
+    # loader workers; auto: the CPU cores but one, at most 8 (synthrel.runtime.auto_workers). Each builds a
+    # 1024x2048 sample in 70-130 ms of CPU (`python -m benchmarks.run rbaloader`), and a step takes 16: 2 workers
+    # cap an H100's Swin-B fine-tune (docs/benchmarks.md#rba-amp) at about 1 step/s
     num_workers: int | Literal["auto"] = "auto"
 
 

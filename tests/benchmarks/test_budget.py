@@ -275,6 +275,36 @@ def test_rba_rows_count_the_head_their_json_measured(tmp_path):
     assert l_score["note"].startswith("measured at 1024x2048")
 
 
+def test_the_rba_fine_tunes_quote_the_loaders_ceiling_measured_beside_a_gpu_first(tmp_path):
+    """The loader's ceiling is AUTO_WORKERS / (batch x CPU seconds per sample) from the rbaloader JSON measured
+    beside a GPU, else from the slowest CPU measured; without one the note says it is not measured."""
+    from synthrel.runtime import AUTO_WORKERS
+
+    stage_settings = {"rba_swin_b": {"head": "swin_b_1dl", "precision": "16-mixed"}}
+    row = "ood_detection: RbA Swin-B fine-tunes"
+    (tmp_path / "none").mkdir()
+    _, rows = run_budget(tmp_path / "none", settings=stage_settings)
+    assert "the loader's CPU cost is not measured (`python -m benchmarks.run rbaloader`)" in rows[row]["note"]
+
+    results = tmp_path / "measured" / "results"
+    results.mkdir(parents=True)
+
+    def loader(name, ms, gpu=None):
+        (results / f"rba_loader_{name}.json").write_text(json.dumps(
+            {"sample_ms": ms - 1.0, "collate_ms": 1.0, "cpu": name, "cores": 2, "gpu": gpu}))
+
+    loader("fast", 50.0)
+    loader("slow", 125.0)
+    _, rows = run_budget(tmp_path / "measured", settings=stage_settings)
+    assert (f"the stage's {AUTO_WORKERS} loader workers allow at most {AUTO_WORKERS / (16 * 0.125):.1f} step/s "
+            "(125 ms of CPU per sample; slow, 2 cores, no GPU: rba_loader_slow.json); not measured through the "
+            "stage") in rows[row]["note"]
+    loader("host", 100.0, gpu=H100)
+    _, rows = run_budget(tmp_path / "measured", settings=stage_settings)
+    assert (f"allow at most {AUTO_WORKERS / (16 * 0.1):.1f} step/s (100 ms of CPU per sample; host, 2 cores, "
+            f"beside an {H100}: rba_loader_host.json)") in rows[row]["note"]
+
+
 def test_rba_rows_of_an_unknown_head_are_not_counted(tmp_path):
     res, rows = run_budget(tmp_path, settings={"rba_swin_l": {"head": "swin_l_9dl"}})
     row = rows["ood_detection: RbA Swin-L fine-tunes"]
