@@ -174,8 +174,8 @@ class ControlNetModule(pl.LightningModule):
         sampler = StreamSampler(start, rank=self.trainer.global_rank, world_size=self.trainer.world_size)
         if start:
             log.info("resuming the data stream at draw %d (optimizer step %d)", start, self.trainer.global_step)
-        # Pinned host memory makes the ~130 MB of every SDXL micro-batch an asynchronous copy (Lightning moves
-        # batches with non_blocking=True), so the host does not stall on it while the GPU trains.
+        # Pinned host memory makes the ~130 MB of every SDXL micro-batch an asynchronous copy (to_device), so the
+        # host does not stall on it while the GPU trains.
         return DataLoader(self.train_data, batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           pin_memory=self.device.type == "cuda")
@@ -227,6 +227,12 @@ class ControlNetModule(pl.LightningModule):
     def _tokenize(self, tokenizer, captions: list[str]) -> torch.Tensor:
         return self.to_device(tokenizer(list(captions), max_length=tokenizer.model_max_length, padding="max_length",
                                         truncation=True, return_tensors="pt").input_ids)
+
+    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
+        """The batch stays on the host. diffusion_loss moves what the networks read (to_device) and reads the stream
+        positions, which seed its draws, on the host: Lightning's move would put them on the GPU, and each `int()` of
+        one would wait for the GPU, draining the queue at every micro-batch."""
+        return batch
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """`tensor` on the module's device without waiting for the GPU: CUDA synchronises the stream for a copy

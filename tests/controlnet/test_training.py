@@ -341,8 +341,9 @@ def test_the_bar_shows_the_loss_the_loggers_got_at_their_steps(tiny_models, tiny
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_a_fit_waits_for_the_gpu_only_at_logging_steps(tiny_models, tiny_cityscapes, tmp_path):
     """After the first optimizer step (one-time moves), a synchronising call happens only at the logging steps (the
-    loggers' and the bar's reads of the loss): Lightning turns a progress-bar tensor into a number at every
-    micro-batch, which left the GPU idle while the host prepared each next micro-batch."""
+    loggers' and the bar's reads of the loss). Two syncs per micro-batch came before: Lightning turned the
+    progress-bar loss into a number, and the step read the seeding positions from the batch Lightning had moved
+    to the GPU; each left the GPU idle while the host prepared the next micro-batch."""
     import warnings
 
     class WarnFromStep1(pl.Callback):
@@ -365,6 +366,15 @@ def test_a_fit_waits_for_the_gpu_only_at_logging_steps(tiny_models, tiny_citysca
     syncs = [w for w in caught if "synchronizing" in str(w.message)]
     # steps 1-6 hold 18 micro-batches and 2 logging steps (3 and 6, 1-based): the loggers' read, the bar's copy
     assert len(syncs) <= 2 * 2, [str(w.message) for w in syncs]
+
+
+def test_the_trainer_leaves_the_batch_on_the_host(tiny_models, tiny_cityscapes):
+    """Lightning's batch move is skipped: the step moves its own tensors, and reads the seeding positions on the
+    host (`int()` of a GPU tensor is a sync; test_a_fit_waits_for_the_gpu_only_at_logging_steps on a GPU)."""
+    module, data = make_module(tiny_models, tiny_cityscapes, lr=1e-3)
+    batch = default_collate([data[0], data[1]])
+    moved = module.transfer_batch_to_device(batch, torch.device("cuda"), 0)  # no GPU needed: nothing is moved
+    assert moved is batch and moved["position"].device.type == "cpu"
 
 
 def test_draws_are_those_of_diffusers_randn_tensor(tiny_models, tiny_cityscapes):
