@@ -84,8 +84,8 @@ def log_step_losses(module, losses: Mapping, batch_idx: int, batch_size: int) ->
 
     module.log_dict(dict(losses), on_step=True, batch_size=batch_size)
     trainer = module.trainer
-    last_micro_batch = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
-    if last_micro_batch and (trainer.global_step + 1) % trainer.log_every_n_steps == 0:  # Lightning's logging steps
+    every, last_micro_batch = trainer.log_every_n_steps, (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+    if every and last_micro_batch and (trainer.global_step + 1) % every == 0:  # Lightning's logging steps
         values = torch.stack([v.detach().float() for v in losses.values()]).cpu()  # one sync for them all
         module.log_dict({k.rsplit("/", 1)[-1]: v for k, v in zip(losses, values, strict=True)}, prog_bar=True,
                         logger=False, on_step=True, batch_size=batch_size)
