@@ -314,7 +314,7 @@ def test_progress_bar_advances_once_per_optimizer_step(tiny_models, tiny_citysca
 
 
 def fit_logging(module, tmp_path, device="cpu", max_steps=6, accumulate=2, every=3, callbacks=()):
-    """A few optimizer steps of `module` through Lightning with a CSV logger: (trainer, the logged rows)."""
+    """A few optimizer steps of `module` through Lightning with a CSV logger: (trainer, the logged rows or None)."""
     import pandas as pd
 
     logger = pl.loggers.CSVLogger(tmp_path / "logs", name="", version="")
@@ -323,7 +323,8 @@ def fit_logging(module, tmp_path, device="cpu", max_steps=6, accumulate=2, every
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=list(callbacks))
     trainer.fit(module)
-    return trainer, pd.read_csv(tmp_path / "logs" / "metrics.csv")
+    logged = tmp_path / "logs" / "metrics.csv"
+    return trainer, pd.read_csv(logged) if logged.exists() else None
 
 
 def test_the_bar_shows_the_loss_the_loggers_got_at_their_steps(tiny_models, tiny_cityscapes, tmp_path):
@@ -336,6 +337,9 @@ def test_the_bar_shows_the_loss_the_loggers_got_at_their_steps(tiny_models, tiny
     assert isinstance(trainer.progress_bar_metrics["loss"], float)
     assert trainer.progress_bar_metrics["loss"] == pytest.approx(logged["train/loss"].iloc[-1], rel=1e-6)
     assert "loss" not in rows and "train/loss" not in trainer.progress_bar_metrics
+    module, _ = make_module(tiny_models, tiny_cityscapes, lr=1e-3)
+    trainer, _ = fit_logging(module, tmp_path / "never", max_steps=2, every=0)  # Lightning's "never log"
+    assert "loss" not in trainer.progress_bar_metrics
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
