@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--size", type=int, nargs=2, default=[1024, 2048], help="H W of the written images")
     p.add_argument("--gpu-step-s", type=float, default=None, help="the GPU's steps/s to compare with")
     p.add_argument("--out", default=None, help="folder for the JSON (default $OUT; none: print only)")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rba_loader_") as tmp:
         roots = write_train_set(Path(tmp), args.images, 4, tuple(args.size))
         data, ft = loader_dataset(roots, args.samples + 1)
@@ -125,13 +126,13 @@ def main(argv: list[str] | None = None) -> dict:
         import torch
 
         from benchmarks import write_result
+        from synthrel.runtime import usable_cores
 
-        res.update(cpu=cpu_name(), cores=len(os.sched_getaffinity(0)), size=list(args.size),
+        res.update(cpu=cpu_name(), cores=usable_cores(), size=list(args.size),
                    gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-                   command="python -m benchmarks.run rbaloader " + " ".join(sys.argv[1:] if argv is None else argv))
-        slug = re.sub(r"[^a-z0-9]+", "_", res["cpu"].lower()).strip("_")[:40]
-        print("wrote", write_result(res, f"rba_loader_{slug}.json",
-                                    Path(args.out) / f"rba_loader_{slug}.json" if args.out else None))
+                   command="python -m benchmarks.run rbaloader " + " ".join(argv))
+        name = f"rba_loader_{re.sub(r'[^a-z0-9]+', '_', res['cpu'].lower()).strip('_')[:40]}.json"
+        print("wrote", write_result(res, name, Path(args.out) / name if args.out else None))
     return res
 
 

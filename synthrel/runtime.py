@@ -32,11 +32,15 @@ def setup_runtime(cpu_threads: int | None = None) -> None:
 AUTO_WORKERS = 8
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may use (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def auto_workers() -> int:
     """Loader workers of `num_workers: auto`: the CPU cores this process may use but one (the main process issues
     the GPU work), at most AUTO_WORKERS; 0 on a single core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(AUTO_WORKERS, cores - 1))
+    return max(0, min(AUTO_WORKERS, usable_cores() - 1))
 
 
 def loader_workers(value, key: str) -> int:
