@@ -34,7 +34,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from benchmarks import write_result
@@ -777,9 +777,15 @@ def rba_row(results: Path, flops: dict | None, stage: str, row: Row) -> Row:
             "auto", "cuda")
         batch = found[1].get("batch") or 16
         cost = rba_loader_cost(results)
-        loader = ("the loader's CPU cost is not measured (`python -m benchmarks.run rbaloader`)" if cost is None else
-                  f"the stage's {AUTO_WORKERS} loader workers allow at most {AUTO_WORKERS / (batch * cost[0]):.1f} "
-                  f"step/s ({1000 * cost[0]:.0f} ms of CPU per sample; {cost[1]})")
+        if cost is None:
+            loader = "the loader's CPU cost is not measured (`python -m benchmarks.run rbaloader`)"
+        else:
+            ceiling = AUTO_WORKERS / (batch * cost[0])
+            loader = (f"the stage's {AUTO_WORKERS} loader workers allow at most {ceiling:.2f} step/s "
+                      f"({1000 * cost[0]:.0f} ms of CPU per sample; {cost[1]})")
+            if row.measured is not None and ceiling < row.measured.per_s:  # the GPU would wait for its batches
+                loader += f": counted at that ceiling, not at the GPU's {row.measured.per_s:.2f}"
+                row.measured = replace(row.measured, per_s=ceiling)
         what += (f"; in {measured}, as the stage trains on a GPU (precision: auto, RbA's AMP), on GPU-resident "
                  f"batches: {loader}; not measured through the stage (docs/benchmarks.md#rba-amp)"
                  if measured == stage_runs else

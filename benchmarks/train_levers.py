@@ -223,6 +223,7 @@ class Bench:
         from benchmarks.multigpu import write_captions, write_cityscapes_layout
         from benchmarks.stage_throughput import _base_pipeline
         from synthrel.controlnet.data import ControlNetTrainData, load_captions
+        from synthrel.controlnet.module import diffusion_examples
         from synthrel.data.cityscapes import CityscapesDataset
         from synthrel.generation.conditioning import encoding_channels
 
@@ -234,6 +235,7 @@ class Bench:
                                         args.resolution, "label_id", 0)
         self.channels = encoding_channels("label_id")
         self.base = _base_pipeline(args.kind, args.tiny, work, device)
+        self.examples = diffusion_examples(self.data, self.base, 0)  # the stage's examples, draws included
         from diffusers import ControlNetModel
 
         torch.manual_seed(0)
@@ -251,7 +253,7 @@ class Bench:
         key = (count, batch)
         if key not in self._batches:
             pin = self.device.type == "cuda"  # as the stage's loader: copies that do not wait for the GPU
-            collated = [default_collate([self.data[i * batch + j] for j in range(batch)]) for i in range(count)]
+            collated = [default_collate([self.examples[i * batch + j] for j in range(batch)]) for i in range(count)]
             self._batches = {key: [{k: v.pin_memory() if pin and isinstance(v, torch.Tensor) else v
                                     for k, v in micro.items()} for micro in collated]}
         return self._batches[key]

@@ -2,7 +2,8 @@
 
 The training data is one endless stream of draws. Draw `position` p belongs to epoch p // N (N items) and
 shows item perm_epoch[p % N], where perm_epoch is a permutation seeded by (seed, epoch); its square crop and
-flip are seeded by (seed, p). Every draw is therefore a pure function of (seed, p). Each rank reads positions
+flip are seeded by (seed, p), and so are the training step's own draws (DiffusionDraws: the VAE posterior's sample,
+the noise, the timestep). Every draw is therefore a pure function of (seed, p). Each rank reads positions
 rank, rank + world, ... from `start` on, and the trainer derives `start` from its optimizer step, so a run
 resumed from a checkpoint sees exactly the draws that an uninterrupted run would have seen (Lightning itself
 replays an interrupted epoch from its first batch).
@@ -132,3 +133,32 @@ class StreamSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return itertools.count(self.first, self.stride)
+
+
+class DiffusionDraws(Dataset):
+    """The training examples with the step's random draws added: `posterior_draw` and `noise`, float32 standard
+    normals of the latent's shape, and `timestep`, drawn in that order from one CPU generator seeded by
+    (seed, position, "diffusion"). These are the values of diffusers' `randn_tensor` with a list of per-sample
+    generators, the pipelines' protocol; cast to bfloat16 or float16 they equal draws made in that dtype where the
+    latent has a multiple of 16 elements (every SD1.5 and SDXL size: resolutions are multiples of 32).
+
+    Drawn where the example is read, in the loader's workers: the training process then only queues GPU work. Made
+    there, on an H100 host with the loader's workers busy, these few megabytes of draws and their concatenation held
+    about a fifth of the SDXL step's host time (docs/benchmarks.md#host-draws)."""
+
+    def __init__(self, examples: ControlNetTrainData, seed: int, latent_shape: tuple[int, ...],
+                 num_train_timesteps: int):
+        self.examples = examples
+        self.seed = int(seed)
+        self.latent_shape = tuple(int(n) for n in latent_shape)
+        self.num_train_timesteps = int(num_train_timesteps)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, position: int) -> dict:
+        generator = torch.Generator().manual_seed(item_seed(self.seed, position, "diffusion"))
+        return {**self.examples[position],
+                "posterior_draw": torch.randn(self.latent_shape, generator=generator),
+                "noise": torch.randn(self.latent_shape, generator=generator),
+                "timestep": torch.randint(0, self.num_train_timesteps, (1,), generator=generator)[0]}

@@ -4,7 +4,7 @@ from the UNet encoder (`ControlNetModel.from_unet`); epsilon (or v) prediction M
 the base model's DDPM noise schedule and uniform timesteps; AdamW over the ControlNet parameters only.
 
 Randomness is drawn per sample from generators seeded by (seed, stream position): the VAE posterior sample,
-the noise and the timestep. Training is then a pure function of the seed and the data stream, which makes a
+the noise and the timestep (data.DiffusionDraws, in the loader's workers). Training is then a pure function of the seed and the data stream, which makes a
 resumed run identical to an uninterrupted one (Lightning checkpoints do not carry the global RNG state).
 """
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from synthrel.controlnet.data import ControlNetTrainData, StreamSampler
+from synthrel.controlnet.data import ControlNetTrainData, DiffusionDraws, StreamSampler
 from synthrel.conventions import LABEL_ID_COLORS
 from synthrel.errors import ConfigError, WeightsError
 from synthrel.jobs import item_seed
@@ -47,6 +47,15 @@ def vae_precision_choice(setting: bool | None, *, sdxl: bool, fixed_vae: bool, p
     return False, (f"null: {dtype}, the frozen networks' dtype" +
                    (" (float32's range: no overflow; diffusers' SDXL script upcasts: vae_fp32=true)"
                     if sdxl and dtype == "bfloat16" else ""))
+
+
+def diffusion_examples(train_data: ControlNetTrainData, base, seed: int) -> DiffusionDraws:
+    """`train_data` with the step's draws for `base`'s latent (the VAE's channels at resolution / 2^(levels - 1),
+    diffusers' `vae_scale_factor`) and noise schedule."""
+    vae, scheduler = base.components["vae"], base.components["scheduler"]
+    side = train_data.resolution // 2 ** (len(vae.config.block_out_channels) - 1)
+    return DiffusionDraws(train_data, seed, (vae.config.latent_channels, side, side),
+                          scheduler.config.num_train_timesteps)
 
 
 class ControlNetModule(pl.LightningModule):
@@ -113,6 +122,7 @@ class ControlNetModule(pl.LightningModule):
         self.lr = float(lr)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
+        self.examples = diffusion_examples(train_data, base, self.seed)
         self.vae_fp32 = bool(vae_fp32)
         self.compile_networks = bool(compile)
         self.channels_last = bool(channels_last)
@@ -176,7 +186,7 @@ class ControlNetModule(pl.LightningModule):
             log.info("resuming the data stream at draw %d (optimizer step %d)", start, self.trainer.global_step)
         # Pinned host memory makes the ~130 MB of every SDXL micro-batch an asynchronous copy (to_device), so the
         # host does not stall on it while the GPU trains.
-        return DataLoader(self.train_data, batch_size=self.batch_size, sampler=sampler,
+        return DataLoader(self.examples, batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           pin_memory=self.device.type == "cuda")
 
@@ -229,9 +239,9 @@ class ControlNetModule(pl.LightningModule):
                                         truncation=True, return_tensors="pt").input_ids)
 
     def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
-        """The batch stays on the host. diffusion_loss moves what the networks read (to_device) and reads the stream
-        positions, which seed its draws, on the host: Lightning's move would put them on the GPU, and each `int()` of
-        one would wait for the GPU, draining the queue at every micro-batch."""
+        """The batch stays on the host: diffusion_loss moves only what the networks read (to_device). Lightning would
+        move every tensor of the examples, label maps and crop boxes included, and a host read of one of those
+        (an `int()` of a position) would then wait for the GPU, draining its queue."""
         return batch
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -242,27 +252,19 @@ class ControlNetModule(pl.LightningModule):
             return tensor.to(self.device)
         return tensor.pin_memory().to(self.device, non_blocking=True)
 
-    def draw_normal(self, shape: torch.Size, generators: list[torch.Generator], dtype: torch.dtype) -> torch.Tensor:
-        """Standard normal draws, sample i from CPU generator i: the values of diffusers' `randn_tensor` with a list
-        of generators (what `latent_dist.sample` and the training scripts use), moved by to_device()."""
-        return self.to_device(torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=dtype) for g in generators]))
-
     def diffusion_loss(self, batch: dict) -> torch.Tensor:
-        generators = [torch.Generator().manual_seed(item_seed(self.seed, int(p), "diffusion"))
-                      for p in batch["position"]]
+        """The step's loss on a collated batch of `examples` (their draws included), kept on the host."""
         with torch.no_grad():
             pixels = self.to_device(batch["pixel_values"]).to(self.vae.dtype)
             # A float32 VAE must also leave the trainer's autocast, which would run its convolutions in 16 bits.
             with torch.autocast(self.device.type, enabled=False) if self.vae_fp32 else nullcontext():
-                posterior = self.vae.encode(pixels).latent_dist  # its sample(), with the draws of draw_normal
-                latents = posterior.mean + posterior.std * self.draw_normal(posterior.mean.shape, generators,
-                                                                           posterior.parameters.dtype)
+                posterior = self.vae.encode(pixels).latent_dist  # its sample(), with the example's draws
+                draw = self.to_device(batch["posterior_draw"]).to(posterior.parameters.dtype)
+                latents = posterior.mean + posterior.std * draw
             latents = (latents * self.vae.config.scaling_factor).to(self.unet.dtype)
             prompt_embeds, added = self.encode_prompts(batch["caption"])
-        noise = self.draw_normal(latents.shape, generators, latents.dtype)
-        num_train_timesteps = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.cat([torch.randint(0, num_train_timesteps, (1,), generator=g) for g in generators])
-        timesteps = self.to_device(timesteps).long()
+        noise = self.to_device(batch["noise"]).to(latents.dtype)
+        timesteps = self.to_device(batch["timestep"])
         noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
         down_residuals, mid_residual = self.controlnet(
             noisy_latents,

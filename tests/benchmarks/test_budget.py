@@ -277,7 +277,8 @@ def test_rba_rows_count_the_head_their_json_measured(tmp_path):
 
 def test_the_rba_fine_tunes_quote_the_loaders_ceiling_measured_beside_a_gpu_first(tmp_path):
     """The loader's ceiling is AUTO_WORKERS / (batch x CPU seconds per sample) from the rbaloader JSON measured
-    beside a GPU, else from the slowest CPU measured; without one the note says it is not measured."""
+    beside a GPU, else from the slowest CPU measured; without one the note says it is not measured. A ceiling below
+    the GPU's rate is the rate counted."""
     from synthrel.runtime import AUTO_WORKERS
 
     stage_settings = {"rba_swin_b": {"head": "swin_b_1dl", "precision": "16-mixed"}}
@@ -285,6 +286,8 @@ def test_the_rba_fine_tunes_quote_the_loaders_ceiling_measured_beside_a_gpu_firs
     (tmp_path / "none").mkdir()
     _, rows = run_budget(tmp_path / "none", settings=stage_settings)
     assert "the loader's CPU cost is not measured (`python -m benchmarks.run rbaloader`)" in rows[row]["note"]
+    gpu_hours = rows[row]["hours_1"]
+    assert gpu_hours == pytest.approx(3 * 5000 / RATES["rba_swin_b"] / 3600, rel=1e-9)
 
     results = tmp_path / "measured" / "results"
     results.mkdir(parents=True)
@@ -296,13 +299,16 @@ def test_the_rba_fine_tunes_quote_the_loaders_ceiling_measured_beside_a_gpu_firs
     loader("fast", 50.0)
     loader("slow", 125.0)
     _, rows = run_budget(tmp_path / "measured", settings=stage_settings)
-    assert (f"the stage's {AUTO_WORKERS} loader workers allow at most {AUTO_WORKERS / (16 * 0.125):.1f} step/s "
+    assert (f"the stage's {AUTO_WORKERS} loader workers allow at most {AUTO_WORKERS / (16 * 0.125):.2f} step/s "
             "(125 ms of CPU per sample; slow, 2 cores, no GPU: rba_loader_slow.json); not measured through the "
             "stage") in rows[row]["note"]
-    loader("host", 100.0, gpu=H100)
+    assert rows[row]["hours_1"] == gpu_hours  # 4 step/s from the loader: the GPU's 1 step/s bounds
+    loader("host", 1000.0, gpu=H100)
     _, rows = run_budget(tmp_path / "measured", settings=stage_settings)
-    assert (f"allow at most {AUTO_WORKERS / (16 * 0.1):.1f} step/s (100 ms of CPU per sample; host, 2 cores, "
-            f"beside an {H100}: rba_loader_host.json)") in rows[row]["note"]
+    ceiling = AUTO_WORKERS / (16 * 1.0)
+    assert (f"allow at most {ceiling:.2f} step/s (1000 ms of CPU per sample; host, 2 cores, beside an {H100}: "
+            f"rba_loader_host.json): counted at that ceiling, not at the GPU's 1.00") in rows[row]["note"]
+    assert rows[row]["hours_1"] == pytest.approx(3 * 5000 / ceiling / 3600, rel=1e-9)
 
 
 def test_rba_rows_of_an_unknown_head_are_not_counted(tmp_path):

@@ -39,8 +39,9 @@ def make_module(models, data, kind="sd15", **kwargs):
     dataset = CityscapesDataset(data["root"], split="train")
     train_data = ControlNetTrainData(dataset, load_captions(data["captions"]), 32)
     torch.manual_seed(0)
-    return ControlNetModule(load_base_pipeline(str(models[kind])), train_data, conditioning_channels=1,
-                            batch_size=2, **kwargs), train_data
+    module = ControlNetModule(load_base_pipeline(str(models[kind])), train_data, conditioning_channels=1,
+                              batch_size=2, **kwargs)
+    return module, module.examples
 
 
 def test_loss_falls_when_overfitting_one_batch(tiny_models, tiny_cityscapes):
@@ -369,7 +370,7 @@ def test_a_fit_waits_for_the_gpu_only_at_logging_steps(tiny_models, tiny_citysca
             torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchronizing" in str(w.message)]
     # steps 1-6 hold 18 micro-batches and 2 logging steps (3 and 6, 1-based): the loggers' read, the bar's copy
-    assert len(syncs) <= 2 * 2, [str(w.message) for w in syncs]
+    assert len(syncs) <= 2 * 2, [f"{w.filename}:{w.lineno}: {w.message}" for w in syncs]  # the calling frame
 
 
 def test_the_trainer_leaves_the_batch_on_the_host(tiny_models, tiny_cityscapes):
@@ -381,18 +382,27 @@ def test_the_trainer_leaves_the_batch_on_the_host(tiny_models, tiny_cityscapes):
     assert moved is batch and moved["position"].device.type == "cpu"
 
 
-def test_draws_are_those_of_diffusers_randn_tensor(tiny_models, tiny_cityscapes):
-    """The noise and the VAE posterior's sample keep diffusers' values (a list of CPU generators, one per sample),
-    bitwise, now that they reach the GPU through pinned memory."""
+@pytest.mark.parametrize("latent_shape", [(4, 4, 4), (4, 128, 128)])  # the tiny models' latent; SDXL's at 1024²
+def test_draws_are_those_of_diffusers_randn_tensor(tiny_models, tiny_cityscapes, latent_shape):
+    """Each example's draws are diffusers' `randn_tensor` values with one CPU generator per sample (the VAE
+    posterior's sample, then the noise, then the timestep), bitwise, in float32 and, cast, in bfloat16 and
+    float16: the draws of the step when it made them itself in the frozen networks' dtype."""
     from diffusers.utils.torch_utils import randn_tensor
 
+    from synthrel.controlnet.data import DiffusionDraws
+
     module, _ = make_module(tiny_models, tiny_cityscapes, lr=1e-4)
-    for dtype in (torch.float32, torch.bfloat16):
-        seeded = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
-        mine = module.draw_normal(torch.Size((3, 4, 5, 6)), seeded, dtype)
-        theirs = randn_tensor((3, 4, 5, 6), generator=[torch.Generator().manual_seed(s) for s in (1, 2, 3)],
-                              device=torch.device("cpu"), dtype=dtype)
-        assert mine.dtype == dtype and torch.equal(mine, theirs)
+    assert module.examples.latent_shape == (4, 4, 4)  # 32 px through the tiny VAE's 4x downsampling
+    examples = DiffusionDraws(module.train_data, seed=0, latent_shape=latent_shape, num_train_timesteps=1000)
+    batch = default_collate([examples[p] for p in (2, 0, 3)])
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        generators = [torch.Generator().manual_seed(item_seed(0, p, "diffusion")) for p in (2, 0, 3)]
+        posterior = randn_tensor((3, *latent_shape), generator=generators, device=torch.device("cpu"), dtype=dtype)
+        noise = randn_tensor((3, *latent_shape), generator=generators, device=torch.device("cpu"), dtype=dtype)
+        timesteps = torch.cat([torch.randint(0, 1000, (1,), generator=g) for g in generators])
+        assert torch.equal(batch["posterior_draw"].to(dtype), posterior)
+        assert torch.equal(batch["noise"].to(dtype), noise)
+        assert torch.equal(batch["timestep"], timesteps)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: CUDA's synchronisation debug mode")
