@@ -4,8 +4,9 @@ from the UNet encoder (`ControlNetModel.from_unet`); epsilon (or v) prediction M
 the base model's DDPM noise schedule and uniform timesteps; AdamW over the ControlNet parameters only.
 
 Randomness is drawn per sample from generators seeded by (seed, stream position): the VAE posterior sample,
-the noise and the timestep (data.DiffusionDraws, in the loader's workers). Training is then a pure function of the seed and the data stream, which makes a
-resumed run identical to an uninterrupted one (Lightning checkpoints do not carry the global RNG state).
+the noise and the timestep (data.DiffusionDraws, in the loader's workers). Training is then a pure function of the
+seed and the data stream, which makes a resumed run identical to an uninterrupted one (Lightning checkpoints do not
+carry the global RNG state).
 """
 
 from __future__ import annotations
