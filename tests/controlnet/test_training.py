@@ -349,28 +349,43 @@ def test_a_fit_waits_for_the_gpu_only_at_logging_steps(tiny_models, tiny_citysca
     loggers' and the bar's reads of the loss). Two syncs per micro-batch came before: Lightning turned the
     progress-bar loss into a number, and the step read the seeding positions from the batch Lightning had moved
     to the GPU; each left the GPU idle while the host prepared the next micro-batch."""
+    import traceback
     import warnings
+
+    where = {"step": None}
 
     class WarnFromStep1(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            where["step"] = (trainer.global_step, batch_idx)
             if trainer.global_step == 1 and torch.cuda.get_sync_debug_mode() == 0:
                 torch.cuda.synchronize()
                 torch.cuda.set_sync_debug_mode("warn")
 
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            where["step"] = (trainer.global_step, batch_idx, "after the batch")
+
         def on_train_end(self, trainer, pl_module):  # before the teardown moves the metrics to the host
             torch.cuda.set_sync_debug_mode("default")
 
+    syncs = []
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        if "synchronizing" in str(message):  # where, and the frames that called it (for a failure's message)
+            frames = [f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno} {f.name}"
+                      for f in traceback.extract_stack()[-10:-2]]  # not warnings.py and this
+            syncs.append((where["step"], str(message), frames))
+
     module, _ = make_module(tiny_models, tiny_cityscapes, kind="sdxl", lr=1e-4)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.showwarning = record
         try:
             fit_logging(module, tmp_path, device="cuda", max_steps=7, accumulate=3, every=3,
                         callbacks=[WarnFromStep1()])
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    syncs = [w for w in caught if "synchronizing" in str(w.message)]
     # steps 1-6 hold 18 micro-batches and 2 logging steps (3 and 6, 1-based): the loggers' read, the bar's copy
-    assert len(syncs) <= 2 * 2, [f"{w.filename}:{w.lineno}: {w.message}" for w in syncs]  # the calling frame
+    assert len(syncs) <= 2 * 2, syncs
 
 
 def test_the_trainer_leaves_the_batch_on_the_host(tiny_models, tiny_cityscapes):
