@@ -204,6 +204,7 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
     from synthrel.controlnet.data import ControlNetTrainData, load_captions
     from synthrel.controlnet.module import ControlNetModule, vae_precision_choice
     from synthrel.data.cityscapes import CityscapesDataset
+    from synthrel.runtime import auto_workers
 
     resolution = 32 if args.tiny else {"sd15": 512, "sdxl": 1024}[kind]
     batch, accumulate = (2, 1) if args.tiny else (args.train_batch, args.train_accumulate)
@@ -224,7 +225,7 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
                                   vae_fp32=vae_precision_choice(None, sdxl=kind == "sdxl", fixed_vae=False,
                                                                 precision=precision)[0],
                                   compile=args.train_compile,
-                                  num_workers=0 if args.tiny else 4)
+                                  num_workers=0 if args.tiny else auto_workers())  # the stage's auto
         timer = step_timer(device.type == "cuda")
         profiler = gpu_busy_profile(warmup + steps, args.train_profile, device.type == "cuda",
                                     timed=partial(timer.rates, warmup, batch * accumulate, last=warmup + steps))
@@ -256,7 +257,7 @@ def bench_controlnet_train(kind: str, args, device, work: Path) -> dict:
                                "gradient_clip_val": None,
                                "gradient_checkpointing": checkpointing, "compile": args.train_compile,
                                "optimizer": "AdamW over the ControlNet",
-                               "timed_optimizer_steps": rates.get("timed_steps"),
+                               "timed_optimizer_steps": rates.get("timed_steps"), "loader_workers": module.num_workers,
                                "first_step_s": rates.get("first_step_s")},
                   "steps_per_s": rates["steps_per_s"], "peak_gib": _peak_gib(device)}
         if profiler.report:

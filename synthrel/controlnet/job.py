@@ -47,6 +47,7 @@ from synthrel.runstats import (
     compile_cost,
     steady_rate_callback,
 )
+from synthrel.runtime import loader_workers
 from synthrel.tracking import instantiate_loggers, one_wandb_run
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ class TrainControlNetJob:
     device: str = "auto"
     devices: int | Literal["auto"] = 1
     strategy: Literal["auto", "ddp", "ddp_find_unused_parameters_true"] = "auto"
-    num_workers: int = 2
+    num_workers: int | Literal["auto"] = "auto"  # loader workers reading, cropping and drawing each example
     checkpoint_every_n_steps: int = 100
     keep_checkpoints: Literal[-1, 0, 1] = 1  # besides last.ckpt: all, none, the latest
     sample_every_n_steps: int = 200
@@ -212,10 +213,10 @@ class TrainControlNetJob:
         if self.resolution % 8:
             raise ConfigError(f"`{KEY}.resolution` must be a multiple of 8 (the VAE and the ControlNet "
                               f"conditioning encoder downsample 8x), got {self.resolution}")
-        for name in ("sample_every_n_steps", "num_workers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"`{KEY}.{name}` must be an integer >= 0 (0 disables), got {value!r}")
+        value = self.sample_every_n_steps
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"`{KEY}.sample_every_n_steps` must be an integer >= 0 (0 disables), got {value!r}")
+        self.num_workers = loader_workers(self.num_workers, f"{KEY}.num_workers")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise ConfigError(f"`{KEY}.lr` must be a positive number, got {self.lr!r}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:

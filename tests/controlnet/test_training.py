@@ -434,3 +434,25 @@ def test_a_training_step_never_waits_for_the_gpu(tiny_models, tiny_cityscapes):
         module.diffusion_loss(batch).backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_loader_workers_default_to_auto_and_bad_counts_name_the_key(tiny_models, tiny_cityscapes, tmp_path,
+                                                                     monkeypatch):
+    """`stages.train_controlnet.num_workers: auto` (the default) is the evaluate and RbA stages' rule, the usable
+    cores but one, at most 8: the workers read, crop and draw each example, so the training process only queues
+    GPU work (docs/benchmarks.md#host-draws)."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    from synthrel.run import CONF_DIR
+    from synthrel.schemas import check_settings
+
+    assert OmegaConf.load(CONF_DIR / "stage" / "train_controlnet.yaml").num_workers == "auto"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert make_job(tiny_models, tiny_cityscapes, tmp_path, num_workers="auto").num_workers == 8
+    assert make_job(tiny_models, tiny_cityscapes, tmp_path, num_workers=3).num_workers == 3
+    with pytest.raises(ConfigError, match=r"`stages.train_controlnet.num_workers` must be an integer >= 0 or auto"):
+        make_job(tiny_models, tiny_cityscapes, tmp_path, num_workers=-1)
+    problems = check_settings(TrainControlNetJob, {"num_workers": "many"}, "stages.train_controlnet")
+    assert any("stages.train_controlnet.num_workers" in p and "auto" in p for p in problems), problems
