@@ -140,11 +140,11 @@ class DiffusionDraws(Dataset):
     normals of the latent's shape, and `timestep`, drawn in that order from one CPU generator seeded by
     (seed, position, "diffusion"). These are the values of diffusers' `randn_tensor` with a list of per-sample
     generators, the pipelines' protocol; cast to bfloat16 or float16 they equal draws made in that dtype where the
-    latent has a multiple of 16 elements (every SD1.5 and SDXL size: resolutions are multiples of 32).
+    latent has a multiple of 16 elements (resolutions that are multiples of 16, as the paper's 512 and 1024).
 
     Drawn where the example is read, in the loader's workers: the training process then only queues GPU work. Made
-    there, on an H100 host with the loader's workers busy, these few megabytes of draws and their concatenation held
-    about a fifth of the SDXL step's host time (docs/benchmarks.md#host-draws)."""
+    in the training process instead, on an H100 host with the loader's workers busy, these few megabytes of draws
+    held about a fifth of the SDXL step's host time (docs/benchmarks.md#host-draws)."""
 
     def __init__(self, examples: ControlNetTrainData, seed: int, latent_shape: tuple[int, ...],
                  num_train_timesteps: int):
