@@ -51,12 +51,11 @@ def vae_precision_choice(setting: bool | None, *, sdxl: bool, fixed_vae: bool, p
 
 
 def diffusion_examples(train_data: ControlNetTrainData, base, seed: int) -> DiffusionDraws:
-    """`train_data` with the step's draws for `base`'s latent (the VAE's channels at resolution / 2^(levels - 1),
-    diffusers' `vae_scale_factor`) and noise schedule."""
-    vae, scheduler = base.components["vae"], base.components["scheduler"]
-    side = train_data.resolution // 2 ** (len(vae.config.block_out_channels) - 1)
-    return DiffusionDraws(train_data, seed, (vae.config.latent_channels, side, side),
-                          scheduler.config.num_train_timesteps)
+    """`train_data` with the step's draws for `base`'s latent (the VAE's channels at resolution / the pipeline's
+    `vae_scale_factor`) and noise schedule."""
+    side = train_data.resolution // base.vae_scale_factor
+    return DiffusionDraws(train_data, seed, (base.vae.config.latent_channels, side, side),
+                          base.scheduler.config.num_train_timesteps)
 
 
 class ControlNetModule(pl.LightningModule):
@@ -240,9 +239,9 @@ class ControlNetModule(pl.LightningModule):
                                         truncation=True, return_tensors="pt").input_ids)
 
     def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
-        """The batch stays on the host: diffusion_loss moves only what the networks read (to_device). Lightning would
-        move every tensor of the examples, label maps and crop boxes included, and a host read of one of those
-        (an `int()` of a position) would then wait for the GPU, draining its queue."""
+        """The batch stays on the host: diffusion_loss moves only what the networks read (to_device, from the
+        loader's pinned memory). Lightning would move every tensor of the examples, the label maps, positions and
+        crop boxes the step never reads included."""
         return batch
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:

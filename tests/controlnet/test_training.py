@@ -389,8 +389,8 @@ def test_a_fit_waits_for_the_gpu_only_at_logging_steps(tiny_models, tiny_citysca
 
 
 def test_the_trainer_leaves_the_batch_on_the_host(tiny_models, tiny_cityscapes):
-    """Lightning's batch move is skipped: the step moves its own tensors, and reads the seeding positions on the
-    host (`int()` of a GPU tensor is a sync; test_a_fit_waits_for_the_gpu_only_at_logging_steps on a GPU)."""
+    """Lightning's batch move is skipped: the step moves only the tensors it reads, without waiting for the GPU
+    (test_a_fit_waits_for_the_gpu_only_at_logging_steps on a GPU)."""
     module, data = make_module(tiny_models, tiny_cityscapes, lr=1e-3)
     batch = default_collate([data[0], data[1]])
     moved = module.transfer_batch_to_device(batch, torch.device("cuda"), 0)  # no GPU needed: nothing is moved
