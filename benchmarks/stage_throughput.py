@@ -16,7 +16,8 @@ the hub models' config.json values; nothing is downloaded) and writes one JSON p
   ViT-L + OpenCLIP bigG text, fp32 VAE). Out of memory at batch 8: retried with gradient checkpointing in the
   ControlNet only, then in both networks (the one that ran is recorded).
 - `grounded_sam`: the inpaint stage's `GroundedSam` (Grounding DINO tiny: Swin-T + BERT-base, 900 queries,
-  images resized to 800; SAM ViT-H at 1024) on 512x512 zooms, batch 1 as the stage's default; detection and
+  images resized to 800; SAM ViT-H at 1024) on 512x512 zooms, batch 1 as the stage's default and batch 8, in fp32
+  (the top-level rate) and bf16 side by side (`runs`, `stages.inpaint.detector_precision`); detection and
   segmentation timed apart (random weights find no box, so `segment` is timed on a given box).
 - `rba_swin_b`, `rba_swin_l`: one `RbAFineTuner` optimisation step (RbA's released Mask2Former, `swin_b_1dl` /
   `swin_l_1dl` of synthrel.ood_detection.convert.ARCHS as the ood_detection stage builds it: Swin-B/L at window
@@ -403,25 +404,68 @@ def real_grounded_sam(sam_device=None):
     return dino, dino_processor, sam, sam_processor
 
 
+#: the batches the Grounded-SAM benchmark times: the stage's default and a GPU-sized one
+GROUNDED_SAM_BATCHES = (1, 8)
+
+
 def bench_grounded_sam(args, device, work: Path) -> dict:
-    from synthrel.ood_objects.grounded_sam import GroundedSam
+    from synthrel.ood_objects.grounded_sam import DETECTOR_PRECISIONS, GroundedSam
 
     if args.tiny:
         from synthrel.tiny.grounded_sam import build_tiny_grounded_sam
 
         folders = build_tiny_grounded_sam(work / "gsam")
-        detector = GroundedSam.from_pretrained(str(folders["grounding_dino"]), str(folders["sam"]), device)
+        models = GroundedSam.from_pretrained(str(folders["grounding_dino"]), str(folders["sam"]), device)
     else:
-        detector = GroundedSam(*real_grounded_sam(), device=device)
+        models = GroundedSam(*real_grounded_sam(), device=device)
     size = 64 if args.tiny else 512
-    zoom = frames(1, size, size)
     box = (size * 0.2, size * 0.2, size * 0.8, size * 0.8)
-    detect_s = timed_calls(lambda: detector.detect(zoom, "polar bear"), 2, args.repeats, device)
-    segment_s = timed_calls(lambda: detector.segment(zoom, [box]), 2, args.repeats, device)
-    return {"unit": "image", "per_s": 1 / (detect_s + segment_s), "batch": 1, "detect_s": detect_s,
-            "segment_s": segment_s, "settings": {"zoom": f"{size}x{size}", "dtype": "fp32",
-                                                 "deformable_attention": "PyTorch (disable_custom_kernels)"},
-            "note": "per image: detect + segment (every image segmented: an upper bound)", "peak_gib": _peak_gib(device)}
+    runs, ratio = [], {}
+    for batch in GROUNDED_SAM_BATCHES:
+        zooms = frames(batch, size, size)  # the first is batch 1's zoom
+        by_precision = {}
+        for precision in DETECTOR_PRECISIONS:  # fp32 first: the reference
+            run, first = _grounded_sam_run(models, precision, zooms, box, args.repeats, device)
+            by_precision[precision] = run, first
+            runs.append({**run, **_grounded_sam_diffs(first, by_precision["fp32"][1])})
+        ratio[str(batch)] = by_precision["bf16"][0]["per_s"] / by_precision["fp32"][0]["per_s"]
+    base = runs[0]
+    return {"unit": "image", "per_s": base["per_s"], "batch": 1, "detect_s": base["detect_s"],
+            "segment_s": base["segment_s"], "settings": {"zoom": f"{size}x{size}", "dtype": "fp32",
+                                                         "deformable_attention": "PyTorch (disable_custom_kernels)"},
+            "runs": runs, "ratio_bf16_vs_fp32": ratio,
+            "note": "per image: detect + segment (every image segmented: an upper bound); per_s, detect_s and "
+                    "segment_s: fp32 at batch 1; `runs`: fp32 and bf16 (`stages.inpaint.detector_precision`) at "
+                    "batch 1 and 8, each run's first image against fp32's at its batch (random weights: the best "
+                    "box is a near-tie, so a box difference is a rank flip rather than bf16's rounding)",
+            "peak_gib": base["peak_gib"]}
+
+
+def _grounded_sam_run(models, precision: str, zooms: list[np.ndarray], box, repeats: int, device):
+    """One (precision, batch) timing of detect + segment with `models`' weights, and the first zoom's best box (at
+    thresholds 0, so that random weights have one) and mask, for the differences against fp32."""
+    from synthrel.ood_objects.grounded_sam import GroundedSam
+
+    def detector(**thresholds):
+        return GroundedSam(models.dino, models.dino_processor, models.sam, models.sam_processor, device,
+                           precision=precision, **thresholds)
+
+    timed, any_score = detector(), detector(box_threshold=0.0, text_threshold=0.0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    detect_s = timed_calls(lambda: timed.detect(zooms, "polar bear"), 2, repeats, device)
+    segment_s = timed_calls(lambda: timed.segment(zooms, [box] * len(zooms)), 2, repeats, device)
+    first = any_score.detect(zooms[:1], "polar bear")[0].box, timed.segment(zooms[:1], [box])[0].mask
+    return {"precision": precision, "batch": len(zooms), "detect_s": detect_s, "segment_s": segment_s,
+            "per_s": len(zooms) / (detect_s + segment_s), "peak_gib": _peak_gib(device)}, first
+
+
+def _grounded_sam_diffs(first, reference) -> dict:
+    """The largest box-coordinate difference in pixels and the mask IoU of `first` against `reference`."""
+    (box, mask), (ref_box, ref_mask) = first, reference
+    union = (mask | ref_mask).sum()
+    return {"max_box_diff_px": float(np.abs(np.subtract(box, ref_box)).max()),
+            "mask_iou_vs_fp32": float((mask & ref_mask).sum() / union) if union else 1.0}
 
 
 # ---------------------------------------------------------------------------------------------------- RbA
@@ -489,12 +533,38 @@ def bench_rba(name: str, args, device, work: Path) -> dict:
     image = frames(1, *((64, 128) if args.tiny else RBA_PREDICT))[0][None]
     module.eval()
     predict_s = timed_calls(lambda: rba_predict(module.model, image, device), 2, args.repeats, device)
+    bf16_s = timed_calls(lambda: rba_predict(module.model, image, device, torch.bfloat16), 2, args.repeats, device)
     return {"unit": "step", "per_s": 1 / step_s, "batch": batch, "s_per_step": step_s, "peak_gib": peak, **fp32,
-            "predict_img_s": 1 / predict_s,
+            "predict_img_s": 1 / predict_s, "predict_img_s_bf16": 1 / bf16_s,
+            "predict_bf16_vs_fp32": rba_bf16_agreement(module.model, image, device),
             "settings": {"head": "tiny" if args.tiny else RBA_HEADS[name], "crop": f"{h}x{w}",
-                         "precision": precision, "predict_dtype": "fp32",
+                         "precision": precision, "predict_dtype": "fp32 (predict_img_s), bf16 autocast "
+                                                                   "(predict_img_s_bf16)",
                          "trainable": "class head + mask MLP",
                          "predict_image": "1024x2048" if not args.tiny else "64x128"}}
+
+
+def rba_bf16_agreement(model, image: np.ndarray, device) -> dict:
+    """How far `stages.ood_detection.rba.precision=bf16` moves RbA's scores on `image` from fp32: the largest score
+    difference, and AUROC / FPR@95 against a centred square taken as OOD (sklearn on both score maps). With random
+    weights this bounds the rounding, not a trained model's metric shift."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from synthrel.ood_detection.rba import rba_predict
+
+    fp32, bf16 = (rba_predict(model, image, device, dtype)[0][0].double().cpu().numpy()
+                  for dtype in (None, torch.bfloat16))
+    h, w = fp32.shape
+    ood = np.zeros((h, w), bool)
+    ood[h // 3: 2 * h // 3, w // 3: 2 * w // 3] = True
+
+    def metrics(score):
+        fpr, tpr, _ = roc_curve(ood.ravel(), score.ravel())
+        return roc_auc_score(ood.ravel(), score.ravel()), float(fpr[np.searchsorted(tpr, 0.95)])
+
+    (auroc32, fpr32), (auroc16, fpr16) = metrics(fp32), metrics(bf16)
+    return {"max_abs_score_diff": float(np.abs(fp32 - bf16).max()), "score_range": float(np.ptp(fp32)),
+            "auroc_fp32": auroc32, "auroc_bf16": auroc16, "fpr95_fp32": fpr32, "fpr95_bf16": fpr16}
 
 
 # ------------------------------------------------------------------------------------------------ calibration

@@ -411,9 +411,10 @@ def plain_settings(settings: dict) -> dict:
     return json.loads(json.dumps(settings, sort_keys=True, default=_json_default))
 
 
-def changed_settings(recorded: dict | None, expected: dict) -> dict[str, tuple]:
-    """{key: (recorded value, current value)} for every key of `expected` whose recorded value differs."""
-    recorded = recorded or {}
+def changed_settings(recorded: dict | None, expected: dict, added_later: dict | None = None) -> dict[str, tuple]:
+    """{key: (recorded value, current value)} for every key of `expected` whose recorded value differs.
+    `added_later`: settings a stage gained after records were written -> the value those records were made with."""
+    recorded = {**plain_settings(added_later or {}), **(recorded or {})}
     expected = plain_settings(expected)
     return {key: (recorded.get(key), value) for key, value in expected.items() if recorded.get(key) != value}
 
@@ -439,12 +440,14 @@ class ResumePlan:
 
 
 def plan_resume(stage: str, where: str, records: dict[str, dict], common: dict, inputs: dict[str, dict], *,
-                force: bool, elsewhere: str, planned: set[str] | None = None) -> ResumePlan:
+                force: bool, elsewhere: str, planned: set[str] | None = None,
+                added_later: dict | None = None) -> ResumePlan:
     """Decide, per item, to skip or (re)do it, and refuse a folder whose items were made with other settings.
 
     `records`: the latest record per id found in the output (each with its `settings`); `common`: the stage's
     result-affecting settings; `inputs`: this run's ids -> their own inputs (source file identities, caption...).
     `planned`: every id of the whole run (all shards); records outside it are checked on `common` only.
+    `added_later`: settings the stage gained since, with the value older records were made with (changed_settings).
     An item is skipped only when its record holds exactly {**common, **inputs[id]}. Records made with other
     settings stop the run with SettingsChangedError (a set must come from one configuration), unless `force`:
     then this run's items are redone and the other records are returned as `obsolete`. The log says why each
@@ -458,7 +461,7 @@ def plan_resume(stage: str, where: str, records: dict[str, dict], common: dict, 
         if record is None:
             todo.append(id)
             continue
-        changed = _record_changes(record, {**common, **own})
+        changed = _record_changes(record, {**common, **own}, added_later)
         if changed:
             stale[id] = changed
             todo.append(id)
@@ -469,7 +472,7 @@ def plan_resume(stage: str, where: str, records: dict[str, dict], common: dict, 
     for id, record in records.items():
         if id in inputs or (id in planned and force):
             continue  # another shard's item: with force, that shard redoes it
-        changed = _record_changes(record, common)
+        changed = _record_changes(record, common, added_later)
         if changed:
             stale[id] = changed
     obsolete = sorted(id for id in stale if id not in planned)
@@ -505,11 +508,11 @@ def plan_resume(stage: str, where: str, records: dict[str, dict], common: dict, 
     return ResumePlan(todo=todo, skipped=skipped, obsolete=obsolete)
 
 
-def _record_changes(record: dict, expected: dict) -> dict[str, tuple]:
+def _record_changes(record: dict, expected: dict, added_later: dict | None = None) -> dict[str, tuple]:
     recorded = record.get(SETTINGS_KEY)
     if recorded is None:
         return {"settings": ("none recorded (an older synthrel)", "this run's")}
-    return changed_settings(recorded, expected)
+    return changed_settings(recorded, expected, added_later)
 
 
 # ----------------------------------------------------------------------------------------- output records

@@ -131,6 +131,9 @@ class RbaSettings:
     # workers decoding the scored images (PNG decode of a 1024x2048 frame: ~0.1 s, longer than the H100's
     # Swin-B pass); auto: synthrel.runtime.auto_workers()
     num_workers: int | Literal["auto"] = "auto"
+    # the scoring network's precision: fp32 (RbA's own evaluation) | bf16 (autocast, the named fast path on GPUs;
+    # the scores themselves are computed in float32 either way: docs/benchmarks.md#rba-bf16)
+    precision: Literal["fp32", "bf16"] = "fp32"
     finetune: FinetuneSettings | None = field(default_factory=FinetuneSettings)
 
 
@@ -322,7 +325,8 @@ class OODDetectionJob:
                         models[name] = (base, variant, None)
         self.rba_model_info = {name: (base, variant) for name, (base, variant, _) in models.items()}
         manifest = Manifest(out / "rba" / "manifest.jsonl", key="item")
-        done = manifest.done()
+        # item -> the precision it was scored at (entries before the option: fp32, the only one there was)
+        scored = {r["item"]: r.get("precision", "fp32") for r in manifest.read()}
         rows = []
         for model, (_, _, spec) in models.items():
             if spec is None:
@@ -335,7 +339,10 @@ class OODDetectionJob:
                     continue
                 folder = out / "rba" / model / self.key(dataset)
                 item = f"{model}|{self.key(dataset)}"
-                if item not in done or self.force or not _exact_metrics_in(folder):
+                if scored.get(item) not in (None, self.rba.precision):
+                    log.info("ood_detection: RbA %s was scored at %s, rba.precision is %s: scoring it again",
+                             item, scored[item], self.rba.precision)
+                if scored.get(item) != self.rba.precision or self.force or not _exact_metrics_in(folder):
                     if loaded is None:
                         from synthrel.ood_detection.rba import load_mask2former
 
@@ -343,9 +350,10 @@ class OODDetectionJob:
                     ds = hydra.utils.instantiate(self.dataset_configs[dataset])
                     label = f"ood_detection: RbA {rba_arch(model)} scoring"
                     rate = self._rates.setdefault(label, SteadyRate("image", note="batch 1, one image per call, "
-                                                                                  "at each set's resolution"))
+                                                                   f"at each set's resolution, {self.rba.precision}"))
                     self._rba_evaluate(loaded, ds, folder, desc=f"RbA {model} on {dataset}", rate=rate)
-                    manifest.append({"item": item, "model_path": json.dumps(spec, default=str), "seed": self.seed})
+                    manifest.append({"item": item, "model_path": json.dumps(spec, default=str), "seed": self.seed,
+                                     "precision": self.rba.precision})
                 rows += self._rba_pair_rows(model, dataset, folder)
         return rows
 
@@ -368,7 +376,8 @@ class OODDetectionJob:
         with rate.loop():
             for sample in tqdm(loader, total=len(dataset), desc=desc):
                 with torch.inference_mode():
-                    scores = rba_predict(model, sample["image"][None], device)[0]  # (1, H, W), on the device
+                    scores = rba_predict(model, sample["image"][None], device,
+                                         autocast_dtype=torch.bfloat16 if self.rba.precision == "bf16" else None)[0]
                 acc.update(scores[None], sample["ood"][None].to(device, non_blocking=cuda))
                 ids.append(sample["id"])
                 rate.tick(1)

@@ -83,14 +83,19 @@ def class_scores(class_queries_logits: torch.Tensor, masks_queries_logits: torch
 
 
 @torch.no_grad()
-def rba_predict(model, images, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(anomaly scores (B, H, W), class scores (B, 19, H, W)) for RGB uint8 images (B, H, W, 3)."""
+def rba_predict(model, images, device=None, autocast_dtype: torch.dtype | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(anomaly scores (B, H, W), class scores (B, 19, H, W)) for RGB uint8 images (B, H, W, 3), float32 either
+    way. `autocast_dtype` runs the network under autocast (RbA scores in fp32); the class and anomaly scores are
+    computed from the query logits in float32 all the same, so only the network's rounding changes."""
     model.eval()
-    device = device or next(model.parameters()).device
+    device = torch.device(device or next(model.parameters()).device)
     # uint8 to the device first: a quarter of the bytes of float pixels, normalised there (the same float32 math)
     pixel_values = to_pixel_values(torch.as_tensor(images).to(device, non_blocking=True))
-    out = model(pixel_values=pixel_values)
-    scores = class_scores(out.class_queries_logits, out.masks_queries_logits, pixel_values.shape[-2:])
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        out = model(pixel_values=pixel_values)
+    scores = class_scores(out.class_queries_logits.float(), out.masks_queries_logits.float(),
+                          pixel_values.shape[-2:])
     return rba_score(scores), scores
 
 

@@ -4,6 +4,8 @@ transformers' `GroundingDinoForObjectDetection` and `SamModel` are used instead 
 Grounded-Segment-Anything packages: those need torchvision (not installable beside torch 2.13 CPU) and
 groundingdino-py needs transformers 4.x (feasibility.md, sections 4 and 5). Images are fed as RGB, which the
 processors expect; the official script fed RGB to a BGR interface, so both models saw swapped channels.
+Both run in float32 (the official numerics) or, with `precision="bf16"`, under bfloat16 autocast (the fast path on
+GPUs); scores, boxes and masks come out in float32 either way.
 """
 
 from __future__ import annotations
@@ -12,14 +14,19 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
 from synthrel.diffusion_loading import looks_local
-from synthrel.errors import WeightsError
+from synthrel.errors import ConfigError, WeightsError
 
 log = logging.getLogger(__name__)
+
+DetectorPrecision = Literal["fp32", "bf16"]
+DETECTOR_PRECISIONS = get_args(DetectorPrecision)
+PRECISION_KEY = "stages.inpaint.detector_precision"
 
 #: bert-base-uncased ids of [CLS], [SEP], '.', '?': not part of an object's phrase.
 SPECIAL_TOKEN_IDS = (101, 102, 1012, 1029)
@@ -87,6 +94,25 @@ class Segmentation:
     score: float  # SAM's predicted IoU of the chosen mask
 
 
+def check_precision(precision: str, key: str = PRECISION_KEY) -> str:
+    if precision not in DETECTOR_PRECISIONS:
+        raise ConfigError(f"`{key}` is {precision!r}; valid: {', '.join(DETECTOR_PRECISIONS)} (fp32: the official "
+                          "numerics; bf16: Grounding DINO and SAM under bfloat16 autocast, the fast path on GPUs)")
+    return precision
+
+
+def keep_positional_encodings_fp32(sam, device_type: str) -> None:
+    """Take SAM's random-Fourier positional encodings (of the box prompt and the image grid) out of autocast: they
+    are sin/cos of a matmul whose outputs reach tens of radians, where bf16's 8-bit mantissa is off by up to a tenth
+    of a radian. On the tiny SAM they were the main bf16 error: mask logits off by up to half their range and the
+    chosen mask changed; with them in fp32, off by about 2%."""
+    from transformers.models.sam.modeling_sam import SamPositionalEmbedding
+
+    for module in sam.modules():
+        if isinstance(module, SamPositionalEmbedding) and not hasattr(module.forward, "__wrapped__"):
+            module.forward = torch.autocast(device_type, enabled=False)(module.forward)
+
+
 def load_pretrained(cls, source: str, key: str, what: str):
     """`cls.from_pretrained(source)` from a hub id or a local folder, with errors that name the config key."""
     local = looks_local(source)
@@ -103,11 +129,15 @@ class GroundedSam:
     """Text -> box (Grounding DINO) -> mask (SAM) on batches of same-size RGB uint8 images."""
 
     def __init__(self, dino, dino_processor, sam, sam_processor, device: torch.device | str = "cpu",
-                 box_threshold: float = 0.25, text_threshold: float = 0.25, nms_iou: float = 0.8):
+                 box_threshold: float = 0.25, text_threshold: float = 0.25, nms_iou: float = 0.8,
+                 precision: DetectorPrecision = "fp32"):
         self.device = torch.device(device)
+        self.precision = check_precision(precision)
         self.dino = dino.to(self.device).eval()
         self.dino_processor = dino_processor
         self.sam = sam.to(self.device).eval()
+        if self.precision == "bf16":
+            keep_positional_encodings_fp32(self.sam, self.device.type)
         self.sam_processor = sam_processor
         self.box_threshold = box_threshold
         self.text_threshold = text_threshold
@@ -115,7 +145,9 @@ class GroundedSam:
 
     @classmethod
     def from_pretrained(cls, grounding_dino: str, sam: str, device: torch.device | str = "cpu",
-                        key_prefix: str = "stages.inpaint", **thresholds) -> GroundedSam:
+                        key_prefix: str = "stages.inpaint", precision: DetectorPrecision = "fp32",
+                        **thresholds) -> GroundedSam:
+        check_precision(precision, f"{key_prefix}.detector_precision")  # before the weights load
         from transformers import (
             GroundingDinoForObjectDetection,
             GroundingDinoProcessor,
@@ -129,8 +161,15 @@ class GroundedSam:
             load_pretrained(GroundingDinoProcessor, grounding_dino, dino_key, "Grounding DINO processor"),
             load_pretrained(SamModel, sam, sam_key, "SAM model"),
             load_pretrained(SamProcessor, sam, sam_key, "SAM processor"),
-            device, **thresholds,
+            device, precision=precision, **thresholds,
         )
+
+    def autocast(self):
+        """The forward passes' precision. bf16 autocasts rather than casting the weights: matmuls and convolutions
+        run in bf16 while softmax, norms and the deformable attention's grid_sample stay fp32, and so do Grounding
+        DINO's reference points, which a bf16 cast would round to 8 bits before they become the boxes, and SAM's
+        positional encodings (keep_positional_encodings_fp32)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @staticmethod
     def caption(name: str) -> str:
@@ -149,8 +188,9 @@ class GroundedSam:
         caption = self.caption(name)
         inputs = self.dino_processor(images=list(images), text=[caption] * len(images), return_tensors="pt")
         inputs = inputs.to(self.device)
-        outputs = self.dino(**inputs)
-        probs = outputs.logits.sigmoid().float().cpu()  # (B, queries, max_text_len)
+        with self.autocast():
+            outputs = self.dino(**inputs)
+        probs = outputs.logits.float().sigmoid().cpu()  # (B, queries, max_text_len)
         boxes_cxcywh = outputs.pred_boxes.float().cpu()
         input_ids = inputs["input_ids"].cpu()
         is_object_token = (inputs["attention_mask"].cpu() > 0) & ~torch.isin(
@@ -178,7 +218,8 @@ class GroundedSam:
         """SAM with one box prompt per image, multimask output, the mask with the best predicted IoU."""
         inputs = self.sam_processor(images=list(images), input_boxes=[[list(b)] for b in boxes],
                                     return_tensors="pt").to(self.device)
-        outputs = self.sam(**inputs, multimask_output=True)
+        with self.autocast():
+            outputs = self.sam(**inputs, multimask_output=True)
         masks = self.sam_processor.image_processor.post_process_masks(
             outputs.pred_masks.float().cpu(), inputs["original_sizes"].cpu(),
             inputs["reshaped_input_sizes"].cpu())

@@ -32,6 +32,7 @@ from synthrel.jobs import (
     positive_int,
     writing,
 )
+from synthrel.ood_objects.grounded_sam import DetectorPrecision, check_precision
 from synthrel.ood_objects.inpainting import (
     CompileMode,
     DiffusionSettings,
@@ -62,6 +63,10 @@ class WorkItem:
 
     def rng(self, seed: int, stream: str) -> np.random.Generator:
         return item_rng(seed, self.k, f"{slugify(self.object_name)}/{stream}")
+
+
+#: settings added after sets were made -> the value those sets were made with (so that they resume unchanged)
+SETTINGS_ADDED_LATER = {"detector_precision": "fp32"}
 
 
 @dataclass
@@ -97,6 +102,8 @@ class InpaintJob:
     verify: Verify = "hash"  # what a re-run checks of the items it skips
     device: str = "auto"
     dtype: Dtype = "fp16"
+    #: Grounded-SAM's forward passes: fp32 (the official numerics) or bf16 (autocast, the fast path on GPUs)
+    detector_precision: DetectorPrecision = "fp32"
     #: torch.compile of the inpainting UNet on CUDA: a mode, null (eager) or auto (compile_mode)
     compile: CompileMode | Literal["auto"] | None = "auto"
     #: called with each finished record (tests use it to simulate a kill); not a config key.
@@ -119,6 +126,7 @@ class InpaintJob:
         positive_int(self.num_inference_steps, f"{key}.num_inference_steps")
         positive_int(self.refine_steps, f"{key}.refine_steps")
         positive_int(self.batch_size, f"{key}.batch_size")
+        check_precision(self.detector_precision, f"{key}.detector_precision")
         if positive_int(self.patch_size, f"{key}.patch_size") % 8:
             raise ConfigError(f"`{key}.patch_size` must be a multiple of 8 (the VAE's factor), "
                               f"got {self.patch_size}")
@@ -164,7 +172,8 @@ class InpaintJob:
         planned = {WorkItem(name, k).id for name in self.selected_objects for k in range(self.samples_per_object)}
         plan = plan_resume("inpaint", f"OOD-object set {out_dir}",
                            verified_records(out_dir, inputs, self.verify, "inpaint"), common, inputs,
-                           force=self.force, elsewhere="`stages.inpaint.out_dir`", planned=planned)
+                           force=self.force, elsewhere="`stages.inpaint.out_dir`", planned=planned,
+                           added_later=SETTINGS_ADDED_LATER)
         remove_items(out_dir, plan.obsolete)
         self._item_settings = {id: {**common, **own} for id, own in inputs.items()}
         todo = set(plan.todo)
@@ -186,7 +195,8 @@ class InpaintJob:
                                                                    f"{self.refine_strength:g} steps",
                                                      compiled=compiled),
                        "inpaint: Grounded-SAM": SteadyRate("image", note=f"batch {self.batch_size}, "
-                                                                          f"{self.patch_size}px zoom")}
+                                                                          f"{self.patch_size}px zoom, "
+                                                                          f"{self.detector_precision}")}
         with writing(out_dir, self.shard_spec):  # readers refuse the set until this run has finished it
             self._inpaint_pending(pending, items, source, models, out_dir, summary)
         summary["steady_rates"] = {label: rate.result() for label, rate in self._rates.items()
@@ -221,7 +231,7 @@ class InpaintJob:
                 "refine_guidance_scale": self.refine_guidance_scale, "refine_steps": self.refine_steps,
                 "box_threshold": self.box_threshold, "text_threshold": self.text_threshold, "nms_iou": self.nms_iou,
                 "min_detection_score": self.min_detection_score, "min_mask_box_ratio": self.min_mask_box_ratio,
-                "dtype": self.dtype, "seed": self.seed}
+                "dtype": self.dtype, "detector_precision": self.detector_precision, "seed": self.seed}
 
     def _source(self):
         if isinstance(self.source, dict):
@@ -267,7 +277,8 @@ class InpaintJob:
         pipe.set_progress_bar_config(disable=True)
         detector = GroundedSam.from_pretrained(self.grounding_dino, self.sam, device,
                                                box_threshold=self.box_threshold,
-                                               text_threshold=self.text_threshold, nms_iou=self.nms_iou)
+                                               text_threshold=self.text_threshold, nms_iou=self.nms_iou,
+                                               precision=self.detector_precision)
         return pipe, detector
 
     def _load_inpaint_pipeline(self, torch_dtype):

@@ -115,3 +115,32 @@ def test_coco_root_missing_is_a_clear_error(tmp_path):
 
     with pytest.raises(DatasetError, match="coco_root"):
         CocoObjects(tmp_path / "nowhere")
+
+
+def test_rba_precision_is_recorded_and_a_change_scores_again(tmp_path, compose_cfg, monkeypatch):
+    """A pair scored at one `rba.precision` is not skipped as done at another: its manifest entry names the
+    precision (entries without one were scored in fp32, the only precision there was); a bad value names the key."""
+    from synthrel.ood_detection.job import OODDetectionJob
+    from synthrel.schemas import check_settings
+
+    _road_anomaly(tmp_path / "RoadAnomaly", np.random.default_rng(1))
+    args = ("+stage=[ood_detection]", "profile=tiny", f"datasets.road_anomaly.root={tmp_path}/RoadAnomaly",
+            "stages.ood_detection.datasets=[road_anomaly]", "stages.ood_detection.zoo_scores=false",
+            "~stages.ood_detection.rba.models.rba_swin_l")
+    cfg = compose_cfg(*args)
+    _tiny_rba(cfg)
+    summary = hydra.utils.instantiate(cfg.stages.ood_detection, _convert_="all").run()
+    manifest = Path(summary["output_dir"]) / "rba" / "manifest.jsonl"
+    assert [json.loads(line)["precision"] for line in manifest.read_text().splitlines()] == ["fp32"]
+    scored = []
+    evaluate = OODDetectionJob._rba_evaluate
+    monkeypatch.setattr(OODDetectionJob, "_rba_evaluate",
+                        lambda self, *a, **k: (scored.append(self.rba.precision), evaluate(self, *a, **k)))
+    hydra.utils.instantiate(cfg.stages.ood_detection, _convert_="all").run()
+    assert scored == []  # same precision: skipped
+    hydra.utils.instantiate(compose_cfg(*args, "stages.ood_detection.rba.precision=bf16").stages.ood_detection,
+                            _convert_="all").run()
+    assert scored == ["bf16"]
+    assert json.loads(manifest.read_text().splitlines()[-1])["precision"] == "bf16"
+    problems = check_settings(OODDetectionJob, {"rba": {"precision": "fp16"}}, "stages.ood_detection")
+    assert any("stages.ood_detection.rba.precision" in p and "bf16" in p for p in problems), problems

@@ -96,3 +96,23 @@ def test_outlier_mix_is_deterministic_and_mixes_at_the_rate():
     i = int(np.argmax(mixed))
     assert (ds[i]["label"] == OOD_LABEL_ID).sum() == 4 and (ds[i]["outlier_mask"] == 1).sum() == 4
     assert all(np.array_equal(ds[k]["image"], ds[k]["image"]) for k in range(20))
+
+
+def test_bf16_scoring_rounds_only_the_network(tiny_m2f):
+    """`rba.precision=bf16` autocasts the network; the class and anomaly scores stay float32 and move by bf16
+    rounding only: sklearn's AUROC of the two score maps against the same OOD square agrees to 0.02."""
+    from sklearn.metrics import roc_auc_score
+
+    from synthrel.ood_detection.rba import load_mask2former
+
+    model = load_mask2former(str(tiny_m2f))
+    image = np.random.default_rng(0).integers(0, 255, (1, 48, 64, 3), dtype=np.uint8)
+    (s32, l32), (s16, l16) = (rba_predict(model, image, autocast_dtype=d) for d in (None, torch.bfloat16))
+    assert s32.dtype == s16.dtype == l32.dtype == l16.dtype == torch.float32
+    assert not torch.equal(s32, s16)  # the network really ran in bf16
+    # class scores are probabilities times sigmoids in [0, 1]: bf16's 8 mantissa bits bound the change
+    np.testing.assert_allclose(l16.numpy(), l32.numpy(), atol=0.02)
+    ood = np.zeros((48, 64), bool)
+    ood[16:32, 20:44] = True
+    auroc = [roc_auc_score(ood.ravel(), s[0].double().numpy().ravel()) for s in (s32, s16)]
+    assert auroc[1] == pytest.approx(auroc[0], abs=0.02)

@@ -98,6 +98,22 @@ def test_rerun_skips_everything(reference, tiny_models, cityscapes_root):
     assert (out / "manifest.jsonl").read_bytes() == before
 
 
+def test_a_set_made_before_detector_precision_resumes_as_fp32(reference, tiny_models, cityscapes_root, tmp_path):
+    """Items recorded before `detector_precision` existed were made in fp32: an fp32 rerun skips them all, a bf16
+    one refuses to mix them with its own (SettingsChangedError names the change)."""
+    import shutil
+
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    older = records(out)
+    for rec in older:
+        del rec["settings"]["detector_precision"]
+    (out / "manifest.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in older))
+    assert make_job(tiny_models, cityscapes_root, out).run()["skipped"] == 4
+    with pytest.raises(SettingsChangedError, match="4 item.*detector_precision 'fp32' -> 'bf16'"):
+        make_job(tiny_models, cityscapes_root, out, detector_precision="bf16").run()
+
+
 def test_resume_after_a_kill_gives_the_uninterrupted_outputs(reference, tiny_models, cityscapes_root,
                                                               tmp_path):
     def kill_after_two(record, seen=[]):  # noqa: B006 - counts across calls on purpose
