@@ -114,6 +114,10 @@ class Measured:
     card: str
     source: str
     detail: str = ""  # the measured conditions (batch, resolution, precision...): the stage table quotes them
+    #: a rate at a named fast path: its settings (keys under the row's stage config) and the rate at the stage's
+    #: defaults (None: not measured), so that a run at its defaults is set beside a like rate (runstats.versus)
+    fast_path: dict = field(default_factory=dict)
+    default: Measured | None = None
 
 
 def _load(results: Path, name: str) -> dict | None:
@@ -208,19 +212,38 @@ def generation(results: Path, model: str) -> Measured | None:
                     f"ControlNetSampler, batch 8, {shape + ', ' if shape else ''}fp16, compiled, CUDA graphs")
 
 
+#: the evaluate stage's settings at which the budget counts it (its defaults are fp32 eager: mmseg's numerics)
+EVALUATE_FAST_PATH = {"precision": "bf16", "compile": True}
 INPAINT = "gen_bench_inpaint_h200.json"
+#: the inpaint stage's batch the budget counts: the fast path `stages.inpaint.batch_size=8` (the stage's default,
+#: 1, makes each item's pixels independent of the batch it shares; 8 changes them by float rounding)
+INPAINT_BATCH = 8
+
+
+def _inpaint_run(d: dict, call: str, batch: int) -> dict | None:
+    entry = d["models"][0]
+    return next((r for r in entry["rows"] if r["batch"] == batch and r["call"] == call), None)
 
 
 def inpainting(results: Path, call: str) -> Measured | None:
+    """The `call`'s compiled rate at INPAINT_BATCH (batch 1 where that batch is not measured)."""
     d = _load(results, INPAINT)
     if d is None:
         return None
     entry = d["models"][0]
-    row = next(r for r in entry["rows"] if r["batch"] == 1 and r["call"] == call)
+    row = _inpaint_run(d, call, INPAINT_BATCH) or _inpaint_run(d, call, 1)
+    batch = (f"batch {row['batch']}, the fast path `stages.inpaint.batch_size={row['batch']}` (the stage's default "
+             f"is 1: each item's pixels independent of its batch)" if row["batch"] > 1 else
+             "batch 1 (the stage's default)")
     strength, _, steps = entry["calls"][call]
-    return Measured(row["synthrel"]["img_per_s"], d["device"], INPAINT,
-                    f"accelerated pipeline, batch 1 (the stage's default), {entry['size']}px patch, {steps} x "
-                    f"{strength:g} steps, fp16, compile {entry['compile']}")
+    shape = f"{entry['size']}px patch, {steps} x {strength:g} steps, fp16, compile {entry['compile']}"
+    if row["batch"] == 1:
+        return Measured(row["synthrel"]["img_per_s"], d["device"], INPAINT, f"accelerated pipeline, {batch}, {shape}")
+    one = _inpaint_run(d, call, 1)
+    default = one and Measured(one["synthrel"]["img_per_s"], d["device"], INPAINT,
+                               f"accelerated pipeline, batch 1 (the stage's default), {shape}")
+    return Measured(row["synthrel"]["img_per_s"], d["device"], INPAINT, f"accelerated pipeline, {batch}, {shape}",
+                    fast_path={"batch_size": row["batch"]}, default=default)
 
 
 def inpainting_trade(results: Path, call: str) -> dict | None:
@@ -253,11 +276,32 @@ def inpainting_row(results: Path, call: str, work: str, items: int) -> Row:
         on, why = compile_choice("auto", key="stages.inpaint", cuda=True, images_per_device=math.ceil(items / GPUS),
                                  resolution=decider["resolution"], measured=decider)
         if not on:  # not for the paper's 2,688 items per shard: the eager rate, as the stage would run
-            row.measured = Measured(row.compile_trade["eager_per_s"], decider["card"], INPAINT, "eager")
+            eager = (_inpaint_run(_load(results, INPAINT), call, INPAINT_BATCH) or {}).get("eager") or {}
+            row.measured = Measured(eager.get("img_per_s") or row.compile_trade["eager_per_s"], decider["card"],
+                                    INPAINT, "eager")
         elif call == "inpaint":
             row.fixed_s = decider["compile_s"]
         row.note = f"compile {why} (one shard of {GPUS}; on 1 GPU all {items} items)"
+    if row.measured is not None and row.measured.fast_path:
+        row.note += f"; {row.measured.detail}"
     return row
+
+
+def grounded_sam(results: Path) -> Measured | None:
+    """Grounded-SAM at the inpaint stage's fast path: bf16 (`detector_precision`) at INPAINT_BATCH, from the
+    benchmark's `runs` where it has that run; else its fp32 batch-1 rate (the stage's defaults)."""
+    found = throughput_json(results, "grounded_sam")
+    if found is None:
+        return None
+    path, d = found
+    fast = next((r for r in d.get("runs") or [] if r["precision"] == "bf16" and r["batch"] == INPAINT_BATCH), None)
+    if fast is None:
+        return throughput(results, "grounded_sam")
+    return Measured(fast["per_s"], d["device"], path.name,
+                    f"batch {INPAINT_BATCH}, bf16, the fast path `stages.inpaint.batch_size={INPAINT_BATCH} "
+                    f"stages.inpaint.detector_precision=bf16` (the stage's defaults: batch 1, fp32)",
+                    fast_path={"batch_size": INPAINT_BATCH, "detector_precision": "bf16"},
+                    default=throughput(results, "grounded_sam"))
 
 
 def controlnet_training(results: Path, model: str) -> Measured | None:
@@ -623,8 +667,7 @@ def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured
         generation_row(results, "sdxl", f"5 domains x {per_domain}", synth_sdxl),
         inpainting_row(results, "inpaint", "42 objects x 512, inpainting call", ood),
         inpainting_row(results, "refine", "42 objects x 512, refinement call", ood),
-        Row("inpaint: Grounded-SAM", "42 objects x 512 masks", ood, "image", throughput(results, "grounded_sam"),
-            "shard"),
+        Row("inpaint: Grounded-SAM", "42 objects x 512 masks", ood, "image", grounded_sam(results), "shard"),
     ]
     # evaluate: every model on every set: compiled rates at the real sizes per family where measured, else the
     # per-model 512x512 measurement scaled by processed pixels (EvaluateCost)
@@ -659,7 +702,7 @@ def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured
         card = " / ".join(sorted({*cards.values(), *([family_card] if compiled else [])}))
         evaluate.seconds_1 = total
         sources = " + ".join(dict.fromkeys(part for f in used for part in f.split(" + ")))  # the floor's file is a family's
-        evaluate.measured = Measured(evaluate.units / total, card, sources,
+        evaluate.measured = Measured(evaluate.units / total, card, sources, fast_path=EVALUATE_FAST_PATH, detail=
                                      "compiled family rates at the real sizes where measured, else bf16 eager 512x512 "
                                      "scaled by processed pixels (the note says which)")
     if compiled:
@@ -673,8 +716,8 @@ def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured
     else:
         evaluate.note = ("eager rates (no eval_families JSON): per model s/img measured at 512x512 (bf16 eager, "
                          "batch 8), x processed pixels per image")
-    evaluate.note += ("; the fast path `stages.evaluate.precision=bf16 stages.evaluate.compile=true` (the stage's "
-                      "defaults are fp32 eager: mmseg's numerics, slower)")
+    fast = " ".join(f"stages.evaluate.{k}={str(v).lower()}" for k, v in EVALUATE_FAST_PATH.items())
+    evaluate.note += f"; the fast path `{fast}` (the stage's defaults are fp32 eager: mmseg's numerics, slower)"
     if missing:
         evaluate.note += f"; not measured for {', '.join(missing)}"
     if floor is not None:
@@ -706,10 +749,15 @@ def build_rows(results: Path, zoo_file: Path = ZOO) -> tuple[list[Row], Measured
             "step", throughput(results, name), "runs", runs=n("rba_runs") // 2)))
     rba_images = ood + n("road_anomaly") + n("smiyc_ra21") + n("smiyc_ro21") + n("fs_lost_and_found")
     for name, label in (("rba_swin_b", "Swin-B"), ("rba_swin_l", "Swin-L")):
+        fp32, bf16 = throughput(results, name, "predict_img_s"), throughput(results, name, "predict_img_s_bf16")
+        if bf16 is not None:
+            bf16 = replace(bf16, fast_path={"rba.precision": "bf16"}, default=fp32)
         rows.append(rba_row(results, flops, name, Row(
             f"ood_detection: RbA {label} scoring", f"4 models x {rba_images} OOD images", 4 * rba_images, "image",
-            throughput(results, name, "predict_img_s"), "shard",
-            note="measured at 1024x2048 (the smaller sets cost less)")))
+            bf16 or fp32, "shard",
+            note="measured at 1024x2048 (the smaller sets cost less)" + (
+                "; the fast path `stages.ood_detection.rba.precision=bf16` (the stage's default is fp32, RbA's own "
+                "numerics: docs/benchmarks.md#rba-bf16)" if bf16 else "; fp32"))))
     fid_images = sum(3 * (per_domain + real) for real in [n("acdc_per_condition")] * 4 + [n("idd_val")])
     rows.append(Row("fid", "5 domains x (SD1.5, SDXL, Cityscapes) vs real, features per pair", fid_images, "image",
                     throughput(results, "fid_features"), "shard"))
@@ -978,6 +1026,10 @@ def rates_data(rows: list[Row], summary: dict) -> dict:
                         "per_s": None if m is None else round(m.per_s, 6), "card": None if m is None else m.card,
                         "source": None if m is None else m.source, "conditions": None if m is None else m.detail,
                         "hours_1": None if r.hours_1 is None else round(r.hours_1, 4)}
+        if m is not None and m.fast_path:
+            out[r.stage]["fast_path"] = m.fast_path
+            out[r.stage]["default"] = None if m.default is None else {
+                "per_s": round(m.default.per_s, 6), "conditions": m.default.detail, "source": m.default.source}
         if r.compile_trade is not None:
             out[r.stage]["compile"] = r.compile_trade
         if r.checkpointing is not None:

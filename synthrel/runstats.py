@@ -111,9 +111,12 @@ class SteadyRate:
         part's time, synchronised before and after; its first `warmup` calls are the warm-up.
     """
 
-    def __init__(self, unit: str = "image", warmup: int = 1, note: str = "", compiled: bool | None = None):
+    def __init__(self, unit: str = "image", warmup: int = 1, note: str = "", compiled: bool | None = None,
+                 settings: dict | None = None):
         self.unit, self.warmup, self.note = unit, max(int(warmup), 1), note
         self.compiled = compiled  # the loop ran torch.compile'd (True) or eager (False); None: no such choice
+        # the run's values of the settings a budget row's fast path names (versus): keys under the stage's config
+        self.settings = settings
         self.units, self.seconds, self.warmup_units, self.warmup_seconds = 0, 0.0, 0, 0.0
         self._loop: dict | None = None
         self._calls = 0
@@ -171,7 +174,8 @@ class SteadyRate:
         per_s = self.units / self.seconds if self.units and self.seconds > 0 else None
         return {"unit": self.unit, "units": self.units, "seconds": round(self.seconds, 4),
                 "per_s": None if per_s is None else round(per_s, 4), "warmup_units": self.warmup_units,
-                "warmup_seconds": round(self.warmup_seconds, 4), "note": self.note, "compiled": self.compiled}
+                "warmup_seconds": round(self.warmup_seconds, 4), "note": self.note, "compiled": self.compiled,
+                "settings": self.settings}
 
 
 def steady_rate_callback(rate: SteadyRate, units_per_batch: int):
@@ -371,8 +375,10 @@ def benchmark_of(label: str, stage: str, backbone: str | None = None) -> tuple[s
 
 def versus(label: str, rate: dict, stage: str, backbone: str | None = None) -> dict | None:
     """Steady rate / benchmark rate in the same unit; `slow` when below SLOW_RATIO. None without a benchmark row,
-    a rate, or a common unit. A stage that ran eager (rate `compiled` False) is set beside the eager rate of the
-    row's measured compile trade where it has one (generate, train_controlnet), so that like meets like."""
+    a rate, or a common unit. So that like meets like: a run off the row's fast path (its `settings` differ from
+    the row's `fast_path`) is set beside the row's rate at the stage's defaults, and without one gets no verdict;
+    a stage that ran eager (rate `compiled` False) beside the eager rate of the row's measured compile trade where
+    it has one (generate, train_controlnet, inpaint)."""
     found = benchmark_of(label, stage, backbone)
     if found is None or not rate.get("per_s"):
         return None
@@ -380,6 +386,11 @@ def versus(label: str, rate: dict, stage: str, backbone: str | None = None) -> d
     if row["unit"] != rate["unit"]:
         return None
     per_s, conditions = row["per_s"], row.get("conditions") or ""
+    fast, ran = row.get("fast_path") or {}, rate.get("settings") or {}
+    if any(key in ran and ran[key] != value for key, value in fast.items()):
+        if not row.get("default"):
+            return None
+        per_s, conditions = row["default"]["per_s"], row["default"]["conditions"]
     trade = row.get("compile")
     if rate.get("compiled") is False and trade:
         per_s = trade["eager_per_s"]

@@ -127,7 +127,8 @@ class EvaluateJob:
         done, skipped = 0, 0
         note = f"batch {self.batch_size}, {self.precision}, compile {bool(self.compile)}"
         models = ", ".join(self.models) if len(self.models) <= 5 else f"{len(self.models)}"
-        rates = {"evaluate": SteadyRate("image", note=f"{note}; models {models}")}
+        rates = {"evaluate": SteadyRate("image", note=f"{note}; models {models}",
+                                        settings={"precision": self.precision, "compile": bool(self.compile)})}
         for key, why in self.not_evaluated.items():
             log.warning("evaluate: %s left out: %s", key, why)
             write_json_atomic(f"{results_dir}/{NOT_EVALUATED}/{key}.json", {"model": key, "reason": why})

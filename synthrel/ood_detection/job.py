@@ -349,8 +349,9 @@ class OODDetectionJob:
                         loaded = load_mask2former(spec).to(device)
                     ds = hydra.utils.instantiate(self.dataset_configs[dataset])
                     label = f"ood_detection: RbA {rba_arch(model)} scoring"
-                    rate = self._rates.setdefault(label, SteadyRate("image", note="batch 1, one image per call, "
-                                                                   f"at each set's resolution, {self.rba.precision}"))
+                    rate = self._rates.setdefault(label, SteadyRate(
+                        "image", note=f"batch 1, one image per call, at each set's resolution, {self.rba.precision}",
+                        settings={"rba.precision": self.rba.precision}))
                     self._rba_evaluate(loaded, ds, folder, desc=f"RbA {model} on {dataset}", rate=rate)
                     manifest.append({"item": item, "model_path": json.dumps(spec, default=str), "seed": self.seed,
                                      "precision": self.rba.precision})

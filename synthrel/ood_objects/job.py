@@ -189,14 +189,17 @@ class InpaintJob:
         summary["compile"] = mode
         note = f"batch {self.batch_size}, {self.patch_size}px patch, {self.dtype}, compile {mode}"
         compiled = mode is not None
+        batch = {"batch_size": self.batch_size}
         self._rates = {"inpaint": SteadyRate("image", note=f"{note}, {self.num_inference_steps} steps",
-                                             compiled=compiled),
+                                             compiled=compiled, settings=batch),
                        "inpaint: refine": SteadyRate("image", note=f"{note}, {self.refine_steps} x "
                                                                    f"{self.refine_strength:g} steps",
-                                                     compiled=compiled),
+                                                     compiled=compiled, settings=batch),
                        "inpaint: Grounded-SAM": SteadyRate("image", note=f"batch {self.batch_size}, "
                                                                           f"{self.patch_size}px zoom, "
-                                                                          f"{self.detector_precision}")}
+                                                                          f"{self.detector_precision}",
+                                                           settings={**batch,
+                                                                     "detector_precision": self.detector_precision})}
         with writing(out_dir, self.shard_spec):  # readers refuse the set until this run has finished it
             self._inpaint_pending(pending, items, source, models, out_dir, summary)
         summary["steady_rates"] = {label: rate.result() for label, rate in self._rates.items()

@@ -307,3 +307,26 @@ def test_an_eager_run_is_set_beside_the_eager_rate_of_the_rows_compile_trade():
     text, _ = stage_table([StageStats("generate", 20.0, images=40, steady={"generate": rate(3.0, False)})], "cuda",
                           backbone="sd15")
     assert "generate: 0.79x **SLOW (< 0.8)** (benchmark: eager, 512px" in text
+
+
+def test_a_run_off_the_fast_path_meets_the_rate_at_the_defaults():
+    """Rows counted at a named fast path (inpaint at batch 8, evaluate in bf16 compiled) set a run at the stage's
+    defaults beside the row's default rate, or give no verdict where that rate is not measured: never a false SLOW."""
+    rates = _rates()
+    inpaint, evaluate = rates["inpaint"], rates["evaluate"]
+    assert inpaint["fast_path"] == {"batch_size": 8} and inpaint["default"]["per_s"] < inpaint["per_s"]
+    assert evaluate["fast_path"] == {"precision": "bf16", "compile": True} and evaluate["default"] is None
+
+    def rate(per_s, **settings):
+        return {"unit": "image", "units": 32, "seconds": 32 / per_s, "per_s": per_s, "compiled": True,
+                "note": "", "settings": settings}
+
+    default = inpaint["default"]["per_s"]
+    at_default = runstats.versus("inpaint", rate(default, batch_size=1), "inpaint")
+    assert at_default["ratio"] == pytest.approx(1.0) and not at_default["slow"]
+    assert "batch 1" in at_default["benchmark_conditions"]
+    fast = runstats.versus("inpaint", rate(default, batch_size=8), "inpaint")
+    assert fast["ratio"] == pytest.approx(default / inpaint["per_s"], abs=1e-3) and fast["slow"]
+    assert runstats.versus("evaluate", rate(5.0, precision="fp32", compile=False), "evaluate") is None
+    on_path = runstats.versus("evaluate", rate(evaluate["per_s"], precision="bf16", compile=True), "evaluate")
+    assert on_path["ratio"] == pytest.approx(1.0)
