@@ -189,15 +189,30 @@ def _duration(hours: float) -> str:
     return f"{hours:.2f} h" if hours >= 0.1 else f"{hours * 60:.1f} min"
 
 
+def _at_run_settings(spec, row: dict) -> tuple[float, str]:
+    """The rate of budget row `row` for this run's settings, and what it is: a row counted at a fast path
+    (`fast_path`: evaluate in bf16 compiled, inpaint at batch 8) gives its own rate to a run on that path and its
+    `default` rate to a run at the stage's defaults; without a default rate, its own, said to be the fast path's."""
+    fast = row.get("fast_path") or {}
+    if all(OmegaConf.select(spec, key) == value for key, value in fast.items()):
+        return row["per_s"], ""
+    if row.get("default"):
+        return row["default"]["per_s"], ""
+    path = " ".join(f"{key}={str(value).lower()}" for key, value in fast.items())
+    return row["per_s"], f" (the fast path's rate, `{path}`: this run's settings are not measured)"
+
+
 def _row_seconds(spec, stage: str, row: dict, units: int, rates: dict) -> tuple[float, str]:
-    """Seconds of `units` of budget row `row`, and at what rate: where the row carries a measured compile trade
-    (train_controlnet, generate, inpaint), compiled plus its one-time compile or eager, as the stage's `compile`
-    setting decides for this many units (synthrel.runstats.compile_choice: the budget's rule too)."""
+    """Seconds of `units` of budget row `row`, and at what rate (_at_run_settings): where the row carries a
+    measured compile trade (train_controlnet, generate, inpaint), compiled plus its one-time compile or eager, as
+    the stage's `compile` setting decides for this many units (synthrel.runstats.compile_choice: the budget's rule
+    too)."""
     from synthrel.runstats import compile_choice
 
+    per_s, caveat = _at_run_settings(spec, row)
     trade = row.get("compile")
     if not trade:
-        return units / row["per_s"], f"at {row['per_s']:.3g}/s"
+        return units / per_s, f"at {per_s:.3g}/s{caveat}"
     setting, resolution = spec.get("compile"), spec.get("resolution")
     if stage == "inpaint":  # a torch.compile mode or null; its refinement call follows the inpainting call's choice
         setting, resolution = ("auto" if setting == "auto" else setting is not None), spec.patch_size
@@ -208,8 +223,9 @@ def _row_seconds(spec, stage: str, row: dict, units: int, rates: dict) -> tuple[
                            resolution=resolution, measured=decider)
     if not on:
         return units / trade["eager_per_s"], f"eager at {trade['eager_per_s']:.3g}/s"
-    return (units / trade["compiled_per_s"] + trade["compile_s"],
-            f"compiled at {trade['compiled_per_s']:.3g}/s + {trade['compile_s']:.0f} s of compile")
+    compiled = per_s if row.get("fast_path") else trade["compiled_per_s"]  # the trade: at the stage's defaults
+    return (units / compiled + trade["compile_s"],
+            f"compiled at {compiled:.3g}/s + {trade['compile_s']:.0f} s of compile{caveat}")
 
 
 def gpu_hours(cfg: DictConfig, stages: list[str], needs: list[Need] = ()) -> dict[str, str]:
@@ -235,8 +251,9 @@ def gpu_hours(cfg: DictConfig, stages: list[str], needs: list[Need] = ()) -> dic
                 continue  # a call this run does not make (no refinement, the other RbA backbone)
             units, how = counted.get(name, (None, "not counted per run"))
             if units is None:
-                hours += r["hours_1"]
-                parts.append(f"{name}: the paper's {r['units']:,.0f} {r['unit']}s ({how}) at {r['per_s']:.3g}/s")
+                per_s, caveat = _at_run_settings(cfg.stages[stage], r)
+                hours += r["hours_1"] * r["per_s"] / per_s
+                parts.append(f"{name}: the paper's {r['units']:,.0f} {r['unit']}s ({how}) at {per_s:.3g}/s{caveat}")
             else:
                 seconds, at = _row_seconds(cfg.stages[stage], stage, r, units, rates)
                 hours += seconds / 3600

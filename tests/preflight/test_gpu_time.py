@@ -53,13 +53,27 @@ def test_the_paper_counts_give_the_budgets_hours(compose_cfg, budget):
     the same hours as `python -m benchmarks.run budget`."""
     sdxl = hours_of(compose_cfg("+stage=[generate]", "backbone=sdxl", "domain=paper5"))
     assert sdxl["generate"].startswith(shown(budget["generate SDXL"].hours_1))
-    inpaint = hours_of(compose_cfg("+experiment=ood_objects"))["inpaint"]
+    # the budget counts inpainting at its fast path, batch 8 (docs/benchmarks.md#fast-paths)
+    inpaint = hours_of(compose_cfg("+experiment=ood_objects", "stages.inpaint.batch_size=8"))["inpaint"]
     total = sum(budget[r].hours_1 for r in ("inpaint", "inpaint: refine", "inpaint: Grounded-SAM"))
     assert inpaint.startswith(shown(total))
     train = hours_of(compose_cfg("+experiment=train_controlnet"))
     assert train["train_controlnet"].startswith(shown(budget["train_controlnet SD1.5"].hours_1))
     # caption: Cityscapes train + val at their published sizes, the budget's 3475 images
     assert train["caption"].startswith(shown(budget["caption"].hours_1))
+
+
+def test_a_run_at_the_stages_defaults_is_counted_at_their_rates(compose_cfg, budget):
+    """The budget counts inpainting at batch 8 and evaluation in bf16 compiled (their fast paths); a run at the
+    stages' defaults is counted at the rates measured at those defaults (inpaint: batch 1), or, where they are not
+    measured (evaluate's fp32 eager), at the fast path's rate with a line that says so."""
+    row = budget["inpaint"]
+    assert row.measured.fast_path == {"batch_size": 8} and row.measured.default is not None
+    inpaint = hours_of(compose_cfg("+experiment=ood_objects"))["inpaint"]
+    assert f"compiled at {row.measured.default.per_s:.3g}/s" in inpaint
+    assert f"compiled at {row.measured.per_s:.3g}/s" not in inpaint
+    evaluate = hours_of(compose_cfg("+stage=[evaluate]"))["evaluate"]
+    assert "the fast path's rate, `precision=bf16 compile=true`: this run's settings are not measured" in evaluate
 
 
 def test_smaller_runs_show_their_own_hours(compose_cfg, budget):
