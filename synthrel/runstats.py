@@ -373,6 +373,16 @@ def benchmark_of(label: str, stage: str, backbone: str | None = None) -> tuple[s
     return None
 
 
+def at_settings(row: dict, setting) -> dict | None:
+    """Budget row `row`'s rate ({per_s, conditions}) for a run whose value of each setting `setting(key)` gives
+    (None: not recorded, not held against the run): the row's own on its fast path (and for a row without one),
+    its rate at the stage's defaults off that path, None off it where that rate is not measured."""
+    fast = row.get("fast_path") or {}
+    if all(setting(key) in (None, value) for key, value in fast.items()):
+        return {"per_s": row["per_s"], "conditions": row.get("conditions") or ""}
+    return row.get("default")
+
+
 def versus(label: str, rate: dict, stage: str, backbone: str | None = None) -> dict | None:
     """Steady rate / benchmark rate in the same unit; `slow` when below SLOW_RATIO. None without a benchmark row,
     a rate, or a common unit. So that like meets like: a run off the row's fast path (its `settings` differ from
@@ -385,12 +395,10 @@ def versus(label: str, rate: dict, stage: str, backbone: str | None = None) -> d
     name, row = found
     if row["unit"] != rate["unit"]:
         return None
-    per_s, conditions = row["per_s"], row.get("conditions") or ""
-    fast, ran = row.get("fast_path") or {}, rate.get("settings") or {}
-    if any(key in ran and ran[key] != value for key, value in fast.items()):
-        if not row.get("default"):
-            return None
-        per_s, conditions = row["default"]["per_s"], row["default"]["conditions"]
+    like = at_settings(row, (rate.get("settings") or {}).get)
+    if like is None:
+        return None
+    per_s, conditions = like["per_s"], like["conditions"]
     trade = row.get("compile")
     if rate.get("compiled") is False and trade:
         per_s = trade["eager_per_s"]

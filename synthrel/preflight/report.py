@@ -12,7 +12,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from synthrel.preflight.needs import Need
-from synthrel.runstats import CHECKPOINTING_MARGIN, checkpointing_cost
+from synthrel.runstats import CHECKPOINTING_MARGIN, at_settings, checkpointing_cost
 
 #: (GB at batch 0, GB per image) fitted to the measured peaks of docs/benchmarks.md
 GENERATE_FIT = {"sd15": (5.1, 0.63), "sdxl": (15.1, 4.9)}  # 5.7/10.2/25.2 GB at 1/8/32; 20.0/34.7/54.2 at 1/4/8
@@ -190,15 +190,14 @@ def _duration(hours: float) -> str:
 
 
 def _at_run_settings(spec, row: dict) -> tuple[float, str]:
-    """The rate of budget row `row` for this run's settings, and what it is: a row counted at a fast path
-    (`fast_path`: evaluate in bf16 compiled, inpaint at batch 8) gives its own rate to a run on that path and its
-    `default` rate to a run at the stage's defaults; without a default rate, its own, said to be the fast path's."""
-    fast = row.get("fast_path") or {}
-    if all(OmegaConf.select(spec, key) == value for key, value in fast.items()):
-        return row["per_s"], ""
-    if row.get("default"):
-        return row["default"]["per_s"], ""
-    path = " ".join(f"{key}={str(value).lower()}" for key, value in fast.items())
+    """The rate of budget row `row` for this run's settings (synthrel.runstats.at_settings: a row counted at a
+    fast path, evaluate in bf16 compiled or inpaint at batch 8, gives a run at the stage's defaults its default
+    rate), and a caveat: where no rate at this run's settings is measured, the row's own, said to be the fast
+    path's."""
+    like = at_settings(row, lambda key: OmegaConf.select(spec, key))
+    if like is not None:
+        return like["per_s"], ""
+    path = " ".join(f"{key}={str(value).lower()}" for key, value in row["fast_path"].items())
     return row["per_s"], f" (the fast path's rate, `{path}`: this run's settings are not measured)"
 
 
