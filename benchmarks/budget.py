@@ -226,24 +226,25 @@ def _inpaint_run(d: dict, call: str, batch: int) -> dict | None:
 
 
 def inpainting(results: Path, call: str) -> Measured | None:
-    """The `call`'s compiled rate at INPAINT_BATCH (batch 1 where that batch is not measured)."""
+    """The `call`'s compiled rate at INPAINT_BATCH, with the batch-1 rate as its default (the batch-1 rate alone
+    where that batch is not measured)."""
     d = _load(results, INPAINT)
     if d is None:
         return None
     entry = d["models"][0]
-    row = _inpaint_run(d, call, INPAINT_BATCH) or _inpaint_run(d, call, 1)
-    batch = (f"batch {row['batch']}, the fast path `stages.inpaint.batch_size={row['batch']}` (the stage's default "
-             f"is 1: each item's pixels independent of its batch)" if row["batch"] > 1 else
-             "batch 1 (the stage's default)")
     strength, _, steps = entry["calls"][call]
     shape = f"{entry['size']}px patch, {steps} x {strength:g} steps, fp16, compile {entry['compile']}"
-    if row["batch"] == 1:
-        return Measured(row["synthrel"]["img_per_s"], d["device"], INPAINT, f"accelerated pipeline, {batch}, {shape}")
-    one = _inpaint_run(d, call, 1)
-    default = one and Measured(one["synthrel"]["img_per_s"], d["device"], INPAINT,
-                               f"accelerated pipeline, batch 1 (the stage's default), {shape}")
-    return Measured(row["synthrel"]["img_per_s"], d["device"], INPAINT, f"accelerated pipeline, {batch}, {shape}",
-                    fast_path={"batch_size": row["batch"]}, default=default)
+
+    def measured(run: dict, batch: str) -> Measured:
+        return Measured(run["synthrel"]["img_per_s"], d["device"], INPAINT, f"accelerated pipeline, {batch}, {shape}")
+
+    default = measured(_inpaint_run(d, call, 1), "batch 1 (the stage's default)")
+    fast = _inpaint_run(d, call, INPAINT_BATCH)
+    if fast is None:
+        return default
+    return replace(measured(fast, f"batch {INPAINT_BATCH}, the fast path `stages.inpaint.batch_size={INPAINT_BATCH}` "
+                                  "(the stage's default is 1: each item's pixels independent of its batch)"),
+                   fast_path={"batch_size": INPAINT_BATCH}, default=default)
 
 
 def inpainting_trade(results: Path, call: str) -> dict | None:
@@ -290,18 +291,17 @@ def inpainting_row(results: Path, call: str, work: str, items: int) -> Row:
 def grounded_sam(results: Path) -> Measured | None:
     """Grounded-SAM at the inpaint stage's fast path: bf16 (`detector_precision`) at INPAINT_BATCH, from the
     benchmark's `runs` where it has that run; else its fp32 batch-1 rate (the stage's defaults)."""
-    found = throughput_json(results, "grounded_sam")
+    found, default = throughput_json(results, "grounded_sam"), throughput(results, "grounded_sam")
     if found is None:
         return None
     path, d = found
     fast = next((r for r in d.get("runs") or [] if r["precision"] == "bf16" and r["batch"] == INPAINT_BATCH), None)
     if fast is None:
-        return throughput(results, "grounded_sam")
+        return default
     return Measured(fast["per_s"], d["device"], path.name,
                     f"batch {INPAINT_BATCH}, bf16, the fast path `stages.inpaint.batch_size={INPAINT_BATCH} "
                     f"stages.inpaint.detector_precision=bf16` (the stage's defaults: batch 1, fp32)",
-                    fast_path={"batch_size": INPAINT_BATCH, "detector_precision": "bf16"},
-                    default=throughput(results, "grounded_sam"))
+                    fast_path={"batch_size": INPAINT_BATCH, "detector_precision": "bf16"}, default=default)
 
 
 def controlnet_training(results: Path, model: str) -> Measured | None:

@@ -363,6 +363,7 @@ class OODDetectionJob:
         from torch.utils.data import DataLoader
 
         from synthrel.ood_detection.rba import rba_predict
+        from synthrel.zoo.predictor import PRECISIONS  # precision name -> autocast dtype (fp32: None)
 
         if not dataset.has_ood:
             raise DatasetError(f"dataset {dataset.name!r} has no OOD masks; RbA needs an OOD dataset")
@@ -377,8 +378,7 @@ class OODDetectionJob:
         with rate.loop():
             for sample in tqdm(loader, total=len(dataset), desc=desc):
                 with torch.inference_mode():
-                    scores = rba_predict(model, sample["image"][None], device,
-                                         autocast_dtype=torch.bfloat16 if self.rba.precision == "bf16" else None)[0]
+                    scores = rba_predict(model, sample["image"][None], device, PRECISIONS[self.rba.precision])[0]
                 acc.update(scores[None], sample["ood"][None].to(device, non_blocking=cuda))
                 ids.append(sample["id"])
                 rate.tick(1)
